@@ -1,0 +1,575 @@
+//! [`AtomBank`]: the growing set of rank-1 atoms of one adapted layer.
+//!
+//! Atom `i` is a key `a_i` (row `i` of `A`, length `d_in`) and a value `b_i` (column `i` of `B`,
+//! length `d_out`). Atoms are stored frozen first, then the current task's trainable atoms, in the
+//! order both official code bases use. Only the trainable part is ever handed to an optimizer;
+//! frozen tensors are plain tensors without gradient, so no optimizer can move them.
+
+use crate::config::{KeyInit, MoramConfig, Routing, ValuePath};
+use crate::error::{Error, Result};
+use crate::routing;
+use tch::{Device, Kind, Tensor};
+
+/// The atoms (and, for router-based variants, the router keys) of one adapted layer.
+#[derive(Debug)]
+pub struct AtomBank {
+    d_in: i64,
+    d_out: i64,
+    config: MoramConfig,
+    device: Device,
+    /// Frozen keys `(R_f, d_in)` and values `(d_out, R_f)`, f32, no gradient.
+    frozen_keys: Tensor,
+    frozen_values: Tensor,
+    /// Trainable keys `(R_c, d_in)` and values `(d_out, R_c)`, f32 leaves with gradient.
+    keys: Tensor,
+    values: Tensor,
+    /// Router keys (external router: one per atom; MoE-LoRA: one per expert), frozen then
+    /// trainable, `(n, d_in)`. Empty for self-activated routing and LoRA.
+    frozen_router: Tensor,
+    router: Tensor,
+    /// Task that created each atom, length `R` (frozen first).
+    atom_task: Vec<u32>,
+    /// MoE-LoRA: task of each expert (router row), frozen first.
+    expert_task: Vec<u32>,
+    /// Task whose atoms are trainable now.
+    current_task: Option<u32>,
+    /// The trainable atoms were appended early by [`AtomBank::end_task`] (compat flag B3) for this task.
+    pending_task: Option<u32>,
+}
+
+/// What [`AtomBank::route`] computes for a batch of tokens.
+#[derive(Debug)]
+pub struct Routed {
+    /// The adapter's contribution `(.., d_out)`, f32 (already scaled).
+    pub delta: Tensor,
+    /// The weights used for the values `(.., R)` (gated in eval).
+    pub weights: Tensor,
+    /// The weights before the eval-only threshold gate `(.., R)` (the same tensor when no gate ran).
+    pub weights_before_gate: Tensor,
+}
+
+fn empty(rows: i64, cols: i64, device: Device) -> Tensor {
+    Tensor::zeros([rows, cols], (Kind::Float, device))
+}
+
+/// Concatenates frozen and trainable parts along `dim`, without copying when one part is empty.
+fn join(frozen: &Tensor, trainable: &Tensor, dim: i64) -> Tensor {
+    let len = |t: &Tensor| t.size()[dim as usize];
+    match (len(frozen), len(trainable)) {
+        (0, _) => trainable.shallow_clone(),
+        (_, 0) => frozen.shallow_clone(),
+        _ => Tensor::cat(&[frozen, trainable], dim),
+    }
+}
+
+/// A fresh leaf tensor that requires grad.
+fn leaf(t: Tensor) -> Tensor {
+    t.detach().set_requires_grad(true)
+}
+
+impl AtomBank {
+    /// An empty bank for a `d_in -> d_out` layer on `device`. Atoms arrive with [`AtomBank::begin_task`].
+    pub fn new(d_in: usize, d_out: usize, config: &MoramConfig, device: Device) -> Result<Self> {
+        config.validate()?;
+        if d_in == 0 || d_out == 0 {
+            return Err(Error::State(format!(
+                "an atom bank needs d_in, d_out >= 1, found {d_in} x {d_out}"
+            )));
+        }
+        let (d_in, d_out) = (d_in as i64, d_out as i64);
+        Ok(AtomBank {
+            d_in,
+            d_out,
+            config: config.clone(),
+            device,
+            frozen_keys: empty(0, d_in, device),
+            frozen_values: empty(d_out, 0, device),
+            keys: empty(0, d_in, device),
+            values: empty(d_out, 0, device),
+            frozen_router: empty(0, d_in, device),
+            router: empty(0, d_in, device),
+            atom_task: Vec::new(),
+            expert_task: Vec::new(),
+            current_task: None,
+            pending_task: None,
+        })
+    }
+
+    /// Rebuilds a bank from stored tensors (adapter files, tests, pruning).
+    ///
+    /// `keys`: `(R, d_in)`, `values`: `(d_out, R)`, `atom_task`: length `R`; the first `n_frozen`
+    /// atoms are frozen, the rest trainable. `router`: router keys `(n, d_in)` with their count of
+    /// frozen rows; `expert_task`: MoE-LoRA's task per router row. Tensors are copied to f32 on `device`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn from_parts(
+        config: &MoramConfig,
+        keys: &Tensor,
+        values: &Tensor,
+        atom_task: Vec<u32>,
+        n_frozen: usize,
+        router: Option<(&Tensor, usize)>,
+        expert_task: Vec<u32>,
+        device: Device,
+    ) -> Result<Self> {
+        config.validate()?;
+        let ks = keys.size();
+        let vs = values.size();
+        if ks.len() != 2 || vs.len() != 2 || ks[0] != vs[1] {
+            return Err(Error::Shape {
+                what: "atom values".into(),
+                expected: format!(
+                    "(d_out, R) with R = {} keys",
+                    ks.first().copied().unwrap_or(-1)
+                ),
+                found: vs,
+            });
+        }
+        let (r, d_in, d_out) = (ks[0], ks[1], vs[0]);
+        if atom_task.len() as i64 != r || n_frozen as i64 > r {
+            return Err(Error::State(format!(
+                "{r} atoms need {r} task ids (found {}) and at most {r} frozen (found {n_frozen})",
+                atom_task.len()
+            )));
+        }
+        if atom_task.windows(2).any(|w| w[0] > w[1]) {
+            return Err(Error::State(
+                "atom task ids must be non-decreasing (atoms are stored in task order)".into(),
+            ));
+        }
+        let to_f32 = |t: &Tensor| {
+            t.detach()
+                .to_device(device)
+                .to_kind(Kind::Float)
+                .contiguous()
+        };
+        let nf = n_frozen as i64;
+        let mut bank = AtomBank::new(d_in as usize, d_out as usize, config, device)?;
+        bank.frozen_keys = to_f32(&keys.narrow(0, 0, nf));
+        bank.keys = leaf(to_f32(&keys.narrow(0, nf, r - nf)));
+        bank.frozen_values = to_f32(&values.narrow(1, 0, nf));
+        bank.values = leaf(to_f32(&values.narrow(1, nf, r - nf)));
+        let n_router = match config.routing {
+            Routing::ExternalRouter { .. } => r,
+            Routing::MoeLora { .. } => expert_task.len() as i64,
+            _ => 0,
+        };
+        match (router, n_router > 0) {
+            (Some((rk, frozen_rows)), true) => {
+                if rk.size() != [n_router, d_in] || frozen_rows as i64 > n_router {
+                    return Err(Error::Shape {
+                        what: "router keys".into(),
+                        expected: format!(
+                            "({n_router}, {d_in}) with at most {n_router} frozen rows"
+                        ),
+                        found: rk.size(),
+                    });
+                }
+                let fr = frozen_rows as i64;
+                bank.frozen_router = to_f32(&rk.narrow(0, 0, fr));
+                bank.router = leaf(to_f32(&rk.narrow(0, fr, n_router - fr)));
+            }
+            (None, false) => {}
+            (Some(_), false) => {
+                return Err(Error::State(format!(
+                    "routing {:?} has no router, but router keys were given",
+                    config.routing
+                )))
+            }
+            (None, true) => {
+                return Err(Error::State(format!(
+                    "routing {:?} needs router keys",
+                    config.routing
+                )))
+            }
+        }
+        if matches!(config.routing, Routing::MoeLora { .. })
+            && atom_task.iter().any(|t| !expert_task.contains(t))
+        {
+            return Err(Error::State(
+                "every atom's task must have a MoE-LoRA expert (router row)".into(),
+            ));
+        }
+        bank.current_task = atom_task.get(n_frozen).copied();
+        bank.atom_task = atom_task;
+        bank.expert_task = expert_task;
+        Ok(bank)
+    }
+
+    /// Starts task `task`: freezes every atom so far and appends `r` fresh atoms (keys from
+    /// [`KeyInit`], values 0) that are the only trainable ones. Plain LoRA creates its `r` atoms on
+    /// the first task and keeps training them. Task ids must increase.
+    pub fn begin_task(&mut self, task: u32) -> Result<()> {
+        if let Some(current) = self.current_task.or(self.atom_task.last().copied()) {
+            if task <= current && self.pending_task != Some(task) {
+                return Err(Error::State(format!(
+                    "task ids must increase: task {task} after task {current}"
+                )));
+            }
+        }
+        let _guard = tch::no_grad_guard();
+        if !self.config.routing.grows() {
+            if self.atom_task.is_empty() {
+                self.append_fresh(task);
+            }
+            self.current_task = Some(task);
+            return Ok(());
+        }
+        if self.pending_task.take() == Some(task) {
+            // B3 timing: the atoms appended at the end of the previous task are this task's; the
+            // official code re-initialises them in place before training.
+            let r = self.keys.size()[0];
+            self.keys = leaf(self.init_keys(r));
+            self.values = leaf(empty(self.d_out, r, self.device));
+            if self.config.routing.has_router() {
+                self.router = leaf(self.router.zeros_like());
+            }
+        } else {
+            self.freeze_current();
+            self.append_fresh(task);
+        }
+        self.current_task = Some(task);
+        Ok(())
+    }
+
+    /// Ends the current task. By default nothing changes (the next [`AtomBank::begin_task`] freezes).
+    /// With `compat.untrained_atoms_in_eval` (official TRACE timing, bug B3) the trained atoms are
+    /// frozen now and the next task's fresh atoms are appended at once, so evaluation sees them.
+    pub fn end_task(&mut self) -> Result<()> {
+        let Some(task) = self.current_task else {
+            return Err(Error::State("end_task called before any begin_task".into()));
+        };
+        if self.config.compat.untrained_atoms_in_eval && self.pending_task.is_none() {
+            let _guard = tch::no_grad_guard();
+            self.freeze_current();
+            self.append_fresh(task + 1);
+            self.pending_task = Some(task + 1);
+        }
+        Ok(())
+    }
+
+    /// Freezes the trainable atoms (and router keys) in place: they move to the frozen part.
+    pub fn freeze_current(&mut self) {
+        let _guard = tch::no_grad_guard();
+        let d = self.device;
+        self.frozen_keys = join(&self.frozen_keys, &self.keys.detach(), 0);
+        self.frozen_values = join(&self.frozen_values, &self.values.detach(), 1);
+        self.frozen_router = join(&self.frozen_router, &self.router.detach(), 0);
+        self.keys = empty(0, self.d_in, d);
+        self.values = empty(self.d_out, 0, d);
+        self.router = empty(0, self.d_in, d);
+    }
+
+    fn append_fresh(&mut self, task: u32) {
+        let r = self.config.r as i64;
+        self.keys = leaf(self.init_keys(r));
+        self.values = leaf(empty(self.d_out, r, self.device));
+        self.atom_task.extend(std::iter::repeat_n(task, r as usize));
+        match self.config.routing {
+            // Zero-initialised router keys (as the sparse-MoE gate of MoE-Adapters): a new router
+            // row starts at logit 0 for every input.
+            Routing::ExternalRouter { .. } => self.router = leaf(empty(r, self.d_in, self.device)),
+            Routing::MoeLora { .. } => {
+                self.router = leaf(empty(1, self.d_in, self.device));
+                self.expert_task.push(task);
+            }
+            _ => {}
+        }
+    }
+
+    fn init_keys(&self, rows: i64) -> Tensor {
+        let bound = 1.0 / (self.d_in as f64).sqrt();
+        let mut t = Tensor::empty([rows, self.d_in], (Kind::Float, self.device));
+        let _ = match self.config.key_init {
+            KeyInit::KaimingUniform => t.uniform_(-bound, bound),
+            KeyInit::Normal => t.normal_(0.0, bound),
+        };
+        t
+    }
+
+    /// Computes the adapter's contribution for `x` `(.., d_in)` f32 (dropout already applied).
+    /// `train` selects training behaviour (no threshold gate). Returns `None` while the bank is empty.
+    pub fn route(&self, x: &Tensor, train: bool) -> Option<Routed> {
+        if self.atom_task.is_empty() {
+            return None;
+        }
+        let cfg = &self.config;
+        let keys = self.keys_tensor();
+        let z = x.matmul(&keys.tr());
+        let n_atoms = self.atom_task.len();
+        let tau = |on: bool| if on { cfg.temperature } else { 1.0 };
+        let (weights_before_gate, weights) = match cfg.routing {
+            Routing::SelfActivated {
+                top_k,
+                temperature,
+                threshold,
+            } => {
+                let s = routing::relevance_scores(&z, cfg.eps);
+                let masked = if top_k {
+                    routing::top_k_mask(&s, cfg.effective_top_k(n_atoms))
+                } else {
+                    s.shallow_clone()
+                };
+                let w = routing::mixture_weights(&masked, tau(temperature));
+                if !train && threshold && cfg.threshold > 0.0 {
+                    let gated = routing::threshold_gate(&w, &s, cfg.threshold);
+                    (w, gated)
+                } else {
+                    (w.shallow_clone(), w)
+                }
+            }
+            Routing::ExternalRouter { top_k, temperature } => {
+                let logits = x.matmul(&self.router_tensor().tr());
+                let masked = if top_k {
+                    routing::top_k_mask(&logits, cfg.effective_top_k(n_atoms))
+                } else {
+                    logits
+                };
+                let w = routing::mixture_weights(&masked, tau(temperature));
+                (w.shallow_clone(), w)
+            }
+            Routing::MoeLora { top_k, temperature } => {
+                let n_experts = self.expert_task.len();
+                let logits = x.matmul(&self.router_tensor().tr());
+                let masked = if top_k {
+                    routing::top_k_mask(&logits, cfg.effective_top_k(n_experts))
+                } else {
+                    logits
+                };
+                let w = routing::mixture_weights(&masked, tau(temperature))
+                    .index_select(-1, &self.atom_expert_index());
+                (w.shallow_clone(), w)
+            }
+            Routing::Lora => {
+                let w = z.ones_like();
+                (w.shallow_clone(), w)
+            }
+        };
+        let values = self.values_tensor();
+        let scaled = self.scaled_weights(&weights);
+        let use_sparse = !train
+            && match cfg.value_path {
+                ValuePath::Dense => false,
+                ValuePath::Sparse => true,
+                ValuePath::Auto => self.sparse_pays_off(),
+            };
+        let delta = match (&cfg.routing, use_sparse) {
+            (Routing::Lora, _) => z.matmul(&values.tr()) * cfg.value_scale,
+            (_, true) => routing::sparse_weighted_values(&z, &scaled, &values),
+            (_, false) => routing::weighted_values(&z, &scaled, &values),
+        };
+        Some(Routed {
+            delta,
+            weights,
+            weights_before_gate,
+        })
+    }
+
+    /// Whether the eval-time sparse value path is expected to be faster (crossover measured by
+    /// `cargo xtask bench core`, see `benchmarks/results/core.json`).
+    fn sparse_pays_off(&self) -> bool {
+        let n = self.atom_task.len();
+        self.device == Device::Cpu && n >= 4 * self.config.effective_top_k(n)
+    }
+
+    /// Applies `value_scale` to the weights: uniformly, or (compat B1) only to trainable atoms.
+    fn scaled_weights(&self, weights: &Tensor) -> Tensor {
+        let scale = self.config.value_scale;
+        let n_frozen = self.n_frozen() as i64;
+        if self.config.compat.unscaled_frozen_values && n_frozen > 0 && scale != 1.0 {
+            let per_atom = Tensor::cat(
+                &[
+                    Tensor::ones([n_frozen], (Kind::Float, self.device)),
+                    Tensor::full(
+                        [self.n_trainable() as i64],
+                        scale,
+                        (Kind::Float, self.device),
+                    ),
+                ],
+                0,
+            );
+            weights * per_atom
+        } else if scale != 1.0 {
+            weights * scale
+        } else {
+            weights.shallow_clone()
+        }
+    }
+
+    /// MoE-LoRA: expert index of every atom `(R,)` i64.
+    fn atom_expert_index(&self) -> Tensor {
+        let idx: Vec<i64> = self
+            .atom_task
+            .iter()
+            .map(|t| self.expert_task.iter().position(|e| e == t).unwrap_or(0) as i64)
+            .collect();
+        Tensor::from_slice(&idx).to_device(self.device)
+    }
+
+    /// All keys `(R, d_in)` (frozen first); differentiable with respect to the trainable rows.
+    pub fn keys_tensor(&self) -> Tensor {
+        join(&self.frozen_keys, &self.keys, 0)
+    }
+
+    /// All values `(d_out, R)` (frozen first); differentiable with respect to the trainable columns.
+    pub fn values_tensor(&self) -> Tensor {
+        join(&self.frozen_values, &self.values, 1)
+    }
+
+    /// All router keys `(n, d_in)` (frozen first); empty without a router.
+    pub fn router_tensor(&self) -> Tensor {
+        join(&self.frozen_router, &self.router, 0)
+    }
+
+    /// The tensors an optimizer may update: the current task's keys, values and router keys
+    /// (leaves with `requires_grad`). Frozen atoms are never in this list.
+    pub fn trainable_tensors(&self) -> Vec<Tensor> {
+        [&self.keys, &self.values, &self.router]
+            .into_iter()
+            .filter(|t| t.numel() > 0)
+            .map(|t| t.shallow_clone())
+            .collect()
+    }
+
+    /// Named trainable tensors (`keys`, `values`, `router`).
+    pub fn named_trainable_tensors(&self) -> Vec<(&'static str, Tensor)> {
+        [
+            ("keys", &self.keys),
+            ("values", &self.values),
+            ("router", &self.router),
+        ]
+        .into_iter()
+        .filter(|(_, t)| t.numel() > 0)
+        .map(|(n, t)| (n, t.shallow_clone()))
+        .collect()
+    }
+
+    /// Number of trainable scalars (`r (d_in + d_out)` per task for MoRAM, plus router keys).
+    pub fn trainable_parameter_count(&self) -> usize {
+        self.trainable_tensors().iter().map(|t| t.numel()).sum()
+    }
+
+    /// Number of stored scalars, frozen and trainable.
+    pub fn parameter_count(&self) -> usize {
+        let n = self.atom_task.len() as i64;
+        let router = self.frozen_router.numel() + self.router.numel();
+        (n * (self.d_in + self.d_out)) as usize + router
+    }
+
+    /// A 64-bit FNV-1a checksum of every frozen tensor's bytes, to prove they never change.
+    pub fn frozen_checksum(&self) -> u64 {
+        let mut hash = 0xcbf2_9ce4_8422_2325u64;
+        for t in [&self.frozen_keys, &self.frozen_values, &self.frozen_router] {
+            let flat: Vec<f32> =
+                Vec::try_from(t.detach().to_device(Device::Cpu).flatten(0, -1)).unwrap_or_default();
+            for v in flat {
+                for byte in v.to_bits().to_le_bytes() {
+                    hash = (hash ^ byte as u64).wrapping_mul(0x0000_0100_0000_01b3);
+                }
+            }
+        }
+        hash
+    }
+
+    /// Input width `d_in`.
+    pub fn d_in(&self) -> usize {
+        self.d_in as usize
+    }
+    /// Output width `d_out`.
+    pub fn d_out(&self) -> usize {
+        self.d_out as usize
+    }
+    /// Total number of atoms `R`.
+    pub fn len(&self) -> usize {
+        self.atom_task.len()
+    }
+    /// Whether the bank holds no atom.
+    pub fn is_empty(&self) -> bool {
+        self.atom_task.is_empty()
+    }
+    /// Number of frozen atoms (they come first).
+    pub fn n_frozen(&self) -> usize {
+        self.frozen_keys.size()[0] as usize
+    }
+    /// Number of trainable atoms (the current task's).
+    pub fn n_trainable(&self) -> usize {
+        self.keys.size()[0] as usize
+    }
+    /// The task that created each atom.
+    pub fn atom_task(&self) -> &[u32] {
+        &self.atom_task
+    }
+    /// Whether each atom is frozen.
+    pub fn frozen_flags(&self) -> Vec<bool> {
+        (0..self.len()).map(|i| i < self.n_frozen()).collect()
+    }
+    /// MoE-LoRA: the task of each expert (router row).
+    pub fn expert_task(&self) -> &[u32] {
+        &self.expert_task
+    }
+    /// Number of frozen router rows.
+    pub fn n_frozen_router(&self) -> usize {
+        self.frozen_router.size()[0] as usize
+    }
+    /// The task whose atoms are trainable, if any.
+    pub fn current_task(&self) -> Option<u32> {
+        self.current_task
+    }
+    /// The task the bank was prepared for early by [`AtomBank::end_task`] (compat B3).
+    pub fn pending_task(&self) -> Option<u32> {
+        self.pending_task
+    }
+    /// The bank's config.
+    pub fn config(&self) -> &MoramConfig {
+        &self.config
+    }
+    /// The device the atoms live on.
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
+    /// A new bank holding only the atoms at `keep` (ascending indices), with the same frozen and
+    /// trainable status, task ids and values. Router keys of kept atoms are kept (external router);
+    /// MoE-LoRA keeps every expert's router key.
+    pub fn retain(&self, keep: &[usize]) -> Result<AtomBank> {
+        if keep.windows(2).any(|w| w[0] >= w[1]) || keep.last().is_some_and(|&i| i >= self.len()) {
+            return Err(Error::State(format!(
+                "atoms to keep must be ascending indices below {}",
+                self.len()
+            )));
+        }
+        let index = Tensor::from_slice(&keep.iter().map(|&i| i as i64).collect::<Vec<_>>())
+            .to_device(self.device);
+        let keys = self.keys_tensor().detach().index_select(0, &index);
+        let values = self.values_tensor().detach().index_select(1, &index);
+        let n_frozen = keep.iter().filter(|&&i| i < self.n_frozen()).count();
+        let atom_task = keep.iter().map(|&i| self.atom_task[i]).collect();
+        let router_all = self.router_tensor().detach();
+        let router = match self.config.routing {
+            Routing::ExternalRouter { .. } => Some((router_all.index_select(0, &index), n_frozen)),
+            Routing::MoeLora { .. } => Some((router_all, self.n_frozen_router())),
+            _ => None,
+        };
+        let mut bank = AtomBank::from_parts(
+            &self.config,
+            &keys,
+            &values,
+            atom_task,
+            n_frozen,
+            router.as_ref().map(|(t, n)| (t, *n)),
+            self.expert_task.clone(),
+            self.device,
+        )?;
+        bank.current_task = self.current_task;
+        bank.pending_task = self.pending_task;
+        Ok(bank)
+    }
+}
+
+impl AtomBank {
+    /// Marks the trainable atoms as appended early for `task` (restoring compat-B3 state from a file).
+    pub(crate) fn set_pending_task(&mut self, task: u32) {
+        if self.n_trainable() > 0 {
+            self.pending_task = Some(task);
+        }
+    }
+}

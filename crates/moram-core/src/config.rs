@@ -1,0 +1,364 @@
+//! [`MoramConfig`]: the hyper-parameters of one MoRAM adapter, shared by every adapted layer.
+//!
+//! Field names are the TOML/JSON keys; unknown keys are rejected by name. Every field has a default
+//! (the paper's X-TAIL settings), so a config file only lists what it changes. Named profiles
+//! reproduce the settings of the paper and of the official code (protocol section 7).
+
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use std::str::FromStr;
+
+/// How a new task's keys are initialised (values always start at zero, so a fresh task leaves the
+/// model's function unchanged until it trains).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyInit {
+    /// U(-1/sqrt(d_in), +1/sqrt(d_in)): `kaiming_uniform_(a = sqrt(5))`, as both official code bases.
+    KaimingUniform,
+    /// N(0, 1/d_in): same second moment scale as a unit-variance projection.
+    Normal,
+}
+
+/// How the per-token weights of the atoms are produced. One type, so the same model code runs the
+/// method, its paper Table 4 ablations and the usual baselines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Routing {
+    /// MoRAM: rank-1 atoms scored by their own keys (Eq. 5). Each stage can be switched off for the
+    /// ablations of paper Table 4 ("self-activated", "+ top-k", "+ tau", "+ delta").
+    SelfActivated {
+        /// Eq. 6: keep only the top-k scores. Off: every atom takes part in the softmax.
+        #[serde(default = "yes")]
+        top_k: bool,
+        /// Eq. 7: divide by the temperature. Off: tau = 1.
+        #[serde(default = "yes")]
+        temperature: bool,
+        /// Eq. 8: eval-only gate `s_i >= delta`. Off: no gate.
+        #[serde(default = "yes")]
+        threshold: bool,
+    },
+    /// Rank-1 atoms weighted by an external learned router (one router key per atom, zero-initialised,
+    /// frozen with its atom): weights = softmax(top-k(W_r x) / tau). Table 4 "External router, rank-1".
+    ExternalRouter {
+        /// Keep only the top-k router logits.
+        #[serde(default = "yes")]
+        top_k: bool,
+        /// Divide the router logits by the temperature.
+        #[serde(default = "yes")]
+        temperature: bool,
+    },
+    /// MoE-LoRA: one rank-r expert per task and a learned softmax router over experts (one
+    /// zero-initialised router key per expert, frozen with it); top-k over experts. Table 4 "MoE-LoRA"
+    /// (temperature off) and "+ tau" (on).
+    MoeLora {
+        /// Keep only the top-k experts.
+        #[serde(default = "yes")]
+        top_k: bool,
+        /// Divide the router logits by the temperature.
+        #[serde(default)]
+        temperature: bool,
+    },
+    /// Plain LoRA: one rank-r adapter, dense, shared by all tasks and never frozen (the SeqLoRA
+    /// baseline when trained task after task).
+    Lora,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Routing {
+    /// The full MoRAM routing (all stages on).
+    pub const MORAM: Routing = Routing::SelfActivated {
+        top_k: true,
+        temperature: true,
+        threshold: true,
+    };
+
+    /// Whether the routing keeps a learned router (external router, MoE-LoRA).
+    pub fn has_router(&self) -> bool {
+        matches!(
+            self,
+            Routing::ExternalRouter { .. } | Routing::MoeLora { .. }
+        )
+    }
+
+    /// Whether new tasks append atoms and freeze older ones (every kind but plain LoRA).
+    pub fn grows(&self) -> bool {
+        !matches!(self, Routing::Lora)
+    }
+}
+
+impl Default for Routing {
+    fn default() -> Self {
+        Routing::MORAM
+    }
+}
+
+/// When the eval-only sparse value path is used (see [`crate::routing::sparse_weighted_values`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ValuePath {
+    /// Chosen per call from the measured crossover (see `benchmarks/results/core.json`).
+    #[default]
+    Auto,
+    /// Always the dense `(z * w) B^T` product.
+    Dense,
+    /// In eval, only the atoms some token selected (compacted columns of B).
+    Sparse,
+}
+
+/// Switches that reproduce documented behaviours of the official TRACE code (protocol section 6).
+/// All off by default: the defaults follow the paper.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CompatFlags {
+    /// B1: frozen atoms' values lose `value_scale` (the official TRACE code trains `B * alpha/r`
+    /// but freezes the raw `B`, halving every learned atom from its first evaluation on).
+    pub unscaled_frozen_values: bool,
+    /// B3: at the end of a task the next task's fresh atoms (random keys, zero values) are appended
+    /// at once and take part in top-k and softmax during evaluation, diluting the trained atoms.
+    pub untrained_atoms_in_eval: bool,
+}
+
+/// Hyper-parameters of a MoRAM adapter (paper section 3.3; protocol sections 1 and 7).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MoramConfig {
+    /// Atoms appended per task (`r`; for plain LoRA and MoE-LoRA, the adapter/expert rank).
+    pub r: usize,
+    /// Top-k budget (`k`). The effective value is `min(max(k, 2), R)` as in the official code:
+    /// it forces at least 2 and never more than the atoms present.
+    pub top_k: usize,
+    /// Softmax temperature `tau` (Eq. 7), > 0.
+    pub temperature: f64,
+    /// Inference threshold `delta` on the normalised score (Eq. 8), in [0, 1). 0 disables the gate.
+    pub threshold: f64,
+    /// Clamp of the L2 norm in Eq. 5 (torch `normalize` semantics): 1e-12 (X-TAIL), 1e-8 (TRACE).
+    pub eps: f64,
+    /// Initialisation of new keys.
+    pub key_init: KeyInit,
+    /// Multiplier on the value path (`lora_alpha / r` in LoRA terms; 1 in X-TAIL, 2 in TRACE).
+    pub value_scale: f64,
+    /// Dropout on the adapter's input in training, applied before routing and values (TRACE: 0.1).
+    pub dropout: f64,
+    /// Which routing computes the atom weights.
+    pub routing: Routing,
+    /// Eval-time value path.
+    pub value_path: ValuePath,
+    /// Reproductions of official-code behaviours; all off by default.
+    pub compat: CompatFlags,
+}
+
+impl Default for MoramConfig {
+    fn default() -> Self {
+        Profile::Paper.config()
+    }
+}
+
+/// Named settings (protocol section 7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Profile {
+    /// Paper A.1 (X-TAIL): r = 16, k = 16, tau = 0.01, delta = 0.2, no scaling, no dropout.
+    Paper,
+    /// The official X-TAIL code (`XTAIL/loralib/moram.py`, `runner_moram.sh`): the same layer
+    /// settings as the paper with torch's default eps 1e-12. (Its unclamped top-k, bug B4, only
+    /// ever shows as a crash when k > R, so it is not reproduced.)
+    Xtail,
+    /// The official TRACE code: r = 8, k = 8, tau = 0.03, delta = 0.2, eps 1e-8, alpha = 2r
+    /// (scale 2), dropout 0.1, with its unscaled freeze (B1) and untrained atoms at eval (B3).
+    TraceCode,
+    /// Paper A.1 (TRACE): r = 16, k = 16, tau = 0.03, delta = 0.2; what the paper leaves out
+    /// (eps, scale, dropout) as the TRACE code, without its bugs.
+    TracePaper,
+}
+
+impl Profile {
+    /// Every profile, for listings and tests.
+    pub const ALL: [Profile; 4] = [
+        Profile::Paper,
+        Profile::Xtail,
+        Profile::TraceCode,
+        Profile::TracePaper,
+    ];
+
+    /// The profile's name as used in configs and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Profile::Paper => "paper",
+            Profile::Xtail => "xtail",
+            Profile::TraceCode => "trace_code",
+            Profile::TracePaper => "trace_paper",
+        }
+    }
+
+    /// The full configuration of the profile.
+    pub fn config(self) -> MoramConfig {
+        let xtail = MoramConfig {
+            r: 16,
+            top_k: 16,
+            temperature: 0.01,
+            threshold: 0.2,
+            eps: 1e-12,
+            key_init: KeyInit::KaimingUniform,
+            value_scale: 1.0,
+            dropout: 0.0,
+            routing: Routing::MORAM,
+            value_path: ValuePath::Auto,
+            compat: CompatFlags::default(),
+        };
+        match self {
+            Profile::Paper | Profile::Xtail => xtail,
+            Profile::TraceCode => MoramConfig {
+                r: 8,
+                top_k: 8,
+                temperature: 0.03,
+                eps: 1e-8,
+                value_scale: 2.0,
+                dropout: 0.1,
+                compat: CompatFlags {
+                    unscaled_frozen_values: true,
+                    untrained_atoms_in_eval: true,
+                },
+                ..xtail
+            },
+            Profile::TracePaper => MoramConfig {
+                temperature: 0.03,
+                eps: 1e-8,
+                value_scale: 2.0,
+                dropout: 0.1,
+                ..xtail
+            },
+        }
+    }
+}
+
+impl FromStr for Profile {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        Profile::ALL
+            .into_iter()
+            .find(|p| p.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<_> = Profile::ALL.iter().map(|p| p.name()).collect();
+                Error::config(
+                    "profile",
+                    format!("`{s}` is not a profile; valid: {}", names.join(", ")),
+                )
+            })
+    }
+}
+
+impl MoramConfig {
+    /// Checks every range; the error names the field and the value found.
+    pub fn validate(&self) -> Result<()> {
+        if self.r == 0 {
+            return Err(Error::config(
+                "r",
+                "must be at least 1 atom per task, found 0",
+            ));
+        }
+        if self.top_k == 0 {
+            return Err(Error::config("top_k", "must be at least 1, found 0"));
+        }
+        if !(self.temperature.is_finite() && self.temperature > 0.0) {
+            return Err(Error::config(
+                "temperature",
+                format!("must be finite and > 0, found {}", self.temperature),
+            ));
+        }
+        if !(0.0..1.0).contains(&self.threshold) {
+            return Err(Error::config(
+                "threshold",
+                format!("must lie in [0, 1), found {}", self.threshold),
+            ));
+        }
+        if !(self.eps.is_finite() && self.eps > 0.0 && self.eps < 1e-3) {
+            return Err(Error::config(
+                "eps",
+                format!("must lie in (0, 1e-3), found {}", self.eps),
+            ));
+        }
+        if !self.value_scale.is_finite() || self.value_scale == 0.0 {
+            return Err(Error::config(
+                "value_scale",
+                format!("must be finite and non-zero, found {}", self.value_scale),
+            ));
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(Error::config(
+                "dropout",
+                format!("must lie in [0, 1), found {}", self.dropout),
+            ));
+        }
+        if self.compat.untrained_atoms_in_eval && !self.routing.grows() {
+            return Err(Error::config(
+                "compat.untrained_atoms_in_eval",
+                "needs a routing that grows per task (not lora)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Parses and validates a TOML document (unknown keys are errors that name the key and line).
+    pub fn from_toml_str(text: &str) -> Result<Self> {
+        Self::parse(text, None, |t| toml_de(t))
+    }
+
+    /// Parses and validates a JSON document.
+    pub fn from_json_str(text: &str) -> Result<Self> {
+        Self::parse(text, None, |t| {
+            serde_json::from_str(t).map_err(|e| e.to_string())
+        })
+    }
+
+    /// Reads a `.toml` or `.json` file (by extension) and validates it.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+            path: path.into(),
+            source,
+        })?;
+        let is_json = path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("json"));
+        if is_json {
+            Self::parse(&text, Some(path), |t| {
+                serde_json::from_str(t).map_err(|e| e.to_string())
+            })
+        } else {
+            Self::parse(&text, Some(path), |t| toml_de(t))
+        }
+    }
+
+    fn parse(
+        text: &str,
+        origin: Option<&Path>,
+        de: impl Fn(&str) -> std::result::Result<Self, String>,
+    ) -> Result<Self> {
+        let config = de(text).map_err(|reason| Error::ConfigParse {
+            origin: origin.map(Into::into),
+            reason,
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The config as JSON (the form stored in adapter files).
+    pub fn to_json(&self) -> String {
+        // A struct of numbers, bools and unit enums always serialises.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// Effective top-k for `n` candidates: `min(max(k, 2), n)` (see [`crate::routing::effective_top_k`]).
+    pub fn effective_top_k(&self, n: usize) -> usize {
+        crate::routing::effective_top_k(self.top_k, n)
+    }
+}
+
+fn toml_de(text: &str) -> std::result::Result<MoramConfig, String> {
+    toml::from_str(text).map_err(|e| e.to_string())
+}

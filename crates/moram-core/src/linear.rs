@@ -1,0 +1,209 @@
+//! [`MoramLinear`]: a frozen linear layer plus an [`AtomBank`] (paper Eq. 4 applied to `x`).
+//!
+//! `y = W0 x + b + delta(x)`, where the base weight and bias keep their dtype (f32, f16, bf16) and
+//! are never trainable, while the atoms and the routing always run in f32. The output has the
+//! input's dtype.
+
+use crate::bank::AtomBank;
+use crate::config::MoramConfig;
+use crate::error::{Error, Result};
+use crate::stats::{ActivationStats, StatsMode};
+use std::cell::RefCell;
+use tch::{Kind, Tensor};
+
+/// A frozen linear layer adapted with MoRAM atoms.
+#[derive(Debug)]
+pub struct MoramLinear {
+    /// Base weight `(d_out, d_in)`, any float dtype, no gradient.
+    weight: Tensor,
+    /// Base bias `(d_out,)`, same dtype as the weight.
+    bias: Option<Tensor>,
+    bank: AtomBank,
+    training: bool,
+    recorder: RefCell<Option<ActivationStats>>,
+    capture: RefCell<Capture>,
+}
+
+#[derive(Debug, Default)]
+struct Capture {
+    on: bool,
+    last: Option<Tensor>,
+}
+
+fn is_float(kind: Kind) -> bool {
+    matches!(
+        kind,
+        Kind::Float | Kind::Double | Kind::Half | Kind::BFloat16
+    )
+}
+
+impl MoramLinear {
+    /// Wraps a pretrained `weight` `(d_out, d_in)` and optional `bias` `(d_out,)` with an empty
+    /// atom bank on the weight's device. The tensors are detached: they never receive gradient.
+    pub fn new(weight: &Tensor, bias: Option<&Tensor>, config: &MoramConfig) -> Result<Self> {
+        let size = weight.size();
+        if size.len() != 2 {
+            return Err(Error::Shape {
+                what: "base weight".into(),
+                expected: "(d_out, d_in)".into(),
+                found: size,
+            });
+        }
+        let bank = AtomBank::new(size[1] as usize, size[0] as usize, config, weight.device())?;
+        Self::with_bank(weight, bias, bank)
+    }
+
+    /// Wraps a pretrained weight with an existing bank (e.g. loaded from an adapter file).
+    pub fn with_bank(weight: &Tensor, bias: Option<&Tensor>, bank: AtomBank) -> Result<Self> {
+        let size = weight.size();
+        let expected = [bank.d_out() as i64, bank.d_in() as i64];
+        if size != expected {
+            return Err(Error::Shape {
+                what: "base weight".into(),
+                expected: format!("{expected:?} (the atom bank's d_out x d_in)"),
+                found: size,
+            });
+        }
+        if !is_float(weight.kind()) {
+            return Err(Error::Dtype {
+                what: "base weight".into(),
+                expected: "f32/f64/f16/bf16".into(),
+                found: weight.kind(),
+            });
+        }
+        let bias = match bias {
+            Some(b) if b.size() != [expected[0]] => {
+                return Err(Error::Shape {
+                    what: "base bias".into(),
+                    expected: format!("[{}]", expected[0]),
+                    found: b.size(),
+                })
+            }
+            Some(b) => Some(b.detach().to_kind(weight.kind())),
+            None => None,
+        };
+        Ok(MoramLinear {
+            weight: weight.detach(),
+            bias,
+            bank,
+            training: false,
+            recorder: RefCell::new(None),
+            capture: RefCell::new(Capture::default()),
+        })
+    }
+
+    /// `x` `(.., d_in)` -> `(.., d_out)` in `x`'s dtype.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let size = x.size();
+        if size.last().copied() != Some(self.bank.d_in() as i64) {
+            return Err(Error::Shape {
+                what: "MoramLinear input".into(),
+                expected: format!("[.., {}]", self.bank.d_in()),
+                found: size,
+            });
+        }
+        if !is_float(x.kind()) {
+            return Err(Error::Dtype {
+                what: "MoramLinear input".into(),
+                expected: "a float dtype".into(),
+                found: x.kind(),
+            });
+        }
+        let base_kind = self.weight.kind();
+        let base = x
+            .to_kind(base_kind)
+            .linear(&self.weight, self.bias.as_ref());
+        let dropout = self.bank.config().dropout;
+        let xa = x.to_kind(Kind::Float);
+        let xa = if self.training && dropout > 0.0 {
+            xa.dropout(dropout, true)
+        } else {
+            xa
+        };
+        let Some(routed) = self.bank.route(&xa, self.training) else {
+            return Ok(base.to_kind(x.kind()));
+        };
+        if let Some(stats) = self.recorder.borrow_mut().as_mut() {
+            let w = match stats.mode {
+                StatsMode::AsUsed => &routed.weights,
+                StatsMode::BeforeGate => &routed.weights_before_gate,
+            };
+            stats.record(w)?;
+        }
+        {
+            let mut capture = self.capture.borrow_mut();
+            if capture.on {
+                capture.last = Some(routed.weights.detach());
+            }
+        }
+        Ok((base + routed.delta.to_kind(base_kind)).to_kind(x.kind()))
+    }
+
+    /// Training mode (dropout on, no threshold gate) or eval mode (gate on).
+    pub fn set_training(&mut self, training: bool) {
+        self.training = training;
+    }
+
+    /// Whether the layer is in training mode.
+    pub fn is_training(&self) -> bool {
+        self.training
+    }
+
+    /// The atom bank.
+    pub fn bank(&self) -> &AtomBank {
+        &self.bank
+    }
+
+    /// The atom bank, mutably (begin/end tasks, freezing).
+    pub fn bank_mut(&mut self) -> &mut AtomBank {
+        &mut self.bank
+    }
+
+    /// Replaces the bank (e.g. with a pruned one); its widths must match the base weight.
+    pub fn replace_bank(&mut self, bank: AtomBank) -> Result<AtomBank> {
+        if (bank.d_in(), bank.d_out()) != (self.bank.d_in(), self.bank.d_out()) {
+            return Err(Error::State(format!(
+                "bank is {} -> {}, the layer {} -> {}",
+                bank.d_in(),
+                bank.d_out(),
+                self.bank.d_in(),
+                self.bank.d_out()
+            )));
+        }
+        Ok(std::mem::replace(&mut self.bank, bank))
+    }
+
+    /// The frozen base weight `(d_out, d_in)`.
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    /// The frozen base bias `(d_out,)`.
+    pub fn bias(&self) -> Option<&Tensor> {
+        self.bias.as_ref()
+    }
+
+    /// Starts accumulating [`ActivationStats`] on every forward (replacing any running record).
+    pub fn start_stats(&self, mode: StatsMode) {
+        *self.recorder.borrow_mut() = Some(ActivationStats::new(self.bank.len(), mode));
+    }
+
+    /// Stops recording and returns what was gathered.
+    pub fn take_stats(&self) -> Option<ActivationStats> {
+        self.recorder.borrow_mut().take()
+    }
+
+    /// Keeps (or stops keeping) the weights `(.., R)` of the last forward, for activation maps.
+    pub fn set_capture(&self, on: bool) {
+        let mut capture = self.capture.borrow_mut();
+        capture.on = on;
+        if !on {
+            capture.last = None;
+        }
+    }
+
+    /// The weights `(.., R)` of the last forward since capture was switched on.
+    pub fn take_captured(&self) -> Option<Tensor> {
+        self.capture.borrow_mut().last.take()
+    }
+}

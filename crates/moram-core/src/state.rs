@@ -1,0 +1,432 @@
+//! Adapter state: every atom bank of a model in one safetensors file, plus metadata.
+//!
+//! Layout (format `moram-adapter`, version 1). For each adapted layer `L` (its module path):
+//! - `L.keys` f32 `(R, d_in)`, `L.values` f32 `(d_out, R)`;
+//! - `L.atom_task` i64 `(R)`: the task that created each atom; `L.frozen` u8 `(R)`: frozen flags
+//!   (frozen atoms come first);
+//! - router variants: `L.router` f32 `(n, d_in)` and `L.router_frozen` u8 `(n)`; MoE-LoRA also
+//!   `L.expert_task` i64 `(E)`.
+//!
+//! The safetensors `__metadata__` holds `format`, `format_version`, `config` (the [`MoramConfig`] as
+//! JSON), `num_tasks`, `pending_task` (compat B3 only) and any caller-supplied provenance. Files are
+//! written to a temporary name and renamed, so a crash never leaves a half-written adapter.
+
+use crate::bank::AtomBank;
+use crate::config::MoramConfig;
+use crate::error::{Error, Result};
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use tch::{Device, Kind, Tensor};
+
+/// The `format` metadata value of adapter files.
+pub const FORMAT: &str = "moram-adapter";
+/// The current adapter format version.
+pub const FORMAT_VERSION: u32 = 1;
+
+const FIELDS: [&str; 7] = [
+    "keys",
+    "values",
+    "atom_task",
+    "frozen",
+    "router",
+    "router_frozen",
+    "expert_task",
+];
+
+struct Owned {
+    dtype: Dtype,
+    shape: Vec<usize>,
+    bytes: Vec<u8>,
+}
+
+fn f32_bytes(t: &Tensor) -> Result<Owned> {
+    let t = t
+        .detach()
+        .to_device(Device::Cpu)
+        .to_kind(Kind::Float)
+        .contiguous();
+    let shape = t.size().iter().map(|&d| d as usize).collect();
+    let v = Vec::<f32>::try_from(t.flatten(0, -1))?;
+    Ok(Owned {
+        dtype: Dtype::F32,
+        shape,
+        bytes: v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+    })
+}
+
+fn i64_bytes(v: &[u32]) -> Owned {
+    Owned {
+        dtype: Dtype::I64,
+        shape: vec![v.len()],
+        bytes: v.iter().flat_map(|&x| (x as i64).to_le_bytes()).collect(),
+    }
+}
+
+fn flag_bytes(v: impl Iterator<Item = bool>) -> Owned {
+    let bytes: Vec<u8> = v.map(u8::from).collect();
+    Owned {
+        dtype: Dtype::U8,
+        shape: vec![bytes.len()],
+        bytes,
+    }
+}
+
+/// Writes `banks` (module path, bank) to `path` with `extra` metadata (e.g. base-model provenance).
+/// Every bank must share one config. The write is atomic (temporary file + rename).
+pub fn save_adapter<'a>(
+    path: impl AsRef<Path>,
+    banks: impl IntoIterator<Item = (&'a str, &'a AtomBank)>,
+    extra: &BTreeMap<String, String>,
+) -> Result<()> {
+    let path = path.as_ref();
+    let banks: Vec<(&str, &AtomBank)> = banks.into_iter().collect();
+    let Some((_, first)) = banks.first() else {
+        return Err(Error::State("no atom bank to save".into()));
+    };
+    let config = first.config().clone();
+    let mut tensors: BTreeMap<String, Owned> = BTreeMap::new();
+    let mut tasks = BTreeSet::new();
+    let mut pending = None;
+    for (name, bank) in &banks {
+        if bank.config() != &config {
+            return Err(Error::State(format!(
+                "layer `{name}` has a different MoRAM config from the others"
+            )));
+        }
+        if name.is_empty()
+            || FIELDS
+                .iter()
+                .any(|f| name.ends_with(&format!(".{f}")) || name == f)
+        {
+            return Err(Error::State(format!(
+                "`{name}` cannot be used as a layer name in an adapter file"
+            )));
+        }
+        let mut put = |field: &str, t: Owned| -> Result<()> {
+            match tensors.insert(format!("{name}.{field}"), t) {
+                None => Ok(()),
+                Some(_) => Err(Error::State(format!("layer `{name}` appears twice"))),
+            }
+        };
+        put("keys", f32_bytes(&bank.keys_tensor())?)?;
+        put("values", f32_bytes(&bank.values_tensor())?)?;
+        put("atom_task", i64_bytes(bank.atom_task()))?;
+        put("frozen", flag_bytes(bank.frozen_flags().into_iter()))?;
+        if bank.config().routing.has_router() {
+            let router = bank.router_tensor();
+            let n = router.size()[0] as usize;
+            put("router", f32_bytes(&router)?)?;
+            put(
+                "router_frozen",
+                flag_bytes((0..n).map(|i| i < bank.n_frozen_router())),
+            )?;
+        }
+        if !bank.expert_task().is_empty() {
+            put("expert_task", i64_bytes(bank.expert_task()))?;
+        }
+        tasks.extend(bank.atom_task().iter().copied());
+        pending = pending.or(bank.pending_task());
+    }
+    let mut metadata: HashMap<String, String> =
+        extra.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    metadata.insert("format".into(), FORMAT.into());
+    metadata.insert("format_version".into(), FORMAT_VERSION.to_string());
+    metadata.insert("config".into(), config.to_json());
+    metadata.insert("num_tasks".into(), tasks.len().to_string());
+    if let Some(p) = pending {
+        metadata.insert("pending_task".into(), p.to_string());
+    }
+    let views = tensors
+        .iter()
+        .map(|(k, o)| {
+            Ok((
+                k.clone(),
+                TensorView::new(o.dtype, o.shape.clone(), &o.bytes)
+                    .map_err(|e| corrupt(path, e))?,
+            ))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let tmp = temp_path(path);
+    safetensors::serialize_to_file(views, Some(metadata), &tmp).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::Io {
+            path: path.into(),
+            source: std::io::Error::other(e.to_string()),
+        }
+    })?;
+    std::fs::rename(&tmp, path).map_err(|source| Error::Io {
+        path: path.into(),
+        source,
+    })
+}
+
+fn temp_path(path: &Path) -> PathBuf {
+    let mut name = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
+    name.push(format!(".tmp-{}", std::process::id()));
+    path.with_file_name(name)
+}
+
+fn corrupt(path: &Path, reason: impl ToString) -> Error {
+    Error::Corrupt {
+        path: path.into(),
+        reason: reason.to_string(),
+    }
+}
+
+/// A loaded adapter file: its config, metadata and one [`AtomBank`] per layer.
+#[derive(Debug)]
+pub struct AdapterFile {
+    /// Where it was read from.
+    pub path: PathBuf,
+    /// The adapter's config.
+    pub config: MoramConfig,
+    /// Every `__metadata__` entry (including `format`, `config`, `num_tasks`).
+    pub metadata: BTreeMap<String, String>,
+    banks: BTreeMap<String, AtomBank>,
+}
+
+struct Raw<'a> {
+    dtype: Dtype,
+    shape: Vec<usize>,
+    data: &'a [u8],
+}
+
+impl AdapterFile {
+    /// Reads and validates an adapter file; banks are placed on `device`.
+    pub fn load(path: impl AsRef<Path>, device: Device) -> Result<Self> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|source| Error::Io {
+            path: path.into(),
+            source,
+        })?;
+        let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| corrupt(path, e))?;
+        let st = SafeTensors::deserialize(&bytes).map_err(|e| corrupt(path, e))?;
+        let metadata: BTreeMap<String, String> = header
+            .metadata()
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        match metadata.get("format").map(String::as_str) {
+            Some(FORMAT) => {}
+            other => {
+                return Err(corrupt(
+                    path,
+                    format!("metadata `format` is {other:?}, expected \"{FORMAT}\""),
+                ))
+            }
+        }
+        let version = metadata
+            .get("format_version")
+            .map(String::as_str)
+            .unwrap_or("<missing>");
+        if version != FORMAT_VERSION.to_string() {
+            return Err(corrupt(
+                path,
+                format!("format_version {version} is not supported (expected {FORMAT_VERSION})"),
+            ));
+        }
+        let config_json = metadata
+            .get("config")
+            .ok_or_else(|| corrupt(path, "metadata has no `config`"))?;
+        let config = MoramConfig::from_json_str(config_json)
+            .map_err(|e| corrupt(path, format!("metadata `config`: {e}")))?;
+        let pending = match metadata.get("pending_task") {
+            Some(p) => Some(
+                p.parse::<u32>()
+                    .map_err(|_| corrupt(path, format!("pending_task `{p}` is not a task id")))?,
+            ),
+            None => None,
+        };
+
+        let mut layers: BTreeMap<String, HashMap<&'static str, Raw>> = BTreeMap::new();
+        for (key, view) in st.tensors() {
+            let (layer, field) = key.rsplit_once('.').unwrap_or(("", key.as_str()));
+            let Some(field) = FIELDS.iter().find(|f| **f == field) else {
+                return Err(corrupt(
+                    path,
+                    format!(
+                        "unexpected tensor `{key}` (fields are {})",
+                        FIELDS.join(", ")
+                    ),
+                ));
+            };
+            if layer.is_empty() {
+                return Err(corrupt(path, format!("tensor `{key}` has no layer name")));
+            }
+            let raw = Raw {
+                dtype: view.dtype(),
+                shape: view.shape().to_vec(),
+                data: view.data(),
+            };
+            layers
+                .entry(layer.to_string())
+                .or_default()
+                .insert(field, raw);
+        }
+        if layers.is_empty() {
+            return Err(corrupt(path, "the file holds no atom bank"));
+        }
+        let mut banks = BTreeMap::new();
+        for (name, raw) in &layers {
+            let mut bank = build_bank(path, name, raw, &config, device)?;
+            if let Some(p) = pending {
+                bank.set_pending_task(p);
+            }
+            banks.insert(name.clone(), bank);
+        }
+        Ok(AdapterFile {
+            path: path.into(),
+            config,
+            metadata,
+            banks,
+        })
+    }
+
+    /// Number of distinct tasks that created atoms.
+    pub fn num_tasks(&self) -> usize {
+        self.metadata
+            .get("num_tasks")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Layer names (module paths), sorted.
+    pub fn layer_names(&self) -> Vec<&str> {
+        self.banks.keys().map(String::as_str).collect()
+    }
+
+    /// The bank of `layer`, if present.
+    pub fn bank(&self, layer: &str) -> Option<&AtomBank> {
+        self.banks.get(layer)
+    }
+
+    /// Removes and returns the bank of `layer`, checking it fits a `d_in -> d_out` layer.
+    pub fn take_bank(&mut self, layer: &str, d_in: usize, d_out: usize) -> Result<AtomBank> {
+        let bank = self.banks.remove(layer).ok_or_else(|| Error::MissingKey {
+            path: self.path.clone(),
+            key: format!("{layer}.keys"),
+        })?;
+        if (bank.d_in(), bank.d_out()) != (d_in, d_out) {
+            return Err(Error::BadTensor {
+                path: self.path.clone(),
+                key: format!("{layer}.keys / {layer}.values"),
+                expected: format!("a {d_in} -> {d_out} layer"),
+                found: format!("a {} -> {} bank", bank.d_in(), bank.d_out()),
+            });
+        }
+        Ok(bank)
+    }
+
+    /// All banks by layer name.
+    pub fn into_banks(self) -> BTreeMap<String, AtomBank> {
+        self.banks
+    }
+}
+
+fn build_bank(
+    path: &Path,
+    name: &str,
+    raw: &HashMap<&'static str, Raw>,
+    config: &MoramConfig,
+    device: Device,
+) -> Result<AtomBank> {
+    let get = |field: &str| {
+        raw.get(field).ok_or_else(|| Error::MissingKey {
+            path: path.into(),
+            key: format!("{name}.{field}"),
+        })
+    };
+    let check =
+        |field: &str, r: &Raw, dtype: Dtype, expected_shape: &[Option<usize>]| -> Result<()> {
+            let shape_ok = r.shape.len() == expected_shape.len()
+                && r.shape
+                    .iter()
+                    .zip(expected_shape)
+                    .all(|(s, e)| e.is_none_or(|e| e == *s));
+            if r.dtype != dtype || !shape_ok {
+                let dims: Vec<String> = expected_shape
+                    .iter()
+                    .map(|e| e.map_or("_".into(), |d| d.to_string()))
+                    .collect();
+                return Err(Error::BadTensor {
+                    path: path.into(),
+                    key: format!("{name}.{field}"),
+                    expected: format!("{dtype:?} [{}]", dims.join(", ")),
+                    found: format!("{:?} {:?}", r.dtype, r.shape),
+                });
+            }
+            Ok(())
+        };
+    let keys = get("keys")?;
+    check("keys", keys, Dtype::F32, &[None, None])?;
+    let (r, d_in) = (keys.shape[0], keys.shape[1]);
+    let values = get("values")?;
+    check("values", values, Dtype::F32, &[None, Some(r)])?;
+    let atom_task = get("atom_task")?;
+    check("atom_task", atom_task, Dtype::I64, &[Some(r)])?;
+    let frozen = get("frozen")?;
+    check("frozen", frozen, Dtype::U8, &[Some(r)])?;
+    let tasks = task_ids(path, name, "atom_task", atom_task.data)?;
+    let n_frozen = frozen_prefix(path, name, "frozen", frozen.data)?;
+    let router = match raw.get("router") {
+        Some(rk) => {
+            check("router", rk, Dtype::F32, &[None, Some(d_in)])?;
+            let rf = get("router_frozen")?;
+            check("router_frozen", rf, Dtype::U8, &[Some(rk.shape[0])])?;
+            Some((
+                tensor(rk)?,
+                frozen_prefix(path, name, "router_frozen", rf.data)?,
+            ))
+        }
+        None => None,
+    };
+    let expert_task = match raw.get("expert_task") {
+        Some(e) => {
+            check("expert_task", e, Dtype::I64, &[None])?;
+            task_ids(path, name, "expert_task", e.data)?
+        }
+        None => Vec::new(),
+    };
+    AtomBank::from_parts(
+        config,
+        &tensor(keys)?,
+        &tensor(values)?,
+        tasks,
+        n_frozen,
+        router.as_ref().map(|(t, n)| (t, *n)),
+        expert_task,
+        device,
+    )
+    .map_err(|e| corrupt(path, format!("layer `{name}`: {e}")))
+}
+
+fn tensor(raw: &Raw) -> Result<Tensor> {
+    let shape: Vec<i64> = raw.shape.iter().map(|&d| d as i64).collect();
+    Ok(Tensor::f_from_data_size(raw.data, &shape, Kind::Float)?)
+}
+
+fn task_ids(path: &Path, name: &str, field: &str, data: &[u8]) -> Result<Vec<u32>> {
+    data.chunks_exact(8)
+        .map(|c| {
+            let v = i64::from_le_bytes(c.try_into().unwrap_or([0; 8]));
+            u32::try_from(v)
+                .map_err(|_| corrupt(path, format!("`{name}.{field}` holds task id {v}")))
+        })
+        .collect()
+}
+
+fn frozen_prefix(path: &Path, name: &str, field: &str, data: &[u8]) -> Result<usize> {
+    let n = data.iter().take_while(|&&b| b == 1).count();
+    if data[n..].iter().any(|&b| b != 0) {
+        return Err(corrupt(
+            path,
+            format!("`{name}.{field}` must be 1s (frozen) followed by 0s (trainable)"),
+        ));
+    }
+    Ok(n)
+}

@@ -1,0 +1,111 @@
+//! Activation statistics per atom, gathered over any stream of inputs (paper C.5, D.1, D.3).
+//!
+//! Definitions (ours: the paper does not define them precisely and the official code has none,
+//! protocol section 2):
+//! - **activation mass** of atom `i`: the sum over tokens of its final weight `w_i` (after top-k and
+//!   softmax; with or without the eval-only threshold gate, see [`StatsMode`]);
+//! - **selection count**: the number of tokens with `w_i > 0`;
+//! - **activation ratio**: selection count / tokens seen (paper Fig. 5).
+
+use crate::error::{Error, Result};
+use tch::{Device, Kind, Tensor};
+
+/// Which weights are accumulated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StatsMode {
+    /// The weights the forward pass used: gated in eval mode, ungated in training mode.
+    #[default]
+    AsUsed,
+    /// The weights before the threshold gate, in either mode.
+    BeforeGate,
+}
+
+/// Per-atom activation statistics of one layer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActivationStats {
+    /// Which weights were recorded.
+    pub mode: StatsMode,
+    /// Summed weight per atom.
+    pub mass: Vec<f64>,
+    /// Tokens with a non-zero weight, per atom.
+    pub selected: Vec<u64>,
+    /// Tokens seen.
+    pub tokens: u64,
+}
+
+impl ActivationStats {
+    /// Empty statistics for `n_atoms` atoms.
+    pub fn new(n_atoms: usize, mode: StatsMode) -> Self {
+        ActivationStats {
+            mode,
+            mass: vec![0.0; n_atoms],
+            selected: vec![0; n_atoms],
+            tokens: 0,
+        }
+    }
+
+    /// Adds a batch of weights `(.., R)`. Atoms appended since the last call extend the vectors.
+    pub fn record(&mut self, weights: &Tensor) -> Result<()> {
+        let size = weights.size();
+        let r = *size.last().ok_or_else(|| Error::Shape {
+            what: "atom weights".into(),
+            expected: "(.., R)".into(),
+            found: size.clone(),
+        })? as usize;
+        if r < self.mass.len() {
+            return Err(Error::State(format!(
+                "statistics cover {} atoms but the weights have {r}: the bank shrank while recording",
+                self.mass.len()
+            )));
+        }
+        self.mass.resize(r, 0.0);
+        self.selected.resize(r, 0);
+        let w = weights.detach().reshape([-1, r as i64]);
+        let mass = Vec::<f64>::try_from(
+            w.sum_dim_intlist(0, false, Kind::Double)
+                .to_device(Device::Cpu),
+        )?;
+        let sel = Vec::<i64>::try_from(
+            w.gt(0.0)
+                .sum_dim_intlist(0, false, Kind::Int64)
+                .to_device(Device::Cpu),
+        )?;
+        for i in 0..r {
+            self.mass[i] += mass[i];
+            self.selected[i] += sel[i] as u64;
+        }
+        self.tokens += w.size()[0] as u64;
+        Ok(())
+    }
+
+    /// Selection count / tokens seen, per atom (0 when no token was seen).
+    pub fn activation_ratio(&self) -> Vec<f64> {
+        let t = self.tokens.max(1) as f64;
+        self.selected.iter().map(|&s| s as f64 / t).collect()
+    }
+
+    /// Mass per token, per atom ("averaged activation", paper Fig. 8).
+    pub fn mean_weight(&self) -> Vec<f64> {
+        let t = self.tokens.max(1) as f64;
+        self.mass.iter().map(|&m| m / t).collect()
+    }
+
+    /// Adds another batch of statistics of the same layer.
+    pub fn merge(&mut self, other: &ActivationStats) -> Result<()> {
+        if other.mode != self.mode {
+            return Err(Error::State(
+                "cannot merge statistics recorded in different modes".into(),
+            ));
+        }
+        let n = self.mass.len().max(other.mass.len());
+        self.mass.resize(n, 0.0);
+        self.selected.resize(n, 0);
+        for (i, (&m, &s)) in other.mass.iter().zip(&other.selected).enumerate() {
+            self.mass[i] += m;
+            self.selected[i] += s;
+        }
+        self.tokens += other.tokens;
+        Ok(())
+    }
+}

@@ -1,0 +1,31 @@
+//! `cargo xtask fixtures`: regenerate the committed reference fixtures with Python PyTorch.
+//!
+//! The generators are independent re-statements of the paper's equations in PyTorch 2.11.0; the
+//! Rust tests compare against what they write. Fixtures are small and committed, so the test
+//! suite never needs Python.
+
+use crate::{paths, python};
+use anyhow::{Context, Result};
+use std::process::Command;
+
+/// Python packages the generators need (PyTorch pinned to the libtorch version we link).
+pub const REQUIREMENTS: [&str; 3] = ["torch==2.11.0", "safetensors==0.7.0", "numpy"];
+
+/// Generator scripts, relative to the workspace root, each writing next to itself.
+const GENERATORS: [&str; 1] = ["tests/fixtures/core/generate.py"];
+
+pub fn generate() -> Result<()> {
+    let venv = paths::cache_dir()?.join("venv-torch-2.11.0");
+    let python = python::venv_with(&venv, &REQUIREMENTS)?;
+    let root = paths::workspace_root();
+    for script in GENERATORS {
+        eprintln!("running {script}");
+        paths::run_checked(
+            Command::new(&python)
+                .arg(root.join(script))
+                .current_dir(&root),
+        )
+        .with_context(|| format!("fixture generator {script} failed"))?;
+    }
+    Ok(())
+}

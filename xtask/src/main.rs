@@ -1,0 +1,96 @@
+//! `cargo xtask`: project automation that must work before libtorch exists.
+//!
+//! This crate deliberately has no `tch` dependency: `cargo xtask setup` is what installs the
+//! libtorch that every other crate links against.
+
+mod bench;
+mod fixtures;
+mod paths;
+mod python;
+mod setup;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "moram project automation", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install libtorch 2.11.0 from the PyPI wheels into `.libtorch/` (idempotent).
+    Setup {
+        /// Also lay out the full CUDA library set in `.libtorch-cuda/` for GPU builds.
+        #[arg(long)]
+        cuda: bool,
+        /// Re-extract even when a valid install is present.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Run set-up if needed, then the whole workspace's tests. Extra arguments go to `cargo test`.
+    Test {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// `cargo fmt --check` and `cargo clippy --all-targets -- -D warnings` over the workspace.
+    Lint,
+    /// Regenerate the committed reference fixtures with Python PyTorch 2.11.0 (needs PyPI).
+    Fixtures,
+    /// Side-by-side benchmarks against PyTorch; results go to `benchmarks/results/`.
+    Bench {
+        #[command(subcommand)]
+        which: bench::Which,
+    },
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err}");
+            for cause in err.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Setup { cuda, force } => {
+            setup::install(setup::Flavour::Cpu, force)?;
+            if cuda {
+                setup::install(setup::Flavour::Cuda, force)?;
+            }
+            Ok(())
+        }
+        Command::Test { args } => {
+            setup::install(setup::Flavour::Cpu, false)?;
+            let mut cmd = paths::cargo();
+            cmd.args(["test", "--workspace"]).args(&args);
+            paths::run_checked(&mut cmd)
+        }
+        Command::Lint => {
+            setup::install(setup::Flavour::Cpu, false)?;
+            paths::run_checked(paths::cargo().args(["fmt", "--all", "--", "--check"]))?;
+            paths::run_checked(paths::cargo().args([
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ]))
+        }
+        Command::Fixtures => fixtures::generate(),
+        Command::Bench { which } => {
+            setup::install(setup::Flavour::Cpu, false)?;
+            bench::run(which)
+        }
+    }
+}

