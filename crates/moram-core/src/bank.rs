@@ -430,6 +430,16 @@ impl AtomBank {
             .collect()
     }
 
+    /// The frozen keys `(R_f, d_in)`, values `(d_out, R_f)` and router keys (when present): plain
+    /// tensors without gradient.
+    pub fn frozen_tensors(&self) -> Vec<Tensor> {
+        [&self.frozen_keys, &self.frozen_values, &self.frozen_router]
+            .into_iter()
+            .filter(|t| t.numel() > 0)
+            .map(|t| t.shallow_clone())
+            .collect()
+    }
+
     /// Named trainable tensors (`keys`, `values`, `router`).
     pub fn named_trainable_tensors(&self) -> Vec<(&'static str, Tensor)> {
         [
