@@ -339,7 +339,7 @@ impl AtomBank {
                     .index_select(-1, &self.atom_expert_index());
                 (w.shallow_clone(), w)
             }
-            Routing::Lora => {
+            Routing::Lora {} => {
                 let w = z.ones_like();
                 (w.shallow_clone(), w)
             }
@@ -353,7 +353,7 @@ impl AtomBank {
                 ValuePath::Auto => self.sparse_pays_off(),
             };
         let delta = match (&cfg.routing, use_sparse) {
-            (Routing::Lora, _) => z.matmul(&values.tr()) * cfg.value_scale,
+            (Routing::Lora {}, _) => z.matmul(&values.tr()) * cfg.value_scale,
             (_, true) => routing::sparse_weighted_values(&z, &scaled, &values),
             (_, false) => routing::weighted_values(&z, &scaled, &values),
         };

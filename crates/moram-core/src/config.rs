@@ -60,8 +60,8 @@ pub enum Routing {
         temperature: bool,
     },
     /// Plain LoRA: one rank-r adapter, dense, shared by all tasks and never frozen (the SeqLoRA
-    /// baseline when trained task after task).
-    Lora,
+    /// baseline when trained task after task). A struct variant so unknown keys are rejected.
+    Lora {},
 }
 
 fn yes() -> bool {
@@ -86,7 +86,7 @@ impl Routing {
 
     /// Whether new tasks append atoms and freeze older ones (every kind but plain LoRA).
     pub fn grows(&self) -> bool {
-        !matches!(self, Routing::Lora)
+        !matches!(self, Routing::Lora {})
     }
 }
 

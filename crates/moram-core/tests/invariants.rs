@@ -341,7 +341,7 @@ fn compat_b3_puts_untrained_atoms_into_evaluation() -> anyhow::Result<()> {
 #[test]
 fn lora_never_grows_nor_freezes() -> anyhow::Result<()> {
     let config = MoramConfig {
-        routing: Routing::Lora,
+        routing: Routing::Lora {},
         value_scale: 2.0,
         ..cfg()
     };
@@ -417,7 +417,7 @@ fn every_routing_variant_runs_trains_and_freezes() -> anyhow::Result<()> {
             top_k: true,
             temperature: true,
         },
-        Routing::Lora,
+        Routing::Lora {},
     ];
     for routing in variants {
         let config = MoramConfig { routing, ..cfg() };

@@ -1,0 +1,144 @@
+//! MoramConfig: profiles, serde round-trips and validation errors.
+
+use moram_core::{MoramConfig, Profile, Routing};
+
+#[test]
+fn profiles_have_the_protocol_values() {
+    let p = Profile::Paper.config();
+    assert_eq!(
+        (
+            p.r,
+            p.top_k,
+            p.temperature,
+            p.threshold,
+            p.value_scale,
+            p.dropout
+        ),
+        (16, 16, 0.01, 0.2, 1.0, 0.0)
+    );
+    let x = Profile::Xtail.config();
+    assert_eq!(x.eps, 1e-12);
+    let t = Profile::TraceCode.config();
+    assert_eq!(
+        (t.r, t.top_k, t.temperature, t.eps, t.value_scale, t.dropout),
+        (8, 8, 0.03, 1e-8, 2.0, 0.1)
+    );
+    assert!(t.compat.unscaled_frozen_values && t.compat.untrained_atoms_in_eval);
+    let tp = Profile::TracePaper.config();
+    assert_eq!((tp.r, tp.top_k, tp.temperature), (16, 16, 0.03));
+    assert!(!tp.compat.unscaled_frozen_values && !tp.compat.untrained_atoms_in_eval);
+    assert_eq!(MoramConfig::default(), p);
+    for profile in Profile::ALL {
+        profile.config().validate().expect("profiles are valid");
+        assert_eq!(profile.name().parse::<Profile>().ok(), Some(profile));
+    }
+    let err = "xtail_code".parse::<Profile>().unwrap_err().to_string();
+    assert!(
+        err.contains("valid: paper, xtail, trace_code, trace_paper"),
+        "{err}"
+    );
+}
+
+#[test]
+fn toml_and_json_round_trip() -> anyhow::Result<()> {
+    for profile in Profile::ALL {
+        let c = profile.config();
+        assert_eq!(MoramConfig::from_toml_str(&toml::to_string(&c)?)?, c);
+        assert_eq!(MoramConfig::from_json_str(&c.to_json())?, c);
+    }
+    let c = MoramConfig::from_toml_str(
+        "r = 4\ntop_k = 2\n[routing]\nkind = \"moe_lora\"\ntemperature = true\n[compat]\nunscaled_frozen_values = true\n",
+    )?;
+    assert_eq!(
+        c.routing,
+        Routing::MoeLora {
+            top_k: true,
+            temperature: true
+        }
+    );
+    assert!(c.compat.unscaled_frozen_values);
+    assert_eq!(c.temperature, 0.01, "unlisted fields keep the defaults");
+    let c =
+        MoramConfig::from_toml_str("[routing]\nkind = \"self_activated\"\nthreshold = false\n")?;
+    assert_eq!(
+        c.routing,
+        Routing::SelfActivated {
+            top_k: true,
+            temperature: true,
+            threshold: false
+        }
+    );
+    Ok(())
+}
+
+#[test]
+fn validation_names_the_field_and_value() {
+    let cases: [(&str, &str); 12] = [
+        ("r = 0", "`r` must be at least 1"),
+        ("top_k = 0", "`top_k` must be at least 1"),
+        (
+            "temperature = 0.0",
+            "`temperature` must be finite and > 0, found 0",
+        ),
+        ("temperature = -1.0", "found -1"),
+        ("threshold = 1.0", "`threshold` must lie in [0, 1), found 1"),
+        ("threshold = -0.1", "found -0.1"),
+        ("eps = 0.0", "`eps`"),
+        ("dropout = 1.0", "`dropout`"),
+        ("value_scale = 0.0", "`value_scale`"),
+        ("temperature = nan", "`temperature`"),
+        (
+            "[routing]\nkind = \"lora\"\n[compat]\nuntrained_atoms_in_eval = true",
+            "compat.untrained_atoms_in_eval",
+        ),
+        ("key_init = \"xavier\"", "unknown variant `xavier`"),
+    ];
+    for (text, expected) in cases {
+        let err = MoramConfig::from_toml_str(text)
+            .expect_err(text)
+            .to_string();
+        assert!(err.contains(expected), "{text:?}: {err}");
+    }
+}
+
+#[test]
+fn unknown_keys_are_rejected_by_name_with_their_line() {
+    let err = MoramConfig::from_toml_str("r = 4\ntemprature = 0.1\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("temprature") && err.contains("line 2"),
+        "{err}"
+    );
+    assert!(
+        err.contains("temperature"),
+        "the valid keys are listed: {err}"
+    );
+    let err = MoramConfig::from_toml_str("[routing]\nkind = \"lora\"\ntop_k = true\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("top_k"), "{err}");
+    let err = MoramConfig::from_json_str(r#"{"rank": 4}"#)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("rank"), "{err}");
+}
+
+#[test]
+fn config_files_are_read_by_extension_and_errors_name_them() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let toml_path = dir.path().join("m.toml");
+    std::fs::write(&toml_path, "r = 3\n")?;
+    assert_eq!(MoramConfig::from_file(&toml_path)?.r, 3);
+    let json_path = dir.path().join("m.json");
+    std::fs::write(&json_path, r#"{"r": 5}"#)?;
+    assert_eq!(MoramConfig::from_file(&json_path)?.r, 5);
+    std::fs::write(&toml_path, "r = \"three\"\n")?;
+    let err = MoramConfig::from_file(&toml_path).unwrap_err().to_string();
+    assert!(err.contains("m.toml") && err.contains("line 1"), "{err}");
+    let err = MoramConfig::from_file(dir.path().join("absent.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("absent.toml"), "{err}");
+    Ok(())
+}
