@@ -1,1 +1,143 @@
-fn main() {}
+//! `moram-bench`: the Rust side of `cargo xtask bench`. Prints one JSON object per line with the
+//! median time of each case, so the xtask can interleave it with the PyTorch scripts.
+
+use anyhow::{ensure, Result};
+use clap::{Parser, Subcommand};
+use moram_core::{MoramConfig, MoramLinear, ValuePath};
+use serde::Serialize;
+use std::time::Instant;
+use tch::{Device, Kind, Tensor};
+
+#[derive(Parser)]
+struct Cli {
+    /// Intra-op threads (inter-op is set to 1).
+    #[arg(long, default_value_t = 2)]
+    threads: i32,
+    /// Timed repetitions per case (after warm-up).
+    #[arg(long, default_value_t = 20)]
+    reps: usize,
+    #[command(subcommand)]
+    which: Which,
+}
+
+#[derive(Subcommand)]
+enum Which {
+    /// MoramLinear vs a frozen linear: d_in = d_out = 768, 8 x 197 tokens, k = 16, R in {16, 64, 160}.
+    Core,
+}
+
+#[derive(Serialize)]
+struct Row {
+    case: String,
+    impl_name: &'static str,
+    median_ms: f64,
+    min_ms: f64,
+}
+
+/// Median and minimum wall time in ms of `f` over `reps` runs after 3 warm-ups.
+fn time(reps: usize, mut f: impl FnMut()) -> (f64, f64) {
+    for _ in 0..3 {
+        f();
+    }
+    let mut ms: Vec<f64> = (0..reps)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    ms.sort_by(f64::total_cmp);
+    (ms[ms.len() / 2], ms[0])
+}
+
+fn emit(case: String, impl_name: &'static str, (median_ms, min_ms): (f64, f64)) -> Result<()> {
+    println!("{}", serde_json::to_string(&Row { case, impl_name, median_ms, min_ms })?);
+    Ok(())
+}
+
+/// A layer of R atoms in tasks of 16 (the last task trainable) with trained-looking values.
+fn layer(r_total: i64, path: ValuePath, weight: &Tensor, bias: &Tensor) -> Result<MoramLinear> {
+    let config =
+        MoramConfig { r: 16, top_k: 16, temperature: 0.01, threshold: 0.2, value_path: path, ..MoramConfig::default() };
+    let mut layer = MoramLinear::new(weight, Some(bias), &config)?;
+    for task in 0..(r_total / 16) as u32 {
+        layer.bank_mut().begin_task(task)?;
+        let _guard = tch::no_grad_guard();
+        for (name, mut t) in layer.bank().named_trainable_tensors() {
+            if name == "values" {
+                let _ = t.copy_(&(t.randn_like() * 0.02));
+            }
+        }
+    }
+    Ok(layer)
+}
+
+fn core(reps: usize) -> Result<()> {
+    tch::manual_seed(0);
+    let (d, tokens) = (768i64, [8i64, 197]);
+    let opts = (Kind::Float, Device::Cpu);
+    let weight = Tensor::randn([d, d], opts) * 0.02;
+    let bias = Tensor::randn([d], opts) * 0.02;
+    let x = Tensor::randn([tokens[0], tokens[1], d], opts);
+    let grad_y = Tensor::randn([tokens[0], tokens[1], d], opts);
+    let base = time(reps, || {
+        let _g = tch::no_grad_guard();
+        let _ = x.linear(&weight, Some(&bias));
+    });
+    emit("frozen_linear".into(), "moram", base)?;
+    for r_total in [16i64, 64, 160] {
+        for (label, path) in
+            [("eval", ValuePath::Auto), ("eval_dense", ValuePath::Dense), ("eval_sparse", ValuePath::Sparse)]
+        {
+            let l = layer(r_total, path, &weight, &bias)?;
+            let t = time(reps, || {
+                let _g = tch::no_grad_guard();
+                let _ = l.forward(&x);
+            });
+            emit(format!("{label}_R{r_total}"), "moram", t)?;
+        }
+        let mut l = layer(r_total, ValuePath::Auto, &weight, &bias)?;
+        l.set_training(true);
+        let trainable = l.bank().trainable_tensors();
+        let mut failure = None;
+        let t = time(reps, || {
+            for p in &trainable {
+                let mut g = p.grad();
+                if g.defined() {
+                    let _ = g.zero_();
+                }
+            }
+            match l.forward(&x) {
+                Ok(y) => (y * &grad_y).sum(Kind::Float).backward(),
+                Err(e) => failure = Some(e),
+            }
+        });
+        if let Some(e) = failure {
+            return Err(e.into());
+        }
+        emit(format!("train_fwd_bwd_R{r_total}"), "moram", t)?;
+    }
+    // Decoding-like: one token through a bank of 160 atoms, where the sparse path can pay off.
+    let x1 = x.narrow(0, 0, 1).narrow(1, 0, 1);
+    for (label, path) in
+        [("eval_1tok", ValuePath::Auto), ("eval_1tok_dense", ValuePath::Dense), ("eval_1tok_sparse", ValuePath::Sparse)]
+    {
+        let l = layer(160, path, &weight, &bias)?;
+        let t = time(reps * 20, || {
+            let _g = tch::no_grad_guard();
+            let _ = l.forward(&x1);
+        });
+        emit(format!("{label}_R160"), "moram", t)?;
+    }
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    ensure!(cli.threads >= 1 && cli.reps >= 1, "--threads and --reps must be at least 1");
+    tch::set_num_threads(cli.threads);
+    tch::set_num_interop_threads(1);
+    match cli.which {
+        Which::Core => core(cli.reps),
+    }
+}

@@ -20,12 +20,8 @@ pub fn generate() -> Result<()> {
     let root = paths::workspace_root();
     for script in GENERATORS {
         eprintln!("running {script}");
-        paths::run_checked(
-            Command::new(&python)
-                .arg(root.join(script))
-                .current_dir(&root),
-        )
-        .with_context(|| format!("fixture generator {script} failed"))?;
+        paths::run_checked(Command::new(&python).arg(root.join(script)).current_dir(&root))
+            .with_context(|| format!("fixture generator {script} failed"))?;
     }
     Ok(())
 }

@@ -78,14 +78,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Lint => {
             setup::install(setup::Flavour::Cpu, false)?;
             paths::run_checked(paths::cargo().args(["fmt", "--all", "--", "--check"]))?;
-            paths::run_checked(paths::cargo().args([
-                "clippy",
-                "--workspace",
-                "--all-targets",
-                "--",
-                "-D",
-                "warnings",
-            ]))
+            paths::run_checked(paths::cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))
         }
         Command::Fixtures => fixtures::generate(),
         Command::Bench { which } => {

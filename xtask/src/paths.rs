@@ -37,9 +37,7 @@ pub fn cargo() -> Command {
 /// Runs a command with inherited stdio and fails with its rendering when it exits non-zero.
 pub fn run_checked(cmd: &mut Command) -> Result<()> {
     let shown = format!("{cmd:?}");
-    let status = cmd
-        .status()
-        .with_context(|| format!("could not start {shown}"))?;
+    let status = cmd.status().with_context(|| format!("could not start {shown}"))?;
     if !status.success() {
         bail!("{shown} failed with {status}");
     }

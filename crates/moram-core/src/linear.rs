@@ -31,10 +31,7 @@ struct Capture {
 }
 
 fn is_float(kind: Kind) -> bool {
-    matches!(
-        kind,
-        Kind::Float | Kind::Double | Kind::Half | Kind::BFloat16
-    )
+    matches!(kind, Kind::Float | Kind::Double | Kind::Half | Kind::BFloat16)
 }
 
 impl MoramLinear {
@@ -43,11 +40,7 @@ impl MoramLinear {
     pub fn new(weight: &Tensor, bias: Option<&Tensor>, config: &MoramConfig) -> Result<Self> {
         let size = weight.size();
         if size.len() != 2 {
-            return Err(Error::Shape {
-                what: "base weight".into(),
-                expected: "(d_out, d_in)".into(),
-                found: size,
-            });
+            return Err(Error::Shape { what: "base weight".into(), expected: "(d_out, d_in)".into(), found: size });
         }
         let bank = AtomBank::new(size[1] as usize, size[0] as usize, config, weight.device())?;
         Self::with_bank(weight, bias, bank)
@@ -110,16 +103,10 @@ impl MoramLinear {
             });
         }
         let base_kind = self.weight.kind();
-        let base = x
-            .to_kind(base_kind)
-            .linear(&self.weight, self.bias.as_ref());
+        let base = x.to_kind(base_kind).linear(&self.weight, self.bias.as_ref());
         let dropout = self.bank.config().dropout;
         let xa = x.to_kind(Kind::Float);
-        let xa = if self.training && dropout > 0.0 {
-            xa.dropout(dropout, true)
-        } else {
-            xa
-        };
+        let xa = if self.training && dropout > 0.0 { xa.dropout(dropout, true) } else { xa };
         let Some(routed) = self.bank.route(&xa, self.training) else {
             return Ok(base.to_kind(x.kind()));
         };
@@ -136,7 +123,18 @@ impl MoramLinear {
                 capture.last = Some(routed.weights.detach());
             }
         }
-        Ok((base + routed.delta.to_kind(base_kind)).to_kind(x.kind()))
+        let y = if base_kind == Kind::Float {
+            // One fused GEMM adds the values' contribution onto the base output.
+            let d_out = self.bank.d_out() as i64;
+            let r = routed.mixed.size().last().copied().unwrap_or(0);
+            let rows = base.numel() as i64 / d_out.max(1);
+            let out_shape = base.size();
+            // Explicit row count: the sparse path may leave no atom at all (r = 0).
+            base.reshape([rows, d_out]).addmm(&routed.mixed.reshape([rows, r]), &routed.values.tr()).reshape(out_shape)
+        } else {
+            base + routed.delta().to_kind(base_kind)
+        };
+        Ok(y.to_kind(x.kind()))
     }
 
     /// Training mode (dropout on, no threshold gate) or eval mode (gate on).

@@ -56,16 +56,9 @@ pub fn atoms_for_share(mass: &[f64], share: f64) -> usize {
 }
 
 /// Chooses the atoms to keep in `bank` from `stats`, recorded on the same bank.
-pub fn plan_pruning(
-    bank: &AtomBank,
-    stats: &ActivationStats,
-    share: f64,
-    scope: PruneScope,
-) -> Result<PrunePlan> {
+pub fn plan_pruning(bank: &AtomBank, stats: &ActivationStats, share: f64, scope: PruneScope) -> Result<PrunePlan> {
     if !(share > 0.0 && share <= 1.0) {
-        return Err(Error::State(format!(
-            "pruning share must lie in (0, 1], found {share}"
-        )));
+        return Err(Error::State(format!("pruning share must lie in (0, 1], found {share}")));
     }
     if stats.mass.len() != bank.len() {
         return Err(Error::State(format!(
@@ -75,9 +68,7 @@ pub fn plan_pruning(
         )));
     }
     if stats.tokens == 0 {
-        return Err(Error::State(
-            "no activation statistics were recorded (0 tokens)".into(),
-        ));
+        return Err(Error::State("no activation statistics were recorded (0 tokens)".into()));
     }
     let mut candidates: Vec<usize> = (0..bank.len())
         .filter(|&i| match scope {
@@ -100,15 +91,9 @@ pub fn plan_pruning(
         removed = candidates.split_off(n_keep);
         removed.sort_unstable();
     }
-    let keep: Vec<usize> = (0..bank.len())
-        .filter(|i| removed.binary_search(i).is_err())
-        .collect();
+    let keep: Vec<usize> = (0..bank.len()).filter(|i| removed.binary_search(i).is_err()).collect();
     let kept_share = if total > 0.0 { kept_mass / total } else { 1.0 };
-    Ok(PrunePlan {
-        keep,
-        removed,
-        kept_share,
-    })
+    Ok(PrunePlan { keep, removed, kept_share })
 }
 
 impl AtomBank {

@@ -12,9 +12,7 @@ use tch::{Kind, Tensor};
 /// `z`: `(.., R)` -> `(.., R)`. Same semantics as `torch.nn.functional.normalize(z, dim=-1, eps)`:
 /// the norm is clamped, so an all-zero row stays zero instead of producing NaN.
 pub fn relevance_scores(z: &Tensor, eps: f64) -> Tensor {
-    let norm = z
-        .norm_scalaropt_dim(2, [-1].as_slice(), true)
-        .clamp_min(eps);
+    let norm = z.norm_scalaropt_dim(2, [-1].as_slice(), true).clamp_min(eps);
     z / norm
 }
 
@@ -37,9 +35,7 @@ pub fn top_k_mask(scores: &Tensor, k: usize) -> Tensor {
         return scores.shallow_clone();
     }
     let (kept, index) = scores.topk(k as i64, -1, true, false);
-    scores
-        .full_like(f64::NEG_INFINITY)
-        .scatter(-1, &index, &kept)
+    scores.full_like(f64::NEG_INFINITY).scatter(-1, &index, &kept)
 }
 
 /// Eq. 7: `w = softmax(masked / tau)` over the last dimension, computed in f32. Masked (`-inf`)
@@ -60,35 +56,27 @@ pub fn threshold_gate(weights: &Tensor, scores: &Tensor, threshold: f64) -> Tens
     weights.masked_fill(&scores.lt(threshold), 0.0)
 }
 
-/// Eq. 4 as implemented: `delta = (z * w) B^T`, i.e. `sum_i w_i (a_i . x) b_i` per token. The
-/// weights scale the raw projection `z`, not the normalised score.
-///
-/// `z`, `weights`: `(.., R)`; `values` (B): `(d_out, R)` -> `(.., d_out)`.
-pub fn weighted_values(z: &Tensor, weights: &Tensor, values: &Tensor) -> Tensor {
-    (z * weights).matmul(&values.tr())
+/// Eq. 4 as implemented, first half: the weights scale the **raw** projection `z`, not the
+/// normalised score. `z`, `weights`: `(.., R)` -> `(.., R)`.
+pub fn mixed_projection(z: &Tensor, weights: &Tensor) -> Tensor {
+    z * weights
 }
 
-/// The same product as [`weighted_values`], computing the value side only for the atoms that at
-/// least one token selected: the columns of `B` no token uses are dropped before the product.
-/// Equal to the dense path up to summation order; meant for inference (it syncs once to find the
-/// used atoms and is not differentiable with respect to the choice).
-pub fn sparse_weighted_values(z: &Tensor, weights: &Tensor, values: &Tensor) -> Tensor {
-    let r = weights.size().last().copied().unwrap_or(0);
-    let used = weights
-        .ne(0.0)
-        .reshape([-1, r])
-        .any_dim(0, false)
-        .nonzero()
-        .squeeze_dim(-1);
-    let n_used = used.size()[0];
-    if n_used == r {
-        return weighted_values(z, weights, values);
+/// Eq. 4 as implemented, second half: `delta = mixed B^T`, i.e. `sum_i w_i (a_i . x) b_i` per token.
+/// `mixed`: `(.., R)`, `values` (B): `(d_out, R)` -> `(.., d_out)`.
+pub fn apply_values(mixed: &Tensor, values: &Tensor) -> Tensor {
+    mixed.matmul(&values.tr())
+}
+
+/// The sparse value path: keeps only the atoms at least one token selected (a non-zero column of
+/// `mixed`, the weighted projections `(.., R)`), and returns the compacted `(mixed', values')` with
+/// `values'` of shape `(d_out, R')`. `mixed' values'^T` equals `mixed values^T` up to summation
+/// order. Meant for inference: it syncs once to find the used atoms.
+pub fn compact_used_atoms(mixed: &Tensor, values: &Tensor) -> (Tensor, Tensor) {
+    let r = mixed.size().last().copied().unwrap_or(0);
+    let used = mixed.ne(0.0).reshape([-1, r]).any_dim(0, false).nonzero().squeeze_dim(-1);
+    if used.size()[0] == r {
+        return (mixed.shallow_clone(), values.shallow_clone());
     }
-    let zw = (z * weights).index_select(-1, &used);
-    zw.matmul(&values.index_select(1, &used).tr())
-}
-
-/// Uniform dense mixing (plain LoRA, or MoRAM without routing): every weight is 1.
-pub fn uniform_weights(z: &Tensor) -> Tensor {
-    z.ones_like()
+    (mixed.index_select(-1, &used), values.index_select(1, &used))
 }

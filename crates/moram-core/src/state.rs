@@ -24,15 +24,7 @@ pub const FORMAT: &str = "moram-adapter";
 /// The current adapter format version.
 pub const FORMAT_VERSION: u32 = 1;
 
-const FIELDS: [&str; 7] = [
-    "keys",
-    "values",
-    "atom_task",
-    "frozen",
-    "router",
-    "router_frozen",
-    "expert_task",
-];
+const FIELDS: [&str; 7] = ["keys", "values", "atom_task", "frozen", "router", "router_frozen", "expert_task"];
 
 struct Owned {
     dtype: Dtype,
@@ -41,35 +33,19 @@ struct Owned {
 }
 
 fn f32_bytes(t: &Tensor) -> Result<Owned> {
-    let t = t
-        .detach()
-        .to_device(Device::Cpu)
-        .to_kind(Kind::Float)
-        .contiguous();
+    let t = t.detach().to_device(Device::Cpu).to_kind(Kind::Float).contiguous();
     let shape = t.size().iter().map(|&d| d as usize).collect();
     let v = Vec::<f32>::try_from(t.flatten(0, -1))?;
-    Ok(Owned {
-        dtype: Dtype::F32,
-        shape,
-        bytes: v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-    })
+    Ok(Owned { dtype: Dtype::F32, shape, bytes: v.iter().flat_map(|x| x.to_le_bytes()).collect() })
 }
 
 fn i64_bytes(v: &[u32]) -> Owned {
-    Owned {
-        dtype: Dtype::I64,
-        shape: vec![v.len()],
-        bytes: v.iter().flat_map(|&x| (x as i64).to_le_bytes()).collect(),
-    }
+    Owned { dtype: Dtype::I64, shape: vec![v.len()], bytes: v.iter().flat_map(|&x| (x as i64).to_le_bytes()).collect() }
 }
 
 fn flag_bytes(v: impl Iterator<Item = bool>) -> Owned {
     let bytes: Vec<u8> = v.map(u8::from).collect();
-    Owned {
-        dtype: Dtype::U8,
-        shape: vec![bytes.len()],
-        bytes,
-    }
+    Owned { dtype: Dtype::U8, shape: vec![bytes.len()], bytes }
 }
 
 /// Writes `banks` (module path, bank) to `path` with `extra` metadata (e.g. base-model provenance).
@@ -90,18 +66,10 @@ pub fn save_adapter<'a>(
     let mut pending = None;
     for (name, bank) in &banks {
         if bank.config() != &config {
-            return Err(Error::State(format!(
-                "layer `{name}` has a different MoRAM config from the others"
-            )));
+            return Err(Error::State(format!("layer `{name}` has a different MoRAM config from the others")));
         }
-        if name.is_empty()
-            || FIELDS
-                .iter()
-                .any(|f| name.ends_with(&format!(".{f}")) || name == f)
-        {
-            return Err(Error::State(format!(
-                "`{name}` cannot be used as a layer name in an adapter file"
-            )));
+        if name.is_empty() || FIELDS.iter().any(|f| name.ends_with(&format!(".{f}")) || name == f) {
+            return Err(Error::State(format!("`{name}` cannot be used as a layer name in an adapter file")));
         }
         let mut put = |field: &str, t: Owned| -> Result<()> {
             match tensors.insert(format!("{name}.{field}"), t) {
@@ -117,10 +85,7 @@ pub fn save_adapter<'a>(
             let router = bank.router_tensor();
             let n = router.size()[0] as usize;
             put("router", f32_bytes(&router)?)?;
-            put(
-                "router_frozen",
-                flag_bytes((0..n).map(|i| i < bank.n_frozen_router())),
-            )?;
+            put("router_frozen", flag_bytes((0..n).map(|i| i < bank.n_frozen_router())))?;
         }
         if !bank.expert_task().is_empty() {
             put("expert_task", i64_bytes(bank.expert_task()))?;
@@ -128,8 +93,7 @@ pub fn save_adapter<'a>(
         tasks.extend(bank.atom_task().iter().copied());
         pending = pending.or(bank.pending_task());
     }
-    let mut metadata: HashMap<String, String> =
-        extra.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let mut metadata: HashMap<String, String> = extra.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     metadata.insert("format".into(), FORMAT.into());
     metadata.insert("format_version".into(), FORMAT_VERSION.to_string());
     metadata.insert("config".into(), config.to_json());
@@ -140,41 +104,25 @@ pub fn save_adapter<'a>(
     let views = tensors
         .iter()
         .map(|(k, o)| {
-            Ok((
-                k.clone(),
-                TensorView::new(o.dtype, o.shape.clone(), &o.bytes)
-                    .map_err(|e| corrupt(path, e))?,
-            ))
+            Ok((k.clone(), TensorView::new(o.dtype, o.shape.clone(), &o.bytes).map_err(|e| corrupt(path, e))?))
         })
         .collect::<Result<Vec<_>>>()?;
     let tmp = temp_path(path);
     safetensors::serialize_to_file(views, Some(metadata), &tmp).map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
-        Error::Io {
-            path: path.into(),
-            source: std::io::Error::other(e.to_string()),
-        }
+        Error::Io { path: path.into(), source: std::io::Error::other(e.to_string()) }
     })?;
-    std::fs::rename(&tmp, path).map_err(|source| Error::Io {
-        path: path.into(),
-        source,
-    })
+    std::fs::rename(&tmp, path).map_err(|source| Error::Io { path: path.into(), source })
 }
 
 fn temp_path(path: &Path) -> PathBuf {
-    let mut name = path
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_default();
+    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
     name.push(format!(".tmp-{}", std::process::id()));
     path.with_file_name(name)
 }
 
 fn corrupt(path: &Path, reason: impl ToString) -> Error {
-    Error::Corrupt {
-        path: path.into(),
-        reason: reason.to_string(),
-    }
+    Error::Corrupt { path: path.into(), reason: reason.to_string() }
 }
 
 /// A loaded adapter file: its config, metadata and one [`AtomBank`] per layer.
@@ -199,47 +147,28 @@ impl AdapterFile {
     /// Reads and validates an adapter file; banks are placed on `device`.
     pub fn load(path: impl AsRef<Path>, device: Device) -> Result<Self> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|source| Error::Io {
-            path: path.into(),
-            source,
-        })?;
+        let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.into(), source })?;
         let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| corrupt(path, e))?;
         let st = SafeTensors::deserialize(&bytes).map_err(|e| corrupt(path, e))?;
-        let metadata: BTreeMap<String, String> = header
-            .metadata()
-            .clone()
-            .unwrap_or_default()
-            .into_iter()
-            .collect();
+        let metadata: BTreeMap<String, String> = header.metadata().clone().unwrap_or_default().into_iter().collect();
         match metadata.get("format").map(String::as_str) {
             Some(FORMAT) => {}
-            other => {
-                return Err(corrupt(
-                    path,
-                    format!("metadata `format` is {other:?}, expected \"{FORMAT}\""),
-                ))
-            }
+            other => return Err(corrupt(path, format!("metadata `format` is {other:?}, expected \"{FORMAT}\""))),
         }
-        let version = metadata
-            .get("format_version")
-            .map(String::as_str)
-            .unwrap_or("<missing>");
+        let version = metadata.get("format_version").map(String::as_str).unwrap_or("<missing>");
         if version != FORMAT_VERSION.to_string() {
             return Err(corrupt(
                 path,
                 format!("format_version {version} is not supported (expected {FORMAT_VERSION})"),
             ));
         }
-        let config_json = metadata
-            .get("config")
-            .ok_or_else(|| corrupt(path, "metadata has no `config`"))?;
-        let config = MoramConfig::from_json_str(config_json)
-            .map_err(|e| corrupt(path, format!("metadata `config`: {e}")))?;
+        let config_json = metadata.get("config").ok_or_else(|| corrupt(path, "metadata has no `config`"))?;
+        let config =
+            MoramConfig::from_json_str(config_json).map_err(|e| corrupt(path, format!("metadata `config`: {e}")))?;
         let pending = match metadata.get("pending_task") {
-            Some(p) => Some(
-                p.parse::<u32>()
-                    .map_err(|_| corrupt(path, format!("pending_task `{p}` is not a task id")))?,
-            ),
+            Some(p) => {
+                Some(p.parse::<u32>().map_err(|_| corrupt(path, format!("pending_task `{p}` is not a task id")))?)
+            }
             None => None,
         };
 
@@ -247,26 +176,13 @@ impl AdapterFile {
         for (key, view) in st.tensors() {
             let (layer, field) = key.rsplit_once('.').unwrap_or(("", key.as_str()));
             let Some(field) = FIELDS.iter().find(|f| **f == field) else {
-                return Err(corrupt(
-                    path,
-                    format!(
-                        "unexpected tensor `{key}` (fields are {})",
-                        FIELDS.join(", ")
-                    ),
-                ));
+                return Err(corrupt(path, format!("unexpected tensor `{key}` (fields are {})", FIELDS.join(", "))));
             };
             if layer.is_empty() {
                 return Err(corrupt(path, format!("tensor `{key}` has no layer name")));
             }
-            let raw = Raw {
-                dtype: view.dtype(),
-                shape: view.shape().to_vec(),
-                data: view.data(),
-            };
-            layers
-                .entry(layer.to_string())
-                .or_default()
-                .insert(field, raw);
+            let raw = Raw { dtype: view.dtype(), shape: view.shape().to_vec(), data: view.data() };
+            layers.entry(layer.to_string()).or_default().insert(field, raw);
         }
         if layers.is_empty() {
             return Err(corrupt(path, "the file holds no atom bank"));
@@ -279,20 +195,12 @@ impl AdapterFile {
             }
             banks.insert(name.clone(), bank);
         }
-        Ok(AdapterFile {
-            path: path.into(),
-            config,
-            metadata,
-            banks,
-        })
+        Ok(AdapterFile { path: path.into(), config, metadata, banks })
     }
 
     /// Number of distinct tasks that created atoms.
     pub fn num_tasks(&self) -> usize {
-        self.metadata
-            .get("num_tasks")
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0)
+        self.metadata.get("num_tasks").and_then(|n| n.parse().ok()).unwrap_or(0)
     }
 
     /// Layer names (module paths), sorted.
@@ -307,10 +215,10 @@ impl AdapterFile {
 
     /// Removes and returns the bank of `layer`, checking it fits a `d_in -> d_out` layer.
     pub fn take_bank(&mut self, layer: &str, d_in: usize, d_out: usize) -> Result<AtomBank> {
-        let bank = self.banks.remove(layer).ok_or_else(|| Error::MissingKey {
-            path: self.path.clone(),
-            key: format!("{layer}.keys"),
-        })?;
+        let bank = self
+            .banks
+            .remove(layer)
+            .ok_or_else(|| Error::MissingKey { path: self.path.clone(), key: format!("{layer}.keys") })?;
         if (bank.d_in(), bank.d_out()) != (d_in, d_out) {
             return Err(Error::BadTensor {
                 path: self.path.clone(),
@@ -336,32 +244,22 @@ fn build_bank(
     device: Device,
 ) -> Result<AtomBank> {
     let get = |field: &str| {
-        raw.get(field).ok_or_else(|| Error::MissingKey {
-            path: path.into(),
-            key: format!("{name}.{field}"),
-        })
+        raw.get(field).ok_or_else(|| Error::MissingKey { path: path.into(), key: format!("{name}.{field}") })
     };
-    let check =
-        |field: &str, r: &Raw, dtype: Dtype, expected_shape: &[Option<usize>]| -> Result<()> {
-            let shape_ok = r.shape.len() == expected_shape.len()
-                && r.shape
-                    .iter()
-                    .zip(expected_shape)
-                    .all(|(s, e)| e.is_none_or(|e| e == *s));
-            if r.dtype != dtype || !shape_ok {
-                let dims: Vec<String> = expected_shape
-                    .iter()
-                    .map(|e| e.map_or("_".into(), |d| d.to_string()))
-                    .collect();
-                return Err(Error::BadTensor {
-                    path: path.into(),
-                    key: format!("{name}.{field}"),
-                    expected: format!("{dtype:?} [{}]", dims.join(", ")),
-                    found: format!("{:?} {:?}", r.dtype, r.shape),
-                });
-            }
-            Ok(())
-        };
+    let check = |field: &str, r: &Raw, dtype: Dtype, expected_shape: &[Option<usize>]| -> Result<()> {
+        let shape_ok = r.shape.len() == expected_shape.len()
+            && r.shape.iter().zip(expected_shape).all(|(s, e)| e.is_none_or(|e| e == *s));
+        if r.dtype != dtype || !shape_ok {
+            let dims: Vec<String> = expected_shape.iter().map(|e| e.map_or("_".into(), |d| d.to_string())).collect();
+            return Err(Error::BadTensor {
+                path: path.into(),
+                key: format!("{name}.{field}"),
+                expected: format!("{dtype:?} [{}]", dims.join(", ")),
+                found: format!("{:?} {:?}", r.dtype, r.shape),
+            });
+        }
+        Ok(())
+    };
     let keys = get("keys")?;
     check("keys", keys, Dtype::F32, &[None, None])?;
     let (r, d_in) = (keys.shape[0], keys.shape[1]);
@@ -378,10 +276,7 @@ fn build_bank(
             check("router", rk, Dtype::F32, &[None, Some(d_in)])?;
             let rf = get("router_frozen")?;
             check("router_frozen", rf, Dtype::U8, &[Some(rk.shape[0])])?;
-            Some((
-                tensor(rk)?,
-                frozen_prefix(path, name, "router_frozen", rf.data)?,
-            ))
+            Some((tensor(rk)?, frozen_prefix(path, name, "router_frozen", rf.data)?))
         }
         None => None,
     };
@@ -414,8 +309,7 @@ fn task_ids(path: &Path, name: &str, field: &str, data: &[u8]) -> Result<Vec<u32
     data.chunks_exact(8)
         .map(|c| {
             let v = i64::from_le_bytes(c.try_into().unwrap_or([0; 8]));
-            u32::try_from(v)
-                .map_err(|_| corrupt(path, format!("`{name}.{field}` holds task id {v}")))
+            u32::try_from(v).map_err(|_| corrupt(path, format!("`{name}.{field}` holds task id {v}")))
         })
         .collect()
 }
@@ -423,10 +317,7 @@ fn task_ids(path: &Path, name: &str, field: &str, data: &[u8]) -> Result<Vec<u32
 fn frozen_prefix(path: &Path, name: &str, field: &str, data: &[u8]) -> Result<usize> {
     let n = data.iter().take_while(|&&b| b == 1).count();
     if data[n..].iter().any(|&b| b != 0) {
-        return Err(corrupt(
-            path,
-            format!("`{name}.{field}` must be 1s (frozen) followed by 0s (trainable)"),
-        ));
+        return Err(corrupt(path, format!("`{name}.{field}` must be 1s (frozen) followed by 0s (trainable)")));
     }
     Ok(n)
 }

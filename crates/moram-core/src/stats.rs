@@ -37,12 +37,7 @@ pub struct ActivationStats {
 impl ActivationStats {
     /// Empty statistics for `n_atoms` atoms.
     pub fn new(n_atoms: usize, mode: StatsMode) -> Self {
-        ActivationStats {
-            mode,
-            mass: vec![0.0; n_atoms],
-            selected: vec![0; n_atoms],
-            tokens: 0,
-        }
+        ActivationStats { mode, mass: vec![0.0; n_atoms], selected: vec![0; n_atoms], tokens: 0 }
     }
 
     /// Adds a batch of weights `(.., R)`. Atoms appended since the last call extend the vectors.
@@ -62,15 +57,8 @@ impl ActivationStats {
         self.mass.resize(r, 0.0);
         self.selected.resize(r, 0);
         let w = weights.detach().reshape([-1, r as i64]);
-        let mass = Vec::<f64>::try_from(
-            w.sum_dim_intlist(0, false, Kind::Double)
-                .to_device(Device::Cpu),
-        )?;
-        let sel = Vec::<i64>::try_from(
-            w.gt(0.0)
-                .sum_dim_intlist(0, false, Kind::Int64)
-                .to_device(Device::Cpu),
-        )?;
+        let mass = Vec::<f64>::try_from(w.sum_dim_intlist(0, false, Kind::Double).to_device(Device::Cpu))?;
+        let sel = Vec::<i64>::try_from(w.gt(0.0).sum_dim_intlist(0, false, Kind::Int64).to_device(Device::Cpu))?;
         for i in 0..r {
             self.mass[i] += mass[i];
             self.selected[i] += sel[i] as u64;
@@ -94,9 +82,7 @@ impl ActivationStats {
     /// Adds another batch of statistics of the same layer.
     pub fn merge(&mut self, other: &ActivationStats) -> Result<()> {
         if other.mode != self.mode {
-            return Err(Error::State(
-                "cannot merge statistics recorded in different modes".into(),
-            ));
+            return Err(Error::State("cannot merge statistics recorded in different modes".into()));
         }
         let n = self.mass.len().max(other.mass.len());
         self.mass.resize(n, 0.0);

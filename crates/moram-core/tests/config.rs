@@ -5,24 +5,11 @@ use moram_core::{MoramConfig, Profile, Routing};
 #[test]
 fn profiles_have_the_protocol_values() {
     let p = Profile::Paper.config();
-    assert_eq!(
-        (
-            p.r,
-            p.top_k,
-            p.temperature,
-            p.threshold,
-            p.value_scale,
-            p.dropout
-        ),
-        (16, 16, 0.01, 0.2, 1.0, 0.0)
-    );
+    assert_eq!((p.r, p.top_k, p.temperature, p.threshold, p.value_scale, p.dropout), (16, 16, 0.01, 0.2, 1.0, 0.0));
     let x = Profile::Xtail.config();
     assert_eq!(x.eps, 1e-12);
     let t = Profile::TraceCode.config();
-    assert_eq!(
-        (t.r, t.top_k, t.temperature, t.eps, t.value_scale, t.dropout),
-        (8, 8, 0.03, 1e-8, 2.0, 0.1)
-    );
+    assert_eq!((t.r, t.top_k, t.temperature, t.eps, t.value_scale, t.dropout), (8, 8, 0.03, 1e-8, 2.0, 0.1));
     assert!(t.compat.unscaled_frozen_values && t.compat.untrained_atoms_in_eval);
     let tp = Profile::TracePaper.config();
     assert_eq!((tp.r, tp.top_k, tp.temperature), (16, 16, 0.03));
@@ -33,10 +20,7 @@ fn profiles_have_the_protocol_values() {
         assert_eq!(profile.name().parse::<Profile>().ok(), Some(profile));
     }
     let err = "xtail_code".parse::<Profile>().unwrap_err().to_string();
-    assert!(
-        err.contains("valid: paper, xtail, trace_code, trace_paper"),
-        "{err}"
-    );
+    assert!(err.contains("valid: paper, xtail, trace_code, trace_paper"), "{err}");
 }
 
 #[test]
@@ -49,25 +33,11 @@ fn toml_and_json_round_trip() -> anyhow::Result<()> {
     let c = MoramConfig::from_toml_str(
         "r = 4\ntop_k = 2\n[routing]\nkind = \"moe_lora\"\ntemperature = true\n[compat]\nunscaled_frozen_values = true\n",
     )?;
-    assert_eq!(
-        c.routing,
-        Routing::MoeLora {
-            top_k: true,
-            temperature: true
-        }
-    );
+    assert_eq!(c.routing, Routing::MoeLora { top_k: true, temperature: true });
     assert!(c.compat.unscaled_frozen_values);
     assert_eq!(c.temperature, 0.01, "unlisted fields keep the defaults");
-    let c =
-        MoramConfig::from_toml_str("[routing]\nkind = \"self_activated\"\nthreshold = false\n")?;
-    assert_eq!(
-        c.routing,
-        Routing::SelfActivated {
-            top_k: true,
-            temperature: true,
-            threshold: false
-        }
-    );
+    let c = MoramConfig::from_toml_str("[routing]\nkind = \"self_activated\"\nthreshold = false\n")?;
+    assert_eq!(c.routing, Routing::SelfActivated { top_k: true, temperature: true, threshold: false });
     Ok(())
 }
 
@@ -76,10 +46,7 @@ fn validation_names_the_field_and_value() {
     let cases: [(&str, &str); 12] = [
         ("r = 0", "`r` must be at least 1"),
         ("top_k = 0", "`top_k` must be at least 1"),
-        (
-            "temperature = 0.0",
-            "`temperature` must be finite and > 0, found 0",
-        ),
+        ("temperature = 0.0", "`temperature` must be finite and > 0, found 0"),
         ("temperature = -1.0", "found -1"),
         ("threshold = 1.0", "`threshold` must lie in [0, 1), found 1"),
         ("threshold = -0.1", "found -0.1"),
@@ -87,40 +54,23 @@ fn validation_names_the_field_and_value() {
         ("dropout = 1.0", "`dropout`"),
         ("value_scale = 0.0", "`value_scale`"),
         ("temperature = nan", "`temperature`"),
-        (
-            "[routing]\nkind = \"lora\"\n[compat]\nuntrained_atoms_in_eval = true",
-            "compat.untrained_atoms_in_eval",
-        ),
+        ("[routing]\nkind = \"lora\"\n[compat]\nuntrained_atoms_in_eval = true", "compat.untrained_atoms_in_eval"),
         ("key_init = \"xavier\"", "unknown variant `xavier`"),
     ];
     for (text, expected) in cases {
-        let err = MoramConfig::from_toml_str(text)
-            .expect_err(text)
-            .to_string();
+        let err = MoramConfig::from_toml_str(text).expect_err(text).to_string();
         assert!(err.contains(expected), "{text:?}: {err}");
     }
 }
 
 #[test]
 fn unknown_keys_are_rejected_by_name_with_their_line() {
-    let err = MoramConfig::from_toml_str("r = 4\ntemprature = 0.1\n")
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("temprature") && err.contains("line 2"),
-        "{err}"
-    );
-    assert!(
-        err.contains("temperature"),
-        "the valid keys are listed: {err}"
-    );
-    let err = MoramConfig::from_toml_str("[routing]\nkind = \"lora\"\ntop_k = true\n")
-        .unwrap_err()
-        .to_string();
+    let err = MoramConfig::from_toml_str("r = 4\ntemprature = 0.1\n").unwrap_err().to_string();
+    assert!(err.contains("temprature") && err.contains("line 2"), "{err}");
+    assert!(err.contains("temperature"), "the valid keys are listed: {err}");
+    let err = MoramConfig::from_toml_str("[routing]\nkind = \"lora\"\ntop_k = true\n").unwrap_err().to_string();
     assert!(err.contains("top_k"), "{err}");
-    let err = MoramConfig::from_json_str(r#"{"rank": 4}"#)
-        .unwrap_err()
-        .to_string();
+    let err = MoramConfig::from_json_str(r#"{"rank": 4}"#).unwrap_err().to_string();
     assert!(err.contains("rank"), "{err}");
 }
 
@@ -136,9 +86,7 @@ fn config_files_are_read_by_extension_and_errors_name_them() -> anyhow::Result<(
     std::fs::write(&toml_path, "r = \"three\"\n")?;
     let err = MoramConfig::from_file(&toml_path).unwrap_err().to_string();
     assert!(err.contains("m.toml") && err.contains("line 1"), "{err}");
-    let err = MoramConfig::from_file(dir.path().join("absent.toml"))
-        .unwrap_err()
-        .to_string();
+    let err = MoramConfig::from_file(dir.path().join("absent.toml")).unwrap_err().to_string();
     assert!(err.contains("absent.toml"), "{err}");
     Ok(())
 }

@@ -44,8 +44,7 @@ fn load() -> anyhow::Result<(Vec<Case>, HashMap<String, Tensor>)> {
     let bytes = std::fs::read(&path)?;
     let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)?;
     let meta = header.metadata().clone().unwrap_or_default();
-    let cases: Vec<Case> =
-        serde_json::from_str(meta.get("cases").map(String::as_str).unwrap_or("[]"))?;
+    let cases: Vec<Case> = serde_json::from_str(meta.get("cases").map(String::as_str).unwrap_or("[]"))?;
     let tensors = Tensor::read_safetensors(&path)?.into_iter().collect();
     Ok((cases, tensors))
 }
@@ -53,14 +52,8 @@ fn load() -> anyhow::Result<(Vec<Case>, HashMap<String, Tensor>)> {
 fn config_of(case: &Case, value_path: ValuePath) -> MoramConfig {
     let routing = match case.routing.as_str() {
         "self_activated" => Routing::MORAM,
-        "external_router" => Routing::ExternalRouter {
-            top_k: true,
-            temperature: case.router_temperature,
-        },
-        "moe_lora" => Routing::MoeLora {
-            top_k: true,
-            temperature: case.router_temperature,
-        },
+        "external_router" => Routing::ExternalRouter { top_k: true, temperature: case.router_temperature },
+        "moe_lora" => Routing::MoeLora { top_k: true, temperature: case.router_temperature },
         other => panic!("unknown routing {other}"),
     };
     MoramConfig {
@@ -73,10 +66,7 @@ fn config_of(case: &Case, value_path: ValuePath) -> MoramConfig {
         dropout: 0.0,
         routing,
         value_path,
-        compat: CompatFlags {
-            unscaled_frozen_values: case.unscaled_frozen,
-            ..Default::default()
-        },
+        compat: CompatFlags { unscaled_frozen_values: case.unscaled_frozen, ..Default::default() },
         ..MoramConfig::default()
     }
 }
@@ -92,14 +82,9 @@ fn tolerances(case: &Case) -> (f64, f64) {
 }
 
 fn run_case(case: &Case, t: &HashMap<String, Tensor>, value_path: ValuePath) -> anyhow::Result<()> {
-    let get = |k: &str| {
-        t.get(&format!("{}.{k}", case.name))
-            .unwrap_or_else(|| panic!("{}: no {k}", case.name))
-    };
+    let get = |k: &str| t.get(&format!("{}.{k}", case.name)).unwrap_or_else(|| panic!("{}: no {k}", case.name));
     let config = config_of(case, value_path);
-    let router = t
-        .get(&format!("{}.router", case.name))
-        .map(|r| (r, case.n_frozen_router));
+    let router = t.get(&format!("{}.router", case.name)).map(|r| (r, case.n_frozen_router));
     let (atol, rtol) = tolerances(case);
     for mode in ["train", "eval"] {
         let bank = AtomBank::from_parts(
@@ -112,11 +97,7 @@ fn run_case(case: &Case, t: &HashMap<String, Tensor>, value_path: ValuePath) -> 
             case.expert_task.clone(),
             Device::Cpu,
         )?;
-        let bias = if case.has_bias {
-            Some(get("bias"))
-        } else {
-            None
-        };
+        let bias = if case.has_bias { Some(get("bias")) } else { None };
         let mut layer = MoramLinear::with_bank(get("weight"), bias, bank)?;
         layer.set_training(mode == "train");
         layer.set_capture(true);
@@ -126,22 +107,10 @@ fn run_case(case: &Case, t: &HashMap<String, Tensor>, value_path: ValuePath) -> 
         assert_eq!(y.kind(), x.kind(), "{}", what("output dtype"));
         assert_close(&what("output"), &y, get(&format!("{mode}.y")), atol, rtol);
         let weights = layer.take_captured().expect("captured weights");
-        assert_close(
-            &what("atom weights"),
-            &weights,
-            get(&format!("{mode}.weights")),
-            1e-6,
-            1e-4,
-        );
-        (y.to_kind(Kind::Float) * get("grad_y").to_kind(Kind::Float))
-            .sum(Kind::Float)
-            .backward();
+        assert_close(&what("atom weights"), &weights, get(&format!("{mode}.weights")), 1e-6, 1e-4);
+        (y.to_kind(Kind::Float) * get("grad_y").to_kind(Kind::Float)).sum(Kind::Float).backward();
         let named: HashMap<_, _> = layer.bank().named_trainable_tensors().into_iter().collect();
-        for (name, key) in [
-            ("keys", "grad_keys"),
-            ("values", "grad_values"),
-            ("router", "grad_router"),
-        ] {
+        for (name, key) in [("keys", "grad_keys"), ("values", "grad_values"), ("router", "grad_router")] {
             let Some(want) = t.get(&format!("{}.{mode}.{key}", case.name)) else {
                 continue;
             };
@@ -152,12 +121,7 @@ fn run_case(case: &Case, t: &HashMap<String, Tensor>, value_path: ValuePath) -> 
         }
         let gx = x.grad();
         let want_gx = get(&format!("{mode}.grad_x"));
-        let scale = want_gx
-            .abs()
-            .to_kind(Kind::Float)
-            .max()
-            .double_value(&[])
-            .max(1.0);
+        let scale = want_gx.abs().to_kind(Kind::Float).max().double_value(&[]).max(1.0);
         assert_close(&what("grad_x"), &gx, want_gx, atol * scale, rtol.max(1e-4));
     }
     Ok(())
@@ -185,22 +149,10 @@ fn every_case_matches_pytorch_on_the_sparse_path() -> anyhow::Result<()> {
 #[test]
 fn fixture_covers_what_the_issue_asks() -> anyhow::Result<()> {
     let (cases, _) = load()?;
-    assert!(
-        cases.iter().any(|c| c.top_k >= c.atom_task.len()),
-        "a case with k >= R"
-    );
-    assert!(
-        cases.iter().any(|c| c.n_frozen >= 2 * c.r),
-        "a case with several tasks of atoms"
-    );
-    assert!(
-        cases.iter().any(|c| c.base_dtype == "bfloat16"),
-        "a bf16 base"
-    );
-    assert!(
-        cases.iter().any(|c| c.base_dtype == "float32"),
-        "an f32 base"
-    );
+    assert!(cases.iter().any(|c| c.top_k >= c.atom_task.len()), "a case with k >= R");
+    assert!(cases.iter().any(|c| c.n_frozen >= 2 * c.r), "a case with several tasks of atoms");
+    assert!(cases.iter().any(|c| c.base_dtype == "bfloat16"), "a bf16 base");
+    assert!(cases.iter().any(|c| c.base_dtype == "float32"), "an f32 base");
     assert!(cases.iter().any(|c| c.top_k < 2), "k raised to 2");
     Ok(())
 }

@@ -7,13 +7,7 @@ use moram_core::{routing, MoramConfig, MoramLinear, Routing, ValuePath};
 use tch::{Device, Kind, Tensor};
 
 fn cfg() -> MoramConfig {
-    MoramConfig {
-        r: 8,
-        top_k: 6,
-        temperature: 0.05,
-        threshold: 0.2,
-        ..MoramConfig::default()
-    }
+    MoramConfig { r: 8, top_k: 6, temperature: 0.05, threshold: 0.2, ..MoramConfig::default() }
 }
 
 #[test]
@@ -29,10 +23,7 @@ fn zero_value_atoms_leave_the_base_output_exactly_unchanged() -> anyhow::Result<
             for training in [true, false] {
                 layer.set_training(training);
                 let y = layer.forward(&x)?;
-                assert!(
-                    bit_equal(&y, &reference),
-                    "{kind:?} task {task} training {training}: output changed"
-                );
+                assert!(bit_equal(&y, &reference), "{kind:?} task {task} training {training}: output changed");
             }
         }
     }
@@ -51,23 +42,14 @@ fn empty_bank_is_the_base_layer() -> anyhow::Result<()> {
 #[test]
 fn full_top_k_and_huge_temperature_is_a_uniform_dense_lora() -> anyhow::Result<()> {
     tch::manual_seed(2);
-    let config = MoramConfig {
-        r: 5,
-        top_k: 15,
-        temperature: 1e9,
-        threshold: 0.0,
-        ..MoramConfig::default()
-    };
+    let config = MoramConfig { r: 5, top_k: 15, temperature: 1e9, threshold: 0.0, ..MoramConfig::default() };
     let mut layer = trained_layer(16, 12, 3, &config); // R = 15 = k
     layer.set_training(true);
     let x = Tensor::randn([4, 16], (Kind::Float, Device::Cpu));
     let y = layer.forward(&x)?;
     let bank = layer.bank();
     let n = bank.len() as f64;
-    let lora = x
-        .matmul(&bank.keys_tensor().tr())
-        .matmul(&bank.values_tensor().tr())
-        / n;
+    let lora = x.matmul(&bank.keys_tensor().tr()).matmul(&bank.values_tensor().tr()) / n;
     let expected = x.linear(layer.weight(), layer.bias()) + lora;
     assert_close("uniform LoRA", &y, &expected, 1e-5, 1e-5);
     Ok(())
@@ -77,49 +59,21 @@ fn full_top_k_and_huge_temperature_is_a_uniform_dense_lora() -> anyhow::Result<(
 fn at_most_floor_one_over_delta_squared_atoms_pass_the_gate() -> anyhow::Result<()> {
     tch::manual_seed(3);
     for delta in [0.1, 0.2, 0.3, 0.45] {
-        let config = MoramConfig {
-            r: 10,
-            top_k: 50,
-            temperature: 0.5,
-            threshold: delta,
-            ..MoramConfig::default()
-        };
+        let config = MoramConfig { r: 10, top_k: 50, temperature: 0.5, threshold: delta, ..MoramConfig::default() };
         let layer = trained_layer(64, 6, 5, &config); // R = 50 atoms, all in the top-k
         layer.set_capture(true);
         // Inputs close to a key make its score large; random inputs spread the mass.
         let keys = layer.bank().keys_tensor().detach();
-        let x = Tensor::cat(
-            &[
-                keys.narrow(0, 0, 40) * 3.0,
-                Tensor::randn([64, 64], (Kind::Float, Device::Cpu)),
-            ],
-            0,
-        );
+        let x = Tensor::cat(&[keys.narrow(0, 0, 40) * 3.0, Tensor::randn([64, 64], (Kind::Float, Device::Cpu))], 0);
         layer.forward(&x)?;
         let w = layer.take_captured().expect("weights");
-        let passing = w
-            .gt(0.0)
-            .sum_dim_intlist(-1, false, Kind::Int64)
-            .max()
-            .int64_value(&[]);
+        let passing = w.gt(0.0).sum_dim_intlist(-1, false, Kind::Int64).max().int64_value(&[]);
         let bound = (1.0 / (delta * delta)).floor() as i64;
-        assert!(
-            passing <= bound,
-            "delta {delta}: {passing} atoms passed, bound {bound}"
-        );
-        assert!(
-            passing > 0,
-            "delta {delta}: the gate let nothing through; the test would prove nothing"
-        );
+        assert!(passing <= bound, "delta {delta}: {passing} atoms passed, bound {bound}");
+        assert!(passing > 0, "delta {delta}: the gate let nothing through; the test would prove nothing");
     }
     // The bound is tight: 11 equal scores of 1/sqrt(11) = 0.3015 all pass delta = 0.3.
-    let config = MoramConfig {
-        r: 11,
-        top_k: 11,
-        temperature: 0.5,
-        threshold: 0.3,
-        ..MoramConfig::default()
-    };
+    let config = MoramConfig { r: 11, top_k: 11, temperature: 0.5, threshold: 0.3, ..MoramConfig::default() };
     let layer = MoramLinear::with_bank(
         &Tensor::zeros([2, 3], (Kind::Float, Device::Cpu)),
         None,
@@ -171,11 +125,7 @@ fn eval_gate_does_not_renormalise() -> anyhow::Result<()> {
 fn relevance_is_signed_and_eps_clamped() -> anyhow::Result<()> {
     let z = Tensor::from_slice(&[3.0f32, -4.0, 0.0, 0.0, 0.0, 0.0]).view([2, 3]);
     let s = Vec::<f32>::try_from(routing::relevance_scores(&z, 1e-12).view([-1]))?;
-    assert_eq!(
-        s,
-        vec![0.6, -0.8, 0.0, 0.0, 0.0, 0.0],
-        "signed scores, zero row stays zero (no NaN)"
-    );
+    assert_eq!(s, vec![0.6, -0.8, 0.0, 0.0, 0.0, 0.0], "signed scores, zero row stays zero (no NaN)");
     Ok(())
 }
 
@@ -205,16 +155,9 @@ fn gradients_reach_only_current_task_atoms() -> anyhow::Result<()> {
     let x = Tensor::randn([10, 16], (Kind::Float, Device::Cpu)).set_requires_grad(true);
     layer.forward(&x)?.square().sum(Kind::Float).backward();
     let trainable = bank.trainable_tensors();
-    assert_eq!(
-        trainable.len(),
-        2,
-        "keys and values of the current task only"
-    );
+    assert_eq!(trainable.len(), 2, "keys and values of the current task only");
     for t in &trainable {
-        assert_eq!(
-            t.size()[0].min(t.size()[1]),
-            8.min(t.size()[0]).min(t.size()[1])
-        );
+        assert_eq!(t.size()[0].min(t.size()[1]), 8.min(t.size()[0]).min(t.size()[1]));
         assert!(t.grad().defined() && t.grad().abs().sum(Kind::Float).double_value(&[]) > 0.0);
     }
     assert!(x.grad().defined(), "gradients also flow into the input");
@@ -245,29 +188,15 @@ fn frozen_atoms_never_change_across_an_adamw_step_with_weight_decay() -> anyhow:
         layer.forward(&x)?.square().sum(Kind::Float).backward();
         opt.step()?;
     }
-    assert_eq!(
-        layer.bank().frozen_checksum(),
-        frozen_before,
-        "frozen atoms changed"
-    );
+    assert_eq!(layer.bank().frozen_checksum(), frozen_before, "frozen atoms changed");
     let keys_after = layer.bank().keys_tensor().detach();
-    assert!(bit_equal(
-        &keys_after.narrow(0, 0, 16),
-        &keys_before.narrow(0, 0, 16)
-    ));
-    assert!(
-        !bit_equal(&keys_after.narrow(0, 16, 8), &keys_before.narrow(0, 16, 8)),
-        "current atoms must train"
-    );
+    assert!(bit_equal(&keys_after.narrow(0, 0, 16), &keys_before.narrow(0, 0, 16)));
+    assert!(!bit_equal(&keys_after.narrow(0, 16, 8), &keys_before.narrow(0, 16, 8)), "current atoms must train");
     // The checksum is sensitive: touching one frozen value changes it.
     let mut next = trained_layer(16, 12, 2, &cfg());
     let sum = next.bank().frozen_checksum();
     next.bank_mut().begin_task(7)?;
-    assert_ne!(
-        next.bank().frozen_checksum(),
-        sum,
-        "freezing more atoms changes the checksum"
-    );
+    assert_ne!(next.bank().frozen_checksum(), sum, "freezing more atoms changes the checksum");
     Ok(())
 }
 
@@ -280,32 +209,13 @@ fn begin_task_appends_r_atoms_and_freezes_the_rest() -> anyhow::Result<()> {
         let bank = layer.bank();
         assert_eq!(bank.len(), 8 * (task as usize + 1));
         assert_eq!(bank.n_trainable(), 8);
-        assert_eq!(
-            bank.atom_task().iter().filter(|&&t| t == task * 2).count(),
-            8
-        );
-        assert_eq!(
-            bank.frozen_flags().iter().filter(|&&f| f).count(),
-            8 * task as usize
-        );
-        let keys = bank
-            .keys_tensor()
-            .detach()
-            .narrow(0, bank.n_frozen() as i64, 8);
+        assert_eq!(bank.atom_task().iter().filter(|&&t| t == task * 2).count(), 8);
+        assert_eq!(bank.frozen_flags().iter().filter(|&&f| f).count(), 8 * task as usize);
+        let keys = bank.keys_tensor().detach().narrow(0, bank.n_frozen() as i64, 8);
         let bound = 1.0 / 10f64.sqrt();
-        assert!(
-            keys.abs().max().double_value(&[]) <= bound,
-            "keys ~ U(-1/sqrt(d_in), 1/sqrt(d_in))"
-        );
-        let values = bank
-            .values_tensor()
-            .detach()
-            .narrow(1, bank.n_frozen() as i64, 8);
-        assert_eq!(
-            values.abs().sum(Kind::Float).double_value(&[]),
-            0.0,
-            "values start at 0"
-        );
+        assert!(keys.abs().max().double_value(&[]) <= bound, "keys ~ U(-1/sqrt(d_in), 1/sqrt(d_in))");
+        let values = bank.values_tensor().detach().narrow(1, bank.n_frozen() as i64, 8);
+        assert_eq!(values.abs().sum(Kind::Float).double_value(&[]), 0.0, "values start at 0");
     }
     let err = layer.bank_mut().begin_task(5).unwrap_err().to_string();
     assert!(err.contains("task ids must increase"), "{err}");
@@ -318,18 +228,10 @@ fn compat_b3_puts_untrained_atoms_into_evaluation() -> anyhow::Result<()> {
     config.compat.untrained_atoms_in_eval = true;
     let mut layer = trained_layer(10, 6, 1, &config);
     layer.bank_mut().end_task()?;
-    assert_eq!(
-        (layer.bank().len(), layer.bank().n_frozen()),
-        (16, 8),
-        "fresh atoms appended at task end"
-    );
+    assert_eq!((layer.bank().len(), layer.bank().n_frozen()), (16, 8), "fresh atoms appended at task end");
     assert_eq!(layer.bank().pending_task(), Some(1));
     layer.bank_mut().begin_task(1)?;
-    assert_eq!(
-        layer.bank().len(),
-        16,
-        "the next task reuses the early atoms"
-    );
+    assert_eq!(layer.bank().len(), 16, "the next task reuses the early atoms");
     assert_eq!(layer.bank().pending_task(), None);
     // Default: end_task changes nothing.
     let mut plain = trained_layer(10, 6, 1, &cfg());
@@ -340,20 +242,14 @@ fn compat_b3_puts_untrained_atoms_into_evaluation() -> anyhow::Result<()> {
 
 #[test]
 fn lora_never_grows_nor_freezes() -> anyhow::Result<()> {
-    let config = MoramConfig {
-        routing: Routing::Lora {},
-        value_scale: 2.0,
-        ..cfg()
-    };
+    let config = MoramConfig { routing: Routing::Lora {}, value_scale: 2.0, ..cfg() };
     let mut layer = trained_layer(10, 6, 3, &config);
     assert_eq!((layer.bank().len(), layer.bank().n_trainable()), (8, 8));
     layer.set_training(false);
     let x = Tensor::randn([3, 10], (Kind::Float, Device::Cpu));
     let bank = layer.bank();
     let expected = x.linear(layer.weight(), layer.bias())
-        + x.matmul(&bank.keys_tensor().tr())
-            .matmul(&bank.values_tensor().tr())
-            * 2.0;
+        + x.matmul(&bank.keys_tensor().tr()).matmul(&bank.values_tensor().tr()) * 2.0;
     assert_close("LoRA", &layer.forward(&x)?, &expected, 1e-5, 1e-5);
     Ok(())
 }
@@ -361,26 +257,13 @@ fn lora_never_grows_nor_freezes() -> anyhow::Result<()> {
 #[test]
 fn moe_lora_with_one_expert_is_lora() -> anyhow::Result<()> {
     tch::manual_seed(6);
-    let config = MoramConfig {
-        routing: Routing::MoeLora {
-            top_k: true,
-            temperature: false,
-        },
-        ..cfg()
-    };
+    let config = MoramConfig { routing: Routing::MoeLora { top_k: true, temperature: false }, ..cfg() };
     let layer = trained_layer(10, 6, 1, &config);
     let x = Tensor::randn([3, 10], (Kind::Float, Device::Cpu));
     let bank = layer.bank();
-    let expected = x.linear(layer.weight(), layer.bias())
-        + x.matmul(&bank.keys_tensor().tr())
-            .matmul(&bank.values_tensor().tr());
-    assert_close(
-        "MoE-LoRA, one expert",
-        &layer.forward(&x)?,
-        &expected,
-        1e-5,
-        1e-5,
-    );
+    let expected =
+        x.linear(layer.weight(), layer.bias()) + x.matmul(&bank.keys_tensor().tr()).matmul(&bank.values_tensor().tr());
+    assert_close("MoE-LoRA, one expert", &layer.forward(&x)?, &expected, 1e-5, 1e-5);
     assert_eq!(bank.expert_task(), &[0]);
     Ok(())
 }
@@ -390,33 +273,12 @@ fn every_routing_variant_runs_trains_and_freezes() -> anyhow::Result<()> {
     tch::manual_seed(7);
     let variants = [
         Routing::MORAM,
-        Routing::SelfActivated {
-            top_k: false,
-            temperature: false,
-            threshold: false,
-        },
-        Routing::SelfActivated {
-            top_k: true,
-            temperature: false,
-            threshold: false,
-        },
-        Routing::SelfActivated {
-            top_k: true,
-            temperature: true,
-            threshold: false,
-        },
-        Routing::ExternalRouter {
-            top_k: true,
-            temperature: true,
-        },
-        Routing::MoeLora {
-            top_k: true,
-            temperature: false,
-        },
-        Routing::MoeLora {
-            top_k: true,
-            temperature: true,
-        },
+        Routing::SelfActivated { top_k: false, temperature: false, threshold: false },
+        Routing::SelfActivated { top_k: true, temperature: false, threshold: false },
+        Routing::SelfActivated { top_k: true, temperature: true, threshold: false },
+        Routing::ExternalRouter { top_k: true, temperature: true },
+        Routing::MoeLora { top_k: true, temperature: false },
+        Routing::MoeLora { top_k: true, temperature: true },
         Routing::Lora {},
     ];
     for routing in variants {
@@ -427,17 +289,11 @@ fn every_routing_variant_runs_trains_and_freezes() -> anyhow::Result<()> {
         let x = Tensor::randn([4, 12], (Kind::Float, Device::Cpu));
         layer.forward(&x)?.sum(Kind::Float).backward();
         for t in layer.bank().trainable_tensors() {
-            assert!(
-                t.grad().defined(),
-                "{routing:?}: a trainable tensor got no gradient"
-            );
+            assert!(t.grad().defined(), "{routing:?}: a trainable tensor got no gradient");
         }
         layer.set_training(false);
         let y = layer.forward(&x)?;
-        assert!(
-            y.isfinite().all().int64_value(&[]) == 1,
-            "{routing:?}: non-finite output"
-        );
+        assert!(y.isfinite().all().int64_value(&[]) == 1, "{routing:?}: non-finite output");
         assert_eq!(layer.bank().frozen_checksum(), before);
     }
     Ok(())
@@ -476,6 +332,10 @@ fn sparse_value_path_equals_the_dense_path() -> anyhow::Result<()> {
     let x1 = x.narrow(1, 0, 1);
     let (a, b) = tch::no_grad(|| (dense.forward(&x1), sparse.forward(&x1)));
     assert_close("sparse vs dense, one token", &b?, &a?, 1e-6, 0.0);
+    // A token that no atom passes the gate for (all scores 0): nothing is left to compact.
+    let x0 = Tensor::zeros([1, 64], (Kind::Float, Device::Cpu));
+    let (a, b) = tch::no_grad(|| (dense.forward(&x0), sparse.forward(&x0)));
+    assert!(bit_equal(&b?, &a?), "no atom selected");
     Ok(())
 }
 
@@ -483,31 +343,14 @@ fn sparse_value_path_equals_the_dense_path() -> anyhow::Result<()> {
 fn forward_rejects_bad_inputs() -> anyhow::Result<()> {
     let (w, b) = base(8, 4, Kind::Float);
     let layer = MoramLinear::new(&w, Some(&b), &cfg())?;
-    let err = layer
-        .forward(&Tensor::zeros([3, 7], (Kind::Float, Device::Cpu)))
-        .unwrap_err()
-        .to_string();
+    let err = layer.forward(&Tensor::zeros([3, 7], (Kind::Float, Device::Cpu))).unwrap_err().to_string();
     assert!(err.contains("[.., 8]") && err.contains("[3, 7]"), "{err}");
-    let err = layer
-        .forward(&Tensor::zeros([3, 8], (Kind::Int64, Device::Cpu)))
-        .unwrap_err()
-        .to_string();
+    let err = layer.forward(&Tensor::zeros([3, 8], (Kind::Int64, Device::Cpu))).unwrap_err().to_string();
     assert!(err.contains("float"), "{err}");
-    let err = MoramLinear::new(
-        &Tensor::zeros([4], (Kind::Float, Device::Cpu)),
-        None,
-        &cfg(),
-    )
-    .unwrap_err()
-    .to_string();
+    let err = MoramLinear::new(&Tensor::zeros([4], (Kind::Float, Device::Cpu)), None, &cfg()).unwrap_err().to_string();
     assert!(err.contains("(d_out, d_in)"), "{err}");
-    let err = MoramLinear::new(
-        &w,
-        Some(&Tensor::zeros([5], (Kind::Float, Device::Cpu))),
-        &cfg(),
-    )
-    .unwrap_err()
-    .to_string();
+    let err =
+        MoramLinear::new(&w, Some(&Tensor::zeros([5], (Kind::Float, Device::Cpu))), &cfg()).unwrap_err().to_string();
     assert!(err.contains("bias") && err.contains("[4]"), "{err}");
     Ok(())
 }
@@ -522,16 +365,9 @@ fn base_weights_never_require_grad_and_output_keeps_input_dtype() -> anyhow::Res
     assert!(!layer.weight().requires_grad());
     let x = Tensor::randn([2, 8], (Kind::Float, Device::Cpu));
     assert_eq!(layer.forward(&x)?.kind(), Kind::Float);
-    assert_eq!(
-        layer.forward(&x.to_kind(Kind::BFloat16))?.kind(),
-        Kind::BFloat16
-    );
+    assert_eq!(layer.forward(&x.to_kind(Kind::BFloat16))?.kind(), Kind::BFloat16);
     for t in layer.bank().trainable_tensors() {
-        assert_eq!(
-            t.kind(),
-            Kind::Float,
-            "atoms are f32 whatever the base dtype"
-        );
+        assert_eq!(t.kind(), Kind::Float, "atoms are f32 whatever the base dtype");
     }
     Ok(())
 }

@@ -4,59 +4,34 @@ mod common;
 
 use common::{bit_equal, trained_layer};
 use moram_core::{
-    atoms_for_share, plan_pruning, save_adapter, AdapterFile, AtomBank, MoramConfig, MoramLinear,
-    PruneScope, Routing, StatsMode,
+    atoms_for_share, plan_pruning, save_adapter, AdapterFile, AtomBank, MoramConfig, MoramLinear, PruneScope, Routing,
+    StatsMode,
 };
 use std::collections::BTreeMap;
 use std::path::Path;
 use tch::{Device, Kind, Tensor};
 
 fn cfg() -> MoramConfig {
-    MoramConfig {
-        r: 6,
-        top_k: 5,
-        temperature: 0.1,
-        threshold: 0.2,
-        ..MoramConfig::default()
-    }
+    MoramConfig { r: 6, top_k: 5, temperature: 0.1, threshold: 0.2, ..MoramConfig::default() }
 }
 
 fn same_bank(a: &AtomBank, b: &AtomBank) {
-    assert!(
-        bit_equal(&a.keys_tensor().detach(), &b.keys_tensor().detach()),
-        "keys differ"
-    );
-    assert!(
-        bit_equal(&a.values_tensor().detach(), &b.values_tensor().detach()),
-        "values differ"
-    );
-    assert!(
-        bit_equal(&a.router_tensor().detach(), &b.router_tensor().detach()),
-        "router differs"
-    );
+    assert!(bit_equal(&a.keys_tensor().detach(), &b.keys_tensor().detach()), "keys differ");
+    assert!(bit_equal(&a.values_tensor().detach(), &b.values_tensor().detach()), "values differ");
+    assert!(bit_equal(&a.router_tensor().detach(), &b.router_tensor().detach()), "router differs");
     assert_eq!(a.atom_task(), b.atom_task());
     assert_eq!(a.frozen_flags(), b.frozen_flags());
     assert_eq!(a.expert_task(), b.expert_task());
     assert_eq!(a.config(), b.config());
 }
 
-fn save_two_layers(
-    dir: &Path,
-    config: &MoramConfig,
-) -> anyhow::Result<(std::path::PathBuf, MoramLinear, MoramLinear)> {
+fn save_two_layers(dir: &Path, config: &MoramConfig) -> anyhow::Result<(std::path::PathBuf, MoramLinear, MoramLinear)> {
     let q = trained_layer(12, 8, 3, config);
     let fc = trained_layer(8, 20, 3, config);
     let path = dir.join("adapter.safetensors");
     let mut extra = BTreeMap::new();
     extra.insert("base_model".to_string(), "tiny-test".to_string());
-    save_adapter(
-        &path,
-        [
-            ("blocks.0.attn.q_proj", q.bank()),
-            ("blocks.0.mlp.fc1", fc.bank()),
-        ],
-        &extra,
-    )?;
+    save_adapter(&path, [("blocks.0.attn.q_proj", q.bank()), ("blocks.0.mlp.fc1", fc.bank())], &extra)?;
     Ok((path, q, fc))
 }
 
@@ -65,42 +40,24 @@ fn adapter_round_trip_is_exact_for_every_routing() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     for routing in [
         Routing::MORAM,
-        Routing::ExternalRouter {
-            top_k: true,
-            temperature: true,
-        },
-        Routing::MoeLora {
-            top_k: true,
-            temperature: false,
-        },
+        Routing::ExternalRouter { top_k: true, temperature: true },
+        Routing::MoeLora { top_k: true, temperature: false },
         Routing::Lora {},
     ] {
         let config = MoramConfig { routing, ..cfg() };
         let (path, q, fc) = save_two_layers(dir.path(), &config)?;
         let mut file = AdapterFile::load(&path, Device::Cpu)?;
         assert_eq!(file.config, config);
-        assert_eq!(
-            file.num_tasks(),
-            if routing == (Routing::Lora {}) { 1 } else { 3 }
-        );
-        assert_eq!(
-            file.metadata.get("base_model").map(String::as_str),
-            Some("tiny-test")
-        );
-        assert_eq!(
-            file.layer_names(),
-            vec!["blocks.0.attn.q_proj", "blocks.0.mlp.fc1"]
-        );
+        assert_eq!(file.num_tasks(), if routing == (Routing::Lora {}) { 1 } else { 3 });
+        assert_eq!(file.metadata.get("base_model").map(String::as_str), Some("tiny-test"));
+        assert_eq!(file.layer_names(), vec!["blocks.0.attn.q_proj", "blocks.0.mlp.fc1"]);
         let q2 = file.take_bank("blocks.0.attn.q_proj", 12, 8)?;
         same_bank(q.bank(), &q2);
         same_bank(fc.bank(), &file.take_bank("blocks.0.mlp.fc1", 8, 20)?);
         // Same outputs, and the reloaded bank carries on with the next task.
         let mut reloaded = MoramLinear::with_bank(q.weight(), q.bias(), q2)?;
         let x = Tensor::randn([4, 12], (Kind::Float, Device::Cpu));
-        assert!(
-            bit_equal(&reloaded.forward(&x)?, &q.forward(&x)?),
-            "{routing:?}: outputs differ after reload"
-        );
+        assert!(bit_equal(&reloaded.forward(&x)?, &q.forward(&x)?), "{routing:?}: outputs differ after reload");
         reloaded.bank_mut().begin_task(3)?;
         let trainable: usize = reloaded.bank().trainable_parameter_count();
         assert!(trainable > 0);
@@ -136,22 +93,12 @@ fn write_raw(
             let (dtype, bytes) = match t.kind() {
                 Kind::Int64 => {
                     let v = Vec::<i64>::try_from(t.flatten(0, -1)).unwrap_or_default();
-                    (
-                        safetensors::Dtype::I64,
-                        v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-                    )
+                    (safetensors::Dtype::I64, v.iter().flat_map(|x| x.to_le_bytes()).collect())
                 }
-                Kind::Uint8 => (
-                    safetensors::Dtype::U8,
-                    Vec::<u8>::try_from(t.flatten(0, -1)).unwrap_or_default(),
-                ),
+                Kind::Uint8 => (safetensors::Dtype::U8, Vec::<u8>::try_from(t.flatten(0, -1)).unwrap_or_default()),
                 _ => {
-                    let v = Vec::<f32>::try_from(t.to_kind(Kind::Float).flatten(0, -1))
-                        .unwrap_or_default();
-                    (
-                        safetensors::Dtype::F32,
-                        v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-                    )
+                    let v = Vec::<f32>::try_from(t.to_kind(Kind::Float).flatten(0, -1)).unwrap_or_default();
+                    (safetensors::Dtype::F32, v.iter().flat_map(|x| x.to_le_bytes()).collect())
                 }
             };
             (k.to_string(), bytes, dtype, shape)
@@ -159,12 +106,7 @@ fn write_raw(
         .collect();
     let views: Vec<(String, safetensors::tensor::TensorView)> = owned
         .iter()
-        .map(|(k, b, d, s)| {
-            (
-                k.clone(),
-                safetensors::tensor::TensorView::new(*d, s.clone(), b).expect("view"),
-            )
-        })
+        .map(|(k, b, d, s)| (k.clone(), safetensors::tensor::TensorView::new(*d, s.clone(), b).expect("view")))
         .collect();
     safetensors::serialize_to_file(views, metadata.map(|m| m.into_iter().collect()), path)?;
     Ok(())
@@ -184,18 +126,13 @@ fn good_tensors() -> Vec<(&'static str, Tensor)> {
     vec![
         ("l.keys", Tensor::zeros([6, 4], f)),
         ("l.values", Tensor::zeros([3, 6], f)),
-        (
-            "l.atom_task",
-            Tensor::zeros([6], (Kind::Int64, Device::Cpu)),
-        ),
+        ("l.atom_task", Tensor::zeros([6], (Kind::Int64, Device::Cpu))),
         ("l.frozen", Tensor::ones([6], (Kind::Uint8, Device::Cpu))),
     ]
 }
 
 fn load_err(path: &Path) -> String {
-    AdapterFile::load(path, Device::Cpu)
-        .expect_err("must fail")
-        .to_string()
+    AdapterFile::load(path, Device::Cpu).expect_err("must fail").to_string()
 }
 
 #[test]
@@ -208,23 +145,14 @@ fn corrupt_and_mismatched_adapter_files_are_clear_errors() -> anyhow::Result<()>
     AdapterFile::load(p("ok.safetensors"), Device::Cpu)?;
 
     let err = load_err(&p("missing.safetensors"));
-    assert!(
-        err.contains("missing.safetensors") && err.contains("No such file"),
-        "{err}"
-    );
+    assert!(err.contains("missing.safetensors") && err.contains("No such file"), "{err}");
 
     let bytes = std::fs::read(p("ok.safetensors"))?;
     std::fs::write(p("truncated.safetensors"), &bytes[..bytes.len() - 10])?;
     let err = load_err(&p("truncated.safetensors"));
-    assert!(
-        err.contains("truncated.safetensors") && err.contains("not a valid MoRAM adapter"),
-        "{err}"
-    );
+    assert!(err.contains("truncated.safetensors") && err.contains("not a valid MoRAM adapter"), "{err}");
 
-    std::fs::write(
-        p("garbage.safetensors"),
-        b"\xff\xff\xff\xff\xff\xff\xff\xffnot a header",
-    )?;
+    std::fs::write(p("garbage.safetensors"), b"\xff\xff\xff\xff\xff\xff\xff\xffnot a header")?;
     assert!(load_err(&p("garbage.safetensors")).contains("not a valid MoRAM adapter"));
     std::fs::write(p("empty.safetensors"), b"")?;
     assert!(load_err(&p("empty.safetensors")).contains("not a valid MoRAM adapter"));
@@ -250,28 +178,16 @@ fn corrupt_and_mismatched_adapter_files_are_clear_errors() -> anyhow::Result<()>
     assert!(err.contains("missing tensor `l.values`"), "{err}");
 
     let mut t = good_tensors();
-    t[1] = (
-        "l.values",
-        Tensor::zeros([3, 5], (Kind::Float, Device::Cpu)),
-    );
+    t[1] = ("l.values", Tensor::zeros([3, 5], (Kind::Float, Device::Cpu)));
     write_raw(&p("shape.safetensors"), t, Some(good_metadata()))?;
     let err = load_err(&p("shape.safetensors"));
-    assert!(
-        err.contains("`l.values`") && err.contains("[_, 6]") && err.contains("[3, 5]"),
-        "{err}"
-    );
+    assert!(err.contains("`l.values`") && err.contains("[_, 6]") && err.contains("[3, 5]"), "{err}");
 
     let mut t = good_tensors();
-    t[2] = (
-        "l.atom_task",
-        Tensor::zeros([6], (Kind::Float, Device::Cpu)),
-    );
+    t[2] = ("l.atom_task", Tensor::zeros([6], (Kind::Float, Device::Cpu)));
     write_raw(&p("dtype.safetensors"), t, Some(good_metadata()))?;
     let err = load_err(&p("dtype.safetensors"));
-    assert!(
-        err.contains("`l.atom_task`") && err.contains("I64") && err.contains("F32"),
-        "{err}"
-    );
+    assert!(err.contains("`l.atom_task`") && err.contains("I64") && err.contains("F32"), "{err}");
 
     let mut t = good_tensors();
     t[3] = ("l.frozen", Tensor::from_slice(&[1u8, 0, 1, 0, 0, 0]));
@@ -285,10 +201,7 @@ fn corrupt_and_mismatched_adapter_files_are_clear_errors() -> anyhow::Result<()>
 
     let mut file = AdapterFile::load(p("ok.safetensors"), Device::Cpu)?;
     let err = file.take_bank("l", 5, 3).unwrap_err().to_string();
-    assert!(
-        err.contains("a 5 -> 3 layer") && err.contains("a 4 -> 3 bank"),
-        "{err}"
-    );
+    assert!(err.contains("a 5 -> 3 layer") && err.contains("a 4 -> 3 bank"), "{err}");
     let err = file.take_bank("other", 4, 3).unwrap_err().to_string();
     assert!(err.contains("missing tensor `other.keys`"), "{err}");
     Ok(())
@@ -298,37 +211,16 @@ fn corrupt_and_mismatched_adapter_files_are_clear_errors() -> anyhow::Result<()>
 fn saving_rejects_mixed_configs_and_leaves_no_partial_file() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let a = trained_layer(4, 3, 1, &cfg());
-    let b = trained_layer(
-        4,
-        3,
-        1,
-        &MoramConfig {
-            temperature: 0.5,
-            ..cfg()
-        },
-    );
+    let b = trained_layer(4, 3, 1, &MoramConfig { temperature: 0.5, ..cfg() });
     let path = dir.path().join("mixed.safetensors");
-    let err = save_adapter(&path, [("a", a.bank()), ("b", b.bank())], &BTreeMap::new())
+    let err = save_adapter(&path, [("a", a.bank()), ("b", b.bank())], &BTreeMap::new()).unwrap_err().to_string();
+    assert!(err.contains("layer `b` has a different MoRAM config"), "{err}");
+    assert!(!path.exists());
+    let err = save_adapter(dir.path().join("no/such/dir/x.safetensors"), [("a", a.bank())], &BTreeMap::new())
         .unwrap_err()
         .to_string();
-    assert!(
-        err.contains("layer `b` has a different MoRAM config"),
-        "{err}"
-    );
-    assert!(!path.exists());
-    let err = save_adapter(
-        dir.path().join("no/such/dir/x.safetensors"),
-        [("a", a.bank())],
-        &BTreeMap::new(),
-    )
-    .unwrap_err()
-    .to_string();
     assert!(err.contains("x.safetensors"), "{err}");
-    assert_eq!(
-        std::fs::read_dir(dir.path())?.count(),
-        0,
-        "no temporary file left behind"
-    );
+    assert_eq!(std::fs::read_dir(dir.path())?.count(), 0, "no temporary file left behind");
     Ok(())
 }
 
@@ -346,10 +238,7 @@ fn statistics_count_mass_and_selections() -> anyhow::Result<()> {
     // Without the gate every token's weights sum to 1 and exactly k atoms are selected.
     assert!((stats.mass.iter().sum::<f64>() - 28.0).abs() < 1e-4);
     assert_eq!(stats.selected.iter().sum::<u64>(), 28 * 5);
-    assert!(stats
-        .activation_ratio()
-        .iter()
-        .all(|&r| (0.0..=1.0).contains(&r)));
+    assert!(stats.activation_ratio().iter().all(|&r| (0.0..=1.0).contains(&r)));
     assert!(layer.take_stats().is_none(), "recording stopped");
 
     // In eval the gate removes mass; BeforeGate still sees all of it.
@@ -390,49 +279,25 @@ fn pruning_keeps_the_smallest_set_covering_the_share() -> anyhow::Result<()> {
     assert!(kept_mass[1..].iter().sum::<f64>() < 0.9 * total);
     assert_eq!(plan.keep.len(), atoms_for_share(&stats.mass, 0.9));
     // Every removed atom has no more mass than any kept one.
-    let min_kept = plan
-        .keep
-        .iter()
-        .map(|&i| stats.mass[i])
-        .fold(f64::INFINITY, f64::min);
+    let min_kept = plan.keep.iter().map(|&i| stats.mass[i]).fold(f64::INFINITY, f64::min);
     assert!(plan.removed.iter().all(|&i| stats.mass[i] <= min_kept));
 
     let pruned = layer.bank().prune(&plan)?;
     assert_eq!(pruned.len(), plan.keep.len());
     let index = Tensor::from_slice(&plan.keep.iter().map(|&i| i as i64).collect::<Vec<_>>());
-    assert!(bit_equal(
-        &pruned.keys_tensor().detach(),
-        &layer.bank().keys_tensor().detach().index_select(0, &index)
-    ));
+    assert!(bit_equal(&pruned.keys_tensor().detach(), &layer.bank().keys_tensor().detach().index_select(0, &index)));
     assert!(bit_equal(
         &pruned.values_tensor().detach(),
-        &layer
-            .bank()
-            .values_tensor()
-            .detach()
-            .index_select(1, &index)
+        &layer.bank().values_tensor().detach().index_select(1, &index)
     ));
-    let tasks: Vec<u32> = plan
-        .keep
-        .iter()
-        .map(|&i| layer.bank().atom_task()[i])
-        .collect();
+    let tasks: Vec<u32> = plan.keep.iter().map(|&i| layer.bank().atom_task()[i]).collect();
     assert_eq!(pruned.atom_task(), tasks.as_slice());
-    assert_eq!(
-        pruned.n_frozen(),
-        plan.keep.iter().filter(|&&i| i < 12).count()
-    );
-    assert_eq!(
-        pruned.n_trainable(),
-        plan.keep.iter().filter(|&&i| i >= 12).count()
-    );
+    assert_eq!(pruned.n_frozen(), plan.keep.iter().filter(|&&i| i < 12).count());
+    assert_eq!(pruned.n_trainable(), plan.keep.iter().filter(|&&i| i >= 12).count());
 
     // Task scope only touches that task's atoms.
     let plan = plan_pruning(layer.bank(), &stats, 0.5, PruneScope::Task(1))?;
-    assert!(plan
-        .removed
-        .iter()
-        .all(|&i| layer.bank().atom_task()[i] == 1));
+    assert!(plan.removed.iter().all(|&i| layer.bank().atom_task()[i] == 1));
     assert!(!plan.removed.is_empty());
     Ok(())
 }
@@ -447,10 +312,7 @@ fn pruning_with_share_one_changes_nothing() -> anyhow::Result<()> {
     layer.start_stats(StatsMode::AsUsed);
     let before = layer.forward(&x)?;
     let stats = layer.take_stats().expect("stats");
-    assert!(
-        stats.mass.iter().any(|&m| m == 0.0),
-        "some atom unused, so share 1.0 is a real test"
-    );
+    assert!(stats.mass.iter().any(|&m| m == 0.0), "some atom unused, so share 1.0 is a real test");
     let plan = plan_pruning(layer.bank(), &stats, 1.0, PruneScope::All)?;
     assert!(plan.removed.is_empty());
     let pruned = layer.bank().prune(&plan)?;
@@ -464,14 +326,10 @@ fn pruning_with_share_one_changes_nothing() -> anyhow::Result<()> {
 fn pruning_rejects_bad_requests() -> anyhow::Result<()> {
     let layer = trained_layer(8, 4, 2, &cfg());
     let stats = moram_core::ActivationStats::new(layer.bank().len(), StatsMode::AsUsed);
-    let err = plan_pruning(layer.bank(), &stats, 0.99, PruneScope::All)
-        .unwrap_err()
-        .to_string();
+    let err = plan_pruning(layer.bank(), &stats, 0.99, PruneScope::All).unwrap_err().to_string();
     assert!(err.contains("0 tokens"), "{err}");
     let short = moram_core::ActivationStats::new(3, StatsMode::AsUsed);
-    let err = plan_pruning(layer.bank(), &short, 0.99, PruneScope::All)
-        .unwrap_err()
-        .to_string();
+    let err = plan_pruning(layer.bank(), &short, 0.99, PruneScope::All).unwrap_err().to_string();
     assert!(err.contains("cover 3 atoms"), "{err}");
     for share in [0.0, 1.5, f64::NAN] {
         assert!(plan_pruning(layer.bank(), &stats, share, PruneScope::All).is_err());

@@ -1,0 +1,94 @@
+#!/usr/bin/env python3
+"""PyTorch side of `cargo xtask bench core`: the same MoRAM layer math in eager PyTorch 2.11.
+
+The layer follows the official X-TAIL `MoRAM_Linear.forward` as described in protocol section 1.2
+(cat old and new atoms, normalize, topk + scatter of -inf, softmax / tau, eval gate, (z * w) B^T).
+Prints one JSON object per line, like `moram-bench core`.
+"""
+import argparse
+import json
+import time
+
+import torch
+import torch.nn.functional as F
+
+
+class MoRAMLinearRef(torch.nn.Module):
+    def __init__(self, weight, bias, r_total, r=16, topk=16, temp=0.01, thr=0.2):
+        super().__init__()
+        d_out, d_in = weight.shape
+        self.weight = torch.nn.Parameter(weight, requires_grad=False)
+        self.bias = torch.nn.Parameter(bias, requires_grad=False)
+        bound = 1 / d_in ** 0.5
+        n_old = r_total - r
+        self.old_A = (torch.rand(n_old, d_in) * 2 - 1) * bound if n_old else None
+        self.old_B = torch.randn(d_out, n_old) * 0.02 if n_old else None
+        self.A = torch.nn.Parameter((torch.rand(r, d_in) * 2 - 1) * bound)
+        self.B = torch.nn.Parameter(torch.randn(d_out, r) * 0.02)
+        self.topk, self.temp, self.thr = topk, temp, thr
+
+    def forward(self, x):
+        result = F.linear(x, self.weight, self.bias)
+        A = torch.cat([self.old_A, self.A]) if self.old_A is not None else self.A
+        B = torch.cat([self.old_B, self.B], 1) if self.old_B is not None else self.B
+        z = F.linear(x, A)
+        normed = F.normalize(z, dim=-1)
+        k = max(self.topk, 2)
+        vals, idx = normed.topk(k, dim=-1)
+        masked = torch.full_like(normed, float("-inf")).scatter(-1, idx, vals)
+        w = torch.softmax(masked / self.temp, dim=-1)
+        if not self.training and self.thr > 0:
+            w = w * (normed >= self.thr).float()
+        return result + F.linear(z * w, B)
+
+
+def timed(reps, fn):
+    for _ in range(3):
+        fn()
+    ms = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        ms.append((time.perf_counter() - t) * 1e3)
+    ms.sort()
+    return ms[len(ms) // 2], ms[0]
+
+
+def emit(case, t):
+    print(json.dumps({"case": case, "impl_name": "pytorch", "median_ms": t[0], "min_ms": t[1]}), flush=True)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--reps", type=int, default=20)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.set_num_interop_threads(1)
+    torch.manual_seed(0)
+    d, tokens = 768, (8, 197)
+    weight = torch.randn(d, d) * 0.02
+    bias = torch.randn(d) * 0.02
+    x = torch.randn(*tokens, d)
+    grad_y = torch.randn(*tokens, d)
+    with torch.no_grad():
+        emit("frozen_linear", timed(args.reps, lambda: F.linear(x, weight, bias)))
+    for r_total in (16, 64, 160):
+        layer = MoRAMLinearRef(weight, bias, r_total).eval()
+        with torch.no_grad():
+            emit(f"eval_R{r_total}", timed(args.reps, lambda: layer(x)))
+        layer.train()
+
+        def step():
+            layer.zero_grad(set_to_none=False)
+            (layer(x) * grad_y).sum().backward()
+
+        emit(f"train_fwd_bwd_R{r_total}", timed(args.reps, step))
+    layer = MoRAMLinearRef(weight, bias, 160).eval()
+    x1 = x[:1, :1]
+    with torch.no_grad():
+        emit("eval_1tok_R160", timed(args.reps * 20, lambda: layer(x1)))
+
+
+if __name__ == "__main__":
+    main()
