@@ -65,7 +65,7 @@ fn layer(r_total: i64, path: ValuePath, weight: &Tensor, bias: &Tensor) -> Resul
         let _guard = tch::no_grad_guard();
         for (name, mut t) in layer.bank().named_trainable_tensors() {
             if name == "values" {
-                let _ = t.copy_(&(t.randn_like() * 0.02));
+                t.copy_(&(t.randn_like() * 0.02));
             }
         }
     }

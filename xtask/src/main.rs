@@ -73,6 +73,15 @@ fn run(cli: Cli) -> Result<()> {
             setup::install(setup::Flavour::Cpu, false)?;
             let mut cmd = paths::cargo();
             cmd.args(["test", "--workspace"]).args(&args);
+            // Binaries and test executables find libtorch through their rpath; doctests are
+            // linked in a temporary folder, so they get the library path explicitly.
+            let lib = paths::workspace_root().join(".libtorch").join("lib");
+            let mut path = std::ffi::OsString::from(lib);
+            if let Some(old) = std::env::var_os("LD_LIBRARY_PATH") {
+                path.push(":");
+                path.push(old);
+            }
+            cmd.env("LD_LIBRARY_PATH", path);
             paths::run_checked(&mut cmd)
         }
         Command::Lint => {

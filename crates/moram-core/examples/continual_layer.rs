@@ -44,7 +44,7 @@ fn main() -> anyhow::Result<()> {
 
     // Post-pruning: keep the atoms carrying 99% of the activation mass on some inputs.
     layer.start_stats(StatsMode::AsUsed);
-    layer.forward(&(Tensor::randn([256, d_in], (Kind::Float, Device::Cpu)) + 1.0))?;
+    let _ = layer.forward(&(Tensor::randn([256, d_in], (Kind::Float, Device::Cpu)) + 1.0))?;
     let stats = layer.take_stats().expect("recording was on");
     let plan = plan_pruning(layer.bank(), &stats, 0.99, PruneScope::All)?;
     println!("pruning at 99% mass keeps {} of {} atoms", plan.keep.len(), layer.bank().len());

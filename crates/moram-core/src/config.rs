@@ -266,12 +266,12 @@ impl MoramConfig {
 
     /// Parses and validates a TOML document (unknown keys are errors that name the key and line).
     pub fn from_toml_str(text: &str) -> Result<Self> {
-        Self::parse(text, None, |t| toml_de(t))
+        Self::parse(text, None, toml_de)
     }
 
     /// Parses and validates a JSON document.
     pub fn from_json_str(text: &str) -> Result<Self> {
-        Self::parse(text, None, |t| serde_json::from_str(t).map_err(|e| e.to_string()))
+        Self::parse(text, None, json_de)
     }
 
     /// Reads a `.toml` or `.json` file (by extension) and validates it.
@@ -280,9 +280,9 @@ impl MoramConfig {
         let text = std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.into(), source })?;
         let is_json = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json"));
         if is_json {
-            Self::parse(&text, Some(path), |t| serde_json::from_str(t).map_err(|e| e.to_string()))
+            Self::parse(&text, Some(path), json_de)
         } else {
-            Self::parse(&text, Some(path), |t| toml_de(t))
+            Self::parse(&text, Some(path), toml_de)
         }
     }
 
@@ -306,6 +306,10 @@ impl MoramConfig {
     pub fn effective_top_k(&self, n: usize) -> usize {
         crate::routing::effective_top_k(self.top_k, n)
     }
+}
+
+fn json_de(text: &str) -> std::result::Result<MoramConfig, String> {
+    serde_json::from_str(text).map_err(|e| e.to_string())
 }
 
 fn toml_de(text: &str) -> std::result::Result<MoramConfig, String> {

@@ -65,7 +65,7 @@ fn at_most_floor_one_over_delta_squared_atoms_pass_the_gate() -> anyhow::Result<
         // Inputs close to a key make its score large; random inputs spread the mass.
         let keys = layer.bank().keys_tensor().detach();
         let x = Tensor::cat(&[keys.narrow(0, 0, 40) * 3.0, Tensor::randn([64, 64], (Kind::Float, Device::Cpu))], 0);
-        layer.forward(&x)?;
+        let _ = layer.forward(&x)?;
         let w = layer.take_captured().expect("weights");
         let passing = w.gt(0.0).sum_dim_intlist(-1, false, Kind::Int64).max().int64_value(&[]);
         let bound = (1.0 / (delta * delta)).floor() as i64;
@@ -89,7 +89,7 @@ fn at_most_floor_one_over_delta_squared_atoms_pass_the_gate() -> anyhow::Result<
         )?,
     )?;
     layer.set_capture(true);
-    layer.forward(&Tensor::ones([1, 3], (Kind::Float, Device::Cpu)))?;
+    let _ = layer.forward(&Tensor::ones([1, 3], (Kind::Float, Device::Cpu)))?;
     let w = layer.take_captured().expect("weights");
     assert_eq!(w.gt(0.0).sum(Kind::Int64).int64_value(&[]), 11);
     Ok(())

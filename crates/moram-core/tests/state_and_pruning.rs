@@ -172,7 +172,7 @@ fn corrupt_and_mismatched_adapter_files_are_clear_errors() -> anyhow::Result<()>
     assert!(err.contains("`r`"), "{err}");
 
     let mut t = good_tensors();
-    t.remove(1);
+    let _ = t.remove(1);
     write_raw(&p("novalues.safetensors"), t, Some(good_metadata()))?;
     let err = load_err(&p("novalues.safetensors"));
     assert!(err.contains("missing tensor `l.values`"), "{err}");
@@ -231,8 +231,8 @@ fn statistics_count_mass_and_selections() -> anyhow::Result<()> {
     layer.set_training(true);
     layer.start_stats(StatsMode::AsUsed);
     let x = Tensor::randn([3, 7, 16], (Kind::Float, Device::Cpu));
-    layer.forward(&x)?;
-    layer.forward(&x.narrow(0, 0, 1))?;
+    let _ = layer.forward(&x)?;
+    let _ = layer.forward(&x.narrow(0, 0, 1))?;
     let stats = layer.take_stats().expect("recording");
     assert_eq!(stats.tokens, 28);
     // Without the gate every token's weights sum to 1 and exactly k atoms are selected.
@@ -244,10 +244,10 @@ fn statistics_count_mass_and_selections() -> anyhow::Result<()> {
     // In eval the gate removes mass; BeforeGate still sees all of it.
     layer.set_training(false);
     layer.start_stats(StatsMode::AsUsed);
-    layer.forward(&x)?;
+    let _ = layer.forward(&x)?;
     let gated = layer.take_stats().expect("recording");
     layer.start_stats(StatsMode::BeforeGate);
-    layer.forward(&x)?;
+    let _ = layer.forward(&x)?;
     let ungated = layer.take_stats().expect("recording");
     assert!((ungated.mass.iter().sum::<f64>() - 21.0).abs() < 1e-4);
     assert!(gated.mass.iter().sum::<f64>() < ungated.mass.iter().sum::<f64>());
@@ -266,7 +266,7 @@ fn pruning_keeps_the_smallest_set_covering_the_share() -> anyhow::Result<()> {
     let mut layer = trained_layer(16, 8, 3, &cfg()); // R = 18, tasks 0..3
     layer.set_training(false);
     layer.start_stats(StatsMode::AsUsed);
-    layer.forward(&Tensor::randn([64, 16], (Kind::Float, Device::Cpu)))?;
+    let _ = layer.forward(&Tensor::randn([64, 16], (Kind::Float, Device::Cpu)))?;
     let stats = layer.take_stats().expect("stats");
 
     let plan = plan_pruning(layer.bank(), &stats, 0.9, PruneScope::All)?;
@@ -312,7 +312,7 @@ fn pruning_with_share_one_changes_nothing() -> anyhow::Result<()> {
     layer.start_stats(StatsMode::AsUsed);
     let before = layer.forward(&x)?;
     let stats = layer.take_stats().expect("stats");
-    assert!(stats.mass.iter().any(|&m| m == 0.0), "some atom unused, so share 1.0 is a real test");
+    assert!(stats.mass.contains(&0.0), "some atom unused, so share 1.0 is a real test");
     let plan = plan_pruning(layer.bank(), &stats, 1.0, PruneScope::All)?;
     assert!(plan.removed.is_empty());
     let pruned = layer.bank().prune(&plan)?;

@@ -48,7 +48,7 @@ pub fn randomise_values(bank: &AtomBank) {
     let _guard = tch::no_grad_guard();
     for (name, mut t) in bank.named_trainable_tensors() {
         if name == "values" || name == "router" {
-            let _ = t.copy_(&(t.randn_like() * 0.3));
+            t.copy_(&(t.randn_like() * 0.3));
         }
     }
 }
