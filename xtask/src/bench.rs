@@ -1,8 +1,9 @@
 //! `cargo xtask bench core`: moram-core against the same math in PyTorch, side by side.
 //!
-//! Both sides run in alternating rounds (Rust, Python, Rust, Python, ...) with the same thread
-//! count, so drift on a shared machine hits both; each case reports the median over rounds of the
-//! per-round medians. Results go to `benchmarks/results/core.json` and a Markdown table to
+//! Both sides run in alternating rounds (Rust first in odd rounds, Python first in even ones) with
+//! the same thread count. Each case reports the median over rounds of the per-round medians, and
+//! the speed ratio is the median of the ratios taken within each round, so drift on a shared
+//! machine hits both sides alike. Results go to `benchmarks/results/core.json` and a Markdown table to
 //! `benchmarks/results/core.md` (pasted into the README).
 
 use crate::{fixtures, paths, python};
@@ -20,7 +21,7 @@ pub enum Which {
         #[arg(long, default_value_t = 2)]
         threads: u32,
         /// Alternating rounds.
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, default_value_t = 7)]
         rounds: u32,
         /// Timed repetitions per case and round.
         #[arg(long, default_value_t = 20)]
@@ -46,7 +47,7 @@ struct Report {
     date: String,
     /// case -> implementation -> median ms (median over rounds).
     median_ms: BTreeMap<String, BTreeMap<String, f64>>,
-    /// case -> PyTorch time / moram time (> 1: moram faster).
+    /// case -> median over rounds of (PyTorch time / moram time) within a round (> 1: moram faster).
     speedup_vs_pytorch: BTreeMap<String, f64>,
 }
 
@@ -57,36 +58,61 @@ pub fn run(which: Which) -> Result<()> {
     let venv = paths::cache_dir()?.join("venv-torch-2.11.0");
     let python = python::venv_with(&venv, &fixtures::REQUIREMENTS)?;
     let rust_bin = root.join("target/release/moram-bench");
-    let mut samples: BTreeMap<(String, String), Vec<f64>> = BTreeMap::new();
+    // Per round and case: implementation -> median ms. Rounds alternate which side runs first,
+    // and ratios are taken within a round, so slow drift of a shared machine cancels out.
+    let mut rounds_ms: Vec<BTreeMap<String, BTreeMap<String, f64>>> = Vec::new();
     for round in 1..=rounds {
-        eprintln!("round {round}/{rounds}: moram");
-        let rust = Command::new(&rust_bin)
-            .args(["--threads", &threads.to_string(), "--reps", &reps.to_string(), "core"])
-            .output()
-            .context("running moram-bench")?;
-        eprintln!("round {round}/{rounds}: pytorch");
-        let py = Command::new(&python)
-            .arg(root.join("benchmarks/core_pytorch.py"))
-            .args(["--threads", &threads.to_string(), "--reps", &reps.to_string()])
-            .output()
-            .context("running benchmarks/core_pytorch.py")?;
-        for (name, out) in [("moram-bench", &rust), ("core_pytorch.py", &py)] {
+        let rust_cmd = || {
+            let mut c = Command::new(&rust_bin);
+            c.args(["--threads", &threads.to_string(), "--reps", &reps.to_string(), "core"]);
+            ("moram-bench", c)
+        };
+        let py_cmd = || {
+            let mut c = Command::new(&python);
+            c.arg(root.join("benchmarks/core_pytorch.py"));
+            c.args(["--threads", &threads.to_string(), "--reps", &reps.to_string()]);
+            ("core_pytorch.py", c)
+        };
+        let order = if round % 2 == 1 { [rust_cmd(), py_cmd()] } else { [py_cmd(), rust_cmd()] };
+        let mut this_round: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
+        for (name, mut cmd) in order {
+            eprintln!("round {round}/{rounds}: {name}");
+            let out = cmd.output().with_context(|| format!("running {name}"))?;
             if !out.status.success() {
                 bail!("{name} failed: {}", String::from_utf8_lossy(&out.stderr));
             }
             for line in String::from_utf8_lossy(&out.stdout).lines() {
                 let row: Row = serde_json::from_str(line).with_context(|| format!("{name} printed {line:?}"))?;
-                samples.entry((row.case, row.impl_name)).or_default().push(row.median_ms);
+                this_round.entry(row.case).or_default().insert(row.impl_name, row.median_ms);
             }
         }
+        rounds_ms.push(this_round);
     }
-    let mut median_ms: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
-    for ((case, imp), mut v) in samples {
+    let median = |mut v: Vec<f64>| {
         v.sort_by(f64::total_cmp);
-        median_ms.entry(case).or_default().insert(imp, v[v.len() / 2]);
+        v[v.len() / 2]
+    };
+    let mut median_ms: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
+    let mut speedup_vs_pytorch = BTreeMap::new();
+    let cases: Vec<String> = rounds_ms
+        .iter()
+        .flat_map(|r| r.keys().cloned())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    for case in cases {
+        let per_round: Vec<&BTreeMap<String, f64>> = rounds_ms.iter().filter_map(|r| r.get(&case)).collect();
+        for imp in ["moram", "pytorch"] {
+            let v: Vec<f64> = per_round.iter().filter_map(|m| m.get(imp).copied()).collect();
+            if !v.is_empty() {
+                median_ms.entry(case.clone()).or_default().insert(imp.to_string(), median(v));
+            }
+        }
+        let ratios: Vec<f64> = per_round.iter().filter_map(|m| Some(m.get("pytorch")? / m.get("moram")?)).collect();
+        if !ratios.is_empty() {
+            speedup_vs_pytorch.insert(case, median(ratios));
+        }
     }
-    let speedup_vs_pytorch =
-        median_ms.iter().filter_map(|(case, m)| Some((case.clone(), m.get("pytorch")? / m.get("moram")?))).collect();
     let torch = Command::new(&python)
         .args(["-c", "import torch; print(torch.__version__)"])
         .output()

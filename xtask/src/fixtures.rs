@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use std::process::Command;
 
 /// Python packages the generators need (PyTorch pinned to the libtorch version we link).
-pub const REQUIREMENTS: [&str; 3] = ["torch==2.11.0", "safetensors==0.7.0", "numpy"];
+pub const REQUIREMENTS: [&str; 3] = ["torch==2.11.0", "safetensors==0.8.0", "numpy==2.4.6"];
 
 /// Generator scripts, relative to the workspace root, each writing next to itself.
 const GENERATORS: [&str; 1] = ["tests/fixtures/core/generate.py"];

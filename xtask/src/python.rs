@@ -7,17 +7,21 @@ use std::process::Command;
 /// The system Python used for `pip download` (`$PYTHON` overrides `python3`).
 pub fn system_python() -> Result<PathBuf> {
     let python = std::env::var_os("PYTHON").map(PathBuf::from).unwrap_or_else(|| "python3".into());
-    let out = Command::new(&python).arg("--version").output();
-    match out {
-        Ok(o) if o.status.success() => {}
-        _ => bail!(
+    check_python(&python)?;
+    Ok(python)
+}
+
+/// Fails with a remedy unless `python` runs and has pip.
+pub fn check_python(python: &Path) -> Result<()> {
+    let runs = Command::new(python).arg("--version").output().map(|o| o.status.success()).unwrap_or(false);
+    if !runs {
+        bail!(
             "`{}` was not found or does not run.\n  remedy: install Python 3 with pip \
              (Debian/Ubuntu: `apt-get install -y python3 python3-pip python3-venv`) or point $PYTHON at one",
             python.display()
-        ),
+        );
     }
-    require_pip(&python)?;
-    Ok(python)
+    require_pip(python)
 }
 
 /// Fails with a remedy when `python -m pip` is unavailable.
@@ -57,4 +61,30 @@ pub fn venv_with(venv: &Path, requirements: &[&str]) -> Result<PathBuf> {
         .context("pip install failed; is the PyPI registry reachable?")?;
     std::fs::write(&marker, wanted).with_context(|| format!("writing {}", marker.display()))?;
     Ok(python)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_python_is_named_with_a_remedy() {
+        let err = check_python(Path::new("/nonexistent/python3")).unwrap_err().to_string();
+        assert!(err.contains("/nonexistent/python3") && err.contains("remedy: install Python 3"), "{err}");
+    }
+
+    #[test]
+    fn a_python_without_pip_is_named_with_a_remedy() -> Result<()> {
+        // A stand-in interpreter that answers --version but has no pip module.
+        let dir = std::env::temp_dir().join(format!("moram-xtask-nopip-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let fake = dir.join("python3");
+        std::fs::write(&fake, "#!/bin/sh\n[ \"$1\" = --version ] && echo 'Python 3.11.0' && exit 0\nexit 1\n")?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755))?;
+        let err = check_python(&fake).unwrap_err().to_string();
+        assert!(err.contains("-m pip` is not available") && err.contains("python3-pip"), "{err}");
+        std::fs::remove_dir_all(dir)?;
+        Ok(())
+    }
 }

@@ -170,23 +170,33 @@ fn fetch_wheels() -> Result<Vec<PathBuf>> {
              reachable (proxy settings, `pip config list`) and run `cargo xtask setup` again",
         )?;
         for wheel in missing {
-            let path = dir.join(wheel.file);
-            if !path.exists() {
-                bail!("pip did not produce {} in {}", wheel.file, dir.display());
-            }
-            let found = sha256_file(&path)?;
-            if found != wheel.sha256 {
-                fs::remove_file(&path).ok();
-                bail!(
-                    "checksum mismatch for {}: expected SHA-256 {}, found {found}. The file was deleted; \
-                     a mirror serving different bytes is not trusted",
-                    wheel.file,
-                    wheel.sha256
-                );
-            }
+            verify_download(&dir.join(wheel.file), wheel)?;
         }
     }
     Ok(WHEELS.iter().map(|w| dir.join(w.file)).collect())
+}
+
+/// Checks a freshly downloaded wheel; a wrong checksum deletes it (a mirror serving different
+/// bytes is not trusted) and fails with both sums.
+fn verify_download(path: &Path, wheel: &Wheel) -> Result<()> {
+    if !path.exists() {
+        bail!(
+            "pip did not produce {} in {}",
+            wheel.file,
+            path.parent().map(|p| p.display().to_string()).unwrap_or_default()
+        );
+    }
+    let found = sha256_file(path)?;
+    if found != wheel.sha256 {
+        fs::remove_file(path).ok();
+        bail!(
+            "checksum mismatch for {}: expected SHA-256 {}, found {found}. The file was deleted; \
+             a mirror serving different bytes is not trusted",
+            wheel.file,
+            wheel.sha256
+        );
+    }
+    Ok(())
 }
 
 fn sha256_file(path: &Path) -> Result<String> {
@@ -275,4 +285,69 @@ fn extract(
         files.push((rel, size));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("moram-xtask-{name}-{}", std::process::id()));
+        fs::create_dir_all(&dir).expect("temp dir");
+        dir
+    }
+
+    #[test]
+    fn sha256_of_a_known_file() -> Result<()> {
+        let dir = temp_dir("sha");
+        let path = dir.join("abc");
+        fs::write(&path, b"abc")?;
+        assert_eq!(sha256_file(&path)?, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        fs::remove_dir_all(dir)?;
+        Ok(())
+    }
+
+    #[test]
+    fn a_wheel_with_the_wrong_checksum_is_deleted_and_named() -> Result<()> {
+        let dir = temp_dir("mismatch");
+        let wheel = Wheel { requirement: "x==1", file: "x-1.whl", sha256: "00" };
+        let path = dir.join(wheel.file);
+        fs::write(&path, b"not the pinned bytes")?;
+        let err = verify_download(&path, &wheel).unwrap_err().to_string();
+        assert!(err.contains("checksum mismatch for x-1.whl") && err.contains("expected SHA-256 00"), "{err}");
+        assert!(!path.exists(), "the bad download is removed");
+        let err = verify_download(&path, &wheel).unwrap_err().to_string();
+        assert!(err.contains("pip did not produce x-1.whl"), "{err}");
+        fs::remove_dir_all(dir)?;
+        Ok(())
+    }
+
+    #[test]
+    fn validation_rejects_missing_stale_and_damaged_installs() -> Result<()> {
+        let dir = temp_dir("validate");
+        let err = validate(&dir, Flavour::Cpu).unwrap_err().to_string();
+        assert!(err.contains("moram-setup.json is missing"), "{err}");
+        fs::create_dir_all(dir.join("lib"))?;
+        fs::write(dir.join("lib/libc10.so"), b"12345")?;
+        let mut manifest = Manifest {
+            layout_version: LAYOUT_VERSION,
+            torch_version: TORCH_VERSION.into(),
+            flavour: Flavour::Cpu,
+            wheels: expected_wheels(),
+            files: vec![("lib/libc10.so".into(), 5)],
+        };
+        fs::write(dir.join(MANIFEST), serde_json::to_string(&manifest)?)?;
+        validate(&dir, Flavour::Cpu)?;
+        assert!(validate(&dir, Flavour::Cuda).is_err(), "a CPU layout is not a CUDA layout");
+        manifest.files[0].1 = 6;
+        fs::write(dir.join(MANIFEST), serde_json::to_string(&manifest)?)?;
+        let err = validate(&dir, Flavour::Cpu).unwrap_err().to_string();
+        assert!(err.contains("lib/libc10.so has 5 bytes, expected 6"), "{err}");
+        manifest.files[0].1 = 5;
+        manifest.torch_version = "2.10.0".into();
+        fs::write(dir.join(MANIFEST), serde_json::to_string(&manifest)?)?;
+        assert!(validate(&dir, Flavour::Cpu).unwrap_err().to_string().contains("different version"));
+        fs::remove_dir_all(dir)?;
+        Ok(())
+    }
 }
