@@ -43,24 +43,28 @@ class MoRAMLinearRef(torch.nn.Module):
 
 
 def timed(reps, fn):
+    """Median wall and process CPU time in ms (CPU time, like the Rust side, via CLOCK_PROCESS_CPUTIME_ID)."""
     for _ in range(3):
         fn()
-    ms = []
+    wall, cpu = [], []
     for _ in range(reps):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         fn()
-        ms.append((time.perf_counter() - t) * 1e3)
-    ms.sort()
-    return ms[len(ms) // 2], ms[0]
+        wall.append((time.perf_counter() - t) * 1e3)
+        cpu.append((time.process_time() - c) * 1e3)
+    wall.sort()
+    cpu.sort()
+    return wall[reps // 2], cpu[reps // 2]
 
 
 def emit(case, t):
-    print(json.dumps({"case": case, "impl_name": "pytorch", "median_ms": t[0], "min_ms": t[1]}), flush=True)
+    row = {"case": case, "impl_name": "pytorch", "median_ms": t[0], "median_cpu_ms": t[1]}
+    print(json.dumps(row), flush=True)
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--reps", type=int, default=20)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)

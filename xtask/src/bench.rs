@@ -17,8 +17,9 @@ use std::process::Command;
 pub enum Which {
     /// MoramLinear (eval; train forward+backward) vs a frozen linear vs PyTorch 2.11, on CPU.
     Core {
-        /// Intra-op threads for both sides.
-        #[arg(long, default_value_t = 2)]
+        /// Intra-op threads for both sides. One thread makes the CPU-time figures exact (no
+        /// OpenMP spin-waiting), which is what makes them robust on a shared machine.
+        #[arg(long, default_value_t = 1)]
         threads: u32,
         /// Alternating rounds.
         #[arg(long, default_value_t = 7)]
@@ -34,6 +35,21 @@ struct Row {
     case: String,
     impl_name: String,
     median_ms: f64,
+    median_cpu_ms: f64,
+}
+
+/// Timings of one case by one implementation, medians over rounds.
+#[derive(Serialize, Clone, Copy, Default)]
+struct Timing {
+    wall_ms: f64,
+    cpu_ms: f64,
+}
+
+/// PyTorch time / moram time, median of the ratios within each round (> 1: moram faster).
+#[derive(Serialize, Clone, Copy)]
+struct Speedup {
+    wall: f64,
+    cpu: f64,
 }
 
 #[derive(Serialize)]
@@ -45,37 +61,42 @@ struct Report {
     reps: u32,
     torch: String,
     date: String,
-    /// case -> implementation -> median ms (median over rounds).
-    median_ms: BTreeMap<String, BTreeMap<String, f64>>,
-    /// case -> median over rounds of (PyTorch time / moram time) within a round (> 1: moram faster).
-    speedup_vs_pytorch: BTreeMap<String, f64>,
+    /// case -> implementation -> median timings.
+    timings: BTreeMap<String, BTreeMap<String, Timing>>,
+    /// case -> speed ratio against PyTorch.
+    speedup_vs_pytorch: BTreeMap<String, Speedup>,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
 pub fn run(which: Which) -> Result<()> {
     let Which::Core { threads, rounds, reps } = which;
+    if rounds == 0 || reps == 0 || threads == 0 {
+        bail!("--rounds, --reps and --threads must be at least 1");
+    }
     let root = paths::workspace_root();
     paths::run_checked(paths::cargo().args(["build", "--release", "-p", "moram-bench"]))?;
     let venv = paths::cache_dir()?.join("venv-torch-2.11.0");
     let python = python::venv_with(&venv, &fixtures::REQUIREMENTS)?;
     let rust_bin = root.join("target/release/moram-bench");
-    // Per round and case: implementation -> median ms. Rounds alternate which side runs first,
-    // and ratios are taken within a round, so slow drift of a shared machine cancels out.
-    let mut rounds_ms: Vec<BTreeMap<String, BTreeMap<String, f64>>> = Vec::new();
+    let (threads_s, reps_s) = (threads.to_string(), reps.to_string());
+    // Per round: case -> implementation -> timing. Rounds alternate which side runs first, and
+    // ratios are taken within a round, so slow drift of a shared machine cancels out.
+    let mut per_round: Vec<BTreeMap<String, BTreeMap<String, Timing>>> = Vec::new();
     for round in 1..=rounds {
-        let rust_cmd = || {
-            let mut c = Command::new(&rust_bin);
-            c.args(["--threads", &threads.to_string(), "--reps", &reps.to_string(), "core"]);
-            ("moram-bench", c)
-        };
-        let py_cmd = || {
-            let mut c = Command::new(&python);
-            c.arg(root.join("benchmarks/core_pytorch.py"));
-            c.args(["--threads", &threads.to_string(), "--reps", &reps.to_string()]);
-            ("core_pytorch.py", c)
-        };
-        let order = if round % 2 == 1 { [rust_cmd(), py_cmd()] } else { [py_cmd(), rust_cmd()] };
-        let mut this_round: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
-        for (name, mut cmd) in order {
+        let mut rust = Command::new(&rust_bin);
+        rust.args(["--threads", &threads_s, "--reps", &reps_s, "core"]);
+        let mut py = Command::new(&python);
+        py.arg(root.join("benchmarks/core_pytorch.py")).args(["--threads", &threads_s, "--reps", &reps_s]);
+        let mut sides = [("moram-bench", rust), ("core_pytorch.py", py)];
+        if round % 2 == 0 {
+            sides.reverse();
+        }
+        let mut this_round: BTreeMap<String, BTreeMap<String, Timing>> = BTreeMap::new();
+        for (name, mut cmd) in sides {
             eprintln!("round {round}/{rounds}: {name}");
             let out = cmd.output().with_context(|| format!("running {name}"))?;
             if !out.status.success() {
@@ -83,54 +104,47 @@ pub fn run(which: Which) -> Result<()> {
             }
             for line in String::from_utf8_lossy(&out.stdout).lines() {
                 let row: Row = serde_json::from_str(line).with_context(|| format!("{name} printed {line:?}"))?;
-                this_round.entry(row.case).or_default().insert(row.impl_name, row.median_ms);
+                let timing = Timing { wall_ms: row.median_ms, cpu_ms: row.median_cpu_ms };
+                this_round.entry(row.case).or_default().insert(row.impl_name, timing);
             }
         }
-        rounds_ms.push(this_round);
+        per_round.push(this_round);
     }
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    let mut median_ms: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
+    let mut timings: BTreeMap<String, BTreeMap<String, Timing>> = BTreeMap::new();
     let mut speedup_vs_pytorch = BTreeMap::new();
-    let cases: Vec<String> = rounds_ms
-        .iter()
-        .flat_map(|r| r.keys().cloned())
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .collect();
+    let cases: std::collections::BTreeSet<String> = per_round.iter().flat_map(|r| r.keys().cloned()).collect();
     for case in cases {
-        let per_round: Vec<&BTreeMap<String, f64>> = rounds_ms.iter().filter_map(|r| r.get(&case)).collect();
+        let rows: Vec<&BTreeMap<String, Timing>> = per_round.iter().filter_map(|r| r.get(&case)).collect();
         for imp in ["moram", "pytorch"] {
-            let v: Vec<f64> = per_round.iter().filter_map(|m| m.get(imp).copied()).collect();
-            if !v.is_empty() {
-                median_ms.entry(case.clone()).or_default().insert(imp.to_string(), median(v));
+            let t: Vec<Timing> = rows.iter().filter_map(|m| m.get(imp).copied()).collect();
+            if !t.is_empty() {
+                let timing = Timing {
+                    wall_ms: median(t.iter().map(|t| t.wall_ms).collect()),
+                    cpu_ms: median(t.iter().map(|t| t.cpu_ms).collect()),
+                };
+                timings.entry(case.clone()).or_default().insert(imp.to_string(), timing);
             }
         }
-        let ratios: Vec<f64> = per_round.iter().filter_map(|m| Some(m.get("pytorch")? / m.get("moram")?)).collect();
-        if !ratios.is_empty() {
-            speedup_vs_pytorch.insert(case, median(ratios));
+        let pairs: Vec<(Timing, Timing)> =
+            rows.iter().filter_map(|m| Some((*m.get("pytorch")?, *m.get("moram")?))).collect();
+        if !pairs.is_empty() {
+            let wall = median(pairs.iter().map(|(p, m)| p.wall_ms / m.wall_ms).collect());
+            let cpu = median(pairs.iter().map(|(p, m)| p.cpu_ms / m.cpu_ms).collect());
+            speedup_vs_pytorch.insert(case, Speedup { wall, cpu });
         }
     }
-    let torch = Command::new(&python)
-        .args(["-c", "import torch; print(torch.__version__)"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default();
+    let capture = |cmd: &mut Command| {
+        cmd.output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default()
+    };
     let report = Report {
         command: format!("cargo xtask bench core --threads {threads} --rounds {rounds} --reps {reps}"),
         machine: machine(),
         threads,
         rounds,
         reps,
-        torch,
-        date: Command::new("date")
-            .args(["-u", "+%Y-%m-%d"])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-            .unwrap_or_default(),
-        median_ms,
+        torch: capture(Command::new(&python).args(["-c", "import torch; print(torch.__version__)"])),
+        date: capture(Command::new("date").args(["-u", "+%Y-%m-%d"])),
+        timings,
         speedup_vs_pytorch,
     };
     let dir = root.join("benchmarks/results");
@@ -138,9 +152,25 @@ pub fn run(which: Which) -> Result<()> {
     std::fs::write(dir.join("core.json"), serde_json::to_string_pretty(&report)? + "\n")?;
     let table = markdown(&report);
     std::fs::write(dir.join("core.md"), &table)?;
+    update_readme(&root.join("README.md"), "core-bench", &table)?;
     println!("{table}");
-    eprintln!("wrote benchmarks/results/core.json and core.md");
+    eprintln!("wrote benchmarks/results/core.json and core.md, and the README table");
     Ok(())
+}
+
+/// Replaces the text between `<!-- {tag}:start -->` and `<!-- {tag}:end -->` in the README, so the
+/// published table is always the one the last run produced.
+fn update_readme(readme: &std::path::Path, tag: &str, table: &str) -> Result<()> {
+    let text = std::fs::read_to_string(readme).with_context(|| format!("reading {}", readme.display()))?;
+    let (start, end) = (format!("<!-- {tag}:start -->"), format!("<!-- {tag}:end -->"));
+    let (Some(a), Some(b)) = (text.find(&start), text.find(&end)) else {
+        bail!("{} has no `{start}` ... `{end}` markers for the table", readme.display());
+    };
+    if b < a {
+        bail!("{}: `{end}` comes before `{start}`", readme.display());
+    }
+    let updated = format!("{}{start}\n{table}{}", &text[..a], &text[b..]);
+    std::fs::write(readme, updated).with_context(|| format!("writing {}", readme.display()))
 }
 
 fn machine() -> String {
@@ -157,27 +187,38 @@ fn machine() -> String {
 }
 
 fn markdown(r: &Report) -> String {
-    let get = |case: &str, imp: &str| r.median_ms.get(case).and_then(|m| m.get(imp)).copied();
-    let fmt = |v: Option<f64>| v.map(|v| format!("{v:.2}")).unwrap_or_else(|| "-".into());
+    let get = |case: &str, imp: &str| r.timings.get(case).and_then(|m| m.get(imp)).copied();
+    let ms = |t: Option<Timing>| t.map(|t| format!("{:.2}", t.cpu_ms)).unwrap_or_else(|| "-".into());
     let mut s = format!(
-        "Command: `{}`; machine: {}; libtorch/PyTorch {}; {}.\n\n\
-         | case (8 x 197 tokens, d = 768, k = 16) | frozen linear ms | moram ms | PyTorch ms | PyTorch / moram |\n|---|---:|---:|---:|---:|\n",
+        "`{}` on {}, PyTorch {}, {} (median CPU time per call; ratios are medians of per-round ratios).\n\n\
+         | case (8 x 197 tokens, d = 768, k = 16) | frozen linear ms | moram ms | PyTorch ms | PyTorch / moram (CPU) | PyTorch / moram (wall) |\n\
+         |---|---:|---:|---:|---:|---:|\n",
         r.command, r.machine, r.torch, r.date
     );
-    let base = get("frozen_linear", "moram");
-    let mut cases: Vec<&String> = r.median_ms.keys().filter(|c| c.as_str() != "frozen_linear").collect();
-    cases.sort_by_key(|c| {
+    let base = ms(get("frozen_linear", "moram"));
+    let order = |c: &str| {
         (
             c.contains("1tok"),
             c.starts_with("train"),
-            c.trim_start_matches(|ch: char| !ch.is_ascii_digit()).parse::<u32>().unwrap_or(0),
+            c.trim_start_matches(|ch: char| !ch.is_ascii_digit())
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect::<String>()
+                .parse::<u32>()
+                .unwrap_or(0),
             c.to_string(),
         )
-    });
+    };
+    let mut cases: Vec<&String> = r.timings.keys().filter(|c| c.as_str() != "frozen_linear").collect();
+    cases.sort_by_key(|c| order(c));
     for case in cases {
-        let ratio = r.speedup_vs_pytorch.get(case.as_str()).map(|v| format!("{v:.2}x")).unwrap_or_else(|| "-".into());
-        let b = if case.contains("1tok") { "-".into() } else { fmt(base) };
-        s += &format!("| {case} | {b} | {} | {} | {ratio} |\n", fmt(get(case, "moram")), fmt(get(case, "pytorch")));
+        let (cpu, wall) = match r.speedup_vs_pytorch.get(case.as_str()) {
+            Some(s) => (format!("{:.2}x", s.cpu), format!("{:.2}x", s.wall)),
+            None => ("-".into(), "-".into()),
+        };
+        let b = if case.contains("1tok") { "-" } else { base.as_str() };
+        s +=
+            &format!("| {case} | {b} | {} | {} | {cpu} | {wall} |\n", ms(get(case, "moram")), ms(get(case, "pytorch")));
     }
     s
 }

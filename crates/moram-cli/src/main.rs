@@ -57,6 +57,7 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    moram_core::runtime::tune_cpu_allocator();
     if let Some(n) = cli.threads {
         anyhow::ensure!(n >= 1, "--threads must be at least 1, found {n}");
         tch::set_num_threads(n);

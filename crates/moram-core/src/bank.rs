@@ -73,6 +73,11 @@ fn join(frozen: &Tensor, trainable: &Tensor, dim: i64) -> Tensor {
     }
 }
 
+/// Shallow clones of the parts that hold at least one element.
+fn non_empty<const N: usize>(parts: [&Tensor; N]) -> Vec<Tensor> {
+    parts.into_iter().filter(|t| t.numel() > 0).map(Tensor::shallow_clone).collect()
+}
+
 /// A fresh leaf tensor that requires grad.
 fn leaf(t: Tensor) -> Tensor {
     t.detach().set_requires_grad(true)
@@ -376,30 +381,20 @@ impl AtomBank {
     /// The tensors an optimizer may update: the current task's keys, values and router keys
     /// (leaves with `requires_grad`). Frozen atoms are never in this list.
     pub fn trainable_tensors(&self) -> Vec<Tensor> {
-        [&self.keys, &self.values, &self.router]
-            .into_iter()
-            .filter(|t| t.numel() > 0)
-            .map(|t| t.shallow_clone())
-            .collect()
+        non_empty([&self.keys, &self.values, &self.router])
     }
 
     /// The frozen keys `(R_f, d_in)`, values `(d_out, R_f)` and router keys (when present): plain
     /// tensors without gradient.
     pub fn frozen_tensors(&self) -> Vec<Tensor> {
-        [&self.frozen_keys, &self.frozen_values, &self.frozen_router]
-            .into_iter()
-            .filter(|t| t.numel() > 0)
-            .map(|t| t.shallow_clone())
-            .collect()
+        non_empty([&self.frozen_keys, &self.frozen_values, &self.frozen_router])
     }
 
-    /// Named trainable tensors (`keys`, `values`, `router`).
+    /// Named trainable tensors (`keys`, `values`, `router`), in the order of [`AtomBank::trainable_tensors`].
     pub fn named_trainable_tensors(&self) -> Vec<(&'static str, Tensor)> {
-        [("keys", &self.keys), ("values", &self.values), ("router", &self.router)]
-            .into_iter()
-            .filter(|(_, t)| t.numel() > 0)
-            .map(|(n, t)| (n, t.shallow_clone()))
-            .collect()
+        let names = ["keys", "values", "router"].into_iter();
+        let parts = [&self.keys, &self.values, &self.router];
+        names.zip(parts).filter(|(_, t)| t.numel() > 0).map(|(n, t)| (n, t.shallow_clone())).collect()
     }
 
     /// Number of trainable scalars (`r (d_in + d_out)` per task for MoRAM, plus router keys).

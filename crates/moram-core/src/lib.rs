@@ -10,7 +10,8 @@
 //! - [`bank`]: the growing atom bank of one layer, task growth and freezing;
 //! - [`linear`]: the adapted linear layer (frozen base + bank);
 //! - [`stats`] and [`prune`]: activation statistics and post-pruning;
-//! - [`state`]: adapter files (safetensors + metadata).
+//! - [`state`]: adapter files (safetensors + metadata);
+//! - [`runtime`]: process-level CPU allocator tuning for libtorch.
 //!
 //! For one token `x`: `z = A x`; `s = z / ||z||` (Eq. 5); keep the top-k scores (Eq. 6);
 //! `w = softmax(s / tau)` (Eq. 7); at inference `w_i = 0` where `s_i < delta` (Eq. 8);
@@ -22,6 +23,7 @@ pub mod error;
 pub mod linear;
 pub mod prune;
 pub mod routing;
+pub mod runtime;
 pub mod state;
 pub mod stats;
 
