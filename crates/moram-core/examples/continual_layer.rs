@@ -23,8 +23,8 @@ fn main() -> anyhow::Result<()> {
             opt.add_parameters(&t, 0)?;
         }
         layer.set_training(true);
-        let mut loss_value = 0.0;
-        for _ in 0..200 {
+        let (mut first_loss, mut loss_value) = (f64::NAN, 0.0);
+        for step in 0..200 {
             let x = Tensor::randn([64, d_in], (Kind::Float, Device::Cpu)) + (task as f64 - 1.0);
             let y = layer.forward(&x)?;
             let loss = (y - x.matmul(&(&weight + &target_map).tr())).square().mean(Kind::Float);
@@ -32,11 +32,14 @@ fn main() -> anyhow::Result<()> {
             loss.backward();
             opt.step()?;
             loss_value = loss.double_value(&[]);
+            if step == 0 {
+                first_loss = loss_value;
+            }
         }
         layer.set_training(false);
         assert_eq!(layer.bank().frozen_checksum(), frozen_before, "frozen atoms moved");
         println!(
-            "task {task}: {} atoms ({} frozen), final training loss {loss_value:.5}",
+            "task {task}: {} atoms ({} frozen), training loss {first_loss:.4} -> {loss_value:.4}",
             layer.bank().len(),
             layer.bank().n_frozen()
         );
