@@ -18,7 +18,7 @@ use std::process::Command;
 /// The PyTorch release tch 0.24.0 is built against.
 pub const TORCH_VERSION: &str = "2.11.0";
 /// Bumped whenever the extracted layout changes, so old installs are redone.
-const LAYOUT_VERSION: u32 = 1;
+const LAYOUT_VERSION: u32 = 2;
 const MANIFEST: &str = "moram-setup.json";
 
 /// One pinned wheel: what pip is asked for, the exact file it must produce, and its SHA-256.
@@ -58,7 +58,8 @@ const NVIDIA_LIBS: [&str; 2] = ["nvidia/cu13/lib/libcudart.so.13", "nvidia/cu13/
 pub enum Flavour {
     /// `.libtorch/`: CPU-only link set, used by every default build and test.
     Cpu,
-    /// `.libtorch-cuda/`: every library of the torch wheel (incl. `libtorch_cuda.so`) for GPU builds.
+    /// `.libtorch-cuda/`: every library of the torch wheel (incl. `libtorch_cuda.so`, without the
+    /// Python bindings) for GPU builds.
     Cuda,
 }
 
@@ -224,7 +225,8 @@ fn lay_out(wheels: &[PathBuf], dest: &Path, flavour: Flavour) -> Result<()> {
         let lib = name.strip_prefix("torch/lib/")?;
         let wanted = match flavour {
             Flavour::Cpu => CPU_TORCH_LIBS.contains(&lib),
-            Flavour::Cuda => !lib.contains('/') && lib.contains(".so"),
+            // Python bindings need libpython and are never linked by torch-sys.
+            Flavour::Cuda => !lib.contains('/') && lib.contains(".so") && lib != "libtorch_python.so",
         };
         wanted.then(|| format!("lib/{lib}"))
     })?;
