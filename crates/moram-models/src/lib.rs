@@ -1,10 +1,22 @@
 //! # moram-models
 //!
-//! Model code that injects [`moram_core::MoramLinear`] into pretrained networks: CLIP (vision and
-//! text towers, Hugging Face and OpenAI/open_clip checkpoints) and decoder LLMs (LLaMA-2,
-//! LLaMA-3.x, Gemma; Hugging Face safetensors and GGUF).
+//! Model code that injects [`moram_core::MoramLinear`] into pretrained networks.
 //!
-//! **Status:** not implemented yet. This crate currently exports nothing but this notice; the
-//! CLIP and LLM issues fill it. Use `moram-core` directly to adapt your own linear layers.
+//! **Available now** (shared by every model):
+//! - [`weights`]: memory-mapped safetensors checkpoints (single file or Hugging Face shards),
+//!   loaded tensor by tensor with shape checks and one strict report of missing, unexpected and
+//!   mis-shaped keys;
+//! - [`target`]: which linear layers get atoms (encoders, modules with aliases and shorthands
+//!   such as `qkvoinout`, layer subsets), strict: a pattern that matches nothing is an error.
+//!
+//! **Not yet:** the CLIP (vision and text towers, HF and OpenAI/open_clip layouts) and decoder-LLM
+//! (LLaMA-2/3.x, Gemma; HF and GGUF) model code. Until then, use `moram-core` directly on your own
+//! linear layers.
 
-pub use moram_core;
+pub mod error;
+pub mod target;
+pub mod weights;
+
+pub use error::{Error, Result};
+pub use target::{LinearSite, ModuleNames, TargetSpec};
+pub use weights::WeightSource;
