@@ -9,10 +9,10 @@ use anyhow::{Context, Result};
 use std::process::Command;
 
 /// Python packages the generators need (PyTorch pinned to the libtorch version we link).
-pub const REQUIREMENTS: [&str; 3] = ["torch==2.11.0", "safetensors==0.8.0", "numpy==2.4.6"];
+pub const REQUIREMENTS: [&str; 4] = ["torch==2.11.0", "safetensors==0.8.0", "numpy==2.4.6", "transformers==4.57.1"];
 
 /// Generator scripts, relative to the workspace root, each writing next to itself.
-const GENERATORS: [&str; 1] = ["tests/fixtures/core/generate.py"];
+const GENERATORS: [&str; 2] = ["tests/fixtures/core/generate.py", "tests/fixtures/clip/generate.py"];
 
 pub fn generate() -> Result<()> {
     let venv = paths::cache_dir()?.join("venv-torch-2.11.0");

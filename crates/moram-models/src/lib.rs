@@ -13,10 +13,13 @@
 //! (LLaMA-2/3.x, Gemma; HF and GGUF) model code. Until then, use `moram-core` directly on your own
 //! linear layers.
 
+pub mod clip;
 pub mod error;
+pub mod linear;
 pub mod target;
 pub mod weights;
 
 pub use error::{Error, Result};
+pub use linear::AdaptableLinear;
 pub use target::{LinearSite, ModuleNames, TargetSpec};
 pub use weights::WeightSource;

@@ -1,0 +1,68 @@
+//! [`AdaptableLinear`]: a frozen linear layer that a [`crate::TargetSpec`] may turn into a
+//! [`MoramLinear`] (injection at construction time, by module path).
+
+use crate::error::Result;
+use moram_core::{MoramConfig, MoramLinear};
+use tch::Tensor;
+
+/// A pretrained linear layer: frozen, or adapted with MoRAM atoms.
+#[derive(Debug)]
+pub enum AdaptableLinear {
+    /// Frozen weight `(d_out, d_in)` and optional bias `(d_out,)`, no gradient.
+    Frozen {
+        /// Weight `(d_out, d_in)`.
+        weight: Tensor,
+        /// Bias `(d_out,)`.
+        bias: Option<Tensor>,
+    },
+    /// The same weights plus an atom bank (boxed: a bank is much larger than two tensor handles).
+    Moram(Box<MoramLinear>),
+}
+
+impl AdaptableLinear {
+    /// A frozen layer (the tensors are detached).
+    pub fn frozen(weight: Tensor, bias: Option<Tensor>) -> Self {
+        AdaptableLinear::Frozen { weight: weight.detach(), bias: bias.map(|b| b.detach()) }
+    }
+
+    /// `(.., d_in)` -> `(.., d_out)`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            AdaptableLinear::Frozen { weight, bias } => Ok(x.linear(weight, bias.as_ref())),
+            AdaptableLinear::Moram(m) => Ok(m.forward(x)?),
+        }
+    }
+
+    /// Turns a frozen layer into a MoRAM layer with an empty bank (no-op if already adapted).
+    pub fn adapt(&mut self, config: &MoramConfig) -> Result<()> {
+        if let AdaptableLinear::Frozen { weight, bias } = self {
+            let m = MoramLinear::new(weight, bias.as_ref(), config)?;
+            *self = AdaptableLinear::Moram(Box::new(m));
+        }
+        Ok(())
+    }
+
+    /// The MoRAM layer, when adapted.
+    pub fn moram(&self) -> Option<&MoramLinear> {
+        match self {
+            AdaptableLinear::Moram(m) => Some(m),
+            AdaptableLinear::Frozen { .. } => None,
+        }
+    }
+
+    /// The MoRAM layer, mutably, when adapted.
+    pub fn moram_mut(&mut self) -> Option<&mut MoramLinear> {
+        match self {
+            AdaptableLinear::Moram(m) => Some(m),
+            AdaptableLinear::Frozen { .. } => None,
+        }
+    }
+
+    /// The frozen base weight `(d_out, d_in)`.
+    pub fn weight(&self) -> &Tensor {
+        match self {
+            AdaptableLinear::Frozen { weight, .. } => weight,
+            AdaptableLinear::Moram(m) => m.weight(),
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! CLIP against Hugging Face `transformers` (tiny random checkpoints from
+//! `tests/fixtures/clip/generate.py`), in both checkpoint layouts, plus injection.
+
+use moram_core::MoramConfig;
+use moram_models::clip::{expected_keys, ClipConfig, ClipModel, Layout};
+use moram_models::{TargetSpec, WeightSource};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use tch::{Device, Kind, Tensor};
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/clip")
+}
+
+fn expected() -> anyhow::Result<HashMap<String, Tensor>> {
+    Ok(Tensor::read_safetensors(fixtures().join("expected.safetensors"))?.into_iter().collect())
+}
+
+fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
+    (a.to_kind(Kind::Double) - b.to_kind(Kind::Double)).abs().max().double_value(&[])
+}
+
+fn load(file: &str, layout: Option<Layout>) -> anyhow::Result<ClipModel> {
+    let config = ClipConfig::from_hf_json(fixtures().join("config.json"))?;
+    let source = WeightSource::open(fixtures().join(file))?;
+    Ok(ClipModel::load(&source, &config, layout, Kind::Float, Device::Cpu)?)
+}
+
+#[test]
+fn both_layouts_match_transformers_within_1e4() -> anyhow::Result<()> {
+    let e = expected()?;
+    let mut outputs = Vec::new();
+    for file in ["hf.safetensors", "openai.safetensors"] {
+        let model = load(file, None)?;
+        let image = tch::no_grad(|| model.encode_image(&e["pixels"]))?;
+        let text = tch::no_grad(|| model.encode_text(&e["ids"]))?;
+        let logits = tch::no_grad(|| model.logits(&e["pixels"], &e["ids"]))?;
+        assert!(
+            max_diff(&image, &e["image_features"]) <= 1e-4,
+            "{file}: image {}",
+            max_diff(&image, &e["image_features"])
+        );
+        assert!(max_diff(&text, &e["text_features"]) <= 1e-4, "{file}: text {}", max_diff(&text, &e["text_features"]));
+        assert!(
+            max_diff(&logits, &e["logits_per_image"]) <= 1e-4,
+            "{file}: logits {}",
+            max_diff(&logits, &e["logits_per_image"])
+        );
+        outputs.push((image, text));
+    }
+    assert!(
+        outputs[0].0.equal(&outputs[1].0) && outputs[0].1.equal(&outputs[1].1),
+        "the two layouts give identical outputs"
+    );
+    Ok(())
+}
+
+#[test]
+fn zero_value_atoms_leave_outputs_exactly_unchanged() -> anyhow::Result<()> {
+    let e = expected()?;
+    let base = load("hf.safetensors", Some(Layout::HuggingFace))?;
+    let mut adapted = load("hf.safetensors", Some(Layout::HuggingFace))?;
+    let injected = adapted
+        .inject(&TargetSpec::all_encoders(&["qkvoinout"]), &MoramConfig { r: 4, top_k: 4, ..Default::default() })?;
+    assert_eq!(injected.len(), 2 * 2 * 6);
+    for task in 0..2 {
+        adapted.begin_task(task)?;
+        for training in [true, false] {
+            adapted.set_training(training);
+            let a = tch::no_grad(|| adapted.logits(&e["pixels"], &e["ids"]))?;
+            let b = tch::no_grad(|| base.logits(&e["pixels"], &e["ids"]))?;
+            assert!(a.equal(&b), "task {task}, training {training}");
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn vit_b16_qkvoinout_both_encoders_r16_trains_4423680_parameters_per_task() -> anyhow::Result<()> {
+    // Zero-filled weights are enough to count; the shapes are the real ViT-B/16's.
+    let config = ClipConfig::vit_b16();
+    let mut model = ClipModel::random(&config, 0, Kind::BFloat16, Device::Cpu)?;
+    let adapted = model.inject(&TargetSpec::all_encoders(&["qkvoinout"]), &moram_core::Profile::Xtail.config())?;
+    assert_eq!(adapted.len(), 144, "6 layers x 12 blocks x 2 encoders");
+    for task in 0..2 {
+        model.begin_task(task)?;
+        let n: i64 = model.trainable_tensors().iter().map(|t| t.numel() as i64).sum();
+        assert_eq!(n, 4_423_680, "task {task}");
+    }
+    Ok(())
+}
+
+#[test]
+fn strict_loading_reports_every_problem() -> anyhow::Result<()> {
+    let source = WeightSource::open(fixtures().join("hf.safetensors"))?;
+    let mut config = ClipConfig::from_hf_json(fixtures().join("config.json"))?;
+    config.text.num_hidden_layers = 3;
+    config.projection_dim = 8;
+    let err = ClipModel::load(&source, &config, None, Kind::Float, Device::Cpu).unwrap_err().to_string();
+    assert!(err.contains("missing keys") && err.contains("text_model.encoder.layers.2.mlp.fc1.weight"), "{err}");
+    assert!(err.contains("visual_projection.weight: expected [8, 32], found [16, 32]"), "{err}");
+    let config = ClipConfig::from_hf_json(fixtures().join("config.json"))?;
+    let err =
+        ClipModel::load(&source, &config, Some(Layout::OpenAi), Kind::Float, Device::Cpu).unwrap_err().to_string();
+    assert!(
+        err.contains("visual.transformer.resblocks.0.attn.in_proj_weight") && err.contains("unexpected keys"),
+        "{err}"
+    );
+    assert_eq!(
+        expected_keys(&config, Layout::OpenAi).len(),
+        expected_keys(&config, Layout::HuggingFace).len() - 2 * 2 * 4
+    );
+    let err = ClipConfig::from_hf_json(fixtures().join("absent.json")).unwrap_err().to_string();
+    assert!(err.contains("absent.json"), "{err}");
+    Ok(())
+}
+
+#[test]
+fn bad_inputs_are_errors() -> anyhow::Result<()> {
+    let model = load("hf.safetensors", None)?;
+    let err = model.encode_image(&Tensor::zeros([1, 3, 16, 16], (Kind::Float, Device::Cpu))).unwrap_err().to_string();
+    assert!(err.contains("(B, 3, 32, 32)"), "{err}");
+    let err = model.encode_text(&Tensor::from_slice(&[1i64, 2, 3]).view([1, 3])).unwrap_err().to_string();
+    assert!(err.contains("end-of-text token (99)"), "{err}");
+    let err = model.encode_text(&Tensor::from_slice(&[1i64, 200, 99]).view([1, 3])).unwrap_err().to_string();
+    assert!(err.contains("[0, 100)"), "{err}");
+    Ok(())
+}
