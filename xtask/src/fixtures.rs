@@ -9,10 +9,21 @@ use anyhow::{Context, Result};
 use std::process::Command;
 
 /// Python packages the generators need (PyTorch pinned to the libtorch version we link).
-pub const REQUIREMENTS: [&str; 4] = ["torch==2.11.0", "safetensors==0.8.0", "numpy==2.4.6", "transformers==4.57.1"];
+pub const REQUIREMENTS: [&str; 8] = [
+    "torch==2.11.0",
+    // torchvision pinned to torch 2.11's release, or pip upgrades torch to satisfy a newer one.
+    "torchvision==0.26.0",
+    "safetensors==0.8.0",
+    "numpy==2.4.6",
+    "transformers==4.57.1",
+    "open-clip-torch==3.3.0",
+    "ftfy==6.3.1",
+    "regex==2026.11.15",
+];
 
 /// Generator scripts, relative to the workspace root, each writing next to itself.
-const GENERATORS: [&str; 2] = ["tests/fixtures/core/generate.py", "tests/fixtures/clip/generate.py"];
+const GENERATORS: [&str; 3] =
+    ["tests/fixtures/core/generate.py", "tests/fixtures/clip/generate.py", "tests/fixtures/clip/generate_tokenizer.py"];
 
 pub fn generate() -> Result<()> {
     let venv = paths::cache_dir()?.join("venv-torch-2.11.0");
