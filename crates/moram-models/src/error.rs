@@ -67,6 +67,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A model input (pixels, token ids, prompts) has the wrong shape, dtype or values.
+    #[error("invalid input: {0}")]
+    Input(String),
     /// An adapter target pattern is invalid or matches nothing.
     #[error("adapter targets: {0}")]
     Target(String),

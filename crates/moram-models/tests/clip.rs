@@ -126,3 +126,60 @@ fn bad_inputs_are_errors() -> anyhow::Result<()> {
     assert!(err.contains("[0, 100)"), "{err}");
     Ok(())
 }
+
+#[test]
+fn zero_shot_capture_and_half_precision_loading() -> anyhow::Result<()> {
+    let e = expected()?;
+    let tok = moram_models::clip::ClipTokenizer::new();
+    // The tiny model's context (16) cannot take CLIP's 77 tokens: a clear input error.
+    let err =
+        load("hf.safetensors", None)?.zero_shot(&e["pixels"], &["a photo of a cat."], &tok).unwrap_err().to_string();
+    assert!(err.contains("invalid input") && err.contains("L <= 16"), "{err}");
+    // Full-size random ViT-B/32: zero-shot logits for 2 images x 3 class prompts.
+    let big = ClipModel::random(&ClipConfig::vit_b32(), 0, Kind::Float, Device::Cpu)?;
+    let pixels = Tensor::randn([2, 3, 224, 224], (Kind::Float, Device::Cpu));
+    let logits = tch::no_grad(|| {
+        big.zero_shot(&pixels, &["a photo of a cat.", "a photo of a dog.", "a photo of a car."], &tok)
+    })?;
+    assert_eq!(logits.size(), vec![2, 3]);
+    assert!(logits.abs().max().double_value(&[]) <= 100.0 + 1e-3, "|logits| <= exp(logit_scale) = 100");
+
+    let mut model = load("hf.safetensors", None)?;
+    model.inject(
+        &TargetSpec { encoders: vec!["vision".into()], modules: vec!["q".into()], layers: Some(vec![1]) },
+        &MoramConfig { r: 4, top_k: 4, ..Default::default() },
+    )?;
+    model.begin_task(0)?;
+    let path = "vision_model.encoder.layers.1.self_attn.q_proj";
+    model.set_capture(path, true)?;
+    let _ = tch::no_grad(|| model.encode_image(&e["pixels"]))?;
+    let w = model.take_captured(path).expect("captured");
+    assert_eq!(w.size(), vec![3, 17, 4], "(images, 1 + 4x4 patches, atoms)");
+    assert!(model.set_capture("vision_model.encoder.layers.0.self_attn.q_proj", true).is_err());
+
+    let half = {
+        let config = ClipConfig::from_hf_json(fixtures().join("config.json"))?;
+        let source = WeightSource::open(fixtures().join("hf.safetensors"))?;
+        ClipModel::load(&source, &config, None, Kind::BFloat16, Device::Cpu)?
+    };
+    let img = tch::no_grad(|| half.encode_image(&e["pixels"]))?;
+    assert_eq!(img.kind(), Kind::BFloat16);
+    // bf16 keeps 8 mantissa bits; through 2 blocks the features stay within a few percent.
+    let rel = max_diff(&img, &e["image_features"]) / e["image_features"].abs().max().double_value(&[]);
+    assert!(rel < 0.05, "bf16 relative error {rel}");
+    Ok(())
+}
+
+#[test]
+fn unsupported_config_values_and_corrupt_checkpoints_are_named() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let text = std::fs::read_to_string(fixtures().join("config.json"))?.replace("\"quick_gelu\"", "\"relu\"");
+    std::fs::write(dir.path().join("config.json"), text)?;
+    let err = ClipConfig::from_hf_json(dir.path().join("config.json")).unwrap_err().to_string();
+    assert!(err.contains("hidden_act") && err.contains("\"relu\" is not supported"), "{err}");
+    std::fs::write(dir.path().join("bad.safetensors"), b"\x08\x00\x00\x00\x00\x00\x00\x00{\"a\":1}")?;
+    assert!(WeightSource::open(dir.path().join("bad.safetensors")).is_err());
+    let err = ClipConfig::preset("vit-h14").unwrap_err().to_string();
+    assert!(err.contains("vit-b16, vit-b32, vit-l14"), "{err}");
+    Ok(())
+}

@@ -172,7 +172,7 @@ impl VisionTransformer {
         let size = pixels.size();
         let s = self.config.image_size;
         if size.len() != 4 || size[1] != 3 || size[2] != s || size[3] != s {
-            return Err(Error::Target(format!("pixels must be (B, 3, {s}, {s}), found {size:?}")));
+            return Err(Error::Input(format!("pixels must be (B, 3, {s}, {s}), found {size:?}")));
         }
         let kind = self.patch_embedding.kind();
         let p = self.config.patch_size;
@@ -228,7 +228,7 @@ impl TextTransformer {
         let size = ids.size();
         let max = self.config.max_position_embeddings;
         if size.len() != 2 || size[1] > max || ids.kind() != Kind::Int64 {
-            return Err(Error::Target(format!(
+            return Err(Error::Input(format!(
                 "token ids must be i64 (B, L <= {max}), found {:?} {size:?}",
                 ids.kind()
             )));
@@ -237,7 +237,7 @@ impl TextTransformer {
         let vocab = self.config.vocab_size;
         let (lo, hi) = (ids.min().int64_value(&[]), ids.max().int64_value(&[]));
         if lo < 0 || hi >= vocab {
-            return Err(Error::Target(format!("token ids must lie in [0, {vocab}), found [{lo}, {hi}]")));
+            return Err(Error::Input(format!("token ids must lie in [0, {vocab}), found [{lo}, {hi}]")));
         }
         let mut x =
             Tensor::embedding(&self.token_embedding, ids, -1, false, false) + self.position_embedding.narrow(0, 0, l);
@@ -252,7 +252,7 @@ impl TextTransformer {
             let hits = ids.eq(eos);
             let any = hits.any_dim(-1, false).all().int64_value(&[]) == 1;
             if !any {
-                return Err(Error::Target(format!("every token row needs an end-of-text token ({eos})")));
+                return Err(Error::Input(format!("every token row needs an end-of-text token ({eos})")));
             }
             hits.to_kind(Kind::Int64).argmax(-1, false)
         };
@@ -442,6 +442,38 @@ impl ClipModel {
         let img = self.encode_image(pixels)?.to_kind(Kind::Float);
         let txt = self.encode_text(ids)?.to_kind(Kind::Float);
         Ok(normalize(&img).matmul(&normalize(&txt).tr()) * self.logit_scale())
+    }
+}
+
+impl ClipModel {
+    /// Zero-shot classification: logits `(B, C)` of images `(B, 3, H, W)` against one text prompt
+    /// per class (e.g. `"a photo of a {class}."`), tokenised with `tokenizer`.
+    pub fn zero_shot<S: AsRef<str>>(
+        &self,
+        pixels: &Tensor,
+        prompts: &[S],
+        tokenizer: &super::ClipTokenizer,
+    ) -> Result<Tensor> {
+        if prompts.is_empty() {
+            return Err(Error::Input("zero-shot classification needs at least one class prompt".into()));
+        }
+        let ids = tokenizer.tokenize_batch(prompts).to_device(self.logit_scale.device());
+        self.logits(pixels, &ids)
+    }
+
+    /// Keeps (or stops keeping) the per-token atom weights of the MoRAM layer at `path` on each
+    /// forward (for activation maps such as paper Fig. 3).
+    pub fn set_capture(&self, path: &str, on: bool) -> Result<()> {
+        let (_, layer) = self.moram_layers().into_iter().find(|(p, _)| p == path).ok_or_else(|| {
+            Error::Target(format!("`{path}` is not an adapted layer; adapted: {}", self.moram_layers().len()))
+        })?;
+        layer.set_capture(on);
+        Ok(())
+    }
+
+    /// The per-token weights `(B, L, R)` of the last forward through the layer at `path`.
+    pub fn take_captured(&self, path: &str) -> Option<Tensor> {
+        self.moram_layers().into_iter().find(|(p, _)| p == path).and_then(|(_, l)| l.take_captured())
     }
 }
 

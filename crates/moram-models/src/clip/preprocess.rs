@@ -1,0 +1,258 @@
+//! CLIP image preprocessing, pixel-exact with the reference (open_clip / torchvision on PIL).
+//!
+//! Eval: resize the shorter side to 224 with Pillow's bicubic resampling (a = -0.5, antialiased
+//! when shrinking, 8-bit fixed-point, horizontal pass then vertical, each rounded to 8 bits),
+//! centre-crop 224 (offsets rounded half to even, as Python's `round`), to RGB, scale to [0, 1],
+//! normalise with CLIP's mean and std. Train (protocol 3.5): `RandomResizedCrop(224, scale =
+//! (0.9, 1), ratio = (3/4, 4/3), bicubic)` with torchvision's sampling, then the same tail.
+//!
+//! Decoding runs in parallel (rayon) and yields plain buffers; tensors are made on the caller's
+//! thread. Exactness holds for lossless inputs (PNG, ...); JPEG decoders may differ by one level
+//! from libjpeg, and RGBA images are flattened to RGB before resizing (Pillow resizes them with
+//! premultiplied alpha).
+
+use crate::error::{Error, Result};
+use rand::{Rng, SeedableRng};
+use rayon::prelude::*;
+use std::path::{Path, PathBuf};
+use tch::{Kind, Tensor};
+
+// The constants are written as OpenAI publishes them; f32 rounds them exactly as torch does.
+/// CLIP's normalisation mean (RGB).
+#[allow(clippy::excessive_precision)]
+pub const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
+/// CLIP's normalisation standard deviation (RGB).
+#[allow(clippy::excessive_precision)]
+pub const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_1];
+
+/// An 8-bit RGB image, row-major `(height, width, 3)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rgb8 {
+    /// Width in pixels.
+    pub width: usize,
+    /// Height in pixels.
+    pub height: usize,
+    /// `height * width * 3` bytes.
+    pub data: Vec<u8>,
+}
+
+impl Rgb8 {
+    /// Decodes an image file (PNG, JPEG); grey and alpha images become RGB.
+    pub fn open(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.into(), source })?;
+        let img = image::load_from_memory(&bytes)
+            .map_err(|e| Error::Corrupt { path: path.into(), reason: format!("not a decodable image: {e}") })?;
+        let rgb = img.to_rgb8();
+        Ok(Rgb8 { width: rgb.width() as usize, height: rgb.height() as usize, data: rgb.into_raw() })
+    }
+
+    fn crop(&self, left: usize, top: usize, width: usize, height: usize) -> Rgb8 {
+        let mut data = Vec::with_capacity(width * height * 3);
+        for y in top..top + height {
+            let row = (y * self.width + left) * 3;
+            data.extend_from_slice(&self.data[row..row + width * 3]);
+        }
+        Rgb8 { width, height, data }
+    }
+}
+
+const PRECISION_BITS: u32 = 32 - 8 - 2;
+
+fn bicubic(x: f64) -> f64 {
+    const A: f64 = -0.5;
+    let x = x.abs();
+    if x < 1.0 {
+        ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0
+    } else if x < 2.0 {
+        (((x - 5.0) * x + 8.0) * x - 4.0) * A
+    } else {
+        0.0
+    }
+}
+
+/// Pillow's `precompute_coeffs` + `normalize_coeffs_8bpc` for one axis: per output position the
+/// first source index, the count, and fixed-point weights.
+fn coefficients(in_size: usize, out_size: usize) -> Vec<(usize, Vec<i32>)> {
+    let scale = in_size as f64 / out_size as f64;
+    let filterscale = scale.max(1.0);
+    let support = 2.0 * filterscale;
+    (0..out_size)
+        .map(|xx| {
+            let center = (xx as f64 + 0.5) * scale;
+            let ss = 1.0 / filterscale;
+            let xmin = ((center - support + 0.5) as i64).max(0) as usize;
+            let xmax = ((center + support + 0.5) as i64).min(in_size as i64) as usize;
+            let w: Vec<f64> = (xmin..xmax).map(|x| bicubic((x as f64 - center + 0.5) * ss)).collect();
+            let total: f64 = w.iter().sum();
+            let fixed = w
+                .iter()
+                .map(|&k| {
+                    let k = if total != 0.0 { k / total } else { k };
+                    let v = k * (1u32 << PRECISION_BITS) as f64;
+                    if v < 0.0 {
+                        (-0.5 + v) as i32
+                    } else {
+                        (0.5 + v) as i32
+                    }
+                })
+                .collect();
+            (xmin, fixed)
+        })
+        .collect()
+}
+
+fn clip8(v: i64) -> u8 {
+    if v >= (1i64 << PRECISION_BITS << 8) {
+        255
+    } else if v <= 0 {
+        0
+    } else {
+        (v >> PRECISION_BITS) as u8
+    }
+}
+
+/// Pillow's `Image.resize((width, height), BICUBIC)` on an RGB image, bit for bit.
+pub fn resize_bicubic(img: &Rgb8, width: usize, height: usize) -> Rgb8 {
+    let half = 1i64 << (PRECISION_BITS - 1);
+    let mut cur = img.clone();
+    if width != img.width {
+        let coeffs = coefficients(img.width, width);
+        let mut data = vec![0u8; img.height * width * 3];
+        for y in 0..img.height {
+            for (xx, (xmin, k)) in coeffs.iter().enumerate() {
+                for c in 0..3 {
+                    let mut ss = half;
+                    for (i, w) in k.iter().enumerate() {
+                        ss += i64::from(cur.data[(y * cur.width + xmin + i) * 3 + c]) * i64::from(*w);
+                    }
+                    data[(y * width + xx) * 3 + c] = clip8(ss);
+                }
+            }
+        }
+        cur = Rgb8 { width, height: img.height, data };
+    }
+    if height != img.height {
+        let coeffs = coefficients(img.height, height);
+        let mut data = vec![0u8; height * width * 3];
+        for (yy, (ymin, k)) in coeffs.iter().enumerate() {
+            for x in 0..width {
+                for c in 0..3 {
+                    let mut ss = half;
+                    for (i, w) in k.iter().enumerate() {
+                        ss += i64::from(cur.data[((ymin + i) * width + x) * 3 + c]) * i64::from(*w);
+                    }
+                    data[(yy * width + x) * 3 + c] = clip8(ss);
+                }
+            }
+        }
+        cur = Rgb8 { width, height, data };
+    }
+    cur
+}
+
+/// torchvision `Resize(size)` on a PIL image: the shorter side becomes `size`, the longer
+/// `int(size * long / short)`.
+pub fn resize_shorter_side(img: &Rgb8, size: usize) -> Rgb8 {
+    let (w, h) = (img.width, img.height);
+    let (nw, nh) = if w <= h {
+        (size, (size as f64 * h as f64 / w as f64) as usize)
+    } else {
+        ((size as f64 * w as f64 / h as f64) as usize, size)
+    };
+    if (nw, nh) == (w, h) {
+        return img.clone();
+    }
+    resize_bicubic(img, nw, nh)
+}
+
+/// Python's `round` (half to even) of a non-negative half-integer or integer.
+fn round_half_even(x: f64) -> usize {
+    let r = x.round();
+    let r = if (x - x.trunc() - 0.5).abs() < 1e-12 && (r as i64) % 2 != 0 { r - 1.0 } else { r };
+    r.max(0.0) as usize
+}
+
+/// torchvision `CenterCrop(size)` (the image must be at least `size` on both sides here).
+pub fn center_crop(img: &Rgb8, size: usize) -> Rgb8 {
+    let top = round_half_even((img.height.saturating_sub(size)) as f64 / 2.0);
+    let left = round_half_even((img.width.saturating_sub(size)) as f64 / 2.0);
+    img.crop(left, top, size.min(img.width), size.min(img.height))
+}
+
+/// The eval transform up to 8-bit pixels: resize shorter side, centre crop.
+pub fn eval_pixels(img: &Rgb8, size: usize) -> Rgb8 {
+    center_crop(&resize_shorter_side(img, size), size)
+}
+
+/// The train transform up to 8-bit pixels: torchvision `RandomResizedCrop(size, scale, ratio)`
+/// with its sampling (10 tries, then a centre crop within the ratio bounds), bicubic.
+pub fn train_pixels(img: &Rgb8, size: usize, rng: &mut impl Rng) -> Rgb8 {
+    let (w, h) = (img.width as f64, img.height as f64);
+    let area = w * h;
+    let (scale, ratio) = ((0.9, 1.0), (3.0f64 / 4.0, 4.0f64 / 3.0));
+    let (lo, hi) = (ratio.0.ln(), ratio.1.ln());
+    for _ in 0..10 {
+        let target = area * rng.random_range(scale.0..scale.1);
+        let aspect = rng.random_range(lo..hi).exp();
+        let cw = (target * aspect).sqrt().round() as usize;
+        let ch = (target / aspect).sqrt().round() as usize;
+        if cw > 0 && ch > 0 && cw <= img.width && ch <= img.height {
+            let top = rng.random_range(0..=img.height - ch);
+            let left = rng.random_range(0..=img.width - cw);
+            return resize_bicubic(&img.crop(left, top, cw, ch), size, size);
+        }
+    }
+    let in_ratio = w / h;
+    let (cw, ch) = if in_ratio < ratio.0 {
+        (img.width, (w / ratio.0).round() as usize)
+    } else if in_ratio > ratio.1 {
+        ((h * ratio.1).round() as usize, img.height)
+    } else {
+        (img.width, img.height)
+    };
+    let (top, left) = ((img.height - ch) / 2, (img.width - cw) / 2);
+    resize_bicubic(&img.crop(left, top, cw, ch), size, size)
+}
+
+/// `ToTensor` + `Normalize`: `(3, H, W)` f32 values, channel-major.
+pub fn normalize_pixels(img: &Rgb8) -> Vec<f32> {
+    let n = img.width * img.height;
+    let mut out = vec![0f32; 3 * n];
+    for (i, px) in img.data.chunks_exact(3).enumerate() {
+        for c in 0..3 {
+            out[c * n + i] = (f32::from(px[c]) / 255.0 - CLIP_MEAN[c]) / CLIP_STD[c];
+        }
+    }
+    out
+}
+
+/// Decodes and preprocesses `paths` in parallel (eval transform, `size` x `size`) and returns
+/// pixels `(B, 3, size, size)` f32. The first file that cannot be read or decoded is an error
+/// naming it.
+pub fn load_eval_batch(paths: &[PathBuf], size: usize) -> Result<Tensor> {
+    let planes: Vec<Vec<f32>> = paths
+        .par_iter()
+        .map(|p| Rgb8::open(p).map(|img| normalize_pixels(&eval_pixels(&img, size))))
+        .collect::<Result<_>>()?;
+    stack(planes, size)
+}
+
+/// Like [`load_eval_batch`] with the train transform; image `i` uses a generator seeded from
+/// `(seed, i)`, so a batch is reproducible whatever the thread count.
+pub fn load_train_batch(paths: &[PathBuf], size: usize, seed: u64) -> Result<Tensor> {
+    let planes: Vec<Vec<f32>> = paths
+        .par_iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            Rgb8::open(p).map(|img| normalize_pixels(&train_pixels(&img, size, &mut rng)))
+        })
+        .collect::<Result<_>>()?;
+    stack(planes, size)
+}
+
+fn stack(planes: Vec<Vec<f32>>, size: usize) -> Result<Tensor> {
+    let b = planes.len() as i64;
+    let flat: Vec<f32> = planes.into_iter().flatten().collect();
+    Ok(Tensor::f_from_slice(&flat)?.view([b, 3, size as i64, size as i64]).to_kind(Kind::Float))
+}
