@@ -28,6 +28,21 @@ pub enum Which {
         #[arg(long, default_value_t = 20)]
         reps: u32,
     },
+    /// CLIP ViT-B/16 image encoder (random weights, eval) vs transformers' CLIPVisionModel, on CPU.
+    Clip {
+        /// Intra-op threads for both sides.
+        #[arg(long, default_value_t = 1)]
+        threads: u32,
+        /// Alternating rounds.
+        #[arg(long, default_value_t = 3)]
+        rounds: u32,
+        /// Timed repetitions per case and round.
+        #[arg(long, default_value_t = 5)]
+        reps: u32,
+        /// Images per batch.
+        #[arg(long, default_value_t = 8)]
+        batch: u32,
+    },
 }
 
 #[derive(Deserialize)]
@@ -73,7 +88,30 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 pub fn run(which: Which) -> Result<()> {
-    let Which::Core { threads, rounds, reps } = which;
+    match which {
+        Which::Core { threads, rounds, reps } => {
+            let settings = Settings { name: "core", threads, rounds, reps, extra: vec![] };
+            side_by_side(&settings, "benchmarks/core_pytorch.py", markdown_core)
+        }
+        Which::Clip { threads, rounds, reps, batch } => {
+            let extra = vec!["--batch".to_string(), batch.to_string()];
+            let settings = Settings { name: "clip", threads, rounds, reps, extra };
+            side_by_side(&settings, "benchmarks/clip_transformers.py", markdown_clip)
+        }
+    }
+}
+
+/// One side-by-side benchmark: `moram-bench <name> <extra>` against `<script> <extra>`.
+struct Settings {
+    name: &'static str,
+    threads: u32,
+    rounds: u32,
+    reps: u32,
+    extra: Vec<String>,
+}
+
+fn side_by_side(settings: &Settings, script: &str, markdown: fn(&Report) -> String) -> Result<()> {
+    let Settings { name, threads, rounds, reps, ref extra } = *settings;
     if rounds == 0 || reps == 0 || threads == 0 {
         bail!("--rounds, --reps and --threads must be at least 1");
     }
@@ -88,10 +126,10 @@ pub fn run(which: Which) -> Result<()> {
     let mut per_round: Vec<BTreeMap<String, BTreeMap<String, Timing>>> = Vec::new();
     for round in 1..=rounds {
         let mut rust = Command::new(&rust_bin);
-        rust.args(["--threads", &threads_s, "--reps", &reps_s, "core"]);
+        rust.args(["--threads", &threads_s, "--reps", &reps_s, name]).args(extra);
         let mut py = Command::new(&python);
-        py.arg(root.join("benchmarks/core_pytorch.py")).args(["--threads", &threads_s, "--reps", &reps_s]);
-        let mut sides = [("moram-bench", rust), ("core_pytorch.py", py)];
+        py.arg(root.join(script)).args(["--threads", &threads_s, "--reps", &reps_s]).args(extra);
+        let mut sides = [("moram-bench", rust), (script, py)];
         if round % 2 == 0 {
             sides.reverse();
         }
@@ -137,7 +175,12 @@ pub fn run(which: Which) -> Result<()> {
         cmd.output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default()
     };
     let report = Report {
-        command: format!("cargo xtask bench core --threads {threads} --rounds {rounds} --reps {reps}"),
+        command: format!(
+            "cargo xtask bench {name} --threads {threads} --rounds {rounds} --reps {reps} {}",
+            extra.join(" ")
+        )
+        .trim_end()
+        .to_string(),
         machine: machine(),
         threads,
         rounds,
@@ -149,12 +192,12 @@ pub fn run(which: Which) -> Result<()> {
     };
     let dir = root.join("benchmarks/results");
     std::fs::create_dir_all(&dir)?;
-    std::fs::write(dir.join("core.json"), serde_json::to_string_pretty(&report)? + "\n")?;
+    std::fs::write(dir.join(format!("{name}.json")), serde_json::to_string_pretty(&report)? + "\n")?;
     let table = markdown(&report);
-    std::fs::write(dir.join("core.md"), &table)?;
-    update_readme(&root.join("README.md"), "core-bench", &table)?;
+    std::fs::write(dir.join(format!("{name}.md")), &table)?;
+    update_readme(&root.join("README.md"), &format!("{name}-bench"), &table)?;
     println!("{table}");
-    eprintln!("wrote benchmarks/results/core.json and core.md, and the README table");
+    eprintln!("wrote benchmarks/results/{name}.json and {name}.md, and the README table");
     Ok(())
 }
 
@@ -186,7 +229,34 @@ fn machine() -> String {
     format!("{cpu}, {cores} cores available")
 }
 
-fn markdown(r: &Report) -> String {
+fn markdown_clip(r: &Report) -> String {
+    let get = |case: &str, imp: &str| r.timings.get(case).and_then(|m| m.get(imp)).copied();
+    let mut s = format!(
+        "`{}` on {}, PyTorch {}, {} (median CPU time per batch; the ratio is the median of per-round ratios).\n\n\
+         | image encoder, ViT-B/16, random weights | moram ms / batch | transformers ms / batch | transformers / moram (CPU) | (wall) |\n\
+         |---|---:|---:|---:|---:|\n",
+        r.command, r.machine, r.torch, r.date
+    );
+    let ms = |t: Option<Timing>| t.map(|t| format!("{:.0}", t.cpu_ms)).unwrap_or_else(|| "-".into());
+    for (case, label) in r.timings.keys().map(|c| {
+        let label =
+            if c.contains("moram1task") { "moram, 16 atoms on q,k,v,o,fc1,fc2 of every block" } else { "base model" };
+        (c.clone(), label)
+    }) {
+        let speed = r.speedup_vs_pytorch.get(&case);
+        let fmt = |v: Option<f64>| v.map(|v| format!("{v:.2}x")).unwrap_or_else(|| "-".into());
+        s += &format!(
+            "| {label} (`{case}`) | {} | {} | {} | {} |\n",
+            ms(get(&case, "moram")),
+            ms(get(&case, "pytorch")),
+            fmt(speed.map(|s| s.cpu)),
+            fmt(speed.map(|s| s.wall))
+        );
+    }
+    s
+}
+
+fn markdown_core(r: &Report) -> String {
     let get = |case: &str, imp: &str| r.timings.get(case).and_then(|m| m.get(imp)).copied();
     let ms = |t: Option<Timing>| t.map(|t| format!("{:.2}", t.cpu_ms)).unwrap_or_else(|| "-".into());
     let mut s = format!(
