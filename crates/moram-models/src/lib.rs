@@ -2,16 +2,17 @@
 //!
 //! Model code that injects [`moram_core::MoramLinear`] into pretrained networks.
 //!
-//! **Available now** (shared by every model):
+//! - [`clip`]: CLIP (Radford et al., 2021): configs and presets, both checkpoint layouts
+//!   (Hugging Face, OpenAI/open_clip), the tokenizer, pixel-exact preprocessing, MoRAM injection,
+//!   zero-shot classification and activation capture;
 //! - [`weights`]: memory-mapped safetensors checkpoints (single file or Hugging Face shards),
 //!   loaded tensor by tensor with shape checks and one strict report of missing, unexpected and
 //!   mis-shaped keys;
 //! - [`target`]: which linear layers get atoms (encoders, modules with aliases and shorthands
-//!   such as `qkvoinout`, layer subsets), strict: a pattern that matches nothing is an error.
+//!   such as `qkvoinout`, layer subsets), strict: a pattern that matches nothing is an error;
+//! - [`linear`]: a frozen linear layer that injection turns into a `MoramLinear`.
 //!
-//! **Not yet:** the CLIP (vision and text towers, HF and OpenAI/open_clip layouts) and decoder-LLM
-//! (LLaMA-2/3.x, Gemma; HF and GGUF) model code. Until then, use `moram-core` directly on your own
-//! linear layers.
+//! **Not yet:** decoder LLMs (LLaMA-2/3.x, Gemma; Hugging Face and GGUF).
 
 pub mod clip;
 pub mod error;
