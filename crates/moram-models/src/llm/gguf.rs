@@ -395,7 +395,7 @@ impl GgufFile {
             });
         };
         let n: usize = info.dims.iter().product::<u64>() as usize;
-        if n % per_block != 0 {
+        if !n.is_multiple_of(per_block) {
             return Err(Error::Corrupt {
                 path: self.path.clone(),
                 reason: format!("tensor `{name}`: {n} values are not whole blocks"),
