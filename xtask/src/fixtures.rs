@@ -23,12 +23,13 @@ pub const REQUIREMENTS: [&str; 9] = [
 ];
 
 /// Generator scripts, relative to the workspace root, each writing next to itself.
-const GENERATORS: [&str; 5] = [
+const GENERATORS: [&str; 6] = [
     "tests/fixtures/core/generate.py",
     "tests/fixtures/clip/generate.py",
     "tests/fixtures/clip/generate_tokenizer.py",
     "tests/fixtures/clip/generate_preprocess.py",
     "tests/fixtures/llm/generate_gguf.py",
+    "tests/fixtures/llm/generate_gguf_tokenizer.py",
 ];
 
 pub fn generate() -> Result<()> {

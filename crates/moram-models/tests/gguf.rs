@@ -141,3 +141,34 @@ fn damaged_gguf_files_are_named_errors() -> anyhow::Result<()> {
     assert!(err.contains("uses Q4_K") && err.contains("supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1"), "{err}");
     Ok(())
 }
+
+#[test]
+fn smollm2_tokenizer_from_gguf_matches_transformers() -> anyhow::Result<()> {
+    #[derive(Deserialize)]
+    struct TokCases {
+        cases: Vec<TokCase>,
+    }
+    #[derive(Deserialize)]
+    struct TokCase {
+        text: String,
+        ids: Vec<i64>,
+    }
+    let Some(path) = model_path() else { return Ok(()) };
+    let tok = moram_models::llm::LlmTokenizer::from_gguf(&GgufFile::open(&path)?)?;
+    assert_eq!((tok.bos, tok.eos.clone(), tok.add_bos), (Some(1), vec![2], false));
+    let cases: TokCases = serde_json::from_str(&std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/llm/gguf_tokenizer_cases.json"),
+    )?)?;
+    assert!(cases.cases.len() >= 30);
+    let mut failures = Vec::new();
+    for case in &cases.cases {
+        let ids = tok.encode(&case.text)?;
+        if ids != case.ids {
+            failures.push(format!("{:?}\n  rust:   {ids:?}\n  python: {:?}", case.text, case.ids));
+        }
+        let back = tok.decode(&ids, false)?;
+        assert_eq!(back, case.text, "decode(encode(x)) == x");
+    }
+    assert!(failures.is_empty(), "{} of {} differ:\n{}", failures.len(), cases.cases.len(), failures.join("\n"));
+    Ok(())
+}

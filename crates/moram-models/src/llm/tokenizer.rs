@@ -1,0 +1,149 @@
+//! [`LlmTokenizer`]: tokenizers of decoder LLMs on the `tokenizers` crate (the implementation
+//! behind Hugging Face's fast tokenizers): from a checkpoint's `tokenizer.json`, or built from a
+//! GGUF file's metadata (`tokenizer.ggml.*`).
+//!
+//! GGUF byte-level BPE (`tokenizer.ggml.model = gpt2`): vocabulary and merges from the metadata,
+//! control tokens (type 3) as special tokens, GPT-2 byte-level pre-tokenisation, preceded for the
+//! `smollm` / `starcoder` pre-tokenizer types by splitting numbers into single digits (as
+//! llama.cpp's pre-tokenizer table and SmolLM2's own `tokenizer.json` do). BOS is prepended only
+//! when `tokenizer.ggml.add_bos_token` says so. Other tokenizer models and pre-tokenizer types
+//! are refused by name.
+
+use super::gguf::{GgufFile, Value};
+use crate::error::{Error, Result};
+use std::path::Path;
+use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
+use tokenizers::models::bpe::BPE;
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::pre_tokenizers::digits::Digits;
+use tokenizers::pre_tokenizers::sequence::Sequence;
+use tokenizers::pre_tokenizers::PreTokenizerWrapper;
+use tokenizers::{AddedToken, Tokenizer};
+
+/// A decoder LLM's tokenizer and its special ids.
+pub struct LlmTokenizer {
+    inner: Tokenizer,
+    /// Beginning-of-sequence id, if the model has one.
+    pub bos: Option<i64>,
+    /// End-of-sequence ids (generation stops on any of them).
+    pub eos: Vec<i64>,
+    /// Whether [`LlmTokenizer::encode`] prepends BOS.
+    pub add_bos: bool,
+}
+
+impl std::fmt::Debug for LlmTokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LlmTokenizer").field("bos", &self.bos).field("eos", &self.eos).finish()
+    }
+}
+
+fn tok_err(path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::Corrupt { path: path.into(), reason: format!("tokenizer: {e}") }
+}
+
+impl LlmTokenizer {
+    /// Builds the tokenizer stored in a GGUF file's metadata.
+    pub fn from_gguf(gguf: &GgufFile) -> Result<Self> {
+        let path = gguf.path();
+        let model = gguf.get("tokenizer.ggml.model").and_then(Value::as_str).unwrap_or("<missing>");
+        if model != "gpt2" {
+            return Err(tok_err(
+                path,
+                format!("tokenizer.ggml.model `{model}` is not supported (gpt2 byte-level BPE)"),
+            ));
+        }
+        let strings = |key: &str| -> Result<Vec<String>> {
+            let arr = gguf
+                .get(key)
+                .and_then(Value::as_array)
+                .ok_or_else(|| tok_err(path, format!("metadata `{key}` is missing")))?;
+            arr.iter()
+                .map(|v| {
+                    v.as_str().map(str::to_string).ok_or_else(|| tok_err(path, format!("`{key}` holds a non-string")))
+                })
+                .collect()
+        };
+        let tokens = strings("tokenizer.ggml.tokens")?;
+        let merges: Vec<(String, String)> = strings("tokenizer.ggml.merges")?
+            .into_iter()
+            .map(|m| match m.split_once(' ') {
+                Some((a, b)) => Ok((a.to_string(), b.to_string())),
+                None => Err(tok_err(path, format!("merge `{m}` is not two space-separated symbols"))),
+            })
+            .collect::<Result<_>>()?;
+        let types: Vec<u64> = gguf
+            .get("tokenizer.ggml.token_type")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_u64).collect())
+            .unwrap_or_default();
+        let vocab: tokenizers::models::bpe::Vocab =
+            tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
+        let bpe = BPE::builder().vocab_and_merges(vocab, merges).build().map_err(|e| tok_err(path, e))?;
+        let byte_level = PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, true));
+        let pre = gguf.get("tokenizer.ggml.pre").and_then(Value::as_str).unwrap_or("default");
+        let pre_tokenizer = match pre {
+            "smollm" | "starcoder" => PreTokenizerWrapper::Sequence(Sequence::new(vec![
+                PreTokenizerWrapper::Digits(Digits::new(true)),
+                byte_level,
+            ])),
+            "gpt2" | "default" => byte_level,
+            other => {
+                return Err(tok_err(
+                    path,
+                    format!("tokenizer.ggml.pre `{other}` is not supported (smollm, starcoder, gpt2)"),
+                ))
+            }
+        };
+        let mut inner = Tokenizer::new(bpe);
+        inner.with_pre_tokenizer(Some(pre_tokenizer));
+        inner.with_decoder(Some(ByteLevelDecoder::default()));
+        let special: Vec<AddedToken> = tokens
+            .iter()
+            .zip(types.iter().chain(std::iter::repeat(&1)))
+            .filter(|(_, &t)| t == 3)
+            .map(|(s, _)| AddedToken::from(s.clone(), true))
+            .collect();
+        inner.add_special_tokens(&special);
+        let id = |key: &str| gguf.get(key).and_then(Value::as_u64).map(|v| v as i64);
+        let add_bos = matches!(gguf.get("tokenizer.ggml.add_bos_token"), Some(Value::Bool(true)));
+        Ok(LlmTokenizer {
+            inner,
+            bos: id("tokenizer.ggml.bos_token_id"),
+            eos: id("tokenizer.ggml.eos_token_id").into_iter().collect(),
+            add_bos,
+        })
+    }
+
+    /// Loads a Hugging Face `tokenizer.json`; `bos`/`eos` come from the model's config.
+    pub fn from_file(path: impl AsRef<Path>, bos: Option<i64>, eos: Vec<i64>, add_bos: bool) -> Result<Self> {
+        let path = path.as_ref();
+        if !path.exists() {
+            return Err(Error::Io { path: path.into(), source: std::io::Error::from(std::io::ErrorKind::NotFound) });
+        }
+        let inner = Tokenizer::from_file(path).map_err(|e| tok_err(path, e))?;
+        Ok(LlmTokenizer { inner, bos, eos, add_bos })
+    }
+
+    /// Token ids of `text` (special-token strings such as `<|im_start|>` map to their ids),
+    /// with BOS first when the tokenizer adds it.
+    pub fn encode(&self, text: &str) -> Result<Vec<i64>> {
+        let enc = self.inner.encode(text, false).map_err(|e| Error::Input(format!("tokenizing: {e}")))?;
+        let mut ids: Vec<i64> = Vec::with_capacity(enc.len() + 1);
+        if let (true, Some(bos)) = (self.add_bos, self.bos) {
+            ids.push(bos);
+        }
+        ids.extend(enc.get_ids().iter().map(|&i| i64::from(i)));
+        Ok(ids)
+    }
+
+    /// Text of `ids`; special tokens are dropped when `skip_special`.
+    pub fn decode(&self, ids: &[i64], skip_special: bool) -> Result<String> {
+        let ids: Vec<u32> = ids.iter().map(|&i| i as u32).collect();
+        self.inner.decode(&ids, skip_special).map_err(|e| Error::Input(format!("decoding: {e}")))
+    }
+
+    /// Vocabulary size (with special tokens).
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+}
