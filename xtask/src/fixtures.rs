@@ -41,10 +41,10 @@ pub fn generate() -> Result<()> {
     let assets = crate::setup::assets_dir()?;
     for script in GENERATORS {
         eprintln!("running {script}");
-        paths::run_checked(
-            Command::new(&python).arg(root.join(script)).current_dir(&root).env("MORAM_ASSETS", &assets),
-        )
-        .with_context(|| format!("fixture generator {script} failed"))?;
+        let mut cmd = Command::new(&python);
+        // Generators read only local files: never let a library reach for a model hub.
+        cmd.arg(root.join(script)).current_dir(&root).env("MORAM_ASSETS", &assets).env("HF_HUB_OFFLINE", "1");
+        paths::run_checked(&mut cmd).with_context(|| format!("fixture generator {script} failed"))?;
     }
     Ok(())
 }
