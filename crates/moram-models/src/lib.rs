@@ -12,10 +12,11 @@
 //!   such as `qkvoinout`, layer subsets), strict: a pattern that matches nothing is an error;
 //! - [`linear`]: a frozen linear layer that injection turns into a `MoramLinear`.
 //!
-//! - [`llm`]: so far the GGUF reader (metadata, tensor directory, F32/F16/BF16/Q8_0/Q4_0/Q4_1
-//!   dequantisation, checked against the `gguf` Python package on SmolLM2).
+//! - [`llm`] (in progress): the GGUF reader (F32/F16/BF16/Q8_0/Q4_0/Q4_1 dequantisation, checked
+//!   against the `gguf` Python package), LLM tokenizers (GGUF metadata or `tokenizer.json`), and
+//!   the LLaMA architecture from GGUF with a KV cache, greedy decoding and MoRAM injection.
 //!
-//! **Not yet:** the decoder-LLM model code (LLaMA-2/3.x, Gemma), tokenizers and generation.
+//! **Not yet:** Gemma, Hugging Face LLM checkpoints, sampling, batched generation, training losses.
 
 pub mod clip;
 pub mod error;

@@ -1,0 +1,329 @@
+//! LLaMA-architecture decoder (Touvron et al., 2023) with MoRAM injection and a KV cache.
+//!
+//! Mirrors `transformers` `modeling_llama.py`: RMSNorm (computed in f32), rotary embeddings with
+//! `rotate_half`, grouped-query attention through scaled-dot-product attention, SwiGLU MLP, tied
+//! or separate LM head. Built in Hugging Face key space (`model.layers.{i}.self_attn.q_proj`);
+//! GGUF checkpoints are mapped at load, undoing llama.cpp's q/k row permutation.
+
+use super::config::LlmConfig;
+use super::gguf::GgufFile;
+use crate::error::{Error, Result};
+use crate::linear::AdaptableLinear;
+use crate::target::{LinearSite, ModuleNames, TargetSpec};
+use moram_core::MoramConfig;
+use tch::{Device, Kind, Tensor};
+
+/// LLaMA's module vocabulary for [`TargetSpec`].
+pub const LLAMA_MODULES: ModuleNames = ModuleNames {
+    canonical: &["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    aliases: &[
+        ("q", "q_proj"),
+        ("k", "k_proj"),
+        ("v", "v_proj"),
+        ("o", "o_proj"),
+        ("gate", "gate_proj"),
+        ("up", "up_proj"),
+        ("down", "down_proj"),
+    ],
+    shorthand: &[("q", "q_proj"), ("k", "k_proj"), ("v", "v_proj"), ("o", "o_proj")],
+};
+
+type Provider<'a> = dyn FnMut(&str, &[i64]) -> Result<Tensor> + 'a;
+
+fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Tensor {
+    let xf = x.to_kind(Kind::Float);
+    let var = xf.square().mean_dim([-1].as_slice(), true, Kind::Float);
+    (xf * (var + eps).rsqrt()).to_kind(x.kind()) * weight
+}
+
+fn rotate_half(x: &Tensor) -> Tensor {
+    let half = x.size()[3] / 2;
+    Tensor::cat(&[-x.narrow(3, half, half), x.narrow(3, 0, half)], 3)
+}
+
+#[derive(Debug)]
+struct Block {
+    input_norm: Tensor,
+    q: AdaptableLinear,
+    k: AdaptableLinear,
+    v: AdaptableLinear,
+    o: AdaptableLinear,
+    post_norm: Tensor,
+    gate: AdaptableLinear,
+    up: AdaptableLinear,
+    down: AdaptableLinear,
+}
+
+/// Per-layer key/value cache for incremental decoding.
+#[derive(Debug, Default)]
+pub struct KvCache {
+    layers: Vec<Option<(Tensor, Tensor)>>,
+    len: i64,
+}
+
+impl KvCache {
+    /// Number of cached positions.
+    pub fn len(&self) -> i64 {
+        self.len
+    }
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// A LLaMA-architecture causal language model.
+#[derive(Debug)]
+pub struct LlamaModel {
+    embed: Tensor,
+    blocks: Vec<Block>,
+    norm: Tensor,
+    lm_head: Tensor,
+    inv_freq: Tensor,
+    config: LlmConfig,
+}
+
+impl LlamaModel {
+    fn build(config: &LlmConfig, get: &mut Provider, device: Device) -> Result<Self> {
+        let (d, hd) = (config.hidden_size, config.head_dim);
+        let (nh, nkv, ff) = (config.num_attention_heads, config.num_key_value_heads, config.intermediate_size);
+        let lin = |get: &mut Provider, name: String, o: i64, i: i64| -> Result<AdaptableLinear> {
+            Ok(AdaptableLinear::frozen(get(&format!("{name}.weight"), &[o, i])?, None))
+        };
+        let mut blocks = Vec::new();
+        for i in 0..config.num_hidden_layers {
+            let p = format!("model.layers.{i}");
+            blocks.push(Block {
+                input_norm: get(&format!("{p}.input_layernorm.weight"), &[d])?,
+                q: lin(get, format!("{p}.self_attn.q_proj"), nh * hd, d)?,
+                k: lin(get, format!("{p}.self_attn.k_proj"), nkv * hd, d)?,
+                v: lin(get, format!("{p}.self_attn.v_proj"), nkv * hd, d)?,
+                o: lin(get, format!("{p}.self_attn.o_proj"), d, nh * hd)?,
+                post_norm: get(&format!("{p}.post_attention_layernorm.weight"), &[d])?,
+                gate: lin(get, format!("{p}.mlp.gate_proj"), ff, d)?,
+                up: lin(get, format!("{p}.mlp.up_proj"), ff, d)?,
+                down: lin(get, format!("{p}.mlp.down_proj"), d, ff)?,
+            });
+        }
+        let embed = get("model.embed_tokens.weight", &[config.vocab_size, d])?;
+        let lm_head = if config.tie_word_embeddings {
+            embed.shallow_clone()
+        } else {
+            get("lm_head.weight", &[config.vocab_size, d])?
+        };
+        let exponents = Tensor::arange_start_step(0, hd, 2, (Kind::Float, device)) / hd as f64;
+        let inv_freq = Tensor::from(config.rope_theta as f32).to_device(device).pow(&exponents).reciprocal();
+        Ok(LlamaModel {
+            embed,
+            blocks,
+            norm: get("model.norm.weight", &[d])?,
+            lm_head,
+            inv_freq,
+            config: config.clone(),
+        })
+    }
+
+    /// Loads a LLaMA-architecture GGUF file, dequantised to `kind` on `device`.
+    pub fn from_gguf(gguf: &GgufFile, kind: Kind, device: Device) -> Result<Self> {
+        let config = LlmConfig::from_gguf(gguf)?;
+        let (nh, nkv) = (config.num_attention_heads, config.num_key_value_heads);
+        let mut get = |name: &str, shape: &[i64]| -> Result<Tensor> {
+            let (key, heads) = gguf_name(name);
+            let t = gguf.tensor(&key)?;
+            if t.size() != shape {
+                return Err(Error::Shape { path: gguf.path().into(), key, expected: shape.to_vec(), found: t.size() });
+            }
+            // Undo llama.cpp's rotary permutation of q/k rows (convert_hf_to_gguf.py `permute`).
+            let t = match heads {
+                Some(true) => unpermute(&t, nh),
+                Some(false) => unpermute(&t, nkv),
+                None => t,
+            };
+            Ok(t.to_kind(kind).to_device(device).detach())
+        };
+        Self::build(&config, &mut get, device)
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &LlmConfig {
+        &self.config
+    }
+
+    /// Logits `(B, L, vocab)` f32 for token ids `(B, L)`, continuing from (and extending) `cache`.
+    pub fn forward(&self, ids: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
+        let size = ids.size();
+        if size.len() != 2 || ids.kind() != Kind::Int64 {
+            return Err(Error::Input(format!("token ids must be i64 (B, L), found {:?} {size:?}", ids.kind())));
+        }
+        let (b, l) = (size[0], size[1]);
+        let c = &self.config;
+        let (nh, nkv, hd) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim);
+        if cache.layers.is_empty() {
+            cache.layers = (0..self.blocks.len()).map(|_| None).collect();
+        }
+        let positions = Tensor::arange_start(cache.len, cache.len + l, (Kind::Float, self.embed.device()));
+        let freqs = positions.unsqueeze(1) * self.inv_freq.unsqueeze(0);
+        let emb = Tensor::cat(&[&freqs, &freqs], 1);
+        let kind = self.embed.kind();
+        let (cos, sin) = (emb.cos().to_kind(kind).view([1, 1, l, hd]), emb.sin().to_kind(kind).view([1, 1, l, hd]));
+        let mut h = Tensor::embedding(&self.embed, ids, -1, false, false);
+        for (i, blk) in self.blocks.iter().enumerate() {
+            let x = rms_norm(&h, &blk.input_norm, c.rms_norm_eps);
+            let heads = |t: Tensor, n: i64| t.view([b, l, n, hd]).transpose(1, 2);
+            let q = heads(blk.q.forward(&x)?, nh);
+            let k = heads(blk.k.forward(&x)?, nkv);
+            let v = heads(blk.v.forward(&x)?, nkv);
+            let q = &q * &cos + rotate_half(&q) * &sin;
+            let k = &k * &cos + rotate_half(&k) * &sin;
+            let (k, v) = match cache.layers[i].take() {
+                Some((pk, pv)) => (Tensor::cat(&[pk, k], 2), Tensor::cat(&[pv, v], 2)),
+                None => (k, v),
+            };
+            cache.layers[i] = Some((k.shallow_clone(), v.shallow_clone()));
+            // New tokens see every cached position and, among themselves, the past only.
+            let causal = cache.len == 0 && l > 1;
+            let mask = if cache.len > 0 && l > 1 {
+                let total = cache.len + l;
+                let row = Tensor::arange_start(cache.len, total, (Kind::Int64, q.device())).unsqueeze(1);
+                let col = Tensor::arange(total, (Kind::Int64, q.device())).unsqueeze(0);
+                Some(col.le_tensor(&row))
+            } else {
+                None
+            };
+            let att = Tensor::scaled_dot_product_attention(&q, &k, &v, mask, 0.0, causal, None, nkv != nh);
+            h = &h + blk.o.forward(&att.transpose(1, 2).reshape([b, l, nh * hd]))?;
+            let x = rms_norm(&h, &blk.post_norm, c.rms_norm_eps);
+            let mlp = blk.gate.forward(&x)?.silu() * blk.up.forward(&x)?;
+            h = &h + blk.down.forward(&mlp)?;
+        }
+        cache.len += l;
+        let h = rms_norm(&h, &self.norm, c.rms_norm_eps);
+        Ok(h.linear(&self.lm_head, None::<Tensor>).to_kind(Kind::Float))
+    }
+
+    /// Greedy decoding of one prompt: at most `max_new_tokens` ids, stopping after any of `stop`.
+    pub fn generate_greedy(&self, prompt: &[i64], max_new_tokens: usize, stop: &[i64]) -> Result<Vec<i64>> {
+        if prompt.is_empty() {
+            return Err(Error::Input("the prompt is empty".into()));
+        }
+        let _guard = tch::no_grad_guard();
+        let mut cache = KvCache::default();
+        let mut input = Tensor::from_slice(prompt).view([1, -1]).to_device(self.embed.device());
+        let mut out = Vec::new();
+        for _ in 0..max_new_tokens {
+            let logits = self.forward(&input, &mut cache)?;
+            let next = logits.select(1, -1).argmax(-1, false).int64_value(&[0]);
+            out.push(next);
+            if stop.contains(&next) {
+                break;
+            }
+            input = Tensor::from_slice(&[next]).view([1, 1]).to_device(self.embed.device());
+        }
+        Ok(out)
+    }
+
+    /// Every adaptable linear layer as [`LinearSite`]s (encoder `decoder`).
+    pub fn linear_sites(&self) -> Vec<LinearSite> {
+        let mut v = Vec::new();
+        for i in 0..self.blocks.len() {
+            for (m, path) in MODULE_PATHS {
+                v.push(LinearSite {
+                    path: format!("model.layers.{i}.{path}"),
+                    encoder: "decoder".into(),
+                    layer: i,
+                    module: m.into(),
+                });
+            }
+        }
+        v
+    }
+
+    /// Wraps the layers `spec` selects in MoRAM layers (empty banks); returns their paths.
+    pub fn inject(&mut self, spec: &TargetSpec, config: &MoramConfig) -> Result<Vec<String>> {
+        config.validate()?;
+        let sites = self.linear_sites();
+        let chosen: Vec<String> = spec.select(&sites, &LLAMA_MODULES)?.into_iter().map(|s| s.path.clone()).collect();
+        for (i, blk) in self.blocks.iter_mut().enumerate() {
+            for ((_, path), layer) in MODULE_PATHS.iter().zip(blk.linears_mut()) {
+                if chosen.contains(&format!("model.layers.{i}.{path}")) {
+                    layer.adapt(config)?;
+                }
+            }
+        }
+        Ok(chosen)
+    }
+
+    /// Starts task `task` on every MoRAM layer.
+    pub fn begin_task(&mut self, task: u32) -> Result<()> {
+        for blk in &mut self.blocks {
+            for layer in blk.linears_mut() {
+                if let Some(m) = layer.moram_mut() {
+                    m.bank_mut().begin_task(task)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The current task's trainable tensors across all MoRAM layers.
+    pub fn trainable_tensors(&self) -> Vec<Tensor> {
+        let mut v = Vec::new();
+        for blk in &self.blocks {
+            for layer in [&blk.q, &blk.k, &blk.v, &blk.o, &blk.gate, &blk.up, &blk.down] {
+                if let Some(m) = layer.moram() {
+                    v.extend(m.bank().trainable_tensors());
+                }
+            }
+        }
+        v
+    }
+}
+
+const MODULE_PATHS: [(&str, &str); 7] = [
+    ("q_proj", "self_attn.q_proj"),
+    ("k_proj", "self_attn.k_proj"),
+    ("v_proj", "self_attn.v_proj"),
+    ("o_proj", "self_attn.o_proj"),
+    ("gate_proj", "mlp.gate_proj"),
+    ("up_proj", "mlp.up_proj"),
+    ("down_proj", "mlp.down_proj"),
+];
+
+impl Block {
+    fn linears_mut(&mut self) -> [&mut AdaptableLinear; 7] {
+        [&mut self.q, &mut self.k, &mut self.v, &mut self.o, &mut self.gate, &mut self.up, &mut self.down]
+    }
+}
+
+/// The GGUF name of a Hugging Face LLaMA tensor, and whether it is a permuted q (`true`) or k
+/// (`false`) projection.
+fn gguf_name(hf: &str) -> (String, Option<bool>) {
+    match hf {
+        "model.embed_tokens.weight" => return ("token_embd.weight".into(), None),
+        "model.norm.weight" => return ("output_norm.weight".into(), None),
+        "lm_head.weight" => return ("output.weight".into(), None),
+        _ => {}
+    }
+    let rest = hf.strip_prefix("model.layers.").unwrap_or(hf);
+    let (i, tail) = rest.split_once('.').unwrap_or((rest, ""));
+    let (name, perm) = match tail {
+        "input_layernorm.weight" => ("attn_norm", None),
+        "self_attn.q_proj.weight" => ("attn_q", Some(true)),
+        "self_attn.k_proj.weight" => ("attn_k", Some(false)),
+        "self_attn.v_proj.weight" => ("attn_v", None),
+        "self_attn.o_proj.weight" => ("attn_output", None),
+        "post_attention_layernorm.weight" => ("ffn_norm", None),
+        "mlp.gate_proj.weight" => ("ffn_gate", None),
+        "mlp.up_proj.weight" => ("ffn_up", None),
+        "mlp.down_proj.weight" => ("ffn_down", None),
+        other => return (other.to_string(), None),
+    };
+    (format!("blk.{i}.{name}.weight"), perm)
+}
+
+/// Inverse of llama.cpp's `permute(w, n_head)`: rows grouped as (head, 2, half) -> (head, half, 2).
+fn unpermute(w: &Tensor, n_head: i64) -> Tensor {
+    let size = w.size();
+    let (rows, cols) = (size[0], size[1]);
+    w.reshape([n_head, rows / n_head / 2, 2, cols]).transpose(1, 2).reshape([rows, cols])
+}
