@@ -23,13 +23,14 @@ pub const REQUIREMENTS: [&str; 9] = [
 ];
 
 /// Generator scripts, relative to the workspace root, each writing next to itself.
-const GENERATORS: [&str; 6] = [
+const GENERATORS: [&str; 7] = [
     "tests/fixtures/core/generate.py",
     "tests/fixtures/clip/generate.py",
     "tests/fixtures/clip/generate_tokenizer.py",
     "tests/fixtures/clip/generate_preprocess.py",
     "tests/fixtures/llm/generate_gguf.py",
     "tests/fixtures/llm/generate_gguf_tokenizer.py",
+    "tests/fixtures/llm/generate_llama.py",
 ];
 
 pub fn generate() -> Result<()> {

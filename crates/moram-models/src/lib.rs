@@ -14,9 +14,10 @@
 //!
 //! - [`llm`] (in progress): the GGUF reader (F32/F16/BF16/Q8_0/Q4_0/Q4_1 dequantisation, checked
 //!   against the `gguf` Python package), LLM tokenizers (GGUF metadata or `tokenizer.json`), and
-//!   the LLaMA architecture from GGUF with a KV cache, greedy decoding and MoRAM injection.
+//!   the LLaMA architecture (GQA, llama3 RoPE) from GGUF or Hugging Face checkpoints with a KV
+//!   cache, greedy decoding and MoRAM injection.
 //!
-//! **Not yet:** Gemma, Hugging Face LLM checkpoints, sampling, batched generation, training losses.
+//! **Not yet:** Gemma, sampling, batched generation, training losses.
 
 pub mod clip;
 pub mod error;

@@ -1,7 +1,22 @@
-//! Decoder-LLM configuration (LLaMA family so far), from GGUF metadata.
+//! Decoder-LLM configuration (LLaMA family so far), from GGUF metadata or a Hugging Face
+//! `config.json`.
 
 use super::gguf::{GgufFile, Value};
 use crate::error::{Error, Result};
+use std::path::Path;
+
+/// Llama-3 style RoPE frequency scaling (`rope_scaling.rope_type = "llama3"`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Llama3Scaling {
+    /// Overall scaling factor.
+    pub factor: f64,
+    /// Wavelengths longer than `original / low_freq_factor` are divided by `factor`.
+    pub low_freq_factor: f64,
+    /// Wavelengths shorter than `original / high_freq_factor` are kept.
+    pub high_freq_factor: f64,
+    /// The pre-training context length.
+    pub original_max_position_embeddings: f64,
+}
 
 /// A LLaMA-architecture decoder.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,6 +41,12 @@ pub struct LlmConfig {
     pub rope_theta: f64,
     /// Whether the LM head reuses the token embedding.
     pub tie_word_embeddings: bool,
+    /// Llama-3 RoPE scaling, if any.
+    pub rope_scaling: Option<Llama3Scaling>,
+    /// Beginning-of-sequence id.
+    pub bos_token_id: Option<i64>,
+    /// End-of-sequence ids.
+    pub eos_token_ids: Vec<i64>,
 }
 
 impl LlmConfig {
@@ -69,6 +90,131 @@ impl LlmConfig {
             rms_norm_eps: f("attention.layer_norm_rms_epsilon", 1e-5),
             rope_theta: f("rope.freq_base", 10_000.0),
             tie_word_embeddings: !gguf.tensors.contains_key("output.weight"),
+            rope_scaling: None,
+            bos_token_id: gguf.get("tokenizer.ggml.bos_token_id").and_then(Value::as_u64).map(|v| v as i64),
+            eos_token_ids: gguf
+                .get("tokenizer.ggml.eos_token_id")
+                .and_then(Value::as_u64)
+                .map(|v| v as i64)
+                .into_iter()
+                .collect(),
+        })
+    }
+
+    /// Reads a Hugging Face `LlamaForCausalLM` `config.json`. Fields moram does not implement
+    /// (attention or MLP biases, tensor-parallel pre-training splits, other RoPE scalings, other
+    /// activations, unknown keys) are errors that name them.
+    pub fn from_hf_json(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.into(), source })?;
+        let json: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| Error::Corrupt { path: path.into(), reason: format!("invalid JSON: {e}") })?;
+        let obj =
+            json.as_object().ok_or_else(|| Error::Corrupt { path: path.into(), reason: "not a JSON object".into() })?;
+        let bad = |field: &str, why: String| Error::Corrupt { path: path.into(), reason: format!("`{field}` {why}") };
+        const KNOWN: [&str; 31] = [
+            "architectures",
+            "model_type",
+            "vocab_size",
+            "hidden_size",
+            "intermediate_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "num_key_value_heads",
+            "head_dim",
+            "hidden_act",
+            "max_position_embeddings",
+            "rms_norm_eps",
+            "rope_theta",
+            "rope_scaling",
+            "tie_word_embeddings",
+            "bos_token_id",
+            "eos_token_id",
+            "pad_token_id",
+            "attention_bias",
+            "attention_dropout",
+            "mlp_bias",
+            "pretraining_tp",
+            "initializer_range",
+            "use_cache",
+            "torch_dtype",
+            "dtype",
+            "transformers_version",
+            "_name_or_path",
+            "output_attentions",
+            "output_hidden_states",
+            "return_dict",
+        ];
+        if let Some(unknown) = obj.keys().find(|k| !KNOWN.contains(&k.as_str())) {
+            return Err(bad(unknown, format!("is not a supported LLaMA config field (known: {})", KNOWN.join(", "))));
+        }
+        let int = |k: &str| -> Result<i64> {
+            obj.get(k).and_then(serde_json::Value::as_i64).ok_or_else(|| bad(k, "is missing or not an integer".into()))
+        };
+        let float = |k: &str, d: f64| obj.get(k).and_then(serde_json::Value::as_f64).unwrap_or(d);
+        let flag = |k: &str| obj.get(k).and_then(serde_json::Value::as_bool).unwrap_or(false);
+        if let Some(model_type) = obj.get("model_type").and_then(serde_json::Value::as_str) {
+            if model_type != "llama" {
+                return Err(bad("model_type", format!("`{model_type}` is not supported yet (llama)")));
+            }
+        }
+        match obj.get("hidden_act").and_then(serde_json::Value::as_str) {
+            None | Some("silu") => {}
+            Some(other) => return Err(bad("hidden_act", format!("`{other}` is not supported (silu)"))),
+        }
+        for f in ["attention_bias", "mlp_bias"] {
+            if flag(f) {
+                return Err(bad(f, "= true is not supported (LLaMA projections have no bias)".into()));
+            }
+        }
+        if obj.get("pretraining_tp").and_then(serde_json::Value::as_i64).is_some_and(|tp| tp != 1) {
+            return Err(bad("pretraining_tp", "other than 1 is not supported".into()));
+        }
+        if float("attention_dropout", 0.0) != 0.0 {
+            return Err(bad("attention_dropout", "other than 0 is not supported".into()));
+        }
+        let rope_scaling = match obj.get("rope_scaling") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(rs) => {
+                let kind =
+                    rs.get("rope_type").or_else(|| rs.get("type")).and_then(serde_json::Value::as_str).unwrap_or("");
+                if kind != "llama3" {
+                    return Err(bad("rope_scaling", format!("type `{kind}` is not supported (llama3)")));
+                }
+                let g = |k: &str| {
+                    rs.get(k)
+                        .and_then(serde_json::Value::as_f64)
+                        .ok_or_else(|| bad("rope_scaling", format!("lacks `{k}`")))
+                };
+                Some(Llama3Scaling {
+                    factor: g("factor")?,
+                    low_freq_factor: g("low_freq_factor")?,
+                    high_freq_factor: g("high_freq_factor")?,
+                    original_max_position_embeddings: g("original_max_position_embeddings")?,
+                })
+            }
+        };
+        let heads = int("num_attention_heads")?;
+        let hidden = int("hidden_size")?;
+        let eos_token_ids = match obj.get("eos_token_id") {
+            Some(serde_json::Value::Array(a)) => a.iter().filter_map(serde_json::Value::as_i64).collect(),
+            Some(v) => v.as_i64().into_iter().collect(),
+            None => Vec::new(),
+        };
+        Ok(LlmConfig {
+            vocab_size: int("vocab_size")?,
+            hidden_size: hidden,
+            intermediate_size: int("intermediate_size")?,
+            num_hidden_layers: int("num_hidden_layers")?,
+            num_attention_heads: heads,
+            num_key_value_heads: obj.get("num_key_value_heads").and_then(serde_json::Value::as_i64).unwrap_or(heads),
+            head_dim: obj.get("head_dim").and_then(serde_json::Value::as_i64).unwrap_or(hidden / heads),
+            rms_norm_eps: float("rms_norm_eps", 1e-6),
+            rope_theta: float("rope_theta", 10_000.0),
+            tie_word_embeddings: flag("tie_word_embeddings"),
+            rope_scaling,
+            bos_token_id: obj.get("bos_token_id").and_then(serde_json::Value::as_i64),
+            eos_token_ids,
         })
     }
 }

@@ -1,12 +1,12 @@
-//! Decoder LLMs: GGUF checkpoints, tokenizers and the LLaMA architecture (in progress: Gemma,
-//! Hugging Face checkpoints, sampling and training losses are not there yet).
+//! Decoder LLMs: GGUF and Hugging Face checkpoints, tokenizers and the LLaMA architecture
+//! (in progress: Gemma, sampling, batched generation and training losses are not there yet).
 
 pub mod config;
 pub mod gguf;
 pub mod model;
 pub mod tokenizer;
 
-pub use config::LlmConfig;
+pub use config::{Llama3Scaling, LlmConfig};
 pub use gguf::{GgmlType, GgufFile, Value};
 pub use model::{KvCache, LlamaModel, LLAMA_MODULES};
 pub use tokenizer::LlmTokenizer;

@@ -112,7 +112,10 @@ impl LlamaModel {
             get("lm_head.weight", &[config.vocab_size, d])?
         };
         let exponents = Tensor::arange_start_step(0, hd, 2, (Kind::Float, device)) / hd as f64;
-        let inv_freq = Tensor::from(config.rope_theta as f32).to_device(device).pow(&exponents).reciprocal();
+        let mut inv_freq = Tensor::from(config.rope_theta as f32).to_device(device).pow(&exponents).reciprocal();
+        if let Some(s) = config.rope_scaling {
+            inv_freq = llama3_inv_freq(&inv_freq, s);
+        }
         Ok(LlamaModel {
             embed,
             blocks,
@@ -121,6 +124,14 @@ impl LlamaModel {
             inv_freq,
             config: config.clone(),
         })
+    }
+
+    /// Loads a Hugging Face checkpoint (file, shard index or folder) for `config`, after one strict
+    /// check of every key and shape.
+    pub fn from_hf(source: &crate::WeightSource, config: &LlmConfig, kind: Kind, device: Device) -> Result<Self> {
+        source.check(&hf_tensors(config), |k| k.ends_with("rotary_emb.inv_freq"))?;
+        let mut get = |name: &str, shape: &[i64]| source.get(name, shape, kind, device);
+        Self::build(config, &mut get, device)
     }
 
     /// Loads a LLaMA-architecture GGUF file, dequantised to `kind` on `device`.
@@ -277,6 +288,50 @@ impl LlamaModel {
         }
         v
     }
+}
+
+/// Every tensor of a Hugging Face LLaMA checkpoint with its shape.
+fn hf_tensors(c: &LlmConfig) -> Vec<(String, Vec<i64>)> {
+    let (d, hd, ff) = (c.hidden_size, c.head_dim, c.intermediate_size);
+    let (nh, nkv) = (c.num_attention_heads, c.num_key_value_heads);
+    let mut v =
+        vec![("model.embed_tokens.weight".to_string(), vec![c.vocab_size, d]), ("model.norm.weight".into(), vec![d])];
+    if !c.tie_word_embeddings {
+        v.push(("lm_head.weight".into(), vec![c.vocab_size, d]));
+    }
+    for i in 0..c.num_hidden_layers {
+        let p = format!("model.layers.{i}");
+        for (name, shape) in [
+            ("input_layernorm", vec![d]),
+            ("post_attention_layernorm", vec![d]),
+            ("self_attn.q_proj", vec![nh * hd, d]),
+            ("self_attn.k_proj", vec![nkv * hd, d]),
+            ("self_attn.v_proj", vec![nkv * hd, d]),
+            ("self_attn.o_proj", vec![d, nh * hd]),
+            ("mlp.gate_proj", vec![ff, d]),
+            ("mlp.up_proj", vec![ff, d]),
+            ("mlp.down_proj", vec![d, ff]),
+        ] {
+            v.push((format!("{p}.{name}.weight"), shape));
+        }
+    }
+    v
+}
+
+/// Hugging Face `_compute_llama3_parameters`: long wavelengths slowed by `factor`, short ones
+/// kept, a smooth blend in between.
+fn llama3_inv_freq(inv_freq: &Tensor, s: super::config::Llama3Scaling) -> Tensor {
+    let low_wavelen = s.original_max_position_embeddings / s.low_freq_factor;
+    let high_wavelen = s.original_max_position_embeddings / s.high_freq_factor;
+    // Scalar / tensor, as Python evaluates `2 * math.pi / inv_freq` (one rounding).
+    let over = |num: f64, t: &Tensor| (t.ones_like() * num).divide(t);
+    let wavelen = over(2.0 * std::f64::consts::PI, inv_freq);
+    let scaled = inv_freq.where_self(&wavelen.le(low_wavelen), &(inv_freq / s.factor));
+    let smooth = (over(s.original_max_position_embeddings, &wavelen) - s.low_freq_factor)
+        / (s.high_freq_factor - s.low_freq_factor);
+    let smoothed = (smooth.ones_like() - &smooth) * &scaled / s.factor + &smooth * &scaled;
+    let medium = wavelen.ge(high_wavelen).logical_and(&wavelen.le(low_wavelen));
+    smoothed.where_self(&medium, &scaled)
 }
 
 const MODULE_PATHS: [(&str, &str); 7] = [

@@ -1,0 +1,71 @@
+//! LLaMA against `transformers` (`tests/fixtures/llm/generate_llama.py`): a tiny random
+//! `LlamaForCausalLM` with grouped-query attention, llama3 RoPE scaling and an untied head, saved
+//! as three shards, loaded through the production loader.
+
+use moram_models::llm::{KvCache, LlamaModel, LlmConfig};
+use moram_models::WeightSource;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use tch::{Device, Kind, Tensor};
+
+fn dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/llm")
+}
+
+fn load() -> anyhow::Result<(LlamaModel, HashMap<String, Tensor>)> {
+    let config = LlmConfig::from_hf_json(dir().join("tiny_llama/config.json"))?;
+    let source = WeightSource::open(dir().join("tiny_llama"))?;
+    let model = LlamaModel::from_hf(&source, &config, Kind::Float, Device::Cpu)?;
+    let expected = Tensor::read_safetensors(dir().join("tiny_llama_expected.safetensors"))?.into_iter().collect();
+    Ok((model, expected))
+}
+
+#[test]
+fn logits_and_greedy_tokens_match_transformers() -> anyhow::Result<()> {
+    let (model, e) = load()?;
+    assert!(model.config().rope_scaling.is_some() && model.config().num_key_value_heads == 2);
+    let logits = tch::no_grad(|| model.forward(&e["ids"], &mut KvCache::default()))?;
+    let diff = (&logits - &e["logits"]).abs().max().double_value(&[]);
+    assert!(diff <= 1e-4, "logits differ by {diff}");
+    for row in 0..2 {
+        let prompt = Vec::<i64>::try_from(e["ids"].get(row).narrow(0, 0, 9))?;
+        let greedy = model.generate_greedy(&prompt, 8, &[])?;
+        assert_eq!(greedy, Vec::<i64>::try_from(e["greedy"].get(row))?, "prompt {row}");
+    }
+    Ok(())
+}
+
+#[test]
+fn config_and_checkpoint_problems_are_named() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let text = std::fs::read_to_string(dir().join("tiny_llama/config.json"))?;
+    for (from, to, expect) in [
+        ("\"mlp_bias\": false", "\"mlp_bias\": true", "`mlp_bias` = true is not supported"),
+        ("\"hidden_act\": \"silu\"", "\"hidden_act\": \"gelu\"", "`hidden_act` `gelu` is not supported"),
+        ("\"rope_type\": \"llama3\"", "\"rope_type\": \"yarn\"", "type `yarn` is not supported"),
+        ("\"use_cache\": true", "\"sliding_window\": 4096", "`sliding_window` is not a supported LLaMA config field"),
+    ] {
+        let path = tmp.path().join("config.json");
+        std::fs::write(&path, text.replace(from, to))?;
+        let err = LlmConfig::from_hf_json(&path).unwrap_err().to_string();
+        assert!(err.contains(expect), "{err}");
+    }
+    let err = moram_models::llm::LlmTokenizer::from_file(tmp.path().join("tokenizer.json"), Some(1), vec![2], false)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("tokenizer.json"), "a missing tokenizer is named: {err}");
+    // A missing shard is named; a config that disagrees with the weights lists the mismatches.
+    for entry in std::fs::read_dir(dir().join("tiny_llama"))? {
+        let entry = entry?;
+        std::fs::copy(entry.path(), tmp.path().join(entry.file_name()))?;
+    }
+    std::fs::remove_file(tmp.path().join("model-00002-of-00003.safetensors"))?;
+    let err = WeightSource::open(tmp.path()).unwrap_err().to_string();
+    assert!(err.contains("model-00002-of-00003.safetensors"), "{err}");
+    let mut config = LlmConfig::from_hf_json(dir().join("tiny_llama/config.json"))?;
+    config.intermediate_size = 80;
+    let source = WeightSource::open(dir().join("tiny_llama"))?;
+    let err = LlamaModel::from_hf(&source, &config, Kind::Float, Device::Cpu).unwrap_err().to_string();
+    assert!(err.contains("model.layers.0.mlp.up_proj.weight: expected [80, 64], found [96, 64]"), "{err}");
+    Ok(())
+}
