@@ -69,3 +69,57 @@ fn config_and_checkpoint_problems_are_named() -> anyhow::Result<()> {
     assert!(err.contains("model.layers.0.mlp.up_proj.weight: expected [80, 64], found [96, 64]"), "{err}");
     Ok(())
 }
+
+#[test]
+fn batched_left_padded_generation_with_penalties_matches_transformers() -> anyhow::Result<()> {
+    use moram_models::llm::GenerationConfig;
+    let (model, e) = load()?;
+    let prompts = vec![
+        Vec::<i64>::try_from(e["ids"].get(0).narrow(0, 0, 9))?,
+        Vec::<i64>::try_from(e["ids"].get(1).narrow(0, 0, 5))?,
+    ];
+    let config =
+        GenerationConfig { max_new_tokens: 10, repetition_penalty: 1.3, no_repeat_ngram_size: 3, ..Default::default() };
+    let out = model.generate(&prompts, &config)?;
+    for (r, row) in out.iter().enumerate() {
+        assert_eq!(row, &Vec::<i64>::try_from(e["batched"].get(r as i64))?, "row {r}");
+    }
+    // Without penalties, batched greedy equals the unbatched greedy of the same prompt.
+    let plain = model.generate(&prompts, &GenerationConfig { max_new_tokens: 8, ..Default::default() })?;
+    assert_eq!(plain[0], Vec::<i64>::try_from(e["greedy"].get(0))?);
+    assert_eq!(plain[1], model.generate_greedy(&prompts[1], 8, &[])?, "left padding does not change a row");
+    Ok(())
+}
+
+#[test]
+fn sampling_is_seeded_and_top_p_narrows_to_greedy() -> anyhow::Result<()> {
+    use moram_models::llm::GenerationConfig;
+    let (model, e) = load()?;
+    let prompt = vec![Vec::<i64>::try_from(e["ids"].get(0).narrow(0, 0, 9))?];
+    let sampled = |seed, top_p| {
+        let config = GenerationConfig {
+            max_new_tokens: 12,
+            do_sample: true,
+            temperature: 1.5,
+            top_p,
+            seed,
+            ..Default::default()
+        };
+        model.generate(&prompt, &config)
+    };
+    assert_eq!(sampled(3, 1.0)?, sampled(3, 1.0)?, "same seed, same tokens");
+    assert_ne!(sampled(3, 1.0)?, sampled(4, 1.0)?, "different seeds differ at temperature 1.5");
+    let greedy = model.generate(&prompt, &GenerationConfig { max_new_tokens: 12, ..Default::default() })?;
+    assert_eq!(sampled(5, 1e-9)?, greedy, "a vanishing nucleus keeps only the arg-max");
+    let err = model
+        .generate(&prompt, &GenerationConfig { do_sample: true, temperature: 0.0, ..Default::default() })
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("temperature must be > 0"), "{err}");
+    // A stop id ends the row right after it is produced.
+    let stop = greedy[0][3];
+    let stopped = model
+        .generate(&prompt, &GenerationConfig { max_new_tokens: 12, stop_ids: vec![stop], ..Default::default() })?;
+    assert_eq!(stopped[0], greedy[0][..=greedy[0].iter().position(|&t| t == stop).unwrap_or(3)].to_vec());
+    Ok(())
+}

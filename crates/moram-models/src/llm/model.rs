@@ -161,7 +161,23 @@ impl LlamaModel {
     }
 
     /// Logits `(B, L, vocab)` f32 for token ids `(B, L)`, continuing from (and extending) `cache`.
+    /// Every row is a real sequence (no padding); see [`LlamaModel::forward_padded`].
     pub fn forward(&self, ids: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
+        let l = ids.size().get(1).copied().unwrap_or(0);
+        let positions = Tensor::arange_start(cache.len, cache.len + l, (Kind::Int64, self.embed.device())).unsqueeze(0);
+        self.forward_padded(ids, &positions, None, cache)
+    }
+
+    /// The general forward: token ids `(B, L)`, their RoPE positions `(B, L)` (or `(1, L)`), and
+    /// which key positions `(B, cache + L)` are real tokens (`None`: all). New tokens attend to
+    /// real cached positions and causally among themselves. Returns logits `(B, L, vocab)` f32.
+    pub fn forward_padded(
+        &self,
+        ids: &Tensor,
+        positions: &Tensor,
+        keys_valid: Option<&Tensor>,
+        cache: &mut KvCache,
+    ) -> Result<Tensor> {
         let size = ids.size();
         if size.len() != 2 || ids.kind() != Kind::Int64 {
             return Err(Error::Input(format!("token ids must be i64 (B, L), found {:?} {size:?}", ids.kind())));
@@ -169,14 +185,41 @@ impl LlamaModel {
         let (b, l) = (size[0], size[1]);
         let c = &self.config;
         let (nh, nkv, hd) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim);
+        let (lo, hi) = (ids.min().int64_value(&[]), ids.max().int64_value(&[]));
+        if lo < 0 || hi >= c.vocab_size {
+            return Err(Error::Input(format!("token ids must lie in [0, {}), found [{lo}, {hi}]", c.vocab_size)));
+        }
         if cache.layers.is_empty() {
             cache.layers = (0..self.blocks.len()).map(|_| None).collect();
         }
-        let positions = Tensor::arange_start(cache.len, cache.len + l, (Kind::Float, self.embed.device()));
-        let freqs = positions.unsqueeze(1) * self.inv_freq.unsqueeze(0);
-        let emb = Tensor::cat(&[&freqs, &freqs], 1);
+        let device = self.embed.device();
+        let total = cache.len + l;
+        let freqs = positions.to_kind(Kind::Float).unsqueeze(-1) * &self.inv_freq; // (B|1, L, hd/2)
+        let emb = Tensor::cat(&[&freqs, &freqs], -1);
         let kind = self.embed.kind();
-        let (cos, sin) = (emb.cos().to_kind(kind).view([1, 1, l, hd]), emb.sin().to_kind(kind).view([1, 1, l, hd]));
+        let rows = emb.size()[0];
+        let (cos, sin) =
+            (emb.cos().to_kind(kind).view([rows, 1, l, hd]), emb.sin().to_kind(kind).view([rows, 1, l, hd]));
+        // Key j is visible to new token i when j <= cache + i and key j is a real token.
+        let (causal, mask) = match (keys_valid, cache.len, l) {
+            (None, 0, _) => (l > 1, None),
+            (None, _, 1) => (false, None),
+            _ => {
+                let row = Tensor::arange_start(cache.len, total, (Kind::Int64, device)).unsqueeze(1);
+                let col = Tensor::arange(total, (Kind::Int64, device)).unsqueeze(0);
+                let mut m = col.le_tensor(&row).view([1, 1, l, total]);
+                if let Some(valid) = keys_valid {
+                    if valid.size() != [b, total] {
+                        return Err(Error::Input(format!(
+                            "keys_valid must be ({b}, {total}), found {:?}",
+                            valid.size()
+                        )));
+                    }
+                    m = m.logical_and(&valid.to_kind(Kind::Bool).view([b, 1, 1, total]));
+                }
+                (false, Some(m))
+            }
+        };
         let mut h = Tensor::embedding(&self.embed, ids, -1, false, false);
         for (i, blk) in self.blocks.iter().enumerate() {
             let x = rms_norm(&h, &blk.input_norm, c.rms_norm_eps);
@@ -191,17 +234,7 @@ impl LlamaModel {
                 None => (k, v),
             };
             cache.layers[i] = Some((k.shallow_clone(), v.shallow_clone()));
-            // New tokens see every cached position and, among themselves, the past only.
-            let causal = cache.len == 0 && l > 1;
-            let mask = if cache.len > 0 && l > 1 {
-                let total = cache.len + l;
-                let row = Tensor::arange_start(cache.len, total, (Kind::Int64, q.device())).unsqueeze(1);
-                let col = Tensor::arange(total, (Kind::Int64, q.device())).unsqueeze(0);
-                Some(col.le_tensor(&row))
-            } else {
-                None
-            };
-            let att = Tensor::scaled_dot_product_attention(&q, &k, &v, mask, 0.0, causal, None, nkv != nh);
+            let att = Tensor::scaled_dot_product_attention(&q, &k, &v, mask.as_ref(), 0.0, causal, None, nkv != nh);
             h = &h + blk.o.forward(&att.transpose(1, 2).reshape([b, l, nh * hd]))?;
             let x = rms_norm(&h, &blk.post_norm, c.rms_norm_eps);
             let mlp = blk.gate.forward(&x)?.silu() * blk.up.forward(&x)?;
@@ -210,6 +243,11 @@ impl LlamaModel {
         cache.len += l;
         let h = rms_norm(&h, &self.norm, c.rms_norm_eps);
         Ok(h.linear(&self.lm_head, None::<Tensor>).to_kind(Kind::Float))
+    }
+
+    /// The device of the model.
+    pub fn device(&self) -> Device {
+        self.embed.device()
     }
 
     /// Greedy decoding of one prompt: at most `max_new_tokens` ids, stopping after any of `stop`.

@@ -1,0 +1,213 @@
+//! Text generation with a KV cache: greedy or sampling (temperature, top-p), repetition penalty
+//! and no-repeat-n-gram (the TRACE inference settings), stop ids, and batches of prompts of
+//! different lengths with left padding.
+//!
+//! The logit processors follow `transformers` (`RepetitionPenaltyLogitsProcessor`,
+//! `NoRepeatNGramLogitsProcessor`, `TemperatureLogitsWarper`, `TopPLogitsWarper`, in that order),
+//! including their treatment of padding tokens as part of each row's history. Sampling draws from
+//! a ChaCha8 generator seeded per call, so it is reproducible on any device.
+
+use super::model::{KvCache, LlamaModel};
+use crate::error::{Error, Result};
+use rand::{Rng, SeedableRng};
+use tch::{Kind, Tensor};
+
+/// How to generate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerationConfig {
+    /// At most this many new tokens per prompt.
+    pub max_new_tokens: usize,
+    /// Sample (`true`) or take the arg-max (`false`).
+    pub do_sample: bool,
+    /// Softmax temperature when sampling (> 0).
+    pub temperature: f64,
+    /// Nucleus sampling: keep the smallest set of tokens with at least this probability mass.
+    pub top_p: f64,
+    /// > 1 discourages tokens already present (positive logits divided, negative multiplied).
+    pub repetition_penalty: f64,
+    /// Forbid repeating any n-gram of this size (0: off).
+    pub no_repeat_ngram_size: usize,
+    /// Generation stops for a row after any of these ids.
+    pub stop_ids: Vec<i64>,
+    /// Id used to pad prompts on the left and finished rows.
+    pub pad_id: i64,
+    /// Seed of the sampling generator.
+    pub seed: u64,
+}
+
+impl Default for GenerationConfig {
+    fn default() -> Self {
+        GenerationConfig {
+            max_new_tokens: 64,
+            do_sample: false,
+            temperature: 1.0,
+            top_p: 1.0,
+            repetition_penalty: 1.0,
+            no_repeat_ngram_size: 0,
+            stop_ids: Vec::new(),
+            pad_id: 0,
+            seed: 0,
+        }
+    }
+}
+
+impl GenerationConfig {
+    fn validate(&self) -> Result<()> {
+        let bad = |what: String| Err(Error::Input(format!("generation config: {what}")));
+        if self.do_sample && !(self.temperature.is_finite() && self.temperature > 0.0) {
+            return bad(format!("temperature must be > 0 when sampling, found {}", self.temperature));
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return bad(format!("top_p must lie in (0, 1], found {}", self.top_p));
+        }
+        if !(self.repetition_penalty.is_finite() && self.repetition_penalty > 0.0) {
+            return bad(format!("repetition_penalty must be > 0, found {}", self.repetition_penalty));
+        }
+        Ok(())
+    }
+}
+
+/// `transformers` RepetitionPenaltyLogitsProcessor on one row of logits.
+fn repetition_penalty(logits: &mut [f32], history: &[i64], penalty: f64) {
+    if penalty == 1.0 {
+        return;
+    }
+    let mut seen: Vec<i64> = history.to_vec();
+    seen.sort_unstable();
+    seen.dedup();
+    for &t in &seen {
+        if let Some(v) = logits.get_mut(t as usize) {
+            *v = if *v < 0.0 { (*v as f64 * penalty) as f32 } else { (*v as f64 / penalty) as f32 };
+        }
+    }
+}
+
+/// `transformers` NoRepeatNGramLogitsProcessor on one row.
+fn ban_repeated_ngrams(logits: &mut [f32], history: &[i64], n: usize) {
+    if n == 0 || history.len() + 1 < n {
+        return;
+    }
+    let prefix = &history[history.len() + 1 - n..];
+    for window in history.windows(n) {
+        if &window[..n - 1] == prefix {
+            if let Some(v) = logits.get_mut(window[n - 1] as usize) {
+                *v = f32::NEG_INFINITY;
+            }
+        }
+    }
+}
+
+/// Temperature and top-p (`transformers` TopPLogitsWarper: drop the low tail whose cumulative
+/// probability is at most `1 - top_p`, keeping at least one token), then one draw.
+fn sample(logits: &[f32], temperature: f64, top_p: f64, rng: &mut impl Rng) -> i64 {
+    let scaled: Vec<f64> = logits.iter().map(|&v| v as f64 / temperature).collect();
+    let max = scaled.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    let mut probs: Vec<(usize, f64)> = scaled.iter().map(|&v| (v - max).exp()).enumerate().collect();
+    let total: f64 = probs.iter().map(|p| p.1).sum();
+    probs.iter_mut().for_each(|p| p.1 /= total);
+    probs.sort_by(|a, b| a.1.total_cmp(&b.1));
+    let mut cum = 0.0;
+    let mut first_kept = 0;
+    for (i, p) in probs.iter().enumerate() {
+        cum += p.1;
+        if cum <= 1.0 - top_p && i + 1 < probs.len() {
+            first_kept = i + 1;
+        }
+    }
+    let kept = &probs[first_kept..];
+    let mass: f64 = kept.iter().map(|p| p.1).sum();
+    let mut u = rng.random::<f64>() * mass;
+    for p in kept.iter().rev() {
+        u -= p.1;
+        if u <= 0.0 {
+            return p.0 as i64;
+        }
+    }
+    kept.last().map_or(0, |p| p.0 as i64)
+}
+
+impl LlamaModel {
+    /// Generates a continuation for each prompt (batched, prompts left-padded to a common
+    /// length). Returns the new ids per prompt, ending with the stop id when one was produced.
+    pub fn generate(&self, prompts: &[Vec<i64>], config: &GenerationConfig) -> Result<Vec<Vec<i64>>> {
+        config.validate()?;
+        if prompts.is_empty() || prompts.iter().any(Vec::is_empty) {
+            return Err(Error::Input("every prompt needs at least one token".into()));
+        }
+        let _guard = tch::no_grad_guard();
+        let device = self.device();
+        let b = prompts.len();
+        let width = prompts.iter().map(Vec::len).max().unwrap_or(0);
+        // Rows as transformers sees them: left padding, then prompt, then generated ids.
+        let mut rows: Vec<Vec<i64>> = prompts
+            .iter()
+            .map(|p| std::iter::repeat_n(config.pad_id, width - p.len()).chain(p.iter().copied()).collect())
+            .collect();
+        let mut valid: Vec<Vec<bool>> =
+            prompts.iter().map(|p| (0..width).map(|i| i >= width - p.len()).collect()).collect();
+        let mut out: Vec<Vec<i64>> = vec![Vec::new(); b];
+        let mut done = vec![false; b];
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(config.seed);
+        let mut cache = KvCache::default();
+        let mut next_input: Vec<Vec<i64>> = rows.clone();
+        for _ in 0..config.max_new_tokens {
+            let l = next_input[0].len() as i64;
+            let start = cache.len();
+            let ids = Tensor::from_slice(&next_input.concat()).view([b as i64, l]).to_device(device);
+            // Position of each token = number of real tokens before it (transformers:
+            // cumsum(attention_mask) - 1, with padding positions set to 1).
+            let mut pos = Vec::with_capacity(b * l as usize);
+            for v in &valid {
+                let mut count = v[..start as usize].iter().filter(|&&x| x).count() as i64;
+                for &real in &v[start as usize..] {
+                    pos.push(if real { count } else { 1 });
+                    if real {
+                        count += 1;
+                    }
+                }
+            }
+            let positions = Tensor::from_slice(&pos).view([b as i64, l]).to_device(device);
+            let keys: Vec<bool> = valid.iter().flatten().copied().collect();
+            let keys_valid = Tensor::from_slice(&keys.iter().map(|&x| x as u8).collect::<Vec<_>>())
+                .view([b as i64, -1])
+                .to_device(device);
+            let logits = self.forward_padded(&ids, &positions, Some(&keys_valid), &mut cache)?;
+            let last = Vec::<f32>::try_from(
+                logits.select(1, l - 1).to_device(tch::Device::Cpu).to_kind(Kind::Float).reshape([-1]),
+            )?;
+            let vocab = last.len() / b;
+            let mut chosen = Vec::with_capacity(b);
+            for r in 0..b {
+                if done[r] {
+                    chosen.push(config.pad_id);
+                    continue;
+                }
+                let mut row = last[r * vocab..(r + 1) * vocab].to_vec();
+                repetition_penalty(&mut row, &rows[r], config.repetition_penalty);
+                ban_repeated_ngrams(&mut row, &rows[r], config.no_repeat_ngram_size);
+                let next = if config.do_sample {
+                    sample(&row, config.temperature, config.top_p, &mut rng)
+                } else {
+                    row.iter()
+                        .enumerate()
+                        .fold((0usize, f32::NEG_INFINITY), |best, (i, &v)| if v > best.1 { (i, v) } else { best })
+                        .0 as i64
+                };
+                out[r].push(next);
+                if config.stop_ids.contains(&next) {
+                    done[r] = true;
+                }
+                chosen.push(next);
+            }
+            for r in 0..b {
+                rows[r].push(chosen[r]);
+                valid[r].push(true);
+            }
+            if done.iter().all(|&d| d) {
+                break;
+            }
+            next_input = chosen.into_iter().map(|t| vec![t]).collect();
+        }
+        Ok(out)
+    }
+}
