@@ -123,3 +123,18 @@ fn sampling_is_seeded_and_top_p_narrows_to_greedy() -> anyhow::Result<()> {
     assert_eq!(stopped[0], greedy[0][..=greedy[0].iter().position(|&t| t == stop).unwrap_or(3)].to_vec());
     Ok(())
 }
+
+#[test]
+fn causal_lm_loss_with_masked_prompt_and_padding_matches_transformers() -> anyhow::Result<()> {
+    let (model, e) = load()?;
+    let loss = model.causal_lm_loss(&e["train_ids"], &e["labels"], Some(&e["train_mask"]))?;
+    let want = e["loss"].double_value(&[0]);
+    assert!((loss.double_value(&[]) - want).abs() <= 1e-5, "loss {} vs {want}", loss.double_value(&[]));
+    let all_masked = e["labels"].full_like(-100);
+    assert!(model
+        .causal_lm_loss(&e["train_ids"], &all_masked, None)
+        .unwrap_err()
+        .to_string()
+        .contains("every label is -100"));
+    Ok(())
+}

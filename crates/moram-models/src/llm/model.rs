@@ -245,6 +245,30 @@ impl LlamaModel {
         Ok(h.linear(&self.lm_head, None::<Tensor>).to_kind(Kind::Float))
     }
 
+    /// Causal-LM training loss: mean cross-entropy of next-token predictions over the positions
+    /// whose label is not -100 (`labels` `(B, L)`, aligned with `ids`; prompt tokens and padding
+    /// are masked with -100 by the caller, protocol 4.4). `attention_mask` `(B, L)` marks real
+    /// tokens (left padding); positions run 0..L-1 including pads, as `transformers` does in
+    /// training when no position ids are given (protocol 4.4, point 7).
+    pub fn causal_lm_loss(&self, ids: &Tensor, labels: &Tensor, attention_mask: Option<&Tensor>) -> Result<Tensor> {
+        if labels.size() != ids.size() {
+            return Err(Error::Input(format!("labels {:?} must match ids {:?}", labels.size(), ids.size())));
+        }
+        let l = ids.size()[1];
+        if l < 2 {
+            return Err(Error::Input("a training sequence needs at least 2 tokens".into()));
+        }
+        if labels.ne(-100).sum(Kind::Int64).int64_value(&[]) == 0 {
+            return Err(Error::Input("every label is -100: nothing to learn from this batch".into()));
+        }
+        let positions = Tensor::arange(l, (Kind::Int64, self.device())).unsqueeze(0);
+        let logits = self.forward_padded(ids, &positions, attention_mask, &mut KvCache::default())?;
+        let vocab = logits.size()[2];
+        let pred = logits.narrow(1, 0, l - 1).reshape([-1, vocab]);
+        let target = labels.narrow(1, 1, l - 1).reshape([-1]);
+        Ok(pred.cross_entropy_loss::<Tensor>(&target, None, tch::Reduction::Mean, -100, 0.0))
+    }
+
     /// The device of the model.
     pub fn device(&self) -> Device {
         self.embed.device()
