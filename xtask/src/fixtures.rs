@@ -23,7 +23,7 @@ pub const REQUIREMENTS: [&str; 9] = [
 ];
 
 /// Generator scripts, relative to the workspace root, each writing next to itself.
-const GENERATORS: [&str; 7] = [
+const GENERATORS: [&str; 8] = [
     "tests/fixtures/core/generate.py",
     "tests/fixtures/clip/generate.py",
     "tests/fixtures/clip/generate_tokenizer.py",
@@ -31,6 +31,7 @@ const GENERATORS: [&str; 7] = [
     "tests/fixtures/llm/generate_gguf.py",
     "tests/fixtures/llm/generate_gguf_tokenizer.py",
     "tests/fixtures/llm/generate_llama.py",
+    "tests/fixtures/llm/generate_gemma.py",
 ];
 
 pub fn generate() -> Result<()> {

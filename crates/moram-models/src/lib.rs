@@ -14,10 +14,10 @@
 //!
 //! - [`llm`] (in progress): the GGUF reader (F32/F16/BF16/Q8_0/Q4_0/Q4_1 dequantisation, checked
 //!   against the `gguf` Python package), LLM tokenizers (GGUF metadata or `tokenizer.json`), and
-//!   the LLaMA architecture (GQA, llama3 RoPE) from GGUF or Hugging Face checkpoints with a KV
-//!   cache, greedy decoding and MoRAM injection.
+//!   LLaMA (GQA, llama3 RoPE) and Gemma decoders from Hugging Face or (LLaMA) GGUF checkpoints
+//!   with a KV cache, batched generation, the causal-LM loss and MoRAM injection.
 //!
-//! **Not yet:** Gemma, sampling, batched generation, training losses.
+//! **Not yet:** named LLM presets and the LLM benchmark.
 
 pub mod clip;
 pub mod error;

@@ -175,11 +175,11 @@ fn smollm2_tokenizer_from_gguf_matches_transformers() -> anyhow::Result<()> {
 
 #[test]
 fn smollm2_answers_factual_questions_greedily() -> anyhow::Result<()> {
-    use moram_models::llm::{LlamaModel, LlmTokenizer};
+    use moram_models::llm::{CausalLm, LlmTokenizer};
     let Some(path) = model_path() else { return Ok(()) };
     let file = GgufFile::open(&path)?;
     let tok = LlmTokenizer::from_gguf(&file)?;
-    let model = LlamaModel::from_gguf(&file, Kind::Float, tch::Device::Cpu)?;
+    let model = CausalLm::from_gguf(&file, Kind::Float, tch::Device::Cpu)?;
     assert_eq!(model.config().num_key_value_heads, 3);
     assert!(model.config().tie_word_embeddings);
     for (question, answer) in [("What is the capital of France?", "Paris"), ("What is the capital of Japan?", "Tokyo")]
@@ -195,13 +195,13 @@ fn smollm2_answers_factual_questions_greedily() -> anyhow::Result<()> {
 
 #[test]
 fn smollm2_cache_perplexity_and_injection() -> anyhow::Result<()> {
-    use moram_models::llm::{KvCache, LlamaModel, LlmTokenizer};
+    use moram_models::llm::{CausalLm, KvCache, LlmTokenizer};
     use moram_models::TargetSpec;
     use tch::Tensor;
     let Some(path) = model_path() else { return Ok(()) };
     let file = GgufFile::open(&path)?;
     let tok = LlmTokenizer::from_gguf(&file)?;
-    let mut model = LlamaModel::from_gguf(&file, Kind::Float, tch::Device::Cpu)?;
+    let mut model = CausalLm::from_gguf(&file, Kind::Float, tch::Device::Cpu)?;
     let text = "The sun rises in the east and sets in the west. Every morning, people wake up, eat breakfast \
                 and go to work or school. In the evening, families often have dinner together and talk about their day.";
     let ids = Tensor::from_slice(&tok.encode(text)?).view([1, -1]);

@@ -2,7 +2,7 @@
 //! `LlamaForCausalLM` with grouped-query attention, llama3 RoPE scaling and an untied head, saved
 //! as three shards, loaded through the production loader.
 
-use moram_models::llm::{KvCache, LlamaModel, LlmConfig};
+use moram_models::llm::{CausalLm, KvCache, LlmConfig};
 use moram_models::WeightSource;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -12,10 +12,10 @@ fn dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/llm")
 }
 
-fn load() -> anyhow::Result<(LlamaModel, HashMap<String, Tensor>)> {
+fn load() -> anyhow::Result<(CausalLm, HashMap<String, Tensor>)> {
     let config = LlmConfig::from_hf_json(dir().join("tiny_llama/config.json"))?;
     let source = WeightSource::open(dir().join("tiny_llama"))?;
-    let model = LlamaModel::from_hf(&source, &config, Kind::Float, Device::Cpu)?;
+    let model = CausalLm::from_hf(&source, &config, Kind::Float, Device::Cpu)?;
     let expected = Tensor::read_safetensors(dir().join("tiny_llama_expected.safetensors"))?.into_iter().collect();
     Ok((model, expected))
 }
@@ -65,7 +65,7 @@ fn config_and_checkpoint_problems_are_named() -> anyhow::Result<()> {
     let mut config = LlmConfig::from_hf_json(dir().join("tiny_llama/config.json"))?;
     config.intermediate_size = 80;
     let source = WeightSource::open(dir().join("tiny_llama"))?;
-    let err = LlamaModel::from_hf(&source, &config, Kind::Float, Device::Cpu).unwrap_err().to_string();
+    let err = CausalLm::from_hf(&source, &config, Kind::Float, Device::Cpu).unwrap_err().to_string();
     assert!(err.contains("model.layers.0.mlp.up_proj.weight: expected [80, 64], found [96, 64]"), "{err}");
     Ok(())
 }

@@ -18,9 +18,21 @@ pub struct Llama3Scaling {
     pub original_max_position_embeddings: f64,
 }
 
-/// A LLaMA-architecture decoder.
+/// The decoder family: the same block with family-specific details.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arch {
+    /// LLaMA-2/3.x (and SmolLM): SwiGLU, RMSNorm `w * x`, untied or tied head.
+    Llama,
+    /// Gemma: GeGLU with tanh GELU, RMSNorm `(1 + w) * x` in f32, embeddings scaled by
+    /// `sqrt(hidden)`, tied head.
+    Gemma,
+}
+
+/// A decoder-only causal LM.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LlmConfig {
+    /// The family.
+    pub arch: Arch,
     /// Vocabulary size.
     pub vocab_size: i64,
     /// Model width.
@@ -74,6 +86,7 @@ impl LlmConfig {
             None => gguf.get("tokenizer.ggml.tokens").and_then(Value::as_array).map(|a| a.len() as i64).unwrap_or(0),
         };
         Ok(LlmConfig {
+            arch: Arch::Llama,
             vocab_size: vocab,
             hidden_size: hidden,
             intermediate_size: u("feed_forward_length")?,
@@ -101,7 +114,7 @@ impl LlmConfig {
         })
     }
 
-    /// Reads a Hugging Face `LlamaForCausalLM` `config.json`. Fields moram does not implement
+    /// Reads a Hugging Face `LlamaForCausalLM` / `GemmaForCausalLM` `config.json`. Fields moram does not implement
     /// (attention or MLP biases, tensor-parallel pre-training splits, other RoPE scalings, other
     /// activations, unknown keys) are errors that name them.
     pub fn from_hf_json(path: impl AsRef<Path>) -> Result<Self> {
@@ -112,7 +125,7 @@ impl LlmConfig {
         let obj =
             json.as_object().ok_or_else(|| Error::Corrupt { path: path.into(), reason: "not a JSON object".into() })?;
         let bad = |field: &str, why: String| Error::Corrupt { path: path.into(), reason: format!("`{field}` {why}") };
-        const KNOWN: [&str; 31] = [
+        const KNOWN: [&str; 32] = [
             "architectures",
             "model_type",
             "vocab_size",
@@ -144,6 +157,7 @@ impl LlmConfig {
             "output_attentions",
             "output_hidden_states",
             "return_dict",
+            "hidden_activation",
         ];
         if let Some(unknown) = obj.keys().find(|k| !KNOWN.contains(&k.as_str())) {
             return Err(bad(unknown, format!("is not a supported LLaMA config field (known: {})", KNOWN.join(", "))));
@@ -153,14 +167,29 @@ impl LlmConfig {
         };
         let float = |k: &str, d: f64| obj.get(k).and_then(serde_json::Value::as_f64).unwrap_or(d);
         let flag = |k: &str| obj.get(k).and_then(serde_json::Value::as_bool).unwrap_or(false);
-        if let Some(model_type) = obj.get("model_type").and_then(serde_json::Value::as_str) {
-            if model_type != "llama" {
-                return Err(bad("model_type", format!("`{model_type}` is not supported yet (llama)")));
+        let arch = match obj.get("model_type").and_then(serde_json::Value::as_str) {
+            None | Some("llama") => Arch::Llama,
+            Some("gemma") => Arch::Gemma,
+            Some(other) => return Err(bad("model_type", format!("`{other}` is not supported (llama, gemma)"))),
+        };
+        // Gemma configs may name the activation in either field; both set and different is ambiguous.
+        let act = match (
+            obj.get("hidden_act").and_then(serde_json::Value::as_str),
+            obj.get("hidden_activation").and_then(serde_json::Value::as_str),
+        ) {
+            (Some(a), Some(b)) if a != b => {
+                return Err(bad("hidden_activation", format!("`{b}` contradicts hidden_act `{a}`")));
             }
-        }
-        match obj.get("hidden_act").and_then(serde_json::Value::as_str) {
-            None | Some("silu") => {}
-            Some(other) => return Err(bad("hidden_act", format!("`{other}` is not supported (silu)"))),
+            (a, b) => a.or(b),
+        };
+        let expected_act = match arch {
+            Arch::Llama => "silu",
+            Arch::Gemma => "gelu_pytorch_tanh",
+        };
+        match act {
+            None => {}
+            Some(a) if a == expected_act || (arch == Arch::Gemma && a == "gelu") => {}
+            Some(other) => return Err(bad("hidden_act", format!("`{other}` is not supported ({expected_act})"))),
         }
         for f in ["attention_bias", "mlp_bias"] {
             if flag(f) {
@@ -202,6 +231,7 @@ impl LlmConfig {
             None => Vec::new(),
         };
         Ok(LlmConfig {
+            arch,
             vocab_size: int("vocab_size")?,
             hidden_size: hidden,
             intermediate_size: int("intermediate_size")?,
@@ -211,7 +241,10 @@ impl LlmConfig {
             head_dim: obj.get("head_dim").and_then(serde_json::Value::as_i64).unwrap_or(hidden / heads),
             rms_norm_eps: float("rms_norm_eps", 1e-6),
             rope_theta: float("rope_theta", 10_000.0),
-            tie_word_embeddings: flag("tie_word_embeddings"),
+            tie_word_embeddings: obj
+                .get("tie_word_embeddings")
+                .and_then(serde_json::Value::as_bool)
+                .unwrap_or(arch == Arch::Gemma),
             rope_scaling,
             bos_token_id: obj.get("bos_token_id").and_then(serde_json::Value::as_i64),
             eos_token_ids,

@@ -7,7 +7,7 @@
 //! including their treatment of padding tokens as part of each row's history. Sampling draws from
 //! a ChaCha8 generator seeded per call, so it is reproducible on any device.
 
-use super::model::{KvCache, LlamaModel};
+use super::model::{CausalLm, KvCache};
 use crate::error::{Error, Result};
 use rand::{Rng, SeedableRng};
 use tch::{Kind, Tensor};
@@ -126,7 +126,7 @@ fn sample(logits: &[f32], temperature: f64, top_p: f64, rng: &mut impl Rng) -> i
     kept.last().map_or(0, |p| p.0 as i64)
 }
 
-impl LlamaModel {
+impl CausalLm {
     /// Generates a continuation for each prompt (batched, prompts left-padded to a common
     /// length). Returns the new ids per prompt, ending with the stop id when one was produced.
     pub fn generate(&self, prompts: &[Vec<i64>], config: &GenerationConfig) -> Result<Vec<Vec<i64>>> {

@@ -1,11 +1,13 @@
-//! LLaMA-architecture decoder (Touvron et al., 2023) with MoRAM injection and a KV cache.
+//! Decoder-only causal LMs: LLaMA (Touvron et al., 2023) and Gemma (Gemma Team, 2024), with
+//! MoRAM injection and a KV cache.
 //!
-//! Mirrors `transformers` `modeling_llama.py`: RMSNorm (computed in f32), rotary embeddings with
-//! `rotate_half`, grouped-query attention through scaled-dot-product attention, SwiGLU MLP, tied
-//! or separate LM head. Built in Hugging Face key space (`model.layers.{i}.self_attn.q_proj`);
+//! Mirrors `transformers` `modeling_llama.py` / `modeling_gemma.py`: RMSNorm in f32 (Gemma:
+//! `1 + w`), rotary embeddings with `rotate_half`, grouped- or multi-query attention through
+//! scaled-dot-product attention, SwiGLU (Gemma: tanh-GELU GeGLU) MLP, Gemma's `sqrt(hidden)`
+//! embedding scale, tied or separate LM head. Built in Hugging Face key space (`model.layers.{i}.self_attn.q_proj`);
 //! GGUF checkpoints are mapped at load, undoing llama.cpp's q/k row permutation.
 
-use super::config::LlmConfig;
+use super::config::{Arch, LlmConfig};
 use super::gguf::GgufFile;
 use crate::error::{Error, Result};
 use crate::linear::AdaptableLinear;
@@ -30,10 +32,15 @@ pub const LLAMA_MODULES: ModuleNames = ModuleNames {
 
 type Provider<'a> = dyn FnMut(&str, &[i64]) -> Result<Tensor> + 'a;
 
-fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Tensor {
+/// RMSNorm in f32: LLaMA scales by `w` after casting back, Gemma by `1 + w` before.
+fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64, arch: Arch) -> Tensor {
     let xf = x.to_kind(Kind::Float);
     let var = xf.square().mean_dim([-1].as_slice(), true, Kind::Float);
-    (xf * (var + eps).rsqrt()).to_kind(x.kind()) * weight
+    let normed = xf * (var + eps).rsqrt();
+    match arch {
+        Arch::Llama => normed.to_kind(x.kind()) * weight,
+        Arch::Gemma => (normed * (weight.to_kind(Kind::Float) + 1.0)).to_kind(x.kind()),
+    }
 }
 
 fn rotate_half(x: &Tensor) -> Tensor {
@@ -72,9 +79,9 @@ impl KvCache {
     }
 }
 
-/// A LLaMA-architecture causal language model.
+/// A decoder-only causal language model (LLaMA or Gemma).
 #[derive(Debug)]
-pub struct LlamaModel {
+pub struct CausalLm {
     embed: Tensor,
     blocks: Vec<Block>,
     norm: Tensor,
@@ -83,7 +90,7 @@ pub struct LlamaModel {
     config: LlmConfig,
 }
 
-impl LlamaModel {
+impl CausalLm {
     fn build(config: &LlmConfig, get: &mut Provider, device: Device) -> Result<Self> {
         let (d, hd) = (config.hidden_size, config.head_dim);
         let (nh, nkv, ff) = (config.num_attention_heads, config.num_key_value_heads, config.intermediate_size);
@@ -116,14 +123,7 @@ impl LlamaModel {
         if let Some(s) = config.rope_scaling {
             inv_freq = llama3_inv_freq(&inv_freq, s);
         }
-        Ok(LlamaModel {
-            embed,
-            blocks,
-            norm: get("model.norm.weight", &[d])?,
-            lm_head,
-            inv_freq,
-            config: config.clone(),
-        })
+        Ok(CausalLm { embed, blocks, norm: get("model.norm.weight", &[d])?, lm_head, inv_freq, config: config.clone() })
     }
 
     /// Loads a Hugging Face checkpoint (file, shard index or folder) for `config`, after one strict
@@ -161,7 +161,7 @@ impl LlamaModel {
     }
 
     /// Logits `(B, L, vocab)` f32 for token ids `(B, L)`, continuing from (and extending) `cache`.
-    /// Every row is a real sequence (no padding); see [`LlamaModel::forward_padded`].
+    /// Every row is a real sequence (no padding); see [`CausalLm::forward_padded`].
     pub fn forward(&self, ids: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
         let l = ids.size().get(1).copied().unwrap_or(0);
         let positions = Tensor::arange_start(cache.len, cache.len + l, (Kind::Int64, self.embed.device())).unsqueeze(0);
@@ -221,8 +221,13 @@ impl LlamaModel {
             }
         };
         let mut h = Tensor::embedding(&self.embed, ids, -1, false, false);
+        if c.arch == Arch::Gemma {
+            // transformers rounds the normaliser to the hidden dtype before multiplying.
+            let scale = Tensor::from((c.hidden_size as f64).sqrt() as f32).to_kind(h.kind()).to_device(device);
+            h = h * scale;
+        }
         for (i, blk) in self.blocks.iter().enumerate() {
-            let x = rms_norm(&h, &blk.input_norm, c.rms_norm_eps);
+            let x = rms_norm(&h, &blk.input_norm, c.rms_norm_eps, c.arch);
             let heads = |t: Tensor, n: i64| t.view([b, l, n, hd]).transpose(1, 2);
             let q = heads(blk.q.forward(&x)?, nh);
             let k = heads(blk.k.forward(&x)?, nkv);
@@ -236,12 +241,17 @@ impl LlamaModel {
             cache.layers[i] = Some((k.shallow_clone(), v.shallow_clone()));
             let att = Tensor::scaled_dot_product_attention(&q, &k, &v, mask.as_ref(), 0.0, causal, None, nkv != nh);
             h = &h + blk.o.forward(&att.transpose(1, 2).reshape([b, l, nh * hd]))?;
-            let x = rms_norm(&h, &blk.post_norm, c.rms_norm_eps);
-            let mlp = blk.gate.forward(&x)?.silu() * blk.up.forward(&x)?;
+            let x = rms_norm(&h, &blk.post_norm, c.rms_norm_eps, c.arch);
+            let gate = blk.gate.forward(&x)?;
+            let gate = match c.arch {
+                Arch::Llama => gate.silu(),
+                Arch::Gemma => gate.gelu("tanh"),
+            };
+            let mlp = gate * blk.up.forward(&x)?;
             h = &h + blk.down.forward(&mlp)?;
         }
         cache.len += l;
-        let h = rms_norm(&h, &self.norm, c.rms_norm_eps);
+        let h = rms_norm(&h, &self.norm, c.rms_norm_eps, c.arch);
         Ok(h.linear(&self.lm_head, None::<Tensor>).to_kind(Kind::Float))
     }
 
