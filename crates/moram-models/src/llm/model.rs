@@ -224,7 +224,7 @@ impl CausalLm {
         if c.arch == Arch::Gemma {
             // transformers rounds the normaliser to the hidden dtype before multiplying.
             let scale = Tensor::from((c.hidden_size as f64).sqrt() as f32).to_kind(h.kind()).to_device(device);
-            h = h * scale;
+            h *= scale;
         }
         for (i, blk) in self.blocks.iter().enumerate() {
             let x = rms_norm(&h, &blk.input_norm, c.rms_norm_eps, c.arch);
