@@ -62,6 +62,109 @@ pub struct LlmConfig {
 }
 
 impl LlmConfig {
+    fn llama(vocab: i64, hidden: i64, ff: i64, layers: i64, heads: i64, kv: i64, theta: f64, tie: bool) -> Self {
+        LlmConfig {
+            arch: Arch::Llama,
+            vocab_size: vocab,
+            hidden_size: hidden,
+            intermediate_size: ff,
+            num_hidden_layers: layers,
+            num_attention_heads: heads,
+            num_key_value_heads: kv,
+            head_dim: hidden / heads,
+            rms_norm_eps: 1e-5,
+            rope_theta: theta,
+            tie_word_embeddings: tie,
+            rope_scaling: None,
+            bos_token_id: Some(1),
+            eos_token_ids: vec![2],
+        }
+    }
+
+    /// LLaMA-2-7B(-Chat): 32 layers, 4096 wide, multi-head attention.
+    pub fn llama2_7b() -> Self {
+        Self::llama(32_000, 4096, 11_008, 32, 32, 32, 10_000.0, false)
+    }
+
+    /// LLaMA-3.2-1B(-Instruct): 16 layers, 2048 wide, 8 KV heads, llama3 RoPE (factor 32), tied head.
+    pub fn llama32_1b() -> Self {
+        let scaling = Llama3Scaling {
+            factor: 32.0,
+            low_freq_factor: 1.0,
+            high_freq_factor: 4.0,
+            original_max_position_embeddings: 8192.0,
+        };
+        LlmConfig {
+            rope_scaling: Some(scaling),
+            bos_token_id: Some(128_000),
+            eos_token_ids: vec![128_001, 128_008, 128_009],
+            ..Self::llama(128_256, 2048, 8192, 16, 32, 8, 500_000.0, true)
+        }
+    }
+
+    /// LLaMA-3.1-8B(-Instruct): 32 layers, 4096 wide, 8 KV heads, llama3 RoPE (factor 8).
+    pub fn llama31_8b() -> Self {
+        let scaling = Llama3Scaling {
+            factor: 8.0,
+            low_freq_factor: 1.0,
+            high_freq_factor: 4.0,
+            original_max_position_embeddings: 8192.0,
+        };
+        LlmConfig {
+            rope_scaling: Some(scaling),
+            bos_token_id: Some(128_000),
+            eos_token_ids: vec![128_001, 128_008, 128_009],
+            ..Self::llama(128_256, 4096, 14_336, 32, 32, 8, 500_000.0, false)
+        }
+    }
+
+    /// Gemma-2B(-it): 18 layers, 2048 wide, multi-query attention, head_dim 256, tied head.
+    pub fn gemma_2b() -> Self {
+        LlmConfig {
+            arch: Arch::Gemma,
+            head_dim: 256,
+            rms_norm_eps: 1e-6,
+            bos_token_id: Some(2),
+            eos_token_ids: vec![1],
+            ..Self::llama(256_000, 2048, 16_384, 18, 8, 1, 10_000.0, true)
+        }
+    }
+
+    /// A preset by name: `llama2-7b`, `llama3.2-1b`, `llama3.1-8b`, `gemma-2b`.
+    pub fn preset(name: &str) -> Result<Self> {
+        match name {
+            "llama2-7b" => Ok(Self::llama2_7b()),
+            "llama3.2-1b" => Ok(Self::llama32_1b()),
+            "llama3.1-8b" => Ok(Self::llama31_8b()),
+            "gemma-2b" => Ok(Self::gemma_2b()),
+            other => Err(Error::Target(format!(
+                "`{other}` is not an LLM preset; valid: llama2-7b, llama3.2-1b, llama3.1-8b, gemma-2b"
+            ))),
+        }
+    }
+
+    /// `(module, d_in, d_out)` of the seven linear layers of one block.
+    pub fn block_linears(&self) -> [(&'static str, i64, i64); 7] {
+        let (d, ff) = (self.hidden_size, self.intermediate_size);
+        let (q, kv) = (self.num_attention_heads * self.head_dim, self.num_key_value_heads * self.head_dim);
+        [
+            ("q_proj", d, q),
+            ("k_proj", d, kv),
+            ("v_proj", d, kv),
+            ("o_proj", q, d),
+            ("gate_proj", d, ff),
+            ("up_proj", d, ff),
+            ("down_proj", ff, d),
+        ]
+    }
+
+    /// Parameters of the base model (embedding, blocks, norms, head unless tied).
+    pub fn parameter_count(&self) -> i64 {
+        let block: i64 = self.block_linears().iter().map(|(_, i, o)| i * o).sum::<i64>() + 2 * self.hidden_size;
+        let embed = self.vocab_size * self.hidden_size;
+        embed + self.num_hidden_layers * block + self.hidden_size + if self.tie_word_embeddings { 0 } else { embed }
+    }
+
     /// Reads `llama.*` metadata (and whether `output.weight` exists) from a GGUF file.
     pub fn from_gguf(gguf: &GgufFile) -> Result<Self> {
         let arch = gguf.get("general.architecture").and_then(Value::as_str).unwrap_or("<missing>");

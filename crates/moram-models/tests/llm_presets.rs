@@ -1,0 +1,23 @@
+//! LLM presets: parameter counts equal the published model sizes, and MoRAM on every linear
+//! layer of Llama-3.1-8B with r = 16 trains 41.9 M parameters per task (protocol 5.4, Table 3).
+
+use moram_models::llm::LlmConfig;
+
+#[test]
+fn presets_have_the_published_parameter_counts() -> anyhow::Result<()> {
+    assert_eq!(LlmConfig::preset("llama2-7b")?.parameter_count(), 6_738_415_616);
+    assert_eq!(LlmConfig::preset("llama3.2-1b")?.parameter_count(), 1_235_814_400);
+    assert_eq!(LlmConfig::preset("llama3.1-8b")?.parameter_count(), 8_030_261_248);
+    assert_eq!(LlmConfig::preset("gemma-2b")?.parameter_count(), 2_506_172_416);
+    let err = LlmConfig::preset("llama4").unwrap_err().to_string();
+    assert!(err.contains("llama2-7b, llama3.2-1b, llama3.1-8b, gemma-2b"), "{err}");
+    Ok(())
+}
+
+#[test]
+fn moram_on_all_224_linears_of_llama31_8b_is_41_9m_per_task() {
+    let c = LlmConfig::llama31_8b();
+    let per_block: i64 = c.block_linears().iter().map(|(_, i, o)| 16 * (i + o)).sum();
+    assert_eq!(7 * c.num_hidden_layers, 224);
+    assert_eq!(per_block * c.num_hidden_layers, 41_943_040);
+}
