@@ -62,7 +62,8 @@ pub struct LlmConfig {
 }
 
 impl LlmConfig {
-    fn llama(vocab: i64, hidden: i64, ff: i64, layers: i64, heads: i64, kv: i64, theta: f64, tie: bool) -> Self {
+    /// A LLaMA block layout with RoPE base 10,000 and an untied head (callers override the rest).
+    fn llama(vocab: i64, hidden: i64, ff: i64, layers: i64, heads: i64, kv: i64) -> Self {
         LlmConfig {
             arch: Arch::Llama,
             vocab_size: vocab,
@@ -73,8 +74,8 @@ impl LlmConfig {
             num_key_value_heads: kv,
             head_dim: hidden / heads,
             rms_norm_eps: 1e-5,
-            rope_theta: theta,
-            tie_word_embeddings: tie,
+            rope_theta: 10_000.0,
+            tie_word_embeddings: false,
             rope_scaling: None,
             bos_token_id: Some(1),
             eos_token_ids: vec![2],
@@ -83,7 +84,7 @@ impl LlmConfig {
 
     /// LLaMA-2-7B(-Chat): 32 layers, 4096 wide, multi-head attention.
     pub fn llama2_7b() -> Self {
-        Self::llama(32_000, 4096, 11_008, 32, 32, 32, 10_000.0, false)
+        Self::llama(32_000, 4096, 11_008, 32, 32, 32)
     }
 
     /// LLaMA-3.2-1B(-Instruct): 16 layers, 2048 wide, 8 KV heads, llama3 RoPE (factor 32), tied head.
@@ -98,7 +99,9 @@ impl LlmConfig {
             rope_scaling: Some(scaling),
             bos_token_id: Some(128_000),
             eos_token_ids: vec![128_001, 128_008, 128_009],
-            ..Self::llama(128_256, 2048, 8192, 16, 32, 8, 500_000.0, true)
+            rope_theta: 500_000.0,
+            tie_word_embeddings: true,
+            ..Self::llama(128_256, 2048, 8192, 16, 32, 8)
         }
     }
 
@@ -114,7 +117,8 @@ impl LlmConfig {
             rope_scaling: Some(scaling),
             bos_token_id: Some(128_000),
             eos_token_ids: vec![128_001, 128_008, 128_009],
-            ..Self::llama(128_256, 4096, 14_336, 32, 32, 8, 500_000.0, false)
+            rope_theta: 500_000.0,
+            ..Self::llama(128_256, 4096, 14_336, 32, 32, 8)
         }
     }
 
@@ -126,7 +130,8 @@ impl LlmConfig {
             rms_norm_eps: 1e-6,
             bos_token_id: Some(2),
             eos_token_ids: vec![1],
-            ..Self::llama(256_000, 2048, 16_384, 18, 8, 1, 10_000.0, true)
+            tie_word_embeddings: true,
+            ..Self::llama(256_000, 2048, 16_384, 18, 8, 1)
         }
     }
 
