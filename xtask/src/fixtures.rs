@@ -23,7 +23,7 @@ pub const REQUIREMENTS: [&str; 9] = [
 ];
 
 /// Generator scripts, relative to the workspace root, each writing next to itself.
-const GENERATORS: [&str; 8] = [
+const GENERATORS: [&str; 9] = [
     "tests/fixtures/core/generate.py",
     "tests/fixtures/clip/generate.py",
     "tests/fixtures/clip/generate_tokenizer.py",
@@ -32,6 +32,7 @@ const GENERATORS: [&str; 8] = [
     "tests/fixtures/llm/generate_gguf_tokenizer.py",
     "tests/fixtures/llm/generate_llama.py",
     "tests/fixtures/llm/generate_gemma.py",
+    "tests/fixtures/llm/generate_tokenizer.py",
 ];
 
 pub fn generate() -> Result<()> {

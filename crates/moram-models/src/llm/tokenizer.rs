@@ -114,6 +114,23 @@ impl LlmTokenizer {
         })
     }
 
+    /// Loads `tokenizer.json` from a Hugging Face checkpoint folder with BOS/EOS as the model's
+    /// config says; `tokenizer_config.json`'s `add_bos_token` decides whether BOS is prepended
+    /// (absent: yes, as LLaMA-2/3 and Gemma do through their post-processors).
+    pub fn from_hf_dir(dir: impl AsRef<Path>, config: &super::LlmConfig) -> Result<Self> {
+        let dir = dir.as_ref();
+        let tc = dir.join("tokenizer_config.json");
+        let add_bos = match std::fs::read_to_string(&tc) {
+            Ok(text) => {
+                let json: serde_json::Value =
+                    serde_json::from_str(&text).map_err(|e| tok_err(&tc, format!("invalid JSON: {e}")))?;
+                json.get("add_bos_token").and_then(serde_json::Value::as_bool).unwrap_or(true)
+            }
+            Err(_) => true,
+        };
+        Self::from_file(dir.join("tokenizer.json"), config.bos_token_id, config.eos_token_ids.clone(), add_bos)
+    }
+
     /// Loads a Hugging Face `tokenizer.json`; `bos`/`eos` come from the model's config.
     pub fn from_file(path: impl AsRef<Path>, bos: Option<i64>, eos: Vec<i64>, add_bos: bool) -> Result<Self> {
         let path = path.as_ref();
