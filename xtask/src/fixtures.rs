@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use std::process::Command;
 
 /// Python packages the generators need (PyTorch pinned to the libtorch version we link).
-pub const REQUIREMENTS: [&str; 9] = [
+pub const REQUIREMENTS: [&str; 10] = [
     "torch==2.11.0",
     // torchvision pinned to torch 2.11's release, or pip upgrades torch to satisfy a newer one.
     "torchvision==0.26.0",
@@ -20,6 +20,8 @@ pub const REQUIREMENTS: [&str; 9] = [
     "ftfy==6.3.1",
     "regex==2026.11.15",
     "gguf==0.17.1",
+    // transformers needs it to load GGUF files (bench llm).
+    "accelerate==1.10.1",
 ];
 
 /// Generator scripts, relative to the workspace root, each writing next to itself.
