@@ -186,3 +186,17 @@ fn bf16_base_weights_keep_f32_atoms() -> anyhow::Result<()> {
     assert!(model.trainable_tensors().iter().all(|t| t.kind() == Kind::Float && t.requires_grad()));
     Ok(())
 }
+
+#[test]
+fn llama2_style_multi_head_attention_with_tied_head_matches_transformers() -> anyhow::Result<()> {
+    let config = LlmConfig::from_hf_json(dir().join("tiny_llama_mha/config.json"))?;
+    assert!(config.num_key_value_heads == config.num_attention_heads && config.tie_word_embeddings);
+    let model =
+        CausalLm::from_hf(&WeightSource::open(dir().join("tiny_llama_mha"))?, &config, Kind::Float, Device::Cpu)?;
+    let e: HashMap<String, Tensor> =
+        Tensor::read_safetensors(dir().join("tiny_llama_mha_expected.safetensors"))?.into_iter().collect();
+    let logits = tch::no_grad(|| model.forward(&e["ids"], &mut KvCache::default()))?;
+    let diff = (&logits - &e["logits"]).abs().max().double_value(&[]);
+    assert!(diff <= 1e-4, "logits differ by {diff}");
+    Ok(())
+}
