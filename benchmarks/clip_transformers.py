@@ -4,28 +4,12 @@ weights, eval, no grad) on a batch of 8 images. Prints one JSON object per line,
 `moram-bench clip`. (moram's encoder also applies the visual projection, a 768 x 512 matmul per
 image, so it does slightly more work.)"""
 import argparse
-import json
-import time
 
 import torch
+from timing import emit, timed
 from transformers import CLIPVisionConfig, CLIPVisionModel
 
 
-def timed(reps, fn):
-    t = time.perf_counter()
-    fn()
-    if time.perf_counter() - t <= 0.5:
-        fn()
-        fn()
-    wall, cpu = [], []
-    for _ in range(reps):
-        t, c = time.perf_counter(), time.process_time()
-        fn()
-        wall.append((time.perf_counter() - t) * 1e3)
-        cpu.append((time.process_time() - c) * 1e3)
-    wall.sort()
-    cpu.sort()
-    return wall[reps // 2], cpu[reps // 2]
 
 
 def main():
@@ -43,8 +27,7 @@ def main():
     pixels = torch.randn(args.batch, 3, 224, 224)
     with torch.no_grad():
         t = timed(args.reps, lambda: model(pixel_values=pixels))
-    print(json.dumps({"case": f"clip_image_b{args.batch}", "impl_name": "pytorch", "median_ms": t[0],
-                      "median_cpu_ms": t[1]}), flush=True)
+    emit(f"clip_image_b{args.batch}", t)
 
 
 if __name__ == "__main__":

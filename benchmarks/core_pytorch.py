@@ -6,11 +6,10 @@ The layer follows the official X-TAIL `MoRAM_Linear.forward` as described in pro
 Prints one JSON object per line, like `moram-bench core`.
 """
 import argparse
-import json
-import time
 
 import torch
 import torch.nn.functional as F
+from timing import emit, timed
 
 
 class MoRAMLinearRef(torch.nn.Module):
@@ -42,24 +41,8 @@ class MoRAMLinearRef(torch.nn.Module):
         return result + F.linear(z * w, B)
 
 
-def timed(reps, fn):
-    """Median wall and process CPU time in ms (CPU time, like the Rust side, via CLOCK_PROCESS_CPUTIME_ID)."""
-    for _ in range(3):
-        fn()
-    wall, cpu = [], []
-    for _ in range(reps):
-        t, c = time.perf_counter(), time.process_time()
-        fn()
-        wall.append((time.perf_counter() - t) * 1e3)
-        cpu.append((time.process_time() - c) * 1e3)
-    wall.sort()
-    cpu.sort()
-    return wall[reps // 2], cpu[reps // 2]
 
 
-def emit(case, t):
-    row = {"case": case, "impl_name": "pytorch", "median_ms": t[0], "median_cpu_ms": t[1]}
-    print(json.dumps(row), flush=True)
 
 
 def main():

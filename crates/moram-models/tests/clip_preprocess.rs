@@ -3,6 +3,8 @@
 //! identical (SHA-256) and the normalised tensor equal within 1e-5, on synthetic images and on the
 //! scikit-image photos fetched by `cargo xtask setup`.
 
+mod common;
+
 use moram_models::clip::preprocess::{eval_pixels, normalize_pixels, train_pixels, Rgb8};
 use moram_models::clip::{load_eval_batch, load_train_batch};
 use rand::SeedableRng;
@@ -29,17 +31,6 @@ fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/clip")
 }
 
-/// Where `cargo xtask setup` put the scikit-image photos.
-fn assets() -> PathBuf {
-    if let Some(dir) = std::env::var_os("MORAM_ASSETS") {
-        return PathBuf::from(dir).join("skimage");
-    }
-    let cache = std::env::var_os("MORAM_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache").join("moram"));
-    cache.join("assets").join("skimage")
-}
-
 fn hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -51,16 +42,11 @@ fn eval_preprocessing_matches_the_reference_pixel_for_pixel() -> anyhow::Result<
     for case in &cases.cases {
         let path = match case.source.as_str() {
             "fixture" => fixtures().join("images").join(&case.file),
-            _ => assets().join(&case.file),
+            _ => match common::asset("skimage", &case.file) {
+                Some(p) => p,
+                None => continue,
+            },
         };
-        if case.source != "fixture" && !path.exists() {
-            println!(
-                "skipping {}: {} is absent (the registry was unreachable during `cargo xtask setup`)",
-                case.name,
-                path.display()
-            );
-            continue;
-        }
         let img = Rgb8::open(&path)?;
         let pixels = eval_pixels(&img, 224);
         assert_eq!((pixels.width, pixels.height), (224, 224));

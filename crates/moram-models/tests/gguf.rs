@@ -2,6 +2,8 @@
 //! the `gguf` Python package's dequantisation (`tests/fixtures/llm/generate_gguf.py`), and on
 //! damaged files.
 
+mod common;
+
 use moram_models::llm::{GgmlType, GgufFile};
 use serde::Deserialize;
 use std::path::PathBuf;
@@ -24,19 +26,7 @@ struct Case {
 }
 
 fn model_path() -> Option<PathBuf> {
-    let assets = std::env::var_os("MORAM_ASSETS").map(PathBuf::from).unwrap_or_else(|| {
-        let cache = std::env::var_os("MORAM_CACHE").map(PathBuf::from).unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache").join("moram")
-        });
-        cache.join("assets")
-    });
-    let path = assets.join("smollm2").join("SmolLM2-135M-Instruct.Q4_1.gguf");
-    if path.exists() {
-        Some(path)
-    } else {
-        println!("skipping: {} is absent (the registry was unreachable during `cargo xtask setup`)", path.display());
-        None
-    }
+    common::asset("smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
 }
 
 #[test]

@@ -87,39 +87,32 @@ impl LlmConfig {
         Self::llama(32_000, 4096, 11_008, 32, 32, 32)
     }
 
-    /// LLaMA-3.2-1B(-Instruct): 16 layers, 2048 wide, 8 KV heads, llama3 RoPE (factor 32), tied head.
-    pub fn llama32_1b() -> Self {
+    /// LLaMA-3.x settings over a block layout: llama3 RoPE with `factor`, base 500,000, and the
+    /// LLaMA-3 special token ids.
+    fn llama3(factor: f64, base: LlmConfig) -> Self {
         let scaling = Llama3Scaling {
-            factor: 32.0,
+            factor,
             low_freq_factor: 1.0,
             high_freq_factor: 4.0,
             original_max_position_embeddings: 8192.0,
         };
         LlmConfig {
             rope_scaling: Some(scaling),
+            rope_theta: 500_000.0,
             bos_token_id: Some(128_000),
             eos_token_ids: vec![128_001, 128_008, 128_009],
-            rope_theta: 500_000.0,
-            tie_word_embeddings: true,
-            ..Self::llama(128_256, 2048, 8192, 16, 32, 8)
+            ..base
         }
+    }
+
+    /// LLaMA-3.2-1B(-Instruct): 16 layers, 2048 wide, 8 KV heads, llama3 RoPE (factor 32), tied head.
+    pub fn llama32_1b() -> Self {
+        Self::llama3(32.0, LlmConfig { tie_word_embeddings: true, ..Self::llama(128_256, 2048, 8192, 16, 32, 8) })
     }
 
     /// LLaMA-3.1-8B(-Instruct): 32 layers, 4096 wide, 8 KV heads, llama3 RoPE (factor 8).
     pub fn llama31_8b() -> Self {
-        let scaling = Llama3Scaling {
-            factor: 8.0,
-            low_freq_factor: 1.0,
-            high_freq_factor: 4.0,
-            original_max_position_embeddings: 8192.0,
-        };
-        LlmConfig {
-            rope_scaling: Some(scaling),
-            bos_token_id: Some(128_000),
-            eos_token_ids: vec![128_001, 128_008, 128_009],
-            rope_theta: 500_000.0,
-            ..Self::llama(128_256, 4096, 14_336, 32, 32, 8)
-        }
+        Self::llama3(8.0, Self::llama(128_256, 4096, 14_336, 32, 32, 8))
     }
 
     /// Gemma-2B(-it): 18 layers, 2048 wide, multi-query attention, head_dim 256, tied head.
