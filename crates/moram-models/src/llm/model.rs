@@ -43,12 +43,6 @@ fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64, arch: Arch) -> Tensor {
     }
 }
 
-/// `(B, n_kv, T, hd)` -> `(B, n_kv * n_rep, T, hd)`, each KV head repeated for its query group.
-fn repeat_kv(x: &Tensor, n_rep: i64) -> Tensor {
-    let s = x.size();
-    x.unsqueeze(2).expand([s[0], s[1], n_rep, s[2], s[3]], false).reshape([s[0], s[1] * n_rep, s[2], s[3]])
-}
-
 fn rotate_half(x: &Tensor) -> Tensor {
     let half = x.size()[3] / 2;
     Tensor::cat(&[-x.narrow(3, half, half), x.narrow(3, 0, half)], 3)
@@ -57,11 +51,6 @@ fn rotate_half(x: &Tensor) -> Tensor {
 #[derive(Debug)]
 struct Block {
     input_norm: Tensor,
-    /// q, k, v weights stacked `(nh*hd + 2*nkv*hd, d)`; the three layers hold views into it, so
-    /// while none is adapted one GEMM computes all three (no extra memory).
-    qkv: Tensor,
-    /// gate and up weights stacked `(2*ff, d)`, likewise.
-    gate_up: Tensor,
     q: AdaptableLinear,
     k: AdaptableLinear,
     v: AdaptableLinear,
@@ -111,34 +100,16 @@ impl CausalLm {
         let mut blocks = Vec::new();
         for i in 0..config.num_hidden_layers {
             let p = format!("model.layers.{i}");
-            let qkv = Tensor::cat(
-                &[
-                    get(&format!("{p}.self_attn.q_proj.weight"), &[nh * hd, d])?,
-                    get(&format!("{p}.self_attn.k_proj.weight"), &[nkv * hd, d])?,
-                    get(&format!("{p}.self_attn.v_proj.weight"), &[nkv * hd, d])?,
-                ],
-                0,
-            );
-            let gate_up = Tensor::cat(
-                &[
-                    get(&format!("{p}.mlp.gate_proj.weight"), &[ff, d])?,
-                    get(&format!("{p}.mlp.up_proj.weight"), &[ff, d])?,
-                ],
-                0,
-            );
-            let view = |t: &Tensor, start: i64, len: i64| AdaptableLinear::frozen(t.narrow(0, start, len), None);
             blocks.push(Block {
                 input_norm: get(&format!("{p}.input_layernorm.weight"), &[d])?,
-                q: view(&qkv, 0, nh * hd),
-                k: view(&qkv, nh * hd, nkv * hd),
-                v: view(&qkv, nh * hd + nkv * hd, nkv * hd),
+                q: lin(get, format!("{p}.self_attn.q_proj"), nh * hd, d)?,
+                k: lin(get, format!("{p}.self_attn.k_proj"), nkv * hd, d)?,
+                v: lin(get, format!("{p}.self_attn.v_proj"), nkv * hd, d)?,
                 o: lin(get, format!("{p}.self_attn.o_proj"), d, nh * hd)?,
                 post_norm: get(&format!("{p}.post_attention_layernorm.weight"), &[d])?,
-                gate: view(&gate_up, 0, ff),
-                up: view(&gate_up, ff, ff),
+                gate: lin(get, format!("{p}.mlp.gate_proj"), ff, d)?,
+                up: lin(get, format!("{p}.mlp.up_proj"), ff, d)?,
                 down: lin(get, format!("{p}.mlp.down_proj"), d, ff)?,
-                qkv,
-                gate_up,
             });
         }
         let embed = get("model.embed_tokens.weight", &[config.vocab_size, d])?;
@@ -257,14 +228,10 @@ impl CausalLm {
         }
         for (i, blk) in self.blocks.iter().enumerate() {
             let x = rms_norm(&h, &blk.input_norm, c.rms_norm_eps, c.arch);
-            let heads = |t: Tensor, n: i64| t.reshape([b, l, n, hd]).transpose(1, 2);
-            let (q, k, v) = if blk.all_frozen(&[&blk.q, &blk.k, &blk.v]) {
-                let qkv = x.linear(&blk.qkv, None::<Tensor>);
-                (qkv.narrow(2, 0, nh * hd), qkv.narrow(2, nh * hd, nkv * hd), qkv.narrow(2, (nh + nkv) * hd, nkv * hd))
-            } else {
-                (blk.q.forward(&x)?, blk.k.forward(&x)?, blk.v.forward(&x)?)
-            };
-            let (q, k, v) = (heads(q, nh), heads(k, nkv), heads(v, nkv));
+            let heads = |t: Tensor, n: i64| t.view([b, l, n, hd]).transpose(1, 2);
+            let q = heads(blk.q.forward(&x)?, nh);
+            let k = heads(blk.k.forward(&x)?, nkv);
+            let v = heads(blk.v.forward(&x)?, nkv);
             let q = &q * &cos + rotate_half(&q) * &sin;
             let k = &k * &cos + rotate_half(&k) * &sin;
             let (k, v) = match cache.layers[i].take() {
@@ -272,28 +239,15 @@ impl CausalLm {
                 None => (k, v),
             };
             cache.layers[i] = Some((k.shallow_clone(), v.shallow_clone()));
-            // Repeat the shared KV heads rather than `enable_gqa`: on CPU the fused attention
-            // kernels only take equal head counts, GQA would fall back to the unfused math path.
-            let (kr, vr) = if nkv == nh {
-                (k.shallow_clone(), v.shallow_clone())
-            } else {
-                (repeat_kv(&k, nh / nkv), repeat_kv(&v, nh / nkv))
-            };
-            let att = Tensor::scaled_dot_product_attention(&q, &kr, &vr, mask.as_ref(), 0.0, causal, None, false);
+            let att = Tensor::scaled_dot_product_attention(&q, &k, &v, mask.as_ref(), 0.0, causal, None, nkv != nh);
             h = &h + blk.o.forward(&att.transpose(1, 2).reshape([b, l, nh * hd]))?;
             let x = rms_norm(&h, &blk.post_norm, c.rms_norm_eps, c.arch);
-            let (gate, up) = if blk.all_frozen(&[&blk.gate, &blk.up]) {
-                let gu = x.linear(&blk.gate_up, None::<Tensor>);
-                let ff = c.intermediate_size;
-                (gu.narrow(2, 0, ff), gu.narrow(2, ff, ff))
-            } else {
-                (blk.gate.forward(&x)?, blk.up.forward(&x)?)
-            };
+            let gate = blk.gate.forward(&x)?;
             let gate = match c.arch {
                 Arch::Llama => gate.silu(),
                 Arch::Gemma => gate.gelu("tanh"),
             };
-            let mlp = gate * up;
+            let mlp = gate * blk.up.forward(&x)?;
             h = &h + blk.down.forward(&mlp)?;
         }
         cache.len += l;
@@ -463,10 +417,6 @@ const MODULE_PATHS: [(&str, &str); 7] = [
 ];
 
 impl Block {
-    fn all_frozen(&self, layers: &[&AdaptableLinear]) -> bool {
-        layers.iter().all(|l| l.moram().is_none())
-    }
-
     fn linears_mut(&mut self) -> [&mut AdaptableLinear; 7] {
         [&mut self.q, &mut self.k, &mut self.v, &mut self.o, &mut self.gate, &mut self.up, &mut self.down]
     }
