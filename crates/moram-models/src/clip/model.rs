@@ -7,7 +7,7 @@
 //! projection for text. Attention runs through scaled-dot-product attention.
 
 use super::config::{Activation, ClipConfig, TextConfig, VisionConfig};
-use super::loader::{hf_tensors, ClipLoader, Layout};
+use super::loader::{ClipLoader, Layout};
 use crate::error::{Error, Result};
 use crate::linear::AdaptableLinear;
 use crate::target::{LinearSite, ModuleNames, TargetSpec};
@@ -480,9 +480,4 @@ impl ClipModel {
 /// L2 normalisation over the last dimension (torch `normalize`, eps 1e-12).
 pub fn normalize(x: &Tensor) -> Tensor {
     x / x.norm_scalaropt_dim(2, [-1].as_slice(), true).clamp_min(1e-12)
-}
-
-/// Parameter names the model needs, for checkpoint tooling.
-pub fn hf_parameter_names(config: &ClipConfig) -> Vec<String> {
-    hf_tensors(config).into_iter().map(|(k, _)| k).collect()
 }
