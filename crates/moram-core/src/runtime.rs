@@ -2,9 +2,9 @@
 //!
 //! libtorch's CPU tensors come from glibc `malloc`. With glibc's default, dynamically adjusted
 //! mmap threshold, every large activation (a `(tokens, d)` f32 tensor is megabytes) can be a fresh
-//! `mmap` whose pages the kernel must fault in and zero, followed by a `munmap` when it is freed:
-//! `cargo xtask bench core` measured a MoRAM layer's backward pass about 1.5x slower that way
-//! (see `benchmarks/README.md`). Keeping such blocks on the heap removes the churn.
+//! `mmap` whose pages the kernel must fault in and zero, followed by a `munmap` when it is freed,
+//! which made a MoRAM layer's backward pass markedly slower in our checks. Keeping such blocks on
+//! the heap removes the churn.
 
 /// Keeps allocations up to 32 MiB on the heap and lets freed heap memory up to 512 MiB be reused
 /// instead of returned to the kernel at once. Call once at start-up, before heavy work; the
