@@ -2,18 +2,9 @@
 
 use moram_models::{LinearSite, ModuleNames, TargetSpec};
 
-const CLIPISH: ModuleNames = ModuleNames {
-    canonical: &["q", "k", "v", "o", "fc1", "fc2"],
-    aliases: &[
-        ("q_proj", "q"),
-        ("k_proj", "k"),
-        ("v_proj", "v"),
-        ("out_proj", "o"),
-        ("c_fc", "fc1"),
-        ("c_proj", "fc2"),
-    ],
-    shorthand: &[("q", "q"), ("k", "k"), ("v", "v"), ("o", "o"), ("in", "fc1"), ("out", "fc2")],
-};
+// CLIP's real vocabulary: canonical q k v o fc1 fc2, the official names as aliases, and the
+// shorthand tokens of `qkvoinout`.
+const CLIPISH: ModuleNames = moram_models::clip::CLIP_MODULES;
 
 fn sites() -> Vec<LinearSite> {
     let mut v = Vec::new();
