@@ -2,8 +2,28 @@
 //! [`MoramLinear`] (injection at construction time, by module path).
 
 use crate::error::Result;
+use crate::target::{LinearSite, ModuleNames, TargetSpec};
 use moram_core::{MoramConfig, MoramLinear};
 use tch::Tensor;
+
+/// Injection shared by every model: adapts the layers (module path, layer) whose path `spec`
+/// selects among `sites`, and returns the selected paths.
+pub(crate) fn inject<'a>(
+    spec: &TargetSpec,
+    names: &ModuleNames,
+    sites: &[LinearSite],
+    layers: impl IntoIterator<Item = (String, &'a mut AdaptableLinear)>,
+    config: &MoramConfig,
+) -> Result<Vec<String>> {
+    config.validate()?;
+    let chosen: Vec<String> = spec.select(sites, names)?.into_iter().map(|s| s.path.clone()).collect();
+    for (path, layer) in layers {
+        if chosen.contains(&path) {
+            layer.adapt(config)?;
+        }
+    }
+    Ok(chosen)
+}
 
 /// A pretrained linear layer: frozen, or adapted with MoRAM atoms.
 #[derive(Debug)]

@@ -359,15 +359,8 @@ impl ClipModel {
 
     /// Wraps the layers `spec` selects in MoRAM layers (empty banks); returns their paths.
     pub fn inject(&mut self, spec: &TargetSpec, config: &MoramConfig) -> Result<Vec<String>> {
-        config.validate()?;
         let sites = self.linear_sites();
-        let chosen: Vec<String> = spec.select(&sites, &CLIP_MODULES)?.into_iter().map(|s| s.path.clone()).collect();
-        for (path, layer) in self.adaptable_mut() {
-            if chosen.contains(&path) {
-                layer.adapt(config)?;
-            }
-        }
-        Ok(chosen)
+        crate::linear::inject(spec, &CLIP_MODULES, &sites, self.adaptable_mut(), config)
     }
 
     fn adaptable_mut(&mut self) -> Vec<(String, &mut AdaptableLinear)> {

@@ -323,26 +323,21 @@ impl CausalLm {
 
     /// Wraps the layers `spec` selects in MoRAM layers (empty banks); returns their paths.
     pub fn inject(&mut self, spec: &TargetSpec, config: &MoramConfig) -> Result<Vec<String>> {
-        config.validate()?;
         let sites = self.linear_sites();
-        let chosen: Vec<String> = spec.select(&sites, &LLAMA_MODULES)?.into_iter().map(|s| s.path.clone()).collect();
-        for (i, blk) in self.blocks.iter_mut().enumerate() {
-            for ((_, path), layer) in MODULE_PATHS.iter().zip(blk.linears_mut()) {
-                if chosen.contains(&format!("model.layers.{i}.{path}")) {
-                    layer.adapt(config)?;
-                }
-            }
-        }
-        Ok(chosen)
+        let layers = self.blocks.iter_mut().enumerate().flat_map(|(i, blk)| {
+            MODULE_PATHS
+                .iter()
+                .zip(blk.linears_mut())
+                .map(move |((_, path), l)| (format!("model.layers.{i}.{path}"), l))
+        });
+        crate::linear::inject(spec, &LLAMA_MODULES, &sites, layers, config)
     }
 
     /// Starts task `task` on every MoRAM layer.
     pub fn begin_task(&mut self, task: u32) -> Result<()> {
-        for blk in &mut self.blocks {
-            for layer in blk.linears_mut() {
-                if let Some(m) = layer.moram_mut() {
-                    m.bank_mut().begin_task(task)?;
-                }
+        for layer in self.blocks.iter_mut().flat_map(Block::linears_mut) {
+            if let Some(m) = layer.moram_mut() {
+                m.bank_mut().begin_task(task)?;
             }
         }
         Ok(())
@@ -350,15 +345,12 @@ impl CausalLm {
 
     /// The current task's trainable tensors across all MoRAM layers.
     pub fn trainable_tensors(&self) -> Vec<Tensor> {
-        let mut v = Vec::new();
-        for blk in &self.blocks {
-            for layer in [&blk.q, &blk.k, &blk.v, &blk.o, &blk.gate, &blk.up, &blk.down] {
-                if let Some(m) = layer.moram() {
-                    v.extend(m.bank().trainable_tensors());
-                }
-            }
-        }
-        v
+        self.blocks
+            .iter()
+            .flat_map(Block::linears)
+            .filter_map(AdaptableLinear::moram)
+            .flat_map(|m| m.bank().trainable_tensors())
+            .collect()
     }
 }
 
@@ -417,6 +409,10 @@ const MODULE_PATHS: [(&str, &str); 7] = [
 ];
 
 impl Block {
+    fn linears(&self) -> [&AdaptableLinear; 7] {
+        [&self.q, &self.k, &self.v, &self.o, &self.gate, &self.up, &self.down]
+    }
+
     fn linears_mut(&mut self) -> [&mut AdaptableLinear; 7] {
         [&mut self.q, &mut self.k, &mut self.v, &mut self.o, &mut self.gate, &mut self.up, &mut self.down]
     }
