@@ -1,12 +1,18 @@
 //! `moram`: the command line of the MoRAM toolkit.
 //!
-//! Implemented so far: `info` (libtorch, devices, threads) and `inspect` (adapter files). Training,
-//! evaluation, reports and figures arrive with the engine and demo issues.
+//! Implemented so far: `train` and `resume` (continual-learning runs of decoder LLMs on TRACE-format
+//! data), `info` (libtorch, devices, threads) and `inspect` (adapter files). `eval`, `prune`,
+//! `report` and `viz` arrive with the CLI issue.
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use moram_cl::config::ModelKind;
+use moram_cl::learners::llm::LlmLearner;
+use moram_cl::{RunConfig, RunOptions};
 use moram_core::AdapterFile;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -33,6 +39,24 @@ struct Cli {
 enum Command {
     /// Print the libtorch build, the devices it sees and the thread settings.
     Info,
+    /// Run a task sequence from a config file (see `configs/`); Ctrl-C stops after the current step
+    /// and keeps every finished task.
+    Train {
+        /// The run config (TOML).
+        #[arg(long)]
+        config: PathBuf,
+        /// Override a config value, e.g. `--set training.iterations=10` (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Output folder (default: runs/<name>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Continue a run from its last finished task (same config; a differing one is refused).
+    Resume {
+        /// The run folder.
+        dir: PathBuf,
+    },
     /// Describe an adapter file: config, tasks, atoms per layer and sizes.
     Inspect {
         /// A `.safetensors` adapter file written by moram.
@@ -73,7 +97,49 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Inspect { file } => inspect(&file),
+        Command::Train { config, set, out } => {
+            let mut cfg = RunConfig::from_file(&config).with_context(|| format!("reading {}", config.display()))?;
+            for s in &set {
+                cfg.set(s)?;
+            }
+            let dir = out.unwrap_or_else(|| moram_cl::runner::default_dir(&cfg));
+            execute(&cfg, &dir, false)
+        }
+        Command::Resume { dir } => {
+            let cfg = moram_cl::checkpoint::read_config(&dir)
+                .with_context(|| format!("{} is not a moram run folder", dir.display()))?;
+            execute(&cfg, &dir, true)
+        }
     }
+}
+
+/// Builds the learner the config describes and runs (or resumes) the sequence.
+fn execute(cfg: &RunConfig, dir: &Path, resume: bool) -> Result<()> {
+    let model = cfg.model.as_ref().context("the config has no [model] section")?;
+    let data = cfg.data.as_ref().context("the config has no [data] section")?;
+    anyhow::ensure!(
+        model.kind == ModelKind::Llm,
+        "`moram train` runs decoder LLMs on TRACE data for now; CLIP sequences run through the moram-cl library"
+    );
+    let moram = cfg.method.moram_config()?;
+    let mut learner = LlmLearner::from_config(model, data, &moram, &cfg.generation, cfg.training.max_eval_examples)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || {
+        eprintln!("\nstopping after the current step (finished tasks are kept) ...");
+        flag.store(true, Ordering::SeqCst);
+    })
+    .context("installing the Ctrl-C handler")?;
+    let options = RunOptions { stop: Some(stop), progress: true };
+    let state = if resume {
+        moram_cl::resume(&mut learner, cfg, dir, &options)?
+    } else {
+        moram_cl::run(&mut learner, cfg, dir, &options)?
+    };
+    let md = std::fs::read_to_string(dir.join("results.md")).unwrap_or_default();
+    println!("{md}");
+    println!("{} task(s) finished; results in {}", state.tasks_done(), dir.display());
+    Ok(())
 }
 
 fn inspect(file: &PathBuf) -> Result<()> {

@@ -375,6 +375,21 @@ impl ClipModel {
         v
     }
 
+    /// The device of the weights.
+    pub fn device(&self) -> Device {
+        self.logit_scale.device()
+    }
+
+    /// Parameters of the model: every pretrained tensor plus every atom (and router key).
+    pub fn parameter_count(&self) -> usize {
+        let base: i64 = super::loader::expected_keys(&self.config, super::Layout::HuggingFace)
+            .iter()
+            .map(|(_, s)| s.iter().product::<i64>())
+            .sum();
+        let atoms: usize = self.moram_layers().iter().map(|(_, m)| m.bank().parameter_count()).sum();
+        base as usize + atoms
+    }
+
     /// Every MoRAM layer by module path.
     pub fn moram_layers(&self) -> Vec<(String, &moram_core::MoramLinear)> {
         let mut v = Vec::new();

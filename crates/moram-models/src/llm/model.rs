@@ -333,24 +333,50 @@ impl CausalLm {
         crate::linear::inject(spec, &LLAMA_MODULES, &sites, layers, config)
     }
 
+    /// Every MoRAM layer by module path (`model.layers.{i}.self_attn.q_proj`, ...).
+    pub fn moram_layers(&self) -> Vec<(String, &moram_core::MoramLinear)> {
+        let mut v = Vec::new();
+        for (i, blk) in self.blocks.iter().enumerate() {
+            for ((_, path), l) in MODULE_PATHS.iter().zip(blk.linears()) {
+                if let Some(m) = l.moram() {
+                    v.push((format!("model.layers.{i}.{path}"), m));
+                }
+            }
+        }
+        v
+    }
+
+    /// Every MoRAM layer by module path, mutably (begin/end tasks, train/eval mode, new banks).
+    pub fn moram_layers_mut(&mut self) -> Vec<(String, &mut moram_core::MoramLinear)> {
+        let mut v = Vec::new();
+        for (i, blk) in self.blocks.iter_mut().enumerate() {
+            for ((_, path), l) in MODULE_PATHS.iter().zip(blk.linears_mut()) {
+                if let Some(m) = l.moram_mut() {
+                    v.push((format!("model.layers.{i}.{path}"), m));
+                }
+            }
+        }
+        v
+    }
+
     /// Starts task `task` on every MoRAM layer.
     pub fn begin_task(&mut self, task: u32) -> Result<()> {
-        for layer in self.blocks.iter_mut().flat_map(Block::linears_mut) {
-            if let Some(m) = layer.moram_mut() {
-                m.bank_mut().begin_task(task)?;
-            }
+        for (_, m) in self.moram_layers_mut() {
+            m.bank_mut().begin_task(task)?;
         }
         Ok(())
     }
 
+    /// Training (`true`: dropout, no threshold gate) or eval mode for every MoRAM layer.
+    pub fn set_training(&mut self, training: bool) {
+        for (_, m) in self.moram_layers_mut() {
+            m.set_training(training);
+        }
+    }
+
     /// The current task's trainable tensors across all MoRAM layers.
     pub fn trainable_tensors(&self) -> Vec<Tensor> {
-        self.blocks
-            .iter()
-            .flat_map(Block::linears)
-            .filter_map(AdaptableLinear::moram)
-            .flat_map(|m| m.bank().trainable_tensors())
-            .collect()
+        self.moram_layers().into_iter().flat_map(|(_, m)| m.bank().trainable_tensors()).collect()
     }
 }
 

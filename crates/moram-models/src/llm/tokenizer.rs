@@ -153,6 +153,12 @@ impl LlmTokenizer {
         Ok(ids)
     }
 
+    /// Token ids of `text` without any special token added (TRACE's `add_special_tokens=False`).
+    pub fn encode_plain(&self, text: &str) -> Result<Vec<i64>> {
+        let enc = self.inner.encode(text, false).map_err(|e| Error::Input(format!("tokenizing: {e}")))?;
+        Ok(enc.get_ids().iter().map(|&i| i64::from(i)).collect())
+    }
+
     /// Text of `ids`; special tokens are dropped when `skip_special`.
     pub fn decode(&self, ids: &[i64], skip_special: bool) -> Result<String> {
         let ids: Vec<u32> = ids.iter().map(|&i| i as u32).collect();

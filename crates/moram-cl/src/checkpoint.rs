@@ -1,0 +1,232 @@
+//! Run state on disk: written after every finished task with a temporary file and a rename, so a
+//! crash or Ctrl-C never leaves a half-written checkpoint and never loses a finished task.
+//!
+//! A run folder holds `config.toml` (the run's config), `state.json` ([`RunState`]: tasks done,
+//! accuracy matrix so far, per-task records, seeds, config hash, versions) and one
+//! `adapter-task{t}.safetensors` per finished task (moram-core's adapter format).
+
+use crate::config::RunConfig;
+use crate::error::{Error, Result};
+use crate::learner::Learner;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// File name of the run state.
+pub const STATE_FILE: &str = "state.json";
+/// File name of the run's config.
+pub const CONFIG_FILE: &str = "config.toml";
+/// `format` value of state files.
+pub const FORMAT: &str = "moram-run";
+/// Current state format version.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// What pruning did after a task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PruneReport {
+    /// Atoms in the model before / after.
+    pub atoms_before: usize,
+    /// Atoms after pruning.
+    pub atoms_after: usize,
+    /// Adapter parameters before pruning.
+    pub parameters_before: usize,
+    /// Adapter parameters after pruning.
+    pub parameters_after: usize,
+    /// The task's own score before pruning.
+    pub metric_before: f64,
+    /// The task's own score after pruning.
+    pub metric_after: f64,
+}
+
+/// One finished task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    /// Task name.
+    pub name: String,
+    /// Optimiser steps.
+    pub steps: usize,
+    /// Loss of the last step.
+    pub final_loss: f64,
+    /// Parameters trained in this task.
+    pub trainable_parameters: usize,
+    /// Every atom parameter in the model after the task.
+    pub adapter_parameters: usize,
+    /// Every parameter of the model (base + atoms).
+    pub total_parameters: usize,
+    /// Atoms in the model after the task.
+    pub atoms: usize,
+    /// Wall-clock seconds of training (and pruning).
+    pub seconds: f64,
+    /// Peak resident memory of the process so far (MiB).
+    pub peak_rss_mib: Option<f64>,
+    /// Pruning outcome, when enabled.
+    pub prune: Option<PruneReport>,
+}
+
+/// The persistent state of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunState {
+    /// Always [`FORMAT`].
+    pub format: String,
+    /// [`FORMAT_VERSION`].
+    pub format_version: u32,
+    /// Tasks in training order.
+    pub task_names: Vec<String>,
+    /// `matrix[i][j]`: score on task `j` after task `i`, one row per finished task.
+    pub matrix: Vec<Vec<f64>>,
+    /// One record per finished task.
+    pub tasks: Vec<TaskRecord>,
+    /// Adapter file of each finished task (relative to the run folder).
+    pub adapters: Vec<String>,
+    /// The run's seed.
+    pub seed: u64,
+    /// SHA-256 of the config.
+    pub config_hash: String,
+    /// moram and libtorch versions that wrote the state.
+    pub versions: BTreeMap<String, String>,
+}
+
+/// Versions recorded in states and results.
+pub fn versions() -> BTreeMap<String, String> {
+    let mut v = BTreeMap::new();
+    v.insert("moram".into(), env!("CARGO_PKG_VERSION").into());
+    v.insert("tch".into(), "0.24.0".into());
+    v.insert("cuda_available".into(), tch::Cuda::is_available().to_string());
+    v
+}
+
+impl RunState {
+    /// The state of a run that has not finished any task.
+    pub fn new(config: &RunConfig, task_names: Vec<String>) -> Self {
+        RunState {
+            format: FORMAT.into(),
+            format_version: FORMAT_VERSION,
+            task_names,
+            matrix: Vec::new(),
+            tasks: Vec::new(),
+            adapters: Vec::new(),
+            seed: config.seed,
+            config_hash: config.hash(),
+            versions: versions(),
+        }
+    }
+
+    /// Finished tasks.
+    pub fn tasks_done(&self) -> usize {
+        self.matrix.len()
+    }
+
+    /// Whether every task is finished.
+    pub fn is_complete(&self) -> bool {
+        self.tasks_done() == self.task_names.len()
+    }
+
+    /// The adapter of the last finished task.
+    pub fn adapter_file(&self) -> Option<&str> {
+        self.adapters.last().map(String::as_str)
+    }
+
+    pub(crate) fn finish_task(&mut self, row: Vec<f64>, record: TaskRecord, adapter: String) {
+        self.matrix.push(row);
+        self.tasks.push(record);
+        self.adapters.push(adapter);
+    }
+
+    /// Writes `state.json` atomically.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        let text = serde_json::to_string_pretty(self).map_err(|e| Error::Checkpoint {
+            path: dir.join(STATE_FILE),
+            message: format!("cannot serialise the run state: {e}"),
+        })?;
+        write_atomic(&dir.join(STATE_FILE), text.as_bytes())
+    }
+
+    /// Reads and checks `state.json` of a run folder.
+    pub fn load(dir: &Path) -> Result<Self> {
+        let path = dir.join(STATE_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::Checkpoint {
+            path: path.clone(),
+            message: format!("cannot read the run state ({e}); is this a moram run folder?"),
+        })?;
+        let state: RunState = serde_json::from_str(&text)
+            .map_err(|e| Error::Checkpoint { path: path.clone(), message: format!("corrupt run state: {e}") })?;
+        if state.format != FORMAT || state.format_version != FORMAT_VERSION {
+            return Err(Error::Checkpoint {
+                path,
+                message: format!("format {} v{} is not {FORMAT} v{FORMAT_VERSION}", state.format, state.format_version),
+            });
+        }
+        let n = state.task_names.len();
+        if state.matrix.len() > n
+            || state.tasks.len() != state.matrix.len()
+            || state.adapters.len() != state.matrix.len()
+            || state.matrix.iter().any(|r| r.len() != n)
+        {
+            return Err(Error::Checkpoint {
+                path,
+                message: "inconsistent run state (matrix, records, adapters)".into(),
+            });
+        }
+        Ok(state)
+    }
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same folder and a rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".tmp-{}", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, bytes).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::io(path, e)
+    })?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+/// Writes the run's config as `config.toml`.
+pub fn write_config(dir: &Path, config: &RunConfig) -> Result<()> {
+    let text = toml::to_string_pretty(config).map_err(|e| Error::config("(config)", e.to_string()))?;
+    write_atomic(&dir.join(CONFIG_FILE), text.as_bytes())
+}
+
+/// Reads the run's `config.toml` (paths stay as stored: absolute after resolution at start).
+pub fn read_config(dir: &Path) -> Result<RunConfig> {
+    let path = dir.join(CONFIG_FILE);
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    RunConfig::from_toml_str(&text, &path)
+}
+
+/// Saves every bank of `learner` as `adapter-task{task}.safetensors`; returns the file name.
+pub fn save_adapter(learner: &impl Learner, dir: &Path, task: usize, config: &RunConfig) -> Result<String> {
+    let name = format!("adapter-task{task}.safetensors");
+    let layers = learner.moram_layers();
+    let mut extra = BTreeMap::new();
+    extra.insert("run".to_string(), config.name.clone());
+    extra.insert("method".to_string(), config.method.name.name().to_string());
+    extra.insert("task_names".to_string(), learner.task_names()[..=task].join("\n"));
+    moram_core::save_adapter(dir.join(&name), layers.iter().map(|(p, m)| (p.as_str(), m.bank())), &extra)?;
+    Ok(name)
+}
+
+/// Replaces every bank of `learner` with the ones stored in `path` (same layers required).
+pub fn load_adapter(learner: &mut impl Learner, path: &Path) -> Result<()> {
+    let mut layers = learner.moram_layers_mut();
+    let device = layers.first().map(|(_, m)| m.weight().device()).unwrap_or(tch::Device::Cpu);
+    let mut file = moram_core::AdapterFile::load(path, device)?;
+    let expected: Vec<String> = layers.iter().map(|(p, _)| p.clone()).collect();
+    let mut stored: Vec<String> = file.layer_names().iter().map(|s| s.to_string()).collect();
+    stored.sort();
+    let mut sorted = expected.clone();
+    sorted.sort();
+    if stored != sorted {
+        return Err(Error::Checkpoint {
+            path: path.into(),
+            message: format!("adapts layers {stored:?}, but the model adapts {sorted:?}"),
+        });
+    }
+    for (p, m) in layers.iter_mut() {
+        let bank = file.take_bank(p, m.bank().d_in(), m.bank().d_out())?;
+        m.replace_bank(bank)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,542 @@
+//! [`RunConfig`]: everything that defines a continual-learning run, as one TOML file.
+//!
+//! Every section rejects unknown keys by name. Relative paths (model, data) are resolved against
+//! the config file's folder, so a run directory can be moved with its config. The method is one
+//! line (`method.name`), so comparing MoRAM with SeqLoRA or MoE-LoRA is a one-line change.
+
+use crate::error::{Error, Result};
+use moram_core::{CompatFlags, MoramConfig, Profile, Routing};
+use moram_models::TargetSpec;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// A whole run: method, optimiser, schedule, data order and evaluation settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    /// Name shown in reports.
+    #[serde(default = "default_name")]
+    pub name: String,
+    /// Seed of everything random (data order, new atoms, dropout).
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// What is learned: MoRAM, an ablation, or a baseline.
+    pub method: MethodConfig,
+    /// The optimiser, re-created for every task over that task's atoms.
+    #[serde(default)]
+    pub optimizer: OptimizerConfig,
+    /// Steps, batches, accumulation and clipping.
+    pub training: TrainingConfig,
+    /// Optional post-pruning after each task.
+    #[serde(default)]
+    pub pruning: PruningConfig,
+    /// Generation settings for LLM evaluation (protocol 4.6 by default).
+    #[serde(default)]
+    pub generation: GenerationSettings,
+    /// The model to adapt (read by front-ends such as `moram train`).
+    #[serde(default)]
+    pub model: Option<ModelConfig>,
+    /// The task sequence's data (read by front-ends).
+    #[serde(default)]
+    pub data: Option<DataConfig>,
+}
+
+fn default_name() -> String {
+    "run".into()
+}
+
+fn default_seed() -> u64 {
+    42
+}
+
+/// The methods one engine runs (paper Tables 1, 2 and 4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    /// MoRAM: self-activated rank-1 atoms with top-k, temperature and the eval threshold.
+    Moram,
+    /// Table 4 "self-activated" only: no top-k, no temperature, no threshold.
+    MoramSelfActivated,
+    /// MoRAM without top-k.
+    MoramNoTopK,
+    /// MoRAM without the temperature (tau = 1).
+    MoramNoTemperature,
+    /// MoRAM without the eval-time threshold gate.
+    MoramNoThreshold,
+    /// Table 4 "external router, rank-1": per-atom router keys instead of self-activation.
+    RouterRank1,
+    /// MoE-LoRA: one rank-r expert per task behind a learned router.
+    MoeLora,
+    /// SeqLoRA: one LoRA trained on every task in turn, never frozen.
+    SeqLora,
+}
+
+impl Method {
+    /// The method's config name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Moram => "moram",
+            Method::MoramSelfActivated => "moram-self-activated",
+            Method::MoramNoTopK => "moram-no-top-k",
+            Method::MoramNoTemperature => "moram-no-temperature",
+            Method::MoramNoThreshold => "moram-no-threshold",
+            Method::RouterRank1 => "router-rank1",
+            Method::MoeLora => "moe-lora",
+            Method::SeqLora => "seq-lora",
+        }
+    }
+
+    fn routing(self) -> Routing {
+        let sa = |top_k, temperature, threshold| Routing::SelfActivated { top_k, temperature, threshold };
+        match self {
+            Method::Moram => Routing::MORAM,
+            Method::MoramSelfActivated => sa(false, false, false),
+            Method::MoramNoTopK => sa(false, true, true),
+            Method::MoramNoTemperature => sa(true, false, true),
+            Method::MoramNoThreshold => sa(true, true, false),
+            Method::RouterRank1 => Routing::ExternalRouter { top_k: true, temperature: true },
+            Method::MoeLora => Routing::MoeLora { top_k: true, temperature: false },
+            Method::SeqLora => Routing::Lora {},
+        }
+    }
+}
+
+/// Method and layer hyper-parameters: a moram-core profile plus overrides.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MethodConfig {
+    /// The method.
+    pub name: Method,
+    /// moram-core profile the layer settings start from (`paper`, `xtail`, `trace_code`, `trace_paper`).
+    #[serde(default = "default_profile")]
+    pub profile: String,
+    /// Atoms per task (LoRA/MoE-LoRA: rank).
+    pub r: Option<usize>,
+    /// Top-k budget.
+    pub top_k: Option<usize>,
+    /// Softmax temperature.
+    pub temperature: Option<f64>,
+    /// Eval threshold delta.
+    pub threshold: Option<f64>,
+    /// Adapter input dropout in training.
+    pub dropout: Option<f64>,
+    /// Value-path multiplier.
+    pub value_scale: Option<f64>,
+    /// Official-code behaviours to reproduce.
+    pub compat: Option<CompatFlags>,
+}
+
+fn default_profile() -> String {
+    "paper".into()
+}
+
+impl MethodConfig {
+    /// The layer config every adapted layer gets.
+    pub fn moram_config(&self) -> Result<MoramConfig> {
+        let profile: Profile =
+            self.profile.parse().map_err(|e: moram_core::Error| Error::config("method.profile", e.to_string()))?;
+        let mut c = profile.config();
+        c.routing = self.name.routing();
+        c.r = self.r.unwrap_or(c.r);
+        c.top_k = self.top_k.unwrap_or(c.top_k);
+        c.temperature = self.temperature.unwrap_or(c.temperature);
+        c.threshold = self.threshold.unwrap_or(c.threshold);
+        c.dropout = self.dropout.unwrap_or(c.dropout);
+        c.value_scale = self.value_scale.unwrap_or(c.value_scale);
+        if let Some(compat) = self.compat {
+            c.compat = compat;
+        }
+        c.validate().map_err(|e| Error::config("method", e.to_string()))?;
+        Ok(c)
+    }
+}
+
+/// Which update rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    /// AdamW: decoupled weight decay (X-TAIL).
+    Adamw,
+    /// Adam: weight decay added to the gradient (TRACE's `torch.optim.Adam`).
+    Adam,
+}
+
+/// Learning-rate schedule, applied per optimiser step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScheduleKind {
+    /// The base rate throughout (TRACE).
+    Constant,
+    /// Linear warm-up then half-cosine to 0 (X-TAIL `cosine_lr`).
+    Cosine,
+}
+
+/// Optimiser settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OptimizerConfig {
+    /// Update rule.
+    pub kind: OptimizerKind,
+    /// Base learning rate.
+    pub lr: f64,
+    /// Adam betas.
+    pub betas: [f64; 2],
+    /// Adam eps.
+    pub eps: f64,
+    /// Weight decay.
+    pub weight_decay: f64,
+    /// Schedule.
+    pub schedule: ScheduleKind,
+    /// Warm-up steps (cosine only).
+    pub warmup_steps: usize,
+}
+
+impl Default for OptimizerConfig {
+    fn default() -> Self {
+        // X-TAIL's settings (protocol 3.8).
+        OptimizerConfig {
+            kind: OptimizerKind::Adamw,
+            lr: 5e-4,
+            betas: [0.9, 0.9999],
+            eps: 1e-8,
+            weight_decay: 0.0,
+            schedule: ScheduleKind::Cosine,
+            warmup_steps: 0,
+        }
+    }
+}
+
+/// How long and in what batches each task trains.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainingConfig {
+    /// Optimiser steps per task (X-TAIL: 500). Exclusive with `epochs`.
+    pub iterations: Option<usize>,
+    /// Epochs per task: one value for all tasks or one per task (TRACE: 2,1,3,2,1,2,2,3).
+    pub epochs: Option<Vec<usize>>,
+    /// Examples per optimiser step.
+    pub batch_size: usize,
+    /// Examples per forward pass; `batch_size / micro_batch_size` micro-batches are accumulated.
+    pub micro_batch_size: Option<usize>,
+    /// Global gradient-norm clip (TRACE: 1.0); none when absent.
+    pub clip_grad_norm: Option<f64>,
+    /// Evaluate on at most this many examples per task (all when absent).
+    pub max_eval_examples: Option<usize>,
+}
+
+impl TrainingConfig {
+    /// Micro-batch size and the number of micro-batches per step.
+    pub fn accumulation(&self) -> (usize, usize) {
+        let micro = self.micro_batch_size.unwrap_or(self.batch_size);
+        (micro, self.batch_size / micro.max(1))
+    }
+
+    /// Epochs for task `t` when training by epochs.
+    pub fn epochs_for(&self, t: usize) -> Option<usize> {
+        let e = self.epochs.as_ref()?;
+        if e.len() == 1 {
+            e.first().copied()
+        } else {
+            e.get(t).copied()
+        }
+    }
+}
+
+/// Post-pruning after each task (paper C.5).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PruningConfig {
+    /// Prune after each task.
+    pub enabled: bool,
+    /// Share of the activation mass the kept atoms must carry.
+    pub share: f64,
+    /// Training examples the statistics are gathered on (all when absent).
+    pub stats_examples: Option<usize>,
+}
+
+impl Default for PruningConfig {
+    fn default() -> Self {
+        PruningConfig { enabled: false, share: 0.99, stats_examples: None }
+    }
+}
+
+/// Generation settings of LLM evaluation (defaults: protocol 4.6).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GenerationSettings {
+    /// New tokens per answer.
+    pub max_new_tokens: usize,
+    /// `transformers` repetition penalty.
+    pub repetition_penalty: f64,
+    /// No-repeat n-gram size (0: off).
+    pub no_repeat_ngram_size: usize,
+    /// Prompts generated together (left-padded).
+    pub batch_size: usize,
+    /// Prompt tokens kept (the tail; protocol 4.4 `max_prompt_len`).
+    pub max_prompt_tokens: usize,
+    /// Answer tokens kept in training (`max_ans_len`).
+    pub max_answer_tokens: usize,
+}
+
+impl Default for GenerationSettings {
+    fn default() -> Self {
+        GenerationSettings {
+            max_new_tokens: 512,
+            repetition_penalty: 1.2,
+            no_repeat_ngram_size: 3,
+            batch_size: 8,
+            max_prompt_tokens: 1024,
+            max_answer_tokens: 512,
+        }
+    }
+}
+
+/// Which model family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelKind {
+    /// A decoder LLM (Hugging Face folder or GGUF file).
+    Llm,
+    /// A CLIP model (safetensors file or folder).
+    Clip,
+}
+
+/// Storage type of the frozen base weights (atoms are always f32).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum BaseDtype {
+    /// float32.
+    #[default]
+    F32,
+    /// bfloat16.
+    Bf16,
+}
+
+impl BaseDtype {
+    /// The libtorch kind.
+    pub fn kind(self) -> tch::Kind {
+        match self {
+            BaseDtype::F32 => tch::Kind::Float,
+            BaseDtype::Bf16 => tch::Kind::BFloat16,
+        }
+    }
+}
+
+/// The model to adapt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Family.
+    pub kind: ModelKind,
+    /// Checkpoint: a GGUF file, a Hugging Face folder or safetensors file.
+    pub path: PathBuf,
+    /// Base weight dtype.
+    #[serde(default)]
+    pub dtype: BaseDtype,
+    /// Layers to adapt.
+    pub targets: TargetSpec,
+}
+
+/// Data formats the front-ends read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DataFormat {
+    /// TRACE: `<dir>/<Task>/{train,eval,test}.json`, each a list of `{prompt, answer}`.
+    Trace,
+}
+
+/// The task sequence's data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// Format.
+    pub format: DataFormat,
+    /// Root folder.
+    pub dir: PathBuf,
+    /// Tasks in training order (folder names).
+    pub tasks: Vec<String>,
+    /// Split evaluated after every task (`test` as the paper; `eval` for quick runs).
+    #[serde(default = "default_split")]
+    pub eval_split: String,
+    /// Metric per task name, overriding the TRACE defaults (`accuracy`, `choice_accuracy`,
+    /// `scienceqa_accuracy`, `numglue_accuracy`, `rouge_l`, `sari`, `py150_similarity`).
+    #[serde(default)]
+    pub metrics: BTreeMap<String, String>,
+    /// Use at most this many training examples per task.
+    pub max_train_examples: Option<usize>,
+}
+
+fn default_split() -> String {
+    "test".into()
+}
+
+impl RunConfig {
+    /// Parses TOML text; `origin` names the source in errors.
+    pub fn from_toml_str(text: &str, origin: &Path) -> Result<Self> {
+        let c: RunConfig = toml::from_str(text)
+            .map_err(|e| Error::ConfigFile { path: origin.into(), message: e.to_string().trim_end().to_string() })?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Reads a TOML file; relative model/data paths are resolved against its folder.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let mut c = Self::from_toml_str(&text, path)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        if let Some(m) = c.model.as_mut() {
+            m.path = resolve(base, &m.path);
+        }
+        if let Some(d) = c.data.as_mut() {
+            d.dir = resolve(base, &d.dir);
+        }
+        Ok(c)
+    }
+
+    /// Applies a `key=value` override (dotted key, TOML value; bare words are read as strings).
+    pub fn set(&mut self, assignment: &str) -> Result<()> {
+        let (key, value) = assignment
+            .split_once('=')
+            .ok_or_else(|| Error::config(assignment, "an override must look like `section.key=value`"))?;
+        let key = key.trim();
+        let value = value.trim();
+        let parsed: toml::Value = toml::from_str::<toml::Table>(&format!("v = {value}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(value.to_string()));
+        let mut doc = toml::Value::try_from(&*self).map_err(|e| Error::config(key, e.to_string()))?;
+        let mut node = &mut doc;
+        let parts: Vec<&str> = key.split('.').collect();
+        for (i, part) in parts.iter().enumerate() {
+            let table = node.as_table_mut().ok_or_else(|| Error::config(key, "is not inside a table"))?;
+            if i + 1 == parts.len() {
+                table.insert(part.to_string(), parsed.clone());
+                break;
+            }
+            node = table.entry(part.to_string()).or_insert_with(|| toml::Value::Table(Default::default()));
+        }
+        let text = toml::to_string(&doc).map_err(|e| Error::config(key, e.to_string()))?;
+        *self = Self::from_toml_str(&text, Path::new(&format!("--set {key}")))?;
+        Ok(())
+    }
+
+    /// Checks ranges and consistency; errors name the key.
+    pub fn validate(&self) -> Result<()> {
+        self.method.moram_config()?;
+        let o = &self.optimizer;
+        if !(o.lr.is_finite() && o.lr > 0.0) {
+            return Err(Error::config("optimizer.lr", format!("must be > 0, found {}", o.lr)));
+        }
+        if o.betas.iter().any(|b| !(0.0..1.0).contains(b)) {
+            return Err(Error::config("optimizer.betas", format!("each beta must lie in [0, 1), found {:?}", o.betas)));
+        }
+        if o.eps.is_nan() || o.eps <= 0.0 || o.weight_decay.is_nan() || o.weight_decay < 0.0 {
+            return Err(Error::config("optimizer", "eps must be > 0 and weight_decay >= 0"));
+        }
+        let t = &self.training;
+        match (&t.iterations, &t.epochs) {
+            (Some(0), _) => return Err(Error::config("training.iterations", "must be at least 1")),
+            (Some(_), Some(_)) | (None, None) => {
+                return Err(Error::config("training", "give exactly one of `iterations` and `epochs`"));
+            }
+            (None, Some(e)) if e.is_empty() || e.contains(&0) => {
+                return Err(Error::config("training.epochs", "needs one or more values, each at least 1"));
+            }
+            _ => {}
+        }
+        if t.batch_size == 0 {
+            return Err(Error::config("training.batch_size", "must be at least 1"));
+        }
+        let (micro, _) = t.accumulation();
+        if micro == 0 || !t.batch_size.is_multiple_of(micro) {
+            return Err(Error::config(
+                "training.micro_batch_size",
+                format!("must divide batch_size {}, found {micro}", t.batch_size),
+            ));
+        }
+        if let Some(c) = t.clip_grad_norm {
+            if !(c.is_finite() && c > 0.0) {
+                return Err(Error::config("training.clip_grad_norm", format!("must be > 0, found {c}")));
+            }
+        }
+        let p = &self.pruning;
+        if !(p.share > 0.0 && p.share <= 1.0) {
+            return Err(Error::config("pruning.share", format!("must lie in (0, 1], found {}", p.share)));
+        }
+        let g = &self.generation;
+        if g.batch_size == 0 || g.max_new_tokens == 0 || g.max_prompt_tokens == 0 {
+            return Err(Error::config("generation", "batch_size, max_new_tokens and max_prompt_tokens must be >= 1"));
+        }
+        if let Some(d) = &self.data {
+            if d.tasks.is_empty() {
+                return Err(Error::config("data.tasks", "lists no task"));
+            }
+            if let Some(e) = &t.epochs {
+                if e.len() != 1 && e.len() != d.tasks.len() {
+                    return Err(Error::config(
+                        "training.epochs",
+                        format!("has {} values for {} tasks (give one, or one per task)", e.len(), d.tasks.len()),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The config as flat `dotted.key -> value` pairs (for diffs and reports).
+    pub fn flatten(&self) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        if let Ok(v) = serde_json::to_value(self) {
+            flatten_into("", &v, &mut out);
+        }
+        out
+    }
+
+    /// SHA-256 of the canonical JSON form.
+    pub fn hash(&self) -> String {
+        let json = serde_json::to_string(&self.flatten()).unwrap_or_default();
+        Sha256::digest(json.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The dotted keys whose values differ between `self` (a run's config) and `other` (the one
+    /// given now), as `key (run X, given Y)`.
+    pub fn differing_fields(&self, other: &RunConfig) -> Vec<String> {
+        let (a, b) = (self.flatten(), other.flatten());
+        let mut keys: Vec<String> = a.keys().chain(b.keys()).cloned().collect();
+        keys.sort();
+        keys.dedup();
+        keys.into_iter()
+            .filter(|k| a.get(k) != b.get(k))
+            .map(|k| {
+                let show = |m: &BTreeMap<String, String>| m.get(&k).cloned().unwrap_or_else(|| "(absent)".into());
+                format!("{k} (run {}, given {})", show(&a), show(&b))
+            })
+            .collect()
+    }
+}
+
+fn resolve(base: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+fn flatten_into(prefix: &str, v: &serde_json::Value, out: &mut BTreeMap<String, String>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, v) in m {
+                let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                flatten_into(&key, v, out);
+            }
+        }
+        serde_json::Value::Null => {}
+        other => {
+            out.insert(prefix.to_string(), other.to_string());
+        }
+    }
+}

@@ -1,0 +1,48 @@
+//! TRACE data (protocol 4.1): `<dir>/<Task>/{train,eval,test}.json`, each a JSON array of objects
+//! with string `prompt` and `answer`.
+
+use super::data_error;
+use crate::error::Result;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// One prompt/answer pair.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Example {
+    /// The full instruction (no chat template).
+    pub prompt: String,
+    /// The expected answer.
+    pub answer: String,
+}
+
+/// Reads one split file. Errors name the file, and the entry index for bad records.
+pub fn load_split(path: &Path) -> Result<Vec<Example>> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        let what =
+            if e.kind() == std::io::ErrorKind::NotFound { "missing split file".to_string() } else { e.to_string() };
+        data_error(path, None, what)
+    })?;
+    let value: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| data_error(path, None, format!("malformed JSON: {e}")))?;
+    let items = value
+        .as_array()
+        .ok_or_else(|| data_error(path, None, "expected a JSON array of {\"prompt\", \"answer\"} objects"))?;
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let field = |k: &str| {
+                item.get(k)
+                    .and_then(serde_json::Value::as_str)
+                    .map(str::to_string)
+                    .ok_or_else(|| data_error(path, Some(format!("entry {i}")), format!("needs a string field `{k}`")))
+            };
+            Ok(Example { prompt: field("prompt")?, answer: field("answer")? })
+        })
+        .collect()
+}
+
+/// Reads `<dir>/<task>/<split>.json`.
+pub fn load_task_split(dir: &Path, task: &str, split: &str) -> Result<Vec<Example>> {
+    load_split(&dir.join(task).join(format!("{split}.json")))
+}

@@ -1,0 +1,42 @@
+//! [`Learner`]: what the runner needs from a model + task sequence (a CLIP classifier, a causal LM,
+//! or anything a user writes). The runner owns the loop, the optimiser and the checkpoints; the
+//! learner owns the model, the data and the loss.
+
+use crate::error::Result;
+use moram_core::MoramLinear;
+use tch::Tensor;
+
+/// A model with MoRAM layers and a task sequence to learn.
+pub trait Learner {
+    /// Task names, in training order.
+    fn task_names(&self) -> Vec<String>;
+
+    /// Training examples of task `task`.
+    fn train_len(&self, task: usize) -> usize;
+
+    /// Every MoRAM layer by module path.
+    fn moram_layers(&self) -> Vec<(String, &MoramLinear)>;
+
+    /// Every MoRAM layer by module path, mutably.
+    fn moram_layers_mut(&mut self) -> Vec<(String, &mut MoramLinear)>;
+
+    /// Parameters of the whole model (base + every atom), for reports.
+    fn total_parameters(&self) -> usize;
+
+    /// Called after the runner started task `task` on every layer and before its first step
+    /// (e.g. X-TAIL's seen-class text embeddings). Default: nothing.
+    fn prepare_task(&mut self, _task: usize) -> Result<()> {
+        Ok(())
+    }
+
+    /// Mean loss (scalar, with graph) over the training examples `indices` of `task`.
+    fn loss(&mut self, task: usize, indices: &[usize]) -> Result<Tensor>;
+
+    /// Called once before a row of evaluations (e.g. to encode every class prompt once).
+    fn begin_evaluation(&mut self) -> Result<()> {
+        Ok(())
+    }
+
+    /// The task's score (0-100) on its evaluation split, the model in eval mode.
+    fn evaluate(&mut self, task: usize) -> Result<f64>;
+}

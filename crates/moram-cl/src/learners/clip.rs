@@ -1,0 +1,166 @@
+//! X-TAIL on CLIP (protocol 3.8-3.9): image-to-text cross-entropy over seen + current class
+//! prompts with the seen columns masked, plus the batch-wise text-side term; evaluation of every
+//! domain against the union of all domains' class prompts (task-agnostic, offset labels).
+
+use crate::data::ImageTask;
+use crate::error::{Error, Result};
+use crate::learner::Learner;
+use moram_core::{MoramConfig, MoramLinear};
+use moram_models::clip::{normalize, ClipModel, ClipTokenizer};
+use moram_models::TargetSpec;
+use tch::{Kind, Tensor};
+
+/// Logit scale of X-TAIL's loss and evaluation (the pretrained CLIP value, hard-coded there).
+pub const LOGIT_SCALE: f64 = 100.0;
+
+/// CLIP learning a sequence of image domains.
+#[derive(Debug)]
+pub struct ClipLearner {
+    model: ClipModel,
+    tokenizer: ClipTokenizer,
+    tasks: Vec<ImageTask>,
+    /// Text embeddings of every class seen before the current task `(n_seen, E)`.
+    seen: Option<Tensor>,
+    n_seen: usize,
+    /// Text embeddings of every class of every domain, computed once per evaluation row.
+    all_text: Option<Tensor>,
+    eval_batch: usize,
+}
+
+impl ClipLearner {
+    /// Injects MoRAM layers as `targets` says and checks every task.
+    pub fn new(
+        mut model: ClipModel,
+        tasks: Vec<ImageTask>,
+        targets: &TargetSpec,
+        moram: &MoramConfig,
+        eval_batch: usize,
+    ) -> Result<Self> {
+        for t in &tasks {
+            t.validate()?;
+        }
+        model.inject(targets, moram)?;
+        Ok(ClipLearner {
+            model,
+            tokenizer: ClipTokenizer::new(),
+            tasks,
+            seen: None,
+            n_seen: 0,
+            all_text: None,
+            eval_batch: eval_batch.max(1),
+        })
+    }
+
+    /// The model.
+    pub fn model(&self) -> &ClipModel {
+        &self.model
+    }
+
+    fn encode_prompts(&self, prompts: &[String]) -> Result<Tensor> {
+        let device = self.model.device();
+        let ids = self.tokenizer.tokenize_batch(prompts).to_device(device);
+        Ok(normalize(&self.model.encode_text(&ids)?))
+    }
+
+    fn offset(&self, task: usize) -> usize {
+        self.tasks[..task].iter().map(|t| t.classnames.len()).sum()
+    }
+}
+
+impl Learner for ClipLearner {
+    fn task_names(&self) -> Vec<String> {
+        self.tasks.iter().map(|t| t.name.clone()).collect()
+    }
+
+    fn train_len(&self, task: usize) -> usize {
+        self.tasks.get(task).map_or(0, |t| t.train_labels.len())
+    }
+
+    fn moram_layers(&self) -> Vec<(String, &MoramLinear)> {
+        self.model.moram_layers()
+    }
+
+    fn moram_layers_mut(&mut self) -> Vec<(String, &mut MoramLinear)> {
+        self.model.moram_layers_mut()
+    }
+
+    fn total_parameters(&self) -> usize {
+        self.model.parameter_count()
+    }
+
+    /// Seen-class embeddings under `no_grad`, each domain's template, in task order, with the model
+    /// in eval mode and the fresh atoms present (protocol 3.8 point 5, A9).
+    fn prepare_task(&mut self, task: usize) -> Result<()> {
+        self.n_seen = self.offset(task);
+        self.seen = if task == 0 {
+            None
+        } else {
+            let _guard = tch::no_grad_guard();
+            let prompts: Vec<String> = self.tasks[..task].iter().flat_map(ImageTask::prompts).collect();
+            Some(self.encode_prompts(&prompts)?)
+        };
+        Ok(())
+    }
+
+    fn loss(&mut self, task: usize, indices: &[usize]) -> Result<Tensor> {
+        let t = &self.tasks[task];
+        let device = t.train_images.device();
+        let idx = Tensor::from_slice(&indices.iter().map(|&i| i as i64).collect::<Vec<_>>()).to_device(device);
+        let images = t.train_images.index_select(0, &idx);
+        let n_seen = self.n_seen as i64;
+        let labels: Vec<i64> = indices.iter().map(|&i| t.train_labels[i] + n_seen).collect();
+        let cur = self.encode_prompts(&t.prompts())?;
+        let e = match &self.seen {
+            Some(seen) => Tensor::cat(&[seen.to_device(cur.device()), cur], 0),
+            None => cur,
+        };
+        let f = normalize(&self.model.encode_image(&images)?).to_kind(Kind::Float);
+        let e = e.to_kind(Kind::Float);
+        let labels_t = Tensor::from_slice(&labels).to_device(f.device());
+        let logits = f.matmul(&e.tr()) * LOGIT_SCALE;
+        if n_seen > 0 {
+            let _ = logits.narrow(1, 0, n_seen).fill_(f64::NEG_INFINITY);
+        }
+        let ce_i = logits.cross_entropy_for_logits(&labels_t);
+        // Text side: rows are classes, a softmax over the batch, soft targets M[c, b] = [y_b == c],
+        // mean over every class row (absent classes contribute 0 but count).
+        let rows = e.size()[0];
+        let t_logits = e.matmul(&f.tr()) * LOGIT_SCALE;
+        let classes = Tensor::arange(rows, (Kind::Int64, f.device())).unsqueeze(1);
+        let m = classes.eq_tensor(&labels_t.unsqueeze(0)).to_kind(Kind::Float);
+        let loss_t = -(m * t_logits.log_softmax(1, Kind::Float)).sum(Kind::Float) / rows as f64;
+        Ok(ce_i + loss_t)
+    }
+
+    fn begin_evaluation(&mut self) -> Result<()> {
+        let prompts: Vec<String> = self.tasks.iter().flat_map(ImageTask::prompts).collect();
+        self.all_text = Some(self.encode_prompts(&prompts)?);
+        Ok(())
+    }
+
+    fn evaluate(&mut self, task: usize) -> Result<f64> {
+        if self.all_text.is_none() {
+            self.begin_evaluation()?;
+        }
+        let text = self.all_text.as_ref().ok_or_else(|| Error::task("evaluation", "no text embeddings"))?;
+        let t = &self.tasks[task];
+        let offset = self.offset(task) as i64;
+        let n = t.test_labels.len() as i64;
+        let mut correct = 0i64;
+        let mut start = 0i64;
+        while start < n {
+            let len = (self.eval_batch as i64).min(n - start);
+            let images = t.test_images.narrow(0, start, len);
+            let f = normalize(&self.model.encode_image(&images)?).to_kind(Kind::Float);
+            let pred = f.matmul(&text.to_kind(Kind::Float).tr()).argmax(1, false).to_device(tch::Device::Cpu);
+            let pred = Vec::<i64>::try_from(pred)?;
+            correct += pred
+                .iter()
+                .zip(&t.test_labels[start as usize..(start + len) as usize])
+                .filter(|(p, l)| **p == **l + offset)
+                .count() as i64;
+            start += len;
+        }
+        Ok(100.0 * correct as f64 / n as f64)
+    }
+}

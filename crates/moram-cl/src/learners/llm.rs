@@ -1,0 +1,238 @@
+//! TRACE on a decoder LLM: causal-LM loss on the answer tokens (protocol 4.4), greedy generation
+//! with the repetition penalty and no-repeat-n-gram settings (4.6), and the task's metric (4.7).
+
+use crate::config::{DataConfig, GenerationSettings, ModelConfig};
+use crate::data::trace::{load_task_split, Example};
+use crate::error::{Error, Result};
+use crate::learner::Learner;
+use crate::metrics::TaskMetric;
+use moram_core::{MoramConfig, MoramLinear};
+use moram_models::llm::{CausalLm, GenerationConfig, GgufFile, LlmConfig, LlmTokenizer};
+use moram_models::{TargetSpec, WeightSource};
+use tch::{Device, Kind, Tensor};
+
+/// One instruction task.
+#[derive(Debug, Clone)]
+pub struct TextTask {
+    /// Task name (TRACE folder name).
+    pub name: String,
+    /// Training pairs.
+    pub train: Vec<Example>,
+    /// Pairs scored after every task.
+    pub eval: Vec<Example>,
+    /// How generations are scored.
+    pub metric: TaskMetric,
+}
+
+impl TextTask {
+    /// Loads `<dir>/<name>/{train,<eval_split>}.json`; the metric is TRACE's default for the name
+    /// unless `metric` is given.
+    pub fn load(dir: &std::path::Path, name: &str, eval_split: &str, metric: Option<TaskMetric>) -> Result<Self> {
+        let train = load_task_split(dir, name, "train")?;
+        let eval = load_task_split(dir, name, eval_split)?;
+        for (split, v) in [("train", &train), (eval_split, &eval)] {
+            if v.is_empty() {
+                return Err(Error::task(name, format!("the {split} split is empty")));
+            }
+        }
+        Ok(TextTask { name: name.into(), train, eval, metric: metric.unwrap_or(TaskMetric::default_for_task(name)) })
+    }
+}
+
+/// A causal LM learning a sequence of [`TextTask`]s.
+#[derive(Debug)]
+pub struct LlmLearner {
+    model: CausalLm,
+    tokenizer: LlmTokenizer,
+    tasks: Vec<TextTask>,
+    settings: GenerationSettings,
+    max_eval: Option<usize>,
+    bos: Option<i64>,
+    eos: i64,
+}
+
+/// A loaded model with its tokenizer.
+pub fn load_llm(path: &std::path::Path, kind: Kind, device: Device) -> Result<(CausalLm, LlmTokenizer)> {
+    let is_gguf = path.extension().is_some_and(|e| e == "gguf");
+    if is_gguf {
+        let gguf = GgufFile::open(path)?;
+        Ok((CausalLm::from_gguf(&gguf, kind, device)?, LlmTokenizer::from_gguf(&gguf)?))
+    } else {
+        let config = LlmConfig::from_hf_json(path.join("config.json"))?;
+        let source = WeightSource::open(path)?;
+        let model = CausalLm::from_hf(&source, &config, kind, device)?;
+        Ok((model, LlmTokenizer::from_hf_dir(path, &config)?))
+    }
+}
+
+impl LlmLearner {
+    /// Wraps a model and tokenizer; injects MoRAM layers as `targets` says.
+    pub fn new(
+        mut model: CausalLm,
+        tokenizer: LlmTokenizer,
+        tasks: Vec<TextTask>,
+        targets: &TargetSpec,
+        moram: &MoramConfig,
+        settings: GenerationSettings,
+        max_eval: Option<usize>,
+    ) -> Result<Self> {
+        let eos = *tokenizer.eos.first().ok_or_else(|| Error::config("model", "the tokenizer has no EOS id"))?;
+        model.inject(targets, moram)?;
+        let bos = tokenizer.bos;
+        Ok(LlmLearner { model, tokenizer, tasks, settings, max_eval, bos, eos })
+    }
+
+    /// Builds the learner a run config describes (model + TRACE data).
+    pub fn from_config(
+        model: &ModelConfig,
+        data: &DataConfig,
+        moram: &MoramConfig,
+        settings: &GenerationSettings,
+        max_eval: Option<usize>,
+    ) -> Result<Self> {
+        let device = Device::cuda_if_available();
+        let (lm, tok) = load_llm(&model.path, model.dtype.kind(), device)?;
+        let mut tasks = Vec::new();
+        for name in &data.tasks {
+            let metric = data.metrics.get(name).map(|m| TaskMetric::from_name(m)).transpose()?;
+            let mut t = TextTask::load(&data.dir, name, &data.eval_split, metric)?;
+            if let Some(n) = data.max_train_examples {
+                t.train.truncate(n);
+            }
+            tasks.push(t);
+        }
+        Self::new(lm, tok, tasks, &model.targets, moram, settings.clone(), max_eval)
+    }
+
+    /// The model.
+    pub fn model(&self) -> &CausalLm {
+        &self.model
+    }
+
+    /// The tokenizer.
+    pub fn tokenizer(&self) -> &LlmTokenizer {
+        &self.tokenizer
+    }
+
+    /// TRACE `tokenize`: no special tokens, truncation to `cutoff` (tail kept unless `keep_prefix`),
+    /// then EOS and BOS each only while still shorter than `cutoff`.
+    fn tokenize(&self, text: &str, cutoff: usize, bos: bool, eos: bool, keep_prefix: bool) -> Result<Vec<i64>> {
+        let mut ids = self.tokenizer.encode_plain(text)?;
+        if ids.len() > cutoff {
+            if keep_prefix {
+                ids.truncate(cutoff);
+            } else {
+                ids.drain(..ids.len() - cutoff);
+            }
+        }
+        if eos && ids.len() < cutoff {
+            ids.push(self.eos);
+        }
+        if let (true, Some(b)) = (bos && ids.len() < cutoff, self.bos) {
+            ids.insert(0, b);
+        }
+        Ok(ids)
+    }
+
+    /// Token ids and the number of trailing label tokens for one training pair (protocol 4.4).
+    pub fn training_sequence(&self, task: &str, ex: &Example) -> Result<(Vec<i64>, usize)> {
+        let s = &self.settings;
+        if task == "MeetingBank" {
+            let limit = 4096 + s.max_answer_tokens;
+            let label = self.tokenize(&ex.answer, limit.min((s.max_answer_tokens + 2).max(32)), false, true, false)?;
+            let room = limit.saturating_sub(1 + label.len());
+            let instr = self.tokenize(&ex.prompt, room, false, false, true)?;
+            let mut seq: Vec<i64> = self.bos.into_iter().chain(instr).collect();
+            seq.extend(&label);
+            return Ok((seq, label.len()));
+        }
+        let limit = s.max_prompt_tokens + s.max_answer_tokens;
+        let label = self.tokenize(&ex.answer, limit, false, true, false)?;
+        let seq = self.tokenize(&format!("{}{}", ex.prompt, ex.answer), limit, true, true, false)?;
+        let n = label.len().min(seq.len());
+        Ok((seq, n))
+    }
+
+    /// Left-padded batch `(ids, labels, mask)`, length rounded up to a multiple of 8.
+    fn collate(&self, seqs: &[(Vec<i64>, usize)]) -> (Tensor, Tensor, Tensor) {
+        let width = seqs.iter().map(|(s, _)| s.len()).max().unwrap_or(0).div_ceil(8) * 8;
+        let (mut ids, mut labels, mut mask) = (Vec::new(), Vec::new(), Vec::new());
+        for (s, label_len) in seqs {
+            let pad = width - s.len();
+            ids.extend(std::iter::repeat_n(self.eos, pad).chain(s.iter().copied()));
+            mask.extend(std::iter::repeat_n(0i64, pad).chain(std::iter::repeat_n(1, s.len())));
+            labels.extend(
+                std::iter::repeat_n(-100i64, width - label_len).chain(s[s.len() - label_len..].iter().copied()),
+            );
+        }
+        let b = seqs.len() as i64;
+        let device = self.model.device();
+        let t = |v: Vec<i64>| Tensor::from_slice(&v).view([b, width as i64]).to_device(device);
+        (t(ids), t(labels), t(mask))
+    }
+}
+
+impl Learner for LlmLearner {
+    fn task_names(&self) -> Vec<String> {
+        self.tasks.iter().map(|t| t.name.clone()).collect()
+    }
+
+    fn train_len(&self, task: usize) -> usize {
+        self.tasks.get(task).map_or(0, |t| t.train.len())
+    }
+
+    fn moram_layers(&self) -> Vec<(String, &MoramLinear)> {
+        self.model.moram_layers()
+    }
+
+    fn moram_layers_mut(&mut self) -> Vec<(String, &mut MoramLinear)> {
+        self.model.moram_layers_mut()
+    }
+
+    fn total_parameters(&self) -> usize {
+        let c = self.model.config();
+        let (d, ff, v) = (c.hidden_size as usize, c.intermediate_size as usize, c.vocab_size as usize);
+        let (q, kv) = ((c.num_attention_heads * c.head_dim) as usize, (c.num_key_value_heads * c.head_dim) as usize);
+        let block = d * q * 2 + d * kv * 2 + 3 * d * ff + 2 * d;
+        let head = if c.tie_word_embeddings { 0 } else { v * d };
+        let atoms: usize = self.model.moram_layers().iter().map(|(_, m)| m.bank().parameter_count()).sum();
+        v * d + head + d + block * c.num_hidden_layers as usize + atoms
+    }
+
+    fn loss(&mut self, task: usize, indices: &[usize]) -> Result<Tensor> {
+        let t = &self.tasks[task];
+        let seqs = indices.iter().map(|&i| self.training_sequence(&t.name, &t.train[i])).collect::<Result<Vec<_>>>()?;
+        let (ids, labels, mask) = self.collate(&seqs);
+        Ok(self.model.causal_lm_loss(&ids, &labels, Some(&mask))?)
+    }
+
+    fn evaluate(&mut self, task: usize) -> Result<f64> {
+        let t = &self.tasks[task];
+        let n = self.max_eval.unwrap_or(t.eval.len()).min(t.eval.len());
+        let examples = &t.eval[..n];
+        let s = &self.settings;
+        let keep_prefix = t.name == "MeetingBank";
+        let max_prompt = if keep_prefix { 4096 } else { s.max_prompt_tokens };
+        let config = GenerationConfig {
+            max_new_tokens: s.max_new_tokens,
+            repetition_penalty: s.repetition_penalty,
+            no_repeat_ngram_size: s.no_repeat_ngram_size,
+            stop_ids: self.tokenizer.eos.clone(),
+            pad_id: self.eos,
+            ..GenerationConfig::default()
+        };
+        let mut predictions = Vec::with_capacity(n);
+        for chunk in examples.chunks(s.batch_size) {
+            let prompts = chunk
+                .iter()
+                .map(|e| self.tokenize(&e.prompt, max_prompt, true, false, keep_prefix))
+                .collect::<Result<Vec<_>>>()?;
+            for out in self.model.generate(&prompts, &config)? {
+                predictions.push(self.tokenizer.decode(&out, true)?);
+            }
+        }
+        let prompts: Vec<String> = examples.iter().map(|e| e.prompt.clone()).collect();
+        let answers: Vec<String> = examples.iter().map(|e| e.answer.clone()).collect();
+        t.metric.score(&prompts, &predictions, &answers)
+    }
+}

@@ -1,0 +1,128 @@
+//! Metrics: sequence-level summaries of the accuracy matrix ([`matrix`]) and the TRACE per-task
+//! scores ([`TaskMetric`]), each matching the Python code the paper's numbers came from.
+
+pub mod matrix;
+pub mod rouge;
+pub mod sari;
+pub mod text;
+
+pub use matrix::{
+    forgetting, fwt, order_robustness, trace_summary, xtail_clean, xtail_official, TraceSummary, XtailSummary,
+};
+
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+
+/// How one task's generations are scored (protocol 4.7). All scores are on a 0-100 scale.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskMetric {
+    /// Prefix rule on the raw generation.
+    Accuracy,
+    /// C-STANCE/FOMC: letter extraction, then the prefix rule.
+    ChoiceAccuracy,
+    /// ScienceQA: first character of prediction and answer, then the prefix rule.
+    ScienceqaAccuracy,
+    /// NumGLUE: Qwen2.5-Math answer parser and numeric comparison.
+    NumglueAccuracy,
+    /// MeetingBank: pltrdy ROUGE-L F, TRACE averaging.
+    RougeL,
+    /// 20Minuten: SARI with the prompts as sources.
+    Sari,
+    /// Py150: fuzzywuzzy ratio after the placeholder clean-up.
+    Py150Similarity,
+}
+
+impl TaskMetric {
+    /// Every metric, for listings.
+    pub const ALL: [TaskMetric; 7] = [
+        TaskMetric::Accuracy,
+        TaskMetric::ChoiceAccuracy,
+        TaskMetric::ScienceqaAccuracy,
+        TaskMetric::NumglueAccuracy,
+        TaskMetric::RougeL,
+        TaskMetric::Sari,
+        TaskMetric::Py150Similarity,
+    ];
+
+    /// The config name.
+    pub fn name(self) -> &'static str {
+        match self {
+            TaskMetric::Accuracy => "accuracy",
+            TaskMetric::ChoiceAccuracy => "choice_accuracy",
+            TaskMetric::ScienceqaAccuracy => "scienceqa_accuracy",
+            TaskMetric::NumglueAccuracy => "numglue_accuracy",
+            TaskMetric::RougeL => "rouge_l",
+            TaskMetric::Sari => "sari",
+            TaskMetric::Py150Similarity => "py150_similarity",
+        }
+    }
+
+    /// Parses a config name; the error lists the valid ones.
+    pub fn from_name(name: &str) -> Result<Self> {
+        Self::ALL.into_iter().find(|m| m.name() == name).ok_or_else(|| {
+            let valid: Vec<_> = Self::ALL.iter().map(|m| m.name()).collect();
+            Error::config("data.metrics", format!("`{name}` is not a metric; valid: {}", valid.join(", ")))
+        })
+    }
+
+    /// The headline metric TRACE's `collect_results.py` uses for a task folder name.
+    pub fn default_for_task(task: &str) -> Self {
+        match task {
+            "C-STANCE" | "FOMC" => TaskMetric::ChoiceAccuracy,
+            "ScienceQA" => TaskMetric::ScienceqaAccuracy,
+            t if t.starts_with("NumGLUE") => TaskMetric::NumglueAccuracy,
+            "MeetingBank" => TaskMetric::RougeL,
+            "20Minuten" => TaskMetric::Sari,
+            "Py150" => TaskMetric::Py150Similarity,
+            _ => TaskMetric::Accuracy,
+        }
+    }
+
+    /// Scores `predictions` against `targets` (and the prompts, for SARI), 0-100.
+    pub fn score(self, prompts: &[String], predictions: &[String], targets: &[String]) -> Result<f64> {
+        let n = predictions.len();
+        if targets.len() != n || prompts.len() != n {
+            return Err(Error::metric(
+                self.name(),
+                format!("{} prompts, {n} predictions and {} targets must match", prompts.len(), targets.len()),
+            ));
+        }
+        if n == 0 {
+            return Err(Error::metric(self.name(), "no example to score"));
+        }
+        let frac = |ok: usize| 100.0 * ok as f64 / n as f64;
+        let pairs = predictions.iter().zip(targets);
+        Ok(match self {
+            TaskMetric::Accuracy => frac(pairs.filter(|(p, t)| text::prefix_correct(p, t)).count()),
+            TaskMetric::ChoiceAccuracy => {
+                frac(pairs.filter(|(p, t)| text::prefix_correct(&text::extract_choice(p), t)).count())
+            }
+            TaskMetric::ScienceqaAccuracy => frac(
+                pairs
+                    .filter(|(p, t)| text::prefix_correct(&text::scienceqa_letter(p), &text::scienceqa_letter(t)))
+                    .count(),
+            ),
+            TaskMetric::NumglueAccuracy => {
+                frac(pairs.filter(|(p, t)| text::numglue_equal(&text::numglue_answer(p), t)).count())
+            }
+            TaskMetric::RougeL => 100.0 * rouge::trace_rouge_l(predictions, targets),
+            TaskMetric::Sari => {
+                let refs: Vec<Vec<String>> = targets.iter().map(|t| vec![t.clone()]).collect();
+                sari::sari(prompts, predictions, &refs)
+            }
+            TaskMetric::Py150Similarity => {
+                pairs
+                    .map(|(p, t)| {
+                        if p.is_empty() || t.is_empty() {
+                            0.0
+                        } else {
+                            text::fuzz_ratio(&text::py150_clean(p), &text::py150_clean(t)) as f64
+                        }
+                    })
+                    .sum::<f64>()
+                    / n as f64
+            }
+        })
+    }
+}

@@ -1,0 +1,204 @@
+//! Run outputs: `metrics.jsonl` (one line per optimiser step), and after every task
+//! `results.json`, `results.csv` and `results.md` (matrix, summaries, per-task records).
+
+use crate::checkpoint::{versions, write_atomic, RunState};
+use crate::config::RunConfig;
+use crate::error::{Error, Result};
+use crate::metrics::{self, TraceSummary, XtailSummary};
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::Path;
+
+/// Per-step log file name.
+pub const STEP_LOG: &str = "metrics.jsonl";
+
+/// Appends one JSON line per optimiser step.
+#[derive(Debug)]
+pub struct StepLog {
+    file: std::fs::File,
+    path: std::path::PathBuf,
+}
+
+impl StepLog {
+    /// Opens `metrics.jsonl` in `dir` for appending.
+    pub fn open(dir: &Path) -> Result<Self> {
+        let path = dir.join(STEP_LOG);
+        let file =
+            std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(|e| Error::io(&path, e))?;
+        Ok(StepLog { file, path })
+    }
+
+    /// Logs one step.
+    pub fn write(&mut self, task: usize, step: usize, loss: f64, lr: f64, grad_norm: f64, seconds: f64) -> Result<()> {
+        let line = serde_json::json!({"task": task, "step": step, "loss": loss, "lr": lr, "grad_norm": grad_norm, "seconds": seconds});
+        writeln!(self.file, "{line}").map_err(|e| Error::io(&self.path, e))
+    }
+}
+
+/// Drops the step lines of unfinished tasks (`task >= done`) before a resume.
+pub fn truncate_step_log(dir: &Path, done: usize) -> Result<()> {
+    let path = dir.join(STEP_LOG);
+    let Ok(text) = std::fs::read_to_string(&path) else { return Ok(()) };
+    let kept: String = text
+        .lines()
+        .filter(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .and_then(|v| v.get("task").and_then(serde_json::Value::as_u64))
+                .is_some_and(|t| (t as usize) < done)
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    write_atomic(&path, kept.as_bytes())
+}
+
+/// The summaries of a (possibly partial) matrix. Only defined once every task is finished.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Summaries {
+    /// X-TAIL Transfer/Average/Last as the official code computes them.
+    pub xtail_official: XtailSummary,
+    /// The same without dropping exact zeros.
+    pub xtail_clean: XtailSummary,
+    /// TRACE OP and both BWT conventions.
+    pub trace: TraceSummary,
+    /// Average forgetting.
+    pub forgetting: f64,
+}
+
+/// `results.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Results {
+    /// Run name.
+    pub name: String,
+    /// Method name.
+    pub method: String,
+    /// The run state (matrix, records, adapters).
+    pub state: RunState,
+    /// Summaries, once the sequence is complete.
+    pub summary: Option<Summaries>,
+    /// The config as flat keys.
+    pub config: std::collections::BTreeMap<String, String>,
+    /// Versions.
+    pub versions: std::collections::BTreeMap<String, String>,
+}
+
+/// Summaries of a complete square matrix.
+pub fn summarize(matrix: &[Vec<f64>]) -> Result<Summaries> {
+    Ok(Summaries {
+        xtail_official: metrics::xtail_official(matrix)?,
+        xtail_clean: metrics::xtail_clean(matrix)?,
+        trace: metrics::trace_summary(matrix)?,
+        forgetting: metrics::forgetting(matrix)?,
+    })
+}
+
+/// Writes `results.json`, `results.csv` and `results.md`.
+pub fn write_all(dir: &Path, state: &RunState, config: &RunConfig) -> Result<()> {
+    let summary = if state.is_complete() { Some(summarize(&state.matrix)?) } else { None };
+    let results = Results {
+        name: config.name.clone(),
+        method: config.method.name.name().into(),
+        state: state.clone(),
+        summary,
+        config: config.flatten(),
+        versions: versions(),
+    };
+    let json = serde_json::to_string_pretty(&results)
+        .map_err(|e| Error::Checkpoint { path: dir.join("results.json"), message: e.to_string() })?;
+    write_atomic(&dir.join("results.json"), json.as_bytes())?;
+    write_atomic(&dir.join("results.csv"), matrix_csv(state).as_bytes())?;
+    write_atomic(&dir.join("results.md"), markdown(&results).as_bytes())
+}
+
+fn matrix_csv(state: &RunState) -> String {
+    let mut s = String::from("after_task");
+    for n in &state.task_names {
+        s.push(',');
+        s.push_str(&csv_field(n));
+    }
+    s.push('\n');
+    for (i, row) in state.matrix.iter().enumerate() {
+        s.push_str(&csv_field(&state.task_names[i]));
+        for v in row {
+            s.push_str(&format!(",{v:.4}"));
+        }
+        s.push('\n');
+    }
+    s
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// The Markdown report of one run: matrix, summaries, per-task records.
+pub fn markdown(r: &Results) -> String {
+    let st = &r.state;
+    let mut s = format!("# {} ({})\n\n", r.name, r.method);
+    s.push_str(&format!("{} of {} tasks finished.\n\n", st.tasks_done(), st.task_names.len()));
+    s.push_str("Score on each task (columns) after training each task (rows), 0-100:\n\n| after \\ on |");
+    for n in &st.task_names {
+        s.push_str(&format!(" {n} |"));
+    }
+    s.push_str("\n|---|");
+    s.push_str(&"---:|".repeat(st.task_names.len()));
+    s.push('\n');
+    for (i, row) in st.matrix.iter().enumerate() {
+        s.push_str(&format!("| {} |", st.task_names[i]));
+        for v in row {
+            s.push_str(&format!(" {v:.2} |"));
+        }
+        s.push('\n');
+    }
+    if let Some(sum) = &r.summary {
+        s.push_str("\n| metric | value |\n|---|---:|\n");
+        let rows = [
+            ("OP (mean of last row)", sum.trace.op),
+            ("BWT, paper Eq. 10 (positive = forgetting)", sum.trace.bwt_paper),
+            ("BWT, official TRACE code (<= 0)", sum.trace.bwt_official),
+            ("Forgetting (mean max drop)", sum.forgetting),
+            ("X-TAIL Transfer (official, zeros dropped)", sum.xtail_official.transfer),
+            ("X-TAIL Transfer (clean)", sum.xtail_clean.transfer),
+            ("X-TAIL Average", sum.xtail_official.average),
+            ("X-TAIL Last", sum.xtail_official.last),
+        ];
+        for (k, v) in rows {
+            s.push_str(&format!("| {k} | {v:.2} |\n"));
+        }
+    }
+    s.push_str("\n| task | steps | final loss | trainable params | atoms | seconds | peak RSS MiB | pruning |\n");
+    s.push_str("|---|---:|---:|---:|---:|---:|---:|---|\n");
+    for t in &st.tasks {
+        let prune = t
+            .prune
+            .as_ref()
+            .map(|p| {
+                format!(
+                    "atoms {} -> {}, params {} -> {}, own score {:.2} -> {:.2}",
+                    p.atoms_before,
+                    p.atoms_after,
+                    p.parameters_before,
+                    p.parameters_after,
+                    p.metric_before,
+                    p.metric_after
+                )
+            })
+            .unwrap_or_else(|| "-".into());
+        s.push_str(&format!(
+            "| {} | {} | {:.4} | {} | {} | {:.1} | {} | {} |\n",
+            t.name,
+            t.steps,
+            t.final_loss,
+            t.trainable_parameters,
+            t.atoms,
+            t.seconds,
+            t.peak_rss_mib.map(|m| format!("{m:.0}")).unwrap_or_else(|| "-".into()),
+            prune
+        ));
+    }
+    s
+}

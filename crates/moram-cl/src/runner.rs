@@ -1,0 +1,309 @@
+//! The task-sequence runner: per task, start fresh atoms, train them with a fresh optimiser, prune
+//! (optional), evaluate every task of the sequence, and checkpoint atomically.
+//!
+//! Reproducibility: the data order of task `t` comes from its own ChaCha8 stream seeded with
+//! `(seed, t)`, and libtorch's generator (new keys, dropout) is re-seeded at the start of every
+//! task, so a run resumed after task `t` continues exactly as the uninterrupted run would.
+
+use crate::checkpoint::{self, PruneReport, RunState, TaskRecord};
+use crate::config::RunConfig;
+use crate::error::{Error, Result};
+use crate::learner::Learner;
+use crate::optim::Adam;
+use crate::report;
+use crate::schedule::learning_rate;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use moram_core::{PruneScope, StatsMode};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// How to run.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Set to stop at the next step boundary (e.g. from a Ctrl-C handler).
+    pub stop: Option<Arc<AtomicBool>>,
+    /// Show progress bars (on a terminal).
+    pub progress: bool,
+}
+
+/// Optimiser steps of task `t` and the examples of each step, in order.
+pub fn batch_schedule(config: &RunConfig, task: usize, n_train: usize) -> Vec<Vec<usize>> {
+    let t = &config.training;
+    let mut rng = ChaCha8Rng::seed_from_u64(config.seed ^ (0x9E37_79B9_7F4A_7C15u64.wrapping_mul(task as u64 + 1)));
+    let mut epoch = || {
+        let mut order: Vec<usize> = (0..n_train).collect();
+        order.shuffle(&mut rng);
+        order.chunks(t.batch_size).map(<[usize]>::to_vec).collect::<Vec<_>>()
+    };
+    let mut steps = Vec::new();
+    if n_train == 0 {
+        return steps;
+    }
+    match (t.iterations, t.epochs_for(task)) {
+        (Some(iters), _) => {
+            // X-TAIL: the loader is re-created every epoch (reshuffled, last batch partial).
+            while steps.len() < iters {
+                steps.extend(epoch());
+            }
+            steps.truncate(iters);
+        }
+        (None, Some(epochs)) => {
+            for _ in 0..epochs {
+                steps.extend(epoch());
+            }
+        }
+        (None, None) => {}
+    }
+    steps
+}
+
+fn seed_torch(config: &RunConfig, task: usize) {
+    tch::manual_seed((config.seed as i64).wrapping_add(1_000_003 * (task as i64 + 1)));
+}
+
+fn set_training(learner: &mut impl Learner, on: bool) {
+    for (_, m) in learner.moram_layers_mut() {
+        m.set_training(on);
+    }
+}
+
+fn trainable_count(learner: &impl Learner) -> usize {
+    learner.moram_layers().iter().map(|(_, m)| m.bank().trainable_parameter_count()).sum()
+}
+
+fn atom_count(learner: &impl Learner) -> usize {
+    learner.moram_layers().iter().map(|(_, m)| m.bank().len()).sum()
+}
+
+fn adapter_parameters(learner: &impl Learner) -> usize {
+    learner.moram_layers().iter().map(|(_, m)| m.bank().parameter_count()).sum()
+}
+
+/// Peak resident memory of this process so far, in MiB (Linux; `None` elsewhere).
+pub fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+fn bar(len: u64, msg: String, show: bool) -> ProgressBar {
+    let pb = ProgressBar::with_draw_target(
+        Some(len),
+        if show { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() },
+    );
+    let style = ProgressStyle::with_template("{msg:>24} [{bar:30}] {pos}/{len} {elapsed_precise} eta {eta} {prefix}")
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
+    pb.set_style(style);
+    pb.set_message(msg);
+    pb
+}
+
+/// Starts a new run in `dir` (which must not hold a run yet) and runs every task.
+pub fn run(learner: &mut impl Learner, config: &RunConfig, dir: &Path, options: &RunOptions) -> Result<RunState> {
+    let names = learner.task_names();
+    if names.is_empty() {
+        return Err(Error::config("data.tasks", "the task sequence is empty"));
+    }
+    if dir.join(checkpoint::STATE_FILE).exists() {
+        return Err(Error::Checkpoint {
+            path: dir.into(),
+            message: "already holds a run; continue it with `resume`, or choose another output folder".into(),
+        });
+    }
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let state = RunState::new(config, names);
+    checkpoint::write_config(dir, config)?;
+    state.save(dir)?;
+    continue_run(learner, config, dir, state, options)
+}
+
+/// Continues the run in `dir` from its last finished task. The config must equal the run's.
+pub fn resume(learner: &mut impl Learner, config: &RunConfig, dir: &Path, options: &RunOptions) -> Result<RunState> {
+    let state = RunState::load(dir)?;
+    let saved = checkpoint::read_config(dir)?;
+    let diff = saved.differing_fields(config);
+    if !diff.is_empty() {
+        return Err(Error::ConfigMismatch { dir: dir.into(), fields: diff.join(", ") });
+    }
+    if state.task_names != learner.task_names() {
+        return Err(Error::ConfigMismatch {
+            dir: dir.into(),
+            fields: format!("tasks ({:?} vs {:?})", state.task_names, learner.task_names()),
+        });
+    }
+    if let Some(adapter) = state.adapter_file() {
+        checkpoint::load_adapter(learner, &dir.join(adapter))?;
+    }
+    report::truncate_step_log(dir, state.tasks_done())?;
+    tracing::info!(done = state.tasks_done(), total = state.task_names.len(), "resuming {}", dir.display());
+    continue_run(learner, config, dir, state, options)
+}
+
+fn continue_run(
+    learner: &mut impl Learner,
+    config: &RunConfig,
+    dir: &Path,
+    mut state: RunState,
+    options: &RunOptions,
+) -> Result<RunState> {
+    let n = state.task_names.len();
+    let mut log = report::StepLog::open(dir)?;
+    for task in state.tasks_done()..n {
+        let record = train_task(learner, config, &state, task, &mut log, options)?;
+        let row = evaluate_all(learner, n, options)?;
+        let adapter = checkpoint::save_adapter(learner, dir, task, config)?;
+        state.finish_task(row, record, adapter);
+        state.save(dir)?;
+        report::write_all(dir, &state, config)?;
+        tracing::info!(task, name = %state.task_names[task], "finished; checkpoint in {}", dir.display());
+    }
+    Ok(state)
+}
+
+fn train_task(
+    learner: &mut impl Learner,
+    config: &RunConfig,
+    state: &RunState,
+    task: usize,
+    log: &mut report::StepLog,
+    options: &RunOptions,
+) -> Result<TaskRecord> {
+    let name = state.task_names[task].clone();
+    let start = Instant::now();
+    seed_torch(config, task);
+    for (_, m) in learner.moram_layers_mut() {
+        m.bank_mut().begin_task(task as u32)?;
+    }
+    set_training(learner, false);
+    learner.prepare_task(task)?;
+    let n_train = learner.train_len(task);
+    if n_train == 0 {
+        return Err(Error::task(&name, "has no training example"));
+    }
+    let steps = batch_schedule(config, task, n_train);
+    let params: Vec<tch::Tensor> =
+        learner.moram_layers().iter().flat_map(|(_, m)| m.bank().trainable_tensors()).collect();
+    let trainable = trainable_count(learner);
+    let mut opt = Adam::new(params, &config.optimizer);
+    let (micro, _) = config.training.accumulation();
+    let o = &config.optimizer;
+    let pb = bar(steps.len() as u64, format!("task {}/{} {name}", task + 1, state.task_names.len()), options.progress);
+    set_training(learner, true);
+    let mut last_loss = f64::NAN;
+    for (step, batch) in steps.iter().enumerate() {
+        if options.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst)) {
+            pb.abandon();
+            return Err(Error::Interrupted { task, name, step, done: state.tasks_done() });
+        }
+        let lr = learning_rate(o.schedule, o.lr, step, steps.len(), o.warmup_steps);
+        opt.zero_grad();
+        let mut batch_loss = 0.0;
+        for chunk in batch.chunks(micro) {
+            let loss = learner.loss(task, chunk)?;
+            let value = loss.double_value(&[]);
+            if !value.is_finite() {
+                pb.abandon();
+                return Err(Error::NonFinite { task, name, step, loss: value });
+            }
+            let weight = chunk.len() as f64 / batch.len() as f64;
+            (loss * weight).backward();
+            batch_loss += value * weight;
+        }
+        let grad_norm = opt.clip_grad_norm(config.training.clip_grad_norm)?;
+        if !grad_norm.is_finite() {
+            pb.abandon();
+            return Err(Error::NonFinite { task, name, step, loss: grad_norm });
+        }
+        opt.step(lr);
+        last_loss = batch_loss;
+        log.write(task, step, batch_loss, lr, grad_norm, start.elapsed().as_secs_f64())?;
+        pb.set_prefix(format!("loss {batch_loss:.4}"));
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    set_training(learner, false);
+    let prune = if config.pruning.enabled { Some(prune_task(learner, config, task, n_train, options)?) } else { None };
+    Ok(TaskRecord {
+        name,
+        steps: steps.len(),
+        final_loss: last_loss,
+        trainable_parameters: trainable,
+        adapter_parameters: adapter_parameters(learner),
+        total_parameters: learner.total_parameters(),
+        atoms: atom_count(learner),
+        seconds: start.elapsed().as_secs_f64(),
+        peak_rss_mib: peak_rss_mib(),
+        prune,
+    })
+}
+
+/// Gathers this task's activation statistics on its training data (eval mode, gated weights: the
+/// atoms inference actually uses) and removes the task's atoms outside the mass share.
+fn prune_task(
+    learner: &mut impl Learner,
+    config: &RunConfig,
+    task: usize,
+    n_train: usize,
+    options: &RunOptions,
+) -> Result<PruneReport> {
+    let before_params = adapter_parameters(learner);
+    let before_atoms = atom_count(learner);
+    let metric_before = learner.evaluate(task)?;
+    let n = config.pruning.stats_examples.unwrap_or(n_train).min(n_train);
+    for (_, m) in learner.moram_layers() {
+        m.start_stats(StatsMode::AsUsed);
+    }
+    let (micro, _) = config.training.accumulation();
+    let pb = bar(n.div_ceil(micro) as u64, "pruning statistics".into(), options.progress);
+    {
+        let _guard = tch::no_grad_guard();
+        let idx: Vec<usize> = (0..n).collect();
+        for chunk in idx.chunks(micro) {
+            let _ = learner.loss(task, chunk)?;
+            pb.inc(1);
+        }
+    }
+    pb.finish_and_clear();
+    for (path, m) in learner.moram_layers_mut() {
+        let Some(stats) = m.take_stats() else { continue };
+        let plan = moram_core::plan_pruning(m.bank(), &stats, config.pruning.share, PruneScope::Task(task as u32))
+            .map_err(|e| Error::task(&path, e.to_string()))?;
+        let pruned = m.bank().prune(&plan)?;
+        m.replace_bank(pruned)?;
+    }
+    let metric_after = learner.evaluate(task)?;
+    Ok(PruneReport {
+        atoms_before: before_atoms,
+        atoms_after: atom_count(learner),
+        parameters_before: before_params,
+        parameters_after: adapter_parameters(learner),
+        metric_before,
+        metric_after,
+    })
+}
+
+fn evaluate_all(learner: &mut impl Learner, n: usize, options: &RunOptions) -> Result<Vec<f64>> {
+    set_training(learner, false);
+    let _guard = tch::no_grad_guard();
+    learner.begin_evaluation()?;
+    let pb = bar(n as u64, "evaluating every task".into(), options.progress);
+    let mut row = Vec::with_capacity(n);
+    for j in 0..n {
+        row.push(learner.evaluate(j)?);
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    Ok(row)
+}
+
+/// The default output folder for a config: `runs/<name>`.
+pub fn default_dir(config: &RunConfig) -> PathBuf {
+    PathBuf::from("runs").join(&config.name)
+}

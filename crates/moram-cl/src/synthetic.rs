@@ -1,0 +1,170 @@
+//! Deterministic tiny models and task data for tests, smoke runs and demos: a random LLaMA
+//! checkpoint in Hugging Face layout sized to a given tokenizer, and TRACE-format tasks from
+//! seeded generators.
+
+use crate::data::trace::Example;
+use crate::error::{Error, Result};
+use rand::seq::IndexedRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::path::Path;
+use tch::{Device, Kind, Tensor};
+
+/// Size of a tiny random LLaMA.
+#[derive(Debug, Clone, Copy)]
+pub struct TinyLlama {
+    /// Hidden size.
+    pub hidden: i64,
+    /// Blocks.
+    pub layers: i64,
+    /// Attention heads (head_dim = hidden / heads).
+    pub heads: i64,
+    /// Key/value heads.
+    pub kv_heads: i64,
+    /// MLP width.
+    pub intermediate: i64,
+}
+
+impl Default for TinyLlama {
+    fn default() -> Self {
+        TinyLlama { hidden: 64, layers: 2, heads: 4, kv_heads: 2, intermediate: 128 }
+    }
+}
+
+/// Writes `config.json`, `model.safetensors` (unit-variance embeddings, N(0, 1/d_in) projections, unit norms, seeded) and copies
+/// `tokenizer.json` (+ `tokenizer_config.json` when present) from `tokenizer_dir` into `dir`. The
+/// vocabulary size is the tokenizer's; BOS/EOS are `<s>`/`</s>`.
+pub fn write_tiny_llama(dir: &Path, tokenizer_dir: &Path, size: TinyLlama, seed: i64) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let tok_path = tokenizer_dir.join("tokenizer.json");
+    let tok: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&tok_path).map_err(|e| Error::io(&tok_path, e))?)
+            .map_err(|e| Error::Data { path: tok_path.clone(), entry: None, message: e.to_string() })?;
+    let id_of = |name: &str| -> Option<i64> {
+        tok.get("added_tokens")?
+            .as_array()?
+            .iter()
+            .find(|t| t.get("content").and_then(|c| c.as_str()) == Some(name))?
+            .get("id")?
+            .as_i64()
+    };
+    let vocab = tok.pointer("/model/vocab").and_then(|v| v.as_object()).map_or(0, |m| m.len()) as i64;
+    let (bos, eos) = (id_of("<s>").unwrap_or(1), id_of("</s>").unwrap_or(2));
+    let hd = size.hidden / size.heads;
+    let config = serde_json::json!({
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_act": "silu",
+        "hidden_size": size.hidden, "intermediate_size": size.intermediate, "num_hidden_layers": size.layers,
+        "num_attention_heads": size.heads, "num_key_value_heads": size.kv_heads, "head_dim": hd,
+        "vocab_size": vocab, "max_position_embeddings": 512, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
+        "tie_word_embeddings": true, "bos_token_id": bos, "eos_token_id": eos,
+        "attention_bias": false, "mlp_bias": false
+    });
+    let cfg_path = dir.join("config.json");
+    std::fs::write(&cfg_path, serde_json::to_string_pretty(&config).unwrap_or_default())
+        .map_err(|e| Error::io(&cfg_path, e))?;
+    for f in ["tokenizer.json", "tokenizer_config.json"] {
+        let src = tokenizer_dir.join(f);
+        if src.exists() {
+            std::fs::copy(&src, dir.join(f)).map_err(|e| Error::io(&src, e))?;
+        }
+    }
+    tch::manual_seed(seed);
+    let opts = (Kind::Float, Device::Cpu);
+    let w = |o: i64, i: i64| Tensor::randn([o, i], opts) / (i as f64).sqrt();
+    let (d, ff) = (size.hidden, size.intermediate);
+    let mut tensors: Vec<(String, Tensor)> = vec![
+        ("model.embed_tokens.weight".into(), Tensor::randn([vocab, d], opts)),
+        ("model.norm.weight".into(), Tensor::ones([d], opts)),
+    ];
+    for l in 0..size.layers {
+        let p = format!("model.layers.{l}");
+        tensors.push((format!("{p}.input_layernorm.weight"), Tensor::ones([d], opts)));
+        tensors.push((format!("{p}.post_attention_layernorm.weight"), Tensor::ones([d], opts)));
+        tensors.push((format!("{p}.self_attn.q_proj.weight"), w(size.heads * hd, d)));
+        tensors.push((format!("{p}.self_attn.k_proj.weight"), w(size.kv_heads * hd, d)));
+        tensors.push((format!("{p}.self_attn.v_proj.weight"), w(size.kv_heads * hd, d)));
+        tensors.push((format!("{p}.self_attn.o_proj.weight"), w(d, size.heads * hd)));
+        tensors.push((format!("{p}.mlp.gate_proj.weight"), w(ff, d)));
+        tensors.push((format!("{p}.mlp.up_proj.weight"), w(ff, d)));
+        tensors.push((format!("{p}.mlp.down_proj.weight"), w(d, ff)));
+    }
+    let path = dir.join("model.safetensors");
+    Tensor::write_safetensors(&tensors, &path)?;
+    Ok(())
+}
+
+/// Words the fixture tokenizer of this repository knows well.
+pub const WORDS: [&str; 16] = [
+    "apples", "pears", "plums", "dog", "fox", "sun", "keys", "values", "model", "task", "bank", "layer", "quick",
+    "lazy", "brown", "data",
+];
+
+/// A generated task: `n_train` + `n_eval` examples from a seeded rule.
+pub fn generate_task(kind: &str, n_train: usize, n_eval: usize, seed: u64) -> Result<(Vec<Example>, Vec<Example>)> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let make = |rng: &mut ChaCha8Rng| -> Result<Example> {
+        let pick = |rng: &mut ChaCha8Rng, n: usize| -> Vec<&str> {
+            (0..n).map(|_| *WORDS.choose(rng).unwrap_or(&"dog")).collect()
+        };
+        Ok(match kind {
+            // Answer: the last word of the list.
+            "last-word" => {
+                let w = pick(rng, 3);
+                Example { prompt: format!("Last word: {}\nAnswer:\n", w.join(" ")), answer: w[2].to_string() }
+            }
+            // Answer: the number of words (1-4).
+            "count" => {
+                let n = rng.random_range(1..=4);
+                Example { prompt: format!("Count: {}\nAnswer:\n", pick(rng, n).join(" ")), answer: n.to_string() }
+            }
+            // Answer: A when the first word is in the first half of the word list, else B.
+            "half" => {
+                let w = pick(rng, 2);
+                let first = WORDS.iter().position(|x| *x == w[0]).unwrap_or(0);
+                let letter = if first < WORDS.len() / 2 { "A" } else { "B" };
+                Example { prompt: format!("Which half: {}\nAnswer:\n", w.join(" ")), answer: letter.to_string() }
+            }
+            // The same inputs as `half` with the opposite answer: built to interfere with it.
+            "half-flipped" => {
+                let w = pick(rng, 2);
+                let first = WORDS.iter().position(|x| *x == w[0]).unwrap_or(0);
+                let letter = if first < WORDS.len() / 2 { "B" } else { "A" };
+                Example { prompt: format!("Flip half: {}\nAnswer:\n", w.join(" ")), answer: letter.to_string() }
+            }
+            // One word of the first (`parity-low`) or second half (`parity-high`) of the list; the
+            // answer is its index parity, with opposite letters in the two tasks: same format and
+            // answer space, disjoint inputs.
+            "parity-low" | "parity-high" => {
+                let high = kind == "parity-high";
+                let i = rng.random_range(0..WORDS.len() / 2) + if high { WORDS.len() / 2 } else { 0 };
+                let letter = if (i % 2 == 0) != high { "A" } else { "B" };
+                Example { prompt: format!("Parity: {}\nAnswer:\n", WORDS[i]), answer: letter.to_string() }
+            }
+            other => {
+                return Err(Error::config(
+                    "synthetic task",
+                    format!(
+                        "unknown generator `{other}` (last-word, count, half, half-flipped, parity-low, parity-high)"
+                    ),
+                ));
+            }
+        })
+    };
+    let all = (0..n_train + n_eval).map(|_| make(&mut rng)).collect::<Result<Vec<_>>>()?;
+    let (train, eval) = all.split_at(n_train);
+    Ok((train.to_vec(), eval.to_vec()))
+}
+
+/// Writes generated tasks as TRACE folders `<dir>/<name>/{train,eval,test}.json` (eval = test).
+pub fn write_trace_tasks(dir: &Path, tasks: &[(&str, &str)], n_train: usize, n_eval: usize, seed: u64) -> Result<()> {
+    for (i, (name, kind)) in tasks.iter().enumerate() {
+        let (train, eval) = generate_task(kind, n_train, n_eval, seed.wrapping_add(i as u64))?;
+        let d = dir.join(name);
+        std::fs::create_dir_all(&d).map_err(|e| Error::io(&d, e))?;
+        for (split, v) in [("train", &train), ("eval", &eval), ("test", &eval)] {
+            let p = d.join(format!("{split}.json"));
+            std::fs::write(&p, serde_json::to_string_pretty(v).unwrap_or_default()).map_err(|e| Error::io(&p, e))?;
+        }
+    }
+    Ok(())
+}
