@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use std::process::Command;
 
 /// Python packages the generators need (PyTorch pinned to the libtorch version we link).
-pub const REQUIREMENTS: [&str; 10] = [
+pub const REQUIREMENTS: [&str; 14] = [
     "torch==2.11.0",
     // torchvision pinned to torch 2.11's release, or pip upgrades torch to satisfy a newer one.
     "torchvision==0.26.0",
@@ -22,10 +22,15 @@ pub const REQUIREMENTS: [&str; 10] = [
     "gguf==0.17.1",
     // transformers needs it to load GGUF files (bench llm).
     "accelerate==1.10.1",
+    // TRACE metric references (tests/fixtures/cl/generate_metrics.py).
+    "rouge==1.0.1",
+    "fuzzywuzzy==0.18.0",
+    "Levenshtein==0.27.5",
+    "sacrebleu==2.5.1",
 ];
 
 /// Generator scripts, relative to the workspace root, each writing next to itself.
-const GENERATORS: [&str; 9] = [
+const GENERATORS: [&str; 10] = [
     "tests/fixtures/core/generate.py",
     "tests/fixtures/clip/generate.py",
     "tests/fixtures/clip/generate_tokenizer.py",
@@ -35,6 +40,7 @@ const GENERATORS: [&str; 9] = [
     "tests/fixtures/llm/generate_llama.py",
     "tests/fixtures/llm/generate_gemma.py",
     "tests/fixtures/llm/generate_tokenizer.py",
+    "tests/fixtures/cl/generate_metrics.py",
 ];
 
 pub fn generate() -> Result<()> {

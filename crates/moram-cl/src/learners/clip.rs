@@ -40,9 +40,10 @@ impl ClipLearner {
             t.validate()?;
         }
         model.inject(targets, moram)?;
+        let context = model.config().text.max_position_embeddings as usize;
         Ok(ClipLearner {
             model,
-            tokenizer: ClipTokenizer::new(),
+            tokenizer: ClipTokenizer::new().with_context_length(context),
             tasks,
             seen: None,
             n_seen: 0,

@@ -47,6 +47,12 @@ impl ClipTokenizer {
         i64::from(self.bpe.end_of_text().to_u16())
     }
 
+    /// The same tokenizer for a text tower with `n` positions (CLIP: 77; tiny test models: fewer).
+    pub fn with_context_length(mut self, n: usize) -> Self {
+        self.context_length = n.max(2);
+        self
+    }
+
     /// Token ids of one text, with start and end tokens, truncated to the context length (the
     /// last kept position becomes `<end_of_text>`), not padded.
     pub fn encode(&self, text: &str) -> Vec<i64> {
@@ -60,7 +66,7 @@ impl ClipTokenizer {
         tokens.into_iter().map(|t| i64::from(t.to_u16())).collect()
     }
 
-    /// Token ids `(B, 77)` i64 for a batch of texts, zero-padded.
+    /// Token ids `(B, context_length)` i64 (77 unless changed) for a batch of texts, zero-padded.
     pub fn tokenize_batch<S: AsRef<str>>(&self, texts: &[S]) -> Tensor {
         let n = self.context_length;
         let mut ids = vec![0i64; texts.len() * n];

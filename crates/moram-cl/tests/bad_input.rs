@@ -1,0 +1,91 @@
+//! Bad data and bad configs: each error names the file, entry, task or key.
+
+
+use moram_cl::data::ImageTask;
+use moram_cl::data::trace::{load_split, load_task_split};
+use moram_cl::learners::llm::TextTask;
+use moram_cl::RunConfig;
+use std::path::Path;
+use tch::{Kind, Tensor};
+
+#[test]
+fn trace_json_errors_name_file_and_entry() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path().join("train.json");
+    std::fs::write(&p, r#"[{"prompt": "a", "answer": "b"}, {"prompt": "c"}]"#).unwrap();
+    let e = load_split(&p).unwrap_err().to_string();
+    assert!(e.contains("train.json (entry 1): needs a string field `answer`"), "{e}");
+    std::fs::write(&p, r#"[{"prompt": "a", "answer": 3}]"#).unwrap();
+    assert!(load_split(&p).unwrap_err().to_string().contains("(entry 0): needs a string field `answer`"));
+    std::fs::write(&p, "[{\"prompt\": \"a\",\n \"answer\": }]").unwrap();
+    let e = load_split(&p).unwrap_err().to_string();
+    assert!(e.contains("train.json: malformed JSON") && e.contains("line 2"), "{e}");
+    std::fs::write(&p, r#"{"prompt": "a"}"#).unwrap();
+    assert!(load_split(&p).unwrap_err().to_string().contains("expected a JSON array"));
+    let e = load_task_split(tmp.path(), "Nope", "test").unwrap_err().to_string();
+    assert!(e.contains("Nope/test.json: missing split file"), "{e}");
+    // An empty split is an empty task.
+    let d = tmp.path().join("Empty");
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join("train.json"), "[]").unwrap();
+    std::fs::write(d.join("test.json"), r#"[{"prompt": "a", "answer": "b"}]"#).unwrap();
+    let e = TextTask::load(tmp.path(), "Empty", "test", None).unwrap_err().to_string();
+    assert_eq!(e, "task `Empty`: the train split is empty");
+}
+
+#[test]
+fn image_task_checks_labels_and_shapes() {
+    let img = |n| Tensor::zeros([n, 3, 8, 8], (Kind::Float, tch::Device::Cpu));
+    let mut t = ImageTask {
+        name: "cars".into(),
+        classnames: vec!["a".into(), "b".into()],
+        template: "a photo of a {}.".into(),
+        train_images: img(2),
+        train_labels: vec![0, 2],
+        test_images: img(1),
+        test_labels: vec![1],
+    };
+    assert_eq!(t.validate().unwrap_err().to_string(), "task `cars`: train label 2 at index 1 is outside 0..2");
+    t.train_labels = vec![0];
+    assert!(t.validate().unwrap_err().to_string().contains("train: 2 images but 1 labels"));
+    t.train_labels = vec![0, 1];
+    t.template = "no slot".into();
+    assert!(t.validate().unwrap_err().to_string().contains("has no `{}`"));
+    t.template = "{}".into();
+    t.validate().unwrap();
+    assert_eq!(t.prompts(), vec!["a", "b"]);
+}
+
+fn parse(text: &str) -> String {
+    RunConfig::from_toml_str(text, Path::new("run.toml")).unwrap_err().to_string()
+}
+
+#[test]
+fn config_errors_name_the_key() {
+    let base = "[method]\nname = \"moram\"\n[training]\niterations = 5\nbatch_size = 4\n";
+    RunConfig::from_toml_str(base, Path::new("run.toml")).unwrap();
+    let e = parse(&format!("{base}bogus = 1\n"));
+    assert!(e.contains("run.toml") && e.contains("unknown field `bogus`"), "{e}");
+    let e = parse("[method]\nname = \"lora-plus\"\n[training]\niterations = 5\nbatch_size = 4\n");
+    assert!(e.contains("unknown variant `lora-plus`") && e.contains("seq-lora"), "{e}");
+    let e = parse("[method]\nname = \"moram\"\n[training]\nbatch_size = 4\n");
+    assert_eq!(e, "config `training`: give exactly one of `iterations` and `epochs`");
+    let e = parse(&format!("{base}micro_batch_size = 3\n"));
+    assert_eq!(e, "config `training.micro_batch_size`: must divide batch_size 4, found 3");
+    let e = parse(&base.replace("name = \"moram\"", "name = \"moram\"\nprofile = \"xtail_v2\""));
+    assert!(e.contains("method.profile") && e.contains("valid: paper, xtail, trace_code, trace_paper"), "{e}");
+    let e = parse(&base.replace("name = \"moram\"", "name = \"moram\"\ntemperature = 0.0"));
+    assert!(e.starts_with("config `method`") && e.contains("temperature"), "{e}");
+    let e = parse(&format!("{base}[optimizer]\nlr = -1.0\n"));
+    assert_eq!(e, "config `optimizer.lr`: must be > 0, found -1");
+    let epochs = "[method]\nname = \"moram\"\n[training]\nepochs = [1, 2]\nbatch_size = 4\n[data]\nformat = \"trace\"\ndir = \"d\"\ntasks = [\"A\", \"B\", \"C\"]\n";
+    assert_eq!(parse(epochs), "config `training.epochs`: has 2 values for 3 tasks (give one, or one per task)");
+    assert!(moram_cl::metrics::TaskMetric::from_name("bleu").unwrap_err().to_string().contains("valid: accuracy"));
+    // --set overrides go through the same checks.
+    let mut c = RunConfig::from_toml_str(base, Path::new("run.toml")).unwrap();
+    c.set("training.iterations=7").unwrap();
+    c.set("method.name=seq-lora").unwrap();
+    assert_eq!((c.training.iterations, c.method.name), (Some(7), moram_cl::Method::SeqLora));
+    assert!(c.set("training.batch_size=0").unwrap_err().to_string().contains("training.batch_size"));
+    assert!(c.set("nonsense").is_err());
+}
