@@ -1,8 +1,7 @@
 //! Bad data and bad configs: each error names the file, entry, task or key.
 
-
-use moram_cl::data::ImageTask;
 use moram_cl::data::trace::{load_split, load_task_split};
+use moram_cl::data::ImageTask;
 use moram_cl::learners::llm::TextTask;
 use moram_cl::RunConfig;
 use std::path::Path;

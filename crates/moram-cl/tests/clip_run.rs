@@ -4,8 +4,8 @@
 use moram_cl::data::ImageTask;
 use moram_cl::learners::clip::ClipLearner;
 use moram_cl::{RunConfig, RunOptions};
-use moram_models::TargetSpec;
 use moram_models::clip::{ClipConfig, ClipModel};
+use moram_models::TargetSpec;
 use std::path::Path;
 use tch::{Device, Kind, Tensor};
 
@@ -85,12 +85,8 @@ batch_size = 8
         }
     }
     // Trainable per task: r * (d_in + d_out) summed over every adapted linear of both towers.
-    let per_layer: usize = learner
-        .model()
-        .moram_layers()
-        .iter()
-        .map(|(_, m)| 4 * (m.bank().d_in() + m.bank().d_out()))
-        .sum();
+    let per_layer: usize =
+        learner.model().moram_layers().iter().map(|(_, m)| 4 * (m.bank().d_in() + m.bank().d_out())).sum();
     assert!(state.tasks.iter().all(|t| t.trainable_parameters == per_layer && t.steps == 8));
     assert_eq!(state.tasks[2].atoms, 3 * state.tasks[0].atoms);
     // Frozen: task-0 atoms identical after tasks 1 and 2.

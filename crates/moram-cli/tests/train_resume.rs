@@ -1,0 +1,135 @@
+//! `moram train` / `moram resume` through the built binary on a tiny random LLaMA: a run killed
+//! (SIGKILL) during task 2 of 3 and resumed ends with exactly the results of an uninterrupted run.
+
+use moram_cl::synthetic::{write_tiny_llama, write_trace_tasks, TinyLlama};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn moram() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_moram"));
+    c.args(["--threads", "1", "-q"]);
+    c
+}
+
+fn setup(root: &Path) -> std::path::PathBuf {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    write_tiny_llama(&root.join("model"), &repo.join("tests/fixtures/llm/tokenizer"), TinyLlama::default(), 7).unwrap();
+    write_trace_tasks(&root.join("data"), &[("A", "last-word"), ("B", "count"), ("C", "half")], 32, 8, 11).unwrap();
+    let config = r#"
+name = "cli-resume"
+seed = 9
+[method]
+name = "moram"
+profile = "trace_paper"
+r = 4
+top_k = 4
+[optimizer]
+kind = "adam"
+lr = 0.01
+schedule = "constant"
+[training]
+iterations = 150
+batch_size = 4
+micro_batch_size = 2
+clip_grad_norm = 1.0
+[generation]
+max_new_tokens = 3
+max_prompt_tokens = 64
+max_answer_tokens = 16
+[model]
+kind = "llm"
+path = "model"
+targets = { modules = ["q_proj", "v_proj"] }
+[data]
+format = "trace"
+dir = "data"
+tasks = ["A", "B", "C"]
+eval_split = "eval"
+"#;
+    let path = root.join("run.toml");
+    std::fs::write(&path, config).unwrap();
+    path
+}
+
+fn results(dir: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("results.json")).unwrap()).unwrap()
+}
+
+fn tasks_done(dir: &Path) -> usize {
+    std::fs::read_to_string(dir.join("state.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| v["matrix"].as_array().map(Vec::len))
+        .unwrap_or(0)
+}
+
+#[test]
+fn killed_during_task_two_then_resumed_matches_an_uninterrupted_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = setup(tmp.path());
+    let full = tmp.path().join("full");
+    let out = moram().arg("train").arg("--config").arg(&config).arg("--out").arg(&full).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("3 task(s) finished"));
+
+    let cut = tmp.path().join("cut");
+    let mut child = moram().arg("train").arg("--config").arg(&config).arg("--out").arg(&cut).spawn().unwrap();
+    let start = Instant::now();
+    while tasks_done(&cut) < 1 {
+        assert!(start.elapsed() < Duration::from_secs(120), "task 1 never finished");
+        assert!(child.try_wait().unwrap().is_none(), "the run ended before it could be killed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(tasks_done(&cut), 1, "killed during task 2");
+    let steps = std::fs::read_to_string(cut.join("metrics.jsonl")).unwrap();
+    assert!(steps.lines().count() >= 150, "task 1's steps are logged");
+
+    let out = moram().arg("resume").arg(&cut).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (a, b) = (results(&full), results(&cut));
+    assert_eq!(a["state"]["matrix"], b["state"]["matrix"]);
+    let losses = |v: &serde_json::Value| -> Vec<f64> {
+        v["state"]["tasks"].as_array().unwrap().iter().map(|t| t["final_loss"].as_f64().unwrap()).collect()
+    };
+    assert_eq!(losses(&a), losses(&b));
+    for t in 0..3 {
+        let load = |d: &Path| {
+            moram_core::AdapterFile::load(d.join(format!("adapter-task{t}.safetensors")), tch::Device::Cpu).unwrap()
+        };
+        let (x, y) = (load(&full), load(&cut));
+        for layer in x.layer_names() {
+            let (p, q) = (x.bank(layer).unwrap(), y.bank(layer).unwrap());
+            assert!(p.keys_tensor().equal(&q.keys_tensor()) && p.values_tensor().equal(&q.values_tensor()));
+        }
+    }
+}
+
+#[test]
+fn train_reports_config_errors_by_key_and_missing_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = setup(tmp.path());
+    let text = std::fs::read_to_string(&config).unwrap().replace("batch_size = 4", "batch_size = 4\nbatchsize = 4");
+    std::fs::write(&config, text).unwrap();
+    let out = moram().arg("train").arg("--config").arg(&config).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("unknown field `batchsize`") && err.contains("run.toml"), "{err}");
+
+    let out = moram().args(["train", "--config", "/nonexistent/run.toml"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("/nonexistent/run.toml"), "{err}");
+
+    let out = moram().arg("resume").arg(tmp.path()).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("is not a moram run folder"), "{err}");
+
+    let text =
+        std::fs::read_to_string(&config).unwrap().replace("batchsize = 4\n", "").replace("\"C\"]", "\"Missing\"]");
+    std::fs::write(&config, text).unwrap();
+    let out =
+        moram().arg("train").arg("--config").arg(&config).arg("--out").arg(tmp.path().join("o")).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("Missing/train.json: missing split file"), "{err}");
+}
