@@ -133,3 +133,31 @@ fn train_reports_config_errors_by_key_and_missing_files() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("Missing/train.json: missing split file"), "{err}");
 }
+
+#[test]
+fn ctrl_c_stops_at_a_step_boundary_and_keeps_finished_tasks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = setup(tmp.path());
+    let dir = tmp.path().join("int");
+    let child = moram()
+        .arg("train")
+        .arg("--config")
+        .arg(&config)
+        .arg("--out")
+        .arg(&dir)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while tasks_done(&dir) < 1 {
+        assert!(start.elapsed() < Duration::from_secs(120), "task 1 never finished");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("interrupted in task 1 (`B`)") && err.contains("continue with `resume`"), "{err}");
+    assert_eq!(tasks_done(&dir), 1);
+}
