@@ -86,3 +86,23 @@ impl AdaptableLinear {
         }
     }
 }
+
+/// Starts task `task` on every layer (shared by the CLIP and LLM models).
+pub(crate) fn begin_task_all<'a>(layers: impl IntoIterator<Item = &'a mut MoramLinear>, task: u32) -> Result<()> {
+    for m in layers {
+        m.bank_mut().begin_task(task)?;
+    }
+    Ok(())
+}
+
+/// Training or eval mode on every layer.
+pub(crate) fn set_training_all<'a>(layers: impl IntoIterator<Item = &'a mut MoramLinear>, training: bool) {
+    for m in layers {
+        m.set_training(training);
+    }
+}
+
+/// The current task's trainable tensors of every layer.
+pub(crate) fn trainable_all<'a>(layers: impl IntoIterator<Item = &'a MoramLinear>) -> Vec<Tensor> {
+    layers.into_iter().flat_map(|m| m.bank().trainable_tensors()).collect()
+}

@@ -361,22 +361,17 @@ impl CausalLm {
 
     /// Starts task `task` on every MoRAM layer.
     pub fn begin_task(&mut self, task: u32) -> Result<()> {
-        for (_, m) in self.moram_layers_mut() {
-            m.bank_mut().begin_task(task)?;
-        }
-        Ok(())
+        crate::linear::begin_task_all(self.moram_layers_mut().into_iter().map(|(_, m)| m), task)
     }
 
     /// Training (`true`: dropout, no threshold gate) or eval mode for every MoRAM layer.
     pub fn set_training(&mut self, training: bool) {
-        for (_, m) in self.moram_layers_mut() {
-            m.set_training(training);
-        }
+        crate::linear::set_training_all(self.moram_layers_mut().into_iter().map(|(_, m)| m), training)
     }
 
     /// The current task's trainable tensors across all MoRAM layers.
     pub fn trainable_tensors(&self) -> Vec<Tensor> {
-        self.moram_layers().into_iter().flat_map(|(_, m)| m.bank().trainable_tensors()).collect()
+        crate::linear::trainable_all(self.moram_layers().into_iter().map(|(_, m)| m))
     }
 }
 
