@@ -79,3 +79,34 @@ fn explore_methods() {
         println!("{}", std::fs::read_to_string(out.join("results.md")).unwrap());
     }
 }
+
+/// Protocol 4.4: BOS + tokens(prompt + answer) + EOS, and the labels are the answer's tokens + EOS
+/// (counted from the end); over-long pairs keep their tail and get no BOS/EOS.
+#[test]
+fn training_sequences_follow_the_trace_collator() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg_path = tmp.path().join("run.toml");
+    std::fs::write(&cfg_path, common::llm_setup(tmp.path(), "moram", 1)).unwrap();
+    let mut cfg = RunConfig::from_file(&cfg_path).unwrap();
+    let moram = cfg.method.moram_config().unwrap();
+    let l =
+        LlmLearner::from_config(cfg.model.as_ref().unwrap(), cfg.data.as_ref().unwrap(), &moram, &cfg.generation, None)
+            .unwrap();
+    let tok = l.tokenizer();
+    let (bos, eos) = (tok.bos.unwrap(), tok.eos[0]);
+    let ex = moram_cl::data::trace::Example { prompt: "Count: dog fox\nAnswer:\n".into(), answer: "2".into() };
+    let (seq, n) = l.training_sequence("Count", &ex).unwrap();
+    let body = tok.encode_plain("Count: dog fox\nAnswer:\n2").unwrap();
+    assert_eq!(seq.first(), Some(&bos));
+    assert_eq!(&seq[1..seq.len() - 1], &body[..]);
+    assert_eq!(seq.last(), Some(&eos));
+    assert_eq!(n, tok.encode_plain("2").unwrap().len() + 1);
+    // Limit 64 + 16 = 80 tokens: a long prompt keeps its tail, without BOS or EOS.
+    cfg.generation.max_prompt_tokens = 4;
+    cfg.generation.max_answer_tokens = 2;
+    let l =
+        LlmLearner::from_config(cfg.model.as_ref().unwrap(), cfg.data.as_ref().unwrap(), &moram, &cfg.generation, None)
+            .unwrap();
+    let (seq, _) = l.training_sequence("Count", &ex).unwrap();
+    assert_eq!(seq, body[body.len() - 6..].to_vec());
+}
