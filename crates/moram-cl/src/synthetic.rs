@@ -168,3 +168,28 @@ pub fn write_trace_tasks(dir: &Path, tasks: &[(&str, &str)], n_train: usize, n_e
     }
     Ok(())
 }
+
+/// A BBC-News-shaped folder for tests: `per_topic` articles in each of five topic folders
+/// (headline line, blank line, body), plus one file that is not valid UTF-8 as in the real corpus.
+pub fn write_fake_bbc(dir: &Path, per_topic: usize) -> Result<()> {
+    let words = ["market", "shares", "film", "award", "vote", "minister", "match", "goal", "phone", "software"];
+    for (t, topic) in ["business", "entertainment", "politics", "sports", "tech"].iter().enumerate() {
+        let d = dir.join(topic);
+        std::fs::create_dir_all(&d).map_err(|e| Error::io(&d, e))?;
+        for i in 0..per_topic {
+            let w = |k: usize| words[(t * 2 + (i + k) % 2) % words.len()];
+            let text = format!(
+                "{} {} rises {i}\n\nThe {} and the {} were {i} times bigger.\nMore {} news.\n",
+                w(0),
+                w(1),
+                w(0),
+                w(1),
+                w(0)
+            );
+            let p = d.join(format!("{i:03}.txt"));
+            std::fs::write(&p, text).map_err(|e| Error::io(&p, e))?;
+        }
+    }
+    let p = dir.join("tech/999.txt");
+    std::fs::write(&p, b"Caf\xe9 opens\n\nA caf\xe9 opened today.\n").map_err(|e| Error::io(&p, e))
+}

@@ -88,3 +88,25 @@ fn config_errors_name_the_key() {
     assert!(c.set("training.batch_size=0").unwrap_err().to_string().contains("training.batch_size"));
     assert!(c.set("nonsense").is_err());
 }
+
+#[test]
+fn trace_dir_check_lists_every_problem() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ok = r#"[{"prompt": "a", "answer": "b"}]"#;
+    for (task, train, test) in [("Good", ok, ok), ("BadJson", "[{", ok), ("Empty", ok, "[]")] {
+        let d = tmp.path().join(task);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("train.json"), train).unwrap();
+        std::fs::write(d.join("test.json"), test).unwrap();
+    }
+    std::fs::create_dir_all(tmp.path().join("NoTest")).unwrap();
+    std::fs::write(tmp.path().join("NoTest/train.json"), ok).unwrap();
+    let tasks: Vec<String> = ["Good", "BadJson", "Empty", "NoTest", "Absent"].iter().map(|s| s.to_string()).collect();
+    let p = moram_cl::data::trace::check_dir(tmp.path(), &tasks, &["train", "test"]);
+    assert_eq!(p.len(), 4, "{p:#?}");
+    assert!(p[0].contains("BadJson/train.json: malformed JSON"));
+    assert!(p[1].contains("Empty/test.json: empty split"));
+    assert!(p[2].contains("NoTest/test.json: missing split file"));
+    assert!(p[3].contains("Absent: missing task folder"));
+    assert!(moram_cl::data::trace::check_dir(&tmp.path().join("nope"), &tasks, &["train"])[0].contains("not a folder"));
+}

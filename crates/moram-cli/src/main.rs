@@ -4,6 +4,10 @@
 //! data), `info` (libtorch, devices, threads) and `inspect` (adapter files). `eval`, `prune`,
 //! `report` and `viz` arrive with the CLI issue.
 
+mod demo;
+mod report;
+mod viz;
+
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use moram_cl::config::ModelKind;
@@ -51,6 +55,28 @@ enum Command {
         /// Output folder (default: runs/<name>).
         #[arg(long)]
         out: Option<PathBuf>,
+    },
+    /// The embedded demo: SmolLM2 learns 4 tasks (2 on BBC News) with MoRAM and with SeqLoRA;
+    /// prints both accuracy matrices with OP and BWT. Assets come from `cargo xtask setup`.
+    Demo {
+        /// Assets folder (default: $MORAM_CACHE/assets, else ~/.cache/moram/assets).
+        #[arg(long)]
+        assets: Option<PathBuf>,
+        /// Output folder (default: runs/demo; a taken name gets a -2, -3, ... suffix).
+        #[arg(long, default_value = "runs/demo")]
+        out: PathBuf,
+        /// Override a value of configs/demo.toml, e.g. `--set training.iterations=4` (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+    },
+    /// Compare runs: summary metrics side by side, then each run's matrix and per-task records.
+    Report {
+        /// Run folders (each with a results.json).
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+        /// Also write the summary table as CSV.
+        #[arg(long)]
+        csv: Option<PathBuf>,
     },
     /// Continue a run from its last finished task (same config; a differing one is refused).
     Resume {
@@ -105,12 +131,29 @@ fn run(cli: Cli) -> Result<()> {
             let dir = out.unwrap_or_else(|| moram_cl::runner::default_dir(&cfg));
             execute(&cfg, &dir, false)
         }
+        Command::Demo { assets, out, set } => {
+            let stop = ctrl_c_flag()?;
+            demo::run(&assets.unwrap_or_else(demo::default_assets), &out, &set, stop).map(|_| ())
+        }
+        Command::Report { dirs, csv } => report::run(&dirs, csv.as_deref()),
         Command::Resume { dir } => {
             let cfg = moram_cl::checkpoint::read_config(&dir)
                 .with_context(|| format!("{} is not a moram run folder", dir.display()))?;
             execute(&cfg, &dir, true)
         }
     }
+}
+
+/// A flag raised by Ctrl-C; the runner stops at the next step boundary and keeps finished tasks.
+fn ctrl_c_flag() -> Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || {
+        eprintln!("\nstopping after the current step (finished tasks are kept) ...");
+        flag.store(true, Ordering::SeqCst);
+    })
+    .context("installing the Ctrl-C handler")?;
+    Ok(stop)
 }
 
 /// Builds the learner the config describes and runs (or resumes) the sequence.
@@ -123,13 +166,7 @@ fn execute(cfg: &RunConfig, dir: &Path, resume: bool) -> Result<()> {
     );
     let moram = cfg.method.moram_config()?;
     let mut learner = LlmLearner::from_config(model, data, &moram, &cfg.generation, cfg.training.max_eval_examples)?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    ctrlc::set_handler(move || {
-        eprintln!("\nstopping after the current step (finished tasks are kept) ...");
-        flag.store(true, Ordering::SeqCst);
-    })
-    .context("installing the Ctrl-C handler")?;
+    let stop = ctrl_c_flag()?;
     let options = RunOptions { stop: Some(stop), progress: true };
     let state = if resume {
         moram_cl::resume(&mut learner, cfg, dir, &options)?

@@ -131,7 +131,10 @@ fn train_reports_config_errors_by_key_and_missing_files() {
     let out =
         moram().arg("train").arg("--config").arg(&config).arg("--out").arg(tmp.path().join("o")).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("Missing/train.json: missing split file"), "{err}");
+    assert!(
+        !out.status.success() && err.contains("1 problem(s)") && err.contains("Missing: missing task folder"),
+        "{err}"
+    );
 }
 
 #[test]

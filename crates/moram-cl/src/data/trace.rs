@@ -46,3 +46,30 @@ pub fn load_split(path: &Path) -> Result<Vec<Example>> {
 pub fn load_task_split(dir: &Path, task: &str, split: &str) -> Result<Vec<Example>> {
     load_split(&dir.join(task).join(format!("{split}.json")))
 }
+
+/// Checks `<dir>/<task>/<split>.json` for every task and split without stopping at the first
+/// problem; returns one line per problem (missing folder or file, malformed JSON, bad entry, empty
+/// split). Empty when everything loads.
+pub fn check_dir(dir: &Path, tasks: &[String], splits: &[&str]) -> Vec<String> {
+    let mut problems = Vec::new();
+    if !dir.is_dir() {
+        return vec![format!("{}: not a folder", dir.display())];
+    }
+    for task in tasks {
+        let t = dir.join(task);
+        if !t.is_dir() {
+            problems.push(format!("{}: missing task folder", t.display()));
+            continue;
+        }
+        for split in splits {
+            match load_task_split(dir, task, split) {
+                Ok(v) if v.is_empty() => {
+                    problems.push(format!("{}: empty split", t.join(format!("{split}.json")).display()))
+                }
+                Ok(_) => {}
+                Err(e) => problems.push(e.to_string()),
+            }
+        }
+    }
+    problems
+}

@@ -49,6 +49,8 @@ pub struct LlmLearner {
     max_eval: Option<usize>,
     bos: Option<i64>,
     eos: i64,
+    /// (prompt, generation, answer) of the last evaluation.
+    last: Vec<(String, String, String)>,
 }
 
 /// A loaded model with its tokenizer.
@@ -79,7 +81,7 @@ impl LlmLearner {
         let eos = *tokenizer.eos.first().ok_or_else(|| Error::config("model", "the tokenizer has no EOS id"))?;
         model.inject(targets, moram)?;
         let bos = tokenizer.bos;
-        Ok(LlmLearner { model, tokenizer, tasks, settings, max_eval, bos, eos })
+        Ok(LlmLearner { model, tokenizer, tasks, settings, max_eval, bos, eos, last: Vec::new() })
     }
 
     /// Builds the learner a run config describes (model + TRACE data).
@@ -90,6 +92,15 @@ impl LlmLearner {
         settings: &GenerationSettings,
         max_eval: Option<usize>,
     ) -> Result<Self> {
+        // Every data problem at once, before the (slow) model load.
+        let problems = crate::data::trace::check_dir(&data.dir, &data.tasks, &["train", data.eval_split.as_str()]);
+        if !problems.is_empty() {
+            return Err(Error::Data {
+                path: data.dir.clone(),
+                entry: None,
+                message: format!("{} problem(s):\n  {}", problems.len(), problems.join("\n  ")),
+            });
+        }
         let device = Device::cuda_if_available();
         let (lm, tok) = load_llm(&model.path, model.dtype.kind(), device)?;
         let mut tasks = Vec::new();
@@ -233,6 +244,14 @@ impl Learner for LlmLearner {
         }
         let prompts: Vec<String> = examples.iter().map(|e| e.prompt.clone()).collect();
         let answers: Vec<String> = examples.iter().map(|e| e.answer.clone()).collect();
-        t.metric.score(&prompts, &predictions, &answers)
+        let score = t.metric.score(&prompts, &predictions, &answers)?;
+        self.last = prompts.into_iter().zip(predictions).zip(answers).map(|((p, g), a)| (p, g, a)).collect();
+        Ok(score)
+    }
+
+    fn last_outputs(&self) -> Option<serde_json::Value> {
+        Some(serde_json::Value::Array(
+            self.last.iter().map(|(p, g, a)| serde_json::json!({"prompt": p, "generation": g, "answer": a})).collect(),
+        ))
     }
 }

@@ -7,10 +7,17 @@
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 
+/// Reads a number that JSON wrote as `null` (serde_json writes NaN so) back as NaN.
+pub fn nan_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+}
+
 /// X-TAIL summary (protocol 3.10).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct XtailSummary {
-    /// Mean over columns `j >= 1` of the mean of the entries above the diagonal.
+    /// Mean over columns `j >= 1` of the mean of the entries above the diagonal (NaN when no
+    /// column keeps an entry).
+    #[serde(deserialize_with = "nan_if_null")]
     pub transfer: f64,
     /// Mean over columns of the column means (all rows).
     pub average: f64,

@@ -1,0 +1,48 @@
+//! Every run config shipped in `configs/` parses, validates, and says what it claims.
+
+use moram_cl::{Method, RunConfig};
+use std::path::Path;
+
+fn configs(sub: &str) -> Vec<std::path::PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs").join(sub);
+    let mut v: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn shipped_run_configs_parse_and_match_their_names() {
+    let trace = configs("trace");
+    assert_eq!(trace.len(), 6);
+    for p in &trace {
+        let c = RunConfig::from_file(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        let stem = p.file_stem().unwrap().to_str().unwrap();
+        let m = c.method.moram_config().unwrap();
+        let data = c.data.as_ref().unwrap();
+        assert_eq!(data.tasks.len(), 8, "{stem}");
+        assert_eq!(c.training.epochs.as_deref(), Some(&[2, 1, 3, 2, 1, 2, 2, 3][..]));
+        assert_eq!(c.method.name, Method::Moram);
+        if stem.ends_with("-code") {
+            assert_eq!((m.r, m.top_k, c.training.batch_size), (8, 8, 32), "{stem}");
+            assert!(m.compat.unscaled_frozen_values && m.compat.untrained_atoms_in_eval);
+        } else {
+            assert_eq!((m.r, m.top_k, c.training.batch_size), (16, 16, 4), "{stem}");
+            assert!(!m.compat.unscaled_frozen_values);
+        }
+    }
+    let cl = configs("cl-benchmark");
+    assert_eq!(cl.len(), 6);
+    for (i, p) in cl.iter().enumerate() {
+        let c = RunConfig::from_file(p).unwrap();
+        let n = c.data.as_ref().unwrap().tasks.len();
+        assert_eq!(n, if i < 3 { 4 } else { 15 }, "{}", p.display());
+        let m = c.method.moram_config().unwrap();
+        assert_eq!((m.r, m.top_k, m.temperature), (8, 4, 0.1));
+    }
+    let demo = RunConfig::from_file(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/demo.toml")).unwrap();
+    assert_eq!(demo.name, "demo");
+}

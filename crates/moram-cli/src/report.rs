@@ -1,0 +1,76 @@
+//! `moram report DIR [DIR...]`: one or several runs side by side (Markdown to stdout, optional CSV).
+
+use anyhow::{Context, Result};
+use moram_cl::report::{markdown, summarize, Results};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+fn load(dir: &Path) -> Result<Results> {
+    let path = dir.join("results.json");
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!("{} has no results.json (is it a moram run folder with a finished task?)", dir.display())
+    })?;
+    serde_json::from_str(&text).with_context(|| format!("{}: not a moram results file", path.display()))
+}
+
+const ROWS: [&str; 8] = [
+    "tasks finished",
+    "OP (mean of last row)",
+    "BWT, paper Eq. 10",
+    "BWT, official TRACE code",
+    "forgetting",
+    "X-TAIL Transfer (official)",
+    "X-TAIL Average",
+    "X-TAIL Last",
+];
+
+fn values(r: &Results) -> Vec<String> {
+    let done = format!("{}/{}", r.state.tasks_done(), r.state.task_names.len());
+    match summarize(&r.state.matrix).ok().filter(|_| r.state.is_complete()) {
+        Some(s) => {
+            let f = |v: f64| format!("{v:.2}");
+            vec![
+                done,
+                f(s.trace.op),
+                f(s.trace.bwt_paper),
+                f(s.trace.bwt_official),
+                f(s.forgetting),
+                f(s.xtail_official.transfer),
+                f(s.xtail_official.average),
+                f(s.xtail_official.last),
+            ]
+        }
+        None => std::iter::once(done).chain(std::iter::repeat_n("-".to_string(), ROWS.len() - 1)).collect(),
+    }
+}
+
+/// Prints the comparison; writes the summary as CSV when `csv` is given.
+pub fn run(dirs: &[PathBuf], csv: Option<&Path>) -> Result<()> {
+    let runs = dirs.iter().map(|d| load(d)).collect::<Result<Vec<_>>>()?;
+    let mut s = String::from("# moram report\n\n");
+    let heads: Vec<String> =
+        runs.iter().zip(dirs).map(|(r, d)| format!("{} ({}, {})", r.name, r.method, d.display())).collect();
+    let _ = writeln!(s, "| | {} |\n|---|{}", heads.join(" | "), "---:|".repeat(runs.len()));
+    let cols: Vec<Vec<String>> = runs.iter().map(values).collect();
+    for (i, row) in ROWS.iter().enumerate() {
+        let cells: Vec<&str> = cols.iter().map(|c| c[i].as_str()).collect();
+        let _ = writeln!(s, "| {row} | {} |", cells.join(" | "));
+    }
+    for r in &runs {
+        s.push('\n');
+        s.push_str(&markdown(r).replacen("# ", "## ", 1));
+    }
+    println!("{s}");
+    if let Some(path) = csv {
+        let mut out = format!(
+            "metric,{}\n",
+            heads.iter().map(|h| format!("\"{}\"", h.replace('"', "\"\""))).collect::<Vec<_>>().join(",")
+        );
+        for (i, row) in ROWS.iter().enumerate() {
+            let cells: Vec<&str> = cols.iter().map(|c| c[i].as_str()).collect();
+            let _ = writeln!(out, "{row},{}", cells.join(","));
+        }
+        std::fs::write(path, out).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}

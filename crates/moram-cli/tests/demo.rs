@@ -1,0 +1,94 @@
+//! `moram demo` end to end on a tiny random LLaMA and a BBC-shaped folder (the real run uses
+//! SmolLM2 and BBC News from `cargo xtask setup`): both methods, the comparison, the figures.
+
+use moram_cl::synthetic::{write_fake_bbc, write_tiny_llama, TinyLlama};
+use std::path::Path;
+use std::process::Command;
+
+#[test]
+fn demo_runs_both_methods_and_writes_the_comparison() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let model = tmp.path().join("tiny");
+    write_tiny_llama(&model, &repo.join("tests/fixtures/llm/tokenizer"), TinyLlama::default(), 3).unwrap();
+    write_fake_bbc(&tmp.path().join("assets/bbc"), 30).unwrap();
+    let out = tmp.path().join("runs/demo");
+    let run = |out: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_moram"))
+            .args(["--threads", "1", "-q", "demo", "--assets"])
+            .arg(tmp.path().join("assets"))
+            .arg("--out")
+            .arg(out)
+            .arg("--set")
+            .arg(format!("model.path={:?}", model.display().to_string()))
+            .args(["--set", "model.targets.layers=[0, 1]", "--set", "training.iterations=2"])
+            .args(["--set", "training.max_eval_examples=4", "--set", "generation.max_new_tokens=3"])
+            .output()
+            .unwrap()
+    };
+    let o = run(&out);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for needle in ["## moram", "## seq-lora", "OP (mean of last row)", "BWT, paper Eq. 10", "bbc-topic", "number-sort"]
+    {
+        assert!(stdout.contains(needle), "{needle} missing from:\n{stdout}");
+    }
+    for f in [
+        "comparison.md",
+        "comparison.json",
+        "matrix-moram.png",
+        "matrix-seq-lora.png",
+        "moram/results.json",
+        "seq-lora/state.json",
+        "moram/outputs/after-task3/number-sort.json",
+    ] {
+        assert!(out.join(f).exists(), "{f}");
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("comparison.json")).unwrap()).unwrap();
+    assert_eq!(json["runs"].as_array().unwrap().len(), 2);
+    assert_eq!(json["baseline"].as_array().unwrap().len(), 4);
+    let png = image::open(out.join("matrix-moram.png")).unwrap();
+    assert_eq!((png.width(), png.height()), (4 * 72, 4 * 48));
+
+    // `moram report` puts both runs side by side (Markdown to stdout, CSV on request).
+    let csv = tmp.path().join("summary.csv");
+    let o = Command::new(env!("CARGO_BIN_EXE_moram"))
+        .arg("report")
+        .arg(out.join("moram"))
+        .arg(out.join("seq-lora"))
+        .arg("--csv")
+        .arg(&csv)
+        .output()
+        .unwrap();
+    let md = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        md.contains("demo-moram (moram,")
+            && md.contains("demo-seq-lora (seq-lora,")
+            && md.contains("| tasks finished | 4/4 | 4/4 |"),
+        "{md}"
+    );
+    let csv = std::fs::read_to_string(csv).unwrap();
+    assert_eq!(csv.lines().count(), 9);
+    assert!(csv.lines().nth(2).unwrap().starts_with("OP (mean of last row),"));
+    let o = Command::new(env!("CARGO_BIN_EXE_moram")).arg("report").arg(tmp.path()).output().unwrap();
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("has no results.json"));
+
+    // A second demo never overwrites the first.
+    let o = run(&out);
+    assert!(o.status.success());
+    assert!(tmp.path().join("runs/demo-2/comparison.md").exists());
+
+    // Missing assets: one line of cause, one of remedy.
+    let o = Command::new(env!("CARGO_BIN_EXE_moram"))
+        .args(["-q", "demo", "--assets"])
+        .arg(tmp.path().join("nowhere"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("is missing") && err.contains("remedy: run `cargo xtask setup`"),
+        "{err}"
+    );
+}

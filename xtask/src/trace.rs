@@ -1,0 +1,124 @@
+//! `cargo xtask trace`: the TRACE benchmark (protocol 4) with the paper's or the official code's
+//! settings, on a local checkpoint and a local copy of TRACE's `LLM-CL-Benchmark_500`.
+
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+
+/// Paper Table 2: (preset, OP, BWT) of MoRAM, mean over 3 runs.
+const PAPER: [(&str, f64, f64); 3] =
+    [("llama2-7b", 44.54, 1.37), ("gemma-2b", 36.27, 2.74), ("llama3.2-1b", 37.77, 3.12)];
+
+/// Hub ids the presets stand for.
+const HUB: [(&str, &str); 3] = [
+    ("llama2-7b", "meta-llama/Llama-2-7b-chat-hf"),
+    ("llama3.2-1b", "meta-llama/Llama-3.2-1B-Instruct"),
+    ("gemma-2b", "google/gemma-2b-it"),
+];
+
+/// Arguments of `cargo xtask trace`.
+#[derive(clap::Args)]
+pub struct TraceArgs {
+    /// `llama2-7b`, `llama3.2-1b`, `gemma-2b`, or a checkpoint path (HF folder or .gguf).
+    #[arg(long)]
+    model: String,
+    /// The TRACE data root (`<Task>/{train,eval,test}.json` for the 8 tasks).
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// Local checkpoint folder for a preset (default: $MORAM_MODEL_DIR).
+    #[arg(long)]
+    model_dir: Option<PathBuf>,
+    /// `paper` (A.1) or `code` (the official runner).
+    #[arg(long, default_value = "paper")]
+    profile: String,
+    /// Output folder (default: runs/trace-<model>-<profile>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Config overrides passed to `moram train --set` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+}
+
+/// The checkpoint folder of `model`: a path as given, or a preset's folder from `--model-dir`
+/// or `$MORAM_MODEL_DIR`.
+pub fn resolve_model(model: &str, model_dir: Option<&Path>, env: Option<PathBuf>) -> Result<(String, PathBuf)> {
+    if let Some((_, hub)) = HUB.iter().find(|(p, _)| *p == model) {
+        let dir = model_dir.map(Path::to_path_buf).or(env).with_context(|| {
+            format!(
+                "`{model}` needs a local checkpoint of {hub} (Hugging Face folder with config.json, \
+                 tokenizer.json and safetensors)\nremedy: pass --model-dir DIR or set MORAM_MODEL_DIR"
+            )
+        })?;
+        if !dir.join("config.json").exists() {
+            bail!("{} has no config.json: expected a Hugging Face checkpoint folder of {hub}", dir.display());
+        }
+        return Ok((model.to_string(), dir));
+    }
+    let path = PathBuf::from(model);
+    if !path.exists() {
+        let presets: Vec<&str> = HUB.iter().map(|(p, _)| *p).collect();
+        bail!("`{model}` is neither a preset ({}) nor an existing checkpoint path", presets.join(", "));
+    }
+    Ok(("llama2-7b".into(), path))
+}
+
+/// Runs the sequence and prints OP / BWT next to the paper's.
+pub fn run(args: TraceArgs) -> Result<()> {
+    if !["paper", "code"].contains(&args.profile.as_str()) {
+        bail!("--profile must be `paper` or `code`, found `{}`", args.profile);
+    }
+    let (preset, model_path) =
+        resolve_model(&args.model, args.model_dir.as_deref(), std::env::var_os("MORAM_MODEL_DIR").map(PathBuf::from))?;
+    let root = crate::paths::workspace_root();
+    let config = root.join("configs/trace").join(format!("{preset}-{}.toml", args.profile));
+    let out = args
+        .out
+        .unwrap_or_else(|| root.join("runs").join(format!("trace-{}-{}", args.model.replace('/', "_"), args.profile)));
+    crate::paths::run_checked(crate::paths::cargo().args(["build", "--release", "-p", "moram-cli"]))?;
+    let mut cmd = std::process::Command::new(root.join("target/release/moram"));
+    cmd.arg("train").arg("--config").arg(&config).arg("--out").arg(&out);
+    cmd.arg("--set").arg(format!("model.path={:?}", model_path.display().to_string()));
+    cmd.arg("--set").arg(format!("data.dir={:?}", args.data_dir.display().to_string()));
+    for s in &args.set {
+        cmd.arg("--set").arg(s);
+    }
+    crate::paths::run_checked(&mut cmd)?;
+    print_against_paper(&out, &preset)
+}
+
+fn print_against_paper(out: &Path, preset: &str) -> Result<()> {
+    let path = out.join("results.json");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let v: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let op = v["summary"]["trace"]["op"].as_f64();
+    let bwt = v["summary"]["trace"]["bwt_paper"].as_f64();
+    let (_, p_op, p_bwt) = PAPER.iter().find(|(p, _, _)| *p == preset).copied().unwrap_or(("", f64::NAN, f64::NAN));
+    let show = |x: Option<f64>| x.map(|x| format!("{x:.2}")).unwrap_or_else(|| "-".into());
+    println!("| TRACE, {preset} | OP | BWT (Eq. 10) |\n|---|---:|---:|");
+    println!("| moram (this run) | {} | {} |", show(op), show(bwt));
+    println!("| MoRAM, paper Table 2 | {p_op:.2} | {p_bwt:.2} |");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_need_a_checkpoint_folder() {
+        let e = resolve_model("llama2-7b", None, None).unwrap_err().to_string();
+        assert!(
+            e.contains("meta-llama/Llama-2-7b-chat-hf")
+                && e.contains("remedy: pass --model-dir DIR or set MORAM_MODEL_DIR"),
+            "{e}"
+        );
+        let tmp = std::env::temp_dir().join(format!("xtask-trace-{}", std::process::id()));
+        std::fs::create_dir_all(&tmp).unwrap();
+        let e = resolve_model("gemma-2b", Some(&tmp), None).unwrap_err().to_string();
+        assert!(e.contains("has no config.json") && e.contains("google/gemma-2b-it"), "{e}");
+        std::fs::write(tmp.join("config.json"), "{}").unwrap();
+        assert_eq!(resolve_model("gemma-2b", None, Some(tmp.clone())).unwrap(), ("gemma-2b".into(), tmp.clone()));
+        let e = resolve_model("/no/such/model", None, None).unwrap_err().to_string();
+        assert!(e.contains("neither a preset (llama2-7b, llama3.2-1b, gemma-2b)"), "{e}");
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+}
