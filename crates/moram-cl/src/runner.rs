@@ -289,6 +289,12 @@ fn prune_task(
     })
 }
 
+/// Scores every task of the sequence with the model as it is now (eval mode, no gradients).
+pub fn evaluate_every_task(learner: &mut impl Learner, options: &RunOptions) -> Result<Vec<f64>> {
+    let n = learner.task_names().len();
+    evaluate_all(learner, n, options, None)
+}
+
 /// Evaluates every task; with `outputs = (run folder, task just trained)` the learner's outputs go
 /// to `outputs/after-task{t}/{task name}.json`.
 fn evaluate_all(

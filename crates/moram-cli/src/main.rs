@@ -69,6 +69,14 @@ enum Command {
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
     },
+    /// Re-score every task of a run with the adapter saved after one of its tasks.
+    Eval {
+        /// The run folder.
+        dir: PathBuf,
+        /// Use the adapter saved after this task (0-based; default: the last finished).
+        #[arg(long)]
+        after: Option<usize>,
+    },
     /// Compare runs: summary metrics side by side, then each run's matrix and per-task records.
     Report {
         /// Run folders (each with a results.json).
@@ -135,6 +143,7 @@ fn run(cli: Cli) -> Result<()> {
             let stop = ctrl_c_flag()?;
             demo::run(&assets.unwrap_or_else(demo::default_assets), &out, &set, stop).map(|_| ())
         }
+        Command::Eval { dir, after } => eval(&dir, after),
         Command::Report { dirs, csv } => report::run(&dirs, csv.as_deref()),
         Command::Resume { dir } => {
             let cfg = moram_cl::checkpoint::read_config(&dir)
@@ -142,6 +151,41 @@ fn run(cli: Cli) -> Result<()> {
             execute(&cfg, &dir, true)
         }
     }
+}
+
+/// `moram eval`: loads the run's model and data, the chosen adapter, and scores every task.
+fn eval(dir: &Path, after: Option<usize>) -> Result<()> {
+    let cfg = moram_cl::checkpoint::read_config(dir)
+        .with_context(|| format!("{} is not a moram run folder", dir.display()))?;
+    let state = moram_cl::RunState::load(dir)?;
+    anyhow::ensure!(
+        state.tasks_done() > 0,
+        "{}: no task finished yet, so there is no adapter to evaluate",
+        dir.display()
+    );
+    let t = after.unwrap_or(state.tasks_done() - 1);
+    anyhow::ensure!(t < state.tasks_done(), "--after {t}: only tasks 0..{} are finished", state.tasks_done() - 1);
+    let model = cfg.model.as_ref().context("the run's config has no [model] section")?;
+    let data = cfg.data.as_ref().context("the run's config has no [data] section")?;
+    anyhow::ensure!(model.kind == ModelKind::Llm, "`moram eval` runs decoder-LLM runs for now");
+    let moram = cfg.method.moram_config()?;
+    let mut learner = LlmLearner::from_config(model, data, &moram, &cfg.generation, cfg.training.max_eval_examples)?;
+    moram_cl::checkpoint::load_adapter(&mut learner, &dir.join(&state.adapters[t]))?;
+    let row = moram_cl::runner::evaluate_every_task(&mut learner, &RunOptions { stop: None, progress: true })?;
+    println!("| after task {t} ({}) | {} |", state.task_names[t], state.task_names.join(" | "));
+    println!("|---|{}", "---:|".repeat(row.len()));
+    let cells: Vec<String> = row.iter().map(|v| format!("{v:.2}")).collect();
+    println!("| score | {} |", cells.join(" | "));
+    let stored = &state.matrix[t];
+    let same = stored.iter().zip(&row).all(|(a, b)| (a - b).abs() < 1e-9);
+    println!("{}", if same { "equal to the run's stored row" } else { "differs from the run's stored row" });
+    let out = dir.join(format!("eval-after-task{t}.json"));
+    std::fs::write(
+        &out,
+        serde_json::to_string_pretty(&serde_json::json!({"after_task": t, "scores": row, "stored": stored}))?,
+    )
+    .with_context(|| format!("writing {}", out.display()))?;
+    Ok(())
 }
 
 /// A flag raised by Ctrl-C; the runner stops at the next step boundary and keeps finished tasks.

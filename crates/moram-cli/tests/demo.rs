@@ -75,6 +75,18 @@ fn demo_runs_both_methods_and_writes_the_comparison() {
     let o = Command::new(env!("CARGO_BIN_EXE_moram")).arg("report").arg(tmp.path()).output().unwrap();
     assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("has no results.json"));
 
+    // `moram eval` reloads a run's adapter and reproduces its stored row exactly.
+    let o = Command::new(env!("CARGO_BIN_EXE_moram"))
+        .args(["--threads", "1", "-q", "eval"])
+        .arg(out.join("seq-lora"))
+        .args(["--after", "2"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(text.contains("after task 2 (bbc-headline)") && text.contains("equal to the run's stored row"), "{text}");
+    assert!(out.join("seq-lora/eval-after-task2.json").exists());
+
     // A second demo never overwrites the first.
     let o = run(&out);
     assert!(o.status.success());
