@@ -13,6 +13,7 @@
 //!   BWT conventions, FWT, forgetting, order robustness) and the TRACE task metrics.
 //! - [`RunConfig`]: one TOML file per run; the method is one line.
 
+pub mod analysis;
 pub mod checkpoint;
 pub mod config;
 pub mod data;

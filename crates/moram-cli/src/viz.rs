@@ -1,5 +1,6 @@
-//! PNG figures drawn with the `image` crate: the accuracy matrix as a heatmap with each cell's
-//! value written in a small built-in digit font (no font files needed).
+//! PNG figures drawn with the `image` crate (numbers in a small built-in digit font, no font files):
+//! the accuracy matrix, per-atom activation ratios across tasks (paper Fig. 5), cumulative
+//! activation-mass curves with the 99% mark (Fig. 8) and atoms needed per layer (Fig. 10).
 
 use anyhow::{Context, Result};
 use image::{Rgb, RgbImage};
@@ -82,9 +83,139 @@ pub fn matrix_heatmap(matrix: &[Vec<f64>], path: &Path) -> Result<()> {
     img.save(path).with_context(|| format!("writing {}", path.display()))
 }
 
+/// Fills the rectangle `[x0, x1) x [y0, y1)`.
+fn fill(img: &mut RgbImage, x0: u32, y0: u32, x1: u32, y1: u32, c: Rgb<u8>) {
+    for y in y0..y1.min(img.height()) {
+        for x in x0..x1.min(img.width()) {
+            img.put_pixel(x, y, c);
+        }
+    }
+}
+
+/// Per-atom heatmap: one row per task's data, one column per atom (`values[row][atom]` in [0, 1]),
+/// thin black separators between the atoms of successive tasks (`block` atoms each).
+pub fn atom_heatmap(values: &[Vec<f64>], block: usize, path: &Path) -> Result<()> {
+    let (cw, ch) = (12u32, 36u32);
+    let cols = values.iter().map(Vec::len).max().unwrap_or(0) as u32;
+    let mut img = RgbImage::from_pixel(cols.max(1) * cw + 1, values.len().max(1) as u32 * ch, Rgb([255, 255, 255]));
+    for (i, row) in values.iter().enumerate() {
+        for (j, &v) in row.iter().enumerate() {
+            let (x, y) = (j as u32 * cw, i as u32 * ch);
+            fill(&mut img, x, y + 1, x + cw, y + ch - 1, colour(v));
+        }
+    }
+    if block > 0 {
+        for b in (0..=cols as usize).step_by(block) {
+            let (x, h) = (b as u32 * cw, img.height());
+            fill(&mut img, x, 0, x + 1, h, Rgb([0, 0, 0]));
+        }
+    }
+    img.save(path).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Draws a line segment (Bresenham), 2 px thick.
+fn line(img: &mut RgbImage, (x0, y0): (i64, i64), (x1, y1): (i64, i64), c: Rgb<u8>) {
+    let (dx, dy) = ((x1 - x0).abs(), -(y1 - y0).abs());
+    let (sx, sy) = (if x0 < x1 { 1 } else { -1 }, if y0 < y1 { 1 } else { -1 });
+    let (mut x, mut y, mut err) = (x0, y0, dx + dy);
+    loop {
+        for (ox, oy) in [(0, 0), (1, 0), (0, 1)] {
+            let (px, py) = (x + ox, y + oy);
+            if px >= 0 && py >= 0 && (px as u32) < img.width() && (py as u32) < img.height() {
+                img.put_pixel(px as u32, py as u32, c);
+            }
+        }
+        if x == x1 && y == y1 {
+            break;
+        }
+        let e2 = 2 * err;
+        if e2 >= dy {
+            err += dy;
+            x += sx;
+        }
+        if e2 <= dx {
+            err += dx;
+            y += sy;
+        }
+    }
+}
+
+/// Curves of cumulative share (each `curves[k]` rises from 0 to 1 over its points, x scaled to
+/// the plot width), one colour per curve from dark to light, and a dashed red line at `mark`.
+pub fn cumulative_curves(curves: &[Vec<f64>], mark: f64, path: &Path) -> Result<()> {
+    let (w, h, pad) = (480i64, 320i64, 20i64);
+    let mut img = RgbImage::from_pixel(w as u32, h as u32, Rgb([255, 255, 255]));
+    let to_y = |v: f64| h - pad - ((v.clamp(0.0, 1.0)) * (h - 2 * pad) as f64).round() as i64;
+    line(&mut img, (pad, h - pad), (w - pad, h - pad), Rgb([0, 0, 0]));
+    line(&mut img, (pad, pad), (pad, h - pad), Rgb([0, 0, 0]));
+    let ym = to_y(mark);
+    for x in (pad..w - pad).step_by(12) {
+        line(&mut img, (x, ym), ((x + 6).min(w - pad), ym), Rgb([220, 30, 30]));
+    }
+    for (k, c) in curves.iter().enumerate() {
+        let colour = colour(k as f64 / curves.len().max(2) as f64 * 0.9);
+        let n = c.len().max(1) as f64;
+        let mut prev = (pad, to_y(0.0));
+        for (i, &v) in c.iter().enumerate() {
+            let p = (pad + (((i + 1) as f64 / n) * (w - 2 * pad) as f64).round() as i64, to_y(v));
+            line(&mut img, prev, p, colour);
+            prev = p;
+        }
+    }
+    img.save(path).with_context(|| format!("writing {}", path.display()))
+}
+
+/// A bar per value (0..=`max`), its integer value written above it.
+pub fn bar_chart(values: &[f64], max: f64, path: &Path) -> Result<()> {
+    let (bw, h, pad) = (24u32, 240u32, 24u32);
+    let w = values.len().max(1) as u32 * bw + 2 * pad;
+    let mut img = RgbImage::from_pixel(w, h, Rgb([255, 255, 255]));
+    fill(&mut img, pad, h - pad, w - pad, h - pad + 2, Rgb([0, 0, 0]));
+    for (i, &v) in values.iter().enumerate() {
+        let top = h - pad - ((v / max.max(1e-9)).clamp(0.0, 1.0) * (h - 3 * pad) as f64).round() as u32;
+        let x = pad + i as u32 * bw;
+        fill(&mut img, x + 3, top, x + bw - 3, h - pad, colour(0.35));
+        let n = v.round().max(0.0) as u32;
+        let scale = if n >= 100 { 1 } else { 2 };
+        let tw = (n.to_string().len() as u32 * 4 - 1) * scale;
+        draw_number(
+            &mut img,
+            n,
+            x + (bw.saturating_sub(tw)) / 2,
+            top.saturating_sub(6 * scale + 2),
+            scale,
+            Rgb([0, 0, 0]),
+        );
+    }
+    img.save(path).with_context(|| format!("writing {}", path.display()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn atom_figures_are_drawn_where_the_data_says() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.png");
+        atom_heatmap(&[vec![1.0, 0.0, 0.5, 0.0], vec![0.0, 0.0, 0.0, 1.0]], 2, &p).unwrap();
+        let img = image::open(&p).unwrap().to_rgb8();
+        assert_eq!(img.dimensions(), (4 * 12 + 1, 72));
+        assert_eq!(*img.get_pixel(6, 18), colour(1.0));
+        assert_eq!(*img.get_pixel(30, 18), colour(0.5));
+        assert_eq!(*img.get_pixel(42, 54), colour(1.0));
+        assert_eq!(*img.get_pixel(24, 10), Rgb([0, 0, 0]), "block separator after 2 atoms");
+        let p = dir.path().join("b.png");
+        bar_chart(&[10.0, 5.0], 10.0, &p).unwrap();
+        let img = image::open(&p).unwrap().to_rgb8();
+        // The full bar reaches the top of the plot area, the half bar only half way.
+        let bar = |x: u32, y: u32| *img.get_pixel(x, y) == colour(0.35);
+        assert!(bar(36, 3 * 24 + 2) && !bar(60, 3 * 24 + 2) && bar(60, 240 - 24 - 10));
+        let p = dir.path().join("c.png");
+        cumulative_curves(&[vec![0.5, 0.9, 1.0]], 0.99, &p).unwrap();
+        let img = image::open(&p).unwrap().to_rgb8();
+        assert_eq!(*img.get_pixel(21, 20 + 3), Rgb([220, 30, 30]), "the 99% mark");
+    }
 
     #[test]
     fn heatmap_cells_have_the_colour_of_their_value() {

@@ -87,6 +87,27 @@ fn demo_runs_both_methods_and_writes_the_comparison() {
     assert!(text.contains("after task 2 (bbc-headline)") && text.contains("equal to the run's stored row"), "{text}");
     assert!(out.join("seq-lora/eval-after-task2.json").exists());
 
+    // `moram viz` draws the run's figures from activation statistics of every task's data.
+    let o = Command::new(env!("CARGO_BIN_EXE_moram"))
+        .args(["--threads", "1", "-q", "viz"])
+        .arg(out.join("moram"))
+        .args(["--examples", "4"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let figs = out.join("moram/figures");
+    for f in ["accuracy-matrix.png", "activation-ratio.png", "cumulative-mass.png", "atoms-per-layer.png"] {
+        image::open(figs.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+    }
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(figs.join("figures.json")).unwrap()).unwrap();
+    // 4 tasks x 8 atoms per task, 4 tasks' data; every layer needs between 1 and 32 atoms for 99%.
+    let ratio = summary["activation_ratio"].as_array().unwrap();
+    assert_eq!((ratio.len(), ratio[0].as_array().unwrap().len()), (4, 32));
+    assert!(summary["atoms_for_99"].as_array().unwrap().iter().all(|n| (1.0..=32.0).contains(&n.as_f64().unwrap())));
+    let bars = image::open(figs.join("atoms-per-layer.png")).unwrap();
+    assert_eq!(bars.width(), summary["layers"].as_array().unwrap().len() as u32 * 24 + 48);
+
     // A second demo never overwrites the first.
     let o = run(&out);
     assert!(o.status.success());
