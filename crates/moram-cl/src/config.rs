@@ -345,6 +345,8 @@ pub struct ModelConfig {
 pub enum DataFormat {
     /// TRACE: `<dir>/<Task>/{train,eval,test}.json`, each a list of `{prompt, answer}`.
     Trace,
+    /// Image domains (CLIP): `<dir>/<Task>/<class>/*.png|jpg` or `<dir>/<Task>/{train,test}/<class>/*`.
+    Folders,
 }
 
 /// The task sequence's data.
@@ -366,6 +368,12 @@ pub struct DataConfig {
     pub metrics: BTreeMap<String, String>,
     /// Use at most this many training examples per task.
     pub max_train_examples: Option<usize>,
+    /// Image domains: prompt template with `{}` (default `a photo of a {}.`).
+    pub template: Option<String>,
+    /// Image domains: training images per class (default 16, as X-TAIL).
+    pub shots: Option<usize>,
+    /// Image domains: test images kept per class (all when absent).
+    pub test_per_class: Option<usize>,
 }
 
 fn default_split() -> String {

@@ -193,3 +193,64 @@ pub fn write_fake_bbc(dir: &Path, per_topic: usize) -> Result<()> {
     let p = dir.join("tech/999.txt");
     std::fs::write(&p, b"Caf\xe9 opens\n\nA caf\xe9 opened today.\n").map_err(|e| Error::io(&p, e))
 }
+
+/// Writes a tiny random CLIP in Hugging Face layout (`config.json` + `model.safetensors`; CLIP's
+/// real BPE vocabulary size so real prompts tokenise, 32x32 images in 8x8 patches, 16 text
+/// positions), seeded.
+pub fn write_tiny_clip(dir: &Path, seed: i64) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let config = serde_json::json!({
+        "model_type": "clip", "projection_dim": 16, "logit_scale_init_value": 2.6592,
+        "text_config": {"hidden_size": 24, "intermediate_size": 48, "num_attention_heads": 4, "num_hidden_layers": 2,
+            "max_position_embeddings": 16, "vocab_size": 49408, "bos_token_id": 49406, "eos_token_id": 49407,
+            "hidden_act": "quick_gelu", "layer_norm_eps": 1e-5},
+        "vision_config": {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 4, "num_hidden_layers": 2,
+            "image_size": 32, "patch_size": 8, "hidden_act": "quick_gelu", "layer_norm_eps": 1e-5}
+    });
+    let path = dir.join("config.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&config).unwrap_or_default())
+        .map_err(|e| Error::io(&path, e))?;
+    let parsed = moram_models::clip::ClipConfig::from_hf_json(&path)?;
+    tch::manual_seed(seed);
+    let opts = (Kind::Float, Device::Cpu);
+    let tensors: Vec<(String, Tensor)> =
+        moram_models::clip::expected_keys(&parsed, moram_models::clip::Layout::HuggingFace)
+            .into_iter()
+            .map(|(k, shape)| {
+                let norm = ["layer_norm", "layernorm", "layrnorm"].iter().any(|n| k.contains(n));
+                let t = if norm && k.ends_with(".weight") {
+                    Tensor::ones(shape.as_slice(), opts)
+                } else if k == "logit_scale" {
+                    Tensor::from(2.6592f32)
+                } else {
+                    let fan_in = shape.last().copied().unwrap_or(1).max(1) as f64;
+                    Tensor::randn(shape.as_slice(), opts) / fan_in.sqrt()
+                };
+                (k, t)
+            })
+            .collect();
+    Tensor::write_safetensors(&tensors, dir.join("model.safetensors"))?;
+    Ok(())
+}
+
+/// Writes `<dir>/<class>/<i>.png` (and `.jpg` for odd `i`) images of `classes` classes: a bright
+/// square at a class-specific corner on a noisy background, `per_class` each, seeded.
+pub fn write_image_folders(dir: &Path, classes: &[&str], per_class: usize, seed: u64) -> Result<()> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    for (c, name) in classes.iter().enumerate() {
+        let d = dir.join(name);
+        std::fs::create_dir_all(&d).map_err(|e| Error::io(&d, e))?;
+        for i in 0..per_class {
+            let mut img = image::RgbImage::new(40, 40);
+            for (x, y, p) in img.enumerate_pixels_mut() {
+                let inside = (x / 20) as usize == c % 2 && (y / 20) as usize == (c / 2) % 2;
+                let base: u8 = if inside { 220 } else { 30 };
+                let noise = |rng: &mut ChaCha8Rng| base.saturating_add(rng.random_range(0..30));
+                *p = image::Rgb([noise(&mut rng), noise(&mut rng), noise(&mut rng)]);
+            }
+            let path = d.join(format!("{i:03}.{}", if i % 2 == 0 { "png" } else { "jpg" }));
+            img.save(&path).map_err(|e| Error::Data { path: path.clone(), entry: None, message: e.to_string() })?;
+        }
+    }
+    Ok(())
+}

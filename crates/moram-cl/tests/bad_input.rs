@@ -1,7 +1,7 @@
 //! Bad data and bad configs: each error names the file, entry, task or key.
 
 use moram_cl::data::trace::{load_split, load_task_split};
-use moram_cl::data::ImageTask;
+use moram_cl::data::{ImageTask, Images};
 use moram_cl::learners::llm::TextTask;
 use moram_cl::RunConfig;
 use std::path::Path;
@@ -39,9 +39,9 @@ fn image_task_checks_labels_and_shapes() {
         name: "cars".into(),
         classnames: vec!["a".into(), "b".into()],
         template: "a photo of a {}.".into(),
-        train_images: img(2),
+        train_images: Images::Tensor(img(2)),
         train_labels: vec![0, 2],
-        test_images: img(1),
+        test_images: Images::Tensor(img(1)),
         test_labels: vec![1],
     };
     assert_eq!(t.validate().unwrap_err().to_string(), "task `cars`: train label 2 at index 1 is outside 0..2");

@@ -1,7 +1,7 @@
 //! A 3-domain X-TAIL-style run on a tiny random CLIP with synthetic images: matrix shape,
 //! task-agnostic evaluation, frozen atoms, per-task parameter counts.
 
-use moram_cl::data::ImageTask;
+use moram_cl::data::{ImageTask, Images};
 use moram_cl::learners::clip::ClipLearner;
 use moram_cl::{RunConfig, RunOptions};
 use moram_models::clip::{ClipConfig, ClipModel};
@@ -29,9 +29,9 @@ fn domain(d: i64, names: &[&str], size: i64) -> ImageTask {
         name: format!("domain{d}"),
         classnames: names.iter().map(|s| s.to_string()).collect(),
         template: format!("a photo of a {{}}, domain {d}."),
-        train_images: images(d, &train, size),
+        train_images: Images::Tensor(images(d, &train, size)),
         train_labels: train,
-        test_images: images(d, &test, size),
+        test_images: Images::Tensor(images(d, &test, size)),
         test_labels: test,
     }
 }

@@ -10,7 +10,8 @@ mod viz;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use moram_cl::config::ModelKind;
+use moram_cl::config::{DataFormat, ModelKind};
+use moram_cl::learners::clip::ClipLearner;
 use moram_cl::learners::llm::LlmLearner;
 use moram_cl::{RunConfig, RunOptions};
 use moram_core::AdapterFile;
@@ -288,18 +289,32 @@ fn ctrl_c_flag() -> Result<Arc<AtomicBool>> {
 fn execute(cfg: &RunConfig, dir: &Path, resume: bool) -> Result<()> {
     let model = cfg.model.as_ref().context("the config has no [model] section")?;
     let data = cfg.data.as_ref().context("the config has no [data] section")?;
-    anyhow::ensure!(
-        model.kind == ModelKind::Llm,
-        "`moram train` runs decoder LLMs on TRACE data for now; CLIP sequences run through the moram-cl library"
-    );
     let moram = cfg.method.moram_config()?;
-    let mut learner = LlmLearner::from_config(model, data, &moram, &cfg.generation, cfg.training.max_eval_examples)?;
+    let eval_batch = cfg.generation.batch_size;
+    match (model.kind, data.format) {
+        (ModelKind::Llm, DataFormat::Trace) => {
+            let max_eval = cfg.training.max_eval_examples;
+            let mut learner = LlmLearner::from_config(model, data, &moram, &cfg.generation, max_eval)?;
+            sequence(&mut learner, cfg, dir, resume)
+        }
+        (ModelKind::Clip, DataFormat::Folders) => {
+            let mut learner = ClipLearner::from_config(model, data, &moram, eval_batch, cfg.seed)?;
+            sequence(&mut learner, cfg, dir, resume)
+        }
+        (m, d) => anyhow::bail!(
+            "model kind {m:?} cannot learn data format {d:?}\nremedy: use kind = \"llm\" with format = \"trace\", or kind = \"clip\" with format = \"folders\""
+        ),
+    }
+}
+
+/// Runs or resumes the sequence and prints the results table.
+fn sequence(learner: &mut impl moram_cl::Learner, cfg: &RunConfig, dir: &Path, resume: bool) -> Result<()> {
     let stop = ctrl_c_flag()?;
     let options = RunOptions { stop: Some(stop), progress: true };
     let state = if resume {
-        moram_cl::resume(&mut learner, cfg, dir, &options)?
+        moram_cl::resume(learner, cfg, dir, &options)?
     } else {
-        moram_cl::run(&mut learner, cfg, dir, &options)?
+        moram_cl::run(learner, cfg, dir, &options)?
     };
     let md = std::fs::read_to_string(dir.join("results.md")).unwrap_or_default();
     println!("{md}");

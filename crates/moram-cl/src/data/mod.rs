@@ -1,10 +1,77 @@
-//! Task data: TRACE-style prompt/answer JSON ([`trace`]) and in-memory image classification tasks
-//! ([`ImageTask`]).
+//! Task data: TRACE-style prompt/answer JSON ([`trace`]), image classification tasks
+//! ([`ImageTask`], in memory or as files read batch by batch) and the folder-per-class importer
+//! ([`folders`]).
 
+pub mod folders;
 pub mod trace;
 
 use crate::error::{Error, Result};
+use std::path::PathBuf;
 use tch::Tensor;
+
+/// The images of one split.
+#[derive(Debug)]
+pub enum Images {
+    /// Preprocessed pixels `(N, 3, H, W)` f32, already normalised.
+    Tensor(Tensor),
+    /// Image files, decoded and preprocessed per batch (CLIP's train or eval transform at `size`).
+    Files {
+        /// One file per example.
+        paths: Vec<PathBuf>,
+        /// Side of the square model input.
+        size: usize,
+    },
+}
+
+impl Images {
+    /// Number of images.
+    pub fn len(&self) -> usize {
+        match self {
+            Images::Tensor(t) => t.size().first().copied().unwrap_or(0) as usize,
+            Images::Files { paths, .. } => paths.len(),
+        }
+    }
+
+    /// Whether there is no image.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Pixels `(B, 3, H, W)` of `indices`: the train transform seeded with `seed` when given
+    /// (random resized crop), else the eval transform (resize + centre crop).
+    pub fn batch(&self, indices: &[usize], seed: Option<u64>) -> Result<Tensor> {
+        match self {
+            Images::Tensor(t) => {
+                let idx =
+                    Tensor::from_slice(&indices.iter().map(|&i| i as i64).collect::<Vec<_>>()).to_device(t.device());
+                Ok(t.index_select(0, &idx))
+            }
+            Images::Files { paths, size } => {
+                let chosen: Vec<PathBuf> = indices.iter().map(|&i| paths[i].clone()).collect();
+                Ok(match seed {
+                    Some(s) => moram_models::clip::load_train_batch(&chosen, *size, s)?,
+                    None => moram_models::clip::load_eval_batch(&chosen, *size)?,
+                })
+            }
+        }
+    }
+
+    fn check_shape(&self) -> std::result::Result<(), String> {
+        match self {
+            Images::Tensor(t) => {
+                let size = t.size();
+                if size.len() != 4 || size[1] != 3 {
+                    return Err(format!("images must be (N, 3, H, W), found {size:?}"));
+                }
+                Ok(())
+            }
+            Images::Files { paths, .. } => match paths.iter().find(|p| !p.is_file()) {
+                Some(p) => Err(format!("missing image file {}", p.display())),
+                None => Ok(()),
+            },
+        }
+    }
+}
 
 /// One image-classification domain (an X-TAIL task): class names, a prompt template, and
 /// preprocessed images with labels.
@@ -16,12 +83,12 @@ pub struct ImageTask {
     pub classnames: Vec<String>,
     /// Prompt template with one `{}` for the class name (X-TAIL: the dataset's template 0).
     pub template: String,
-    /// Training images `(N, 3, H, W)` f32, preprocessed.
-    pub train_images: Tensor,
+    /// Training images.
+    pub train_images: Images,
     /// Training labels in `0..classnames.len()`.
     pub train_labels: Vec<i64>,
-    /// Test images `(M, 3, H, W)`.
-    pub test_images: Tensor,
+    /// Test images.
+    pub test_images: Images,
     /// Test labels.
     pub test_labels: Vec<i64>,
 }
@@ -44,12 +111,11 @@ impl ImageTask {
         for (split, images, labels) in
             [("train", &self.train_images, &self.train_labels), ("test", &self.test_images, &self.test_labels)]
         {
-            let size = images.size();
-            if size.len() != 4 || size[1] != 3 {
-                return bad(format!("{split} images must be (N, 3, H, W), found {size:?}"));
+            if let Err(m) = images.check_shape() {
+                return bad(format!("{split}: {m}"));
             }
-            if size[0] as usize != labels.len() {
-                return bad(format!("{split}: {} images but {} labels", size[0], labels.len()));
+            if images.len() != labels.len() {
+                return bad(format!("{split}: {} images but {} labels", images.len(), labels.len()));
             }
             if labels.is_empty() {
                 return bad(format!("the {split} split is empty"));

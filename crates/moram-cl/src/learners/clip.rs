@@ -2,12 +2,14 @@
 //! prompts with the seen columns masked, plus the batch-wise text-side term; evaluation of every
 //! domain against the union of all domains' class prompts (task-agnostic, offset labels).
 
+use crate::config::{DataConfig, ModelConfig};
+use crate::data::folders::{folder_task, FolderOptions};
 use crate::data::ImageTask;
 use crate::error::{Error, Result};
 use crate::learner::Learner;
 use moram_core::{MoramConfig, MoramLinear};
-use moram_models::clip::{normalize, ClipModel, ClipTokenizer};
-use moram_models::TargetSpec;
+use moram_models::clip::{normalize, ClipConfig, ClipModel, ClipTokenizer};
+use moram_models::{TargetSpec, WeightSource};
 use tch::{Kind, Tensor};
 
 /// Logit scale of X-TAIL's loss and evaluation (the pretrained CLIP value, hard-coded there).
@@ -25,6 +27,8 @@ pub struct ClipLearner {
     /// Text embeddings of every class of every domain, computed once per evaluation row.
     all_text: Option<Tensor>,
     eval_batch: usize,
+    /// Training batches drawn in the current task (seeds the augmentation).
+    calls: u64,
 }
 
 impl ClipLearner {
@@ -49,7 +53,50 @@ impl ClipLearner {
             n_seen: 0,
             all_text: None,
             eval_batch: eval_batch.max(1),
+            calls: 0,
         })
+    }
+
+    /// Builds the learner a run config describes: a CLIP checkpoint folder (`config.json` plus
+    /// safetensors, Hugging Face or OpenAI layout) and folder-per-class image domains.
+    pub fn from_config(
+        model: &ModelConfig,
+        data: &DataConfig,
+        moram: &MoramConfig,
+        eval_batch: usize,
+        seed: u64,
+    ) -> Result<Self> {
+        let config = ClipConfig::from_hf_json(model.path.join("config.json"))?;
+        let opts = FolderOptions {
+            shots: data.shots.unwrap_or(16),
+            test_per_class: data.test_per_class,
+            template: data.template.clone().unwrap_or_else(|| "a photo of a {}.".into()),
+            size: config.vision.image_size as usize,
+            seed,
+        };
+        let mut problems = Vec::new();
+        let mut tasks = Vec::new();
+        for (i, name) in data.tasks.iter().enumerate() {
+            match folder_task(
+                name,
+                &data.dir.join(name),
+                &FolderOptions { seed: seed.wrapping_add(i as u64), ..opts.clone() },
+            ) {
+                Ok(t) => tasks.push(t),
+                Err(e) => problems.push(e.to_string()),
+            }
+        }
+        if !problems.is_empty() {
+            return Err(Error::Data {
+                path: data.dir.clone(),
+                entry: None,
+                message: format!("{} problem(s):\n  {}", problems.len(), problems.join("\n  ")),
+            });
+        }
+        let device = tch::Device::cuda_if_available();
+        let source = WeightSource::open(&model.path)?;
+        let clip = ClipModel::load(&source, &config, None, model.dtype.kind(), device)?;
+        Self::new(clip, tasks, &model.targets, moram, eval_batch)
     }
 
     /// The model.
@@ -92,6 +139,7 @@ impl Learner for ClipLearner {
     /// Seen-class embeddings under `no_grad`, each domain's template, in task order, with the model
     /// in eval mode and the fresh atoms present (protocol 3.8 point 5, A9).
     fn prepare_task(&mut self, task: usize) -> Result<()> {
+        self.calls = 0;
         self.n_seen = self.offset(task);
         self.seen = if task == 0 {
             None
@@ -105,9 +153,10 @@ impl Learner for ClipLearner {
 
     fn loss(&mut self, task: usize, indices: &[usize]) -> Result<Tensor> {
         let t = &self.tasks[task];
-        let device = t.train_images.device();
-        let idx = Tensor::from_slice(&indices.iter().map(|&i| i as i64).collect::<Vec<_>>()).to_device(device);
-        let images = t.train_images.index_select(0, &idx);
+        // Augmentation seeded by (task, call): a resumed task draws the same crops again.
+        self.calls += 1;
+        let seed = (task as u64) << 32 | self.calls;
+        let images = t.train_images.batch(indices, Some(seed))?.to_device(self.model.device());
         let n_seen = self.n_seen as i64;
         let labels: Vec<i64> = indices.iter().map(|&i| t.train_labels[i] + n_seen).collect();
         let cur = self.encode_prompts(&t.prompts())?;
@@ -151,7 +200,8 @@ impl Learner for ClipLearner {
         let mut start = 0i64;
         while start < n {
             let len = (self.eval_batch as i64).min(n - start);
-            let images = t.test_images.narrow(0, start, len);
+            let idx: Vec<usize> = (start as usize..(start + len) as usize).collect();
+            let images = t.test_images.batch(&idx, None)?.to_device(self.model.device());
             let f = normalize(&self.model.encode_image(&images)?).to_kind(Kind::Float);
             let pred = f.matmul(&text.to_kind(Kind::Float).tr()).argmax(1, false).to_device(tch::Device::Cpu);
             let pred = Vec::<i64>::try_from(pred)?;

@@ -1,0 +1,98 @@
+//! `moram train` on CLIP image domains from folders (real PNG/JPEG files) with a tiny random CLIP
+//! checkpoint on disk: X-TAIL's loss and task-agnostic evaluation from the command line.
+
+use moram_cl::synthetic::{write_image_folders, write_tiny_clip};
+use std::process::Command;
+
+#[test]
+fn clip_sequence_from_image_folders() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_tiny_clip(&tmp.path().join("clip"), 5).unwrap();
+    for (i, (task, classes)) in
+        [("pets", ["cat", "dog", "owl"]), ("cars", ["van", "bus", "car"]), ("trees", ["oak", "elm", "fir"])]
+            .iter()
+            .enumerate()
+    {
+        write_image_folders(&tmp.path().join("data").join(task), classes, 6, i as u64).unwrap();
+    }
+    let config = r#"
+name = "clip-folders"
+seed = 1
+[method]
+name = "moram"
+profile = "xtail"
+r = 4
+top_k = 4
+[optimizer]
+lr = 0.005
+[training]
+iterations = 3
+batch_size = 6
+[generation]
+batch_size = 8
+[model]
+kind = "clip"
+path = "clip"
+targets = { modules = ["q", "v"] }
+[data]
+format = "folders"
+dir = "data"
+tasks = ["pets", "cars", "trees"]
+shots = 4
+"#;
+    let cfg = tmp.path().join("run.toml");
+    std::fs::write(&cfg, config).unwrap();
+    let out = tmp.path().join("out");
+    let o = Command::new(env!("CARGO_BIN_EXE_moram"))
+        .args(["--threads", "1", "-q", "train", "--config"])
+        .arg(&cfg)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    let matrix = results["state"]["matrix"].as_array().unwrap();
+    assert_eq!(matrix.len(), 3);
+    // 2 test images per class, 3 classes: every score is a multiple of 100/6.
+    for v in matrix.iter().flat_map(|r| r.as_array().unwrap()) {
+        let k = v.as_f64().unwrap() * 6.0 / 100.0;
+        assert!((k - k.round()).abs() < 1e-9, "{v}");
+    }
+    assert!(results["summary"]["xtail_official"]["average"].is_number());
+
+    // Image folder problems are listed together, before the model loads.
+    std::fs::remove_dir_all(tmp.path().join("data/cars/bus")).unwrap();
+    std::fs::create_dir_all(tmp.path().join("data/cars/bus")).unwrap();
+    let text = std::fs::read_to_string(&cfg).unwrap().replace("\"trees\"]", "\"trees\", \"ghost\"]");
+    std::fs::write(&cfg, text).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_moram"))
+        .args(["-q", "train", "--config"])
+        .arg(&cfg)
+        .arg("--out")
+        .arg(tmp.path().join("o2"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success()
+            && err.contains("2 problem(s)")
+            && err.contains("class `bus` has 0 image(s)")
+            && err.contains("ghost: missing image folder"),
+        "{err}"
+    );
+
+    // A model kind that cannot learn the data format is refused with a remedy.
+    let text = std::fs::read_to_string(&cfg).unwrap().replace("kind = \"clip\"", "kind = \"llm\"");
+    std::fs::write(&cfg, text).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_moram"))
+        .args(["-q", "train", "--config"])
+        .arg(&cfg)
+        .arg("--out")
+        .arg(tmp.path().join("o3"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("cannot learn data format Folders") && err.contains("remedy"), "{err}");
+}
