@@ -146,6 +146,65 @@ pub fn install_assets() -> Result<()> {
         }
         eprintln!("test asset `{}`: {} files in {}", asset.name, files.len(), dir.display());
     }
+    if let Err(err) = install_fashion_mnist(&root) {
+        eprintln!("warning: test asset `fashion-mnist` not installed ({err:#}); tests that need it will skip");
+    }
+    Ok(())
+}
+
+/// Debian's `dataset-fashion-mnist` (`../shared/spec/assets.md` 1a): the .deb and the four gz
+/// files it ships, each checked against its SHA-256.
+const FASHION_DEB: (&str, &str) = (
+    "dataset-fashion-mnist=0.0~git20200523.55506a9-1",
+    "39e172fe32dd318ebb3e512220c3beea2fa47d7e20bab348fb4e0922d6beefc0",
+);
+const FASHION_FILES: [(&str, &str); 4] = [
+    ("train-images-idx3-ubyte.gz", "b0564c3eedabfbf835052cff8503ea422014ce006caf5b757f851416ee8300c7"),
+    ("train-labels-idx1-ubyte.gz", "0ae29f65d86684f32d1b9c85147786c547b9c6aebcaf235f0400a0cce308b056"),
+    ("t10k-images-idx3-ubyte.gz", "cc1d090a38ace84dfa1aa66e3ada7c336ef481a96936906477e6dd344da56eaa"),
+    ("t10k-labels-idx1-ubyte.gz", "8d3605d196f4be44669e46906da9733c8131fef761fdbfec72c424d5222f1a05"),
+];
+
+fn install_fashion_mnist(root: &Path) -> Result<()> {
+    let dir = root.join("fashion-mnist");
+    if FASHION_FILES.iter().all(|(f, _)| dir.join(f).exists()) {
+        return Ok(());
+    }
+    let work = paths::cache_dir()?.join("debs");
+    fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
+    let status = std::process::Command::new("apt-get")
+        .args(["download", FASHION_DEB.0])
+        .current_dir(&work)
+        .status()
+        .context("running `apt-get download` (Debian's package tools are needed for this asset)")?;
+    anyhow::ensure!(status.success(), "`apt-get download {}` failed", FASHION_DEB.0);
+    let deb = fs::read_dir(&work)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("dataset-fashion-mnist_") && n.ends_with(".deb"))
+        })
+        .context("apt-get download produced no dataset-fashion-mnist .deb")?;
+    let sum = sha256_file(&deb)?;
+    if sum != FASHION_DEB.1 {
+        let _ = fs::remove_file(&deb);
+        bail!("{}: SHA-256 {sum}, expected {}; the download was deleted", deb.display(), FASHION_DEB.1);
+    }
+    let extract = work.join("fashion-mnist-extract");
+    let status =
+        std::process::Command::new("dpkg").arg("-x").arg(&deb).arg(&extract).status().context("running `dpkg -x`")?;
+    anyhow::ensure!(status.success(), "`dpkg -x {}` failed", deb.display());
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    for (f, want) in FASHION_FILES {
+        let src = extract.join("usr/share/datasets/fashion-mnist").join(f);
+        let got = sha256_file(&src)?;
+        anyhow::ensure!(got == want, "{}: SHA-256 {got}, expected {want}", src.display());
+        fs::copy(&src, dir.join(f)).with_context(|| format!("copying {}", src.display()))?;
+    }
+    let _ = fs::remove_dir_all(&extract);
+    let _ = fs::remove_file(&deb);
+    eprintln!("test asset `fashion-mnist`: 4 files in {}", dir.display());
     Ok(())
 }
 

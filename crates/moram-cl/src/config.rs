@@ -347,6 +347,9 @@ pub enum DataFormat {
     Trace,
     /// Image domains (CLIP): `<dir>/<Task>/<class>/*.png|jpg` or `<dir>/<Task>/{train,test}/<class>/*`.
     Folders,
+    /// An IDX image set (MNIST layout, plain or .gz) in `dir`, cut into class-incremental tasks
+    /// (`classes`, `classes_per_task`).
+    Idx,
 }
 
 /// The task sequence's data.
@@ -374,6 +377,10 @@ pub struct DataConfig {
     pub shots: Option<usize>,
     /// Image domains: test images kept per class (all when absent).
     pub test_per_class: Option<usize>,
+    /// IDX sets: the class names in label order.
+    pub classes: Option<Vec<String>>,
+    /// IDX sets: classes per task.
+    pub classes_per_task: Option<usize>,
 }
 
 fn default_split() -> String {

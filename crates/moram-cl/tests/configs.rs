@@ -43,6 +43,11 @@ fn shipped_run_configs_parse_and_match_their_names() {
         let m = c.method.moram_config().unwrap();
         assert_eq!((m.r, m.top_k, m.temperature), (8, 4, 0.1));
     }
+    for p in configs("clip") {
+        let c = RunConfig::from_file(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        let d = c.data.as_ref().unwrap();
+        assert_eq!(d.classes.as_ref().unwrap().len(), d.tasks.len() * d.classes_per_task.unwrap());
+    }
     let demo = RunConfig::from_file(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/demo.toml")).unwrap();
     assert_eq!(demo.name, "demo");
 }

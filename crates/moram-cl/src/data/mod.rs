@@ -3,6 +3,7 @@
 //! ([`folders`]).
 
 pub mod folders;
+pub mod idx;
 pub mod trace;
 
 use crate::error::{Error, Result};
@@ -14,6 +15,15 @@ use tch::Tensor;
 pub enum Images {
     /// Preprocessed pixels `(N, 3, H, W)` f32, already normalised.
     Tensor(Tensor),
+    /// Grey images held as bytes (IDX sets): `items` index into `images`; preprocessed per batch.
+    Grey {
+        /// The decoded set.
+        images: std::sync::Arc<idx::GreyImages>,
+        /// Which images, in order.
+        items: Vec<usize>,
+        /// Side of the square model input.
+        size: usize,
+    },
     /// Image files, decoded and preprocessed per batch (CLIP's train or eval transform at `size`).
     Files {
         /// One file per example.
@@ -29,6 +39,7 @@ impl Images {
         match self {
             Images::Tensor(t) => t.size().first().copied().unwrap_or(0) as usize,
             Images::Files { paths, .. } => paths.len(),
+            Images::Grey { items, .. } => items.len(),
         }
     }
 
@@ -53,6 +64,26 @@ impl Images {
                     None => moram_models::clip::load_eval_batch(&chosen, *size)?,
                 })
             }
+            Images::Grey { images, items, size } => {
+                use moram_models::clip::preprocess::{eval_pixels, normalize_pixels, train_pixels};
+                use rand::SeedableRng;
+                let mut planes = Vec::with_capacity(indices.len() * 3 * size * size);
+                for (k, &i) in indices.iter().enumerate() {
+                    let img = images.rgb(items[i]);
+                    let px = match seed {
+                        Some(s) => {
+                            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(
+                                s ^ (k as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+                            );
+                            train_pixels(&img, *size, &mut rng)
+                        }
+                        None => eval_pixels(&img, *size),
+                    };
+                    planes.extend(normalize_pixels(&px));
+                }
+                let s = *size as i64;
+                Ok(Tensor::from_slice(&planes).view([indices.len() as i64, 3, s, s]))
+            }
         }
     }
 
@@ -69,6 +100,13 @@ impl Images {
                 Some(p) => Err(format!("missing image file {}", p.display())),
                 None => Ok(()),
             },
+            Images::Grey { images, items, .. } => {
+                let n = images.pixels.len() / (images.height * images.width).max(1);
+                match items.iter().find(|&&i| i >= n) {
+                    Some(i) => Err(format!("image index {i} is outside the {n} images")),
+                    None => Ok(()),
+                }
+            }
         }
     }
 }

@@ -2,8 +2,9 @@
 //! prompts with the seen columns masked, plus the batch-wise text-side term; evaluation of every
 //! domain against the union of all domains' class prompts (task-agnostic, offset labels).
 
-use crate::config::{DataConfig, ModelConfig};
+use crate::config::{DataConfig, DataFormat, ModelConfig};
 use crate::data::folders::{folder_task, FolderOptions};
+use crate::data::idx::idx_tasks;
 use crate::data::ImageTask;
 use crate::error::{Error, Result};
 use crate::learner::Learner;
@@ -58,7 +59,7 @@ impl ClipLearner {
     }
 
     /// Builds the learner a run config describes: a CLIP checkpoint folder (`config.json` plus
-    /// safetensors, Hugging Face or OpenAI layout) and folder-per-class image domains.
+    /// safetensors, Hugging Face or OpenAI layout) and folder-per-class image domains or an IDX set.
     pub fn from_config(
         model: &ModelConfig,
         data: &DataConfig,
@@ -76,14 +77,29 @@ impl ClipLearner {
         };
         let mut problems = Vec::new();
         let mut tasks = Vec::new();
-        for (i, name) in data.tasks.iter().enumerate() {
-            match folder_task(
-                name,
-                &data.dir.join(name),
-                &FolderOptions { seed: seed.wrapping_add(i as u64), ..opts.clone() },
-            ) {
-                Ok(t) => tasks.push(t),
-                Err(e) => problems.push(e.to_string()),
+        if data.format == DataFormat::Idx {
+            let classes = data
+                .classes
+                .as_ref()
+                .ok_or_else(|| Error::config("data.classes", "an IDX set needs its class names"))?;
+            tasks = idx_tasks(
+                &data.dir,
+                &data.tasks,
+                classes,
+                data.classes_per_task.unwrap_or(1),
+                &opts.template,
+                opts.shots,
+                opts.test_per_class,
+                opts.size,
+                seed,
+            )?;
+        } else {
+            for (i, name) in data.tasks.iter().enumerate() {
+                let o = FolderOptions { seed: seed.wrapping_add(i as u64), ..opts.clone() };
+                match folder_task(name, &data.dir.join(name), &o) {
+                    Ok(t) => tasks.push(t),
+                    Err(e) => problems.push(e.to_string()),
+                }
             }
         }
         if !problems.is_empty() {
