@@ -9,6 +9,7 @@ mod paths;
 mod python;
 mod setup;
 mod trace;
+mod xtail;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -42,6 +43,9 @@ enum Command {
     /// The TRACE benchmark on a local checkpoint (`--model llama2-7b|llama3.2-1b|gemma-2b|PATH`)
     /// and a local TRACE data folder; prints OP/BWT next to the paper's.
     Trace(trace::TraceArgs),
+    /// X-TAIL on a local CLIP checkpoint and the ten datasets (`--data-dir`, `--model`,
+    /// `--order 1|2`); prints Transfer/Average/Last next to the paper's.
+    Xtail(xtail::XtailArgs),
     /// Run set-up if needed, then the whole workspace's tests. Extra arguments go to `cargo test`.
     Test {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -107,6 +111,10 @@ fn run(cli: Cli) -> Result<()> {
             cmd.arg("demo").arg("--assets").arg(setup::assets_dir()?).args(&args);
             cmd.current_dir(paths::workspace_root());
             paths::run_checked(&mut cmd)
+        }
+        Command::Xtail(args) => {
+            setup::install(setup::Flavour::Cpu, false)?;
+            xtail::run(args)
         }
         Command::Trace(args) => {
             setup::install(setup::Flavour::Cpu, false)?;

@@ -350,6 +350,8 @@ pub enum DataFormat {
     /// An IDX image set (MNIST layout, plain or .gz) in `dir`, cut into class-incremental tasks
     /// (`classes`, `classes_per_task`).
     Idx,
+    /// The X-TAIL datasets in the official code's layouts under `dir` (`tasks`: dataset keys).
+    Xtail,
 }
 
 /// The task sequence's data.

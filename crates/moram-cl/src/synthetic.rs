@@ -254,3 +254,78 @@ pub fn write_image_folders(dir: &Path, classes: &[&str], per_class: usize, seed:
     }
     Ok(())
 }
+
+fn idx_file(dims: &[u32], data: &[u8]) -> Vec<u8> {
+    let mut v = vec![0, 0, 0x08, dims.len() as u8];
+    dims.iter().for_each(|d| v.extend(d.to_be_bytes()));
+    v.extend(data);
+    v
+}
+
+/// A miniature X-TAIL root for tests: caltech101 and eurosat (CoOp JSON, PNG/JPEG files), aircraft
+/// (its text files, JPEG) and MNIST (torchvision IDX layout), a few images per class.
+pub fn write_mini_xtail_root(root: &Path) -> Result<()> {
+    // CoOp: images in <root>/caltech101/101_ObjectCategories/<class>/*, split JSON with 3 per class train, 2 test.
+    for (key, folder, file, images, classes) in [
+        (
+            "caltech101",
+            "caltech101",
+            "split_zhou_Caltech101.json",
+            "caltech101/101_ObjectCategories",
+            ["face", "leopard"],
+        ),
+        ("eurosat", "eurosat", "split_zhou_EuroSAT.json", "eurosat/2750", ["Forest", "River"]),
+    ] {
+        let img_root = root.join(images);
+        write_image_folders(&img_root, &classes, 5, key.len() as u64)?;
+        let item = |c: usize, i: usize| {
+            let ext = if i % 2 == 0 { "png" } else { "jpg" };
+            serde_json::json!([format!("{}/{i:03}.{ext}", classes[c]), c, classes[c]])
+        };
+        let split = serde_json::json!({
+            "train": (0..2).flat_map(|c| (0..3).map(move |i| (c, i))).map(|(c, i)| item(c, i)).collect::<Vec<_>>(),
+            "val": [],
+            "test": (0..2).flat_map(|c| (3..5).map(move |i| (c, i))).map(|(c, i)| item(c, i)).collect::<Vec<_>>(),
+        });
+        let p = root.join(folder).join(file);
+        put(&p, split.to_string())?;
+    }
+    // Aircraft: ids as file names.
+    let data = root.join("fgvc-aircraft-2013b/data");
+    write_image_folders(&data.join("tmp"), &["a"], 6, 9)?;
+    mkdir(&data.join("images"))?;
+    for i in 0..6 {
+        let ext = if i % 2 == 0 { "png" } else { "jpg" };
+        let src = data.join(format!("tmp/a/{i:03}.{ext}"));
+        let img =
+            image::open(&src).map_err(|e| Error::Data { path: src.clone(), entry: None, message: e.to_string() })?;
+        let dst = data.join(format!("images/{i:07}.jpg"));
+        img.save_with_format(&dst, image::ImageFormat::Jpeg).map_err(|e| Error::Data {
+            path: dst.clone(),
+            entry: None,
+            message: e.to_string(),
+        })?;
+    }
+    put(&data.join("variants.txt"), "707-320\nA300B4\n")?;
+    put(&data.join("images_variant_train.txt"), "0000000 707-320\n0000001 707-320\n0000002 A300B4\n0000003 A300B4\n")?;
+    put(&data.join("images_variant_test.txt"), "0000004 707-320\n0000005 A300B4\n")?;
+    // MNIST (torchvision raw layout): 2 images per digit in train, 1 in test.
+    let raw = root.join("MNIST/raw");
+    mkdir(&raw)?;
+    for (prefix, per) in [("train", 2u8), ("t10k", 1u8)] {
+        let labels: Vec<u8> = (0..10u8).flat_map(|d| std::iter::repeat_n(d, per as usize)).collect();
+        let px: Vec<u8> = labels.iter().flat_map(|&d| std::iter::repeat_n(d * 20, 28 * 28)).collect();
+        let n = labels.len() as u32;
+        put(&raw.join(format!("{prefix}-images-idx3-ubyte")), idx_file(&[n, 28, 28], &px))?;
+        put(&raw.join(format!("{prefix}-labels-idx1-ubyte")), idx_file(&[n], &labels))?;
+    }
+    Ok(())
+}
+
+fn put(p: &Path, bytes: impl AsRef<[u8]>) -> Result<()> {
+    std::fs::write(p, bytes).map_err(|e| Error::io(p, e))
+}
+
+fn mkdir(p: &Path) -> Result<()> {
+    std::fs::create_dir_all(p).map_err(|e| Error::io(p, e))
+}

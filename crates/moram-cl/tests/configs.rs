@@ -43,6 +43,17 @@ fn shipped_run_configs_parse_and_match_their_names() {
         let m = c.method.moram_config().unwrap();
         assert_eq!((m.r, m.top_k, m.temperature), (8, 4, 0.1));
     }
+    let xtail = configs("xtail");
+    assert_eq!(xtail.len(), 4);
+    for p in &xtail {
+        let c = RunConfig::from_file(p).unwrap();
+        let d = c.data.as_ref().unwrap();
+        assert_eq!(d.format, moram_cl::config::DataFormat::Xtail);
+        assert_eq!(d.tasks.len(), 10);
+        assert_eq!((c.training.iterations, c.training.batch_size, c.optimizer.betas), (Some(500), 64, [0.9, 0.9999]));
+        let order1 = p.file_name().unwrap().to_str().unwrap().starts_with("order1");
+        assert_eq!(d.tasks[0], if order1 { "aircraft" } else { "stanford_cars" });
+    }
     for p in configs("clip") {
         let c = RunConfig::from_file(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
         let d = c.data.as_ref().unwrap();

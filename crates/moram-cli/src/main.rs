@@ -297,12 +297,12 @@ fn execute(cfg: &RunConfig, dir: &Path, resume: bool) -> Result<()> {
             let mut learner = LlmLearner::from_config(model, data, &moram, &cfg.generation, max_eval)?;
             sequence(&mut learner, cfg, dir, resume)
         }
-        (ModelKind::Clip, DataFormat::Folders | DataFormat::Idx) => {
+        (ModelKind::Clip, DataFormat::Folders | DataFormat::Idx | DataFormat::Xtail) => {
             let mut learner = ClipLearner::from_config(model, data, &moram, eval_batch, cfg.seed)?;
             sequence(&mut learner, cfg, dir, resume)
         }
         (m, d) => anyhow::bail!(
-            "model kind {m:?} cannot learn data format {d:?}\nremedy: use kind = \"llm\" with format = \"trace\", or kind = \"clip\" with format = \"folders\" or \"idx\""
+            "model kind {m:?} cannot learn data format {d:?}\nremedy: use kind = \"llm\" with format = \"trace\", or kind = \"clip\" with format = \"folders\", \"idx\" or \"xtail\""
         ),
     }
 }

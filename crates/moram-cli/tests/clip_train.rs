@@ -1,7 +1,7 @@
 //! `moram train` on CLIP image domains from folders (real PNG/JPEG files) with a tiny random CLIP
 //! checkpoint on disk: X-TAIL's loss and task-agnostic evaluation from the command line.
 
-use moram_cl::synthetic::{write_image_folders, write_tiny_clip};
+use moram_cl::synthetic::{write_image_folders, write_mini_xtail_root, write_tiny_clip};
 use std::process::Command;
 
 #[test]
@@ -95,4 +95,50 @@ shots = 4
         .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("cannot learn data format Folders") && err.contains("remedy"), "{err}");
+}
+
+/// `moram train` with `format = "xtail"`: the shipped order-1 config, shrunk with `--set`, on a
+/// miniature root in the official layouts (CoOp JSON, aircraft text files, MNIST IDX).
+#[test]
+fn xtail_sequence_from_the_official_layouts() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_tiny_clip(&tmp.path().join("clip"), 6).unwrap();
+    write_mini_xtail_root(&tmp.path().join("data")).unwrap();
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let out = tmp.path().join("out");
+    let o = Command::new(env!("CARGO_BIN_EXE_moram"))
+        .args(["--threads", "1", "-q", "train", "--config"])
+        .arg(repo.join("configs/xtail/order1-paper.toml"))
+        .arg("--out")
+        .arg(&out)
+        .arg("--set")
+        .arg(format!("model.path={:?}", tmp.path().join("clip").display().to_string()))
+        .arg("--set")
+        .arg(format!("data.dir={:?}", tmp.path().join("data").display().to_string()))
+        .args(["--set", r#"data.tasks=["aircraft", "eurosat", "mnist"]"#, "--set", "training.iterations=2"])
+        .args(["--set", "training.batch_size=8", "--set", "method.r=2", "--set", "method.top_k=2"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    assert_eq!(results["state"]["task_names"], serde_json::json!(["aircraft", "eurosat", "mnist"]));
+    assert!(results["summary"]["xtail_official"]["last"].is_number());
+    // The missing datasets of the full order are all named at once.
+    let o = Command::new(env!("CARGO_BIN_EXE_moram"))
+        .args(["-q", "train", "--config"])
+        .arg(repo.join("configs/xtail/order1-paper.toml"))
+        .arg("--out")
+        .arg(tmp.path().join("o2"))
+        .arg("--set")
+        .arg(format!("model.path={:?}", tmp.path().join("clip").display().to_string()))
+        .arg("--set")
+        .arg(format!("data.dir={:?}", tmp.path().join("data").display().to_string()))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("6 dataset(s) unusable"), "{err}");
+    for k in ["dtd", "oxford_flowers", "food101", "oxford_pets", "stanford_cars", "sun397"] {
+        assert!(err.contains(&format!("{k}: ")), "{k} not named: {err}");
+    }
 }

@@ -5,6 +5,7 @@
 pub mod folders;
 pub mod idx;
 pub mod trace;
+pub mod xtail;
 
 use crate::error::{Error, Result};
 use std::path::PathBuf;

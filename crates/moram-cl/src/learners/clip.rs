@@ -77,7 +77,11 @@ impl ClipLearner {
         };
         let mut problems = Vec::new();
         let mut tasks = Vec::new();
-        if data.format == DataFormat::Idx {
+        if data.format == DataFormat::Xtail {
+            let shots = data.shots.unwrap_or(16);
+            tasks =
+                crate::data::xtail::xtail_tasks(&data.dir, &data.tasks, shots, data.test_per_class, opts.size, seed)?;
+        } else if data.format == DataFormat::Idx {
             let classes = data
                 .classes
                 .as_ref()
