@@ -248,7 +248,7 @@ pub fn write_image_folders(dir: &Path, classes: &[&str], per_class: usize, seed:
                 let noise = |rng: &mut ChaCha8Rng| base.saturating_add(rng.random_range(0..30));
                 *p = image::Rgb([noise(&mut rng), noise(&mut rng), noise(&mut rng)]);
             }
-            let path = d.join(format!("{i:03}.{}", if i % 2 == 0 { "png" } else { "jpg" }));
+            let path = d.join(format!("{i:03}.{}", if i.is_multiple_of(2) { "png" } else { "jpg" }));
             img.save(&path).map_err(|e| Error::Data { path: path.clone(), entry: None, message: e.to_string() })?;
         }
     }
@@ -279,7 +279,7 @@ pub fn write_mini_xtail_root(root: &Path) -> Result<()> {
         let img_root = root.join(images);
         write_image_folders(&img_root, &classes, 5, key.len() as u64)?;
         let item = |c: usize, i: usize| {
-            let ext = if i % 2 == 0 { "png" } else { "jpg" };
+            let ext = if i.is_multiple_of(2) { "png" } else { "jpg" };
             serde_json::json!([format!("{}/{i:03}.{ext}", classes[c]), c, classes[c]])
         };
         let split = serde_json::json!({
@@ -295,7 +295,7 @@ pub fn write_mini_xtail_root(root: &Path) -> Result<()> {
     write_image_folders(&data.join("tmp"), &["a"], 6, 9)?;
     mkdir(&data.join("images"))?;
     for i in 0..6 {
-        let ext = if i % 2 == 0 { "png" } else { "jpg" };
+        let ext = if i.is_multiple_of(2) { "png" } else { "jpg" };
         let src = data.join(format!("tmp/a/{i:03}.{ext}"));
         let img =
             image::open(&src).map_err(|e| Error::Data { path: src.clone(), entry: None, message: e.to_string() })?;
