@@ -294,7 +294,7 @@ pub fn write_mini_xtail_root(root: &Path) -> Result<()> {
     let data = root.join("fgvc-aircraft-2013b/data");
     write_image_folders(&data.join("tmp"), &["a"], 6, 9)?;
     mkdir(&data.join("images"))?;
-    for i in 0..6 {
+    for i in 0..6usize {
         let ext = if i.is_multiple_of(2) { "png" } else { "jpg" };
         let src = data.join(format!("tmp/a/{i:03}.{ext}"));
         let img =
