@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::process::Command;
 
 /// Options every benchmark takes; unset values take the benchmark's default.
-#[derive(Args)]
+#[derive(Args, Clone, Copy)]
 pub struct Common {
     /// Intra-op threads for both sides (default 1: one thread makes the CPU-time figures exact,
     /// with no OpenMP spin-waiting, which is what makes them robust on a shared machine).
@@ -46,6 +46,11 @@ pub enum Which {
     /// SmolLM2-135M (GGUF, fetched by setup): prefill and greedy generation tokens/s vs transformers
     /// on the same dequantised weights, on CPU.
     Llm {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Every benchmark above in turn (core, clip, llm), each regenerating its README table.
+    All {
         #[command(flatten)]
         common: Common,
     },
@@ -103,6 +108,11 @@ pub fn run(which: Which) -> Result<()> {
         extra_is_flag,
     };
     match which {
+        Which::All { common } => {
+            run(Which::Core { common })?;
+            run(Which::Clip { common, batch: 8 })?;
+            run(Which::Llm { common })
+        }
         Which::Core { common } => {
             side_by_side(&settings("core", common, 7, 20, vec![], true), "benchmarks/core_pytorch.py", markdown_core)
         }

@@ -21,3 +21,19 @@ fn moram_on_all_224_linears_of_llama31_8b_is_41_9m_per_task() {
     assert_eq!(7 * c.num_hidden_layers, 224);
     assert_eq!(per_block * c.num_hidden_layers, 41_943_040);
 }
+
+/// Protocol 4.2: TRACE trains q, k, v, o with r = 8 new atoms per task.
+#[test]
+fn trace_per_task_trainable_counts() -> anyhow::Result<()> {
+    for (preset, want) in [("gemma-2b", 1_843_200i64), ("llama2-7b", 8_388_608), ("llama3.2-1b", 1_703_936)] {
+        let c = LlmConfig::preset(preset)?;
+        let per_block: i64 = c
+            .block_linears()
+            .iter()
+            .filter(|(m, _, _)| ["q_proj", "k_proj", "v_proj", "o_proj"].contains(m))
+            .map(|(_, i, o)| 8 * (i + o))
+            .sum();
+        assert_eq!(per_block * c.num_hidden_layers, want, "{preset}");
+    }
+    Ok(())
+}
