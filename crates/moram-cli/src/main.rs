@@ -6,6 +6,7 @@
 
 mod demo;
 mod report;
+mod run_tools;
 mod viz;
 
 use anyhow::{Context, Result};
@@ -87,6 +88,18 @@ enum Command {
         #[arg(long, default_value_t = 32)]
         examples: usize,
     },
+    /// Prune a finished run's adapter: keep, in every layer, the atoms that carry `--share` of the
+    /// activation mass on all tasks' training data; writes a new adapter and re-scores every task.
+    Prune {
+        /// The run folder.
+        dir: PathBuf,
+        /// Share of the activation mass the kept atoms must carry.
+        #[arg(long, default_value_t = 0.99)]
+        share: f64,
+        /// Training examples per task the statistics are gathered on.
+        #[arg(long, default_value_t = 32)]
+        examples: usize,
+    },
     /// Compare runs: summary metrics side by side, then each run's matrix and per-task records.
     Report {
         /// Run folders (each with a results.json).
@@ -153,8 +166,9 @@ fn run(cli: Cli) -> Result<()> {
             let stop = ctrl_c_flag()?;
             demo::run(&assets.unwrap_or_else(demo::default_assets), &out, &set, stop).map(|_| ())
         }
-        Command::Eval { dir, after } => eval(&dir, after),
-        Command::Viz { dir, examples } => figures(&dir, examples),
+        Command::Eval { dir, after } => run_tools::eval(&dir, after),
+        Command::Viz { dir, examples } => run_tools::figures(&dir, examples),
+        Command::Prune { dir, share, examples } => run_tools::prune(&dir, share, examples),
         Command::Report { dirs, csv } => report::run(&dirs, csv.as_deref()),
         Command::Resume { dir } => {
             let cfg = moram_cl::checkpoint::read_config(&dir)
@@ -162,115 +176,6 @@ fn run(cli: Cli) -> Result<()> {
             execute(&cfg, &dir, true)
         }
     }
-}
-
-/// `moram eval`: loads the run's model and data, the chosen adapter, and scores every task.
-fn eval(dir: &Path, after: Option<usize>) -> Result<()> {
-    let (_, state, mut learner) = run_learner(dir)?;
-    anyhow::ensure!(
-        state.tasks_done() > 0,
-        "{}: no task finished yet, so there is no adapter to evaluate",
-        dir.display()
-    );
-    let t = after.unwrap_or(state.tasks_done() - 1);
-    anyhow::ensure!(t < state.tasks_done(), "--after {t}: only tasks 0..{} are finished", state.tasks_done() - 1);
-    moram_cl::checkpoint::load_adapter(&mut learner, &dir.join(&state.adapters[t]))?;
-    let row = moram_cl::runner::evaluate_every_task(&mut learner, &RunOptions { stop: None, progress: true })?;
-    println!("| after task {t} ({}) | {} |", state.task_names[t], state.task_names.join(" | "));
-    println!("|---|{}", "---:|".repeat(row.len()));
-    let cells: Vec<String> = row.iter().map(|v| format!("{v:.2}")).collect();
-    println!("| score | {} |", cells.join(" | "));
-    let stored = &state.matrix[t];
-    let same = stored.iter().zip(&row).all(|(a, b)| (a - b).abs() < 1e-9);
-    println!("{}", if same { "equal to the run's stored row" } else { "differs from the run's stored row" });
-    let out = dir.join(format!("eval-after-task{t}.json"));
-    std::fs::write(
-        &out,
-        serde_json::to_string_pretty(&serde_json::json!({"after_task": t, "scores": row, "stored": stored}))?,
-    )
-    .with_context(|| format!("writing {}", out.display()))?;
-    Ok(())
-}
-
-/// The learner of a run folder with its last adapter loaded.
-fn run_learner(dir: &Path) -> Result<(RunConfig, moram_cl::RunState, LlmLearner)> {
-    let cfg = moram_cl::checkpoint::read_config(dir)
-        .with_context(|| format!("{} is not a moram run folder", dir.display()))?;
-    let state = moram_cl::RunState::load(dir)?;
-    let model = cfg.model.as_ref().context("the run's config has no [model] section")?;
-    let data = cfg.data.as_ref().context("the run's config has no [data] section")?;
-    anyhow::ensure!(model.kind == ModelKind::Llm, "decoder-LLM runs only for now");
-    let moram = cfg.method.moram_config()?;
-    let mut learner = LlmLearner::from_config(model, data, &moram, &cfg.generation, cfg.training.max_eval_examples)?;
-    if let Some(a) = state.adapter_file() {
-        moram_cl::checkpoint::load_adapter(&mut learner, &dir.join(a))?;
-    }
-    Ok((cfg, state, learner))
-}
-
-/// `moram viz`: the run's figures.
-fn figures(dir: &Path, examples: usize) -> Result<()> {
-    let (cfg, state, mut learner) = run_learner(dir)?;
-    anyhow::ensure!(state.tasks_done() > 0, "{}: no task finished yet", dir.display());
-    let out = dir.join("figures");
-    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    viz::matrix_heatmap(&state.matrix, &out.join("accuracy-matrix.png"))?;
-    let (micro, _) = cfg.training.accumulation();
-    let stats = moram_cl::analysis::activation_stats(&mut learner, examples, micro)?;
-    // Activation ratio per atom on each task's data, averaged over layers.
-    let n_atoms = stats.iter().flatten().map(|l| l.stats.mass.len()).min().unwrap_or(0);
-    let ratio: Vec<Vec<f64>> = stats
-        .iter()
-        .map(|layers| {
-            (0..n_atoms)
-                .map(|a| {
-                    let v: Vec<f64> = layers.iter().map(|l| l.stats.activation_ratio()[a]).collect();
-                    v.iter().sum::<f64>() / v.len().max(1) as f64
-                })
-                .collect()
-        })
-        .collect();
-    let per_task = cfg.method.moram_config()?.r;
-    viz::atom_heatmap(&ratio, per_task, &out.join("activation-ratio.png"))?;
-    // Mass per layer over every task's data: cumulative curves and atoms for 99%.
-    let n_layers = stats.first().map_or(0, Vec::len);
-    let mut curves = Vec::new();
-    let mut needed = Vec::new();
-    for l in 0..n_layers {
-        let mut mass = vec![0.0; stats[0][l].stats.mass.len()];
-        for task in &stats {
-            for (m, x) in mass.iter_mut().zip(&task[l].stats.mass) {
-                *m += x;
-            }
-        }
-        needed.push(moram_core::atoms_for_share(&mass, 0.99) as f64);
-        let total: f64 = mass.iter().sum();
-        mass.sort_by(|a, b| b.total_cmp(a));
-        let mut acc = 0.0;
-        curves.push(
-            mass.iter()
-                .map(|m| {
-                    acc += m;
-                    if total > 0.0 {
-                        acc / total
-                    } else {
-                        0.0
-                    }
-                })
-                .collect::<Vec<f64>>(),
-        );
-    }
-    viz::cumulative_curves(&curves, 0.99, &out.join("cumulative-mass.png"))?;
-    let max = stats.first().and_then(|l| l.first()).map_or(1, |l| l.stats.mass.len()) as f64;
-    viz::bar_chart(&needed, max, &out.join("atoms-per-layer.png"))?;
-    let names: Vec<&str> = stats.first().map(|l| l.iter().map(|s| s.layer.as_str()).collect()).unwrap_or_default();
-    let summary = serde_json::json!({"activation_ratio": ratio, "atoms_for_99": needed, "layers": names});
-    std::fs::write(out.join("figures.json"), serde_json::to_string_pretty(&summary)?)?;
-    println!(
-        "figures in {}: accuracy-matrix.png, activation-ratio.png, cumulative-mass.png, atoms-per-layer.png",
-        out.display()
-    );
-    Ok(())
 }
 
 /// A flag raised by Ctrl-C; the runner stops at the next step boundary and keeps finished tasks.

@@ -190,9 +190,66 @@ pub fn bar_chart(values: &[f64], max: f64, path: &Path) -> Result<()> {
     img.save(path).with_context(|| format!("writing {}", path.display()))
 }
 
+/// CLIP-normalised pixels `(3, H, W)` back to an 8-bit image.
+pub fn denormalize(x: &tch::Tensor) -> Result<RgbImage> {
+    let size = x.size();
+    anyhow::ensure!(size.len() == 3 && size[0] == 3, "expected pixels (3, H, W), found {size:?}");
+    let (h, w) = (size[1] as u32, size[2] as u32);
+    let v = Vec::<f32>::try_from(x.to_kind(tch::Kind::Float).contiguous().view([-1]))?;
+    let plane = (h * w) as usize;
+    Ok(RgbImage::from_fn(w, h, |px, py| {
+        let i = (py * w + px) as usize;
+        Rgb([0, 1, 2].map(|c| {
+            let m = moram_cl::moram_models::clip::CLIP_MEAN[c];
+            let s = moram_cl::moram_models::clip::CLIP_STD[c];
+            ((v[c * plane + i] * s + m) * 255.0).round().clamp(0.0, 255.0) as u8
+        }))
+    }))
+}
+
+/// The image, then one copy per map with each patch tinted by its value (`maps[k]` holds
+/// `grid * grid` values, row-major; colours scaled to the largest value over all maps), side by
+/// side with 4 px white gaps.
+pub fn patch_panel(image: &RgbImage, maps: &[Vec<f64>], grid: usize, path: &Path) -> Result<()> {
+    let (w, h) = image.dimensions();
+    let gap = 4u32;
+    let mut out = RgbImage::from_pixel((w + gap) * (maps.len() as u32 + 1), h, Rgb([255, 255, 255]));
+    image::imageops::replace(&mut out, image, 0, 0);
+    let max = maps.iter().flatten().copied().fold(0.0f64, f64::max).max(1e-12);
+    for (k, map) in maps.iter().enumerate() {
+        let x0 = (k as u32 + 1) * (w + gap);
+        for y in 0..h {
+            for x in 0..w {
+                let (gx, gy) = ((x as usize * grid) / w as usize, (y as usize * grid) / h as usize);
+                let v = map.get(gy * grid + gx).copied().unwrap_or(0.0) / max;
+                let (p, c) = (image.get_pixel(x, y), colour(v));
+                let blend = |a: u8, b: u8| ((a as f64 * 0.35) + (b as f64 * 0.65)).round() as u8;
+                out.put_pixel(x0 + x, y, Rgb([blend(p[0], c[0]), blend(p[1], c[1]), blend(p[2], c[2])]));
+            }
+        }
+    }
+    out.save(path).with_context(|| format!("writing {}", path.display()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn patch_panel_tints_the_strongest_patch_yellow() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("p.png");
+        let img = RgbImage::from_pixel(8, 8, Rgb([0, 0, 0]));
+        patch_panel(&img, &[vec![0.0, 1.0, 0.0, 0.0]], 2, &p).unwrap();
+        let out = image::open(&p).unwrap().to_rgb8();
+        assert_eq!(out.dimensions(), (24, 8));
+        let c = colour(1.0);
+        let tint = |v: u8| ((v as f64) * 0.65).round() as u8;
+        assert_eq!(*out.get_pixel(12 + 6, 1), Rgb([tint(c[0]), tint(c[1]), tint(c[2])]), "top-right patch of the map");
+        let x = tch::Tensor::zeros([3, 2, 2], (tch::Kind::Float, tch::Device::Cpu));
+        let back = denormalize(&x).unwrap();
+        assert_eq!(*back.get_pixel(0, 0), Rgb([123, 117, 104]), "the CLIP mean colour");
+    }
 
     #[test]
     fn atom_figures_are_drawn_where_the_data_says() {

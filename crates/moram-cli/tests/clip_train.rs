@@ -62,6 +62,26 @@ shots = 4
     }
     assert!(results["summary"]["xtail_official"]["average"].is_number());
 
+    // eval, viz (with per-patch maps) and prune work on CLIP runs too.
+    let moram = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_moram")).args(["--threads", "1", "-q"]).args(args).arg(&out).output().unwrap()
+    };
+    let o = moram(&["eval"]);
+    assert!(
+        o.status.success() && String::from_utf8_lossy(&o.stdout).contains("equal to the run's stored row"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o = moram(&["viz", "--examples", "4"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let panel = image::open(out.join("figures/patch-map-cars.png")).unwrap();
+    // The image and one map per task (3), 32 px each with 4 px gaps.
+    assert_eq!((panel.width(), panel.height()), (4 * 36, 32));
+    let o = moram(&["prune", "--share", "0.9", "--examples", "4"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success() && text.contains("after pruning (0.9)") && text.contains("atom parameters"), "{text}");
+    assert!(out.join("adapter-pruned-0.9.safetensors").exists());
+
     // Image folder problems are listed together, before the model loads.
     std::fs::remove_dir_all(tmp.path().join("data/cars/bus")).unwrap();
     std::fs::create_dir_all(tmp.path().join("data/cars/bus")).unwrap();

@@ -119,6 +119,11 @@ impl ClipLearner {
         Self::new(clip, tasks, &model.targets, moram, eval_batch)
     }
 
+    /// The tasks, in training order.
+    pub fn tasks(&self) -> &[ImageTask] {
+        &self.tasks
+    }
+
     /// The model.
     pub fn model(&self) -> &ClipModel {
         &self.model
