@@ -11,8 +11,8 @@ use std::path::Path;
 
 /// The learner of a run, by model family.
 enum RunLearner {
-    Llm(LlmLearner),
-    Clip(ClipLearner),
+    Llm(Box<LlmLearner>),
+    Clip(Box<ClipLearner>),
 }
 
 /// The run's config, state and learner with its last adapter loaded.
@@ -29,12 +29,12 @@ fn run_learner(dir: &Path) -> Result<(RunConfig, RunState, RunLearner)> {
         ModelKind::Llm => {
             let mut l = LlmLearner::from_config(model, data, &moram, &cfg.generation, cfg.training.max_eval_examples)?;
             moram_cl::checkpoint::load_adapter(&mut l, &adapter)?;
-            RunLearner::Llm(l)
+            RunLearner::Llm(Box::new(l))
         }
         ModelKind::Clip => {
             let mut l = ClipLearner::from_config(model, data, &moram, cfg.generation.batch_size, cfg.seed)?;
             moram_cl::checkpoint::load_adapter(&mut l, &adapter)?;
-            RunLearner::Clip(l)
+            RunLearner::Clip(Box::new(l))
         }
     };
     Ok((cfg, state, learner))
@@ -44,8 +44,8 @@ fn run_learner(dir: &Path) -> Result<(RunConfig, RunState, RunLearner)> {
 pub fn eval(dir: &Path, after: Option<usize>) -> Result<()> {
     let (_, state, learner) = run_learner(dir)?;
     match learner {
-        RunLearner::Llm(mut l) => eval_with(&mut l, dir, &state, after),
-        RunLearner::Clip(mut l) => eval_with(&mut l, dir, &state, after),
+        RunLearner::Llm(mut l) => eval_with(l.as_mut(), dir, &state, after),
+        RunLearner::Clip(mut l) => eval_with(l.as_mut(), dir, &state, after),
     }
 }
 
@@ -75,9 +75,9 @@ pub fn figures(dir: &Path, examples: usize) -> Result<()> {
     viz::matrix_heatmap(&state.matrix, &out.join("accuracy-matrix.png"))?;
     let mut written = vec!["accuracy-matrix.png".to_string()];
     match learner {
-        RunLearner::Llm(mut l) => atom_figures(&mut l, &cfg, examples, &out, &mut written)?,
+        RunLearner::Llm(mut l) => atom_figures(l.as_mut(), &cfg, examples, &out, &mut written)?,
         RunLearner::Clip(mut l) => {
-            atom_figures(&mut l, &cfg, examples, &out, &mut written)?;
+            atom_figures(l.as_mut(), &cfg, examples, &out, &mut written)?;
             patch_maps(&l, &out, &mut written)?;
         }
     }
@@ -149,8 +149,7 @@ fn patch_maps(learner: &ClipLearner, out: &Path, written: &mut Vec<String>) -> R
     let Some((layer, atom_task)) = model
         .moram_layers()
         .into_iter()
-        .filter(|(p, _)| p.starts_with("vision_model"))
-        .next_back()
+        .rfind(|(p, _)| p.starts_with("vision_model"))
         .map(|(p, m)| (p, m.bank().atom_task().to_vec()))
     else {
         return Ok(());
@@ -202,8 +201,8 @@ pub fn prune(dir: &Path, share: f64, examples: usize) -> Result<()> {
     anyhow::ensure!(share > 0.0 && share <= 1.0, "--share must lie in (0, 1], found {share}");
     let (cfg, state, learner) = run_learner(dir)?;
     match learner {
-        RunLearner::Llm(mut l) => prune_with(&mut l, &cfg, &state, dir, share, examples),
-        RunLearner::Clip(mut l) => prune_with(&mut l, &cfg, &state, dir, share, examples),
+        RunLearner::Llm(mut l) => prune_with(l.as_mut(), &cfg, &state, dir, share, examples),
+        RunLearner::Clip(mut l) => prune_with(l.as_mut(), &cfg, &state, dir, share, examples),
     }
 }
 
