@@ -165,10 +165,19 @@ const FASHION_FILES: [(&str, &str); 4] = [
     ("t10k-labels-idx1-ubyte.gz", "8d3605d196f4be44669e46906da9733c8131fef761fdbfec72c424d5222f1a05"),
 ];
 
+/// Class names (label order) and a prompt template next to the IDX files, so the folder is a
+/// custom X-TAIL domain as it stands (`cargo xtask xtail --extra <it>`).
+fn write_fashion_metadata(dir: &Path) -> Result<()> {
+    const CLASSES: &str = "T-shirt/top\nTrouser\nPullover\nDress\nCoat\nSandal\nShirt\nSneaker\nBag\nAnkle boot\n";
+    fs::write(dir.join("classes.txt"), CLASSES).with_context(|| format!("writing {}", dir.display()))?;
+    fs::write(dir.join("template.txt"), "a photo of a {}, a type of clothing.\n")
+        .with_context(|| format!("writing {}", dir.display()))
+}
+
 fn install_fashion_mnist(root: &Path) -> Result<()> {
     let dir = root.join("fashion-mnist");
     if FASHION_FILES.iter().all(|(f, _)| dir.join(f).exists()) {
-        return Ok(());
+        return write_fashion_metadata(&dir);
     }
     let work = paths::cache_dir()?.join("debs");
     fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
@@ -204,6 +213,7 @@ fn install_fashion_mnist(root: &Path) -> Result<()> {
     }
     let _ = fs::remove_dir_all(&extract);
     let _ = fs::remove_file(&deb);
+    write_fashion_metadata(&dir)?;
     eprintln!("test asset `fashion-mnist`: 4 files in {}", dir.display());
     Ok(())
 }

@@ -28,9 +28,57 @@ pub struct XtailArgs {
     /// Output folder (default: runs/xtail-order<N>-<profile>).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// An extra custom domain appended to the sequence (repeatable): a folder of class folders, or
+    /// IDX files with `classes.txt` (e.g. ~/.cache/moram/assets/fashion-mnist from `setup`).
+    #[arg(long, value_name = "DIR")]
+    extra: Vec<PathBuf>,
     /// Config overrides passed to `moram train --set` (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
+}
+
+/// Order 1 (Table 1) and order 2 (Table 9).
+const ORDERS: [[&str; 10]; 2] = [
+    [
+        "aircraft",
+        "caltech101",
+        "dtd",
+        "eurosat",
+        "oxford_flowers",
+        "food101",
+        "mnist",
+        "oxford_pets",
+        "stanford_cars",
+        "sun397",
+    ],
+    [
+        "stanford_cars",
+        "aircraft",
+        "oxford_pets",
+        "food101",
+        "sun397",
+        "mnist",
+        "oxford_flowers",
+        "dtd",
+        "caltech101",
+        "eurosat",
+    ],
+];
+
+/// The `--set` overrides for the data: the order's datasets plus the extra domains (absolute
+/// paths), and the shot cache under the repository's `data/cache/xtail`.
+pub fn data_overrides(order: u8, extra: &[PathBuf], root: &std::path::Path) -> Result<Vec<String>> {
+    let mut tasks: Vec<String> =
+        ORDERS[(order as usize).saturating_sub(1).min(1)].iter().map(|s| s.to_string()).collect();
+    for e in extra {
+        let abs = std::fs::canonicalize(e).with_context(|| format!("--extra {}: not found", e.display()))?;
+        anyhow::ensure!(abs.is_dir(), "--extra {}: not a folder", e.display());
+        tasks.push(abs.display().to_string());
+    }
+    Ok(vec![
+        format!("data.tasks={}", serde_json::to_string(&tasks)?),
+        format!("data.shot_cache={:?}", root.join("data/cache/xtail").display().to_string()),
+    ])
 }
 
 /// Runs the sequence (the data check inside `moram train` lists every unusable dataset at once).
@@ -56,6 +104,9 @@ pub fn run(args: XtailArgs) -> Result<()> {
     cmd.arg("train").arg("--config").arg(&config).arg("--out").arg(&out);
     cmd.arg("--set").arg(format!("model.path={:?}", args.model.display().to_string()));
     cmd.arg("--set").arg(format!("data.dir={:?}", args.data_dir.display().to_string()));
+    for s in data_overrides(args.order, &args.extra, &root)? {
+        cmd.arg("--set").arg(s);
+    }
     for s in &args.set {
         cmd.arg("--set").arg(s);
     }
@@ -72,4 +123,25 @@ pub fn run(args: XtailArgs) -> Result<()> {
         println!("| MoRAM, paper Table 1 | {t:.1} | {a:.1} | {l:.1} |");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extra_domains_follow_the_order_and_shots_are_cached_in_the_repository() {
+        let root = std::path::Path::new("/repo");
+        let tmp = std::env::temp_dir();
+        let sets = data_overrides(2, std::slice::from_ref(&tmp), root).unwrap();
+        let tasks: Vec<String> = serde_json::from_str(sets[0].strip_prefix("data.tasks=").unwrap()).unwrap();
+        assert_eq!(tasks.len(), 11);
+        assert_eq!(tasks[0], "stanford_cars");
+        assert_eq!(tasks[10], std::fs::canonicalize(&tmp).unwrap().display().to_string());
+        assert_eq!(sets[1], "data.shot_cache=\"/repo/data/cache/xtail\"");
+        assert!(data_overrides(1, &[PathBuf::from("/no/such/dir")], root)
+            .unwrap_err()
+            .to_string()
+            .contains("--extra /no/such/dir"));
+    }
 }

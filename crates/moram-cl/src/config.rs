@@ -379,6 +379,8 @@ pub struct DataConfig {
     pub shots: Option<usize>,
     /// Image domains: test images kept per class (all when absent).
     pub test_per_class: Option<usize>,
+    /// X-TAIL: folder caching the drawn shots of each dataset (reused when present).
+    pub shot_cache: Option<PathBuf>,
     /// IDX sets: the class names in label order.
     pub classes: Option<Vec<String>>,
     /// IDX sets: classes per task.

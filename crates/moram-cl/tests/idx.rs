@@ -111,4 +111,16 @@ fn real_fashion_mnist() {
     assert_eq!((tasks[0].train_labels.len(), tasks[0].test_labels.len()), (32, 100));
     let x = tasks[2].test_images.batch(&[0, 99], None).unwrap();
     assert_eq!(x.size(), [2, 3, 224, 224]);
+    // As set up, the folder is also an extra X-TAIL domain (classes.txt, template.txt).
+    let o = moram_cl::data::xtail::XtailOptions {
+        shots: 16,
+        test_per_class: Some(10),
+        size: 224,
+        seed: 1,
+        shot_cache: None,
+    };
+    let t = moram_cl::data::xtail::xtail_task(dir.parent().unwrap(), "fashion-mnist", &o).unwrap();
+    assert_eq!(t.classnames.len(), 10);
+    assert_eq!(t.prompts()[9], "a photo of a Ankle boot, a type of clothing.");
+    assert_eq!((t.train_labels.len(), t.test_labels.len()), (160, 100));
 }

@@ -120,13 +120,32 @@ const MNIST_CLASSES: [&str; 10] = [
     "9 - nine",
 ];
 
+/// How the X-TAIL datasets are read.
+#[derive(Debug, Clone)]
+pub struct XtailOptions {
+    /// Training images per class (16).
+    pub shots: usize,
+    /// Test images kept per class (all when `None`).
+    pub test_per_class: Option<usize>,
+    /// Model input side.
+    pub size: usize,
+    /// Seed of the shots (each dataset derives its own generator from it).
+    pub seed: u64,
+    /// Folder caching each file-based dataset's drawn shots as JSON (reused when present, so a
+    /// run keeps its shots even if the dataset folder is re-listed differently later).
+    pub shot_cache: Option<PathBuf>,
+}
+
 /// Items of one split: (image path, label), and class names by label.
 type Split = (Vec<(PathBuf, i64)>, Vec<String>);
 
 fn spec(key: &str) -> Result<&'static Spec> {
     SPECS.iter().find(|s| s.key == key).ok_or_else(|| {
         let keys: Vec<&str> = SPECS.iter().map(|s| s.key).collect();
-        Error::config("data.tasks", format!("`{key}` is not an X-TAIL dataset; valid: {}", keys.join(", ")))
+        Error::config(
+            "data.tasks",
+            format!("`{key}` is not an X-TAIL dataset (valid: {}) nor a custom domain folder", keys.join(", ")),
+        )
     })
 }
 
@@ -287,19 +306,23 @@ fn mnist_task(
     Ok(task)
 }
 
-/// Loads X-TAIL dataset `key` from `root`: all test items (at most `test_per_class` per class
-/// when given), `shots` training items per class, images read per batch at `size`.
-pub fn xtail_task(
-    root: &Path,
-    key: &str,
-    shots: usize,
-    test_per_class: Option<usize>,
-    size: usize,
-    seed: u64,
-) -> Result<ImageTask> {
-    let s = spec(key)?;
+/// Loads X-TAIL dataset `key` from `root` (all test items, at most `test_per_class` per class
+/// when given; `shots` training items per class; images read per batch). A key that is not one
+/// of the ten names an extra custom domain: `<root>/<key>/` holding IDX files plus `classes.txt`
+/// (one class name per line), or class folders of images; `template.txt` there overrides the
+/// prompt template `a photo of a {}.`.
+pub fn xtail_task(root: &Path, key: &str, o: &XtailOptions) -> Result<ImageTask> {
+    let s = match spec(key) {
+        Ok(s) => s,
+        Err(e) => {
+            // A custom domain: a folder under the root, or an absolute path (named by its last part).
+            let dir = if Path::new(key).is_absolute() { PathBuf::from(key) } else { root.join(key) };
+            let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or(key).to_string();
+            return if dir.is_dir() { custom_domain(&dir, &name, o) } else { Err(e) };
+        }
+    };
     if key == "mnist" {
-        return mnist_task(root, s, shots, test_per_class, size, seed);
+        return mnist_task(root, s, o.shots, o.test_per_class, o.size, o.seed);
     }
     let read = |split: &str| if key == "aircraft" { aircraft_split(root, split) } else { coop_split(root, s, split) };
     let (train, mut names) = read("train")?;
@@ -309,44 +332,92 @@ pub fn xtail_task(
             n.push_str(" satellite location");
         }
     }
-    let mut rng = ChaCha8Rng::seed_from_u64(dataset_seed(seed, key));
-    let shots = few_shot(&train, shots, &mut rng);
+    let shots = cached_shots(key, &train, o)?;
     let mut counts = vec![0usize; names.len()];
     let test: Vec<(PathBuf, i64)> = test
         .into_iter()
         .filter(|(_, l)| {
             let c = &mut counts[*l as usize % names.len().max(1)];
             *c += 1;
-            test_per_class.is_none_or(|k| *c <= k)
+            o.test_per_class.is_none_or(|k| *c <= k)
         })
         .collect();
     let task = ImageTask {
         name: key.into(),
         classnames: names,
         template: s.template.into(),
-        train_images: Images::Files { paths: shots.iter().map(|x| x.0.clone()).collect(), size },
+        train_images: Images::Files { paths: shots.iter().map(|x| x.0.clone()).collect(), size: o.size },
         train_labels: shots.iter().map(|x| x.1).collect(),
-        test_images: Images::Files { paths: test.iter().map(|x| x.0.clone()).collect(), size },
+        test_images: Images::Files { paths: test.iter().map(|x| x.0.clone()).collect(), size: o.size },
         test_labels: test.iter().map(|x| x.1).collect(),
     };
     task.validate()?;
     Ok(task)
 }
 
+/// The shots of a file-based dataset: from the cache when it holds them, else drawn and cached.
+fn cached_shots(key: &str, train: &[(PathBuf, i64)], o: &XtailOptions) -> Result<Vec<(PathBuf, i64)>> {
+    let file = o.shot_cache.as_ref().map(|d| d.join(format!("{key}-shots{}-seed{}.json", o.shots, o.seed)));
+    if let Some(f) = file.as_ref().filter(|f| f.is_file()) {
+        let text = std::fs::read_to_string(f).map_err(|e| Error::io(f, e))?;
+        let items: Vec<(PathBuf, i64)> = serde_json::from_str(&text)
+            .map_err(|e| data_error(f, None, format!("corrupt shot cache (delete it to redraw): {e}")))?;
+        return Ok(items);
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(dataset_seed(o.seed, key));
+    let shots = few_shot(train, o.shots, &mut rng);
+    if let Some(f) = file {
+        if let Some(parent) = f.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+        }
+        let text = serde_json::to_string_pretty(&shots).unwrap_or_default();
+        crate::checkpoint::write_atomic(&f, text.as_bytes())?;
+    }
+    Ok(shots)
+}
+
+/// An extra domain in a custom folder: IDX files with `classes.txt`, or class folders.
+fn custom_domain(dir: &Path, key: &str, o: &XtailOptions) -> Result<ImageTask> {
+    let template = std::fs::read_to_string(dir.join("template.txt"))
+        .map(|t| t.trim().to_string())
+        .unwrap_or_else(|_| "a photo of a {}.".into());
+    let idx = ["train-images-idx3-ubyte", "train-images-idx3-ubyte.gz"].iter().any(|f| dir.join(f).is_file());
+    if idx {
+        let path = dir.join("classes.txt");
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| data_error(&path, None, format!("an IDX domain needs its class names, one per line: {e}")))?;
+        let classes: Vec<String> = text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect();
+        let n = classes.len();
+        let mut tasks = super::idx::idx_tasks(
+            dir,
+            &[key.to_string()],
+            &classes,
+            n,
+            &template,
+            o.shots,
+            o.test_per_class,
+            o.size,
+            dataset_seed(o.seed, key),
+        )?;
+        return tasks.pop().ok_or_else(|| Error::task(key, "no task"));
+    }
+    let opts = super::folders::FolderOptions {
+        shots: o.shots,
+        test_per_class: o.test_per_class,
+        template,
+        size: o.size,
+        seed: dataset_seed(o.seed, key),
+    };
+    super::folders::folder_task(key, dir, &opts)
+}
+
 /// Loads every dataset of `keys`, collecting every problem (missing folders or files, malformed
 /// split files, missing images) instead of stopping at the first.
-pub fn xtail_tasks(
-    root: &Path,
-    keys: &[String],
-    shots: usize,
-    test_per_class: Option<usize>,
-    size: usize,
-    seed: u64,
-) -> Result<Vec<ImageTask>> {
+pub fn xtail_tasks(root: &Path, keys: &[String], o: &XtailOptions) -> Result<Vec<ImageTask>> {
     let mut tasks = Vec::new();
     let mut problems = Vec::new();
     for k in keys {
-        match xtail_task(root, k, shots, test_per_class, size, seed) {
+        match xtail_task(root, k, o) {
             Ok(t) => tasks.push(t),
             Err(e) => problems.push(format!("{k}: {e}")),
         }

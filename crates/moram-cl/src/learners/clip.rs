@@ -78,9 +78,14 @@ impl ClipLearner {
         let mut problems = Vec::new();
         let mut tasks = Vec::new();
         if data.format == DataFormat::Xtail {
-            let shots = data.shots.unwrap_or(16);
-            tasks =
-                crate::data::xtail::xtail_tasks(&data.dir, &data.tasks, shots, data.test_per_class, opts.size, seed)?;
+            let o = crate::data::xtail::XtailOptions {
+                shots: data.shots.unwrap_or(16),
+                test_per_class: data.test_per_class,
+                size: opts.size,
+                seed,
+                shot_cache: data.shot_cache.clone(),
+            };
+            tasks = crate::data::xtail::xtail_tasks(&data.dir, &data.tasks, &o)?;
         } else if data.format == DataFormat::Idx {
             let classes = data
                 .classes
