@@ -4,9 +4,19 @@
 use moram_cl::synthetic::{write_image_folders, write_mini_xtail_root, write_tiny_clip};
 use std::process::Command;
 
+/// A temporary folder, or a kept one when `MORAM_KEEP_TEST_DIR` is set (to look at the figures).
+struct KeepDir(Option<std::path::PathBuf>, tempfile::TempDir);
+
+impl KeepDir {
+    fn path(&self) -> &std::path::Path {
+        self.0.as_deref().unwrap_or(self.1.path())
+    }
+}
+
 #[test]
 fn clip_sequence_from_image_folders() {
     let tmp = tempfile::tempdir().unwrap();
+    let tmp = KeepDir(std::env::var_os("MORAM_KEEP_TEST_DIR").map(std::path::PathBuf::from), tmp);
     write_tiny_clip(&tmp.path().join("clip"), 5).unwrap();
     for (i, (task, classes)) in
         [("pets", ["cat", "dog", "owl"]), ("cars", ["van", "bus", "car"]), ("trees", ["oak", "elm", "fir"])]
