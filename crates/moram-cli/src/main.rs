@@ -131,10 +131,43 @@ fn main() -> std::process::ExitCode {
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            let text = format!("{err:#}");
+            eprintln!("error: {text}");
+            if !text.contains("remedy:") {
+                eprintln!("remedy: {}", remedy(&err));
+            }
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// One line of what to do, from the kind of error.
+fn remedy(err: &anyhow::Error) -> &'static str {
+    use moram_cl::Error as E;
+    for cause in err.chain() {
+        if let Some(e) = cause.downcast_ref::<E>() {
+            return match e {
+                E::Config { .. } | E::ConfigFile { .. } => {
+                    "fix the key named above; configs/README.md describes every run-config section and unknown keys are rejected"
+                }
+                E::Data { .. } | E::Task { .. } => "fix the data named above (the layouts are in the README); nothing was trained",
+                E::ConfigMismatch { .. } => "resume with the run's own config (DIR/config.toml), or start a new run with --out",
+                E::Checkpoint { .. } => "point at a run folder written by `moram train` (it holds state.json and config.toml)",
+                E::NonFinite { .. } => "lower optimizer.lr or set training.clip_grad_norm, then `moram resume DIR`",
+                E::Interrupted { .. } => "`moram resume DIR` continues from the last finished task",
+                E::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+                    "check the path; assets and libtorch come from `cargo xtask setup`"
+                }
+                _ => "see the message above; `-v` logs more",
+            };
+        }
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::NotFound {
+                return "check the path; assets and libtorch come from `cargo xtask setup`";
+            }
+        }
+    }
+    "see the message above; `-v` logs more"
 }
 
 fn run(cli: Cli) -> Result<()> {

@@ -116,10 +116,12 @@ fn train_reports_config_errors_by_key_and_missing_files() {
     let out = moram().arg("train").arg("--config").arg(&config).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("unknown field `batchsize`") && err.contains("run.toml"), "{err}");
+    assert!(err.contains("remedy: fix the key named above"), "{err}");
 
     let out = moram().args(["train", "--config", "/nonexistent/run.toml"]).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("/nonexistent/run.toml"), "{err}");
+    assert!(err.contains("remedy: check the path"), "{err}");
 
     let out = moram().arg("resume").arg(tmp.path()).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
@@ -162,5 +164,6 @@ fn ctrl_c_stops_at_a_step_boundary_and_keeps_finished_tasks() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
     assert!(err.contains("interrupted in task 1 (`B`)") && err.contains("continue with `resume`"), "{err}");
+    assert!(err.contains("remedy: `moram resume DIR` continues"), "{err}");
     assert_eq!(tasks_done(&dir), 1);
 }

@@ -416,12 +416,21 @@ fn custom_domain(dir: &Path, key: &str, o: &XtailOptions) -> Result<ImageTask> {
 pub fn xtail_tasks(root: &Path, keys: &[String], o: &XtailOptions) -> Result<Vec<ImageTask>> {
     let mut tasks = Vec::new();
     let mut problems = Vec::new();
+    let bar = indicatif::ProgressBar::new(keys.len() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg:>24} [{bar:30}] {pos}/{len} {elapsed_precise}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_message("reading X-TAIL datasets");
     for k in keys {
         match xtail_task(root, k, o) {
             Ok(t) => tasks.push(t),
             Err(e) => problems.push(format!("{k}: {e}")),
         }
+        bar.inc(1);
     }
+    bar.finish_and_clear();
     if problems.is_empty() {
         Ok(tasks)
     } else {
