@@ -105,8 +105,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Demo { args } => {
             setup::install(setup::Flavour::Cpu, false)?;
             setup::install_assets()?;
-            paths::run_checked(paths::cargo().args(["build", "--release", "-p", "moram-cli"]))?;
-            let bin = paths::workspace_root().join("target").join("release").join("moram");
+            let bin = paths::build_moram(false)?;
             let mut cmd = std::process::Command::new(bin);
             cmd.arg("demo").arg("--assets").arg(setup::assets_dir()?).args(&args);
             cmd.current_dir(paths::workspace_root());

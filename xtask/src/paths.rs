@@ -43,3 +43,14 @@ pub fn run_checked(cmd: &mut Command) -> Result<()> {
     }
     Ok(())
 }
+
+/// Builds the `moram` binary (release, or the dev profile with `debug`) and returns its path.
+pub fn build_moram(debug: bool) -> Result<PathBuf> {
+    let mut cmd = cargo();
+    cmd.args(["build", "-p", "moram-cli"]);
+    if !debug {
+        cmd.arg("--release");
+    }
+    run_checked(&mut cmd)?;
+    Ok(workspace_root().join("target").join(if debug { "debug" } else { "release" }).join("moram"))
+}

@@ -33,6 +33,9 @@ pub struct TraceArgs {
     /// Output folder (default: runs/trace-<model>-<profile>).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Use the dev-profile `moram` (target/debug) instead of building a release one (tests, quick looks).
+    #[arg(long)]
+    debug: bool,
     /// Config overrides passed to `moram train --set` (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
@@ -73,8 +76,8 @@ pub fn run(args: TraceArgs) -> Result<()> {
     let out = args
         .out
         .unwrap_or_else(|| root.join("runs").join(format!("trace-{}-{}", args.model.replace('/', "_"), args.profile)));
-    crate::paths::run_checked(crate::paths::cargo().args(["build", "--release", "-p", "moram-cli"]))?;
-    let mut cmd = std::process::Command::new(root.join("target/release/moram"));
+    let bin = crate::paths::build_moram(args.debug)?;
+    let mut cmd = std::process::Command::new(bin);
     cmd.arg("train").arg("--config").arg(&config).arg("--out").arg(&out);
     cmd.arg("--set").arg(format!("model.path={:?}", model_path.display().to_string()));
     cmd.arg("--set").arg(format!("data.dir={:?}", args.data_dir.display().to_string()));

@@ -32,6 +32,9 @@ pub struct XtailArgs {
     /// IDX files with `classes.txt` (e.g. ~/.cache/moram/assets/fashion-mnist from `setup`).
     #[arg(long, value_name = "DIR")]
     extra: Vec<PathBuf>,
+    /// Use the dev-profile `moram` (target/debug) instead of building a release one (tests, quick looks).
+    #[arg(long)]
+    debug: bool,
     /// Config overrides passed to `moram train --set` (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
@@ -99,8 +102,8 @@ pub fn run(args: XtailArgs) -> Result<()> {
     let config =
         args.config.unwrap_or_else(|| root.join(format!("configs/xtail/order{}-{}.toml", args.order, args.profile)));
     let out = args.out.unwrap_or_else(|| root.join(format!("runs/xtail-order{}-{}", args.order, args.profile)));
-    crate::paths::run_checked(crate::paths::cargo().args(["build", "--release", "-p", "moram-cli"]))?;
-    let mut cmd = std::process::Command::new(root.join("target/release/moram"));
+    let bin = crate::paths::build_moram(args.debug)?;
+    let mut cmd = std::process::Command::new(bin);
     cmd.arg("train").arg("--config").arg(&config).arg("--out").arg(&out);
     cmd.arg("--set").arg(format!("model.path={:?}", args.model.display().to_string()));
     cmd.arg("--set").arg(format!("data.dir={:?}", args.data_dir.display().to_string()));

@@ -417,28 +417,39 @@ impl RunConfig {
 
     /// Applies a `key=value` override (dotted key, TOML value; bare words are read as strings).
     pub fn set(&mut self, assignment: &str) -> Result<()> {
-        let (key, value) = assignment
-            .split_once('=')
-            .ok_or_else(|| Error::config(assignment, "an override must look like `section.key=value`"))?;
-        let key = key.trim();
-        let value = value.trim();
-        let parsed: toml::Value = toml::from_str::<toml::Table>(&format!("v = {value}"))
-            .ok()
-            .and_then(|mut t| t.remove("v"))
-            .unwrap_or_else(|| toml::Value::String(value.to_string()));
-        let mut doc = toml::Value::try_from(&*self).map_err(|e| Error::config(key, e.to_string()))?;
-        let mut node = &mut doc;
-        let parts: Vec<&str> = key.split('.').collect();
-        for (i, part) in parts.iter().enumerate() {
-            let table = node.as_table_mut().ok_or_else(|| Error::config(key, "is not inside a table"))?;
-            if i + 1 == parts.len() {
-                table.insert(part.to_string(), parsed.clone());
-                break;
+        self.set_all(std::slice::from_ref(&assignment))
+    }
+
+    /// Applies several `key=value` overrides in order, then validates once (so overrides that only
+    /// make sense together, e.g. `data.tasks` and `training.epochs`, can be given together).
+    pub fn set_all<S: AsRef<str>>(&mut self, assignments: &[S]) -> Result<()> {
+        let mut doc = toml::Value::try_from(&*self).map_err(|e| Error::config("(config)", e.to_string()))?;
+        let mut keys = Vec::new();
+        for assignment in assignments {
+            let assignment = assignment.as_ref();
+            let (key, value) = assignment
+                .split_once('=')
+                .ok_or_else(|| Error::config(assignment, "an override must look like `section.key=value`"))?;
+            let key = key.trim();
+            let value = value.trim();
+            let parsed: toml::Value = toml::from_str::<toml::Table>(&format!("v = {value}"))
+                .ok()
+                .and_then(|mut t| t.remove("v"))
+                .unwrap_or_else(|| toml::Value::String(value.to_string()));
+            let mut node = &mut doc;
+            let parts: Vec<&str> = key.split('.').collect();
+            for (i, part) in parts.iter().enumerate() {
+                let table = node.as_table_mut().ok_or_else(|| Error::config(key, "is not inside a table"))?;
+                if i + 1 == parts.len() {
+                    table.insert(part.to_string(), parsed.clone());
+                    break;
+                }
+                node = table.entry(part.to_string()).or_insert_with(|| toml::Value::Table(Default::default()));
             }
-            node = table.entry(part.to_string()).or_insert_with(|| toml::Value::Table(Default::default()));
+            keys.push(key.to_string());
         }
-        let text = toml::to_string(&doc).map_err(|e| Error::config(key, e.to_string()))?;
-        *self = Self::from_toml_str(&text, Path::new(&format!("--set {key}")))?;
+        let text = toml::to_string(&doc).map_err(|e| Error::config("(config)", e.to_string()))?;
+        *self = Self::from_toml_str(&text, Path::new(&format!("--set {}", keys.join(", "))))?;
         Ok(())
     }
 

@@ -110,3 +110,12 @@ fn trace_dir_check_lists_every_problem() {
     assert!(p[3].contains("Absent: missing task folder"));
     assert!(moram_cl::data::trace::check_dir(&tmp.path().join("nope"), &tasks, &["train"])[0].contains("not a folder"));
 }
+
+#[test]
+fn later_overrides_win() {
+    let base = "[method]\nname = \"moram\"\n[training]\niterations = 5\nbatch_size = 4\n[data]\nformat = \"xtail\"\ndir = \"d\"\ntasks = [\"mnist\"]\n";
+    let mut c = RunConfig::from_toml_str(base, Path::new("run.toml")).unwrap();
+    c.set_all(&["data.shot_cache=\"/a\"", "data.tasks=[\"dtd\"]", "data.shot_cache=\"/b\""]).unwrap();
+    let d = c.data.unwrap();
+    assert_eq!((d.shot_cache.unwrap(), d.tasks), (std::path::PathBuf::from("/b"), vec!["dtd".to_string()]));
+}

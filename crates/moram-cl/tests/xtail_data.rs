@@ -89,7 +89,6 @@ fn shot_cache_and_custom_domains() {
     assert_eq!((a.train_labels.len(), b.train_labels.len()), (4, 3));
     std::fs::write(&file, "not json").unwrap();
     assert!(xtail_task(tmp.path(), "caltech101", &with_cache).unwrap_err().to_string().contains("corrupt shot cache"));
-
     // Extra domains: a folder of class folders (with its own template), and an IDX set.
     moram_cl::synthetic::write_image_folders(&tmp.path().join("my_birds"), &["robin", "wren"], 4, 3).unwrap();
     std::fs::write(tmp.path().join("my_birds/template.txt"), "a photo of a {}, a type of bird.\n").unwrap();
@@ -113,4 +112,14 @@ fn shot_cache_and_custom_domains() {
     // An absolute path names a domain anywhere, called by its folder name.
     let abs = vec![tmp.path().join("my_birds").display().to_string()];
     assert_eq!(xtail_tasks(Path::new("/nonexistent"), &abs, &o(2, 1)).unwrap()[0].name, "my_birds");
+    // Cached paths are relative to the root: a moved root keeps its shots.
+    std::fs::remove_file(&file).unwrap();
+    let first = xtail_task(tmp.path(), "eurosat", &with_cache).unwrap();
+    let text = std::fs::read_to_string(cache.join("eurosat-shots2-seed5.json")).unwrap();
+    assert!(!text.contains(&tmp.path().display().to_string()), "{text}");
+    let moved = tmp.path().join("moved");
+    std::fs::create_dir_all(&moved).unwrap();
+    std::fs::rename(tmp.path().join("eurosat"), moved.join("eurosat")).unwrap();
+    let again = xtail_task(&moved, "eurosat", &with_cache).unwrap();
+    assert_eq!(first.train_labels, again.train_labels);
 }

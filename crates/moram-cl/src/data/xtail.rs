@@ -332,7 +332,7 @@ pub fn xtail_task(root: &Path, key: &str, o: &XtailOptions) -> Result<ImageTask>
             n.push_str(" satellite location");
         }
     }
-    let shots = cached_shots(key, &train, o)?;
+    let shots = cached_shots(root, key, &train, o)?;
     let mut counts = vec![0usize; names.len()];
     let test: Vec<(PathBuf, i64)> = test
         .into_iter()
@@ -356,13 +356,14 @@ pub fn xtail_task(root: &Path, key: &str, o: &XtailOptions) -> Result<ImageTask>
 }
 
 /// The shots of a file-based dataset: from the cache when it holds them, else drawn and cached.
-fn cached_shots(key: &str, train: &[(PathBuf, i64)], o: &XtailOptions) -> Result<Vec<(PathBuf, i64)>> {
+/// Paths are stored relative to the data root, so a moved dataset folder keeps its shots.
+fn cached_shots(root: &Path, key: &str, train: &[(PathBuf, i64)], o: &XtailOptions) -> Result<Vec<(PathBuf, i64)>> {
     let file = o.shot_cache.as_ref().map(|d| d.join(format!("{key}-shots{}-seed{}.json", o.shots, o.seed)));
     if let Some(f) = file.as_ref().filter(|f| f.is_file()) {
         let text = std::fs::read_to_string(f).map_err(|e| Error::io(f, e))?;
         let items: Vec<(PathBuf, i64)> = serde_json::from_str(&text)
             .map_err(|e| data_error(f, None, format!("corrupt shot cache (delete it to redraw): {e}")))?;
-        return Ok(items);
+        return Ok(items.into_iter().map(|(p, l)| (root.join(p), l)).collect());
     }
     let mut rng = ChaCha8Rng::seed_from_u64(dataset_seed(o.seed, key));
     let shots = few_shot(train, o.shots, &mut rng);
@@ -370,7 +371,8 @@ fn cached_shots(key: &str, train: &[(PathBuf, i64)], o: &XtailOptions) -> Result
         if let Some(parent) = f.parent() {
             std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
         }
-        let text = serde_json::to_string_pretty(&shots).unwrap_or_default();
+        let relative: Vec<(&Path, i64)> = shots.iter().map(|(p, l)| (p.strip_prefix(root).unwrap_or(p), *l)).collect();
+        let text = serde_json::to_string_pretty(&relative).unwrap_or_default();
         crate::checkpoint::write_atomic(&f, text.as_bytes())?;
     }
     Ok(shots)
