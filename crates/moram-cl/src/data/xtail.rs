@@ -80,33 +80,6 @@ const SPECS: [Spec; 10] = [
     },
 ];
 
-/// Order 1 (paper Table 1, the official default).
-pub const ORDER_1: [&str; 10] = [
-    "aircraft",
-    "caltech101",
-    "dtd",
-    "eurosat",
-    "oxford_flowers",
-    "food101",
-    "mnist",
-    "oxford_pets",
-    "stanford_cars",
-    "sun397",
-];
-/// Order 2 (paper Table 9).
-pub const ORDER_2: [&str; 10] = [
-    "stanford_cars",
-    "aircraft",
-    "oxford_pets",
-    "food101",
-    "sun397",
-    "mnist",
-    "oxford_flowers",
-    "dtd",
-    "caltech101",
-    "eurosat",
-];
-
 const MNIST_CLASSES: [&str; 10] = [
     "0 - zero",
     "1 - one",
