@@ -93,7 +93,11 @@ impl LlmLearner {
         max_eval: Option<usize>,
     ) -> Result<Self> {
         // Every data problem at once, before the (slow) model load.
-        let problems = crate::data::trace::check_dir(&data.dir, &data.tasks, &["train", data.eval_split.as_str()]);
+        let mut splits = vec!["train", "eval", "test"];
+        if !splits.contains(&data.eval_split.as_str()) {
+            splits.push(data.eval_split.as_str());
+        }
+        let problems = crate::data::trace::check_dir(&data.dir, &data.tasks, &splits);
         if !problems.is_empty() {
             return Err(Error::Data {
                 path: data.dir.clone(),
