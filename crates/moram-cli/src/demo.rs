@@ -70,7 +70,7 @@ pub fn run(assets: &Path, out: &Path, sets: &[String], stop: Arc<AtomicBool>) ->
     }
     let out = fresh_dir(out);
     let data_dir = out.join("data");
-    let sizes = DemoSizes { train: 64, eval: base.training.max_eval_examples.unwrap_or(24), words: 40 };
+    let sizes = DemoSizes { train: 64, eval: base.training.max_eval_examples.unwrap_or(16), words: 32 };
     let tasks = write_demo_data(&bbc, &data_dir, sizes, base.seed).context("building the demo tasks")?;
     tracing::info!("demo tasks written to {}", data_dir.display());
     let data = base.data.as_mut().context("demo config without [data]")?;
