@@ -5,9 +5,9 @@
 //! space, labels in sorted order. Training takes `shots` images per class as X-TAIL does: drawn
 //! without replacement, or with replacement when a class has fewer.
 
-use super::{data_error, ImageTask, Images};
+use super::{data_error, draw_shots, ImageTask, Images};
 use crate::error::{Error, Result};
-use rand::seq::{IndexedRandom, SliceRandom};
+use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::path::{Path, PathBuf};
@@ -57,15 +57,6 @@ fn class_name(dir: &Path) -> String {
     dir.file_name().and_then(|n| n.to_str()).unwrap_or_default().replace('_', " ")
 }
 
-/// `shots` draws from `items` (without replacement when there are enough).
-fn draw(items: &[PathBuf], shots: usize, rng: &mut ChaCha8Rng) -> Vec<PathBuf> {
-    if items.len() >= shots {
-        items.choose_multiple(rng, shots).cloned().collect()
-    } else {
-        (0..shots).filter_map(|_| items.choose(rng).cloned()).collect()
-    }
-}
-
 /// Reads a folder-per-class image set as a task named `name`.
 pub fn folder_task(name: &str, dir: &Path, opts: &FolderOptions) -> Result<ImageTask> {
     if !dir.is_dir() {
@@ -111,7 +102,7 @@ pub fn folder_task(name: &str, dir: &Path, opts: &FolderOptions) -> Result<Image
         if te.is_empty() {
             problems.push(format!("class `{cname}` has no test image"));
         }
-        let shots = draw(&tr, opts.shots, &mut rng);
+        let shots = draw_shots(&tr, opts.shots, &mut rng);
         train_labels.extend(std::iter::repeat_n(label as i64, shots.len()));
         train.extend(shots);
         let keep = opts.test_per_class.unwrap_or(te.len()).min(te.len());

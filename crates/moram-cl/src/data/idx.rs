@@ -82,7 +82,8 @@ fn find(dir: &Path, stem: &str) -> Result<PathBuf> {
         .ok_or_else(|| data_error(&dir.join(stem), None, "missing IDX file (plain or .gz)"))
 }
 
-fn load_split(dir: &Path, prefix: &str) -> Result<(Arc<GreyImages>, Vec<u8>)> {
+/// `<dir>/<prefix>-images-idx3-ubyte` and `-labels-idx1-ubyte` (plain or .gz), checked to match.
+pub(crate) fn load_split(dir: &Path, prefix: &str) -> Result<(Arc<GreyImages>, Vec<u8>)> {
     let (ip, lp) =
         (find(dir, &format!("{prefix}-images-idx3-ubyte"))?, find(dir, &format!("{prefix}-labels-idx1-ubyte"))?);
     let (img, lab) = (read_idx(&ip)?, read_idx(&lp)?);

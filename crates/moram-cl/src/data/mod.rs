@@ -169,6 +169,17 @@ impl ImageTask {
     }
 }
 
+/// `shots` draws from `items`: without replacement when there are enough, else with replacement
+/// (X-TAIL's `random.sample` / `random.choices` rule, shared by every image-set reader).
+pub(crate) fn draw_shots<T: Clone>(items: &[T], shots: usize, rng: &mut rand_chacha::ChaCha8Rng) -> Vec<T> {
+    use rand::seq::IndexedRandom;
+    if items.len() >= shots {
+        items.choose_multiple(rng, shots).cloned().collect()
+    } else {
+        (0..shots).filter_map(|_| items.choose(rng).cloned()).collect()
+    }
+}
+
 pub(crate) fn data_error(path: &std::path::Path, entry: Option<String>, message: impl Into<String>) -> Error {
     Error::Data { path: path.into(), entry, message: message.into() }
 }

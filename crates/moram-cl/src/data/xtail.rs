@@ -4,15 +4,13 @@
 //! 16-shot training sets drawn per dataset with a dedicated seeded generator (A7: the official
 //! shots depend on Python's global RNG and cannot be reproduced outside it).
 
-use super::idx::{read_idx, GreyImages};
-use super::{data_error, ImageTask, Images};
+use super::idx::load_split;
+use super::{data_error, draw_shots, ImageTask, Images};
 use crate::error::{Error, Result};
-use rand::seq::IndexedRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 /// A dataset's key, folder, split file (or `None` for the special layouts), image root and template.
 struct Spec {
@@ -200,11 +198,7 @@ fn few_shot(items: &[(PathBuf, i64)], shots: usize, rng: &mut ChaCha8Rng) -> Vec
     let mut out = Vec::new();
     for l in order {
         let class: Vec<&(PathBuf, i64)> = items.iter().filter(|(_, x)| *x == l).collect();
-        if class.len() >= shots {
-            out.extend(class.choose_multiple(rng, shots).map(|x| (*x).clone()));
-        } else {
-            out.extend((0..shots).filter_map(|_| class.choose(rng).map(|x| (*x).clone())));
-        }
+        out.extend(draw_shots(&class, shots, rng).into_iter().cloned());
     }
     out
 }
@@ -223,34 +217,13 @@ fn mnist_task(
     seed: u64,
 ) -> Result<ImageTask> {
     let raw = root.join(s.images);
-    let load = |prefix: &str| -> Result<(Arc<GreyImages>, Vec<u8>)> {
-        let find = |stem: String| {
-            [raw.join(&stem), raw.join(format!("{stem}.gz"))].into_iter().find(|p| p.is_file()).ok_or_else(|| {
-                data_error(&raw.join(stem), None, "missing MNIST file (torchvision layout, plain or .gz)")
-            })
-        };
-        let img = read_idx(&find(format!("{prefix}-images-idx3-ubyte"))?)?;
-        let lab = read_idx(&find(format!("{prefix}-labels-idx1-ubyte"))?)?;
-        if img.dims.len() != 3 || lab.dims.first() != img.dims.first() {
-            return Err(data_error(
-                &raw,
-                None,
-                format!("{prefix}: images {:?} and labels {:?} do not match", img.dims, lab.dims),
-            ));
-        }
-        Ok((Arc::new(GreyImages { pixels: img.data, height: img.dims[1], width: img.dims[2] }), lab.data))
-    };
-    let (train, train_labels) = load("train")?;
-    let (test, test_labels) = load("t10k")?;
+    let (train, train_labels) = load_split(&raw, "train")?;
+    let (test, test_labels) = load_split(&raw, "t10k")?;
     let mut rng = ChaCha8Rng::seed_from_u64(dataset_seed(seed, s.key));
     let (mut tr, mut trl) = (Vec::new(), Vec::new());
     for c in 0..10u8 {
         let idx: Vec<usize> = (0..train_labels.len()).filter(|&i| train_labels[i] == c).collect();
-        let pick: Vec<usize> = if idx.len() >= shots {
-            idx.choose_multiple(&mut rng, shots).copied().collect()
-        } else {
-            (0..shots).filter_map(|_| idx.choose(&mut rng).copied()).collect()
-        };
+        let pick = draw_shots(&idx, shots, &mut rng);
         trl.extend(std::iter::repeat_n(c as i64, pick.len()));
         tr.extend(pick);
     }
