@@ -175,17 +175,7 @@ pub fn write_demo_data(bbc: &Path, dir: &Path, sizes: DemoSizes, seed: u64) -> R
     let tasks = demo_tasks(&articles, sizes, seed)?;
     let mut out = Vec::new();
     for DemoTask { name, train, eval, metric } in tasks {
-        let d = dir.join(&name);
-        std::fs::create_dir_all(&d).map_err(|e| Error::io(&d, e))?;
-        for (split, v) in [("train", &train), ("eval", &eval), ("test", &eval)] {
-            let p = d.join(format!("{split}.json"));
-            let text = serde_json::to_string_pretty(v).map_err(|e| Error::Data {
-                path: p.clone(),
-                entry: None,
-                message: e.to_string(),
-            })?;
-            std::fs::write(&p, text).map_err(|e| Error::io(&p, e))?;
-        }
+        crate::data::trace::write_task(dir, &name, &train, &eval)?;
         out.push((name, metric));
     }
     Ok(out)

@@ -159,12 +159,7 @@ pub fn generate_task(kind: &str, n_train: usize, n_eval: usize, seed: u64) -> Re
 pub fn write_trace_tasks(dir: &Path, tasks: &[(&str, &str)], n_train: usize, n_eval: usize, seed: u64) -> Result<()> {
     for (i, (name, kind)) in tasks.iter().enumerate() {
         let (train, eval) = generate_task(kind, n_train, n_eval, seed.wrapping_add(i as u64))?;
-        let d = dir.join(name);
-        std::fs::create_dir_all(&d).map_err(|e| Error::io(&d, e))?;
-        for (split, v) in [("train", &train), ("eval", &eval), ("test", &eval)] {
-            let p = d.join(format!("{split}.json"));
-            std::fs::write(&p, serde_json::to_string_pretty(v).unwrap_or_default()).map_err(|e| Error::io(&p, e))?;
-        }
+        crate::data::trace::write_task(dir, name, &train, &eval)?;
     }
     Ok(())
 }

@@ -42,6 +42,18 @@ pub fn load_split(path: &Path) -> Result<Vec<Example>> {
         .collect()
 }
 
+/// Writes `<dir>/<task>/{train,eval,test}.json` (the eval pairs serve as both eval and test).
+pub fn write_task(dir: &Path, task: &str, train: &[Example], eval: &[Example]) -> Result<()> {
+    let d = dir.join(task);
+    std::fs::create_dir_all(&d).map_err(|e| crate::error::Error::io(&d, e))?;
+    for (split, v) in [("train", train), ("eval", eval), ("test", eval)] {
+        let p = d.join(format!("{split}.json"));
+        let text = serde_json::to_string_pretty(v).map_err(|e| data_error(&p, None, e.to_string()))?;
+        std::fs::write(&p, text).map_err(|e| crate::error::Error::io(&p, e))?;
+    }
+    Ok(())
+}
+
 /// Reads `<dir>/<task>/<split>.json`.
 pub fn load_task_split(dir: &Path, task: &str, split: &str) -> Result<Vec<Example>> {
     load_split(&dir.join(task).join(format!("{split}.json")))
