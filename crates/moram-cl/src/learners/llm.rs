@@ -205,13 +205,8 @@ impl Learner for LlmLearner {
     }
 
     fn total_parameters(&self) -> usize {
-        let c = self.model.config();
-        let (d, ff, v) = (c.hidden_size as usize, c.intermediate_size as usize, c.vocab_size as usize);
-        let (q, kv) = ((c.num_attention_heads * c.head_dim) as usize, (c.num_key_value_heads * c.head_dim) as usize);
-        let block = d * q * 2 + d * kv * 2 + 3 * d * ff + 2 * d;
-        let head = if c.tie_word_embeddings { 0 } else { v * d };
         let atoms: usize = self.model.moram_layers().iter().map(|(_, m)| m.bank().parameter_count()).sum();
-        v * d + head + d + block * c.num_hidden_layers as usize + atoms
+        self.model.config().parameter_count() as usize + atoms
     }
 
     fn loss(&mut self, task: usize, indices: &[usize]) -> Result<Tensor> {
