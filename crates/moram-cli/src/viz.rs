@@ -68,11 +68,7 @@ pub fn matrix_heatmap(matrix: &[Vec<f64>], path: &Path) -> Result<()> {
         for (j, &v) in row.iter().enumerate() {
             let c = colour(v / 100.0);
             let (x0, y0) = (j as u32 * cw, i as u32 * ch);
-            for y in y0 + 1..y0 + ch - 1 {
-                for x in x0 + 1..x0 + cw - 1 {
-                    img.put_pixel(x, y, c);
-                }
-            }
+            fill(&mut img, x0 + 1, y0 + 1, x0 + cw - 1, y0 + ch - 1, c);
             let n = v.round().clamp(0.0, 999.0) as u32;
             let scale = 4;
             let w = (n.to_string().len() as u32 * 4 - 1) * scale;

@@ -214,7 +214,8 @@ impl Learner for ClipLearner {
 
     fn begin_evaluation(&mut self) -> Result<()> {
         let prompts: Vec<String> = self.tasks.iter().flat_map(ImageTask::prompts).collect();
-        self.all_text = Some(self.encode_prompts(&prompts)?);
+        // f32 once here rather than per evaluation batch.
+        self.all_text = Some(self.encode_prompts(&prompts)?.to_kind(Kind::Float));
         Ok(())
     }
 
@@ -233,7 +234,7 @@ impl Learner for ClipLearner {
             let idx: Vec<usize> = (start as usize..(start + len) as usize).collect();
             let images = t.test_images.batch(&idx, None)?.to_device(self.model.device());
             let f = normalize(&self.model.encode_image(&images)?).to_kind(Kind::Float);
-            let pred = f.matmul(&text.to_kind(Kind::Float).tr()).argmax(1, false).to_device(tch::Device::Cpu);
+            let pred = f.matmul(&text.tr()).argmax(1, false).to_device(tch::Device::Cpu);
             let pred = Vec::<i64>::try_from(pred)?;
             correct += pred
                 .iter()
