@@ -72,10 +72,6 @@ fn set_training(learner: &mut impl Learner, on: bool) {
     }
 }
 
-fn trainable_count(learner: &impl Learner) -> usize {
-    learner.moram_layers().iter().map(|(_, m)| m.bank().trainable_parameter_count()).sum()
-}
-
 fn atom_count(learner: &impl Learner) -> usize {
     learner.moram_layers().iter().map(|(_, m)| m.bank().len()).sum()
 }
@@ -190,8 +186,8 @@ fn train_task(
     let steps = batch_schedule(config, task, n_train);
     let params: Vec<tch::Tensor> =
         learner.moram_layers().iter().flat_map(|(_, m)| m.bank().trainable_tensors()).collect();
-    let trainable = trainable_count(learner);
     let mut opt = Adam::new(params, &config.optimizer);
+    let trainable = opt.numel();
     let (micro, _) = config.training.accumulation();
     let o = &config.optimizer;
     let pb = bar(steps.len() as u64, format!("task {}/{} {name}", task + 1, state.task_names.len()), options.progress);

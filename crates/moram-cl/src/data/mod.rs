@@ -180,6 +180,14 @@ pub(crate) fn draw_shots<T: Clone>(items: &[T], shots: usize, rng: &mut rand_cha
     }
 }
 
+/// `Ok` when `problems` is empty, else one error on `dir` listing every problem.
+pub(crate) fn all_problems(dir: &std::path::Path, problems: &[String]) -> Result<()> {
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(data_error(dir, None, format!("{} problem(s):\n  {}", problems.len(), problems.join("\n  "))))
+}
+
 pub(crate) fn data_error(path: &std::path::Path, entry: Option<String>, message: impl Into<String>) -> Error {
     Error::Data { path: path.into(), entry, message: message.into() }
 }

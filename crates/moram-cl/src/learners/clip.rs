@@ -111,13 +111,7 @@ impl ClipLearner {
                 }
             }
         }
-        if !problems.is_empty() {
-            return Err(Error::Data {
-                path: data.dir.clone(),
-                entry: None,
-                message: format!("{} problem(s):\n  {}", problems.len(), problems.join("\n  ")),
-            });
-        }
+        crate::data::all_problems(&data.dir, &problems)?;
         let device = tch::Device::cuda_if_available();
         let source = WeightSource::open(&model.path)?;
         let clip = ClipModel::load(&source, &config, None, model.dtype.kind(), device)?;

@@ -98,13 +98,7 @@ impl LlmLearner {
             splits.push(data.eval_split.as_str());
         }
         let problems = crate::data::trace::check_dir(&data.dir, &data.tasks, &splits);
-        if !problems.is_empty() {
-            return Err(Error::Data {
-                path: data.dir.clone(),
-                entry: None,
-                message: format!("{} problem(s):\n  {}", problems.len(), problems.join("\n  ")),
-            });
-        }
+        crate::data::all_problems(&data.dir, &problems)?;
         let device = Device::cuda_if_available();
         let (lm, tok) = load_llm(&model.path, model.dtype.kind(), device)?;
         let mut tasks = Vec::new();
