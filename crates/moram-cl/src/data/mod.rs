@@ -66,24 +66,8 @@ impl Images {
                 })
             }
             Images::Grey { images, items, size } => {
-                use moram_models::clip::preprocess::{eval_pixels, normalize_pixels, train_pixels};
-                use rand::SeedableRng;
-                let mut planes = Vec::with_capacity(indices.len() * 3 * size * size);
-                for (k, &i) in indices.iter().enumerate() {
-                    let img = images.rgb(items[i]);
-                    let px = match seed {
-                        Some(s) => {
-                            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(
-                                s ^ (k as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
-                            );
-                            train_pixels(&img, *size, &mut rng)
-                        }
-                        None => eval_pixels(&img, *size),
-                    };
-                    planes.extend(normalize_pixels(&px));
-                }
-                let s = *size as i64;
-                Ok(Tensor::from_slice(&planes).view([indices.len() as i64, 3, s, s]))
+                let rgb = |k: usize| Ok(images.rgb(items[indices[k]]));
+                Ok(moram_models::clip::preprocess::preprocess_batch(indices.len(), *size, seed, rgb)?)
             }
         }
     }

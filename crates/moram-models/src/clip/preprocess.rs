@@ -226,29 +226,42 @@ pub fn normalize_pixels(img: &Rgb8) -> Vec<f32> {
     out
 }
 
+/// Preprocesses `n` images in parallel into pixels `(n, 3, size, size)` f32: image `i` comes from
+/// `image(i)` (a decoded file, an in-memory image, ...). With `seed`, the train transform with a
+/// generator seeded from `(seed, i)`, so a batch is reproducible whatever the thread count;
+/// without, the eval transform. The first image that fails is the error.
+pub fn preprocess_batch<F>(n: usize, size: usize, seed: Option<u64>, image: F) -> Result<Tensor>
+where
+    F: Fn(usize) -> Result<Rgb8> + Sync,
+{
+    let planes: Vec<Vec<f32>> = (0..n)
+        .into_par_iter()
+        .map(|i| {
+            let img = image(i)?;
+            Ok(normalize_pixels(&match seed {
+                Some(s) => {
+                    let mut rng =
+                        rand_chacha::ChaCha8Rng::seed_from_u64(s ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+                    train_pixels(&img, size, &mut rng)
+                }
+                None => eval_pixels(&img, size),
+            }))
+        })
+        .collect::<Result<_>>()?;
+    stack(planes, size)
+}
+
 /// Decodes and preprocesses `paths` in parallel (eval transform, `size` x `size`) and returns
 /// pixels `(B, 3, size, size)` f32. The first file that cannot be read or decoded is an error
 /// naming it.
 pub fn load_eval_batch(paths: &[PathBuf], size: usize) -> Result<Tensor> {
-    let planes: Vec<Vec<f32>> = paths
-        .par_iter()
-        .map(|p| Rgb8::open(p).map(|img| normalize_pixels(&eval_pixels(&img, size))))
-        .collect::<Result<_>>()?;
-    stack(planes, size)
+    preprocess_batch(paths.len(), size, None, |i| Rgb8::open(&paths[i]))
 }
 
 /// Like [`load_eval_batch`] with the train transform; image `i` uses a generator seeded from
 /// `(seed, i)`, so a batch is reproducible whatever the thread count.
 pub fn load_train_batch(paths: &[PathBuf], size: usize, seed: u64) -> Result<Tensor> {
-    let planes: Vec<Vec<f32>> = paths
-        .par_iter()
-        .enumerate()
-        .map(|(i, p)| {
-            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
-            Rgb8::open(p).map(|img| normalize_pixels(&train_pixels(&img, size, &mut rng)))
-        })
-        .collect::<Result<_>>()?;
-    stack(planes, size)
+    preprocess_batch(paths.len(), size, Some(seed), |i| Rgb8::open(&paths[i]))
 }
 
 fn stack(planes: Vec<Vec<f32>>, size: usize) -> Result<Tensor> {
