@@ -1,18 +1,15 @@
 #!/usr/bin/env python3
 """PyTorch side of `cargo xtask bench llm`: `transformers` loading the same GGUF (dequantised to
-f32 by its GGUF loader): prefill of `--prompt-len` tokens, and greedy generation of
-`--new-tokens` tokens after a 16-token prompt. Prints one JSON object per line, like
-`moram-bench llm`."""
+f32 by its GGUF loader): prefill of `--prompt-len` tokens as `generate` runs it (KV cache,
+`logits_to_keep=1`), a forward of `--prompt-len` tokens with every position's logits, and greedy
+generation of `--new-tokens` tokens after a 16-token prompt. Prints one JSON object per line,
+like `moram-bench llm`."""
 import argparse
 import pathlib
 
 import torch
 from timing import emit, timed
 from transformers import AutoModelForCausalLM
-
-
-
-
 
 
 def main():
@@ -29,7 +26,8 @@ def main():
     model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, torch_dtype=torch.float32).eval()
     ids = torch.tensor([[300 + (i * 37) % 5000 for i in range(args.prompt_len)]])
     with torch.no_grad():
-        emit(f"prefill_{args.prompt_len}", timed(args.reps, lambda: model(ids, use_cache=True)))
+        emit(f"prefill_{args.prompt_len}", timed(args.reps, lambda: model(ids, use_cache=True, logits_to_keep=1)))
+        emit(f"forward_{args.prompt_len}", timed(args.reps, lambda: model(ids, use_cache=True)))
         short = ids[:, :16]
         n = args.new_tokens
 

@@ -31,8 +31,9 @@ enum Which {
         #[arg(long, default_value_t = 8)]
         batch: i64,
     },
-    /// A GGUF LLM (SmolLM2-135M): prefill of `prompt_len` tokens, and greedy generation of
-    /// `new_tokens` tokens after a 16-token prompt; f32 weights, KV cache.
+    /// A GGUF LLM (SmolLM2-135M): prefill of `prompt_len` tokens (next-token logits, as in
+    /// generation), a forward of `prompt_len` tokens with every position's logits, and greedy
+    /// generation of `new_tokens` tokens after a 16-token prompt; f32 weights, KV cache.
     Llm {
         /// The GGUF file.
         #[arg(long)]
@@ -203,16 +204,22 @@ fn llm(reps: usize, gguf: &std::path::Path, prompt_len: i64, new_tokens: usize) 
     let ids: Vec<i64> = (0..prompt_len).map(|i| 300 + (i * 37) % 5000).collect();
     let prompt = Tensor::from_slice(&ids).view([1, prompt_len]);
     let mut failure = None;
-    let t = time(reps, || {
-        let _g = tch::no_grad_guard();
-        if let Err(e) = model.forward(&prompt, &mut KvCache::default()) {
-            failure = Some(e);
+    // Prefill as generation runs it (next-token logits only), then a forward with every logit.
+    for (case, last_only) in [(format!("prefill_{prompt_len}"), true), (format!("forward_{prompt_len}"), false)] {
+        let t = time(reps, || {
+            let _g = tch::no_grad_guard();
+            let mut cache = KvCache::default();
+            let out =
+                if last_only { model.forward_last(&prompt, &mut cache) } else { model.forward(&prompt, &mut cache) };
+            if let Err(e) = out {
+                failure = Some(e);
+            }
+        });
+        if let Some(e) = failure.take() {
+            return Err(e.into());
         }
-    });
-    if let Some(e) = failure {
-        return Err(e.into());
+        emit(case, "moram", t)?;
     }
-    emit(format!("prefill_{prompt_len}"), "moram", t)?;
     let short = &ids[..16];
     let t = time(reps, || match model.generate_greedy(short, new_tokens, &[]) {
         Ok(out) if out.len() == new_tokens => {}

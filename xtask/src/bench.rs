@@ -71,11 +71,22 @@ struct Timing {
     cpu_ms: f64,
 }
 
-/// PyTorch time / moram time, median of the ratios within each round (> 1: moram faster).
-#[derive(Serialize, Clone, Copy)]
+/// PyTorch time / moram time, median of the ratios within each round (> 1: moram faster), and
+/// every round's CPU ratio so the spread of a shared machine is on record.
+#[derive(Serialize, Clone)]
 struct Speedup {
     wall: f64,
     cpu: f64,
+    cpu_per_round: Vec<f64>,
+}
+
+impl Speedup {
+    /// Smallest and largest per-round CPU ratio.
+    fn cpu_range(&self) -> (f64, f64) {
+        let lo = self.cpu_per_round.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = self.cpu_per_round.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        (lo, hi)
+    }
 }
 
 #[derive(Serialize)]
@@ -202,8 +213,9 @@ fn side_by_side(settings: &Settings, script: &str, markdown: fn(&Report) -> Stri
             rows.iter().filter_map(|m| Some((*m.get("pytorch")?, *m.get("moram")?))).collect();
         if !pairs.is_empty() {
             let wall = median(pairs.iter().map(|(p, m)| p.wall_ms / m.wall_ms).collect());
-            let cpu = median(pairs.iter().map(|(p, m)| p.cpu_ms / m.cpu_ms).collect());
-            speedup_vs_pytorch.insert(case, Speedup { wall, cpu });
+            let cpu_per_round: Vec<f64> = pairs.iter().map(|(p, m)| p.cpu_ms / m.cpu_ms).collect();
+            let cpu = median(cpu_per_round.clone());
+            speedup_vs_pytorch.insert(case, Speedup { wall, cpu, cpu_per_round });
         }
     }
     let capture = |cmd: &mut Command| {
@@ -265,22 +277,27 @@ fn markdown_llm(r: &Report) -> String {
     let get = |case: &str, imp: &str| r.timings.get(case).and_then(|m| m.get(imp)).copied();
     let mut s = format!(
         "`{}` on {}, PyTorch {}, {} (SmolLM2-135M-Instruct, GGUF Q4_1 dequantised to f32 on both sides; \
-         CPU time; ratios are medians of per-round ratios).\n\n\
-         | case | moram tokens/s | transformers tokens/s | moram / transformers speed (CPU) | (wall) |\n|---|---:|---:|---:|---:|\n",
+         CPU time; ratios are medians of per-round ratios, with the lowest and highest round).\n\n\
+         | case | moram tokens/s | transformers tokens/s | moram / transformers speed (CPU) | rounds (CPU) | (wall) |\n\
+         |---|---:|---:|---:|---:|---:|\n",
         r.command, r.machine, r.torch, r.date
     );
-    for (case, label, tokens) in
-        [("prefill_128", "prefill, 128 tokens", 128.0), ("greedy_32", "greedy generation, 32 new tokens", 32.0)]
-    {
+    for (case, label, tokens) in [
+        ("prefill_128", "prefill, 128 tokens (next-token logits, as in generation)", 128.0),
+        ("forward_128", "forward, 128 tokens (every position's logits)", 128.0),
+        ("greedy_32", "greedy generation, 32 new tokens", 32.0),
+    ] {
         let rate =
             |t: Option<Timing>| t.map(|t| format!("{:.1}", tokens / (t.cpu_ms / 1e3))).unwrap_or_else(|| "-".into());
         let speed = r.speedup_vs_pytorch.get(case);
         let fmt = |v: Option<f64>| v.map(|v| format!("{v:.2}x")).unwrap_or_else(|| "-".into());
+        let range = speed.map(|s| s.cpu_range()).map(|(lo, hi)| format!("{lo:.2}-{hi:.2}"));
         s += &format!(
-            "| {label} | {} | {} | {} | {} |\n",
+            "| {label} | {} | {} | {} | {} | {} |\n",
             rate(get(case, "moram")),
             rate(get(case, "pytorch")),
             fmt(speed.map(|s| s.cpu)),
+            range.unwrap_or_else(|| "-".into()),
             fmt(speed.map(|s| s.wall))
         );
     }

@@ -36,6 +36,37 @@ fn logits_and_greedy_tokens_match_transformers() -> anyhow::Result<()> {
 }
 
 #[test]
+fn last_position_logits_equal_the_full_forward() -> anyhow::Result<()> {
+    let (model, e) = load()?;
+    let _g = tch::no_grad_guard();
+    let ids = &e["ids"];
+    let l = ids.size()[1];
+    let full = model.forward(ids, &mut KvCache::default())?;
+    let mut cache = KvCache::default();
+    let last = model.forward_last(ids, &mut cache)?;
+    assert_eq!(last.size(), [ids.size()[0], model.config().vocab_size]);
+    assert_eq!(cache.len(), l, "the cache holds every prompt position");
+    let diff = (&last - full.select(1, l - 1)).abs().max().double_value(&[]);
+    assert!(diff <= 1e-5, "last-position logits differ by {diff}");
+    // Continuing from that cache gives the full pass's next step, and with padding too.
+    let next = ids.narrow(1, 0, 1);
+    let step = model.forward_last(&next, &mut cache)?;
+    let longer = model.forward(&Tensor::cat(&[ids, &next], 1), &mut KvCache::default())?;
+    let diff = (&step - longer.select(1, l)).abs().max().double_value(&[]);
+    assert!(diff <= 1e-4, "cached next step differs by {diff}");
+    let valid = Tensor::ones([ids.size()[0], l], (Kind::Bool, Device::Cpu));
+    let _ = valid.narrow(1, 0, 2).fill_(0);
+    let positions = Tensor::arange(l, (Kind::Int64, Device::Cpu)).unsqueeze(0);
+    let padded = model.forward_padded(ids, &positions, Some(&valid), &mut KvCache::default())?;
+    let padded_last = model.forward_padded_last(ids, &positions, Some(&valid), &mut KvCache::default())?;
+    let diff = (&padded_last - padded.select(1, l - 1)).abs().max().double_value(&[]);
+    assert!(diff <= 1e-5, "padded last-position logits differ by {diff}");
+    let err = model.forward_last(&ids.narrow(1, 0, 0), &mut KvCache::default()).unwrap_err().to_string();
+    assert!(err.contains("at least one token"), "{err}");
+    Ok(())
+}
+
+#[test]
 fn config_and_checkpoint_problems_are_named() -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
     let text = std::fs::read_to_string(dir().join("tiny_llama/config.json"))?;

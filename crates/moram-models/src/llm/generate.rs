@@ -171,10 +171,8 @@ impl CausalLm {
             let keys_valid = Tensor::from_slice(&keys.iter().map(|&x| x as u8).collect::<Vec<_>>())
                 .view([b as i64, -1])
                 .to_device(device);
-            let logits = self.forward_padded(&ids, &positions, Some(&keys_valid), &mut cache)?;
-            let last = Vec::<f32>::try_from(
-                logits.select(1, l - 1).to_device(tch::Device::Cpu).to_kind(Kind::Float).reshape([-1]),
-            )?;
+            let logits = self.forward_padded_last(&ids, &positions, Some(&keys_valid), &mut cache)?;
+            let last = Vec::<f32>::try_from(logits.to_device(tch::Device::Cpu).to_kind(Kind::Float).reshape([-1]))?;
             let vocab = last.len() / b;
             let mut chosen = Vec::with_capacity(b);
             for r in 0..b {

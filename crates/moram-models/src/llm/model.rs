@@ -163,9 +163,23 @@ impl CausalLm {
     /// Logits `(B, L, vocab)` f32 for token ids `(B, L)`, continuing from (and extending) `cache`.
     /// Every row is a real sequence (no padding); see [`CausalLm::forward_padded`].
     pub fn forward(&self, ids: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
-        let l = ids.size().get(1).copied().unwrap_or(0);
-        let positions = Tensor::arange_start(cache.len, cache.len + l, (Kind::Int64, self.embed.device())).unsqueeze(0);
+        let positions = self.next_positions(ids, cache);
         self.forward_padded(ids, &positions, None, cache)
+    }
+
+    /// Logits `(B, vocab)` f32 of the last position only, continuing from (and extending)
+    /// `cache`: what generation needs after a prompt. The LM head runs on one position per row
+    /// instead of `L` (as `transformers` does with `logits_to_keep=1`), which saves a fifth of a
+    /// prefill's work for SmolLM2, LLaMA-3.2-1B and Gemma-2B and `B x L x vocab` floats of memory.
+    pub fn forward_last(&self, ids: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
+        let positions = self.next_positions(ids, cache);
+        self.forward_padded_last(ids, &positions, None, cache)
+    }
+
+    /// RoPE positions `(1, L)` of `L` new tokens after the cached ones.
+    fn next_positions(&self, ids: &Tensor, cache: &KvCache) -> Tensor {
+        let l = ids.size().get(1).copied().unwrap_or(0);
+        Tensor::arange_start(cache.len, cache.len + l, (Kind::Int64, self.embed.device())).unsqueeze(0)
     }
 
     /// The general forward: token ids `(B, L)`, their RoPE positions `(B, L)` (or `(1, L)`), and
@@ -178,11 +192,45 @@ impl CausalLm {
         keys_valid: Option<&Tensor>,
         cache: &mut KvCache,
     ) -> Result<Tensor> {
+        let h = self.hidden_states(ids, positions, keys_valid, cache)?;
+        Ok(self.logits(&h))
+    }
+
+    /// [`CausalLm::forward_padded`] with logits `(B, vocab)` f32 of the last position only
+    /// (see [`CausalLm::forward_last`]).
+    pub fn forward_padded_last(
+        &self,
+        ids: &Tensor,
+        positions: &Tensor,
+        keys_valid: Option<&Tensor>,
+        cache: &mut KvCache,
+    ) -> Result<Tensor> {
+        let h = self.hidden_states(ids, positions, keys_valid, cache)?;
+        Ok(self.logits(&h.select(1, -1)))
+    }
+
+    /// Final norm and LM head: hidden states `(.., d)` to f32 logits `(.., vocab)`.
+    fn logits(&self, h: &Tensor) -> Tensor {
+        let c = &self.config;
+        rms_norm(h, &self.norm, c.rms_norm_eps, c.arch).linear(&self.lm_head, None::<Tensor>).to_kind(Kind::Float)
+    }
+
+    /// The decoder stack: hidden states `(B, L, d)` before the final norm; extends `cache`.
+    fn hidden_states(
+        &self,
+        ids: &Tensor,
+        positions: &Tensor,
+        keys_valid: Option<&Tensor>,
+        cache: &mut KvCache,
+    ) -> Result<Tensor> {
         let size = ids.size();
         if size.len() != 2 || ids.kind() != Kind::Int64 {
             return Err(Error::Input(format!("token ids must be i64 (B, L), found {:?} {size:?}", ids.kind())));
         }
         let (b, l) = (size[0], size[1]);
+        if b == 0 || l == 0 {
+            return Err(Error::Input(format!("token ids must hold at least one token per row, found {size:?}")));
+        }
         let c = &self.config;
         let (nh, nkv, hd) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim);
         let (lo, hi) = (ids.min().int64_value(&[]), ids.max().int64_value(&[]));
@@ -251,8 +299,7 @@ impl CausalLm {
             h = &h + blk.down.forward(&mlp)?;
         }
         cache.len += l;
-        let h = rms_norm(&h, &self.norm, c.rms_norm_eps, c.arch);
-        Ok(h.linear(&self.lm_head, None::<Tensor>).to_kind(Kind::Float))
+        Ok(h)
     }
 
     /// Causal-LM training loss: mean cross-entropy of next-token predictions over the positions
@@ -294,8 +341,8 @@ impl CausalLm {
         let mut input = Tensor::from_slice(prompt).view([1, -1]).to_device(self.embed.device());
         let mut out = Vec::new();
         for _ in 0..max_new_tokens {
-            let logits = self.forward(&input, &mut cache)?;
-            let next = logits.select(1, -1).argmax(-1, false).int64_value(&[0]);
+            let logits = self.forward_last(&input, &mut cache)?;
+            let next = logits.argmax(-1, false).int64_value(&[0]);
             out.push(next);
             if stop.contains(&next) {
                 break;
