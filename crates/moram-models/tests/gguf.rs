@@ -1,6 +1,6 @@
-//! The GGUF reader on the real SmolLM2-135M-Instruct file (fetched by `cargo xtask setup`) against
-//! the `gguf` Python package's dequantisation (`tests/fixtures/llm/generate_gguf.py`), and on
-//! damaged files.
+//! The GGUF reader on the real SmolLM2-135M-Instruct file (fetched by `cargo xtask setup`) and on
+//! a small file of every supported storage type, against the `gguf` Python package's
+//! dequantisation (`tests/fixtures/llm/generate_gguf.py`), and on damaged files.
 
 mod common;
 
@@ -71,6 +71,38 @@ fn smollm2_metadata_and_dequantisation_match_the_gguf_package() -> anyhow::Resul
             case.name,
             case.sum_sq
         );
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+struct StorageCase {
+    #[serde(rename = "type")]
+    ty: String,
+    shape: Vec<i64>,
+    values: Vec<f32>,
+}
+
+/// Every storage type moram dequantises, in a small GGUF the `gguf` package wrote from our own
+/// random numbers (F16 subnormals, signed zeros and large values included), value for value.
+#[test]
+fn every_supported_storage_type_matches_the_gguf_package() -> anyhow::Result<()> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/llm");
+    let cases: std::collections::BTreeMap<String, StorageCase> =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("storage_types.json"))?)?;
+    let file = GgufFile::open(dir.join("storage_types.gguf"))?;
+    let mut types: Vec<&str> = cases.values().map(|c| c.ty.as_str()).collect();
+    types.sort_unstable();
+    assert_eq!(types, ["BF16", "F16", "F32", "Q4_0", "Q4_1", "Q8_0"]);
+    for (name, case) in &cases {
+        assert_eq!(file.tensors[name].ggml_type.name(), case.ty);
+        let t = file.tensor(name)?;
+        assert_eq!(t.size(), case.shape, "{name}");
+        assert_eq!(t.kind(), Kind::Float, "{name}");
+        let got = Vec::<f32>::try_from(t.reshape([-1]))?;
+        for (i, (g, w)) in got.iter().zip(&case.values).enumerate() {
+            assert!(g.to_bits() == w.to_bits() || (g - w).abs() <= 1e-6 * w.abs().max(1.0), "{name}[{i}]: {g} vs {w}");
+        }
     }
     Ok(())
 }
