@@ -266,5 +266,10 @@ fn smollm2_cache_perplexity_and_injection() -> anyhow::Result<()> {
     let trainable = model.trainable_tensors();
     assert_eq!(trainable.len(), 12, "keys and values of 6 layers");
     assert!(trainable.iter().all(|t| t.grad().defined()));
+    let base = model.base_tensors();
+    assert_eq!(base.len(), 2 + 30 * 9, "embedding, final norm, 9 tensors per block (head tied)");
+    for (name, t) in &base {
+        assert!(!t.requires_grad() && !t.grad().defined(), "{name} received a gradient");
+    }
     Ok(())
 }

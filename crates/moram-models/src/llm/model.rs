@@ -352,6 +352,28 @@ impl CausalLm {
         Ok(out)
     }
 
+    /// Every frozen base tensor by Hugging Face key (`model.embed_tokens.weight`, norms,
+    /// projections, and `lm_head.weight` when the head is not tied), as shallow clones; MoRAM
+    /// atoms are not among them.
+    pub fn base_tensors(&self) -> Vec<(String, Tensor)> {
+        let mut v = vec![
+            ("model.embed_tokens.weight".to_string(), self.embed.shallow_clone()),
+            ("model.norm.weight".to_string(), self.norm.shallow_clone()),
+        ];
+        if !self.config.tie_word_embeddings {
+            v.push(("lm_head.weight".into(), self.lm_head.shallow_clone()));
+        }
+        for (i, blk) in self.blocks.iter().enumerate() {
+            let p = format!("model.layers.{i}");
+            v.push((format!("{p}.input_layernorm.weight"), blk.input_norm.shallow_clone()));
+            v.push((format!("{p}.post_attention_layernorm.weight"), blk.post_norm.shallow_clone()));
+            for ((_, path), l) in MODULE_PATHS.iter().zip(blk.linears()) {
+                v.push((format!("{p}.{path}.weight"), l.weight().shallow_clone()));
+            }
+        }
+        v
+    }
+
     /// Every adaptable linear layer as [`LinearSite`]s (encoder `decoder`).
     pub fn linear_sites(&self) -> Vec<LinearSite> {
         let mut v = Vec::new();
