@@ -10,7 +10,7 @@
 use super::model::{CausalLm, KvCache};
 use crate::error::{Error, Result};
 use rand::{Rng, SeedableRng};
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
 /// How to generate.
 #[derive(Debug, Clone, PartialEq)]
@@ -172,7 +172,7 @@ impl CausalLm {
                 .view([b as i64, -1])
                 .to_device(device);
             let logits = self.forward_padded_last(&ids, &positions, Some(&keys_valid), &mut cache)?;
-            let last = Vec::<f32>::try_from(logits.to_device(tch::Device::Cpu).to_kind(Kind::Float).reshape([-1]))?;
+            let last = Vec::<f32>::try_from(logits.to_device(tch::Device::Cpu).reshape([-1]))?;
             let vocab = last.len() / b;
             let mut chosen = Vec::with_capacity(b);
             for r in 0..b {
