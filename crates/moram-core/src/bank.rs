@@ -5,7 +5,7 @@
 //! order both official code bases use. Only the trainable part is ever handed to an optimizer;
 //! frozen tensors are plain tensors without gradient, so no optimizer can move them.
 
-use crate::config::{KeyInit, MoramConfig, Routing, ValuePath};
+use crate::config::{KeyInit, MoramConfig, Routing, SubspaceMode, ValuePath};
 use crate::error::{Error, Result};
 use crate::routing;
 use tch::{Device, Kind, Tensor};
@@ -35,6 +35,12 @@ pub struct AtomBank {
     current_task: Option<u32>,
     /// The trainable atoms were appended early by [`AtomBank::end_task`] (compat flag B3) for this task.
     pending_task: Option<u32>,
+    /// Orthonormal basis `(d_in, m)` of the input subspace earlier tasks occupy (orthogonal-keys
+    /// variant, [`crate::config::KeySubspace`]); `m = 0` when unused.
+    key_basis: Tensor,
+    /// Columns of `key_basis` that existed when each atom was created (length `R`): the subspace
+    /// that atom is kept out of.
+    atom_basis: Vec<usize>,
 }
 
 /// What [`AtomBank::route`] computes for a batch of tokens. The adapter's contribution is
@@ -106,6 +112,8 @@ impl AtomBank {
             expert_task: Vec::new(),
             current_task: None,
             pending_task: None,
+            key_basis: empty(d_in, 0, device),
+            atom_basis: Vec::new(),
         })
     }
 
@@ -183,6 +191,7 @@ impl AtomBank {
             return Err(Error::State("every atom's task must have a MoE-LoRA expert (router row)".into()));
         }
         bank.current_task = atom_task.get(n_frozen).copied();
+        bank.atom_basis = vec![0; atom_task.len()];
         bank.atom_task = atom_task;
         bank.expert_task = expert_task;
         Ok(bank)
@@ -209,7 +218,10 @@ impl AtomBank {
             // B3 timing: the atoms appended at the end of the previous task are this task's; the
             // official code re-initialises them in place before training.
             let r = self.keys.size()[0];
-            self.keys = leaf(self.init_keys(r));
+            self.keys = leaf(self.project_out(&self.init_keys(r)));
+            let m = self.key_basis.size()[1] as usize;
+            let n = self.atom_basis.len();
+            self.atom_basis[n - r as usize..].fill(m);
             self.values = leaf(empty(self.d_out, r, self.device));
             if self.config.routing.has_router() {
                 self.router = leaf(self.router.zeros_like());
@@ -252,9 +264,10 @@ impl AtomBank {
 
     fn append_fresh(&mut self, task: u32) {
         let r = self.config.r as i64;
-        self.keys = leaf(self.init_keys(r));
+        self.keys = leaf(self.project_out(&self.init_keys(r)));
         self.values = leaf(empty(self.d_out, r, self.device));
         self.atom_task.extend(std::iter::repeat_n(task, r as usize));
+        self.atom_basis.extend(std::iter::repeat_n(self.key_basis.size()[1] as usize, r as usize));
         match self.config.routing {
             // Zero-initialised router keys (as the sparse-MoE gate of MoE-Adapters): a new router
             // row starts at logit 0 for every input.
@@ -286,11 +299,15 @@ impl AtomBank {
         let cfg = &self.config;
         let keys = self.keys_tensor();
         let z = x.matmul(&keys.tr());
+        let routing_z = match self.routing_keys(&keys) {
+            Some(rk) => x.matmul(&rk.tr()),
+            None => z.shallow_clone(),
+        };
         let n_atoms = self.atom_task.len();
         let tau = |on: bool| if on { cfg.temperature } else { 1.0 };
         let (weights_before_gate, weights) = match cfg.routing {
             Routing::SelfActivated { top_k, temperature, threshold } => {
-                let s = routing::relevance_scores(&z, cfg.eps);
+                let s = routing::relevance_scores(&routing_z, cfg.eps);
                 let masked =
                     if top_k { routing::top_k_mask(&s, cfg.effective_top_k(n_atoms)) } else { s.shallow_clone() };
                 let w = routing::mixture_weights(&masked, tau(temperature));
@@ -314,14 +331,14 @@ impl AtomBank {
                 let w = routing::mixture_weights(&masked, tau(temperature)).index_select(-1, &self.atom_expert_index());
                 (w.shallow_clone(), w)
             }
-            Routing::Lora {} => {
+            Routing::Lora {} | Routing::Sum {} => {
                 let w = z.ones_like();
                 (w.shallow_clone(), w)
             }
         };
         let values = self.values_tensor();
         let mixed = match cfg.routing {
-            Routing::Lora {} => &z * cfg.value_scale,
+            Routing::Lora {} | Routing::Sum {} => &z * cfg.value_scale,
             _ => routing::mixed_projection(&z, &self.scaled_weights(&weights)),
         };
         let sparse = !train
@@ -510,7 +527,180 @@ impl AtomBank {
         )?;
         bank.current_task = self.current_task;
         bank.pending_task = self.pending_task;
+        bank.key_basis = self.key_basis.shallow_clone();
+        bank.atom_basis = keep.iter().map(|&i| self.atom_basis[i]).collect();
         Ok(bank)
+    }
+
+    fn subspace_mode(&self) -> Option<SubspaceMode> {
+        self.config.key_subspace.map(|k| k.mode)
+    }
+
+    /// `keys - (keys U) U^T` for keys `(n, d_in)` in [`SubspaceMode::Keys`]: the part outside the
+    /// protected subspace. Other modes leave the keys as they are.
+    fn project_out(&self, keys: &Tensor) -> Tensor {
+        if self.key_basis.size()[1] == 0 || self.subspace_mode() != Some(SubspaceMode::Keys) {
+            return keys.shallow_clone();
+        }
+        keys - keys.mm(&self.key_basis).mm(&self.key_basis.tr())
+    }
+
+    /// Orthogonal keys: moves the trainable keys back into the complement of the protected input
+    /// subspace (call after every optimiser step; a no-op without a basis). Projecting the
+    /// parameter after each step keeps it exactly where projected gradient descent would.
+    pub fn project_trainable_keys(&mut self) {
+        if self.key_basis.size()[1] == 0 || self.keys.numel() == 0 || self.subspace_mode() != Some(SubspaceMode::Keys) {
+            return;
+        }
+        let _guard = tch::no_grad_guard();
+        let projected = self.project_out(&self.keys.detach());
+        self.keys.copy_(&projected);
+    }
+
+    /// [`SubspaceMode::Routing`]: every key `(R, d_in)` projected out of the subspace that existed
+    /// when its atom was created (the keys Eq. 5 scores with); `None` in other modes or while no
+    /// atom has a protected subspace.
+    fn routing_keys(&self, keys: &Tensor) -> Option<Tensor> {
+        if self.subspace_mode() != Some(SubspaceMode::Routing) || self.atom_basis.iter().all(|&m| m == 0) {
+            return None;
+        }
+        let mut parts = Vec::new();
+        let mut start = 0usize;
+        while start < self.atom_basis.len() {
+            let m = self.atom_basis[start];
+            let len = self.atom_basis[start..].iter().take_while(|&&x| x == m).count();
+            let rows = keys.narrow(0, start as i64, len as i64);
+            parts.push(if m == 0 {
+                rows
+            } else {
+                let u = self.key_basis.narrow(1, 0, m as i64);
+                &rows - rows.mm(&u).mm(&u.tr())
+            });
+            start += len;
+        }
+        Some(Tensor::cat(&parts, 0))
+    }
+
+    /// The protected input subspace `(d_in, m)` (orthonormal columns; `m = 0` when unused).
+    pub fn key_basis(&self) -> &Tensor {
+        &self.key_basis
+    }
+
+    /// For each atom, the columns of [`AtomBank::key_basis`] that existed when it was created.
+    pub fn atom_basis(&self) -> &[usize] {
+        &self.atom_basis
+    }
+
+    /// Restores [`AtomBank::atom_basis`] (from a file): one value per atom, each at most the basis width.
+    pub fn set_atom_basis(&mut self, cols: Vec<usize>) -> Result<()> {
+        let m = self.key_basis.size()[1] as usize;
+        if cols.len() != self.atom_task.len() || cols.iter().any(|&c| c > m) {
+            return Err(Error::State(format!(
+                "basis columns per atom: expected {} values of at most {m}, found {} (max {})",
+                self.atom_task.len(),
+                cols.len(),
+                cols.iter().max().copied().unwrap_or(0)
+            )));
+        }
+        self.atom_basis = cols;
+        Ok(())
+    }
+
+    /// Sets the protected input subspace (restoring it from a file). `basis`: `(d_in, m)`, with
+    /// orthonormal columns (checked to 1e-3).
+    pub fn set_key_basis(&mut self, basis: &Tensor) -> Result<()> {
+        let size = basis.size();
+        if size.len() != 2 || size[0] != self.d_in || size[1] > self.d_in {
+            return Err(Error::Shape {
+                what: "key basis".into(),
+                expected: format!("({}, m) with m <= {}", self.d_in, self.d_in),
+                found: size,
+            });
+        }
+        let basis = basis.detach().to_device(self.device).to_kind(Kind::Float).contiguous();
+        let m = size[1];
+        if m > 0 {
+            let gram = basis.tr().mm(&basis) - Tensor::eye(m, (Kind::Float, self.device));
+            let err = gram.abs().max().double_value(&[]);
+            if err.is_nan() || err > 1e-3 {
+                return Err(Error::State(format!("key basis columns are not orthonormal (|U^T U - I| = {err:.3e})")));
+            }
+        }
+        self.key_basis = basis;
+        Ok(())
+    }
+
+    /// Grows the protected subspace with one task's inputs (GPM's rule): `moments` is the uncentred
+    /// second-moment matrix `sum x x^T` `(d_in, d_in)` of the layer's inputs on that task. The
+    /// leading eigenvectors of `P C P` (`P = I - U U^T`) are appended until `U` captures `energy`
+    /// of `trace(C)`; none when it already does. Returns the number of directions added.
+    pub fn extend_key_basis(&mut self, moments: &Tensor, energy: f64) -> Result<usize> {
+        let d = self.d_in;
+        if moments.size() != [d, d] {
+            return Err(Error::Shape {
+                what: "input moments".into(),
+                expected: format!("({d}, {d})"),
+                found: moments.size(),
+            });
+        }
+        if !(energy > 0.0 && energy < 1.0) {
+            return Err(Error::config("key_subspace.energy", format!("must lie in (0, 1), found {energy}")));
+        }
+        let _guard = tch::no_grad_guard();
+        let c = moments.detach().to_device(self.device).to_kind(Kind::Double);
+        let c = (&c + c.tr()) / 2.0;
+        let total = c.trace().double_value(&[]);
+        if !total.is_finite() {
+            return Err(Error::State(format!("input moments are not finite (trace {total})")));
+        }
+        if total <= 0.0 {
+            return Ok(0);
+        }
+        let u = self.key_basis.to_kind(Kind::Double);
+        let m = u.size()[1];
+        let residual = if m == 0 {
+            c.shallow_clone()
+        } else {
+            let p = Tensor::eye(d, (Kind::Double, self.device)) - u.mm(&u.tr());
+            p.mm(&c).mm(&p)
+        };
+        let residual = (&residual + residual.tr()) / 2.0;
+        let captured = total - residual.trace().double_value(&[]);
+        let (eigenvalues, eigenvectors) = residual.linalg_eigh("L");
+        let values = Vec::<f64>::try_from(eigenvalues.flip([0]).to_device(Device::Cpu))?;
+        let mut sum = captured;
+        let mut add = 0i64;
+        for v in values.iter().take((d - m).max(0) as usize) {
+            if sum / total >= energy {
+                break;
+            }
+            sum += v.max(0.0);
+            add += 1;
+        }
+        if add == 0 {
+            return Ok(0);
+        }
+        let new = eigenvectors.flip([1]).narrow(1, 0, add).to_kind(Kind::Float);
+        self.key_basis = if m == 0 { new } else { Tensor::cat(&[&self.key_basis, &new], 1) };
+        Ok(add as usize)
+    }
+
+    /// The current task's regularisers ([`crate::config::Penalty`]) as a scalar with graph, or
+    /// `None` when they are off or there is nothing to regularise.
+    pub fn penalty(&self) -> Option<Tensor> {
+        let p = self.config.penalty;
+        if !p.is_active() || self.keys.numel() == 0 {
+            return None;
+        }
+        let mut terms = Vec::new();
+        if p.orthogonality != 0.0 && self.frozen_keys.numel() > 0 {
+            terms.push(self.keys.mm(&self.frozen_keys.tr()).abs().sum(Kind::Float) * p.orthogonality);
+        }
+        if p.l2 != 0.0 {
+            terms.push((self.keys.square().sum(Kind::Float) + self.values.square().sum(Kind::Float)) * p.l2);
+        }
+        // The first task has no frozen keys to be orthogonal to: no term, no graph.
+        terms.into_iter().reduce(|a, b| a + b)
     }
 }
 

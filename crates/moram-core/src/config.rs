@@ -62,6 +62,9 @@ pub enum Routing {
     /// Plain LoRA: one rank-r adapter, dense, shared by all tasks and never frozen (the SeqLoRA
     /// baseline when trained task after task). A struct variant so unknown keys are rejected.
     Lora {},
+    /// Every atom with weight 1, atoms of earlier tasks frozen: the sum of one LoRA per task
+    /// (O-LoRA's forward pass; its orthogonality and L2 terms are [`Penalty`]).
+    Sum {},
 }
 
 fn yes() -> bool {
@@ -116,6 +119,57 @@ pub struct CompatFlags {
     pub untrained_atoms_in_eval: bool,
 }
 
+/// Protecting earlier tasks' inputs from later atoms (the Gradient Projection Memory idea of Saha
+/// et al. 2021 and InfLoRA, applied to MoRAM; `docs/method.md`, "Orthogonal keys"). Not in the
+/// paper: off unless configured.
+///
+/// After each task the layer's inputs on that task's training data give an uncentred second-moment
+/// matrix `C = sum x x^T`; the basis `U` grows by the leading eigenvectors of `C` outside `U` until
+/// `U` captures `energy` of `trace(C)`. What is restricted to the complement of the basis that
+/// existed when an atom's task began is chosen by [`SubspaceMode`].
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeySubspace {
+    /// Share of each task's input energy the protected subspace must capture, in (0, 1).
+    pub energy: f64,
+    /// What the protection applies to.
+    #[serde(default)]
+    pub mode: SubspaceMode,
+}
+
+/// What [`KeySubspace`] restricts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SubspaceMode {
+    /// The keys themselves: `a <- a - (a U) U^T` at creation and after every optimiser step, so a
+    /// new atom neither scores nor reads anything in earlier tasks' subspace (GPM / InfLoRA).
+    #[default]
+    Keys,
+    /// Only the routing: an atom's relevance score (Eq. 5) uses its key projected out of the
+    /// subspace that existed when its task began, while its value coefficient `z = a . x` reads the
+    /// whole input. Earlier tasks' tokens give later atoms a score near 0 (below the gate), yet a
+    /// later task can still read features earlier tasks use.
+    Routing,
+}
+
+/// Regularisers added to the training loss of the current task's atoms (O-LoRA, Wang et al. 2023):
+/// `orthogonality * sum |A_new A_old^T| + l2 * (||A_new||^2 + ||B_new||^2)`. Both 0 by default.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Penalty {
+    /// Weight of the L1 norm of the products between new and frozen keys (O-LoRA's lambda_1).
+    pub orthogonality: f64,
+    /// Weight of the squared L2 norm of the new keys and values (O-LoRA's lambda_2).
+    pub l2: f64,
+}
+
+impl Penalty {
+    /// Whether any term is switched on.
+    pub fn is_active(&self) -> bool {
+        self.orthogonality != 0.0 || self.l2 != 0.0
+    }
+}
+
 /// Hyper-parameters of a MoRAM adapter (paper section 3.3; protocol sections 1 and 7).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -143,6 +197,10 @@ pub struct MoramConfig {
     pub value_path: ValuePath,
     /// Reproductions of official-code behaviours; all off by default.
     pub compat: CompatFlags,
+    /// Orthogonal keys (a variant, not in the paper); off when absent.
+    pub key_subspace: Option<KeySubspace>,
+    /// Loss regularisers of the new atoms (O-LoRA); off by default.
+    pub penalty: Penalty,
 }
 
 impl Default for MoramConfig {
@@ -197,6 +255,8 @@ impl Profile {
             routing: Routing::MORAM,
             value_path: ValuePath::Auto,
             compat: CompatFlags::default(),
+            key_subspace: None,
+            penalty: Penalty::default(),
         };
         match self {
             Profile::Paper | Profile::Xtail => xtail,
@@ -254,6 +314,19 @@ impl MoramConfig {
         }
         if !(0.0..1.0).contains(&self.dropout) {
             return Err(Error::config("dropout", format!("must lie in [0, 1), found {}", self.dropout)));
+        }
+        if let Some(ks) = self.key_subspace {
+            if !(ks.energy > 0.0 && ks.energy < 1.0) {
+                return Err(Error::config("key_subspace.energy", format!("must lie in (0, 1), found {}", ks.energy)));
+            }
+            if !self.routing.grows() {
+                return Err(Error::config("key_subspace", "needs a routing that grows per task (not lora)"));
+            }
+        }
+        for (name, v) in [("penalty.orthogonality", self.penalty.orthogonality), ("penalty.l2", self.penalty.l2)] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(Error::config(name, format!("must be finite and >= 0, found {v}")));
+            }
         }
         if self.compat.untrained_atoms_in_eval && !self.routing.grows() {
             return Err(Error::config(

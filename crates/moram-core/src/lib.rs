@@ -28,7 +28,7 @@ pub mod state;
 pub mod stats;
 
 pub use bank::{AtomBank, Routed};
-pub use config::{CompatFlags, KeyInit, MoramConfig, Profile, Routing, ValuePath};
+pub use config::{CompatFlags, KeyInit, KeySubspace, MoramConfig, Penalty, Profile, Routing, SubspaceMode, ValuePath};
 pub use error::{Error, Result};
 pub use linear::MoramLinear;
 pub use prune::{atoms_for_share, plan_pruning, PrunePlan, PruneScope};

@@ -22,6 +22,8 @@ pub struct MoramLinear {
     training: bool,
     recorder: RefCell<Option<ActivationStats>>,
     capture: RefCell<Capture>,
+    /// Running `(sum x x^T (d_in, d_in) f64, tokens)` of the inputs, while recording.
+    moments: RefCell<Option<(Tensor, u64)>>,
 }
 
 #[derive(Debug, Default)]
@@ -82,6 +84,7 @@ impl MoramLinear {
             training: false,
             recorder: RefCell::new(None),
             capture: RefCell::new(Capture::default()),
+            moments: RefCell::new(None),
         })
     }
 
@@ -106,6 +109,11 @@ impl MoramLinear {
         let base = x.to_kind(base_kind).linear(&self.weight, self.bias.as_ref());
         let dropout = self.bank.config().dropout;
         let xa = x.to_kind(Kind::Float);
+        if let Some((sum, tokens)) = self.moments.borrow_mut().as_mut() {
+            let flat = xa.detach().reshape([-1, size[size.len() - 1]]);
+            *sum += flat.tr().mm(&flat).to_kind(Kind::Double);
+            *tokens += flat.size()[0] as u64;
+        }
         let xa = if self.training && dropout > 0.0 { xa.dropout(dropout, true) } else { xa };
         let Some(routed) = self.bank.route(&xa, self.training) else {
             return Ok(base.to_kind(x.kind()));
@@ -189,6 +197,18 @@ impl MoramLinear {
     /// Stops recording and returns what was gathered.
     pub fn take_stats(&self) -> Option<ActivationStats> {
         self.recorder.borrow_mut().take()
+    }
+
+    /// Starts accumulating the uncentred second moments `sum x x^T` of every input token (for the
+    /// orthogonal-keys variant, [`crate::AtomBank::extend_key_basis`]), replacing any running record.
+    pub fn start_input_moments(&self) {
+        let d = self.bank.d_in() as i64;
+        *self.moments.borrow_mut() = Some((Tensor::zeros([d, d], (Kind::Double, self.weight.device())), 0));
+    }
+
+    /// Stops recording and returns `(sum x x^T (d_in, d_in) f64, tokens seen)`.
+    pub fn take_input_moments(&self) -> Option<(Tensor, u64)> {
+        self.moments.borrow_mut().take()
     }
 
     /// Keeps (or stops keeping) the weights `(.., R)` of the last forward, for activation maps.

@@ -5,7 +5,10 @@
 //! - `L.atom_task` i64 `(R)`: the task that created each atom; `L.frozen` u8 `(R)`: frozen flags
 //!   (frozen atoms come first);
 //! - router variants: `L.router` f32 `(n, d_in)` and `L.router_frozen` u8 `(n)`; MoE-LoRA also
-//!   `L.expert_task` i64 `(E)`.
+//!   `L.expert_task` i64 `(E)`;
+//! - orthogonal keys ([`crate::config::KeySubspace`]): `L.key_basis` f32 `(d_in, m)`, the protected
+//!   input subspace, and `L.basis_cols` i64 `(R)`, its columns that existed when each atom was
+//!   created, when `m > 0`.
 //!
 //! The safetensors `__metadata__` holds `format`, `format_version`, `config` (the [`MoramConfig`] as
 //! JSON), `num_tasks`, `pending_task` (compat B3 only) and any caller-supplied provenance. Files are
@@ -24,7 +27,8 @@ pub const FORMAT: &str = "moram-adapter";
 /// The current adapter format version.
 pub const FORMAT_VERSION: u32 = 1;
 
-const FIELDS: [&str; 7] = ["keys", "values", "atom_task", "frozen", "router", "router_frozen", "expert_task"];
+const FIELDS: [&str; 9] =
+    ["keys", "values", "atom_task", "frozen", "router", "router_frozen", "expert_task", "key_basis", "basis_cols"];
 
 struct Owned {
     dtype: Dtype,
@@ -89,6 +93,11 @@ pub fn save_adapter<'a>(
         }
         if !bank.expert_task().is_empty() {
             put("expert_task", i64_bytes(bank.expert_task()))?;
+        }
+        if bank.key_basis().size()[1] > 0 {
+            put("key_basis", f32_bytes(bank.key_basis())?)?;
+            let cols: Vec<u32> = bank.atom_basis().iter().map(|&c| c as u32).collect();
+            put("basis_cols", i64_bytes(&cols))?;
         }
         tasks.extend(bank.atom_task().iter().copied());
         pending = pending.or(bank.pending_task());
@@ -287,7 +296,7 @@ fn build_bank(
         }
         None => Vec::new(),
     };
-    AtomBank::from_parts(
+    let mut bank = AtomBank::from_parts(
         config,
         &tensor(keys)?,
         &tensor(values)?,
@@ -297,7 +306,16 @@ fn build_bank(
         expert_task,
         device,
     )
-    .map_err(|e| corrupt(path, format!("layer `{name}`: {e}")))
+    .map_err(|e| corrupt(path, format!("layer `{name}`: {e}")))?;
+    if let Some(basis) = raw.get("key_basis") {
+        check("key_basis", basis, Dtype::F32, &[Some(d_in), None])?;
+        bank.set_key_basis(&tensor(basis)?).map_err(|e| corrupt(path, format!("`{name}.key_basis`: {e}")))?;
+        let cols = get("basis_cols")?;
+        check("basis_cols", cols, Dtype::I64, &[Some(r)])?;
+        let cols = task_ids(path, name, "basis_cols", cols.data)?.into_iter().map(|c| c as usize).collect();
+        bank.set_atom_basis(cols).map_err(|e| corrupt(path, format!("`{name}.basis_cols`: {e}")))?;
+    }
+    Ok(bank)
 }
 
 fn tensor(raw: &Raw) -> Result<Tensor> {

@@ -5,7 +5,9 @@
 //! - **activation mass** of atom `i`: the sum over tokens of its final weight `w_i` (after top-k and
 //!   softmax; with or without the eval-only threshold gate, see [`StatsMode`]);
 //! - **selection count**: the number of tokens with `w_i > 0`;
-//! - **activation ratio**: selection count / tokens seen (paper Fig. 5).
+//! - **activation ratio**: selection count / tokens seen (paper Fig. 5);
+//! - **top-1 count**: the number of tokens for which the atom has the largest weight (tokens whose
+//!   weights are all 0, e.g. gated away, count for no atom).
 
 use crate::error::{Error, Result};
 use tch::{Device, Kind, Tensor};
@@ -30,6 +32,8 @@ pub struct ActivationStats {
     pub mass: Vec<f64>,
     /// Tokens with a non-zero weight, per atom.
     pub selected: Vec<u64>,
+    /// Tokens for which the atom has the largest weight, per atom.
+    pub top1: Vec<u64>,
     /// Tokens seen.
     pub tokens: u64,
 }
@@ -37,7 +41,13 @@ pub struct ActivationStats {
 impl ActivationStats {
     /// Empty statistics for `n_atoms` atoms.
     pub fn new(n_atoms: usize, mode: StatsMode) -> Self {
-        ActivationStats { mode, mass: vec![0.0; n_atoms], selected: vec![0; n_atoms], tokens: 0 }
+        ActivationStats {
+            mode,
+            mass: vec![0.0; n_atoms],
+            selected: vec![0; n_atoms],
+            top1: vec![0; n_atoms],
+            tokens: 0,
+        }
     }
 
     /// Adds a batch of weights `(.., R)`. Atoms appended since the last call extend the vectors.
@@ -56,12 +66,17 @@ impl ActivationStats {
         }
         self.mass.resize(r, 0.0);
         self.selected.resize(r, 0);
+        self.top1.resize(r, 0);
         let w = weights.detach().reshape([-1, r as i64]);
         let mass = Vec::<f64>::try_from(w.sum_dim_intlist(0, false, Kind::Double).to_device(Device::Cpu))?;
         let sel = Vec::<i64>::try_from(w.gt(0.0).sum_dim_intlist(0, false, Kind::Int64).to_device(Device::Cpu))?;
+        let (best, arg) = w.max_dim(-1, false);
+        let arg = arg.masked_select(&best.gt(0.0));
+        let top = Vec::<i64>::try_from(arg.bincount::<Tensor>(None, r as i64).to_device(Device::Cpu))?;
         for i in 0..r {
             self.mass[i] += mass[i];
             self.selected[i] += sel[i] as u64;
+            self.top1[i] += top.get(i).copied().unwrap_or(0) as u64;
         }
         self.tokens += w.size()[0] as u64;
         Ok(())
@@ -87,9 +102,13 @@ impl ActivationStats {
         let n = self.mass.len().max(other.mass.len());
         self.mass.resize(n, 0.0);
         self.selected.resize(n, 0);
+        self.top1.resize(n, 0);
         for (i, (&m, &s)) in other.mass.iter().zip(&other.selected).enumerate() {
             self.mass[i] += m;
             self.selected[i] += s;
+        }
+        for (i, &t) in other.top1.iter().enumerate() {
+            self.top1[i] += t;
         }
         self.tokens += other.tokens;
         Ok(())
