@@ -4,6 +4,7 @@
 use crate::error::Result;
 use crate::learner::Learner;
 use moram_core::{ActivationStats, StatsMode};
+use serde::{Deserialize, Serialize};
 
 /// Statistics of one layer on one task's data.
 #[derive(Debug, Clone)]
@@ -43,4 +44,157 @@ pub fn activation_stats(learner: &mut impl Learner, max_examples: usize, micro: 
         out.push(layers);
     }
     Ok(out)
+}
+
+/// Routing diagnostics of one adapted layer after a task (`docs/method.md`, "Routing leakage").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LayerRouting {
+    /// Module path.
+    pub layer: String,
+    /// `weight_share[i][j]`: mean, over the tokens of task `i`'s data, of the summed inference
+    /// weight of the atoms task `j` created (rows sum to at most 1: the gate may drop weight).
+    pub weight_share: Vec<Vec<f64>>,
+    /// `own_top1[i]`: share of task `i`'s tokens whose largest weight is on an atom of task `i`.
+    pub own_top1: Vec<f64>,
+    /// `key_norm[j]`: mean L2 norm of task `j`'s keys (`None` when pruning removed them all).
+    pub key_norm: Vec<Option<f64>>,
+}
+
+/// What the atoms of each task do on each task's data, after training the first `tasks` tasks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoutingDiagnostics {
+    /// Tasks trained so far (data and atoms of tasks `0..tasks`).
+    pub tasks: usize,
+    /// Training examples of each task the statistics were gathered on.
+    pub examples: Vec<usize>,
+    /// `leakage[i]`: weight that atoms of tasks after `i` take on task `i`'s tokens, averaged over
+    /// layers (`sum_{j > i} weight_share[i][j]`); 0 for the last task.
+    pub leakage: Vec<f64>,
+    /// Layer mean of [`LayerRouting::weight_share`].
+    pub weight_share: Vec<Vec<f64>>,
+    /// Layer mean of [`LayerRouting::own_top1`].
+    pub own_top1: Vec<f64>,
+    /// Layer mean of [`LayerRouting::key_norm`] (over layers that have atoms of the task).
+    pub key_norm: Vec<Option<f64>>,
+    /// Every layer.
+    pub layers: Vec<LayerRouting>,
+}
+
+impl RoutingDiagnostics {
+    /// Mean leakage over the earlier tasks (`0..tasks-1`); 0 after the first task.
+    pub fn mean_leakage(&self) -> f64 {
+        let earlier = &self.leakage[..self.tasks.saturating_sub(1)];
+        if earlier.is_empty() {
+            0.0
+        } else {
+            earlier.iter().fold(0.0, |a, b| a + b) / earlier.len() as f64
+        }
+    }
+}
+
+/// Whether routing diagnostics mean anything for this layer config: the weights form a
+/// distribution over atoms (self-activated, external router, MoE-LoRA), not all ones (LoRA, O-LoRA).
+pub fn has_routing(config: &moram_core::MoramConfig) -> bool {
+    !matches!(config.routing, moram_core::Routing::Lora {} | moram_core::Routing::Sum {})
+}
+
+/// Routing diagnostics on up to `max_examples` training examples of each of the first `tasks`
+/// tasks, one example per forward pass (no padding tokens enter the statistics), in eval mode
+/// with the inference weights (gate on). `None` when the layers have no routing
+/// ([`has_routing`]) or no atoms.
+pub fn routing_diagnostics(
+    learner: &mut impl Learner,
+    tasks: usize,
+    max_examples: usize,
+) -> Result<Option<RoutingDiagnostics>> {
+    let routed =
+        learner.moram_layers().first().is_some_and(|(_, m)| has_routing(m.bank().config()) && !m.bank().is_empty());
+    if !routed || tasks == 0 || max_examples == 0 {
+        return Ok(None);
+    }
+    for (_, m) in learner.moram_layers_mut() {
+        m.set_training(false);
+    }
+    let _guard = tch::no_grad_guard();
+    let mut per_task: Vec<Vec<(String, Vec<u32>, ActivationStats)>> = Vec::with_capacity(tasks);
+    let mut examples = Vec::with_capacity(tasks);
+    for task in 0..tasks {
+        for (_, m) in learner.moram_layers() {
+            m.start_stats(StatsMode::AsUsed);
+        }
+        let n = learner.train_len(task).min(max_examples);
+        for i in 0..n {
+            let _ = learner.loss(task, &[i])?;
+        }
+        examples.push(n);
+        let mut layers = Vec::new();
+        for (path, m) in learner.moram_layers() {
+            if let Some(stats) = m.take_stats() {
+                layers.push((path, m.bank().atom_task().to_vec(), stats));
+            }
+        }
+        per_task.push(layers);
+    }
+    let mut layers = Vec::new();
+    for (l, (path, _, _)) in per_task[0].iter().enumerate() {
+        let m = learner.moram_layers().into_iter().find(|(p, _)| p == path).map(|(_, m)| m);
+        let key_norm = match m {
+            Some(m) => key_norms(m.bank(), tasks)?,
+            None => vec![None; tasks],
+        };
+        let mut weight_share = vec![vec![0.0; tasks]; tasks];
+        let mut own_top1 = vec![0.0; tasks];
+        for (i, layers_i) in per_task.iter().enumerate() {
+            let (_, atom_task, stats) = &layers_i[l];
+            let tokens = stats.tokens.max(1) as f64;
+            for (a, &t) in atom_task.iter().enumerate() {
+                let t = t as usize;
+                if t < tasks {
+                    weight_share[i][t] += stats.mass.get(a).copied().unwrap_or(0.0) / tokens;
+                    if t == i {
+                        own_top1[i] += stats.top1.get(a).copied().unwrap_or(0) as f64 / tokens;
+                    }
+                }
+            }
+        }
+        layers.push(LayerRouting { layer: path.clone(), weight_share, own_top1, key_norm });
+    }
+    let n_layers = layers.len().max(1) as f64;
+    let mut weight_share = vec![vec![0.0; tasks]; tasks];
+    let mut own_top1 = vec![0.0; tasks];
+    let mut norm_sum = vec![(0.0, 0usize); tasks];
+    for layer in &layers {
+        for i in 0..tasks {
+            for (acc, v) in weight_share[i].iter_mut().zip(&layer.weight_share[i]) {
+                *acc += v / n_layers;
+            }
+            own_top1[i] += layer.own_top1[i] / n_layers;
+            if let Some(n) = layer.key_norm[i] {
+                norm_sum[i].0 += n;
+                norm_sum[i].1 += 1;
+            }
+        }
+    }
+    let key_norm = norm_sum.iter().map(|&(s, c)| (c > 0).then(|| s / c as f64)).collect();
+    let leakage = (0..tasks).map(|i| weight_share[i][i + 1..].iter().fold(0.0, |a, b| a + b)).collect();
+    Ok(Some(RoutingDiagnostics { tasks, examples, leakage, weight_share, own_top1, key_norm, layers }))
+}
+
+/// Mean key norm of each task's atoms `0..tasks` in `bank`.
+fn key_norms(bank: &moram_core::AtomBank, tasks: usize) -> Result<Vec<Option<f64>>> {
+    let keys = bank.keys_tensor().detach();
+    if keys.numel() == 0 {
+        return Ok(vec![None; tasks]);
+    }
+    let norms = Vec::<f64>::try_from(
+        keys.norm_scalaropt_dim(2, [1].as_slice(), false).to_kind(tch::Kind::Double).to_device(tch::Device::Cpu),
+    )?;
+    let mut sums = vec![(0.0, 0usize); tasks];
+    for (&t, n) in bank.atom_task().iter().zip(norms) {
+        if let Some(s) = sums.get_mut(t as usize) {
+            s.0 += n;
+            s.1 += 1;
+        }
+    }
+    Ok(sums.into_iter().map(|(s, c)| (c > 0).then(|| s / c as f64)).collect())
 }

@@ -62,6 +62,12 @@ pub struct TaskRecord {
     pub peak_rss_mib: Option<f64>,
     /// Pruning outcome, when enabled.
     pub prune: Option<PruneReport>,
+    /// Orthogonal keys: dimension of every layer's protected input subspace after the task.
+    #[serde(default)]
+    pub subspace_dims: Option<Vec<usize>>,
+    /// Routing diagnostics after the task (leakage, own-task top-1 share, key norms).
+    #[serde(default)]
+    pub routing: Option<crate::analysis::RoutingDiagnostics>,
 }
 
 /// The persistent state of a run.

@@ -35,6 +35,9 @@ pub struct RunConfig {
     /// Generation settings for LLM evaluation (protocol 4.6 by default).
     #[serde(default)]
     pub generation: GenerationSettings,
+    /// Routing diagnostics recorded after every task.
+    #[serde(default)]
+    pub diagnostics: DiagnosticsConfig,
     /// The model to adapt (read by front-ends such as `moram train`).
     #[serde(default)]
     pub model: Option<ModelConfig>,
@@ -71,6 +74,15 @@ pub enum Method {
     MoeLora,
     /// SeqLoRA: one LoRA trained on every task in turn, never frozen.
     SeqLora,
+    /// MoRAM with orthogonal keys (a variant, not in the paper; `docs/method.md`): each task's new
+    /// keys live in the complement of the input subspace earlier tasks occupy at the layer.
+    MoramOrthogonal,
+    /// MoRAM with protected routing (a variant, not in the paper; `docs/method.md`): an atom's
+    /// relevance score ignores the input subspace of the tasks before it, its value reads everything.
+    MoramNovelRouting,
+    /// O-LoRA (Wang et al. 2023, the paper's TRACE baseline): a rank-r LoRA per task, earlier ones
+    /// frozen, outputs summed; loss + `orthogonal_penalty * sum |A_t A_s^T|` + `l2_penalty * ||new||^2`.
+    OLora,
 }
 
 impl Method {
@@ -85,13 +97,16 @@ impl Method {
             Method::RouterRank1 => "router-rank1",
             Method::MoeLora => "moe-lora",
             Method::SeqLora => "seq-lora",
+            Method::MoramOrthogonal => "moram-orthogonal",
+            Method::MoramNovelRouting => "moram-novel-routing",
+            Method::OLora => "o-lora",
         }
     }
 
     fn routing(self) -> Routing {
         let sa = |top_k, temperature, threshold| Routing::SelfActivated { top_k, temperature, threshold };
         match self {
-            Method::Moram => Routing::MORAM,
+            Method::Moram | Method::MoramOrthogonal | Method::MoramNovelRouting => Routing::MORAM,
             Method::MoramSelfActivated => sa(false, false, false),
             Method::MoramNoTopK => sa(false, true, true),
             Method::MoramNoTemperature => sa(true, false, true),
@@ -99,9 +114,17 @@ impl Method {
             Method::RouterRank1 => Routing::ExternalRouter { top_k: true, temperature: true },
             Method::MoeLora => Routing::MoeLora { top_k: true, temperature: false },
             Method::SeqLora => Routing::Lora {},
+            Method::OLora => Routing::Sum {},
         }
     }
 }
+
+/// `moram-orthogonal`'s default energy: GPM's first-layer threshold (Saha et al. 2021 use 0.97).
+pub const DEFAULT_SUBSPACE_ENERGY: f64 = 0.97;
+/// O-LoRA's lambda_1 and lambda_2 as the TRACE benchmark code sets them.
+pub const DEFAULT_OLORA_PENALTY: (f64, f64) = (0.5, 0.0);
+/// Training examples whose layer inputs define a task's subspace (orthogonal keys), by default.
+pub const DEFAULT_SUBSPACE_EXAMPLES: usize = 64;
 
 /// Method and layer hyper-parameters: a moram-core profile plus overrides.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -126,6 +149,16 @@ pub struct MethodConfig {
     pub value_scale: Option<f64>,
     /// Official-code behaviours to reproduce.
     pub compat: Option<CompatFlags>,
+    /// Orthogonal keys: share of each task's input energy protected from later keys, in (0, 1)
+    /// (default 0.97 for `moram-orthogonal`; any growing method accepts it).
+    pub subspace_energy: Option<f64>,
+    /// Orthogonal keys: training examples of a task whose layer inputs define its subspace
+    /// (default 64).
+    pub subspace_examples: Option<usize>,
+    /// O-LoRA's lambda_1 (default 0.5 for `o-lora`, else 0).
+    pub orthogonal_penalty: Option<f64>,
+    /// O-LoRA's lambda_2 (default 0).
+    pub l2_penalty: Option<f64>,
 }
 
 fn default_profile() -> String {
@@ -147,6 +180,25 @@ impl MethodConfig {
         c.value_scale = self.value_scale.unwrap_or(c.value_scale);
         if let Some(compat) = self.compat {
             c.compat = compat;
+        }
+        let mode = match self.name {
+            Method::MoramNovelRouting => moram_core::SubspaceMode::Routing,
+            _ => moram_core::SubspaceMode::Keys,
+        };
+        let energy = match self.name {
+            Method::MoramOrthogonal | Method::MoramNovelRouting => {
+                Some(self.subspace_energy.unwrap_or(DEFAULT_SUBSPACE_ENERGY))
+            }
+            _ => self.subspace_energy,
+        };
+        c.key_subspace = energy.map(|energy| moram_core::KeySubspace { energy, mode });
+        let (l1, l2) = if self.name == Method::OLora { DEFAULT_OLORA_PENALTY } else { (0.0, 0.0) };
+        c.penalty = moram_core::Penalty {
+            orthogonality: self.orthogonal_penalty.unwrap_or(l1),
+            l2: self.l2_penalty.unwrap_or(l2),
+        };
+        if self.subspace_examples == Some(0) {
+            return Err(Error::config("method.subspace_examples", "must be at least 1"));
         }
         c.validate().map_err(|e| Error::config("method", e.to_string()))?;
         Ok(c)
@@ -259,6 +311,20 @@ pub struct PruningConfig {
 impl Default for PruningConfig {
     fn default() -> Self {
         PruningConfig { enabled: false, share: 0.99, stats_examples: None }
+    }
+}
+
+/// Routing diagnostics after every task ([`crate::analysis::routing_diagnostics`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DiagnosticsConfig {
+    /// Training examples per task the diagnostics are gathered on (0: off).
+    pub examples: usize,
+}
+
+impl Default for DiagnosticsConfig {
+    fn default() -> Self {
+        DiagnosticsConfig { examples: 16 }
     }
 }
 

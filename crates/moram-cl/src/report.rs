@@ -63,6 +63,9 @@ pub struct Summaries {
     pub trace: TraceSummary,
     /// Average forgetting.
     pub forgetting: f64,
+    /// Mean routing leakage onto earlier tasks after the last task (0-1), when diagnosed.
+    #[serde(default)]
+    pub leakage: Option<f64>,
 }
 
 /// `results.json`.
@@ -89,12 +92,20 @@ pub fn summarize(matrix: &[Vec<f64>]) -> Result<Summaries> {
         xtail_clean: metrics::xtail_clean(matrix)?,
         trace: metrics::trace_summary(matrix)?,
         forgetting: metrics::forgetting(matrix)?,
+        leakage: None,
     })
+}
+
+/// [`summarize`] plus the run's final routing leakage.
+pub fn summarize_run(state: &RunState) -> Result<Summaries> {
+    let mut s = summarize(&state.matrix)?;
+    s.leakage = state.tasks.last().and_then(|t| t.routing.as_ref()).map(|d| d.mean_leakage());
+    Ok(s)
 }
 
 /// Writes `results.json`, `results.csv` and `results.md`.
 pub fn write_all(dir: &Path, state: &RunState, config: &RunConfig) -> Result<()> {
-    let summary = if state.is_complete() { Some(summarize(&state.matrix)?) } else { None };
+    let summary = if state.is_complete() { Some(summarize_run(state)?) } else { None };
     let results = Results {
         name: config.name.clone(),
         method: config.method.name.name().into(),
@@ -135,25 +146,32 @@ fn csv_field(s: &str) -> String {
     }
 }
 
-/// The Markdown report of one run: matrix, summaries, per-task records.
-pub fn markdown(r: &Results) -> String {
-    let st = &r.state;
-    let mut s = format!("# {} ({})\n\n", r.name, r.method);
-    s.push_str(&format!("{} of {} tasks finished.\n\n", st.tasks_done(), st.task_names.len()));
-    s.push_str("Score on each task (columns) after training each task (rows), 0-100:\n\n| after \\ on |");
-    for n in &st.task_names {
+/// A score matrix as a Markdown table: row `i` = after task `i`, column `j` = task `j`.
+pub fn matrix_markdown(names: &[String], matrix: &[Vec<f64>]) -> String {
+    let mut s = String::from("| after \\ on |");
+    for n in names {
         s.push_str(&format!(" {n} |"));
     }
     s.push_str("\n|---|");
-    s.push_str(&"---:|".repeat(st.task_names.len()));
+    s.push_str(&"---:|".repeat(names.len()));
     s.push('\n');
-    for (i, row) in st.matrix.iter().enumerate() {
-        s.push_str(&format!("| {} |", st.task_names[i]));
+    for (i, row) in matrix.iter().enumerate() {
+        s.push_str(&format!("| {} |", names.get(i).map_or("?", String::as_str)));
         for v in row {
             s.push_str(&format!(" {v:.2} |"));
         }
         s.push('\n');
     }
+    s
+}
+
+/// The Markdown report of one run: matrix, summaries, per-task records.
+pub fn markdown(r: &Results) -> String {
+    let st = &r.state;
+    let mut s = format!("# {} ({})\n\n", r.name, r.method);
+    s.push_str(&format!("{} of {} tasks finished.\n\n", st.tasks_done(), st.task_names.len()));
+    s.push_str("Score on each task (columns) after training each task (rows), 0-100:\n\n");
+    s.push_str(&matrix_markdown(&st.task_names, &st.matrix));
     if let Some(sum) = &r.summary {
         s.push_str("\n| metric | value |\n|---|---:|\n");
         let rows = [
@@ -166,6 +184,7 @@ pub fn markdown(r: &Results) -> String {
             ("X-TAIL Average", sum.xtail_official.average),
             ("X-TAIL Last", sum.xtail_official.last),
         ];
+        let rows = rows.into_iter().chain(sum.leakage.map(|l| ("Routing leakage onto earlier tasks (%)", 100.0 * l)));
         for (k, v) in rows {
             s.push_str(&format!("| {k} | {v:.2} |\n"));
         }
@@ -200,5 +219,40 @@ pub fn markdown(r: &Results) -> String {
             prune
         ));
     }
+    if let Some(diag) = st.tasks.last().and_then(|t| t.routing.as_ref()) {
+        s.push('\n');
+        s.push_str(&routing_markdown(diag, &st.task_names));
+    }
+    s
+}
+
+/// The routing diagnostics as Markdown: weight share of each task's atoms on each task's data
+/// (layer means, percent), own-task top-1 share, leakage and key norms.
+pub fn routing_markdown(d: &crate::analysis::RoutingDiagnostics, names: &[String]) -> String {
+    let n = d.tasks;
+    let mut s = format!(
+        "Routing after task {n} (mean over layers; {} training examples per task): share of the \
+         inference weight (%) that each task's atoms (columns) take on each task's tokens (rows).\n\n| data \\ atoms of |",
+        d.examples.first().copied().unwrap_or(0)
+    );
+    for name in &names[..n] {
+        s.push_str(&format!(" {name} |"));
+    }
+    s.push_str(" own top-1 % | leakage % |\n|---|");
+    s.push_str(&"---:|".repeat(n + 2));
+    s.push('\n');
+    for (i, name) in names.iter().enumerate().take(n) {
+        s.push_str(&format!("| {name} |"));
+        for v in &d.weight_share[i] {
+            s.push_str(&format!(" {:.1} |", 100.0 * v));
+        }
+        s.push_str(&format!(" {:.1} | {:.1} |\n", 100.0 * d.own_top1[i], 100.0 * d.leakage[i]));
+    }
+    s.push_str("| key norm |");
+    for k in &d.key_norm {
+        s.push_str(&k.map(|v| format!(" {v:.3} |")).unwrap_or_else(|| " - |".into()));
+    }
+    s.push_str(" | |\n");
+    s.push_str(&format!("\nMean leakage onto earlier tasks: {:.1}%.\n", 100.0 * d.mean_leakage()));
     s
 }

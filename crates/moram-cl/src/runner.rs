@@ -152,8 +152,9 @@ fn continue_run(
     let n = state.task_names.len();
     let mut log = report::StepLog::open(dir)?;
     for task in state.tasks_done()..n {
-        let record = train_task(learner, config, &state, task, &mut log, options)?;
+        let mut record = train_task(learner, config, &state, task, &mut log, options)?;
         let row = evaluate_all(learner, n, options, Some((dir, task)))?;
+        record.routing = crate::analysis::routing_diagnostics(learner, task + 1, config.diagnostics.examples)?;
         let adapter = checkpoint::save_adapter(learner, dir, task, config)?;
         state.finish_task(row, record, adapter);
         state.save(dir)?;
@@ -212,12 +213,23 @@ fn train_task(
             (loss * weight).backward();
             batch_loss += value * weight;
         }
+        if let Some(penalty) = penalty(learner) {
+            let value = penalty.double_value(&[]);
+            if !value.is_finite() {
+                pb.abandon();
+                return Err(Error::NonFinite { task, name, step, loss: value });
+            }
+            penalty.f_backward()?;
+        }
         let grad_norm = opt.clip_grad_norm(config.training.clip_grad_norm)?;
         if !grad_norm.is_finite() {
             pb.abandon();
             return Err(Error::NonFinite { task, name, step, loss: grad_norm });
         }
         opt.step(lr);
+        for (_, m) in learner.moram_layers_mut() {
+            m.bank_mut().project_trainable_keys();
+        }
         last_loss = batch_loss;
         log.write(task, step, batch_loss, lr, grad_norm, start.elapsed().as_secs_f64())?;
         pb.set_prefix(format!("loss {batch_loss:.4}"));
@@ -226,6 +238,7 @@ fn train_task(
     pb.finish_and_clear();
     set_training(learner, false);
     let prune = if config.pruning.enabled { Some(prune_task(learner, config, task, n_train, options)?) } else { None };
+    let subspace_dims = extend_key_subspaces(learner, config, task, n_train, options)?;
     Ok(TaskRecord {
         name,
         steps: steps.len(),
@@ -237,7 +250,51 @@ fn train_task(
         seconds: start.elapsed().as_secs_f64(),
         peak_rss_mib: peak_rss_mib(),
         prune,
+        subspace_dims,
+        routing: None,
     })
+}
+
+/// The summed regularisers of every layer's current atoms (O-LoRA), `None` when there are none.
+fn penalty(learner: &impl Learner) -> Option<tch::Tensor> {
+    learner.moram_layers().iter().filter_map(|(_, m)| m.bank().penalty()).reduce(|a, b| a + b)
+}
+
+/// Orthogonal keys: records every layer's inputs on (up to `method.subspace_examples` of) this
+/// task's training examples, one per forward pass so that padding never enters, and grows each
+/// layer's protected subspace. Returns each layer's subspace dimension; `None` when off.
+fn extend_key_subspaces(
+    learner: &mut impl Learner,
+    config: &RunConfig,
+    task: usize,
+    n_train: usize,
+    options: &RunOptions,
+) -> Result<Option<Vec<usize>>> {
+    let layers = learner.moram_layers();
+    let Some(energy) = layers.first().and_then(|(_, m)| m.bank().config().key_subspace).map(|k| k.energy) else {
+        return Ok(None);
+    };
+    for (_, m) in &layers {
+        m.start_input_moments();
+    }
+    drop(layers);
+    let n = config.method.subspace_examples.unwrap_or(crate::config::DEFAULT_SUBSPACE_EXAMPLES).min(n_train);
+    let pb = bar(n as u64, "input subspace".into(), options.progress);
+    {
+        let _guard = tch::no_grad_guard();
+        for i in 0..n {
+            let _ = learner.loss(task, &[i])?;
+            pb.inc(1);
+        }
+    }
+    pb.finish_and_clear();
+    let mut dims = Vec::new();
+    for (path, m) in learner.moram_layers_mut() {
+        let Some((moments, _)) = m.take_input_moments() else { continue };
+        m.bank_mut().extend_key_basis(&moments, energy).map_err(|e| Error::task(&path, e.to_string()))?;
+        dims.push(m.bank().key_basis().size()[1] as usize);
+    }
+    Ok(Some(dims))
 }
 
 /// Gathers this task's activation statistics on its training data (eval mode, gated weights: the

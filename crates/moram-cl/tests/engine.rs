@@ -233,3 +233,103 @@ fn pruning_reports_storage_and_metric_change() {
     let md = std::fs::read_to_string(tmp.path().join("results.md")).unwrap();
     assert!(md.contains("atoms 4 -> "), "{md}");
 }
+
+/// A bank with one atom per task and hand-set keys on the task markers (dimension `SUB + t`):
+/// the diagnostics must reproduce the weights computed here in closed form.
+fn marker_bank(cfg: &RunConfig, key1: [(i64, f32); 2]) -> moram_core::AtomBank {
+    let keys = Tensor::zeros([2, D], (Kind::Float, tch::Device::Cpu));
+    let _ = keys.get(0).get(SUB).fill_(10.0);
+    for (dim, v) in key1 {
+        let _ = keys.get(1).get(dim).fill_(v as f64);
+    }
+    let values = Tensor::ones([CLASSES, 2], (Kind::Float, tch::Device::Cpu));
+    let config = cfg.method.moram_config().unwrap();
+    moram_core::AtomBank::from_parts(&config, &keys, &values, vec![0, 1], 2, None, vec![], tch::Device::Cpu).unwrap()
+}
+
+#[test]
+fn routing_diagnostics_measure_known_leakage() {
+    let _serial = serial();
+    let cfg = config("moram", 2);
+    let tau = cfg.method.moram_config().unwrap().temperature;
+    let sigmoid = |x: f64| 1.0 / (1.0 + (-x).exp());
+
+    // Leaky: task 1's key reads task 0's marker more strongly than task 0's own key does.
+    let mut l = LinearLearner::new(&cfg, 2);
+    l.layer.replace_bank(marker_bank(&cfg, [(SUB, 12.0), (SUB + 1, 10.0)])).unwrap();
+    let d = moram_cl::analysis::routing_diagnostics(&mut l, 2, 40).unwrap().unwrap();
+    // Task 0's tokens: z = (30, 36), both scores pass the gate.
+    let n = (30f64 * 30.0 + 36.0 * 36.0).sqrt();
+    let w1 = sigmoid((36.0 - 30.0) / n / tau);
+    assert!((d.leakage[0] - w1).abs() < 1e-5 && w1 > 0.99, "{:?} vs {w1}", d.leakage);
+    assert!((d.weight_share[0][0] - (1.0 - w1)).abs() < 1e-5);
+    assert_eq!(d.own_top1, vec![0.0, 1.0]);
+    // Task 1's tokens: z = (0, 30): task 0's atom is gated away.
+    assert_eq!(d.weight_share[1][0], 0.0);
+    assert!((d.weight_share[1][1] - sigmoid(1.0 / tau)).abs() < 1e-5);
+    assert_eq!(d.leakage[1], 0.0, "nothing comes after the last task");
+    let norms: Vec<f64> = d.key_norm.iter().map(|k| k.unwrap()).collect();
+    assert!((norms[0] - 10.0).abs() < 1e-4 && (norms[1] - 244f64.sqrt()).abs() < 1e-4, "{norms:?}");
+    assert_eq!(d.examples, vec![40, 40]);
+    assert!((d.mean_leakage() - w1).abs() < 1e-5);
+
+    // Separated: each key reads only its own marker, so nothing leaks and every token stays home.
+    l.layer.replace_bank(marker_bank(&cfg, [(SUB + 1, 10.0), (0, 0.0)])).unwrap();
+    let d = moram_cl::analysis::routing_diagnostics(&mut l, 2, 40).unwrap().unwrap();
+    assert_eq!(d.leakage, vec![0.0, 0.0]);
+    assert_eq!(d.own_top1, vec![1.0, 1.0]);
+    // SeqLoRA has no routing to diagnose.
+    let seq = config("seq-lora", 2);
+    let mut s = LinearLearner::new(&seq, 2);
+    s.layer.bank_mut().begin_task(0).unwrap();
+    assert!(moram_cl::analysis::routing_diagnostics(&mut s, 1, 40).unwrap().is_none());
+}
+
+#[test]
+fn runs_record_routing_after_every_task_and_protected_variants_keep_their_subspace() {
+    let _serial = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let m = run("moram", 3, &tmp.path().join("moram"));
+    for (t, rec) in m.tasks.iter().enumerate() {
+        let d = rec.routing.as_ref().expect("diagnostics recorded");
+        assert_eq!(d.tasks, t + 1);
+        assert_eq!(d.layers.len(), 1);
+        assert_eq!(d.examples, vec![16; t + 1]);
+    }
+    let md = std::fs::read_to_string(tmp.path().join("moram/results.md")).unwrap();
+    assert!(md.contains("Routing after task 3") && md.contains("Routing leakage onto earlier tasks"), "{md}");
+
+    for method in ["moram-novel-routing", "moram-orthogonal"] {
+        let n = run(method, 3, &tmp.path().join(method));
+        let dims: Vec<usize> = n.tasks.iter().map(|r| r.subspace_dims.as_ref().unwrap()[0]).collect();
+        assert!(dims.windows(2).all(|w| w[0] <= w[1]) && dims[0] > 0 && dims[2] <= D as usize, "{dims:?}");
+        let adapter =
+            moram_core::AdapterFile::load(tmp.path().join(method).join("adapter-task2.safetensors"), tch::Device::Cpu)
+                .unwrap();
+        let bank = adapter.bank("head").unwrap();
+        assert_eq!(bank.key_basis().size()[1] as usize, dims[2], "{method}: basis saved with the adapter");
+        let per_task: Vec<usize> = bank.atom_basis().chunks(4).map(|c| c[0]).collect();
+        assert_eq!(per_task, vec![0, dims[0], dims[1]], "{method}");
+        if method == "moram-orthogonal" {
+            // Task 2's keys are orthogonal to the subspace of tasks 0 and 1.
+            let u = bank.key_basis().narrow(1, 0, dims[1] as i64);
+            let k2 = bank.keys_tensor().narrow(0, 8, 4);
+            assert!(k2.mm(&u).abs().max().double_value(&[]) < 1e-4);
+        }
+        eprintln!("{method}: {:?}", n.matrix);
+    }
+    // Orthogonal keys on tasks whose rules live in shared features: the first task's subspace covers
+    // every shared dimension, so later keys can read only the markers. Task 0 is kept exactly (later
+    // atoms score 0 on its tokens and are gated away), and task 1 cannot be learned: the GPM trade-off.
+    let o = moram_cl::RunState::load(&tmp.path().join("moram-orthogonal")).unwrap();
+    assert!(o.matrix.iter().all(|row| row[0] == o.matrix[0][0]), "task 0 changed: {:?}", o.matrix);
+    assert!(o.matrix[1][1] < 65.0, "task 1 learned without reading shared features? {:?}", o.matrix);
+    let leak = |s: &moram_cl::RunState| s.tasks.last().unwrap().routing.as_ref().unwrap().mean_leakage();
+    assert!(leak(&o) < 1e-6, "orthogonal keys leak {}", leak(&o));
+    let novel = moram_cl::RunState::load(&tmp.path().join("moram-novel-routing")).unwrap();
+    eprintln!("leakage: moram {:.4}, novel {:.4}, orthogonal {:.4}", leak(&m), leak(&novel), leak(&o));
+    assert!(leak(&novel) < leak(&m), "novel routing leaks {} vs moram {}", leak(&novel), leak(&m));
+    let o = run("o-lora", 3, &tmp.path().join("o-lora"));
+    assert!(o.matrix[0][0] > 60.0, "{:?}", o.matrix);
+    assert!(o.tasks.iter().all(|t| t.routing.is_none()), "summed LoRAs have no routing");
+}
