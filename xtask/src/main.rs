@@ -8,6 +8,7 @@ mod fixtures;
 mod paths;
 mod python;
 mod setup;
+mod study;
 mod trace;
 mod xtail;
 
@@ -51,6 +52,10 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// A study (settings x methods x seeds, means with 95% intervals) with a release `moram`; by
+    /// default the README's: four formats of the BBC topic question on SmolLM2 (`--max-minutes`
+    /// bounds it; the same command continues it).
+    Study(study::StudyArgs),
     /// `cargo fmt --check` and `cargo clippy --all-targets -- -D warnings` over the workspace.
     Lint,
     /// Regenerate the committed reference fixtures with Python PyTorch 2.11.0 (needs PyPI).
@@ -114,6 +119,10 @@ fn run(cli: Cli) -> Result<()> {
         Command::Xtail(args) => {
             setup::install(setup::Flavour::Cpu, false)?;
             xtail::run(args)
+        }
+        Command::Study(args) => {
+            setup::install(setup::Flavour::Cpu, false)?;
+            study::run(args)
         }
         Command::Trace(args) => {
             setup::install(setup::Flavour::Cpu, false)?;

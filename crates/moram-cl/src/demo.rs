@@ -180,3 +180,102 @@ pub fn write_demo_data(bbc: &Path, dir: &Path, sizes: DemoSizes, seed: u64) -> R
     }
     Ok(out)
 }
+
+/// The BBC "same articles, different formats" sequence (the demo's sequence): four tasks over one
+/// set of articles, each asking for the article's topic in another output format, so the inputs
+/// overlap almost completely and only the instruction tells the tasks apart. This is where a
+/// new task's atoms most easily take over an earlier task's tokens (routing leakage).
+///
+/// 1. `topic`: the topic word (`business`, `entertainment`, `politics`, `sport`, `tech`);
+/// 2. `topic-letter`: the letter of the topic among the five listed options (`A`-`E`);
+/// 3. `desk`: the topic under other names (`Money`, `Culture`, `Westminster`, `Pitch`, `Gadgets`);
+/// 4. `headline`: the article's headline (ROUGE-L).
+///
+/// Every task uses the same `sizes.train` training and `sizes.eval` evaluation articles, drawn
+/// with `seed` and balanced over topics as far as the corpus allows.
+pub fn format_tasks(articles: &[Article], sizes: DemoSizes, seed: u64) -> Result<Vec<DemoTask>> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut topics: Vec<&str> = articles.iter().map(|a| a.topic.as_str()).collect();
+    topics.sort_unstable();
+    topics.dedup();
+    let need = sizes.train + sizes.eval;
+    // Round-robin over topics, each topic's articles shuffled: balanced classes.
+    let mut pools: Vec<Vec<&Article>> =
+        topics.iter().map(|t| articles.iter().filter(|a| a.topic == *t).collect()).collect();
+    for p in &mut pools {
+        p.shuffle(&mut rng);
+    }
+    let mut chosen = Vec::with_capacity(need);
+    let mut k = 0;
+    while chosen.len() < need && pools.iter().any(|p| k < p.len()) {
+        for p in &pools {
+            if chosen.len() < need {
+                if let Some(a) = p.get(k) {
+                    chosen.push(*a);
+                }
+            }
+        }
+        k += 1;
+    }
+    if chosen.len() < need {
+        return Err(Error::task("bbc", format!("needs {need} articles, found {}", articles.len())));
+    }
+    chosen.shuffle(&mut rng);
+    // The corpus folder says `sports`; the prompt's word is `sport`.
+    let word = |t: &str| if t == "sports" { "sport".to_string() } else { t.to_string() };
+    let words: Vec<String> = topics.iter().map(|t| word(t)).collect();
+    let letters = ["A", "B", "C", "D", "E", "F", "G", "H"];
+    let desks = |t: &str| match word(t).as_str() {
+        "business" => "Money",
+        "entertainment" => "Culture",
+        "politics" => "Westminster",
+        "sport" => "Pitch",
+        "tech" => "Gadgets",
+        _ => "Other",
+    };
+    let index = |t: &str| topics.iter().position(|x| *x == t).unwrap_or(0);
+    let options: String =
+        words.iter().enumerate().map(|(i, w)| format!("{}) {w}\n", letters.get(i).unwrap_or(&"?"))).collect();
+    let desk_list: Vec<&str> = topics.iter().map(|t| desks(t)).collect();
+    let make = |f: &dyn Fn(&Article, &str) -> Example| -> (Vec<Example>, Vec<Example>) {
+        let all: Vec<Example> = chosen.iter().map(|a| f(a, &lead(a, sizes.words))).collect();
+        let (a, b) = all.split_at(sizes.train);
+        (a.to_vec(), b.to_vec())
+    };
+    let (t_train, t_eval) = make(&|a, text| Example {
+        prompt: format!("Which topic is this BBC article about ({})?\nArticle: {text}\nTopic:\n", words.join(", ")),
+        answer: word(&a.topic),
+    });
+    let (l_train, l_eval) = make(&|a, text| Example {
+        prompt: format!(
+            "Which topic is this BBC article about? Answer with the letter.\n{options}Article: {text}\nLetter:\n"
+        ),
+        answer: letters.get(index(&a.topic)).unwrap_or(&"?").to_string(),
+    });
+    let (d_train, d_eval) = make(&|a, text| Example {
+        prompt: format!("Which BBC desk would file this article ({})?\nArticle: {text}\nDesk:\n", desk_list.join(", ")),
+        answer: desks(&a.topic).to_string(),
+    });
+    let (h_train, h_eval) = make(&|a, text| Example {
+        prompt: format!("Write the headline of this BBC article.\nArticle: {text}\nHeadline:\n"),
+        answer: a.headline.clone(),
+    });
+    let task = |name: &str, train, eval, metric| DemoTask { name: name.into(), train, eval, metric };
+    Ok(vec![
+        task("topic", t_train, t_eval, TaskMetric::Accuracy),
+        task("topic-letter", l_train, l_eval, TaskMetric::Accuracy),
+        task("desk", d_train, d_eval, TaskMetric::Accuracy),
+        task("headline", h_train, h_eval, TaskMetric::RougeL),
+    ])
+}
+
+/// Writes [`format_tasks`] as TRACE folders under `dir`; returns the task names with their metrics.
+pub fn write_format_data(bbc: &Path, dir: &Path, sizes: DemoSizes, seed: u64) -> Result<Vec<(String, TaskMetric)>> {
+    let articles = read_bbc(bbc)?;
+    let mut out = Vec::new();
+    for DemoTask { name, train, eval, metric } in format_tasks(&articles, sizes, seed)? {
+        crate::data::trace::write_task(dir, &name, &train, &eval)?;
+        out.push((name, metric));
+    }
+    Ok(out)
+}

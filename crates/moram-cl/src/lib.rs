@@ -26,6 +26,7 @@ pub mod optim;
 pub mod report;
 pub mod runner;
 pub mod schedule;
+pub mod study;
 pub mod synthetic;
 
 pub use checkpoint::RunState;

@@ -62,3 +62,29 @@ fn shipped_run_configs_parse_and_match_their_names() {
     let demo = RunConfig::from_file(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/demo.toml")).unwrap();
     assert_eq!(demo.name, "demo");
 }
+
+#[test]
+fn the_shipped_study_expands_to_seed_major_runs_with_the_method_line_as_the_only_difference() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/study/bbc-formats.toml");
+    let study = moram_cl::study::StudyConfig::from_file(&path).unwrap();
+    assert_eq!(study.baseline(), Some(Method::SeqLora));
+    let runs = study.runs(Path::new("out"), &["training.iterations=2".to_string()]).unwrap();
+    assert_eq!(runs.len(), 3 * 4);
+    // Seed by seed: the first three runs are the three methods on seed 1.
+    assert!(runs[..3].iter().all(|r| r.seed == 1) && runs[3].seed == 2);
+    assert_eq!(runs[4].dir, Path::new("out/base/moram-novel-routing/seed-2"));
+    for r in &runs {
+        assert_eq!(r.config.training.iterations, Some(2), "extra overrides reach every run");
+        assert_eq!(r.config.seed, r.seed);
+        assert_eq!(r.config.data.as_ref().unwrap().tasks, ["topic", "topic-letter", "desk", "headline"]);
+        let mut a = r.config.clone();
+        let mut b = runs[0].config.clone();
+        (a.method.name, a.seed, a.name) = (b.method.name, b.seed, b.name.clone());
+        b.name = a.name.clone();
+        assert_eq!(a, b, "only method, seed and name differ");
+    }
+    let novel = runs[1].config.method.moram_config().unwrap();
+    let ks = novel.key_subspace.unwrap();
+    assert_eq!((ks.energy, ks.mode), (0.97, moram_core::SubspaceMode::Routing));
+    assert!(runs[0].config.method.moram_config().unwrap().key_subspace.is_none(), "faithful MoRAM stays faithful");
+}

@@ -1,12 +1,12 @@
 //! `moram`: the command line of the MoRAM toolkit.
 //!
-//! Implemented so far: `train` and `resume` (continual-learning runs of decoder LLMs on TRACE-format
-//! data), `info` (libtorch, devices, threads) and `inspect` (adapter files). `eval`, `prune`,
-//! `report` and `viz` arrive with the CLI issue.
+//! Commands: `demo`, `train`, `resume`, `study` (grids of settings x methods x seeds), `eval`,
+//! `prune`, `report`, `viz`, `inspect` (adapter files) and `info` (libtorch, devices, threads).
 
 mod demo;
 mod report;
 mod run_tools;
+mod study;
 mod viz;
 
 use anyhow::{Context, Result};
@@ -114,6 +114,47 @@ enum Command {
         /// The run folder.
         dir: PathBuf,
     },
+    /// A study: every (setting, method, seed) of a study file as a resumable run, then means with
+    /// 95% intervals over seeds (study.md, study.json, study.png). Finished runs are skipped, so
+    /// the same command continues a stopped study.
+    Study {
+        /// The study file (TOML; see configs/README.md).
+        file: PathBuf,
+        /// Output folder (default: runs/study-<name>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Override a value of every run's config (repeatable; applied before each setting's).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Start no new run after this many minutes (the report covers what finished).
+        #[arg(long)]
+        max_minutes: Option<f64>,
+        /// Only rebuild the report from the runs already in the output folder.
+        #[arg(long)]
+        report_only: bool,
+    },
+    /// Write the demo's task sequence (four formats of the BBC topic task over the same articles)
+    /// as TRACE-format folders, for `train` and `study`.
+    DemoData {
+        /// Assets folder (default: $MORAM_CACHE/assets, else ~/.cache/moram/assets).
+        #[arg(long)]
+        assets: Option<PathBuf>,
+        /// Output folder.
+        #[arg(long)]
+        out: PathBuf,
+        /// Training examples per task.
+        #[arg(long, default_value_t = 64)]
+        train: usize,
+        /// Evaluation examples per task.
+        #[arg(long, default_value_t = 64)]
+        eval: usize,
+        /// Article words shown in each prompt.
+        #[arg(long, default_value_t = 32)]
+        words: usize,
+        /// Seed of the article draw.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
     /// Describe an adapter file: config, tasks, atoms per layer and sizes.
     Inspect {
         /// A `.safetensors` adapter file written by moram.
@@ -127,6 +168,8 @@ fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level)))
         .with_writer(std::io::stderr)
+        // Colour only on a terminal: logs written to files and pipes stay plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -191,7 +234,24 @@ fn run(cli: Cli) -> Result<()> {
             let mut cfg = RunConfig::from_file(&config).with_context(|| format!("reading {}", config.display()))?;
             cfg.set_all(&set)?;
             let dir = out.unwrap_or_else(|| moram_cl::runner::default_dir(&cfg));
-            execute(&cfg, &dir, false)
+            let options = RunOptions { stop: Some(ctrl_c_flag()?), progress: true };
+            let state = execute(&cfg, &dir, false, &options)?;
+            print_results(&dir, &state);
+            Ok(())
+        }
+        Command::Study { file, out, set, max_minutes, report_only } => {
+            study::run(&file, out, &set, max_minutes, report_only)
+        }
+        Command::DemoData { assets, out, train, eval, words, seed } => {
+            let bbc = assets.unwrap_or_else(demo::default_assets).join("bbc");
+            let sizes = moram_cl::demo::DemoSizes { train, eval, words };
+            let tasks = moram_cl::demo::write_format_data(&bbc, &out, sizes, seed)
+                .with_context(|| format!("writing the demo tasks from {}", bbc.display()))?;
+            for (name, metric) in tasks {
+                println!("{name}: {} ({train} train, {eval} eval)", metric.name());
+            }
+            println!("written to {}", out.display());
+            Ok(())
         }
         Command::Demo { assets, out, set } => {
             let stop = ctrl_c_flag()?;
@@ -204,13 +264,17 @@ fn run(cli: Cli) -> Result<()> {
         Command::Resume { dir } => {
             let cfg = moram_cl::checkpoint::read_config(&dir)
                 .with_context(|| format!("{} is not a moram run folder", dir.display()))?;
-            execute(&cfg, &dir, true)
+            let options = RunOptions { stop: Some(ctrl_c_flag()?), progress: true };
+            let state = execute(&cfg, &dir, true, &options)?;
+            print_results(&dir, &state);
+            Ok(())
         }
     }
 }
 
 /// A flag raised by Ctrl-C; the runner stops at the next step boundary and keeps finished tasks.
-fn ctrl_c_flag() -> Result<Arc<AtomicBool>> {
+/// Installs the process's one handler: call it once per command.
+pub(crate) fn ctrl_c_flag() -> Result<Arc<AtomicBool>> {
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     ctrlc::set_handler(move || {
@@ -222,7 +286,7 @@ fn ctrl_c_flag() -> Result<Arc<AtomicBool>> {
 }
 
 /// Builds the learner the config describes and runs (or resumes) the sequence.
-fn execute(cfg: &RunConfig, dir: &Path, resume: bool) -> Result<()> {
+pub(crate) fn execute(cfg: &RunConfig, dir: &Path, resume: bool, options: &RunOptions) -> Result<moram_cl::RunState> {
     let model = cfg.model.as_ref().context("the config has no [model] section")?;
     let data = cfg.data.as_ref().context("the config has no [data] section")?;
     let moram = cfg.method.moram_config()?;
@@ -231,11 +295,11 @@ fn execute(cfg: &RunConfig, dir: &Path, resume: bool) -> Result<()> {
         (ModelKind::Llm, DataFormat::Trace) => {
             let max_eval = cfg.training.max_eval_examples;
             let mut learner = LlmLearner::from_config(model, data, &moram, &cfg.generation, max_eval)?;
-            sequence(&mut learner, cfg, dir, resume)
+            sequence(&mut learner, cfg, dir, resume, options)
         }
         (ModelKind::Clip, DataFormat::Folders | DataFormat::Idx | DataFormat::Xtail) => {
             let mut learner = ClipLearner::from_config(model, data, &moram, eval_batch, cfg.seed)?;
-            sequence(&mut learner, cfg, dir, resume)
+            sequence(&mut learner, cfg, dir, resume, options)
         }
         (m, d) => anyhow::bail!(
             "model kind {m:?} cannot learn data format {d:?}\nremedy: use kind = \"llm\" with format = \"trace\", or kind = \"clip\" with format = \"folders\", \"idx\" or \"xtail\""
@@ -243,19 +307,22 @@ fn execute(cfg: &RunConfig, dir: &Path, resume: bool) -> Result<()> {
     }
 }
 
-/// Runs or resumes the sequence and prints the results table.
-fn sequence(learner: &mut impl moram_cl::Learner, cfg: &RunConfig, dir: &Path, resume: bool) -> Result<()> {
-    let stop = ctrl_c_flag()?;
-    let options = RunOptions { stop: Some(stop), progress: true };
-    let state = if resume {
-        moram_cl::resume(learner, cfg, dir, &options)?
-    } else {
-        moram_cl::run(learner, cfg, dir, &options)?
-    };
+/// Runs or resumes the sequence.
+fn sequence(
+    learner: &mut impl moram_cl::Learner,
+    cfg: &RunConfig,
+    dir: &Path,
+    resume: bool,
+    options: &RunOptions,
+) -> Result<moram_cl::RunState> {
+    Ok(if resume { moram_cl::resume(learner, cfg, dir, options)? } else { moram_cl::run(learner, cfg, dir, options)? })
+}
+
+/// Prints a run's results table.
+fn print_results(dir: &Path, state: &moram_cl::RunState) {
     let md = std::fs::read_to_string(dir.join("results.md")).unwrap_or_default();
     println!("{md}");
     println!("{} task(s) finished; results in {}", state.tasks_done(), dir.display());
-    Ok(())
 }
 
 fn inspect(file: &PathBuf) -> Result<()> {

@@ -1,7 +1,7 @@
 //! `moram report DIR [DIR...]`: one or several runs side by side (Markdown to stdout, optional CSV).
 
 use anyhow::{Context, Result};
-use moram_cl::report::{markdown, summarize, Results};
+use moram_cl::report::{markdown, summarize_run, Results};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -13,7 +13,7 @@ fn load(dir: &Path) -> Result<Results> {
     serde_json::from_str(&text).with_context(|| format!("{}: not a moram results file", path.display()))
 }
 
-const ROWS: [&str; 8] = [
+const ROWS: [&str; 9] = [
     "tasks finished",
     "OP (mean of last row)",
     "BWT, paper Eq. 10",
@@ -22,11 +22,12 @@ const ROWS: [&str; 8] = [
     "X-TAIL Transfer (official)",
     "X-TAIL Average",
     "X-TAIL Last",
+    "routing leakage onto earlier tasks (%)",
 ];
 
 fn values(r: &Results) -> Vec<String> {
     let done = format!("{}/{}", r.state.tasks_done(), r.state.task_names.len());
-    match summarize(&r.state.matrix).ok().filter(|_| r.state.is_complete()) {
+    match summarize_run(&r.state).ok().filter(|_| r.state.is_complete()) {
         Some(s) => {
             let f = |v: f64| format!("{v:.2}");
             vec![
@@ -38,6 +39,7 @@ fn values(r: &Results) -> Vec<String> {
                 f(s.xtail_official.transfer),
                 f(s.xtail_official.average),
                 f(s.xtail_official.last),
+                s.leakage.map(|l| f(100.0 * l)).unwrap_or_else(|| "-".into()),
             ]
         }
         None => std::iter::once(done).chain(std::iter::repeat_n("-".to_string(), ROWS.len() - 1)).collect(),

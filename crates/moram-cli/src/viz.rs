@@ -227,6 +227,37 @@ pub fn patch_panel(image: &RgbImage, maps: &[Vec<f64>], grid: usize, path: &Path
     out.save(path).with_context(|| format!("writing {}", path.display()))
 }
 
+/// Grouped bars with 95% whiskers: `groups[g][k] = (mean, half-width)` on a 0..=`max` scale, one
+/// colour per bar position `k` (the same method in every group), the rounded mean above each bar.
+pub fn interval_bars(groups: &[Vec<(f64, Option<f64>)>], max: f64, path: &Path) -> Result<()> {
+    let (bw, gap, h, pad) = (28u32, 20u32, 280u32, 24u32);
+    let per = groups.iter().map(Vec::len).max().unwrap_or(1).max(1) as u32;
+    let w = 2 * pad + groups.len().max(1) as u32 * (per * bw + gap);
+    let mut img = RgbImage::from_pixel(w, h, Rgb([255, 255, 255]));
+    fill(&mut img, pad, h - pad, w - pad, h - pad + 2, Rgb([0, 0, 0]));
+    let plot = (h - 3 * pad) as f64;
+    let to_y = |v: f64| h - pad - ((v / max.max(1e-9)).clamp(0.0, 1.0) * plot).round() as u32;
+    for (g, bars) in groups.iter().enumerate() {
+        for (k, &(mean, ci)) in bars.iter().enumerate() {
+            let x = pad + g as u32 * (per * bw + gap) + k as u32 * bw;
+            let top = to_y(mean);
+            fill(&mut img, x + 3, top, x + bw - 3, h - pad, colour(k as f64 / per.max(2) as f64 * 0.9));
+            if let Some(ci) = ci {
+                let (y0, y1) = (to_y(mean + ci) as i64, to_y(mean - ci) as i64);
+                let xc = (x + bw / 2) as i64;
+                line(&mut img, (xc, y0), (xc, y1), Rgb([0, 0, 0]));
+                line(&mut img, (xc - 5, y0), (xc + 5, y0), Rgb([0, 0, 0]));
+                line(&mut img, (xc - 5, y1), (xc + 5, y1), Rgb([0, 0, 0]));
+            }
+            let n = mean.round().max(0.0) as u32;
+            let tw = (n.to_string().len() as u32 * 4 - 1) * 2;
+            let ty = to_y(mean + ci.unwrap_or(0.0)).saturating_sub(14);
+            draw_number(&mut img, n, x + bw.saturating_sub(tw) / 2, ty, 2, Rgb([0, 0, 0]));
+        }
+    }
+    img.save(path).with_context(|| format!("writing {}", path.display()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -286,5 +317,25 @@ mod tests {
         assert!(ink >= 8, "{ink}");
         assert_eq!(colour(0.0), Rgb([68, 1, 84]));
         assert_eq!(colour(1.0), Rgb([253, 231, 37]));
+    }
+
+    #[test]
+    fn interval_bars_have_their_height_and_whiskers() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("i.png");
+        interval_bars(&[vec![(100.0, None), (50.0, Some(10.0))]], 100.0, &p).unwrap();
+        let img = image::open(&p).unwrap().to_rgb8();
+        // Two bars of 28 px in one group: width 2 * 24 + 2 * 28 + 20, height 280.
+        assert_eq!(img.dimensions(), (124, 280));
+        let (floor, plot) = (280 - 24, 280.0 - 72.0);
+        let y = |v: f64| floor - (v / 100.0 * plot).round() as u32;
+        // Bar 1 (full) is filled at the top of the plot; bar 2 only up to 50.
+        assert_eq!(*img.get_pixel(24 + 5, y(100.0) + 2), colour(0.0));
+        assert_eq!(*img.get_pixel(24 + 28 + 5, y(50.0) + 2), colour(0.45));
+        assert_eq!(*img.get_pixel(24 + 28 + 5, y(50.0) - 4), Rgb([255, 255, 255]));
+        // The whisker of bar 2 spans 40..60 at its centre.
+        let xc = 24 + 28 + 14;
+        assert_eq!(*img.get_pixel(xc, y(58.0)), Rgb([0, 0, 0]));
+        assert_eq!(*img.get_pixel(xc + 4, y(60.0)), Rgb([0, 0, 0]), "cap");
     }
 }

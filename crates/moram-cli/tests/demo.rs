@@ -69,8 +69,13 @@ fn demo_runs_both_methods_and_writes_the_comparison() {
             && md.contains("| tasks finished | 4/4 | 4/4 |"),
         "{md}"
     );
+    // Leakage is reported where there is routing (MoRAM), not for SeqLoRA.
+    let leak = md.lines().find(|l| l.starts_with("| routing leakage onto earlier tasks (%) |")).unwrap();
+    let cells: Vec<&str> = leak.split('|').map(str::trim).collect();
+    assert!(cells[2].parse::<f64>().is_ok_and(|v| (0.0..=100.0).contains(&v)) && cells[3] == "-", "{leak}");
+    assert!(md.contains("Routing after task 4"), "{md}");
     let csv = std::fs::read_to_string(csv).unwrap();
-    assert_eq!(csv.lines().count(), 9);
+    assert_eq!(csv.lines().count(), 10);
     assert!(csv.lines().nth(2).unwrap().starts_with("OP (mean of last row),"));
     let o = Command::new(env!("CARGO_BIN_EXE_moram")).arg("report").arg(tmp.path()).output().unwrap();
     assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("has no results.json"));
@@ -96,7 +101,14 @@ fn demo_runs_both_methods_and_writes_the_comparison() {
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let figs = out.join("moram/figures");
-    for f in ["accuracy-matrix.png", "activation-ratio.png", "cumulative-mass.png", "atoms-per-layer.png"] {
+    for f in [
+        "accuracy-matrix.png",
+        "activation-ratio.png",
+        "cumulative-mass.png",
+        "atoms-per-layer.png",
+        "routing-weight-share.png",
+        "routing-leakage.png",
+    ] {
         image::open(figs.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
     }
     let summary: serde_json::Value =
@@ -105,6 +117,10 @@ fn demo_runs_both_methods_and_writes_the_comparison() {
     let ratio = summary["activation_ratio"].as_array().unwrap();
     assert_eq!((ratio.len(), ratio[0].as_array().unwrap().len()), (4, 32));
     assert!(summary["atoms_for_99"].as_array().unwrap().iter().all(|n| (1.0..=32.0).contains(&n.as_f64().unwrap())));
+    // The weight-share heatmap has one 72 x 48 cell per (data task, atoms' task); the leakage one a
+    // row per finished task.
+    let share = image::open(figs.join("routing-weight-share.png")).unwrap();
+    assert_eq!((share.width(), share.height()), (4 * 72, 4 * 48));
     let bars = image::open(figs.join("atoms-per-layer.png")).unwrap();
     assert_eq!(bars.width(), summary["layers"].as_array().unwrap().len() as u32 * 24 + 48);
 

@@ -1,0 +1,73 @@
+//! `moram study`: runs a study file's grid (each run resumable), then writes its report and figure.
+
+use crate::viz;
+use anyhow::{Context, Result};
+use moram_cl::study::{aggregate, run_grid, StudyConfig, StudyReport};
+use moram_cl::RunOptions;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+/// Runs (or continues) the study in `file` and writes `study.md`, `study.json` and `study.png`.
+pub fn run(
+    file: &Path,
+    out: Option<PathBuf>,
+    sets: &[String],
+    max_minutes: Option<f64>,
+    report_only: bool,
+) -> Result<()> {
+    let study = StudyConfig::from_file(file).with_context(|| format!("reading the study {}", file.display()))?;
+    let out = out.unwrap_or_else(|| PathBuf::from("runs").join(format!("study-{}", study.name)));
+    let runs = study.runs(&out, sets)?;
+    if let Some(m) = max_minutes {
+        anyhow::ensure!(m.is_finite() && m > 0.0, "--max-minutes must be > 0, found {m}");
+    }
+    if !report_only {
+        std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+        std::fs::copy(file, out.join("study.toml")).with_context(|| format!("copying {}", file.display()))?;
+        let stop = crate::ctrl_c_flag()?;
+        let options = RunOptions { stop: Some(stop.clone()), progress: true };
+        let budget = max_minutes.map(|m| Duration::from_secs_f64(m * 60.0));
+        let progress = run_grid(&runs, budget, |run, resume| {
+            let state = crate::execute(&run.config, &run.dir, resume, &options)?;
+            // Each finished run updates the report, so a stopped study still reports what it has.
+            let report = aggregate(&study, &runs)?;
+            write(&report, &out)?;
+            Ok(state)
+        });
+        let progress = match progress {
+            Ok(p) => p,
+            Err(e) if stop.load(Ordering::SeqCst) => {
+                write(&aggregate(&study, &runs)?, &out)?;
+                return Err(e).context("study interrupted; the same command continues it");
+            }
+            Err(e) => return Err(e),
+        };
+        eprintln!(
+            "study {}: {} run(s) finished now, {} already done, {} left",
+            study.name, progress.finished, progress.skipped, progress.left
+        );
+    }
+    let report = aggregate(&study, &runs)?;
+    write(&report, &out)?;
+    println!("{}", report.markdown());
+    println!("study folder: {}", out.display());
+    Ok(())
+}
+
+/// `study.json`, `study.md` and `study.png` (per setting: OP then BWT bars per method, 95% whiskers).
+fn write(report: &StudyReport, out: &Path) -> Result<()> {
+    report.write(out)?;
+    let mut groups = Vec::new();
+    let mut settings: Vec<&str> = report.cells.iter().map(|c| c.setting.as_str()).collect();
+    settings.dedup();
+    for s in settings {
+        let cells: Vec<_> = report.cells.iter().filter(|c| c.setting == s && c.finished > 0).collect();
+        groups.push(cells.iter().map(|c| (c.op.mean, c.op.ci95)).collect::<Vec<_>>());
+        groups.push(cells.iter().map(|c| (c.bwt.mean.max(0.0), c.bwt.ci95)).collect::<Vec<_>>());
+    }
+    if groups.iter().any(|g| !g.is_empty()) {
+        viz::interval_bars(&groups, 100.0, &out.join("study.png"))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,138 @@
+//! `moram study` end to end on a tiny random LLaMA: a 2 methods x 2 seeds grid, its report with
+//! intervals and paired differences, the figure, continuing a study, `--report-only`, bad files.
+
+use moram_cl::study::StudyReport;
+use moram_cl::synthetic::{write_tiny_llama, write_trace_tasks, TinyLlama};
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn moram(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_moram")).args(["--threads", "1", "-q"]).args(args).output().unwrap()
+}
+
+fn setup(root: &Path) {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    write_tiny_llama(&root.join("model"), &repo.join("tests/fixtures/llm/tokenizer"), TinyLlama::default(), 7).unwrap();
+    write_trace_tasks(&root.join("data"), &[("A", "last-word"), ("B", "count")], 16, 8, 11).unwrap();
+    let base = r#"
+name = "tiny"
+[method]
+name = "moram"
+profile = "trace_paper"
+r = 2
+top_k = 2
+[optimizer]
+kind = "adam"
+lr = 0.01
+schedule = "constant"
+[training]
+iterations = 6
+batch_size = 4
+micro_batch_size = 4
+[diagnostics]
+examples = 4
+[generation]
+max_new_tokens = 3
+max_prompt_tokens = 64
+max_answer_tokens = 16
+[model]
+kind = "llm"
+path = "model"
+targets = { modules = ["q_proj", "v_proj"] }
+[data]
+format = "trace"
+dir = "data"
+tasks = ["A", "B"]
+eval_split = "eval"
+"#;
+    std::fs::write(root.join("base.toml"), base).unwrap();
+    let study = r#"
+name = "tiny-study"
+base = "base.toml"
+methods = ["moram-novel-routing", "seq-lora"]
+seeds = [1, 2]
+
+[method_set]
+"seq-lora" = ["optimizer.lr=0.02"]
+"#;
+    std::fs::write(root.join("study.toml"), study).unwrap();
+}
+
+fn report(dir: &Path) -> StudyReport {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("study.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn a_study_runs_every_cell_reports_intervals_and_continues() {
+    let tmp = tempfile::tempdir().unwrap();
+    setup(tmp.path());
+    let study = tmp.path().join("study.toml");
+    let out = tmp.path().join("out");
+    let o = moram(&["study", study.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r = report(&out);
+    assert_eq!(r.tasks, ["A", "B"]);
+    assert_eq!(r.baseline.as_deref(), Some("seq-lora"));
+    assert_eq!(r.cells.len(), 2);
+    for c in &r.cells {
+        assert_eq!((c.finished, c.planned), (2, 2), "{}", c.method);
+        assert_eq!(c.op.n, 2);
+        // Two seeds: the interval is t(0.975, 1) = 12.706 times the standard error.
+        let ops: Vec<f64> = c.runs.iter().map(|m| m.op).collect();
+        let se = (ops[0] - ops[1]).abs() / 2.0;
+        assert!((c.op.ci95.unwrap() - 12.706 * se).abs() < 1e-9, "{:?} {ops:?}", c.op);
+        assert!((c.op.mean - (ops[0] + ops[1]) / 2.0).abs() < 1e-12);
+    }
+    let novel = r.cells.iter().find(|c| c.method == "moram-novel-routing").unwrap();
+    let seq = r.cells.iter().find(|c| c.method == "seq-lora").unwrap();
+    assert!(novel.leakage.is_some() && seq.leakage.is_none(), "leakage only where there is routing");
+    assert!(seq.op_vs_baseline.is_none());
+    // Paired by seed: the mean difference equals the difference of the means.
+    let d = novel.op_vs_baseline.unwrap();
+    assert!((d.mean - (novel.op.mean - seq.op.mean)).abs() < 1e-9);
+    // Each run is an ordinary run folder with its own config (the method override applied).
+    let cfg = std::fs::read_to_string(out.join("base/seq-lora/seed-2/config.toml")).unwrap();
+    assert!(cfg.contains("lr = 0.02") && cfg.contains("seed = 2") && cfg.contains("\"seq-lora\""), "{cfg}");
+    let md = std::fs::read_to_string(out.join("study.md")).unwrap();
+    assert!(md.contains("| moram-novel-routing | 2/2 |") && md.contains("Mean matrix, `seq-lora`"), "{md}");
+    let png = image::open(out.join("study.png")).unwrap();
+    assert!(png.width() > 100 && png.height() > 100);
+
+    // Running it again trains nothing and reports the same.
+    let before = std::fs::read_to_string(out.join("base/seq-lora/seed-1/state.json")).unwrap();
+    let o = moram(&["study", study.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(std::fs::read_to_string(out.join("base/seq-lora/seed-1/state.json")).unwrap(), before);
+    assert_eq!(report(&out), r);
+
+    // A study with a third seed reports the finished ones only (--report-only trains nothing).
+    std::fs::write(&study, std::fs::read_to_string(&study).unwrap().replace("seeds = [1, 2]", "seeds = [1, 2, 3]"))
+        .unwrap();
+    let o = moram(&["study", study.to_str().unwrap(), "--out", out.to_str().unwrap(), "--report-only"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!out.join("base/seq-lora/seed-3").exists());
+    assert!(report(&out).cells.iter().all(|c| c.finished == 2 && c.planned == 3));
+}
+
+#[test]
+fn bad_study_files_name_the_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    setup(tmp.path());
+    let cases = [
+        ("methods = [\"moram-novel-routing\", \"seq-lora\"]", "methods = []", "methods"),
+        ("seeds = [1, 2]", "seeds = [1, 1]", "seed 1 appears twice"),
+        ("\"seq-lora\" = [", "\"moe-lora\" = [", "method_set"),
+        ("name = \"tiny-study\"", "name = \"tiny-study\"\nsurprise = 1", "surprise"),
+        ("methods = [\"moram-novel-routing\", \"seq-lora\"]", "methods = [\"moram-magic\"]", "moram-magic"),
+    ];
+    let text = std::fs::read_to_string(tmp.path().join("study.toml")).unwrap();
+    for (from, to, expect) in cases {
+        let path = tmp.path().join("bad.toml");
+        std::fs::write(&path, text.replace(from, to)).unwrap();
+        let o = moram(&["study", path.to_str().unwrap(), "--out", tmp.path().join("o").to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains(expect) && err.contains("remedy:"), "{to}: {err}");
+    }
+    let o = moram(&["study", tmp.path().join("missing.toml").to_str().unwrap()]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("missing.toml"));
+}
