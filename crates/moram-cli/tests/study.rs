@@ -136,3 +136,25 @@ fn bad_study_files_name_the_key() {
     let o = moram(&["study", tmp.path().join("missing.toml").to_str().unwrap()]);
     assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("missing.toml"));
 }
+
+#[test]
+fn cargo_xtask_study_passes_its_arguments_to_moram_study() {
+    let tmp = tempfile::tempdir().unwrap();
+    setup(tmp.path());
+    let out = tmp.path().join("xout");
+    let o = Command::new(env!("CARGO"))
+        .args(["run", "-q", "-p", "xtask", "--", "study", "--debug", "--threads", "1", "--study"])
+        .arg(tmp.path().join("study.toml"))
+        .arg("--out")
+        .arg(&out)
+        .args(["--set", "training.iterations=2", "--max-minutes", "30"])
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r = report(&out);
+    assert!(r.cells.iter().all(|c| c.finished == 2), "{r:?}");
+    let cfg = std::fs::read_to_string(out.join("base/moram-novel-routing/seed-1/config.toml")).unwrap();
+    assert!(cfg.contains("iterations = 2"), "{cfg}");
+    assert!(String::from_utf8_lossy(&o.stdout).contains("# Study tiny-study"));
+}
