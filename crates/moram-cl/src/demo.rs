@@ -171,8 +171,12 @@ pub fn demo_tasks(articles: &[Article], sizes: DemoSizes, seed: u64) -> Result<V
 /// Writes the demo tasks as TRACE folders under `dir` (train, eval and test = eval); returns the
 /// task names in order with their metrics.
 pub fn write_demo_data(bbc: &Path, dir: &Path, sizes: DemoSizes, seed: u64) -> Result<Vec<(String, TaskMetric)>> {
-    let articles = read_bbc(bbc)?;
-    let tasks = demo_tasks(&articles, sizes, seed)?;
+    write_tasks(dir, demo_tasks(&read_bbc(bbc)?, sizes, seed)?)
+}
+
+/// Writes tasks as TRACE folders under `dir` (train, eval and test = eval); returns their names
+/// in order with their metrics.
+fn write_tasks(dir: &Path, tasks: Vec<DemoTask>) -> Result<Vec<(String, TaskMetric)>> {
     let mut out = Vec::new();
     for DemoTask { name, train, eval, metric } in tasks {
         crate::data::trace::write_task(dir, &name, &train, &eval)?;
@@ -271,11 +275,5 @@ pub fn format_tasks(articles: &[Article], sizes: DemoSizes, seed: u64) -> Result
 
 /// Writes [`format_tasks`] as TRACE folders under `dir`; returns the task names with their metrics.
 pub fn write_format_data(bbc: &Path, dir: &Path, sizes: DemoSizes, seed: u64) -> Result<Vec<(String, TaskMetric)>> {
-    let articles = read_bbc(bbc)?;
-    let mut out = Vec::new();
-    for DemoTask { name, train, eval, metric } in format_tasks(&articles, sizes, seed)? {
-        crate::data::trace::write_task(dir, &name, &train, &eval)?;
-        out.push((name, metric));
-    }
-    Ok(out)
+    write_tasks(dir, format_tasks(&read_bbc(bbc)?, sizes, seed)?)
 }

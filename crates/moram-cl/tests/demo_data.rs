@@ -66,3 +66,41 @@ fn four_seeded_tasks_from_articles_and_generators() {
     assert_eq!(back, tasks[3].train);
     assert!(read_bbc(&out.join("bbc-topic")).is_err());
 }
+
+#[test]
+fn the_formats_sequence_asks_one_question_four_ways_over_the_same_articles() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_fake_bbc(tmp.path(), 30).unwrap();
+    let articles = read_bbc(tmp.path()).unwrap();
+    let sizes = DemoSizes { train: 40, eval: 10, words: 5 };
+    let tasks = moram_cl::demo::format_tasks(&articles, sizes, 7).unwrap();
+    let names: Vec<&str> = tasks.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["topic", "topic-letter", "desk", "headline"]);
+    assert_eq!(tasks[3].metric, TaskMetric::RougeL);
+    let words = ["business", "entertainment", "politics", "sport", "tech"];
+    let desks = ["Money", "Culture", "Westminster", "Pitch", "Gadgets"];
+    for i in 0..50 {
+        let (split, k) = if i < 40 { (0, i) } else { (1, i - 40) };
+        let ex = |t: usize| if split == 0 { &tasks[t].train[k] } else { &tasks[t].eval[k] };
+        // The same article behind the four prompts: the same excerpt after "Article: ".
+        let excerpt = |p: &str| p.split("Article: ").nth(1).unwrap().lines().next().unwrap().to_string();
+        let text = excerpt(&ex(0).prompt);
+        assert!((1..4).all(|t| excerpt(&ex(t).prompt) == text), "example {i}");
+        // One topic, three spellings, each consistent with the others.
+        let topic = words.iter().position(|w| *w == ex(0).answer).unwrap();
+        assert_eq!(ex(1).answer, ["A", "B", "C", "D", "E"][topic]);
+        assert_eq!(ex(2).answer, desks[topic]);
+        assert!(ex(1).prompt.contains(&format!("{}) {}\n", ex(1).answer, words[topic])));
+        let a = articles.iter().find(|a| a.headline == ex(3).answer).unwrap();
+        assert_eq!(if a.topic == "sports" { "sport" } else { a.topic.as_str() }, words[topic]);
+    }
+    // Balanced classes: 50 draws over 5 topics, 10 each.
+    let mut counts = std::collections::BTreeMap::new();
+    for ex in tasks[0].train.iter().chain(&tasks[0].eval) {
+        *counts.entry(ex.answer.clone()).or_insert(0) += 1;
+    }
+    assert!(counts.values().all(|&c| c == 10), "{counts:?}");
+    assert_eq!(moram_cl::demo::format_tasks(&articles, sizes, 7).unwrap(), tasks, "seeded");
+    let too_many = DemoSizes { train: 200, eval: 10, words: 5 };
+    assert!(moram_cl::demo::format_tasks(&articles, too_many, 7).is_err());
+}
