@@ -262,6 +262,9 @@ impl Estimate {
     }
 
     fn show(&self) -> String {
+        if self.n == 0 {
+            return "-".into();
+        }
         match self.ci95 {
             Some(h) => format!("{:.2} ± {:.2}", self.mean, h),
             None => format!("{:.2}", self.mean),
