@@ -20,21 +20,27 @@ pub struct LayerStats {
 /// For each task, the statistics of every MoRAM layer over (up to `max_examples`) of its training
 /// examples, in eval mode, in micro-batches of `micro`. Outer index: task; inner: layer.
 pub fn activation_stats(learner: &mut impl Learner, max_examples: usize, micro: usize) -> Result<Vec<Vec<LayerStats>>> {
+    let n_tasks = learner.task_names().len();
+    activation_stats_of(learner, n_tasks, max_examples, micro)
+}
+
+/// [`activation_stats`] on the first `tasks` tasks only.
+pub fn activation_stats_of(
+    learner: &mut impl Learner,
+    tasks: usize,
+    max_examples: usize,
+    micro: usize,
+) -> Result<Vec<Vec<LayerStats>>> {
     for (_, m) in learner.moram_layers_mut() {
         m.set_training(false);
     }
-    let _guard = tch::no_grad_guard();
-    let n_tasks = learner.task_names().len();
-    let mut out = Vec::with_capacity(n_tasks);
-    for task in 0..n_tasks {
+    let mut out = Vec::with_capacity(tasks);
+    for task in 0..tasks {
         for (_, m) in learner.moram_layers() {
             m.start_stats(StatsMode::AsUsed);
         }
         let n = learner.train_len(task).min(max_examples);
-        let idx: Vec<usize> = (0..n).collect();
-        for chunk in idx.chunks(micro.max(1)) {
-            let _ = learner.loss(task, chunk)?;
-        }
+        forward_examples(learner, task, n, micro, || {})?;
         let mut layers = Vec::new();
         for (path, m) in learner.moram_layers() {
             if let Some(stats) = m.take_stats() {
@@ -44,6 +50,25 @@ pub fn activation_stats(learner: &mut impl Learner, max_examples: usize, micro: 
         out.push(layers);
     }
     Ok(out)
+}
+
+/// Runs the first `n` training examples of `task` through the learner's loss without gradients,
+/// `micro` per forward pass (1: no padding), for what the layers record on the way; `done` is
+/// called after each pass (progress bars).
+pub fn forward_examples(
+    learner: &mut impl Learner,
+    task: usize,
+    n: usize,
+    micro: usize,
+    mut done: impl FnMut(),
+) -> Result<()> {
+    let _guard = tch::no_grad_guard();
+    let idx: Vec<usize> = (0..n).collect();
+    for chunk in idx.chunks(micro.max(1)) {
+        let _ = learner.loss(task, chunk)?;
+        done();
+    }
+    Ok(())
 }
 
 /// Routing diagnostics of one adapted layer after a task (`docs/method.md`, "Routing leakage").
@@ -112,40 +137,17 @@ pub fn routing_diagnostics(
     if !routed || tasks == 0 || max_examples == 0 {
         return Ok(None);
     }
-    for (_, m) in learner.moram_layers_mut() {
-        m.set_training(false);
-    }
-    let _guard = tch::no_grad_guard();
-    let mut per_task: Vec<Vec<(String, Vec<u32>, ActivationStats)>> = Vec::with_capacity(tasks);
-    let mut examples = Vec::with_capacity(tasks);
-    for task in 0..tasks {
-        for (_, m) in learner.moram_layers() {
-            m.start_stats(StatsMode::AsUsed);
-        }
-        let n = learner.train_len(task).min(max_examples);
-        for i in 0..n {
-            let _ = learner.loss(task, &[i])?;
-        }
-        examples.push(n);
-        let mut layers = Vec::new();
-        for (path, m) in learner.moram_layers() {
-            if let Some(stats) = m.take_stats() {
-                layers.push((path, m.bank().atom_task().to_vec(), stats));
-            }
-        }
-        per_task.push(layers);
-    }
+    let key_norm =
+        learner.moram_layers().iter().map(|(_, m)| key_norms(m.bank(), tasks)).collect::<Result<Vec<_>>>()?;
+    // One example per forward pass: no padding tokens enter the statistics.
+    let per_task = activation_stats_of(learner, tasks, max_examples, 1)?;
+    let examples = (0..tasks).map(|t| learner.train_len(t).min(max_examples)).collect();
     let mut layers = Vec::new();
-    for (l, (path, _, _)) in per_task[0].iter().enumerate() {
-        let m = learner.moram_layers().into_iter().find(|(p, _)| p == path).map(|(_, m)| m);
-        let key_norm = match m {
-            Some(m) => key_norms(m.bank(), tasks)?,
-            None => vec![None; tasks],
-        };
+    for (l, norms) in key_norm.into_iter().enumerate() {
         let mut weight_share = vec![vec![0.0; tasks]; tasks];
         let mut own_top1 = vec![0.0; tasks];
         for (i, layers_i) in per_task.iter().enumerate() {
-            let (_, atom_task, stats) = &layers_i[l];
+            let LayerStats { atom_task, stats, .. } = &layers_i[l];
             let tokens = stats.tokens.max(1) as f64;
             for (a, &t) in atom_task.iter().enumerate() {
                 let t = t as usize;
@@ -157,7 +159,8 @@ pub fn routing_diagnostics(
                 }
             }
         }
-        layers.push(LayerRouting { layer: path.clone(), weight_share, own_top1, key_norm });
+        let layer = per_task[0][l].layer.clone();
+        layers.push(LayerRouting { layer, weight_share, own_top1, key_norm: norms });
     }
     let n_layers = layers.len().max(1) as f64;
     let mut weight_share = vec![vec![0.0; tasks]; tasks];

@@ -280,13 +280,7 @@ fn extend_key_subspaces(
     drop(layers);
     let n = config.method.subspace_examples.unwrap_or(crate::config::DEFAULT_SUBSPACE_EXAMPLES).min(n_train);
     let pb = bar(n as u64, "input subspace".into(), options.progress);
-    {
-        let _guard = tch::no_grad_guard();
-        for i in 0..n {
-            let _ = learner.loss(task, &[i])?;
-            pb.inc(1);
-        }
-    }
+    crate::analysis::forward_examples(learner, task, n, 1, || pb.inc(1))?;
     pb.finish_and_clear();
     let mut dims = Vec::new();
     for (path, m) in learner.moram_layers_mut() {
@@ -315,14 +309,7 @@ fn prune_task(
     }
     let (micro, _) = config.training.accumulation();
     let pb = bar(n.div_ceil(micro) as u64, "pruning statistics".into(), options.progress);
-    {
-        let _guard = tch::no_grad_guard();
-        let idx: Vec<usize> = (0..n).collect();
-        for chunk in idx.chunks(micro) {
-            let _ = learner.loss(task, chunk)?;
-            pb.inc(1);
-        }
-    }
+    crate::analysis::forward_examples(learner, task, n, micro, || pb.inc(1))?;
     pb.finish_and_clear();
     for (path, m) in learner.moram_layers_mut() {
         let Some(stats) = m.take_stats() else { continue };
