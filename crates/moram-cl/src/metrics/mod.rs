@@ -2,6 +2,7 @@
 //! scores ([`TaskMetric`]), each matching the Python code the paper's numbers came from.
 
 pub mod matrix;
+pub mod numglue;
 pub mod rouge;
 pub mod sari;
 pub mod text;
@@ -13,7 +14,9 @@ pub use matrix::{
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 
-/// How one task's generations are scored (protocol 4.7). All scores are on a 0-100 scale.
+/// How one task's generations are scored (`docs/protocol.md`, "TRACE metrics"): by default as the
+/// official MoRAM evaluation code scores them; upstream TRACE's variants by name. All scores are on
+/// a 0-100 scale. The serde names are the config spellings (`data.metrics`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TaskMetric {
@@ -23,10 +26,14 @@ pub enum TaskMetric {
     ChoiceAccuracy,
     /// ScienceQA: first character of prediction and answer, then the prefix rule.
     ScienceqaAccuracy,
-    /// NumGLUE: Qwen2.5-Math answer parser and numeric comparison.
+    /// NumGLUE: the official copy of the Qwen2.5-Math parser ([`numglue::official`]).
     NumglueAccuracy,
-    /// MeetingBank: pltrdy ROUGE-L F, TRACE averaging.
+    /// NumGLUE with upstream TRACE's parser ([`numglue::upstream`]).
+    NumglueAccuracyUpstream,
+    /// MeetingBank: pltrdy ROUGE-L F with the prediction as the hypothesis ([`rouge::official_rouge_l`]).
     RougeL,
+    /// MeetingBank with upstream TRACE's call, the target as the hypothesis ([`rouge::upstream_rouge_l`]).
+    RougeLUpstream,
     /// 20Minuten: SARI with the prompts as sources.
     Sari,
     /// Py150: fuzzywuzzy ratio after the placeholder clean-up.
@@ -35,32 +42,30 @@ pub enum TaskMetric {
 
 impl TaskMetric {
     /// Every metric, for listings.
-    pub const ALL: [TaskMetric; 7] = [
+    pub const ALL: [TaskMetric; 9] = [
         TaskMetric::Accuracy,
         TaskMetric::ChoiceAccuracy,
         TaskMetric::ScienceqaAccuracy,
         TaskMetric::NumglueAccuracy,
+        TaskMetric::NumglueAccuracyUpstream,
         TaskMetric::RougeL,
+        TaskMetric::RougeLUpstream,
         TaskMetric::Sari,
         TaskMetric::Py150Similarity,
     ];
 
-    /// The config name.
-    pub fn name(self) -> &'static str {
-        match self {
-            TaskMetric::Accuracy => "accuracy",
-            TaskMetric::ChoiceAccuracy => "choice_accuracy",
-            TaskMetric::ScienceqaAccuracy => "scienceqa_accuracy",
-            TaskMetric::NumglueAccuracy => "numglue_accuracy",
-            TaskMetric::RougeL => "rouge_l",
-            TaskMetric::Sari => "sari",
-            TaskMetric::Py150Similarity => "py150_similarity",
+    /// The config name (the serde spelling).
+    pub fn name(self) -> String {
+        match serde_json::to_value(self) {
+            Ok(serde_json::Value::String(s)) => s,
+            // A unit variant always serialises to its name.
+            _ => format!("{self:?}"),
         }
     }
 
     /// Parses a config name; the error lists the valid ones.
     pub fn from_name(name: &str) -> Result<Self> {
-        Self::ALL.into_iter().find(|m| m.name() == name).ok_or_else(|| {
+        serde_json::from_value(serde_json::Value::String(name.to_string())).map_err(|_| {
             let valid: Vec<_> = Self::ALL.iter().map(|m| m.name()).collect();
             Error::config("data.metrics", format!("`{name}` is not a metric; valid: {}", valid.join(", ")))
         })
@@ -84,12 +89,12 @@ impl TaskMetric {
         let n = predictions.len();
         if targets.len() != n || prompts.len() != n {
             return Err(Error::metric(
-                self.name(),
+                &self.name(),
                 format!("{} prompts, {n} predictions and {} targets must match", prompts.len(), targets.len()),
             ));
         }
         if n == 0 {
-            return Err(Error::metric(self.name(), "no example to score"));
+            return Err(Error::metric(&self.name(), "no example to score"));
         }
         let frac = |ok: usize| 100.0 * ok as f64 / n as f64;
         let pairs = predictions.iter().zip(targets);
@@ -103,26 +108,17 @@ impl TaskMetric {
                     .filter(|(p, t)| text::prefix_correct(&text::scienceqa_letter(p), &text::scienceqa_letter(t)))
                     .count(),
             ),
-            TaskMetric::NumglueAccuracy => {
-                frac(pairs.filter(|(p, t)| text::numglue_equal(&text::numglue_answer(p), t)).count())
+            TaskMetric::NumglueAccuracy => frac(pairs.filter(|(p, t)| numglue::official::correct(p, t)).count()),
+            TaskMetric::NumglueAccuracyUpstream => {
+                frac(pairs.filter(|(p, t)| numglue::upstream::correct(p, t)).count())
             }
-            TaskMetric::RougeL => 100.0 * rouge::trace_rouge_l(predictions, targets),
+            TaskMetric::RougeL => 100.0 * rouge::official_rouge_l(predictions, targets),
+            TaskMetric::RougeLUpstream => 100.0 * rouge::upstream_rouge_l(predictions, targets),
             TaskMetric::Sari => {
                 let refs: Vec<Vec<String>> = targets.iter().map(|t| vec![t.clone()]).collect();
                 sari::sari(prompts, predictions, &refs)
             }
-            TaskMetric::Py150Similarity => {
-                pairs
-                    .map(|(p, t)| {
-                        if p.is_empty() || t.is_empty() {
-                            0.0
-                        } else {
-                            text::fuzz_ratio(&text::py150_clean(p), &text::py150_clean(t)) as f64
-                        }
-                    })
-                    .sum::<f64>()
-                    / n as f64
-            }
+            TaskMetric::Py150Similarity => pairs.map(|(p, t)| text::py150_similarity(p, t)).sum::<f64>() / n as f64,
         })
     }
 }

@@ -1,4 +1,5 @@
-//! ROUGE-L as the `rouge` package (pltrdy, 1.0.1) computes it and TRACE averages it.
+//! ROUGE-L as the `rouge` package (pltrdy, 1.0.1) computes it, averaged over pairs as the official
+//! MoRAM evaluation code does ([`official_rouge_l`]) or as upstream TRACE does ([`upstream_rouge_l`]).
 //!
 //! Texts are cut into "sentences" on `.`, whitespace-normalised, and split into words on single
 //! spaces. The score is the summary-level union-LCS F-measure with set semantics: the overlap is
@@ -64,10 +65,24 @@ pub fn rouge_l_f(hyp: &str, reference: &str) -> Option<f64> {
     Some(2.0 * ((p * r) / (p + r + 1e-8)))
 }
 
-/// TRACE `caculate_rouge`: `score_rouge(target, prediction)` (the target is passed as the
-/// hypothesis), pairs with an empty prediction or target skipped but counted, mean over all pairs.
-/// Pairs the package cannot score (it raises) count 0 here. Returns 0-1.
-pub fn trace_rouge_l(predictions: &[String], targets: &[String]) -> f64 {
+/// The official MoRAM evaluation's ROUGE-L: per pair, the **prediction** is the hypothesis, with
+/// `"\n"` appended when it has none; pairs with an empty prediction or target are skipped but
+/// counted; mean over all pairs. Pairs the package cannot score (it raises, and the official code
+/// crashes) count 0 here. Returns 0-1.
+pub fn official_rouge_l(predictions: &[String], targets: &[String]) -> f64 {
+    mean_over_pairs(predictions, targets, |p, t| {
+        let hyp = if p.contains('\n') { p.to_string() } else { format!("{p}\n") };
+        rouge_l_f(&hyp, t)
+    })
+}
+
+/// Upstream TRACE's `caculate_rouge`: `score_rouge(target, prediction)` (the **target** is passed as
+/// the hypothesis, nothing appended), otherwise as [`official_rouge_l`]. Returns 0-1.
+pub fn upstream_rouge_l(predictions: &[String], targets: &[String]) -> f64 {
+    mean_over_pairs(predictions, targets, |p, t| rouge_l_f(t, p))
+}
+
+fn mean_over_pairs(predictions: &[String], targets: &[String], score: impl Fn(&str, &str) -> Option<f64>) -> f64 {
     if predictions.is_empty() {
         return 0.0;
     }
@@ -75,7 +90,7 @@ pub fn trace_rouge_l(predictions: &[String], targets: &[String]) -> f64 {
         .iter()
         .zip(targets)
         .filter(|(p, t)| !p.is_empty() && !t.is_empty())
-        .map(|(p, t)| rouge_l_f(t, p).unwrap_or(0.0))
+        .map(|(p, t)| score(p, t).unwrap_or(0.0))
         .sum();
     total / predictions.len() as f64
 }
@@ -95,8 +110,15 @@ mod tests {
         assert!((f - 2.0 * p * r / (p + r + 1e-8)).abs() < 1e-12);
         assert_eq!(rouge_l_f("...", "a"), None);
         assert_eq!(
-            trace_rouge_l(&["".into(), "a b".into()], &["x".into(), "a b".into()]),
+            upstream_rouge_l(&["".into(), "a b".into()], &["x".into(), "a b".into()]),
             rouge_l_f("a b", "a b").unwrap() / 2.0
         );
+        // The official call: the prediction's appended "\n" adds an empty sentence (one more
+        // distinct "word"), so identical texts score 10/11, and "a b." vs "a b. ." scores 1.
+        let same = ["The council approved the budget.".to_string()];
+        assert!((official_rouge_l(&same, &same) - 2.0 * (5.0 / 6.0) / (11.0 / 6.0 + 1e-8)).abs() < 1e-12);
+        let (p, t) = (["a b.".to_string()], ["a b. .".to_string()]);
+        assert!((official_rouge_l(&p, &t) - 1.0).abs() < 1e-7);
+        assert!((upstream_rouge_l(&p, &t) - 0.8).abs() < 1e-7);
     }
 }

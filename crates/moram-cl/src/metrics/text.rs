@@ -1,7 +1,8 @@
-//! TRACE per-example text rules (protocol 4.6-4.7): the prefix accuracy rule, the C-STANCE/FOMC
-//! letter extraction, ScienceQA's answer letter, the NumGLUE number parser and the Py150
-//! placeholder clean-up with fuzzywuzzy's `ratio`. Strings are compared as Python does: by Unicode
-//! code points, with Python's notion of whitespace.
+//! TRACE per-example text rules as the official MoRAM evaluation code applies them
+//! (`docs/protocol.md`, "TRACE metrics"): the prefix accuracy rule, the C-STANCE/FOMC letter
+//! extraction, ScienceQA's answer letter and the Py150 placeholder clean-up with fuzzywuzzy's
+//! `ratio` (NumGLUE is [`super::numglue`]). Strings are compared as Python does: by Unicode code
+//! points, with Python's notion of whitespace.
 
 use regex::Regex;
 use std::sync::LazyLock;
@@ -31,7 +32,7 @@ pub fn prefix_correct(prediction: &str, target: &str) -> bool {
 static CHOICE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?i)\b([ABC])\b").expect("static regex"));
 
 /// C-STANCE/FOMC post-processing: the first standalone A/B/C (any case, upper-cased), else the
-/// first character that upper-cases to A/B/C, else the text unchanged.
+/// first character that upper-cases to A/B/C, else the text stripped.
 pub fn extract_choice(text: &str) -> String {
     if let Some(m) = CHOICE.captures(text).and_then(|c| c.get(1)) {
         return m.as_str().to_uppercase();
@@ -42,7 +43,7 @@ pub fn extract_choice(text: &str) -> String {
             return up;
         }
     }
-    text.to_string()
+    py_strip(text).to_string()
 }
 
 /// ScienceQA "resolve": the first character of the stripped string, or `N/A` when empty.
@@ -50,121 +51,32 @@ pub fn scienceqa_letter(text: &str) -> String {
     py_strip(text).chars().next().map(String::from).unwrap_or_else(|| "N/A".into())
 }
 
-static NUMBER: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"-?\d*\.?\d+").expect("static regex"));
-
-/// The content of the last `\boxed{...}` (braces balanced), if any.
-fn last_boxed(text: &str) -> Option<String> {
-    let start = text.rfind("\\boxed")? + "\\boxed".len();
-    let rest = &text[start..];
-    let rest = rest.strip_prefix('{')?;
-    let mut depth = 1usize;
-    let mut out = String::new();
-    for c in rest.chars() {
-        match c {
-            '{' => depth += 1,
-            '}' => {
-                depth -= 1;
-                if depth == 0 {
-                    return Some(out);
-                }
-            }
-            _ => {}
-        }
-        out.push(c);
-    }
-    None
-}
-
-/// The NumGLUE answer a prediction gives (Qwen2.5-Math parser, as the MoRAM TRACE code uses it):
-/// the last `\boxed{}` content, else the last number (commas removed), else the stripped text;
-/// then line breaks removed and a leading `:` / trailing `.` or `/` dropped.
-pub fn numglue_answer(prediction: &str) -> String {
-    let mut a = if let Some(b) = last_boxed(prediction) {
-        strip_answer(&b)
-    } else {
-        let no_commas = prediction.replace(',', "");
-        match NUMBER.find_iter(&no_commas).last() {
-            Some(m) => m.as_str().to_string(),
-            None => py_strip(prediction).to_string(),
-        }
-    };
-    a = a.split('\n').map(|l| l.trim_start_matches(is_py_space)).collect();
-    if let Some(s) = a.strip_prefix(':') {
-        a = s.to_string();
-    }
-    if let Some(s) = a.strip_suffix('.') {
-        a = s.to_string();
-    }
-    if let Some(s) = a.strip_suffix('/') {
-        a = s.to_string();
-    }
-    a
-}
-
-/// The parts of the parser's `strip_string` that matter for numeric answers: whitespace, `$`,
-/// `\%`/`%`, `\text{...}` wrappers, thousands commas between digits, a trailing `.`.
-pub fn strip_answer(s: &str) -> String {
-    let mut t = py_strip(s).replace("\\!", "").replace("\\$", "").replace('$', "");
-    t = t.replace("\\%", "").replace('%', "");
-    if let (Some(i), true) = (t.find("\\text{"), t.ends_with('}')) {
-        t = format!("{}{}", &t[..i], &t[i + 6..t.len() - 1]);
-    }
-    let chars: Vec<char> = t.chars().collect();
-    let mut out = String::new();
-    for (i, &c) in chars.iter().enumerate() {
-        let between_digits =
-            i > 0 && i + 1 < chars.len() && chars[i - 1].is_ascii_digit() && chars[i + 1].is_ascii_digit();
-        if c == ',' && between_digits {
-            continue;
-        }
-        out.push(c);
-    }
-    let out = py_strip(&out).trim_end_matches('.').to_string();
-    py_strip(&out).to_string()
-}
-
-fn parse_number(s: &str) -> Option<f64> {
-    let t = strip_answer(s);
-    if t.is_empty() || t.contains(|c: char| c.is_alphabetic() && c != 'e' && c != 'E') {
-        return None;
-    }
-    t.parse::<f64>().ok().filter(|x| x.is_finite())
-}
-
-/// `math_equal` without its symbolic (sympy) step: case-insensitive string equality, then numeric
-/// equality within relative tolerance 1e-4 against `gt`, `gt/100` and `gt*100`, then equality after
-/// stripping brackets, then `x = v` forms on either side.
-pub fn numglue_equal(prediction: &str, gt: &str) -> bool {
-    let (p, g) = (strip_answer(prediction), strip_answer(gt));
-    if p.to_lowercase() == g.to_lowercase() {
-        return true;
-    }
-    if let (Some(pv), Some(gv)) = (parse_number(&p), parse_number(&g)) {
-        let close = |a: f64, b: f64| (a - b).abs() <= 1e-4 * a.abs().max(b.abs());
-        if [gv, gv / 100.0, gv * 100.0].into_iter().any(|t| close(pv, t)) {
-            return true;
-        }
-    }
-    let unbracket = |s: &str| s.trim_matches(|c| matches!(c, '(' | ')' | '[' | ']' | '{' | '}')).to_lowercase();
-    if !p.is_empty() && unbracket(&p) == unbracket(&g) {
-        return true;
-    }
-    let rhs = |s: &str| s.split_once('=').and_then(|(l, r)| (py_strip(l).len() <= 2).then(|| py_strip(r).to_string()));
-    match (rhs(&p), rhs(&g)) {
-        (Some(a), None) => numglue_equal(&a, &g),
-        (None, Some(b)) => numglue_equal(&p, &b),
-        _ => false,
-    }
-}
-
 static LITERAL: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"(?s)<(STR|NUM|CHAR)_LIT:(.*?)>").expect("static regex"));
 
-/// Py150 placeholder clean-up: `<NUM_LIT>` -> `0`, `<STR_LIT>`/`<CHAR_LIT>` -> empty, and
-/// `<STR_LIT:x>`/`<NUM_LIT:x>`/`<CHAR_LIT:x>` -> `x`.
+/// Py150 placeholder clean-up: `<NUM_LIT>` -> `0`, `<STR_LIT>`/`<CHAR_LIT>` -> empty; then every
+/// match of `<(STR|NUM|CHAR)_LIT:(.*?)>` is found once on that text and, match by match, all
+/// occurrences of its full text are replaced by its inner `x` (Python's `findall` then
+/// `str.replace`, so a nested literal can survive).
 pub fn py150_clean(code: &str) -> String {
-    let code = code.replace("<NUM_LIT>", "0").replace("<STR_LIT>", "").replace("<CHAR_LIT>", "");
-    LITERAL.replace_all(&code, "${2}").into_owned()
+    let mut code = code.replace("<NUM_LIT>", "0").replace("<STR_LIT>", "").replace("<CHAR_LIT>", "");
+    let found: Vec<(String, String)> =
+        LITERAL.captures_iter(&code).map(|c| (c[0].to_string(), c[2].to_string())).collect();
+    for (full, inner) in found {
+        code = code.replace(&full, &inner);
+    }
+    code
+}
+
+/// Py150 similarity of one pair: both cleaned ([`py150_clean`]), then 0 when either is empty,
+/// else [`fuzz_ratio`] (the official order: the empty check comes after the clean-up).
+pub fn py150_similarity(prediction: &str, target: &str) -> f64 {
+    let (p, t) = (py150_clean(prediction), py150_clean(target));
+    if p.is_empty() || t.is_empty() {
+        0.0
+    } else {
+        fuzz_ratio(&p, &t) as f64
+    }
 }
 
 /// fuzzywuzzy `fuzz.ratio` with python-Levenshtein: 100 for equal strings, 0 when one is empty,
@@ -200,31 +112,17 @@ mod tests {
         assert_eq!(extract_choice("a dovish stance"), "A", "a standalone article counts (A3)");
         assert_eq!(extract_choice("hawkish(C)"), "C");
         assert_eq!(extract_choice("Cautious"), "C", "no standalone letter: first A/B/C character");
-        assert_eq!(extract_choice("xyz"), "xyz");
+        assert_eq!(extract_choice("  xyz \n"), "xyz", "no letter: the prediction stripped");
         assert_eq!(extract_choice("立场是Bx"), "B");
         assert_eq!(scienceqa_letter("  B\nbecause"), "B");
         assert_eq!(scienceqa_letter("   "), "N/A");
     }
 
     #[test]
-    fn numglue_parser() {
-        assert_eq!(numglue_answer("So the total is 1,234 apples."), "1234");
-        assert_eq!(numglue_answer("x = \\boxed{42} or 7"), "42");
-        assert_eq!(numglue_answer("-3.5 then 7."), "7");
-        assert_eq!(numglue_answer("Friday"), "Friday");
-        assert_eq!(numglue_answer("it is .5"), ".5");
-        assert!(numglue_equal("12.0", "12"));
-        assert!(numglue_equal("0.25", "25"), "percentage tolerance");
-        assert!(numglue_equal("friday", "Friday"));
-        assert!(numglue_equal("x = 5", "5"));
-        assert!(!numglue_equal("13", "12"));
-        assert!(numglue_equal("100000", "100001"), "relative tolerance 1e-4");
-        assert!(!numglue_equal("", "12"));
-    }
-
-    #[test]
     fn py150_and_fuzz() {
         assert_eq!(py150_clean("x = <NUM_LIT> + <STR_LIT:hi> <STR_LIT>"), "x = 0 + hi ");
+        assert_eq!(py150_similarity("<STR_LIT>", "<STR_LIT>"), 0.0, "empty after the clean-up");
+        assert_eq!(py150_clean("<STR_LIT:<NUM_LIT:3>>"), "<NUM_LIT:3>", "a nested literal survives");
         assert_eq!(fuzz_ratio("", ""), 100);
         assert_eq!(fuzz_ratio("abc", ""), 0);
         assert_eq!(fuzz_ratio("this is a test", "this is a test!"), 97);
