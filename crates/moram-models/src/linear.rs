@@ -85,6 +85,14 @@ impl AdaptableLinear {
             AdaptableLinear::Moram(m) => m.weight(),
         }
     }
+
+    /// The frozen base bias `(d_out,)`, if any.
+    pub fn bias(&self) -> Option<&Tensor> {
+        match self {
+            AdaptableLinear::Frozen { bias, .. } => bias.as_ref(),
+            AdaptableLinear::Moram(m) => m.bias(),
+        }
+    }
 }
 
 /// Starts task `task` on every layer (shared by the CLIP and LLM models).

@@ -120,8 +120,6 @@ fn bad_inputs_are_errors() -> anyhow::Result<()> {
     let model = load("hf.safetensors", None)?;
     let err = model.encode_image(&Tensor::zeros([1, 3, 16, 16], (Kind::Float, Device::Cpu))).unwrap_err().to_string();
     assert!(err.contains("(B, 3, 32, 32)"), "{err}");
-    let err = model.encode_text(&Tensor::from_slice(&[1i64, 2, 3]).view([1, 3])).unwrap_err().to_string();
-    assert!(err.contains("end-of-text token (99)"), "{err}");
     let err = model.encode_text(&Tensor::from_slice(&[1i64, 200, 99]).view([1, 3])).unwrap_err().to_string();
     assert!(err.contains("[0, 100)"), "{err}");
     Ok(())
@@ -181,5 +179,40 @@ fn unsupported_config_values_and_corrupt_checkpoints_are_named() -> anyhow::Resu
     assert!(WeightSource::open(dir.path().join("bad.safetensors")).is_err());
     let err = ClipConfig::preset("vit-h14").unwrap_err().to_string();
     assert!(err.contains("vit-b16, vit-b32, vit-l14"), "{err}");
+    Ok(())
+}
+
+/// Text pooling in both of transformers' regimes, checked through causality (the hidden state at a
+/// position depends only on the tokens up to it): an end-of-text id pools its first position, a
+/// row without it pools position 0, the legacy id 2 pools each row's largest id. A `config.json`
+/// without `eos_token_id` means transformers' default 49407.
+#[test]
+fn text_pooling_follows_transformers_in_both_regimes() -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(fixtures().join("config.json"))?;
+    let mut json: serde_json::Value = serde_json::from_str(&text)?;
+    json["text_config"].as_object_mut().map(|t| t.remove("eos_token_id"));
+    let dir = tempfile::tempdir()?;
+    std::fs::write(dir.path().join("config.json"), serde_json::to_string(&json)?)?;
+    assert_eq!(ClipConfig::from_hf_json(dir.path().join("config.json"))?.text.eos_token_id, 49407);
+
+    let source = WeightSource::open(fixtures().join("hf.safetensors"))?;
+    let model_with = |eos: i64| -> anyhow::Result<ClipModel> {
+        let mut config = ClipConfig::from_hf_json(fixtures().join("config.json"))?;
+        config.text.eos_token_id = eos;
+        Ok(ClipModel::load(&source, &config, None, Kind::Float, Device::Cpu)?)
+    };
+    let ids = |rows: &[&[i64]]| Tensor::from_slice(&rows.concat()).view([rows.len() as i64, -1]);
+    let encode = |m: &ClipModel, rows: &[&[i64]]| tch::no_grad(|| m.encode_text(&ids(rows)));
+    let eos99 = model_with(99)?;
+    // The first 99 pools, not the later one nor the larger ids after it.
+    let pooled = encode(&eos99, &[&[5, 7, 99, 50, 99], &[5, 7, 20, 30, 40]])?;
+    assert!(max_diff(&pooled.get(0), &encode(&eos99, &[&[5, 7, 99]])?.get(0)) < 1e-5);
+    // No end-of-text id: position 0, i.e. what the first token alone gives.
+    assert!(max_diff(&pooled.get(1), &encode(&eos99, &[&[5]])?.get(0)) < 1e-5);
+    let legacy = model_with(2)?;
+    let pooled = encode(&legacy, &[&[5, 7, 20, 98, 3], &[5, 7, 99, 50, 60]])?;
+    assert!(max_diff(&pooled.get(0), &encode(&legacy, &[&[5, 7, 20, 98]])?.get(0)) < 1e-5, "largest id 98");
+    assert!(max_diff(&pooled.get(1), &encode(&eos99, &[&[5, 7, 99]])?.get(0)) < 1e-5, "largest id 99");
+    assert!(max_diff(&pooled.get(0), &encode(&eos99, &[&[5, 7, 20, 98, 3]])?.get(0)) > 1e-3, "the regimes differ");
     Ok(())
 }

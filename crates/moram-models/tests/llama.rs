@@ -71,10 +71,13 @@ fn config_and_checkpoint_problems_are_named() -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
     let text = std::fs::read_to_string(dir().join("tiny_llama/config.json"))?;
     for (from, to, expect) in [
-        ("\"mlp_bias\": false", "\"mlp_bias\": true", "`mlp_bias` = true is not supported"),
         ("\"hidden_act\": \"silu\"", "\"hidden_act\": \"gelu\"", "`hidden_act` `gelu` is not supported"),
         ("\"rope_type\": \"llama3\"", "\"rope_type\": \"yarn\"", "type `yarn` is not supported"),
-        ("\"use_cache\": true", "\"sliding_window\": 4096", "`sliding_window` is not a supported LLaMA config field"),
+        (
+            "\"use_cache\": true",
+            "\"sliding_window\": 4096",
+            "`sliding_window` is not a supported LLaMA/Gemma config field",
+        ),
     ] {
         let path = tmp.path().join("config.json");
         std::fs::write(&path, text.replace(from, to))?;
@@ -229,5 +232,78 @@ fn llama2_style_multi_head_attention_with_tied_head_matches_transformers() -> an
     let logits = tch::no_grad(|| model.forward(&e["ids"], &mut KvCache::default()))?;
     let diff = (&logits - &e["logits"]).abs().max().double_value(&[]);
     assert!(diff <= 1e-4, "logits differ by {diff}");
+    Ok(())
+}
+
+/// The frozen blocks' work done once: generation from a remembered prefix is the same computation
+/// (identical ids), the loss from per-example prefixes equals the full loss up to rounding, and a
+/// prefix computed before atoms entered its blocks is not reused.
+#[test]
+fn frozen_prefix_reuse_equals_the_full_computation() -> anyhow::Result<()> {
+    use moram_models::llm::{GenerationConfig, PrefixMemo};
+    use moram_models::TargetSpec;
+    let (mut model, e) = load()?;
+    let config = moram_core::MoramConfig { r: 4, top_k: 4, ..Default::default() };
+    let last = model.config().num_hidden_layers as usize - 1;
+    model.inject(&TargetSpec { layers: Some(vec![last]), ..TargetSpec::all_encoders(&["q", "v", "down"]) }, &config)?;
+    model.begin_task(0)?;
+    tch::manual_seed(3);
+    tch::no_grad(|| {
+        for t in model.trainable_tensors() {
+            t.shallow_clone().copy_(&(t.randn_like() * 0.3));
+        }
+    });
+    assert_eq!(model.frozen_prefix_blocks(), last);
+
+    // Training loss: per-example prefixes (no padding), left-padded with zeros afterwards.
+    let (ids, labels, mask) = (&e["train_ids"], &e["labels"], &e["train_mask"]);
+    let full = model.causal_lm_loss(ids, labels, Some(mask))?;
+    let mut rows = Vec::new();
+    let width = ids.size()[1];
+    for b in 0..ids.size()[0] {
+        let real = mask.get(b).sum(Kind::Int64).int64_value(&[]);
+        let seq = ids.get(b).narrow(0, width - real, real).unsqueeze(0);
+        let positions = Tensor::arange(real, (Kind::Int64, Device::Cpu)).unsqueeze(0);
+        let h = model.frozen_prefix(&seq, &positions, None, false)?.hidden.squeeze_dim(0);
+        let pad = Tensor::zeros([width - real, h.size()[1]], (h.kind(), Device::Cpu));
+        rows.push(Tensor::cat(&[pad, h], 0));
+    }
+    let from_prefix = model.causal_lm_loss_from(&Tensor::stack(&rows, 0), last, labels, Some(mask))?;
+    let (a, b) = (full.double_value(&[]), from_prefix.double_value(&[]));
+    assert!((a - b).abs() <= 1e-5 * a.abs().max(1.0), "loss {a} vs {b} from the prefix");
+    from_prefix.backward();
+    assert!(model.trainable_tensors().iter().all(|t| t.grad().defined()), "gradients reach the atoms");
+
+    // Generation: prompts of different lengths (left padding), greedy, twice from the memo.
+    let prompts: Vec<Vec<i64>> =
+        (0..2).map(|r| Vec::<i64>::try_from(e["ids"].get(r).narrow(0, 0, 5 + 3 * r)).unwrap_or_default()).collect();
+    let gen = GenerationConfig { max_new_tokens: 6, ..Default::default() };
+    model.set_training(false);
+    let plain = model.generate(&prompts, &gen)?;
+    let mut memo = PrefixMemo::default();
+    assert_eq!(model.generate_with_prefixes(&prompts, &gen, Some(&mut memo))?, plain);
+    assert_eq!(memo.len(), 1);
+    let kept = memo.bytes();
+    assert!(kept > 0);
+    assert_eq!(model.generate_with_prefixes(&prompts, &gen, Some(&mut memo))?, plain, "from the remembered prefix");
+    assert_eq!(memo.bytes(), kept, "nothing computed twice");
+    // Atoms in block 0 make the remembered prefix stale: it is recomputed, not reused.
+    model.inject(&TargetSpec { layers: Some(vec![0]), ..TargetSpec::all_encoders(&["k"]) }, &config)?;
+    model.begin_task(1)?;
+    tch::no_grad(|| {
+        for t in model.trainable_tensors() {
+            t.shallow_clone().copy_(&(t.randn_like() * 0.3));
+        }
+    });
+    model.set_training(false);
+    assert_eq!(model.frozen_prefix_blocks(), 0);
+    let changed = model.generate(&prompts, &gen)?;
+    assert_eq!(model.generate_with_prefixes(&prompts, &gen, Some(&mut memo))?, changed);
+    let err = model.causal_lm_loss_from(&Tensor::stack(&rows, 0), last, labels, Some(mask)).unwrap_err();
+    assert!(err.to_string().contains("stale"), "{err}");
+    // A budget of 0 bytes keeps nothing and still generates the same.
+    let mut none = PrefixMemo::with_budget(0);
+    assert_eq!(model.generate_with_prefixes(&prompts, &gen, Some(&mut none))?, changed);
+    assert!(none.is_empty());
     Ok(())
 }

@@ -67,8 +67,9 @@ pub struct TextConfig {
     pub layer_norm_eps: f64,
     /// MLP activation.
     pub hidden_act: Activation,
-    /// End-of-text token id; pooling takes the first position holding it (or, for legacy configs
-    /// with id 2, the position of the largest id, as Hugging Face does).
+    /// End-of-text token id (transformers' default 49407 when `config.json` omits it); pooling takes
+    /// the first position holding it, position 0 in a row without it, and for legacy configs with
+    /// id 2 the position of the largest id, as transformers does.
     pub eos_token_id: i64,
 }
 
@@ -198,7 +199,9 @@ struct HfText {
     layer_norm_eps: f64,
     #[serde(default = "quick")]
     hidden_act: String,
-    #[serde(default = "d2")]
+    /// transformers' `CLIPTextConfig` default (49407, the `<|endoftext|>` id); `save_pretrained`
+    /// leaves it out of `config.json` when it has that value.
+    #[serde(default = "d49407")]
     eos_token_id: i64,
 }
 
@@ -222,8 +225,8 @@ struct HfVision {
     hidden_act: String,
 }
 
-fn d2() -> i64 {
-    2
+fn d49407() -> i64 {
+    49407
 }
 fn d8() -> i64 {
     8

@@ -245,17 +245,12 @@ impl TextTransformer {
             x = block.forward(&x, true)?;
         }
         let x = self.final_ln.forward(&x);
+        // transformers' `CLIPTextTransformer`: the legacy id 2 pools the largest token id of each
+        // row; otherwise the first position holding the end-of-text id, and position 0 for a row
+        // without one (argmax of all zeros).
         let eos = self.config.eos_token_id;
-        let positions = if eos == 2 {
-            ids.argmax(-1, false)
-        } else {
-            let hits = ids.eq(eos);
-            let any = hits.any_dim(-1, false).all().int64_value(&[]) == 1;
-            if !any {
-                return Err(Error::Input(format!("every token row needs an end-of-text token ({eos})")));
-            }
-            hits.to_kind(Kind::Int64).argmax(-1, false)
-        };
+        let positions =
+            if eos == 2 { ids.argmax(-1, false) } else { ids.eq(eos).to_kind(Kind::Int64).argmax(-1, false) };
         let d = self.config.hidden_size;
         let pooled = x.gather(1, &positions.view([b, 1, 1]).expand([b, 1, d], false), false).squeeze_dim(1);
         Ok(pooled.linear(&self.projection, None::<Tensor>))

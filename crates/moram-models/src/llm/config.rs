@@ -1,21 +1,33 @@
-//! Decoder-LLM configuration (LLaMA family so far), from GGUF metadata or a Hugging Face
-//! `config.json`.
+//! Decoder-LLM configuration (LLaMA and Gemma), from GGUF metadata or a Hugging Face
+//! `config.json`, resolved as `transformers` 4.45.2 (the version the official MoRAM code pins)
+//! reads it.
 
 use super::gguf::{GgufFile, Value};
+pub use super::rope::{Llama3Scaling, RopeScaling};
 use crate::error::{Error, Result};
 use std::path::Path;
 
-/// Llama-3 style RoPE frequency scaling (`rope_scaling.rope_type = "llama3"`).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Llama3Scaling {
-    /// Overall scaling factor.
-    pub factor: f64,
-    /// Wavelengths longer than `original / low_freq_factor` are divided by `factor`.
-    pub low_freq_factor: f64,
-    /// Wavelengths shorter than `original / high_freq_factor` are kept.
-    pub high_freq_factor: f64,
-    /// The pre-training context length.
-    pub original_max_position_embeddings: f64,
+/// The MLP's gate activation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// SiLU (`silu`): LLaMA's SwiGLU.
+    Silu,
+    /// GELU with the tanh approximation (`gelu_pytorch_tanh`, `gelu_new`).
+    GeluTanh,
+    /// Exact (erf) GELU (`gelu`).
+    Gelu,
+}
+
+impl Activation {
+    /// `transformers`' `ACT2FN` name to activation, for the names the supported families use.
+    fn from_hf(name: &str) -> Option<Self> {
+        match name {
+            "silu" | "swish" => Some(Activation::Silu),
+            "gelu_pytorch_tanh" | "gelu_new" => Some(Activation::GeluTanh),
+            "gelu" => Some(Activation::Gelu),
+            _ => None,
+        }
+    }
 }
 
 /// The decoder family: the same block with family-specific details.
@@ -23,8 +35,8 @@ pub struct Llama3Scaling {
 pub enum Arch {
     /// LLaMA-2/3.x (and SmolLM): SwiGLU, RMSNorm `w * x`, untied or tied head.
     Llama,
-    /// Gemma: GeGLU with tanh GELU, RMSNorm `(1 + w) * x` in f32, embeddings scaled by
-    /// `sqrt(hidden)`, tied head.
+    /// Gemma: GeGLU (tanh GELU unless `hidden_activation` says otherwise), RMSNorm `(1 + w) * x`
+    /// in f32, embeddings scaled by `sqrt(hidden)`, tied head.
     Gemma,
 }
 
@@ -53,8 +65,16 @@ pub struct LlmConfig {
     pub rope_theta: f64,
     /// Whether the LM head reuses the token embedding.
     pub tie_word_embeddings: bool,
-    /// Llama-3 RoPE scaling, if any.
-    pub rope_scaling: Option<Llama3Scaling>,
+    /// RoPE frequency scaling, if any.
+    pub rope_scaling: Option<RopeScaling>,
+    /// The trained context length (`dynamic` RoPE scaling starts past it).
+    pub max_position_embeddings: i64,
+    /// The MLP's gate activation.
+    pub activation: Activation,
+    /// Whether q/k/v/o have biases (`attention_bias`).
+    pub attention_bias: bool,
+    /// Whether gate/up/down have biases (`mlp_bias`).
+    pub mlp_bias: bool,
     /// Beginning-of-sequence id.
     pub bos_token_id: Option<i64>,
     /// End-of-sequence ids.
@@ -77,6 +97,10 @@ impl LlmConfig {
             rope_theta: 10_000.0,
             tie_word_embeddings: false,
             rope_scaling: None,
+            max_position_embeddings: 4096,
+            activation: Activation::Silu,
+            attention_bias: false,
+            mlp_bias: false,
             bos_token_id: Some(1),
             eos_token_ids: vec![2],
         }
@@ -97,7 +121,8 @@ impl LlmConfig {
             original_max_position_embeddings: 8192.0,
         };
         LlmConfig {
-            rope_scaling: Some(scaling),
+            rope_scaling: Some(RopeScaling::Llama3(scaling)),
+            max_position_embeddings: 131_072,
             rope_theta: 500_000.0,
             bos_token_id: Some(128_000),
             eos_token_ids: vec![128_001, 128_008, 128_009],
@@ -119,6 +144,8 @@ impl LlmConfig {
     pub fn gemma_2b() -> Self {
         LlmConfig {
             arch: Arch::Gemma,
+            activation: Activation::GeluTanh,
+            max_position_embeddings: 8192,
             head_dim: 256,
             rms_norm_eps: 1e-6,
             bos_token_id: Some(2),
@@ -156,9 +183,19 @@ impl LlmConfig {
         ]
     }
 
-    /// Parameters of the base model (embedding, blocks, norms, head unless tied).
+    /// Whether the block linear `module` (`q_proj` ... `down_proj`) has a bias.
+    pub fn has_bias(&self, module: &str) -> bool {
+        match module {
+            "gate_proj" | "up_proj" | "down_proj" => self.mlp_bias,
+            _ => self.attention_bias,
+        }
+    }
+
+    /// Parameters of the base model (embedding, blocks with their biases, norms, head unless tied).
     pub fn parameter_count(&self) -> i64 {
-        let block: i64 = self.block_linears().iter().map(|(_, i, o)| i * o).sum::<i64>() + 2 * self.hidden_size;
+        let biases: i64 = self.block_linears().iter().filter(|(m, _, _)| self.has_bias(m)).map(|(_, _, o)| o).sum();
+        let block: i64 =
+            self.block_linears().iter().map(|(_, i, o)| i * o).sum::<i64>() + 2 * self.hidden_size + biases;
         let embed = self.vocab_size * self.hidden_size;
         embed + self.num_hidden_layers * block + self.hidden_size + if self.tie_word_embeddings { 0 } else { embed }
     }
@@ -205,6 +242,13 @@ impl LlmConfig {
             rope_theta: f("rope.freq_base", 10_000.0),
             tie_word_embeddings: !gguf.tensors.contains_key("output.weight"),
             rope_scaling: None,
+            max_position_embeddings: gguf
+                .get("llama.context_length")
+                .and_then(Value::as_u64)
+                .map_or(4096, |v| v as i64),
+            activation: Activation::Silu,
+            attention_bias: gguf.tensors.contains_key("blk.0.attn_q.bias"),
+            mlp_bias: gguf.tensors.contains_key("blk.0.ffn_up.bias"),
             bos_token_id: gguf.get("tokenizer.ggml.bos_token_id").and_then(Value::as_u64).map(|v| v as i64),
             eos_token_ids: gguf
                 .get("tokenizer.ggml.eos_token_id")
@@ -215,9 +259,10 @@ impl LlmConfig {
         })
     }
 
-    /// Reads a Hugging Face `LlamaForCausalLM` / `GemmaForCausalLM` `config.json`. Fields moram does not implement
-    /// (attention or MLP biases, tensor-parallel pre-training splits, other RoPE scalings, other
-    /// activations, unknown keys) are errors that name them.
+    /// Reads a Hugging Face `LlamaForCausalLM` / `GemmaForCausalLM` `config.json` as `transformers`
+    /// 4.45.2 reads it. A `model_type` other than `llama` / `gemma` is named first; fields moram does
+    /// not implement (tensor-parallel pre-training splits, other RoPE scalings, other activations,
+    /// attention dropout, unknown keys) are errors that name them.
     pub fn from_hf_json(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.into(), source })?;
@@ -226,6 +271,15 @@ impl LlmConfig {
         let obj =
             json.as_object().ok_or_else(|| Error::Corrupt { path: path.into(), reason: "not a JSON object".into() })?;
         let bad = |field: &str, why: String| Error::Corrupt { path: path.into(), reason: format!("`{field}` {why}") };
+        // The family first: an unsupported architecture has fields of its own that would otherwise
+        // be reported as unknown keys before the real reason.
+        let arch = match obj.get("model_type").and_then(serde_json::Value::as_str) {
+            None | Some("llama") => Arch::Llama,
+            Some("gemma") => Arch::Gemma,
+            Some(other) => {
+                return Err(bad("model_type", format!("`{other}` is not a supported architecture (llama, gemma)")))
+            }
+        };
         const KNOWN: [&str; 32] = [
             "architectures",
             "model_type",
@@ -261,42 +315,33 @@ impl LlmConfig {
             "hidden_activation",
         ];
         if let Some(unknown) = obj.keys().find(|k| !KNOWN.contains(&k.as_str())) {
-            return Err(bad(unknown, format!("is not a supported LLaMA config field (known: {})", KNOWN.join(", "))));
+            return Err(bad(
+                unknown,
+                format!("is not a supported LLaMA/Gemma config field (known: {})", KNOWN.join(", ")),
+            ));
         }
         let int = |k: &str| -> Result<i64> {
             obj.get(k).and_then(serde_json::Value::as_i64).ok_or_else(|| bad(k, "is missing or not an integer".into()))
         };
         let float = |k: &str, d: f64| obj.get(k).and_then(serde_json::Value::as_f64).unwrap_or(d);
         let flag = |k: &str| obj.get(k).and_then(serde_json::Value::as_bool).unwrap_or(false);
-        let arch = match obj.get("model_type").and_then(serde_json::Value::as_str) {
-            None | Some("llama") => Arch::Llama,
-            Some("gemma") => Arch::Gemma,
-            Some(other) => return Err(bad("model_type", format!("`{other}` is not supported (llama, gemma)"))),
+        let name = |k: &str| obj.get(k).and_then(serde_json::Value::as_str);
+        // transformers 4.45.2: LlamaMLP uses `hidden_act`; GemmaMLP ignores `hidden_act` and uses
+        // `hidden_activation`, tanh GELU when absent. (From 4.46 on, GemmaMLP reads `hidden_act`
+        // instead: a Gemma config with `hidden_act = "gelu"` and no `hidden_activation` computes
+        // exact GELU there, tanh GELU in 4.45.2 and here.)
+        let (field, act) = match arch {
+            Arch::Llama => ("hidden_act", name("hidden_act").unwrap_or("silu")),
+            Arch::Gemma => ("hidden_activation", name("hidden_activation").unwrap_or("gelu_pytorch_tanh")),
         };
-        // Gemma configs may name the activation in either field; both set and different is ambiguous.
-        let act = match (
-            obj.get("hidden_act").and_then(serde_json::Value::as_str),
-            obj.get("hidden_activation").and_then(serde_json::Value::as_str),
-        ) {
-            (Some(a), Some(b)) if a != b => {
-                return Err(bad("hidden_activation", format!("`{b}` contradicts hidden_act `{a}`")));
+        let activation = match (arch, Activation::from_hf(act)) {
+            (Arch::Llama, Some(Activation::Silu)) => Activation::Silu,
+            (Arch::Gemma, Some(a @ (Activation::GeluTanh | Activation::Gelu))) => a,
+            _ => {
+                let valid = if arch == Arch::Llama { "silu" } else { "gelu_pytorch_tanh, gelu_new, gelu" };
+                return Err(bad(field, format!("`{act}` is not supported ({valid})")));
             }
-            (a, b) => a.or(b),
         };
-        let expected_act = match arch {
-            Arch::Llama => "silu",
-            Arch::Gemma => "gelu_pytorch_tanh",
-        };
-        match act {
-            None => {}
-            Some(a) if a == expected_act || (arch == Arch::Gemma && a == "gelu") => {}
-            Some(other) => return Err(bad("hidden_act", format!("`{other}` is not supported ({expected_act})"))),
-        }
-        for f in ["attention_bias", "mlp_bias"] {
-            if flag(f) {
-                return Err(bad(f, "= true is not supported (LLaMA projections have no bias)".into()));
-            }
-        }
         if obj.get("pretraining_tp").and_then(serde_json::Value::as_i64).is_some_and(|tp| tp != 1) {
             return Err(bad("pretraining_tp", "other than 1 is not supported".into()));
         }
@@ -308,22 +353,35 @@ impl LlmConfig {
             Some(rs) => {
                 let kind =
                     rs.get("rope_type").or_else(|| rs.get("type")).and_then(serde_json::Value::as_str).unwrap_or("");
-                if kind != "llama3" {
-                    return Err(bad("rope_scaling", format!("type `{kind}` is not supported (llama3)")));
-                }
                 let g = |k: &str| {
                     rs.get(k)
                         .and_then(serde_json::Value::as_f64)
                         .ok_or_else(|| bad("rope_scaling", format!("lacks `{k}`")))
                 };
-                Some(Llama3Scaling {
-                    factor: g("factor")?,
-                    low_freq_factor: g("low_freq_factor")?,
-                    high_freq_factor: g("high_freq_factor")?,
-                    original_max_position_embeddings: g("original_max_position_embeddings")?,
-                })
+                match kind {
+                    "default" => None,
+                    "linear" => Some(RopeScaling::Linear { factor: g("factor")? }),
+                    "dynamic" => Some(RopeScaling::Dynamic { factor: g("factor")? }),
+                    "llama3" => Some(RopeScaling::Llama3(Llama3Scaling {
+                        factor: g("factor")?,
+                        low_freq_factor: g("low_freq_factor")?,
+                        high_freq_factor: g("high_freq_factor")?,
+                        original_max_position_embeddings: g("original_max_position_embeddings")?,
+                    })),
+                    other => {
+                        return Err(bad(
+                            "rope_scaling",
+                            format!("type `{other}` is not supported (default, linear, dynamic, llama3)"),
+                        ))
+                    }
+                }
             }
         };
+        if let Some(RopeScaling::Linear { factor } | RopeScaling::Dynamic { factor }) = rope_scaling {
+            if !(factor.is_finite() && factor >= 1.0) {
+                return Err(bad("rope_scaling", format!("factor must be >= 1, found {factor}")));
+            }
+        }
         let heads = int("num_attention_heads")?;
         let hidden = int("hidden_size")?;
         let eos_token_ids = match obj.get("eos_token_id") {
@@ -347,6 +405,13 @@ impl LlmConfig {
                 .and_then(serde_json::Value::as_bool)
                 .unwrap_or(arch == Arch::Gemma),
             rope_scaling,
+            max_position_embeddings: obj
+                .get("max_position_embeddings")
+                .and_then(serde_json::Value::as_i64)
+                .unwrap_or(if arch == Arch::Gemma { 8192 } else { 2048 }),
+            activation,
+            attention_bias: flag("attention_bias"),
+            mlp_bias: flag("mlp_bias"),
             bos_token_id: obj.get("bos_token_id").and_then(serde_json::Value::as_i64),
             eos_token_ids,
         })

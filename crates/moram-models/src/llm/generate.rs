@@ -7,9 +7,10 @@
 //! including their treatment of padding tokens as part of each row's history. Sampling draws from
 //! a ChaCha8 generator seeded per call, so it is reproducible on any device.
 
-use super::model::{CausalLm, KvCache};
+use super::model::{CausalLm, FrozenPrefix, KvCache};
 use crate::error::{Error, Result};
 use rand::{Rng, SeedableRng};
+use std::collections::HashMap;
 use tch::Tensor;
 
 /// How to generate.
@@ -126,10 +127,68 @@ fn sample(logits: &[f32], temperature: f64, top_p: f64, rng: &mut impl Rng) -> i
     kept.last().map_or(0, |p| p.0 as i64)
 }
 
+/// The frozen prefixes ([`FrozenPrefix`]) of prompt batches, kept across calls: continual-learning
+/// evaluation generates from the same prompt batches after every task, and the blocks before the
+/// first adapted one give the same keys, values and hidden states each time. Keyed by the prompts'
+/// token ids; an entry computed before atoms were added to its blocks is recomputed.
+#[derive(Debug)]
+pub struct PrefixMemo {
+    map: HashMap<Vec<Vec<i64>>, FrozenPrefix>,
+    bytes: usize,
+    budget: usize,
+}
+
+impl Default for PrefixMemo {
+    fn default() -> Self {
+        PrefixMemo::with_budget(usize::MAX)
+    }
+}
+
+impl PrefixMemo {
+    /// A memo that keeps at most `budget` bytes of tensors; batches beyond it are computed each
+    /// time instead of kept (long prompts on many blocks would not fit in memory).
+    pub fn with_budget(budget: usize) -> Self {
+        PrefixMemo { map: HashMap::new(), bytes: 0, budget }
+    }
+
+    /// Bytes of tensors kept.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Prompt batches remembered.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether nothing is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Forgets every prefix.
+    pub fn clear(&mut self) {
+        self.map.clear();
+        self.bytes = 0;
+    }
+}
+
 impl CausalLm {
     /// Generates a continuation for each prompt (batched, prompts left-padded to a common
     /// length). Returns the new ids per prompt, ending with the stop id when one was produced.
     pub fn generate(&self, prompts: &[Vec<i64>], config: &GenerationConfig) -> Result<Vec<Vec<i64>>> {
+        self.generate_with_prefixes(prompts, config, None)
+    }
+
+    /// [`CausalLm::generate`], taking the prompts' pass through the frozen leading blocks from
+    /// `memo` (and storing it there the first time). The result is identical to `generate`: the
+    /// same computation, done once.
+    pub fn generate_with_prefixes(
+        &self,
+        prompts: &[Vec<i64>],
+        config: &GenerationConfig,
+        mut memo: Option<&mut PrefixMemo>,
+    ) -> Result<Vec<Vec<i64>>> {
         config.validate()?;
         if prompts.is_empty() || prompts.iter().any(Vec::is_empty) {
             return Err(Error::Input("every prompt needs at least one token".into()));
@@ -171,7 +230,34 @@ impl CausalLm {
             let keys_valid = Tensor::from_slice(&keys.iter().map(|&x| x as u8).collect::<Vec<_>>())
                 .view([b as i64, -1])
                 .to_device(device);
-            let logits = self.forward_padded_last(&ids, &positions, Some(&keys_valid), &mut cache)?;
+            let logits = match memo.as_deref_mut() {
+                Some(memo) if start == 0 => {
+                    let fresh = self.frozen_prefix_blocks();
+                    let kept = memo.map.get(prompts).filter(|p| p.blocks == fresh);
+                    let computed = match kept {
+                        Some(_) => None,
+                        None => Some(self.frozen_prefix(&ids, &positions, Some(&keys_valid), true)?),
+                    };
+                    let h = match (kept, computed) {
+                        (Some(p), _) => self.hidden_states_from(p, &positions, Some(&keys_valid), &mut cache)?,
+                        (None, Some(p)) => {
+                            let h = self.hidden_states_from(&p, &positions, Some(&keys_valid), &mut cache)?;
+                            let size = p.bytes();
+                            if let Some(old) = memo.map.remove(prompts) {
+                                memo.bytes -= old.bytes();
+                            }
+                            if memo.bytes.saturating_add(size) <= memo.budget {
+                                memo.bytes += size;
+                                memo.map.insert(prompts.to_vec(), p);
+                            }
+                            h
+                        }
+                        (None, None) => return Err(Error::Input("frozen prefix neither kept nor computed".into())),
+                    };
+                    self.logits(&h.select(1, -1))
+                }
+                _ => self.forward_padded_last(&ids, &positions, Some(&keys_valid), &mut cache)?,
+            };
             let last = Vec::<f32>::try_from(logits.to_device(tch::Device::Cpu).reshape([-1]))?;
             let vocab = last.len() / b;
             let mut chosen = Vec::with_capacity(b);

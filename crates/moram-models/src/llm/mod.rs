@@ -5,10 +5,12 @@ pub mod config;
 pub mod generate;
 pub mod gguf;
 pub mod model;
+pub mod rope;
 pub mod tokenizer;
 
-pub use config::{Arch, Llama3Scaling, LlmConfig};
-pub use generate::GenerationConfig;
+pub use config::{Activation, Arch, LlmConfig};
+pub use generate::{GenerationConfig, PrefixMemo};
 pub use gguf::{GgmlType, GgufFile, Value};
-pub use model::{CausalLm, KvCache, LLAMA_MODULES};
+pub use model::{CausalLm, FrozenPrefix, KvCache, LLAMA_MODULES};
+pub use rope::{Llama3Scaling, Rope, RopeScaling};
 pub use tokenizer::LlmTokenizer;

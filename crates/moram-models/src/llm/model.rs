@@ -7,8 +7,9 @@
 //! embedding scale, tied or separate LM head. Built in Hugging Face key space (`model.layers.{i}.self_attn.q_proj`);
 //! GGUF checkpoints are mapped at load, undoing llama.cpp's q/k row permutation.
 
-use super::config::{Arch, LlmConfig};
+use super::config::{Activation, Arch, LlmConfig};
 use super::gguf::GgufFile;
+use super::rope::{rotate_half, Rope};
 use crate::error::{Error, Result};
 use crate::linear::AdaptableLinear;
 use crate::target::{LinearSite, ModuleNames, TargetSpec};
@@ -43,11 +44,6 @@ fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64, arch: Arch) -> Tensor {
     }
 }
 
-fn rotate_half(x: &Tensor) -> Tensor {
-    let half = x.size()[3] / 2;
-    Tensor::cat(&[-x.narrow(3, half, half), x.narrow(3, 0, half)], 3)
-}
-
 #[derive(Debug)]
 struct Block {
     input_norm: Tensor,
@@ -79,6 +75,25 @@ impl KvCache {
     }
 }
 
+/// What the frozen leading blocks computed for a batch of token rows ([`CausalLm::frozen_prefix`]).
+#[derive(Debug)]
+pub struct FrozenPrefix {
+    /// Blocks covered: `0..blocks`.
+    pub blocks: usize,
+    /// Hidden states entering block `blocks`, `(B, L, d)`.
+    pub hidden: Tensor,
+    /// Keys and values `(B, kv_heads, L, head_dim)` of each prefix block, when kept (generation).
+    kv: Option<Vec<(Tensor, Tensor)>>,
+}
+
+impl FrozenPrefix {
+    /// Bytes held by its tensors.
+    pub fn bytes(&self) -> usize {
+        let size = |t: &Tensor| t.numel() * t.kind().elt_size_in_bytes();
+        size(&self.hidden) + self.kv.iter().flatten().map(|(k, v)| size(k) + size(v)).sum::<usize>()
+    }
+}
+
 /// A decoder-only causal language model (LLaMA or Gemma).
 #[derive(Debug)]
 pub struct CausalLm {
@@ -86,7 +101,7 @@ pub struct CausalLm {
     blocks: Vec<Block>,
     norm: Tensor,
     lm_head: Tensor,
-    inv_freq: Tensor,
+    rope: Rope,
     config: LlmConfig,
 }
 
@@ -94,22 +109,24 @@ impl CausalLm {
     fn build(config: &LlmConfig, get: &mut Provider, device: Device) -> Result<Self> {
         let (d, hd) = (config.hidden_size, config.head_dim);
         let (nh, nkv, ff) = (config.num_attention_heads, config.num_key_value_heads, config.intermediate_size);
-        let lin = |get: &mut Provider, name: String, o: i64, i: i64| -> Result<AdaptableLinear> {
-            Ok(AdaptableLinear::frozen(get(&format!("{name}.weight"), &[o, i])?, None))
+        let lin = |get: &mut Provider, name: String, o: i64, i: i64, bias: bool| -> Result<AdaptableLinear> {
+            let b = if bias { Some(get(&format!("{name}.bias"), &[o])?) } else { None };
+            Ok(AdaptableLinear::frozen(get(&format!("{name}.weight"), &[o, i])?, b))
         };
+        let (ab, mb) = (config.attention_bias, config.mlp_bias);
         let mut blocks = Vec::new();
         for i in 0..config.num_hidden_layers {
             let p = format!("model.layers.{i}");
             blocks.push(Block {
                 input_norm: get(&format!("{p}.input_layernorm.weight"), &[d])?,
-                q: lin(get, format!("{p}.self_attn.q_proj"), nh * hd, d)?,
-                k: lin(get, format!("{p}.self_attn.k_proj"), nkv * hd, d)?,
-                v: lin(get, format!("{p}.self_attn.v_proj"), nkv * hd, d)?,
-                o: lin(get, format!("{p}.self_attn.o_proj"), d, nh * hd)?,
+                q: lin(get, format!("{p}.self_attn.q_proj"), nh * hd, d, ab)?,
+                k: lin(get, format!("{p}.self_attn.k_proj"), nkv * hd, d, ab)?,
+                v: lin(get, format!("{p}.self_attn.v_proj"), nkv * hd, d, ab)?,
+                o: lin(get, format!("{p}.self_attn.o_proj"), d, nh * hd, ab)?,
                 post_norm: get(&format!("{p}.post_attention_layernorm.weight"), &[d])?,
-                gate: lin(get, format!("{p}.mlp.gate_proj"), ff, d)?,
-                up: lin(get, format!("{p}.mlp.up_proj"), ff, d)?,
-                down: lin(get, format!("{p}.mlp.down_proj"), d, ff)?,
+                gate: lin(get, format!("{p}.mlp.gate_proj"), ff, d, mb)?,
+                up: lin(get, format!("{p}.mlp.up_proj"), ff, d, mb)?,
+                down: lin(get, format!("{p}.mlp.down_proj"), d, ff, mb)?,
             });
         }
         let embed = get("model.embed_tokens.weight", &[config.vocab_size, d])?;
@@ -118,12 +135,8 @@ impl CausalLm {
         } else {
             get("lm_head.weight", &[config.vocab_size, d])?
         };
-        let exponents = Tensor::arange_start_step(0, hd, 2, (Kind::Float, device)) / hd as f64;
-        let mut inv_freq = Tensor::from(config.rope_theta as f32).to_device(device).pow(&exponents).reciprocal();
-        if let Some(s) = config.rope_scaling {
-            inv_freq = llama3_inv_freq(&inv_freq, s);
-        }
-        Ok(CausalLm { embed, blocks, norm: get("model.norm.weight", &[d])?, lm_head, inv_freq, config: config.clone() })
+        let rope = Rope::new(hd, config.rope_theta, config.rope_scaling, config.max_position_embeddings, device);
+        Ok(CausalLm { embed, blocks, norm: get("model.norm.weight", &[d])?, lm_head, rope, config: config.clone() })
     }
 
     /// Loads a Hugging Face checkpoint (file, shard index or folder) for `config`, after one strict
@@ -210,7 +223,7 @@ impl CausalLm {
     }
 
     /// Final norm and LM head: hidden states `(.., d)` to f32 logits `(.., vocab)`.
-    fn logits(&self, h: &Tensor) -> Tensor {
+    pub(crate) fn logits(&self, h: &Tensor) -> Tensor {
         let c = &self.config;
         rms_norm(h, &self.norm, c.rms_norm_eps, c.arch).linear(&self.lm_head, None::<Tensor>).to_kind(Kind::Float)
     }
@@ -223,31 +236,54 @@ impl CausalLm {
         keys_valid: Option<&Tensor>,
         cache: &mut KvCache,
     ) -> Result<Tensor> {
+        let h = self.embed_tokens(ids)?;
+        self.run_blocks(h, 0..self.blocks.len(), positions, keys_valid, cache)
+    }
+
+    /// Token embeddings `(B, L, d)` (Gemma: times `sqrt(hidden)`), after checking the ids.
+    fn embed_tokens(&self, ids: &Tensor) -> Result<Tensor> {
         let size = ids.size();
         if size.len() != 2 || ids.kind() != Kind::Int64 {
             return Err(Error::Input(format!("token ids must be i64 (B, L), found {:?} {size:?}", ids.kind())));
         }
-        let (b, l) = (size[0], size[1]);
-        if b == 0 || l == 0 {
+        if size[0] == 0 || size[1] == 0 {
             return Err(Error::Input(format!("token ids must hold at least one token per row, found {size:?}")));
         }
         let c = &self.config;
-        let (nh, nkv, hd) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim);
         let (lo, hi) = (ids.min().int64_value(&[]), ids.max().int64_value(&[]));
         if lo < 0 || hi >= c.vocab_size {
             return Err(Error::Input(format!("token ids must lie in [0, {}), found [{lo}, {hi}]", c.vocab_size)));
         }
+        let mut h = Tensor::embedding(&self.embed, ids, -1, false, false);
+        if c.arch == Arch::Gemma {
+            // transformers rounds the normaliser to the hidden dtype before multiplying.
+            let scale = Tensor::from((c.hidden_size as f64).sqrt() as f32).to_kind(h.kind()).to_device(h.device());
+            h *= scale;
+        }
+        Ok(h)
+    }
+
+    /// Runs the blocks `range` on hidden states `h` `(B, L, d)` of `L` new tokens at RoPE
+    /// `positions` `(B|1, L)`, with `keys_valid` `(B, cache + L)` marking real key positions.
+    /// Extends `cache` for those blocks; its length grows by `L` once the last block ran.
+    fn run_blocks(
+        &self,
+        mut h: Tensor,
+        range: std::ops::Range<usize>,
+        positions: &Tensor,
+        keys_valid: Option<&Tensor>,
+        cache: &mut KvCache,
+    ) -> Result<Tensor> {
+        let size = h.size();
+        let (b, l) = (size[0], size[1]);
+        let c = &self.config;
+        let (nh, nkv, hd) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim);
         if cache.layers.is_empty() {
             cache.layers = (0..self.blocks.len()).map(|_| None).collect();
         }
         let device = self.embed.device();
         let total = cache.len + l;
-        let freqs = positions.to_kind(Kind::Float).unsqueeze(-1) * &self.inv_freq; // (B|1, L, hd/2)
-        let emb = Tensor::cat(&[&freqs, &freqs], -1);
-        let kind = self.embed.kind();
-        let rows = emb.size()[0];
-        let (cos, sin) =
-            (emb.cos().to_kind(kind).view([rows, 1, l, hd]), emb.sin().to_kind(kind).view([rows, 1, l, hd]));
+        let (cos, sin) = self.rope.cos_sin(positions, self.embed.kind());
         // Key j is visible to new token i when j <= cache + i and key j is a real token.
         let (causal, mask) = match (keys_valid, cache.len, l) {
             (None, 0, _) => (l > 1, None),
@@ -268,13 +304,9 @@ impl CausalLm {
                 (false, Some(m))
             }
         };
-        let mut h = Tensor::embedding(&self.embed, ids, -1, false, false);
-        if c.arch == Arch::Gemma {
-            // transformers rounds the normaliser to the hidden dtype before multiplying.
-            let scale = Tensor::from((c.hidden_size as f64).sqrt() as f32).to_kind(h.kind()).to_device(device);
-            h *= scale;
-        }
-        for (i, blk) in self.blocks.iter().enumerate() {
+        let last = range.end == self.blocks.len();
+        for i in range {
+            let blk = &self.blocks[i];
             let x = rms_norm(&h, &blk.input_norm, c.rms_norm_eps, c.arch);
             let heads = |t: Tensor, n: i64| t.view([b, l, n, hd]).transpose(1, 2);
             let q = heads(blk.q.forward(&x)?, nh);
@@ -291,25 +323,136 @@ impl CausalLm {
             h = &h + blk.o.forward(&att.transpose(1, 2).reshape([b, l, nh * hd]))?;
             let x = rms_norm(&h, &blk.post_norm, c.rms_norm_eps, c.arch);
             let gate = blk.gate.forward(&x)?;
-            let gate = match c.arch {
-                Arch::Llama => gate.silu(),
-                Arch::Gemma => gate.gelu("tanh"),
+            let gate = match c.activation {
+                Activation::Silu => gate.silu(),
+                Activation::GeluTanh => gate.gelu("tanh"),
+                Activation::Gelu => gate.gelu("none"),
             };
             let mlp = gate * blk.up.forward(&x)?;
             h = &h + blk.down.forward(&mlp)?;
         }
-        cache.len += l;
+        if last {
+            cache.len += l;
+        }
         Ok(h)
+    }
+
+    /// Number of leading blocks without any MoRAM layer: what they compute never changes while
+    /// atoms are trained, so it can be computed once ([`CausalLm::frozen_prefix`]).
+    pub fn frozen_prefix_blocks(&self) -> usize {
+        self.blocks.iter().take_while(|b| b.linears().iter().all(|l| l.moram().is_none())).count()
+    }
+
+    /// Runs the frozen leading blocks ([`CausalLm::frozen_prefix_blocks`]) once for token ids
+    /// `(B, L)` at `positions`, with `keys_valid` as in [`CausalLm::forward_padded`]: the hidden
+    /// states entering the first adapted block and (with `keep_kv`) the prefix blocks' keys and
+    /// values. [`CausalLm::causal_lm_loss_from`] and [`CausalLm::generate_with_prefixes`] start from it.
+    pub fn frozen_prefix(
+        &self,
+        ids: &Tensor,
+        positions: &Tensor,
+        keys_valid: Option<&Tensor>,
+        keep_kv: bool,
+    ) -> Result<FrozenPrefix> {
+        let _guard = tch::no_grad_guard();
+        let blocks = self.frozen_prefix_blocks();
+        let mut cache = KvCache::default();
+        let hidden = self.run_blocks(self.embed_tokens(ids)?, 0..blocks, positions, keys_valid, &mut cache)?;
+        let kv = if keep_kv { Some(cache.layers.into_iter().take(blocks).flatten().collect()) } else { None };
+        Ok(FrozenPrefix { blocks, hidden, kv })
+    }
+
+    /// Continues a [`FrozenPrefix`] of a whole prompt batch through the remaining blocks, filling
+    /// `cache` (which must be empty) for every block: the hidden states `(B, L, d)` before the
+    /// final norm, equal to [`CausalLm::hidden_states`] on the same inputs.
+    pub(crate) fn hidden_states_from(
+        &self,
+        prefix: &FrozenPrefix,
+        positions: &Tensor,
+        keys_valid: Option<&Tensor>,
+        cache: &mut KvCache,
+    ) -> Result<Tensor> {
+        self.check_prefix(prefix)?;
+        if !cache.is_empty() {
+            return Err(Error::Input("a frozen prefix starts a sequence: the KV cache must be empty".into()));
+        }
+        let kv = prefix.kv.as_ref().ok_or_else(|| {
+            Error::Input("this frozen prefix kept no keys/values (computed with keep_kv = false)".into())
+        })?;
+        cache.layers = (0..self.blocks.len()).map(|_| None).collect();
+        for (slot, (k, v)) in cache.layers.iter_mut().zip(kv) {
+            *slot = Some((k.shallow_clone(), v.shallow_clone()));
+        }
+        self.run_blocks(prefix.hidden.shallow_clone(), prefix.blocks..self.blocks.len(), positions, keys_valid, cache)
+    }
+
+    /// Whether `prefix` still describes this model: the blocks it covers must still be free of atoms.
+    fn check_prefix(&self, prefix: &FrozenPrefix) -> Result<()> {
+        if prefix.blocks > self.frozen_prefix_blocks() {
+            return Err(Error::Input(format!(
+                "a frozen prefix over {} blocks is stale: block {} has MoRAM layers now",
+                prefix.blocks,
+                self.frozen_prefix_blocks()
+            )));
+        }
+        Ok(())
     }
 
     /// Causal-LM training loss: mean cross-entropy of next-token predictions over the positions
     /// whose label is not -100 (`labels` `(B, L)`, aligned with `ids`; prompt tokens and padding
     /// are masked with -100 by the caller, protocol 4.4). `attention_mask` `(B, L)` marks real
     /// tokens (left padding); positions run 0..L-1 including pads, as `transformers` does in
-    /// training when no position ids are given (protocol 4.4, point 7).
+    /// training when no position ids are given (protocol 4.4, point 7). The LM head runs only on
+    /// the positions that predict a label (the loss is the same; the `B x L x vocab` logits of
+    /// every prompt position are never formed).
     pub fn causal_lm_loss(&self, ids: &Tensor, labels: &Tensor, attention_mask: Option<&Tensor>) -> Result<Tensor> {
-        if labels.size() != ids.size() {
-            return Err(Error::Input(format!("labels {:?} must match ids {:?}", labels.size(), ids.size())));
+        let l = self.check_labels(ids, labels)?;
+        let positions = Tensor::arange(l, (Kind::Int64, self.device())).unsqueeze(0);
+        let h = self.hidden_states(ids, &positions, attention_mask, &mut KvCache::default())?;
+        self.loss_from_hidden(&h, labels)
+    }
+
+    /// [`CausalLm::causal_lm_loss`] starting from the hidden states that enter the first adapted
+    /// block, `hidden` `(B, L, d)` (e.g. [`FrozenPrefix::hidden`] of each example, left-padded with
+    /// anything: padded positions are masked out as keys and carry label -100). Equal to the full
+    /// loss up to float rounding (RoPE depends only on relative positions, so the prefix may have
+    /// been computed without padding).
+    pub fn causal_lm_loss_from(
+        &self,
+        hidden: &Tensor,
+        prefix_blocks: usize,
+        labels: &Tensor,
+        attention_mask: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let size = hidden.size();
+        if size.len() != 3 || size[2] != self.config.hidden_size || labels.size() != size[..2] {
+            return Err(Error::Input(format!(
+                "hidden states must be (B, L, {}) with labels (B, L), found {size:?} and {:?}",
+                self.config.hidden_size,
+                labels.size()
+            )));
+        }
+        if prefix_blocks > self.frozen_prefix_blocks() {
+            return Err(Error::Input(format!(
+                "hidden states after {prefix_blocks} blocks are stale: block {} has MoRAM layers",
+                self.frozen_prefix_blocks()
+            )));
+        }
+        let l = self.check_labels(labels, labels)?;
+        let positions = Tensor::arange(l, (Kind::Int64, self.device())).unsqueeze(0);
+        let h = self.run_blocks(
+            hidden.shallow_clone(),
+            prefix_blocks..self.blocks.len(),
+            &positions,
+            attention_mask,
+            &mut KvCache::default(),
+        )?;
+        self.loss_from_hidden(&h, labels)
+    }
+
+    fn check_labels(&self, ids: &Tensor, labels: &Tensor) -> Result<i64> {
+        if labels.size() != ids.size() || labels.dim() != 2 {
+            return Err(Error::Input(format!("labels {:?} must match ids {:?} (B, L)", labels.size(), ids.size())));
         }
         let l = ids.size()[1];
         if l < 2 {
@@ -318,12 +461,18 @@ impl CausalLm {
         if labels.ne(-100).sum(Kind::Int64).int64_value(&[]) == 0 {
             return Err(Error::Input("every label is -100: nothing to learn from this batch".into()));
         }
-        let positions = Tensor::arange(l, (Kind::Int64, self.device())).unsqueeze(0);
-        let logits = self.forward_padded(ids, &positions, attention_mask, &mut KvCache::default())?;
-        let vocab = logits.size()[2];
-        let pred = logits.narrow(1, 0, l - 1).reshape([-1, vocab]);
+        Ok(l)
+    }
+
+    /// Mean next-token cross-entropy of the final hidden states `(B, L, d)` at the positions whose
+    /// next label is not -100.
+    fn loss_from_hidden(&self, h: &Tensor, labels: &Tensor) -> Result<Tensor> {
+        let (l, d) = (h.size()[1], self.config.hidden_size);
         let target = labels.narrow(1, 1, l - 1).reshape([-1]);
-        Ok(pred.cross_entropy_loss::<Tensor>(&target, None, tch::Reduction::Mean, -100, 0.0))
+        let keep = target.ne(-100).nonzero().squeeze_dim(-1);
+        let pred = h.narrow(1, 0, l - 1).reshape([-1, d]).index_select(0, &keep);
+        let logits = self.logits(&pred);
+        Ok(logits.cross_entropy_loss::<Tensor>(&target.index_select(0, &keep), None, tch::Reduction::Mean, -100, 0.0))
     }
 
     /// The device of the model.
@@ -369,6 +518,9 @@ impl CausalLm {
             v.push((format!("{p}.post_attention_layernorm.weight"), blk.post_norm.shallow_clone()));
             for ((_, path), l) in MODULE_PATHS.iter().zip(blk.linears()) {
                 v.push((format!("{p}.{path}.weight"), l.weight().shallow_clone()));
+                if let Some(b) = l.bias() {
+                    v.push((format!("{p}.{path}.bias"), b.shallow_clone()));
+                }
             }
         }
         v
@@ -466,26 +618,14 @@ fn hf_tensors(c: &LlmConfig) -> Vec<(String, Vec<i64>)> {
             ("mlp.up_proj", vec![ff, d]),
             ("mlp.down_proj", vec![d, ff]),
         ] {
+            let module = name.rsplit('.').next().unwrap_or(name);
+            if shape.len() == 2 && c.has_bias(module) {
+                v.push((format!("{p}.{name}.bias"), vec![shape[0]]));
+            }
             v.push((format!("{p}.{name}.weight"), shape));
         }
     }
     v
-}
-
-/// Hugging Face `_compute_llama3_parameters`: long wavelengths slowed by `factor`, short ones
-/// kept, a smooth blend in between.
-fn llama3_inv_freq(inv_freq: &Tensor, s: super::config::Llama3Scaling) -> Tensor {
-    let low_wavelen = s.original_max_position_embeddings / s.low_freq_factor;
-    let high_wavelen = s.original_max_position_embeddings / s.high_freq_factor;
-    // Scalar / tensor, as Python evaluates `2 * math.pi / inv_freq` (one rounding).
-    let over = |num: f64, t: &Tensor| (t.ones_like() * num).divide(t);
-    let wavelen = over(2.0 * std::f64::consts::PI, inv_freq);
-    let scaled = inv_freq.where_self(&wavelen.le(low_wavelen), &(inv_freq / s.factor));
-    let smooth = (over(s.original_max_position_embeddings, &wavelen) - s.low_freq_factor)
-        / (s.high_freq_factor - s.low_freq_factor);
-    let smoothed = (smooth.ones_like() - &smooth) * &scaled / s.factor + &smooth * &scaled;
-    let medium = wavelen.ge(high_wavelen).logical_and(&wavelen.le(low_wavelen));
-    smoothed.where_self(&medium, &scaled)
 }
 
 const MODULE_PATHS: [(&str, &str); 7] = [
@@ -519,24 +659,29 @@ fn gguf_name(hf: &str) -> (String, Option<bool>) {
     }
     let rest = hf.strip_prefix("model.layers.").unwrap_or(hf);
     let (i, tail) = rest.split_once('.').unwrap_or((rest, ""));
-    let (name, perm) = match tail {
-        "input_layernorm.weight" => ("attn_norm", None),
-        "self_attn.q_proj.weight" => ("attn_q", Some(true)),
-        "self_attn.k_proj.weight" => ("attn_k", Some(false)),
-        "self_attn.v_proj.weight" => ("attn_v", None),
-        "self_attn.o_proj.weight" => ("attn_output", None),
-        "post_attention_layernorm.weight" => ("ffn_norm", None),
-        "mlp.gate_proj.weight" => ("ffn_gate", None),
-        "mlp.up_proj.weight" => ("ffn_up", None),
-        "mlp.down_proj.weight" => ("ffn_down", None),
-        other => return (other.to_string(), None),
+    let Some((module, kind)) = tail.rsplit_once('.') else { return (hf.to_string(), None) };
+    let (name, perm) = match module {
+        "input_layernorm" => ("attn_norm", None),
+        "self_attn.q_proj" => ("attn_q", Some(true)),
+        "self_attn.k_proj" => ("attn_k", Some(false)),
+        "self_attn.v_proj" => ("attn_v", None),
+        "self_attn.o_proj" => ("attn_output", None),
+        "post_attention_layernorm" => ("ffn_norm", None),
+        "mlp.gate_proj" => ("ffn_gate", None),
+        "mlp.up_proj" => ("ffn_up", None),
+        "mlp.down_proj" => ("ffn_down", None),
+        _ => return (hf.to_string(), None),
     };
-    (format!("blk.{i}.{name}.weight"), perm)
+    (format!("blk.{i}.{name}.{kind}"), perm)
 }
 
-/// Inverse of llama.cpp's `permute(w, n_head)`: rows grouped as (head, 2, half) -> (head, half, 2).
+/// Inverse of llama.cpp's `permute(w, n_head)` (also applied to q/k biases): rows grouped as
+/// (head, 2, half) -> (head, half, 2).
 fn unpermute(w: &Tensor, n_head: i64) -> Tensor {
     let size = w.size();
-    let (rows, cols) = (size[0], size[1]);
-    w.reshape([n_head, rows / n_head / 2, 2, cols]).transpose(1, 2).reshape([rows, cols])
+    let rows = size[0];
+    let rest: Vec<i64> = size[1..].to_vec();
+    let mut grouped = vec![n_head, rows / n_head / 2, 2];
+    grouped.extend(&rest);
+    w.reshape(grouped.as_slice()).transpose(1, 2).reshape(size.as_slice())
 }
