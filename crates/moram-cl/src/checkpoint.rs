@@ -192,15 +192,15 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// Writes the run's config as `config.toml`.
 pub fn write_config(dir: &Path, config: &RunConfig) -> Result<()> {
-    let text = toml::to_string_pretty(config).map_err(|e| Error::config("(config)", e.to_string()))?;
+    let stored = config.clone().with_paths_for_run(dir);
+    let text = toml::to_string_pretty(&stored).map_err(|e| Error::config("(config)", e.to_string()))?;
     write_atomic(&dir.join(CONFIG_FILE), text.as_bytes())
 }
 
-/// Reads the run's `config.toml` (paths stay as stored: absolute after resolution at start).
+/// Reads the run's `config.toml`, its relative paths taken against the run folder (see
+/// [`RunConfig::with_paths_for_run`]): the result works from any working directory.
 pub fn read_config(dir: &Path) -> Result<RunConfig> {
-    let path = dir.join(CONFIG_FILE);
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-    RunConfig::from_toml_str(&text, &path)
+    RunConfig::from_file(dir.join(CONFIG_FILE))
 }
 
 /// Saves every bank of `learner` as `adapter-task{task}.safetensors`; returns the file name.

@@ -5,7 +5,7 @@
 //! line (`method.name`), so comparing MoRAM with SeqLoRA or MoE-LoRA is a one-line change.
 
 use crate::error::{Error, Result};
-use moram_core::{CompatFlags, MoramConfig, Profile, Routing};
+use moram_core::{CompatFlags, MoramConfig, Profile, Routing, ScoreInput};
 use moram_models::TargetSpec;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -80,6 +80,16 @@ pub enum Method {
     /// MoRAM with protected routing (a variant, not in the paper; `docs/method.md`): an atom's
     /// relevance score ignores the input subspace of the tasks before it, its value reads everything.
     MoramNovelRouting,
+    /// MoRAM with novelty-gated routing (a variant, not in the paper; `docs/method.md`): a later
+    /// task's atoms act only on tokens the earlier tasks' input subspace does not explain, and there
+    /// at full scale.
+    MoramNoveltyGated,
+    /// MoRAM with centred scores (a variant, not in the paper; `docs/method.md`): Eq. 5 reads
+    /// `x - mean`, the mean of the layer's inputs on the first task.
+    MoramCentred,
+    /// MoRAM with standardised scores (a variant, not in the paper; `docs/method.md`): Eq. 5 reads
+    /// `(x - mean) / std` per feature, both from the layer's inputs on the first task.
+    MoramStandardised,
     /// O-LoRA (Wang et al. 2023, the paper's TRACE baseline): a rank-r LoRA per task, earlier ones
     /// frozen, outputs summed; loss + `orthogonal_penalty * sum |A_t A_s^T|` + `l2_penalty * ||new||^2`.
     OLora,
@@ -99,6 +109,9 @@ impl Method {
             Method::SeqLora => "seq-lora",
             Method::MoramOrthogonal => "moram-orthogonal",
             Method::MoramNovelRouting => "moram-novel-routing",
+            Method::MoramNoveltyGated => "moram-novelty-gated",
+            Method::MoramCentred => "moram-centred",
+            Method::MoramStandardised => "moram-standardised",
             Method::OLora => "o-lora",
         }
     }
@@ -106,7 +119,12 @@ impl Method {
     fn routing(self) -> Routing {
         let sa = |top_k, temperature, threshold| Routing::SelfActivated { top_k, temperature, threshold };
         match self {
-            Method::Moram | Method::MoramOrthogonal | Method::MoramNovelRouting => Routing::MORAM,
+            Method::Moram
+            | Method::MoramOrthogonal
+            | Method::MoramNovelRouting
+            | Method::MoramNoveltyGated
+            | Method::MoramCentred
+            | Method::MoramStandardised => Routing::MORAM,
             Method::MoramSelfActivated => sa(false, false, false),
             Method::MoramNoTopK => sa(false, true, true),
             Method::MoramNoTemperature => sa(true, false, true),
@@ -125,6 +143,8 @@ pub const DEFAULT_SUBSPACE_ENERGY: f64 = 0.97;
 pub const DEFAULT_OLORA_PENALTY: (f64, f64) = (0.5, 0.0);
 /// Training examples whose layer inputs define a task's subspace (orthogonal keys), by default.
 pub const DEFAULT_SUBSPACE_EXAMPLES: usize = 64;
+/// First-task training examples whose layer inputs give the score statistics, by default.
+pub const DEFAULT_SCORE_EXAMPLES: usize = 64;
 
 /// Method and layer hyper-parameters: a moram-core profile plus overrides.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -155,10 +175,19 @@ pub struct MethodConfig {
     /// Orthogonal keys: training examples of a task whose layer inputs define its subspace
     /// (default 64).
     pub subspace_examples: Option<usize>,
+    /// Novelty-gated routing: the quantile of earlier tasks' tokens kept closed to later atoms, in
+    /// (0, 1] (default 0.99).
+    pub novelty_quantile: Option<f64>,
     /// O-LoRA's lambda_1 (default 0.5 for `o-lora`, else 0).
     pub orthogonal_penalty: Option<f64>,
     /// O-LoRA's lambda_2 (default 0).
     pub l2_penalty: Option<f64>,
+    /// What the relevance score reads: `raw` (the paper), `centred`, `standardised` (default: as the
+    /// method name says).
+    pub score_input: Option<ScoreInput>,
+    /// Normalised scores: training examples of the first task whose layer inputs give the
+    /// per-feature statistics (default 64).
+    pub score_examples: Option<usize>,
 }
 
 fn default_profile() -> String {
@@ -183,15 +212,27 @@ impl MethodConfig {
         }
         let mode = match self.name {
             Method::MoramNovelRouting => moram_core::SubspaceMode::Routing,
+            Method::MoramNoveltyGated => moram_core::SubspaceMode::NoveltyGated,
             _ => moram_core::SubspaceMode::Keys,
         };
         let energy = match self.name {
-            Method::MoramOrthogonal | Method::MoramNovelRouting => {
+            Method::MoramOrthogonal | Method::MoramNovelRouting | Method::MoramNoveltyGated => {
                 Some(self.subspace_energy.unwrap_or(DEFAULT_SUBSPACE_ENERGY))
             }
             _ => self.subspace_energy,
         };
-        c.key_subspace = energy.map(|energy| moram_core::KeySubspace { energy, mode });
+        c.key_subspace = energy.map(|energy| moram_core::KeySubspace {
+            quantile: self.novelty_quantile.unwrap_or(moram_core::config::DEFAULT_NOVELTY_QUANTILE),
+            ..moram_core::KeySubspace::new(energy, mode)
+        });
+        c.score_input = self.score_input.unwrap_or(match self.name {
+            Method::MoramCentred => ScoreInput::Centred,
+            Method::MoramStandardised => ScoreInput::Standardised,
+            _ => ScoreInput::Raw,
+        });
+        if self.score_examples == Some(0) {
+            return Err(Error::config("method.score_examples", "must be at least 1"));
+        }
         let (l1, l2) = if self.name == Method::OLora { DEFAULT_OLORA_PENALTY } else { (0.0, 0.0) };
         c.penalty = moram_core::Penalty {
             orthogonality: self.orthogonal_penalty.unwrap_or(l1),
@@ -266,7 +307,9 @@ impl Default for OptimizerConfig {
 pub struct TrainingConfig {
     /// Optimiser steps per task (X-TAIL: 500). Exclusive with `epochs`.
     pub iterations: Option<usize>,
-    /// Epochs per task: one value for all tasks or one per task (TRACE: 2,1,3,2,1,2,2,3).
+    /// Epochs per task: one value for all tasks (`epochs = 1` or `[1]`) or one per task (TRACE:
+    /// 2,1,3,2,1,2,2,3).
+    #[serde(default, deserialize_with = "one_or_many")]
     pub epochs: Option<Vec<usize>>,
     /// Examples per optimiser step.
     pub batch_size: usize,
@@ -276,6 +319,20 @@ pub struct TrainingConfig {
     pub clip_grad_norm: Option<f64>,
     /// Evaluate on at most this many examples per task (all when absent).
     pub max_eval_examples: Option<usize>,
+}
+
+/// `epochs`: a number or a list of numbers.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Option<Vec<usize>>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged, expecting = "a number of epochs or a list of them, one per task")]
+    enum OneOrMany {
+        One(usize),
+        Many(Vec<usize>),
+    }
+    Ok(Option::<OneOrMany>::deserialize(d)?.map(|v| match v {
+        OneOrMany::One(n) => vec![n],
+        OneOrMany::Many(v) => v,
+    }))
 }
 
 impl TrainingConfig {
@@ -470,15 +527,48 @@ impl RunConfig {
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let mut c = Self::from_toml_str(&text, path)?;
-        let base = path.parent().unwrap_or(Path::new("."));
+        let c = Self::from_toml_str(&text, path)?;
+        Ok(c.with_paths_against(path.parent().unwrap_or(Path::new("."))))
+    }
+
+    /// The config with `model.path` and `data.dir` absolute: relative ones are taken against `base`
+    /// (itself made absolute against the working directory), then `.` and `..` are resolved
+    /// lexically. Two configs naming the same files this way compare equal.
+    pub fn with_paths_against(mut self, base: &Path) -> Self {
+        if let Some(m) = self.model.as_mut() {
+            m.path = absolute(&resolve(base, &m.path));
+        }
+        if let Some(d) = self.data.as_mut() {
+            d.dir = absolute(&resolve(base, &d.dir));
+        }
+        self
+    }
+
+    /// The config as a run folder `run` stores it: paths inside the folder's parent (e.g. the
+    /// demo's `runs/demo/data` next to `runs/demo/moram`) relative to `run`, so the folders can move
+    /// together; others absolute. Either way the stored config works from any directory
+    /// ([`crate::checkpoint::read_config`] resolves against `run`).
+    pub fn with_paths_for_run(self, run: &Path) -> Self {
+        let run = absolute(run);
+        let mut c = self.with_paths_against(Path::new("."));
+        let near = |p: &Path| -> PathBuf {
+            match run.parent() {
+                Some(parent) if p.starts_with(parent) => {
+                    let up = run.strip_prefix(parent).map(|r| r.components().count()).unwrap_or(0);
+                    let mut rel: PathBuf = std::iter::repeat_n("..", up).collect();
+                    rel.push(p.strip_prefix(parent).unwrap_or(p));
+                    rel
+                }
+                _ => p.to_path_buf(),
+            }
+        };
         if let Some(m) = c.model.as_mut() {
-            m.path = resolve(base, &m.path);
+            m.path = near(&m.path);
         }
         if let Some(d) = c.data.as_mut() {
-            d.dir = resolve(base, &d.dir);
+            d.dir = near(&d.dir);
         }
-        Ok(c)
+        c
     }
 
     /// Applies a `key=value` override (dotted key, TOML value; bare words are read as strings).
@@ -513,6 +603,16 @@ impl RunConfig {
                 node = table.entry(part.to_string()).or_insert_with(|| toml::Value::Table(Default::default()));
             }
             keys.push(key.to_string());
+        }
+        // `iterations` and `epochs` exclude each other: choosing one on the command line replaces
+        // the other the config file gave (unless both are set here, which validation refuses).
+        for (chosen, other) in [("iterations", "epochs"), ("epochs", "iterations")] {
+            let set = |k: &str| keys.iter().any(|x| x == &format!("training.{k}"));
+            if set(chosen) && !set(other) {
+                if let Some(t) = doc.get_mut("training").and_then(toml::Value::as_table_mut) {
+                    t.remove(other);
+                }
+            }
         }
         let text = toml::to_string(&doc).map_err(|e| Error::config("(config)", e.to_string()))?;
         *self = Self::from_toml_str(&text, Path::new(&format!("--set {}", keys.join(", "))))?;
@@ -612,6 +712,23 @@ impl RunConfig {
             })
             .collect()
     }
+}
+
+/// `p` made absolute against the working directory, `.` and `..` resolved lexically (the file
+/// need not exist).
+fn absolute(p: &Path) -> PathBuf {
+    let p = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 fn resolve(base: &Path, p: &Path) -> PathBuf {

@@ -124,7 +124,7 @@ pub fn run(learner: &mut impl Learner, config: &RunConfig, dir: &Path, options: 
 pub fn resume(learner: &mut impl Learner, config: &RunConfig, dir: &Path, options: &RunOptions) -> Result<RunState> {
     let state = RunState::load(dir)?;
     let saved = checkpoint::read_config(dir)?;
-    let diff = saved.differing_fields(config);
+    let diff = saved.differing_fields(&config.clone().with_paths_against(Path::new(".")));
     if !diff.is_empty() {
         return Err(Error::ConfigMismatch { dir: dir.into(), fields: diff.join(", ") });
     }
@@ -175,6 +175,7 @@ fn train_task(
     let name = state.task_names[task].clone();
     let start = Instant::now();
     seed_torch(config, task);
+    fit_score_statistics(learner, config, task, options)?;
     for (_, m) in learner.moram_layers_mut() {
         m.bank_mut().begin_task(task as u32)?;
     }
@@ -260,9 +261,50 @@ fn penalty(learner: &impl Learner) -> Option<tch::Tensor> {
     learner.moram_layers().iter().filter_map(|(_, m)| m.bank().penalty()).reduce(|a, b| a + b)
 }
 
-/// Orthogonal keys: records every layer's inputs on (up to `method.subspace_examples` of) this
-/// task's training examples, one per forward pass so that padding never enters, and grows each
-/// layer's protected subspace. Returns each layer's subspace dimension; `None` when off.
+/// Normalised scores ([`moram_core::ScoreInput`]): before the first atoms exist, records every
+/// layer's inputs on up to `method.score_examples` of this task's training examples (one per
+/// forward pass, so padding never enters) and fixes each layer's per-feature mean and standard
+/// deviation. A no-op when no layer needs them; they are never refitted.
+fn fit_score_statistics(
+    learner: &mut impl Learner,
+    config: &RunConfig,
+    task: usize,
+    options: &RunOptions,
+) -> Result<()> {
+    let layers = learner.moram_layers();
+    if !layers.iter().any(|(_, m)| m.bank().needs_score_statistics()) {
+        return Ok(());
+    }
+    if let Some((path, _)) = layers.iter().find(|(_, m)| !m.bank().is_empty()) {
+        return Err(Error::task(
+            path,
+            "has atoms but no score statistics (they are fitted before the first task; was the adapter \
+             written without them?)",
+        ));
+    }
+    for (_, m) in &layers {
+        m.start_input_statistics();
+    }
+    drop(layers);
+    set_training(learner, false);
+    let n_train = learner.train_len(task);
+    let n = config.method.score_examples.unwrap_or(crate::config::DEFAULT_SCORE_EXAMPLES).min(n_train);
+    let pb = bar(n as u64, "score statistics".into(), options.progress);
+    crate::analysis::forward_examples(learner, task, n, 1, || pb.inc(1))?;
+    pb.finish_and_clear();
+    for (path, m) in learner.moram_layers_mut() {
+        let stats = m.take_input_statistics().ok_or_else(|| Error::task(&path, "saw no input token"))?;
+        m.bank_mut().set_score_statistics(&stats.mean, &stats.std).map_err(|e| Error::task(&path, e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// Protected input subspaces: records every layer's inputs on (up to `method.subspace_examples`
+/// of) this task's training examples, one per forward pass so that padding never enters, and grows
+/// each layer's protected subspace. Novelty-gated routing then passes over the same examples again
+/// and fits the threshold for the new basis: the `quantile` of the share of this task's tokens
+/// outside it (earlier tasks' tokens lie inside smaller bases, whose thresholds already cover them,
+/// and a width keeps its largest threshold). Returns each layer's subspace dimension; `None` when off.
 fn extend_key_subspaces(
     learner: &mut impl Learner,
     config: &RunConfig,
@@ -271,7 +313,7 @@ fn extend_key_subspaces(
     options: &RunOptions,
 ) -> Result<Option<Vec<usize>>> {
     let layers = learner.moram_layers();
-    let Some(energy) = layers.first().and_then(|(_, m)| m.bank().config().key_subspace).map(|k| k.energy) else {
+    let Some(subspace) = layers.first().and_then(|(_, m)| m.bank().config().key_subspace) else {
         return Ok(None);
     };
     for (_, m) in &layers {
@@ -285,8 +327,28 @@ fn extend_key_subspaces(
     let mut dims = Vec::new();
     for (path, m) in learner.moram_layers_mut() {
         let Some((moments, _)) = m.take_input_moments() else { continue };
-        m.bank_mut().extend_key_basis(&moments, energy).map_err(|e| Error::task(&path, e.to_string()))?;
+        m.bank_mut().extend_key_basis(&moments, subspace.energy).map_err(|e| Error::task(&path, e.to_string()))?;
         dims.push(m.bank().key_basis().size()[1] as usize);
+    }
+    if subspace.mode == moram_core::SubspaceMode::NoveltyGated {
+        for (_, m) in learner.moram_layers() {
+            m.start_outside_shares();
+        }
+        let pb = bar(n as u64, "novelty thresholds".into(), options.progress);
+        crate::analysis::forward_examples(learner, task, n, 1, || pb.inc(1))?;
+        pb.finish_and_clear();
+        for (path, m) in learner.moram_layers_mut() {
+            let Some(mut shares) = m.take_outside_shares() else { continue };
+            let width = m.bank().key_basis().size()[1] as usize;
+            if shares.is_empty() || width == 0 {
+                continue;
+            }
+            shares.sort_by(f32::total_cmp);
+            let at = ((subspace.quantile * shares.len() as f64).ceil() as usize).clamp(1, shares.len()) - 1;
+            m.bank_mut()
+                .set_novelty_threshold(width, shares[at] as f64)
+                .map_err(|e| Error::task(&path, e.to_string()))?;
+        }
     }
     Ok(Some(dims))
 }

@@ -119,3 +119,24 @@ fn later_overrides_win() {
     let d = c.data.unwrap();
     assert_eq!((d.shot_cache.unwrap(), d.tasks), (std::path::PathBuf::from("/b"), vec!["dtd".to_string()]));
 }
+
+/// `training.epochs` takes one number or one per task; choosing `iterations` or `epochs` on the
+/// command line replaces the other one the file gave.
+#[test]
+fn epochs_as_a_number_and_iterations_epochs_overrides() {
+    let one = "[method]\nname = \"moram\"\n[training]\nepochs = 1\nbatch_size = 4\n";
+    let c = RunConfig::from_toml_str(one, Path::new("run.toml")).unwrap();
+    assert_eq!(c.training.epochs.as_deref(), Some(&[1][..]));
+    assert_eq!(c.training.epochs_for(5), Some(1));
+    let listed = RunConfig::from_toml_str(&one.replace("epochs = 1", "epochs = [1]"), Path::new("run.toml")).unwrap();
+    assert_eq!(c, listed, "`epochs = 1` means `epochs = [1]`");
+    let e = parse(&one.replace("epochs = 1", "epochs = \"two\""));
+    assert!(e.contains("run.toml") && e.contains("a number of epochs or a list of them"), "{e}");
+    let mut c = c;
+    c.set("training.iterations=7").unwrap();
+    assert_eq!((c.training.iterations, c.training.epochs.clone()), (Some(7), None), "iterations replace epochs");
+    c.set("training.epochs=2").unwrap();
+    assert_eq!((c.training.iterations, c.training.epochs.clone()), (None, Some(vec![2])), "and back");
+    let e = c.set_all(&["training.epochs=2", "training.iterations=3"]).unwrap_err().to_string();
+    assert!(e.contains("give exactly one of `iterations` and `epochs`"), "both at once is still refused: {e}");
+}

@@ -104,7 +104,53 @@ fn killed_during_task_two_then_resumed_matches_an_uninterrupted_run() {
             let (p, q) = (x.bank(layer).unwrap(), y.bank(layer).unwrap());
             assert!(p.keys_tensor().equal(&q.keys_tensor()) && p.values_tensor().equal(&q.values_tensor()));
         }
+        // Equal adapters are equal files, so runs can be compared by checksum.
+        let file = |d: &Path| std::fs::read(d.join(format!("adapter-task{t}.safetensors"))).unwrap();
+        assert!(file(&full) == file(&cut), "adapter-task{t}.safetensors differs in its bytes");
     }
+}
+
+/// A run whose paths were given relative to the working directory (as `moram demo` gives them)
+/// still works from anywhere: `eval`, `resume` and a rerun of its saved config, started elsewhere.
+#[test]
+fn a_run_folder_works_from_any_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = setup(tmp.path());
+    // The data next to the run, as the demo lays it out (runs/demo/data beside runs/demo/moram).
+    std::fs::create_dir_all(tmp.path().join("runs")).unwrap();
+    std::fs::rename(tmp.path().join("data"), tmp.path().join("runs/data")).unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let out = moram()
+        .current_dir(tmp.path())
+        .args(["train", "--config"])
+        .arg(&config)
+        .args(["--set", "data.dir=runs/data", "--set", "model.path=model", "--set", "training.iterations=4"])
+        .args(["--set", "data.tasks=[\"A\", \"B\"]", "--out", "runs/rel"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let run = tmp.path().join("runs/rel");
+    let stored = std::fs::read_to_string(run.join("config.toml")).unwrap();
+    assert!(stored.contains("dir = \"../data\""), "the data beside the run is stored relative to it:\n{stored}");
+    let out = moram().current_dir(elsewhere.path()).arg("eval").arg(&run).output().unwrap();
+    assert!(out.status.success(), "eval from elsewhere: {}", String::from_utf8_lossy(&out.stderr));
+    let rerun = tmp.path().join("rerun");
+    let out = moram()
+        .current_dir(elsewhere.path())
+        .args(["train", "--config"])
+        .arg(run.join("config.toml"))
+        .arg("--out")
+        .arg(&rerun)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "rerun of the saved config: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(results(&run)["state"]["matrix"], results(&rerun)["state"]["matrix"]);
+    // Moving the runs folder together with its data keeps the run usable.
+    let moved = tmp.path().join("moved");
+    std::fs::create_dir_all(&moved).unwrap();
+    std::fs::rename(tmp.path().join("runs"), moved.join("runs")).unwrap();
+    let out = moram().current_dir(elsewhere.path()).arg("eval").arg(moved.join("runs/rel")).output().unwrap();
+    assert!(out.status.success(), "eval after moving: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[test]
@@ -166,4 +212,22 @@ fn ctrl_c_stops_at_a_step_boundary_and_keeps_finished_tasks() {
     assert!(err.contains("interrupted in task 1 (`B`)") && err.contains("continue with `resume`"), "{err}");
     assert!(err.contains("remedy: `moram resume DIR` continues"), "{err}");
     assert_eq!(tasks_done(&dir), 1);
+}
+
+/// Log lines written to a pipe (or a file) are plain text: colour only on a terminal.
+#[test]
+fn logs_to_a_pipe_have_no_colour_escapes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = setup(tmp.path());
+    let out = Command::new(env!("CARGO_BIN_EXE_moram"))
+        .args(["--threads", "1", "train", "--config"])
+        .arg(&config)
+        .args(["--set", "training.iterations=2", "--set", "data.tasks=[\"A\"]", "--out"])
+        .arg(tmp.path().join("logged"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("INFO") && log.contains("finished; checkpoint"), "{log}");
+    assert!(!log.contains('\u{1b}'), "ANSI escapes in a piped log: {log:?}");
 }

@@ -5,7 +5,7 @@
 //! order both official code bases use. Only the trainable part is ever handed to an optimizer;
 //! frozen tensors are plain tensors without gradient, so no optimizer can move them.
 
-use crate::config::{KeyInit, MoramConfig, Routing, SubspaceMode, ValuePath};
+use crate::config::{KeyInit, MoramConfig, Routing, ScoreInput, SubspaceMode, ValuePath};
 use crate::error::{Error, Result};
 use crate::routing;
 use tch::{Device, Kind, Tensor};
@@ -41,6 +41,12 @@ pub struct AtomBank {
     /// Columns of `key_basis` that existed when each atom was created (length `R`): the subspace
     /// that atom is kept out of.
     atom_basis: Vec<usize>,
+    /// Per-feature mean and standard deviation `(d_in,)` f32 of the inputs the scores are
+    /// normalised with ([`ScoreInput`]); `None` until set.
+    score_stats: Option<(Tensor, Tensor)>,
+    /// Novelty-gated routing: for a basis width `m`, the outside share `rho` a token needs for
+    /// atoms created with that basis to act on it, ascending by width.
+    novelty_thresholds: Vec<(usize, f64)>,
 }
 
 /// What [`AtomBank::route`] computes for a batch of tokens. The adapter's contribution is
@@ -114,6 +120,8 @@ impl AtomBank {
             pending_task: None,
             key_basis: empty(d_in, 0, device),
             atom_basis: Vec::new(),
+            score_stats: None,
+            novelty_thresholds: Vec::new(),
         })
     }
 
@@ -299,18 +307,29 @@ impl AtomBank {
         let cfg = &self.config;
         let keys = self.keys_tensor();
         let z = x.matmul(&keys.tr());
-        let routing_z = match self.routing_keys(&keys) {
-            Some(rk) => x.matmul(&rk.tr()),
-            None => z.shallow_clone(),
+        let score_x = self.score_input(x);
+        let routing_z = match (self.routing_keys(&keys), score_x) {
+            (None, None) => z.shallow_clone(),
+            (rk, sx) => sx.as_ref().unwrap_or(x).matmul(&rk.as_ref().unwrap_or(&keys).tr()),
+        };
+        // Novelty gating: which atoms may act on each token, and their rescaled scores.
+        let (routing_z, closed) = match self.novelty_gate(x, &keys) {
+            Some((scale, closed)) => ((routing_z * scale).masked_fill(&closed, 0.0), Some(closed)),
+            None => (routing_z, None),
         };
         let n_atoms = self.atom_task.len();
         let tau = |on: bool| if on { cfg.temperature } else { 1.0 };
         let (weights_before_gate, weights) = match cfg.routing {
             Routing::SelfActivated { top_k, temperature, threshold } => {
                 let s = routing::relevance_scores(&routing_z, cfg.eps);
-                let masked =
-                    if top_k { routing::top_k_mask(&s, cfg.effective_top_k(n_atoms)) } else { s.shallow_clone() };
+                let open = match &closed {
+                    Some(c) => s.masked_fill(c, f64::NEG_INFINITY),
+                    None => s.shallow_clone(),
+                };
+                let masked = if top_k { routing::top_k_mask(&open, cfg.effective_top_k(n_atoms)) } else { open };
                 let w = routing::mixture_weights(&masked, tau(temperature));
+                // A token no atom is open to (all -inf) gets no weight rather than NaN.
+                let w = if closed.is_some() { w.nan_to_num(0.0, 0.0, 0.0) } else { w };
                 if !train && threshold && cfg.threshold > 0.0 {
                     let gated = routing::threshold_gate(&w, &s, cfg.threshold);
                     (w, gated)
@@ -529,7 +548,54 @@ impl AtomBank {
         bank.pending_task = self.pending_task;
         bank.key_basis = self.key_basis.shallow_clone();
         bank.atom_basis = keep.iter().map(|&i| self.atom_basis[i]).collect();
+        bank.score_stats = self.score_stats.as_ref().map(|(m, s)| (m.shallow_clone(), s.shallow_clone()));
+        bank.novelty_thresholds = self.novelty_thresholds.clone();
         Ok(bank)
+    }
+
+    /// What Eq. 5 scores for inputs `x` `(.., d_in)`: `None` for the raw input (the paper), else
+    /// the centred or standardised copy ([`ScoreInput`]). Without statistics the raw input is used;
+    /// [`AtomBank::needs_score_statistics`] tells the layer to refuse that.
+    fn score_input(&self, x: &Tensor) -> Option<Tensor> {
+        let (mean, std) = self.score_stats.as_ref()?;
+        match self.config.score_input {
+            ScoreInput::Raw => None,
+            ScoreInput::Centred => Some(x - mean),
+            ScoreInput::Standardised => Some((x - mean) / std),
+        }
+    }
+
+    /// Whether the config scores normalised inputs but no statistics were set yet
+    /// ([`AtomBank::set_score_statistics`]).
+    pub fn needs_score_statistics(&self) -> bool {
+        self.config.score_input != ScoreInput::Raw && self.score_stats.is_none()
+    }
+
+    /// The per-feature `(mean, std)` `(d_in,)` the scores are normalised with, when set.
+    pub fn score_statistics(&self) -> Option<(&Tensor, &Tensor)> {
+        self.score_stats.as_ref().map(|(m, s)| (m, s))
+    }
+
+    /// Sets the per-feature `mean` and `std` `(d_in,)` of the inputs ([`ScoreInput`]); both must be
+    /// finite, `std` non-negative. Standard deviations below `1e-6` times the largest are raised to
+    /// it, so a constant feature cannot blow a score up.
+    pub fn set_score_statistics(&mut self, mean: &Tensor, std: &Tensor) -> Result<()> {
+        for (what, t) in [("score mean", mean), ("score std", std)] {
+            if t.size() != [self.d_in] {
+                return Err(Error::Shape { what: what.into(), expected: format!("[{}]", self.d_in), found: t.size() });
+            }
+        }
+        let to_f32 = |t: &Tensor| t.detach().to_device(self.device).to_kind(Kind::Float).contiguous();
+        let (mean, std) = (to_f32(mean), to_f32(std));
+        let finite = |t: &Tensor| t.isfinite().all().int64_value(&[]) == 1;
+        if !finite(&mean) || !finite(&std) || std.lt(0.0).any().int64_value(&[]) == 1 {
+            return Err(Error::State("score statistics must be finite with std >= 0".into()));
+        }
+        // Relative to the largest deviation, which raising the small ones leaves unchanged: setting
+        // what a file stored gives the same values again.
+        let floor = (std.max().double_value(&[]) * 1e-6).max(f64::MIN_POSITIVE);
+        self.score_stats = Some((mean, std.clamp_min(floor)));
+        Ok(())
     }
 
     fn subspace_mode(&self) -> Option<SubspaceMode> {
@@ -561,7 +627,9 @@ impl AtomBank {
     /// when its atom was created (the keys Eq. 5 scores with); `None` in other modes or while no
     /// atom has a protected subspace.
     fn routing_keys(&self, keys: &Tensor) -> Option<Tensor> {
-        if self.subspace_mode() != Some(SubspaceMode::Routing) || self.atom_basis.iter().all(|&m| m == 0) {
+        let mode = self.subspace_mode();
+        let routes = mode == Some(SubspaceMode::Routing) || mode == Some(SubspaceMode::NoveltyGated);
+        if !routes || self.atom_basis.iter().all(|&m| m == 0) {
             return None;
         }
         let mut parts = Vec::new();
@@ -579,6 +647,88 @@ impl AtomBank {
             start += len;
         }
         Some(Tensor::cat(&parts, 0))
+    }
+
+    /// [`SubspaceMode::NoveltyGated`]: for tokens `x` `(.., d_in)` and all keys `(R, d_in)`, the
+    /// factor `(.., R)` each atom's routing projection `(P a) . x` is multiplied by, and where an
+    /// atom is closed to the token (`rho` below its threshold). The factor `1 / (||P a|| rho)` turns
+    /// the projection into `||x|| cos(P a, P x)` (for atoms without a protected subspace, `P = I`
+    /// and `rho = 1`: `||x|| cos(a, x)`): every atom is scored by the direction of its key against
+    /// the part of the token it may read, so a fresh key competes with trained ones as soon as it
+    /// points the right way, whatever the norms. `None` in other modes or while no atom has a
+    /// protected subspace.
+    fn novelty_gate(&self, x: &Tensor, keys: &Tensor) -> Option<(Tensor, Tensor)> {
+        if self.subspace_mode() != Some(SubspaceMode::NoveltyGated) || self.atom_basis.iter().all(|&m| m == 0) {
+            return None;
+        }
+        // A routing decision, like the top-k selection: no gradient flows through rho (its square
+        // root has none at 0, e.g. on padding).
+        let rho = self.outside_share(&x.detach());
+        let eps = 1e-6;
+        let routing_keys = self.routing_keys(keys).unwrap_or_else(|| keys.shallow_clone());
+        let inverse_norm = routing_keys.norm_scalaropt_dim(2, [-1].as_slice(), false).clamp_min(eps).reciprocal();
+        let mut scales = Vec::with_capacity(self.atom_basis.len());
+        let mut closed = Vec::with_capacity(self.atom_basis.len());
+        for (i, &m) in self.atom_basis.iter().enumerate() {
+            let r = rho.select(-1, m as i64);
+            let key = inverse_norm.get(i as i64);
+            if m == 0 {
+                scales.push(r.ones_like() * key);
+                closed.push(r.zeros_like().to_kind(Kind::Bool));
+                continue;
+            }
+            // No fitted threshold means nothing was recorded for this width: keep the atom closed.
+            let threshold = self.novelty_threshold(m).unwrap_or(f64::INFINITY);
+            scales.push(r.clamp_min(eps).reciprocal() * key);
+            closed.push(r.lt(threshold));
+        }
+        Some((Tensor::stack(&scales, -1), Tensor::stack(&closed, -1)))
+    }
+
+    /// For tokens `x` `(.., d_in)`: `rho[.., m] = ||x - U_m U_m^T x|| / ||x||` for every basis width
+    /// `m = 0..=M` (`(.., M + 1)`, f32), where `U_m` is the first `m` basis columns.
+    pub fn outside_share(&self, x: &Tensor) -> Tensor {
+        let m = self.key_basis.size()[1];
+        let total = x.square().sum_dim_intlist([-1].as_slice(), true, Kind::Float);
+        let captured = if m == 0 {
+            total.zeros_like()
+        } else {
+            let inside = x.matmul(&self.key_basis).square().cumsum(-1, Kind::Float);
+            Tensor::cat(&[total.zeros_like(), inside], -1)
+        };
+        ((&total - captured).clamp_min(0.0) / total.clamp_min(1e-30)).sqrt()
+    }
+
+    /// The novelty threshold fitted for basis width `m` ([`AtomBank::set_novelty_threshold`]).
+    pub fn novelty_threshold(&self, m: usize) -> Option<f64> {
+        self.novelty_thresholds.iter().find(|(w, _)| *w == m).map(|(_, t)| *t)
+    }
+
+    /// Every fitted `(basis width, threshold)`, ascending by width.
+    pub fn novelty_thresholds(&self) -> &[(usize, f64)] {
+        &self.novelty_thresholds
+    }
+
+    /// Sets the threshold on `rho` for atoms created with basis width `m` (1..=the basis width), in
+    /// [0, 1]. Thresholds only grow: a width keeps the largest value it was given, so tokens an
+    /// earlier fit closed stay closed.
+    pub fn set_novelty_threshold(&mut self, m: usize, threshold: f64) -> Result<()> {
+        let width = self.key_basis.size()[1] as usize;
+        if m == 0 || m > width || !(0.0..=1.0).contains(&threshold) {
+            return Err(Error::State(format!(
+                "a novelty threshold needs a basis width in 1..={width} and a value in [0, 1], found {m} and {threshold}"
+            )));
+        }
+        // Stored as f32 in adapter files: keep exactly what a reload gives.
+        let threshold = threshold as f32 as f64;
+        match self.novelty_thresholds.iter_mut().find(|(w, _)| *w == m) {
+            Some((_, t)) => *t = t.max(threshold),
+            None => {
+                self.novelty_thresholds.push((m, threshold));
+                self.novelty_thresholds.sort_by_key(|(w, _)| *w);
+            }
+        }
+        Ok(())
     }
 
     /// The protected input subspace `(d_in, m)` (orthonormal columns; `m = 0` when unused).

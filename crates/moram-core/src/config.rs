@@ -135,6 +135,24 @@ pub struct KeySubspace {
     /// What the protection applies to.
     #[serde(default)]
     pub mode: SubspaceMode,
+    /// Novelty-gated routing: the quantile of the earlier tasks' tokens' `rho` that a token must
+    /// reach for later atoms to act on it, in (0, 1].
+    #[serde(default = "default_novelty_quantile")]
+    pub quantile: f64,
+}
+
+impl KeySubspace {
+    /// A subspace setting with the default quantile.
+    pub fn new(energy: f64, mode: SubspaceMode) -> Self {
+        KeySubspace { energy, mode, quantile: DEFAULT_NOVELTY_QUANTILE }
+    }
+}
+
+/// The default [`KeySubspace::quantile`]: 99% of the earlier tasks' tokens stay closed to later atoms.
+pub const DEFAULT_NOVELTY_QUANTILE: f64 = 0.99;
+
+fn default_novelty_quantile() -> f64 {
+    DEFAULT_NOVELTY_QUANTILE
 }
 
 /// What [`KeySubspace`] restricts.
@@ -150,6 +168,32 @@ pub enum SubspaceMode {
     /// whole input. Earlier tasks' tokens give later atoms a score near 0 (below the gate), yet a
     /// later task can still read features earlier tasks use.
     Routing,
+    /// Novelty-gated routing: as [`SubspaceMode::Routing`], but an atom only takes part on tokens
+    /// its predecessors' subspace does not explain: where the share of the token outside that
+    /// subspace, `rho = ||P x|| / ||x||`, reaches a threshold fitted on the earlier tasks' own tokens
+    /// (their `quantile`). There its score reads the outside part rescaled to the token's norm
+    /// (`(P a) . x / rho`), so it competes with earlier atoms at full scale; elsewhere it is out.
+    NoveltyGated,
+}
+
+/// What the relevance score (Eq. 5) is computed from (a variant, not in the paper; `docs/method.md`,
+/// "Standardised scores"). The value coefficient `z = a . x` always reads the raw input.
+///
+/// Hidden states of LLMs share a large common component (and a few massive features) across
+/// tokens, so raw scores `a . x` are dominated by it and every token of every task routes alike.
+/// The per-feature mean and standard deviation come from the layer's inputs on the first task's
+/// training data, before any atom is trained, and stay fixed (so earlier atoms' routing never
+/// drifts); they are saved in the adapter file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScoreInput {
+    /// The layer input as it is (the paper and the official code).
+    #[default]
+    Raw,
+    /// `x - mean`: the shared component removed.
+    Centred,
+    /// `(x - mean) / std` per feature: also no feature dominates by its scale.
+    Standardised,
 }
 
 /// Regularisers added to the training loss of the current task's atoms (O-LoRA, Wang et al. 2023):
@@ -201,6 +245,8 @@ pub struct MoramConfig {
     pub key_subspace: Option<KeySubspace>,
     /// Loss regularisers of the new atoms (O-LoRA); off by default.
     pub penalty: Penalty,
+    /// What the relevance score reads (a variant; `raw` is the paper).
+    pub score_input: ScoreInput,
 }
 
 impl Default for MoramConfig {
@@ -257,6 +303,7 @@ impl Profile {
             compat: CompatFlags::default(),
             key_subspace: None,
             penalty: Penalty::default(),
+            score_input: ScoreInput::Raw,
         };
         match self {
             Profile::Paper | Profile::Xtail => xtail,
@@ -319,6 +366,12 @@ impl MoramConfig {
             if !(ks.energy > 0.0 && ks.energy < 1.0) {
                 return Err(Error::config("key_subspace.energy", format!("must lie in (0, 1), found {}", ks.energy)));
             }
+            if !(ks.quantile > 0.0 && ks.quantile <= 1.0) {
+                return Err(Error::config(
+                    "key_subspace.quantile",
+                    format!("must lie in (0, 1], found {}", ks.quantile),
+                ));
+            }
             if !self.routing.grows() {
                 return Err(Error::config("key_subspace", "needs a routing that grows per task (not lora)"));
             }
@@ -327,6 +380,12 @@ impl MoramConfig {
             if !(v.is_finite() && v >= 0.0) {
                 return Err(Error::config(name, format!("must be finite and >= 0, found {v}")));
             }
+        }
+        if self.score_input != ScoreInput::Raw && !matches!(self.routing, Routing::SelfActivated { .. }) {
+            return Err(Error::config(
+                "score_input",
+                format!("`{:?}` needs self-activated routing (the scores of Eq. 5)", self.score_input),
+            ));
         }
         if self.compat.untrained_atoms_in_eval && !self.routing.grows() {
             return Err(Error::config(

@@ -28,9 +28,11 @@ pub mod state;
 pub mod stats;
 
 pub use bank::{AtomBank, Routed};
-pub use config::{CompatFlags, KeyInit, KeySubspace, MoramConfig, Penalty, Profile, Routing, SubspaceMode, ValuePath};
+pub use config::{
+    CompatFlags, KeyInit, KeySubspace, MoramConfig, Penalty, Profile, Routing, ScoreInput, SubspaceMode, ValuePath,
+};
 pub use error::{Error, Result};
-pub use linear::MoramLinear;
+pub use linear::{InputStatistics, MoramLinear};
 pub use prune::{atoms_for_share, plan_pruning, PrunePlan, PruneScope};
 pub use state::{save_adapter, AdapterFile};
 pub use stats::{ActivationStats, StatsMode};

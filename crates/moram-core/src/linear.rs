@@ -24,6 +24,21 @@ pub struct MoramLinear {
     capture: RefCell<Capture>,
     /// Running `(sum x x^T (d_in, d_in) f64, tokens)` of the inputs, while recording.
     moments: RefCell<Option<(Tensor, u64)>>,
+    /// Running `(sum x, sum x^2)` `(d_in,)` f64 and the token count of the inputs, while recording.
+    feature_sums: RefCell<Option<(Tensor, Tensor, u64)>>,
+    /// Each input token's share outside the whole protected subspace, while recording.
+    outside: RefCell<Option<Vec<f32>>>,
+}
+
+/// Per-feature statistics of a layer's inputs ([`MoramLinear::take_input_statistics`]).
+#[derive(Debug)]
+pub struct InputStatistics {
+    /// Mean of each input feature `(d_in,)` f64.
+    pub mean: Tensor,
+    /// Population standard deviation of each input feature `(d_in,)` f64.
+    pub std: Tensor,
+    /// Tokens seen.
+    pub tokens: u64,
 }
 
 #[derive(Debug, Default)]
@@ -85,6 +100,8 @@ impl MoramLinear {
             recorder: RefCell::new(None),
             capture: RefCell::new(Capture::default()),
             moments: RefCell::new(None),
+            feature_sums: RefCell::new(None),
+            outside: RefCell::new(None),
         })
     }
 
@@ -113,6 +130,24 @@ impl MoramLinear {
             let flat = xa.detach().reshape([-1, size[size.len() - 1]]);
             *sum += flat.tr().mm(&flat).to_kind(Kind::Double);
             *tokens += flat.size()[0] as u64;
+        }
+        if let Some((sum, squares, tokens)) = self.feature_sums.borrow_mut().as_mut() {
+            let flat = xa.detach().reshape([-1, size[size.len() - 1]]).to_kind(Kind::Double);
+            *sum += flat.sum_dim_intlist([0].as_slice(), false, Kind::Double);
+            *squares += flat.square().sum_dim_intlist([0].as_slice(), false, Kind::Double);
+            *tokens += flat.size()[0] as u64;
+        }
+        if let Some(shares) = self.outside.borrow_mut().as_mut() {
+            let flat = xa.detach().reshape([-1, size[size.len() - 1]]);
+            let rho = self.bank.outside_share(&flat).select(-1, -1).to_device(tch::Device::Cpu);
+            shares.extend(Vec::<f32>::try_from(rho)?);
+        }
+        if self.bank.needs_score_statistics() && !self.bank.is_empty() {
+            return Err(Error::State(format!(
+                "score_input = {:?} needs the inputs' statistics before the atoms route: \
+                 record them with start_input_statistics and call set_score_statistics",
+                self.bank.config().score_input
+            )));
         }
         let xa = if self.training && dropout > 0.0 { xa.dropout(dropout, true) } else { xa };
         let Some(routed) = self.bank.route(&xa, self.training) else {
@@ -209,6 +244,38 @@ impl MoramLinear {
     /// Stops recording and returns `(sum x x^T (d_in, d_in) f64, tokens seen)`.
     pub fn take_input_moments(&self) -> Option<(Tensor, u64)> {
         self.moments.borrow_mut().take()
+    }
+
+    /// Starts accumulating per-feature sums of every input token (for [`crate::ScoreInput`]
+    /// statistics), replacing any running record.
+    pub fn start_input_statistics(&self) {
+        let d = self.bank.d_in() as i64;
+        let zeros = || Tensor::zeros([d], (Kind::Double, self.weight.device()));
+        *self.feature_sums.borrow_mut() = Some((zeros(), zeros(), 0));
+    }
+
+    /// Stops recording and returns the mean and standard deviation of every input feature (`None`
+    /// when no recording ran or no token was seen).
+    pub fn take_input_statistics(&self) -> Option<InputStatistics> {
+        let (sum, squares, tokens) = self.feature_sums.borrow_mut().take()?;
+        if tokens == 0 {
+            return None;
+        }
+        let n = tokens as f64;
+        let mean = sum / n;
+        let var = (squares / n - mean.square()).clamp_min(0.0);
+        Some(InputStatistics { std: var.sqrt(), mean, tokens })
+    }
+
+    /// Starts recording, for every input token, its share outside the bank's whole protected
+    /// subspace (`rho`, see [`crate::AtomBank::outside_share`]), replacing any running record.
+    pub fn start_outside_shares(&self) {
+        *self.outside.borrow_mut() = Some(Vec::new());
+    }
+
+    /// Stops recording and returns every token's `rho`.
+    pub fn take_outside_shares(&self) -> Option<Vec<f32>> {
+        self.outside.borrow_mut().take()
     }
 
     /// Keeps (or stops keeping) the weights `(.., R)` of the last forward, for activation maps.

@@ -8,7 +8,11 @@
 //!   `L.expert_task` i64 `(E)`;
 //! - orthogonal keys ([`crate::config::KeySubspace`]): `L.key_basis` f32 `(d_in, m)`, the protected
 //!   input subspace, and `L.basis_cols` i64 `(R)`, its columns that existed when each atom was
-//!   created, when `m > 0`.
+//!   created, when `m > 0`;
+//! - normalised scores ([`crate::config::ScoreInput`]): `L.score_mean` and `L.score_std` f32
+//!   `(d_in)`, when set;
+//! - novelty-gated routing: `L.novelty_width` i64 `(n)` and `L.novelty_threshold` f32 `(n)`, the
+//!   fitted thresholds per basis width, when any.
 //!
 //! The safetensors `__metadata__` holds `format`, `format_version`, `config` (the [`MoramConfig`] as
 //! JSON), `num_tasks`, `pending_task` (compat B3 only) and any caller-supplied provenance. Files are
@@ -27,8 +31,21 @@ pub const FORMAT: &str = "moram-adapter";
 /// The current adapter format version.
 pub const FORMAT_VERSION: u32 = 1;
 
-const FIELDS: [&str; 9] =
-    ["keys", "values", "atom_task", "frozen", "router", "router_frozen", "expert_task", "key_basis", "basis_cols"];
+const FIELDS: [&str; 13] = [
+    "keys",
+    "values",
+    "atom_task",
+    "frozen",
+    "router",
+    "router_frozen",
+    "expert_task",
+    "key_basis",
+    "basis_cols",
+    "score_mean",
+    "score_std",
+    "novelty_width",
+    "novelty_threshold",
+];
 
 struct Owned {
     dtype: Dtype,
@@ -99,6 +116,17 @@ pub fn save_adapter<'a>(
             let cols: Vec<u32> = bank.atom_basis().iter().map(|&c| c as u32).collect();
             put("basis_cols", i64_bytes(&cols))?;
         }
+        if let Some((mean, std)) = bank.score_statistics() {
+            put("score_mean", f32_bytes(mean)?)?;
+            put("score_std", f32_bytes(std)?)?;
+        }
+        let thresholds = bank.novelty_thresholds();
+        if !thresholds.is_empty() {
+            let widths: Vec<u32> = thresholds.iter().map(|(w, _)| *w as u32).collect();
+            let values: Vec<f32> = thresholds.iter().map(|(_, t)| *t as f32).collect();
+            put("novelty_width", i64_bytes(&widths))?;
+            put("novelty_threshold", f32_bytes(&Tensor::from_slice(&values))?)?;
+        }
         tasks.extend(bank.atom_task().iter().copied());
         pending = pending.or(bank.pending_task());
     }
@@ -116,12 +144,33 @@ pub fn save_adapter<'a>(
             Ok((k.clone(), TensorView::new(o.dtype, o.shape.clone(), &o.bytes).map_err(|e| corrupt(path, e))?))
         })
         .collect::<Result<Vec<_>>>()?;
+    let bytes = safetensors::serialize(views, Some(metadata)).map_err(|e| corrupt(path, e))?;
+    let bytes = canonical_header(bytes).map_err(|e| corrupt(path, e))?;
     let tmp = temp_path(path);
-    safetensors::serialize_to_file(views, Some(metadata), &tmp).map_err(|e| {
+    std::fs::write(&tmp, &bytes).map_err(|source| {
         let _ = std::fs::remove_file(&tmp);
-        Error::Io { path: path.into(), source: std::io::Error::other(e.to_string()) }
+        Error::Io { path: path.into(), source }
     })?;
     std::fs::rename(&tmp, path).map_err(|source| Error::Io { path: path.into(), source })
+}
+
+/// The same safetensors bytes with the JSON header's keys in sorted order. The library writes the
+/// `__metadata__` map in hash order, so two files of bit-equal tensors could differ in their bytes;
+/// sorted, equal adapters are equal files (runs can be compared by checksum). Readers locate
+/// tensors by their offsets, not by key order; the header keeps its length.
+fn canonical_header(mut bytes: Vec<u8>) -> std::result::Result<Vec<u8>, String> {
+    let n =
+        bytes.get(..8).and_then(|b| <[u8; 8]>::try_from(b).ok()).map(u64::from_le_bytes).ok_or("no header")? as usize;
+    let header = bytes.get(8..8 + n).ok_or("truncated header")?;
+    // serde_json's map keeps keys sorted (no `preserve_order`).
+    let value: serde_json::Value = serde_json::from_slice(header).map_err(|e| e.to_string())?;
+    let mut sorted = serde_json::to_vec(&value).map_err(|e| e.to_string())?;
+    if sorted.len() > n {
+        return Err(format!("sorted header grew from {n} to {} bytes", sorted.len()));
+    }
+    sorted.resize(n, b' ');
+    bytes[8..8 + n].copy_from_slice(&sorted);
+    Ok(bytes)
 }
 
 fn temp_path(path: &Path) -> PathBuf {
@@ -314,6 +363,25 @@ fn build_bank(
         check("basis_cols", cols, Dtype::I64, &[Some(r)])?;
         let cols = task_ids(path, name, "basis_cols", cols.data)?.into_iter().map(|c| c as usize).collect();
         bank.set_atom_basis(cols).map_err(|e| corrupt(path, format!("`{name}.basis_cols`: {e}")))?;
+    }
+    if let Some(mean) = raw.get("score_mean") {
+        check("score_mean", mean, Dtype::F32, &[Some(d_in)])?;
+        let std = get("score_std")?;
+        check("score_std", std, Dtype::F32, &[Some(d_in)])?;
+        bank.set_score_statistics(&tensor(mean)?, &tensor(std)?)
+            .map_err(|e| corrupt(path, format!("`{name}.score_mean`/`score_std`: {e}")))?;
+    }
+    if let Some(widths) = raw.get("novelty_width") {
+        check("novelty_width", widths, Dtype::I64, &[None])?;
+        let n = widths.shape[0];
+        let values = get("novelty_threshold")?;
+        check("novelty_threshold", values, Dtype::F32, &[Some(n)])?;
+        let widths = task_ids(path, name, "novelty_width", widths.data)?;
+        let values = Vec::<f32>::try_from(tensor(values)?)?;
+        for (w, t) in widths.into_iter().zip(values) {
+            bank.set_novelty_threshold(w as usize, t as f64)
+                .map_err(|e| corrupt(path, format!("`{name}.novelty_threshold`: {e}")))?;
+        }
     }
     Ok(bank)
 }

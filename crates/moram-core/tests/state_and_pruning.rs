@@ -338,3 +338,26 @@ fn pruning_rejects_bad_requests() -> anyhow::Result<()> {
     assert!(layer.bank().retain(&[99]).is_err(), "indices must exist");
     Ok(())
 }
+
+/// Equal banks and metadata give byte-equal files, whatever order the metadata map iterates in.
+#[test]
+fn equal_adapters_are_equal_files() -> anyhow::Result<()> {
+    tch::manual_seed(2);
+    let config = moram_core::MoramConfig { r: 3, top_k: 3, ..Default::default() };
+    let mut bank = moram_core::AtomBank::new(5, 4, &config, tch::Device::Cpu)?;
+    bank.begin_task(0)?;
+    bank.begin_task(1)?;
+    let extra: std::collections::BTreeMap<String, String> =
+        (0..12).map(|i| (format!("key{i}"), format!("value {i}"))).collect();
+    let dir = tempfile::tempdir()?;
+    let mut files = Vec::new();
+    for i in 0..6 {
+        let path = dir.path().join(format!("a{i}.safetensors"));
+        moram_core::save_adapter(&path, [("x.q", &bank), ("x.v", &bank)], &extra)?;
+        files.push(std::fs::read(&path)?);
+        let back = moram_core::AdapterFile::load(&path, tch::Device::Cpu)?;
+        assert!(back.bank("x.v").is_some_and(|b| b.keys_tensor().equal(&bank.keys_tensor())));
+    }
+    assert!(files.windows(2).all(|w| w[0] == w[1]), "the same adapter saved six times gave different bytes");
+    Ok(())
+}

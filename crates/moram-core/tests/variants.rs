@@ -23,7 +23,7 @@ fn subspace(mode: SubspaceMode) -> MoramConfig {
         top_k: 8,
         temperature: 0.1,
         threshold: 0.2,
-        key_subspace: Some(KeySubspace { energy: 0.85, mode }),
+        key_subspace: Some(KeySubspace::new(0.85, mode)),
         ..MoramConfig::default()
     }
 }
@@ -94,7 +94,7 @@ fn novel_routing_keeps_earlier_tokens_with_earlier_atoms() -> anyhow::Result<()>
     let weights = |mode: Option<SubspaceMode>| -> anyhow::Result<Tensor> {
         let mut config = subspace(SubspaceMode::Routing);
         config.r = 1;
-        config.key_subspace = mode.map(|mode| KeySubspace { energy: 0.9, mode });
+        config.key_subspace = mode.map(|mode| KeySubspace::new(0.9, mode));
         let mut bank = AtomBank::from_parts(&config, &keys, &values, vec![0, 1], 2, None, vec![], Device::Cpu)?;
         if mode.is_some() {
             bank.set_key_basis(&t(&[&[1.0], &[0.0]]))?;
@@ -193,15 +193,226 @@ fn top1_counts_the_largest_weight_of_each_token() -> anyhow::Result<()> {
 fn subspace_and_penalty_settings_are_validated_by_name() {
     let bad = |c: MoramConfig| c.validate().unwrap_err().to_string();
     let base = MoramConfig::default();
-    let e =
-        bad(MoramConfig { key_subspace: Some(KeySubspace { energy: 1.0, mode: SubspaceMode::Keys }), ..base.clone() });
+    let e = bad(MoramConfig { key_subspace: Some(KeySubspace::new(1.0, SubspaceMode::Keys)), ..base.clone() });
     assert!(e.contains("key_subspace.energy") && e.contains("(0, 1)"), "{e}");
     let e = bad(MoramConfig {
         routing: Routing::Lora {},
-        key_subspace: Some(KeySubspace { energy: 0.9, mode: SubspaceMode::Keys }),
+        key_subspace: Some(KeySubspace::new(0.9, SubspaceMode::Keys)),
         ..base.clone()
     });
     assert!(e.contains("key_subspace") && e.contains("grows"), "{e}");
     let e = bad(MoramConfig { penalty: Penalty { orthogonality: -1.0, l2: 0.0 }, ..base });
     assert!(e.contains("penalty.orthogonality"), "{e}");
+}
+
+/// Novelty gating on hand-made tokens. Task 0's atom has key e1; task 1's atom key e1 + e2 and the
+/// basis U = [e1] with threshold 0.5. A token inside U (e1) is closed to the later atom; a novel
+/// token (e1 + e2, rho = 1/sqrt 2) is open, and there every atom is scored by `||x|| cos`: the later
+/// atom's key points exactly at the outside part (`sqrt 2`), the earlier one at 45 degrees (1): the
+/// later atom wins, where novel routing would split the token evenly.
+#[test]
+fn novelty_gating_closes_earlier_tokens_and_opens_novel_ones_at_full_scale() -> anyhow::Result<()> {
+    let keys = t(&[&[1.0, 0.0, 0.0], &[1.0, 1.0, 0.0]]);
+    let values = t(&[&[1.0, 10.0]]);
+    let x = t(&[&[1.0, 0.0, 0.0], &[1.0, 1.0, 0.0], &[1.0, 0.1, 0.0]]);
+    let bank = |mode: SubspaceMode, threshold: Option<f64>| -> anyhow::Result<AtomBank> {
+        let mut config = subspace(mode);
+        config.r = 1;
+        let mut bank = AtomBank::from_parts(&config, &keys, &values, vec![0, 1], 2, None, vec![], Device::Cpu)?;
+        bank.set_key_basis(&t(&[&[1.0], &[0.0], &[0.0]]))?;
+        bank.set_atom_basis(vec![0, 1])?;
+        if let Some(th) = threshold {
+            bank.set_novelty_threshold(1, th)?;
+        }
+        Ok(bank)
+    };
+    let gated = bank(SubspaceMode::NoveltyGated, Some(0.5))?;
+    let rho = gated.outside_share(&x);
+    assert_eq!(rho.size(), [3, 2]);
+    let want = [[1.0, 0.0], [1.0, 0.5f64.sqrt()], [1.0, 0.1 / 1.01f64.sqrt()]];
+    for (i, row) in want.iter().enumerate() {
+        for (m, w) in row.iter().enumerate() {
+            assert!((rho.double_value(&[i as i64, m as i64]) - w).abs() < 1e-6, "rho {rho}");
+        }
+    }
+    let w = gated.route(&x, false).unwrap().weights;
+    assert_eq!(w.double_value(&[0, 1]), 0.0, "token e1 is closed to the later atom: {w}");
+    assert_eq!(w.double_value(&[2, 1]), 0.0, "rho 0.0995 < 0.5: closed too: {w}");
+    let (s0, s1) = (1.0 / 3f64.sqrt(), 2f64.sqrt() / 3f64.sqrt());
+    let later = 1.0 / (1.0 + ((s0 - s1) / 0.1).exp());
+    assert!((w.double_value(&[1, 1]) - later).abs() < 1e-5, "full-scale score on the novel token: {w}");
+    let novel = bank(SubspaceMode::Routing, None)?.route(&x, false).unwrap().weights;
+    assert!((novel.double_value(&[1, 1]) - 0.5).abs() < 1e-5, "novel routing splits it: {novel}");
+    let novel_train = bank(SubspaceMode::Routing, None)?.route(&x, true).unwrap().weights;
+    assert!(novel_train.double_value(&[2, 1]) > 0.0, "and, in training, reaches the near-old token");
+    // Training mode (no delta gate) keeps the closure: it is not the eval gate.
+    let train = gated.route(&x, true).unwrap().weights;
+    assert_eq!(train.double_value(&[0, 1]), 0.0);
+    // Without a fitted threshold the later atom stays closed everywhere.
+    let unfitted = bank(SubspaceMode::NoveltyGated, None)?.route(&x, false).unwrap().weights;
+    assert_eq!(unfitted.narrow(1, 1, 1).abs().sum(Kind::Float).double_value(&[]), 0.0);
+    // Only later atoms and a token no atom is open to: zero weights, not NaN.
+    let mut config = subspace(SubspaceMode::NoveltyGated);
+    config.r = 1;
+    let mut only_later = AtomBank::from_parts(
+        &config,
+        &keys.narrow(0, 1, 1),
+        &values.narrow(1, 1, 1),
+        vec![1],
+        1,
+        None,
+        vec![],
+        Device::Cpu,
+    )?;
+    only_later.set_key_basis(&t(&[&[1.0], &[0.0], &[0.0]]))?;
+    only_later.set_atom_basis(vec![1])?;
+    only_later.set_novelty_threshold(1, 0.5)?;
+    let w = only_later.route(&x.narrow(0, 0, 1), false).unwrap().weights;
+    assert_eq!(w.double_value(&[0, 0]), 0.0, "{w}");
+    Ok(())
+}
+
+#[test]
+fn novelty_thresholds_only_grow_and_are_checked() -> anyhow::Result<()> {
+    let mut bank = AtomBank::new(3, 2, &subspace(SubspaceMode::NoveltyGated), Device::Cpu)?;
+    let err = bank.set_novelty_threshold(1, 0.3).unwrap_err();
+    assert!(err.to_string().contains("basis width in 1..=0"), "{err}");
+    bank.set_key_basis(&t(&[&[1.0, 0.0], &[0.0, 1.0], &[0.0, 0.0]]))?;
+    bank.set_novelty_threshold(2, 0.3)?;
+    bank.set_novelty_threshold(1, 0.2)?;
+    bank.set_novelty_threshold(2, 0.1)?;
+    assert_eq!(bank.novelty_thresholds(), &[(1, 0.2f32 as f64), (2, 0.3f32 as f64)], "sorted, and 0.1 < 0.3 ignored");
+    for (m, v) in [(0, 0.5), (3, 0.5), (1, 1.5), (1, -0.1)] {
+        assert!(bank.set_novelty_threshold(m, v).is_err(), "m {m}, threshold {v}");
+    }
+    let bad = MoramConfig {
+        key_subspace: Some(KeySubspace { quantile: 0.0, ..KeySubspace::new(0.9, SubspaceMode::NoveltyGated) }),
+        ..MoramConfig::default()
+    };
+    let err = bad.validate().unwrap_err().to_string();
+    assert!(err.contains("key_subspace.quantile") && err.contains("(0, 1]"), "{err}");
+    Ok(())
+}
+
+/// Standardised scores: Eq. 5 reads `(x - mean) / std` while the value coefficient reads `x`.
+#[test]
+fn standardised_scores_read_the_normalised_input_and_values_the_raw_one() -> anyhow::Result<()> {
+    use moram_core::ScoreInput;
+    let config = MoramConfig {
+        r: 2,
+        top_k: 2,
+        temperature: 0.5,
+        threshold: 0.0,
+        score_input: ScoreInput::Standardised,
+        ..MoramConfig::default()
+    };
+    let keys = t(&[&[1.0, 0.0], &[0.0, 1.0]]);
+    let values = t(&[&[1.0, 1.0]]);
+    let mut bank = AtomBank::from_parts(&config, &keys, &values, vec![0, 0], 0, None, vec![], Device::Cpu)?;
+    assert!(bank.needs_score_statistics());
+    // A layer refuses to route without the statistics (a silent raw fallback would be another method).
+    let mut layer = MoramLinear::with_bank(&Tensor::zeros([1, 2], (Kind::Float, Device::Cpu)), None, bank)?;
+    let err = layer.forward(&t(&[&[1.0, 1.0]])).unwrap_err().to_string();
+    assert!(err.contains("score_input = Standardised") && err.contains("set_score_statistics"), "{err}");
+    bank = AtomBank::from_parts(&config, &keys, &values, vec![0, 0], 0, None, vec![], Device::Cpu)?;
+    bank.set_score_statistics(&Tensor::from_slice(&[10.0f32, 0.0]), &Tensor::from_slice(&[1.0f32, 4.0]))?;
+    let x = t(&[&[11.0, 4.0]]);
+    let r = bank.route(&x, false).unwrap();
+    // Scores on ((11 - 10) / 1, (4 - 0) / 4) = (1, 1): equal weights; raw scores (11, 4) would not be.
+    assert!((r.weights.double_value(&[0, 0]) - 0.5).abs() < 1e-6, "{}", r.weights);
+    // Values use z = A x = (11, 4): delta = 0.5 * 11 + 0.5 * 4 = 7.5 (value scale 1).
+    assert!((r.delta().double_value(&[0, 0]) - 7.5).abs() < 1e-5, "{}", r.delta());
+    layer.replace_bank(bank)?;
+    assert!((layer.forward(&x)?.double_value(&[0, 0]) - 7.5).abs() < 1e-5);
+    // Bad statistics are refused with what was expected.
+    let mut bank = AtomBank::new(2, 1, &config, Device::Cpu)?;
+    let err = bank.set_score_statistics(
+        &Tensor::zeros([3], (Kind::Float, Device::Cpu)),
+        &Tensor::ones([2], (Kind::Float, Device::Cpu)),
+    );
+    assert!(matches!(err, Err(Error::Shape { ref what, .. }) if what == "score mean"));
+    let err = bank
+        .set_score_statistics(&Tensor::zeros([2], (Kind::Float, Device::Cpu)), &Tensor::from_slice(&[1.0f32, -1.0]));
+    assert!(err.unwrap_err().to_string().contains("std >= 0"));
+    let err = MoramConfig { routing: Routing::Lora {}, ..config.clone() }.validate().unwrap_err().to_string();
+    assert!(err.contains("score_input") && err.contains("self-activated"), "{err}");
+    Ok(())
+}
+
+/// The recorders behind the fitted statistics: per-feature mean and standard deviation of every
+/// input token, and every token's share outside the protected subspace.
+#[test]
+fn layers_record_input_statistics_and_outside_shares() -> anyhow::Result<()> {
+    tch::manual_seed(11);
+    let mut layer = MoramLinear::new(
+        &Tensor::randn([2, 3], (Kind::Float, Device::Cpu)),
+        None,
+        &subspace(SubspaceMode::NoveltyGated),
+    )?;
+    let x = Tensor::randn([4, 5, 3], (Kind::Float, Device::Cpu)) * 2.0 + 1.0;
+    layer.start_input_statistics();
+    let _ = layer.forward(&x.narrow(0, 0, 2))?;
+    let _ = layer.forward(&x.narrow(0, 2, 2))?;
+    let stats = layer.take_input_statistics().unwrap();
+    assert_eq!(stats.tokens, 20);
+    let flat = x.reshape([20, 3]).to_kind(Kind::Double);
+    let mean = flat.mean_dim([0].as_slice(), false, Kind::Double);
+    let std = flat.var_dim([0].as_slice(), false, false).sqrt();
+    assert!(max_abs(&(&stats.mean - mean)) < 1e-9 && max_abs(&(&stats.std - std)) < 1e-9);
+    assert!(layer.take_input_statistics().is_none(), "taken once");
+    layer.bank_mut().set_key_basis(&t(&[&[1.0], &[0.0], &[0.0]]))?;
+    layer.start_outside_shares();
+    let _ = layer.forward(&x)?;
+    let shares = layer.take_outside_shares().unwrap();
+    assert_eq!(shares.len(), 20);
+    let row = flat.get(7);
+    let want = (1.0 - row.double_value(&[0]).powi(2) / row.square().sum(Kind::Double).double_value(&[])).sqrt();
+    assert!((shares[7] as f64 - want).abs() < 1e-6, "{} vs {want}", shares[7]);
+    Ok(())
+}
+
+/// Score statistics and novelty thresholds travel with the adapter and with pruning; a file with
+/// one half of the statistics is refused, naming the missing key.
+#[test]
+fn score_statistics_and_novelty_thresholds_survive_save_load_and_pruning() -> anyhow::Result<()> {
+    use moram_core::ScoreInput;
+    tch::manual_seed(5);
+    let config = MoramConfig { score_input: ScoreInput::Centred, ..subspace(SubspaceMode::NoveltyGated) };
+    let mut bank = AtomBank::new(4, 3, &config, Device::Cpu)?;
+    bank.set_score_statistics(
+        &Tensor::from_slice(&[0.5f32, -1.0, 2.0, 0.0]),
+        &Tensor::from_slice(&[1.0f32, 2.0, 0.5, 1.0]),
+    )?;
+    bank.begin_task(0)?;
+    bank.extend_key_basis(&diag(&[6.0, 3.0, 1.0, 0.0]), 0.85)?;
+    bank.set_novelty_threshold(2, 0.123456789)?;
+    bank.begin_task(1)?;
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("a.safetensors");
+    save_adapter(&path, [("l", &bank)], &Default::default())?;
+    let loaded = AdapterFile::load(&path, Device::Cpu)?;
+    let back = loaded.bank("l").ok_or_else(|| anyhow::anyhow!("layer l missing"))?;
+    assert_eq!(back.novelty_thresholds(), bank.novelty_thresholds(), "bit-equal after a reload");
+    let ((m0, s0), (m1, s1)) = (bank.score_statistics().unwrap(), back.score_statistics().unwrap());
+    assert!(m0.equal(m1) && s0.equal(s1));
+    let x = Tensor::randn([6, 4], (Kind::Float, Device::Cpu));
+    assert!(bank.route(&x, false).unwrap().weights.equal(&back.route(&x, false).unwrap().weights));
+    let kept = bank.retain(&[0, 2])?;
+    assert_eq!(kept.novelty_thresholds(), bank.novelty_thresholds());
+    assert!(kept.score_statistics().is_some());
+    // Half of the statistics: the missing key is named.
+    let file = std::fs::read(&path)?;
+    let st = safetensors::SafeTensors::deserialize(&file)?;
+    let mut kept_views = Vec::new();
+    for (name, view) in st.tensors() {
+        if name != "l.score_std" {
+            kept_views.push((name, view));
+        }
+    }
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&file)?;
+    let bad = dir.path().join("bad.safetensors");
+    safetensors::serialize_to_file(kept_views, meta.metadata().clone(), &bad)?;
+    let err = AdapterFile::load(&bad, Device::Cpu).unwrap_err().to_string();
+    assert!(err.contains("l.score_std"), "{err}");
+    Ok(())
 }

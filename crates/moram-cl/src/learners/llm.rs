@@ -7,8 +7,9 @@ use crate::error::{Error, Result};
 use crate::learner::Learner;
 use crate::metrics::TaskMetric;
 use moram_core::{MoramConfig, MoramLinear};
-use moram_models::llm::{CausalLm, GenerationConfig, GgufFile, LlmConfig, LlmTokenizer};
+use moram_models::llm::{CausalLm, GenerationConfig, GgufFile, LlmConfig, LlmTokenizer, PrefixMemo};
 use moram_models::{TargetSpec, WeightSource};
+use std::collections::HashMap;
 use tch::{Device, Kind, Tensor};
 
 /// One instruction task.
@@ -51,7 +52,22 @@ pub struct LlmLearner {
     eos: i64,
     /// (prompt, generation, answer) of the last evaluation.
     last: Vec<(String, String, String)>,
+    /// Whether the frozen leading blocks' work is computed once and reused (see [`FROZEN_PREFIX_BUDGET`]).
+    reuse_prefix: bool,
+    /// Hidden states `(L, d)` entering the first adapted block for each training example
+    /// `(task, index)`, with the number of blocks they cover.
+    train_prefix: HashMap<(usize, usize), (usize, Tensor)>,
+    train_prefix_bytes: usize,
+    /// The evaluation prompt batches' pass through the frozen leading blocks.
+    eval_prefix: PrefixMemo,
 }
+
+/// Memory the learner may spend on each of its two frozen-prefix caches (training examples,
+/// evaluation batches). The blocks before the first adapted one never change while atoms train, so
+/// their output is computed once per example: with SmolLM2's last 8 of 30 blocks adapted, a training
+/// step runs 8 blocks forward instead of 30, and every evaluation after the first prefills 8 blocks.
+/// Beyond the budget (long prompts, big models) the work is simply redone each time.
+pub const FROZEN_PREFIX_BUDGET: usize = 2 << 30;
 
 /// A loaded model with its tokenizer.
 pub fn load_llm(path: &std::path::Path, kind: Kind, device: Device) -> Result<(CausalLm, LlmTokenizer)> {
@@ -81,7 +97,76 @@ impl LlmLearner {
         let eos = *tokenizer.eos.first().ok_or_else(|| Error::config("model", "the tokenizer has no EOS id"))?;
         model.inject(targets, moram)?;
         let bos = tokenizer.bos;
-        Ok(LlmLearner { model, tokenizer, tasks, settings, max_eval, bos, eos, last: Vec::new() })
+        Ok(LlmLearner {
+            model,
+            tokenizer,
+            tasks,
+            settings,
+            max_eval,
+            bos,
+            eos,
+            last: Vec::new(),
+            reuse_prefix: true,
+            train_prefix: HashMap::new(),
+            train_prefix_bytes: 0,
+            eval_prefix: PrefixMemo::with_budget(FROZEN_PREFIX_BUDGET),
+        })
+    }
+
+    /// Whether the frozen leading blocks' work is reused (on by default; off recomputes every pass,
+    /// for checking that both give the same results).
+    pub fn set_reuse_prefix(&mut self, on: bool) {
+        self.reuse_prefix = on;
+        self.train_prefix.clear();
+        self.train_prefix_bytes = 0;
+        self.eval_prefix.clear();
+    }
+
+    /// Hidden states `(B, L, d)` entering the first adapted block for a collated batch (left
+    /// padding filled with zeros), from the per-example cache; `None` when reuse is off or no
+    /// block is frozen.
+    fn cached_prefix(
+        &mut self,
+        task: usize,
+        indices: &[usize],
+        seqs: &[(Vec<i64>, usize)],
+        width: i64,
+    ) -> Result<Option<Tensor>> {
+        let blocks = self.model.frozen_prefix_blocks();
+        // Dynamic RoPE depends on the longest position of a pass, which padding changes: a prefix
+        // computed per example would differ from the batch's own.
+        let dynamic = matches!(self.model.config().rope_scaling, Some(moram_models::llm::RopeScaling::Dynamic { .. }));
+        if !self.reuse_prefix || blocks == 0 || dynamic {
+            return Ok(None);
+        }
+        let device = self.model.device();
+        let mut rows = Vec::with_capacity(indices.len());
+        for (&i, (seq, _)) in indices.iter().zip(seqs) {
+            let hidden = match self.train_prefix.get(&(task, i)) {
+                Some((b, h)) if *b == blocks => h.shallow_clone(),
+                _ => {
+                    let n = seq.len() as i64;
+                    let ids = Tensor::from_slice(seq).view([1, n]).to_device(device);
+                    let positions = Tensor::arange(n, (tch::Kind::Int64, device)).unsqueeze(0);
+                    let h = self.model.frozen_prefix(&ids, &positions, None, false)?.hidden.squeeze_dim(0);
+                    let size = h.numel() * h.kind().elt_size_in_bytes();
+                    if self.train_prefix_bytes + size <= FROZEN_PREFIX_BUDGET {
+                        self.train_prefix_bytes += size;
+                        if let Some((_, old)) = self.train_prefix.insert((task, i), (blocks, h.shallow_clone())) {
+                            self.train_prefix_bytes -= old.numel() * old.kind().elt_size_in_bytes();
+                        }
+                    }
+                    h
+                }
+            };
+            let pad = width - hidden.size()[0];
+            rows.push(if pad > 0 {
+                Tensor::cat(&[hidden.zeros_like().narrow(0, 0, 1).expand([pad, -1], false), hidden], 0)
+            } else {
+                hidden
+            });
+        }
+        Ok(Some(Tensor::stack(&rows, 0)))
     }
 
     /// Builds the learner a run config describes (model + TRACE data).
@@ -207,7 +292,13 @@ impl Learner for LlmLearner {
         let t = &self.tasks[task];
         let seqs = indices.iter().map(|&i| self.training_sequence(&t.name, &t.train[i])).collect::<Result<Vec<_>>>()?;
         let (ids, labels, mask) = self.collate(&seqs);
-        Ok(self.model.causal_lm_loss(&ids, &labels, Some(&mask))?)
+        match self.cached_prefix(task, indices, &seqs, ids.size()[1])? {
+            Some(hidden) => {
+                let blocks = self.model.frozen_prefix_blocks();
+                Ok(self.model.causal_lm_loss_from(&hidden, blocks, &labels, Some(&mask))?)
+            }
+            None => Ok(self.model.causal_lm_loss(&ids, &labels, Some(&mask))?),
+        }
     }
 
     fn evaluate(&mut self, task: usize) -> Result<f64> {
@@ -231,7 +322,8 @@ impl Learner for LlmLearner {
                 .iter()
                 .map(|e| self.tokenize(&e.prompt, max_prompt, true, false, keep_prefix))
                 .collect::<Result<Vec<_>>>()?;
-            for out in self.model.generate(&prompts, &config)? {
+            let memo = if self.reuse_prefix { Some(&mut self.eval_prefix) } else { None };
+            for out in self.model.generate_with_prefixes(&prompts, &config, memo)? {
                 predictions.push(self.tokenizer.decode(&out, true)?);
             }
         }
