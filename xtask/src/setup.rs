@@ -146,23 +146,78 @@ pub fn install_assets() -> Result<()> {
         }
         eprintln!("test asset `{}`: {} files in {}", asset.name, files.len(), dir.display());
     }
-    if let Err(err) = install_fashion_mnist(&root) {
-        eprintln!("warning: test asset `fashion-mnist` not installed ({err:#}); tests that need it will skip");
+    for deb in &DEB_ASSETS {
+        if let Err(err) = install_deb_asset(&root, deb) {
+            eprintln!("warning: test asset `{}` not installed ({err:#}); tests that need it will skip", deb.name);
+        }
     }
     Ok(())
 }
 
-/// Debian's `dataset-fashion-mnist` (`../shared/spec/assets.md` 1a): the .deb and the four gz
-/// files it ships, each checked against its SHA-256.
-const FASHION_DEB: (&str, &str) = (
-    "dataset-fashion-mnist=0.0~git20200523.55506a9-1",
-    "39e172fe32dd318ebb3e512220c3beea2fa47d7e20bab348fb4e0922d6beefc0",
-);
-const FASHION_FILES: [(&str, &str); 4] = [
-    ("train-images-idx3-ubyte.gz", "b0564c3eedabfbf835052cff8503ea422014ce006caf5b757f851416ee8300c7"),
-    ("train-labels-idx1-ubyte.gz", "0ae29f65d86684f32d1b9c85147786c547b9c6aebcaf235f0400a0cce308b056"),
-    ("t10k-images-idx3-ubyte.gz", "cc1d090a38ace84dfa1aa66e3ada7c336ef481a96936906477e6dd344da56eaa"),
-    ("t10k-labels-idx1-ubyte.gz", "8d3605d196f4be44669e46906da9733c8131fef761fdbfec72c424d5222f1a05"),
+/// An asset that ships in a Debian package: the .deb (checked against its SHA-256) and the files
+/// copied out of it into `$MORAM_CACHE/assets/<name>/`, each checked against its own SHA-256.
+struct DebAsset {
+    name: &'static str,
+    /// `package=version` for `apt-get download`.
+    package: &'static str,
+    sha256: &'static str,
+    /// `(path inside the package, SHA-256)`; copied under their file names.
+    files: &'static [(&'static str, &'static str)],
+    /// Printed once the asset is installed (licence terms that must reach the user).
+    notice: Option<&'static str>,
+    /// Files the project writes next to the copied ones.
+    extra: fn(&Path) -> Result<()>,
+}
+
+const DEB_ASSETS: [DebAsset; 2] = [
+    // Fashion-MNIST (`../shared/spec/assets.md` 1a): IDX images and labels for CLIP runs.
+    DebAsset {
+        name: "fashion-mnist",
+        package: "dataset-fashion-mnist=0.0~git20200523.55506a9-1",
+        sha256: "39e172fe32dd318ebb3e512220c3beea2fa47d7e20bab348fb4e0922d6beefc0",
+        files: &[
+            (
+                "usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz",
+                "b0564c3eedabfbf835052cff8503ea422014ce006caf5b757f851416ee8300c7",
+            ),
+            (
+                "usr/share/datasets/fashion-mnist/train-labels-idx1-ubyte.gz",
+                "0ae29f65d86684f32d1b9c85147786c547b9c6aebcaf235f0400a0cce308b056",
+            ),
+            (
+                "usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz",
+                "cc1d090a38ace84dfa1aa66e3ada7c336ef481a96936906477e6dd344da56eaa",
+            ),
+            (
+                "usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz",
+                "8d3605d196f4be44669e46906da9733c8131fef761fdbfec72c424d5222f1a05",
+            ),
+        ],
+        notice: None,
+        extra: write_fashion_metadata,
+    },
+    // WordNet 3.0 (Princeton University), the demo's second real-data source: nouns with their
+    // lexicographer files, irregular verb forms, and the licence text.
+    DebAsset {
+        name: "wordnet",
+        package: "wordnet-base=1:3.0-37",
+        sha256: "61060d960f9ada8fa120872312eccd3ecebfbab8c4579e4f5a74e1cf67620752",
+        files: &[
+            ("usr/share/wordnet/index.noun", "a490d99d93d017bf4822fe2f0ffa51fd73911ce271dc7535fade21f8814b5a04"),
+            ("usr/share/wordnet/data.noun", "fea17d2f9656611334eac790e5d69e47645fa180c4aa481fb4cd9b3520754ca2"),
+            ("usr/share/wordnet/index.verb", "e2ac24816c3a8289dcb72aaa9cf8db81fdf25ec34d792bfc96ac5b7a20c8b4ae"),
+            ("usr/share/wordnet/verb.exc", "dbbcf9a601b2d77e934e413b91d90e88ec7f933a8b77cfc00602a923b891b42c"),
+            (
+                "usr/share/doc/wordnet-base/copyright",
+                "f461bac9a5a1810c4fe1e3cec0a980f79406e3a8c1c147f3874979fb00e2cc0e",
+            ),
+        ],
+        notice: Some(
+            "WordNet 3.0 Copyright 2006 by Princeton University. All rights reserved. Used under the \
+             WordNet 3.0 license (the `copyright` file next to the data).",
+        ),
+        extra: |_| Ok(()),
+    },
 ];
 
 /// Class names (label order) and a prompt template next to the IDX files, so the folder is a
@@ -174,47 +229,51 @@ fn write_fashion_metadata(dir: &Path) -> Result<()> {
         .with_context(|| format!("writing {}", dir.display()))
 }
 
-fn install_fashion_mnist(root: &Path) -> Result<()> {
-    let dir = root.join("fashion-mnist");
-    if FASHION_FILES.iter().all(|(f, _)| dir.join(f).exists()) {
-        return write_fashion_metadata(&dir);
+fn file_name(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+fn install_deb_asset(root: &Path, asset: &DebAsset) -> Result<()> {
+    let dir = root.join(asset.name);
+    if asset.files.iter().all(|(f, _)| dir.join(file_name(f)).exists()) {
+        return (asset.extra)(&dir);
     }
     let work = paths::cache_dir()?.join("debs");
     fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
     let status = std::process::Command::new("apt-get")
-        .args(["download", FASHION_DEB.0])
+        .args(["download", asset.package])
         .current_dir(&work)
         .status()
         .context("running `apt-get download` (Debian's package tools are needed for this asset)")?;
-    anyhow::ensure!(status.success(), "`apt-get download {}` failed", FASHION_DEB.0);
+    anyhow::ensure!(status.success(), "`apt-get download {}` failed", asset.package);
+    let prefix = format!("{}_", asset.package.split('=').next().unwrap_or(asset.package));
     let deb = fs::read_dir(&work)?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("dataset-fashion-mnist_") && n.ends_with(".deb"))
-        })
-        .context("apt-get download produced no dataset-fashion-mnist .deb")?;
+        .find(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".deb")))
+        .with_context(|| format!("apt-get download produced no {prefix}*.deb"))?;
     let sum = sha256_file(&deb)?;
-    if sum != FASHION_DEB.1 {
+    if sum != asset.sha256 {
         let _ = fs::remove_file(&deb);
-        bail!("{}: SHA-256 {sum}, expected {}; the download was deleted", deb.display(), FASHION_DEB.1);
+        bail!("{}: SHA-256 {sum}, expected {}; the download was deleted", deb.display(), asset.sha256);
     }
-    let extract = work.join("fashion-mnist-extract");
+    let extract = work.join(format!("{}-extract", asset.name));
     let status =
         std::process::Command::new("dpkg").arg("-x").arg(&deb).arg(&extract).status().context("running `dpkg -x`")?;
     anyhow::ensure!(status.success(), "`dpkg -x {}` failed", deb.display());
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    for (f, want) in FASHION_FILES {
-        let src = extract.join("usr/share/datasets/fashion-mnist").join(f);
+    for (f, want) in asset.files {
+        let src = extract.join(f);
         let got = sha256_file(&src)?;
-        anyhow::ensure!(got == want, "{}: SHA-256 {got}, expected {want}", src.display());
-        fs::copy(&src, dir.join(f)).with_context(|| format!("copying {}", src.display()))?;
+        anyhow::ensure!(got == *want, "{}: SHA-256 {got}, expected {want}", src.display());
+        fs::copy(&src, dir.join(file_name(f))).with_context(|| format!("copying {}", src.display()))?;
     }
     let _ = fs::remove_dir_all(&extract);
     let _ = fs::remove_file(&deb);
-    write_fashion_metadata(&dir)?;
-    eprintln!("test asset `fashion-mnist`: 4 files in {}", dir.display());
+    (asset.extra)(&dir)?;
+    eprintln!("test asset `{}`: {} files in {}", asset.name, asset.files.len(), dir.display());
+    if let Some(notice) = asset.notice {
+        eprintln!("{notice}");
+    }
     Ok(())
 }
 

@@ -1,19 +1,21 @@
-//! `cargo xtask study`: set-up, a release `moram`, the BBC formats data, then `moram study`.
+//! `cargo xtask study`: set-up, a release `moram`, the real-data task sequence, then `moram study`.
 
 use crate::{paths, setup};
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
 
-/// The README's study: four formats of the BBC topic question on SmolLM2.
-const DEFAULT_STUDY: &str = "configs/study/bbc-formats.toml";
+/// The studies behind the README's findings, by name: the study file and the `moram demo-data`
+/// sequence it runs on (SmolLM2 and the assets; model and data paths are filled in).
+const STUDIES: [(&str, &str, &str); 2] =
+    [("demo", "configs/study/demo.toml", "demo"), ("formats", "configs/study/formats.toml", "formats")];
 
 /// Arguments of `cargo xtask study`.
 #[derive(clap::Args)]
 pub struct StudyArgs {
-    /// The study file (default: configs/study/bbc-formats.toml, on SmolLM2 and BBC News from the
-    /// assets; its model and data paths are filled in).
-    #[arg(long)]
-    study: Option<PathBuf>,
+    /// `demo` (the demo's sequence, default), `formats` (four formats of the BBC topic question), or
+    /// a study file of your own (its paths as given).
+    #[arg(long, default_value = "demo")]
+    study: String,
     /// Output folder (default: runs/study-<name>).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -36,22 +38,28 @@ pub fn run(args: StudyArgs) -> Result<()> {
     let root = paths::workspace_root();
     let bin = paths::build_moram(args.debug)?;
     let mut sets = Vec::new();
-    let study = match args.study {
-        Some(s) => s,
-        None => {
+    let study = match STUDIES.iter().find(|(name, _, _)| *name == args.study) {
+        Some((name, file, sequence)) => {
             setup::install_assets()?;
             let assets = setup::assets_dir()?;
-            let data = root.join("data/cache/bbc-formats");
-            if !data.join("headline/eval.json").exists() {
+            let data = root.join("data/cache").join(format!("study-{name}"));
+            if !data.join(".complete").exists() {
                 let mut cmd = std::process::Command::new(&bin);
-                cmd.arg("demo-data").arg("--assets").arg(&assets).arg("--out").arg(&data);
-                cmd.args(["--train", "64", "--eval", "64", "--words", "24", "--seed", "42"]);
-                paths::run_checked(&mut cmd).context("writing the BBC formats data")?;
+                cmd.args(["demo-data", "--sequence", sequence, "--assets"]).arg(&assets).arg("--out").arg(&data);
+                // The demo's sizes and draw: 64 + 64 examples, 32 article words, seed 42.
+                cmd.args(["--train", "64", "--eval", "64", "--words", "32", "--seed", "42"]);
+                paths::run_checked(&mut cmd).with_context(|| format!("writing the {sequence} sequence"))?;
+                std::fs::write(data.join(".complete"), "")?;
             }
             let model = assets.join("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
             sets.push(format!("model.path=\"{}\"", model.display()));
             sets.push(format!("data.dir=\"{}\"", data.display()));
-            root.join(DEFAULT_STUDY)
+            root.join(file)
+        }
+        None if args.study.ends_with(".toml") => PathBuf::from(&args.study),
+        None => {
+            let names: Vec<&str> = STUDIES.iter().map(|(n, _, _)| *n).collect();
+            bail!("--study must be {} or a study file (.toml), found `{}`", names.join(", "), args.study)
         }
     };
     sets.extend(args.set);

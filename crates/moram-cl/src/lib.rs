@@ -17,7 +17,6 @@ pub mod analysis;
 pub mod checkpoint;
 pub mod config;
 pub mod data;
-pub mod demo;
 pub mod error;
 pub mod learner;
 pub mod learners;

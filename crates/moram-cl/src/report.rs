@@ -146,6 +146,28 @@ fn csv_field(s: &str) -> String {
     }
 }
 
+/// The recorded score of every evaluation example of a finished run, `scores[row][task][example]`,
+/// from `outputs/after-task{row}/{task}.json` (written for learners whose outputs carry a `score`,
+/// such as the LLM learner). `None` when a file is missing or holds no scores.
+pub fn example_scores(dir: &Path, state: &RunState) -> Option<crate::metrics::bootstrap::ExampleScores> {
+    (0..state.tasks_done())
+        .map(|row| {
+            state
+                .task_names
+                .iter()
+                .map(|name| {
+                    let file = dir
+                        .join("outputs")
+                        .join(format!("after-task{row}"))
+                        .join(format!("{}.json", name.replace(['/', '\\'], "_")));
+                    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(file).ok()?).ok()?;
+                    v.as_array()?.iter().map(|e| e.get("score")?.as_f64()).collect::<Option<Vec<f64>>>()
+                })
+                .collect::<Option<Vec<_>>>()
+        })
+        .collect()
+}
+
 /// A score matrix as a Markdown table: row `i` = after task `i`, column `j` = task `j`.
 pub fn matrix_markdown(names: &[String], matrix: &[Vec<f64>]) -> String {
     let mut s = String::from("| after \\ on |");

@@ -299,12 +299,17 @@ fn fit_score_statistics(
     Ok(())
 }
 
+/// Tokens per layer kept to fit a novelty threshold: enough for a 99% quantile to rest on about 40
+/// tokens above it, few enough (16 MiB for a 1,024-wide layer) to keep in memory.
+const THRESHOLD_TOKENS: usize = 4096;
+
 /// Protected input subspaces: records every layer's inputs on (up to `method.subspace_examples`
 /// of) this task's training examples, one per forward pass so that padding never enters, and grows
-/// each layer's protected subspace. Novelty-gated routing then passes over the same examples again
-/// and fits the threshold for the new basis: the `quantile` of the share of this task's tokens
-/// outside it (earlier tasks' tokens lie inside smaller bases, whose thresholds already cover them,
-/// and a width keeps its largest threshold). Returns each layer's subspace dimension; `None` when off.
+/// each layer's protected subspace. Novelty-gated routing also keeps the first
+/// [`THRESHOLD_TOKENS`] of those inputs and fits the threshold for the new basis on them: the
+/// `quantile` of their share outside it (earlier tasks' tokens lie inside smaller bases, whose
+/// thresholds already cover them, and a width keeps its largest threshold). Returns each layer's
+/// subspace dimension; `None` when off.
 fn extend_key_subspaces(
     learner: &mut impl Learner,
     config: &RunConfig,
@@ -316,8 +321,12 @@ fn extend_key_subspaces(
     let Some(subspace) = layers.first().and_then(|(_, m)| m.bank().config().key_subspace) else {
         return Ok(None);
     };
+    let gated = subspace.mode == moram_core::SubspaceMode::NoveltyGated;
     for (_, m) in &layers {
         m.start_input_moments();
+        if gated {
+            m.start_input_sample(THRESHOLD_TOKENS);
+        }
     }
     drop(layers);
     let n = config.method.subspace_examples.unwrap_or(crate::config::DEFAULT_SUBSPACE_EXAMPLES).min(n_train);
@@ -326,23 +335,15 @@ fn extend_key_subspaces(
     pb.finish_and_clear();
     let mut dims = Vec::new();
     for (path, m) in learner.moram_layers_mut() {
+        let sample = m.take_input_sample();
         let Some((moments, _)) = m.take_input_moments() else { continue };
         m.bank_mut().extend_key_basis(&moments, subspace.energy).map_err(|e| Error::task(&path, e.to_string()))?;
-        dims.push(m.bank().key_basis().size()[1] as usize);
-    }
-    if subspace.mode == moram_core::SubspaceMode::NoveltyGated {
-        for (_, m) in learner.moram_layers() {
-            m.start_outside_shares();
-        }
-        let pb = bar(n as u64, "novelty thresholds".into(), options.progress);
-        crate::analysis::forward_examples(learner, task, n, 1, || pb.inc(1))?;
-        pb.finish_and_clear();
-        for (path, m) in learner.moram_layers_mut() {
-            let Some(mut shares) = m.take_outside_shares() else { continue };
-            let width = m.bank().key_basis().size()[1] as usize;
-            if shares.is_empty() || width == 0 {
-                continue;
-            }
+        let width = m.bank().key_basis().size()[1] as usize;
+        dims.push(width);
+        if let (Some(tokens), true) = (sample, width > 0) {
+            let _guard = tch::no_grad_guard();
+            let rho = m.bank().outside_share(&tokens).select(-1, -1).to_device(tch::Device::Cpu);
+            let mut shares = Vec::<f32>::try_from(rho).map_err(|e| Error::task(&path, e.to_string()))?;
             shares.sort_by(f32::total_cmp);
             let at = ((subspace.quantile * shares.len() as f64).ceil() as usize).clamp(1, shares.len()) - 1;
             m.bank_mut()

@@ -189,6 +189,38 @@ pub fn write_fake_bbc(dir: &Path, per_topic: usize) -> Result<()> {
     std::fs::write(&p, b"Caf\xe9 opens\n\nA caf\xe9 opened today.\n").map_err(|e| Error::io(&p, e))
 }
 
+/// Writes a WordNet-shaped folder (`index.noun`, `data.noun`, `index.verb`, `verb.exc` in WordNet's
+/// `wndb(5)` formats) for the demo's tests: 14 nouns per category of the demo, each named after its
+/// category (`animalab`, lexicographer file 05), 80 verbs `verbab` with the form `verbabed`, and a
+/// few entries the demo must skip (an untagged noun, a compound).
+pub fn write_fake_wordnet(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let licence = "  1 This software and database is being provided to you, the LICENSEE, by\n";
+    let (mut index, mut data) = (String::from(licence), String::from(licence));
+    let suffix = |i: usize| format!("{}{}", (b'a' + (i / 26) as u8) as char, (b'a' + (i % 26) as u8) as char);
+    let mut offset = 100;
+    for (lex, kind) in [(5, "animal"), (6, "object"), (8, "body"), (13, "food"), (18, "person"), (20, "plant")] {
+        for i in 0..14 {
+            let word = format!("{kind}{}", suffix(i + 1));
+            index.push_str(&format!("{word} n 1 0 1 1 {offset:08}\n"));
+            data.push_str(&format!("{offset:08} {lex:02} n 01 {word} 0 000 | a {kind}\n"));
+            offset += 1;
+        }
+    }
+    index.push_str(&format!("rareanimal n 1 0 1 0 {:08}\nice_cream n 1 0 1 1 {:08}\n", 100, 130));
+    let (mut verbs, mut exc) = (String::from(licence), String::new());
+    for i in 0..80 {
+        let base = format!("verb{}", suffix(i + 1));
+        verbs.push_str(&format!("{base} v 1 0 1 3 {:08}\n", 900 + i));
+        exc.push_str(&format!("{base}ed {base}\n"));
+    }
+    for (name, text) in [("index.noun", index), ("data.noun", data), ("index.verb", verbs), ("verb.exc", exc)] {
+        let p = dir.join(name);
+        std::fs::write(&p, text).map_err(|e| Error::io(&p, e))?;
+    }
+    Ok(())
+}
+
 /// Writes a tiny random CLIP in Hugging Face layout (`config.json` + `model.safetensors`; CLIP's
 /// real BPE vocabulary size so real prompts tokenise, 32x32 images in 8x8 patches, 16 text
 /// positions), seeded.

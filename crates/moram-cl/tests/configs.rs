@@ -64,27 +64,39 @@ fn shipped_run_configs_parse_and_match_their_names() {
 }
 
 #[test]
-fn the_shipped_study_expands_to_seed_major_runs_with_the_method_line_as_the_only_difference() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/study/bbc-formats.toml");
-    let study = moram_cl::study::StudyConfig::from_file(&path).unwrap();
-    assert_eq!(study.baseline(), Some(Method::SeqLora));
-    let runs = study.runs(Path::new("out"), &["training.iterations=2".to_string()]).unwrap();
-    assert_eq!(runs.len(), 3 * 4);
-    // Seed by seed: the first three runs are the three methods on seed 1.
-    assert!(runs[..3].iter().all(|r| r.seed == 1) && runs[3].seed == 2);
-    assert_eq!(runs[4].dir, Path::new("out/base/moram-novel-routing/seed-2"));
-    for r in &runs {
-        assert_eq!(r.config.training.iterations, Some(2), "extra overrides reach every run");
-        assert_eq!(r.config.seed, r.seed);
-        assert_eq!(r.config.data.as_ref().unwrap().tasks, ["topic", "topic-letter", "desk", "headline"]);
-        let mut a = r.config.clone();
-        let mut b = runs[0].config.clone();
-        (a.method.name, a.seed, a.name) = (b.method.name, b.seed, b.name.clone());
-        b.name = a.name.clone();
-        assert_eq!(a, b, "only method, seed and name differ");
+fn the_shipped_studies_expand_to_seed_major_runs_with_the_method_line_as_the_only_difference() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/study");
+    let demo = RunConfig::from_file(dir.join("../demo.toml")).unwrap();
+    for (file, methods, tasks) in [
+        ("demo.toml", 4, ["bbc-topic", "wordnet-category", "wordnet-verb-base", "bbc-desk"]),
+        ("formats.toml", 4, ["topic", "topic-letter", "desk", "headline"]),
+    ] {
+        let study = moram_cl::study::StudyConfig::from_file(dir.join(file)).unwrap();
+        assert_eq!(study.baseline(), Some(Method::SeqLora));
+        let runs = study.runs(Path::new("out"), &["training.iterations=2".to_string()]).unwrap();
+        assert_eq!(runs.len(), 3 * methods, "{file}");
+        // Seed by seed: the first runs are every method on seed 1.
+        assert!(runs[..methods].iter().all(|r| r.seed == 1) && runs[methods].seed == 2, "{file}");
+        let setting = file.trim_end_matches(".toml");
+        assert_eq!(runs[methods + 1].dir, Path::new("out").join(setting).join("moram").join("seed-2"));
+        for r in &runs {
+            assert_eq!(r.config.training.iterations, Some(2), "extra overrides reach every run");
+            assert_eq!(r.config.seed, r.seed);
+            assert_eq!(r.config.data.as_ref().unwrap().tasks, tasks, "{file}");
+            let mut a = r.config.clone();
+            let mut b = runs[0].config.clone();
+            (a.method.name, a.seed, a.name) = (b.method.name, b.seed, b.name.clone());
+            b.name = a.name.clone();
+            assert_eq!(a, b, "only method, seed and name differ");
+            // The demo's budget: the study measures exactly what the demo runs.
+            assert_eq!(
+                (r.config.optimizer.clone(), r.config.training.batch_size),
+                (demo.optimizer.clone(), demo.training.batch_size)
+            );
+        }
+        assert!(runs[0].config.method.moram_config().unwrap().key_subspace.is_none(), "SeqLoRA has no subspace");
+        let gated = runs.iter().find(|r| r.config.method.name == Method::MoramNoveltyGated).unwrap();
+        let ks = gated.config.method.moram_config().unwrap().key_subspace.unwrap();
+        assert_eq!((ks.energy, ks.mode, ks.quantile), (0.97, moram_core::SubspaceMode::NoveltyGated, 0.99));
     }
-    let novel = runs[1].config.method.moram_config().unwrap();
-    let ks = novel.key_subspace.unwrap();
-    assert_eq!((ks.energy, ks.mode), (0.97, moram_core::SubspaceMode::Routing));
-    assert!(runs[0].config.method.moram_config().unwrap().key_subspace.is_none(), "faithful MoRAM stays faithful");
 }

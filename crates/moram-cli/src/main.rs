@@ -58,8 +58,9 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
-    /// The embedded demo: SmolLM2 learns 4 tasks (2 on BBC News) with MoRAM and with SeqLoRA;
-    /// prints both accuracy matrices with OP and BWT. Assets come from `cargo xtask setup`.
+    /// The embedded demo: SmolLM2 learns 4 real-data tasks (BBC News, WordNet) with SeqLoRA, MoRAM
+    /// and MoRAM with novelty-gated routing; prints the matrices, OP / BWT with 95% intervals and
+    /// the routing leakage. Assets come from `cargo xtask setup`.
     Demo {
         /// Assets folder (default: $MORAM_CACHE/assets, else ~/.cache/moram/assets).
         #[arg(long)]
@@ -133,9 +134,13 @@ enum Command {
         #[arg(long)]
         report_only: bool,
     },
-    /// Write the demo's task sequence (four formats of the BBC topic task over the same articles)
-    /// as TRACE-format folders, for `train` and `study`.
+    /// Write a task sequence of the demo's real data as TRACE-format folders, for `train` and
+    /// `study`: the demo's (BBC topic, WordNet noun category, WordNet verb base form, BBC desk) or
+    /// `--sequence formats` (four formats of the BBC topic question over the same articles).
     DemoData {
+        /// `demo` or `formats`.
+        #[arg(long, default_value = "demo")]
+        sequence: String,
         /// Assets folder (default: $MORAM_CACHE/assets, else ~/.cache/moram/assets).
         #[arg(long)]
         assets: Option<PathBuf>,
@@ -242,11 +247,16 @@ fn run(cli: Cli) -> Result<()> {
         Command::Study { file, out, set, max_minutes, report_only } => {
             study::run(&file, out, &set, max_minutes, report_only)
         }
-        Command::DemoData { assets, out, train, eval, words, seed } => {
-            let bbc = assets.unwrap_or_else(demo::default_assets).join("bbc");
-            let sizes = moram_cl::demo::DemoSizes { train, eval, words };
-            let tasks = moram_cl::demo::write_format_data(&bbc, &out, sizes, seed)
-                .with_context(|| format!("writing the demo tasks from {}", bbc.display()))?;
+        Command::DemoData { sequence, assets, out, train, eval, words, seed } => {
+            let formats = match sequence.as_str() {
+                "demo" => false,
+                "formats" => true,
+                other => anyhow::bail!("--sequence must be `demo` or `formats`, found `{other}`"),
+            };
+            let assets = assets.unwrap_or_else(demo::default_assets);
+            let sizes = demo::data::DemoSizes { train, eval, words };
+            let tasks = demo::write_sequence(&assets, &out, sizes, seed, formats)
+                .with_context(|| format!("writing the {sequence} tasks from {}", assets.display()))?;
             for (name, metric) in tasks {
                 println!("{name}: {} ({train} train, {eval} eval)", metric.name());
             }

@@ -74,7 +74,7 @@ pub fn figures(dir: &Path, examples: usize) -> Result<()> {
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     viz::matrix_heatmap(&state.matrix, &out.join("accuracy-matrix.png"))?;
     let mut written = vec!["accuracy-matrix.png".to_string()];
-    written.extend(routing_figures(&state, &out)?);
+    written.extend(routing_figures(&state, &out, "")?);
     match learner {
         RunLearner::Llm(mut l) => atom_figures(l.as_mut(), &cfg, examples, &out, &mut written)?,
         RunLearner::Clip(mut l) => {
@@ -89,10 +89,12 @@ pub fn figures(dir: &Path, examples: usize) -> Result<()> {
 /// The routing diagnostics the run recorded: the weight share of each task's atoms on each
 /// task's data after the last task (percent; rows = data, columns = atoms' task), and the leakage
 /// onto each task's data after every task (rows = after task t, columns = data of task i).
-fn routing_figures(state: &RunState, out: &Path) -> Result<Vec<String>> {
+/// `suffix` is appended to the file names (`routing-leakage{suffix}.png`).
+pub(crate) fn routing_figures(state: &RunState, out: &Path, suffix: &str) -> Result<Vec<String>> {
     let Some(last) = state.tasks.last().and_then(|t| t.routing.as_ref()) else { return Ok(Vec::new()) };
     let pct = |m: &[Vec<f64>]| m.iter().map(|r| r.iter().map(|v| 100.0 * v).collect()).collect::<Vec<Vec<f64>>>();
-    viz::matrix_heatmap(&pct(&last.weight_share), &out.join("routing-weight-share.png"))?;
+    let (share, leak) = (format!("routing-weight-share{suffix}.png"), format!("routing-leakage{suffix}.png"));
+    viz::matrix_heatmap(&pct(&last.weight_share), &out.join(&share))?;
     let n = state.task_names.len();
     let leakage: Vec<Vec<f64>> = state
         .tasks
@@ -100,8 +102,8 @@ fn routing_figures(state: &RunState, out: &Path) -> Result<Vec<String>> {
         .filter_map(|t| t.routing.as_ref())
         .map(|d| (0..n).map(|i| d.leakage.get(i).map_or(0.0, |v| 100.0 * v)).collect())
         .collect();
-    viz::matrix_heatmap(&leakage, &out.join("routing-leakage.png"))?;
-    Ok(vec!["routing-weight-share.png".into(), "routing-leakage.png".into()])
+    viz::matrix_heatmap(&leakage, &out.join(&leak))?;
+    Ok(vec![share, leak])
 }
 
 /// Activation ratio per atom on each task's data (averaged over layers), cumulative mass per

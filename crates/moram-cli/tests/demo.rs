@@ -1,17 +1,19 @@
-//! `moram demo` end to end on a tiny random LLaMA and a BBC-shaped folder (the real run uses
-//! SmolLM2 and BBC News from `cargo xtask setup`): both methods, the comparison, the figures.
+//! `moram demo` end to end on a tiny random LLaMA and BBC- and WordNet-shaped folders (the real
+//! run uses SmolLM2, BBC News and WordNet from `cargo xtask setup`): the three methods, the
+//! comparison with its intervals, the figures.
 
-use moram_cl::synthetic::{write_fake_bbc, write_tiny_llama, TinyLlama};
+use moram_cl::synthetic::{write_fake_bbc, write_fake_wordnet, write_tiny_llama, TinyLlama};
 use std::path::Path;
 use std::process::Command;
 
 #[test]
-fn demo_runs_both_methods_and_writes_the_comparison() {
+fn demo_runs_three_methods_and_writes_the_comparison() {
     let tmp = tempfile::tempdir().unwrap();
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let model = tmp.path().join("tiny");
     write_tiny_llama(&model, &repo.join("tests/fixtures/llm/tokenizer"), TinyLlama::default(), 3).unwrap();
     write_fake_bbc(&tmp.path().join("assets/bbc"), 30).unwrap();
+    write_fake_wordnet(&tmp.path().join("assets/wordnet")).unwrap();
     let out = tmp.path().join("runs/demo");
     let run = |out: &Path| {
         Command::new(env!("CARGO_BIN_EXE_moram"))
@@ -29,8 +31,20 @@ fn demo_runs_both_methods_and_writes_the_comparison() {
     let o = run(&out);
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    for needle in ["## moram", "## seq-lora", "OP (mean of last row)", "BWT, paper Eq. 10", "bbc-topic", "number-sort"]
-    {
+    for needle in [
+        "## seq-lora",
+        "## moram",
+        "## moram-novelty-gated",
+        "OP (mean of the last row)",
+        "BWT, paper Eq. 10",
+        "learning (mean of the diagonal)",
+        "Differences from seq-lora",
+        "bbc-topic",
+        "wordnet-category",
+        "wordnet-verb-base",
+        "bbc-desk",
+        "routing leakage after the last task",
+    ] {
         assert!(stdout.contains(needle), "{needle} missing from:\n{stdout}");
     }
     for f in [
@@ -38,16 +52,34 @@ fn demo_runs_both_methods_and_writes_the_comparison() {
         "comparison.json",
         "matrix-moram.png",
         "matrix-seq-lora.png",
+        "matrix-moram-novelty-gated.png",
+        "routing-leakage-moram.png",
+        "routing-leakage-moram-novelty-gated.png",
         "moram/results.json",
         "seq-lora/state.json",
-        "moram/outputs/after-task3/number-sort.json",
+        "moram-novelty-gated/outputs/after-task3/bbc-desk.json",
     ] {
         assert!(out.join(f).exists(), "{f}");
     }
+    assert!(!out.join("routing-leakage-seq-lora.png").exists(), "SeqLoRA has no routing");
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("comparison.json")).unwrap()).unwrap();
-    assert_eq!(json["runs"].as_array().unwrap().len(), 2);
+    assert_eq!(json["runs"].as_array().unwrap().len(), 3);
     assert_eq!(json["baseline"].as_array().unwrap().len(), 4);
+    // Every statistic has, per method, a value inside its interval, and the differences from
+    // SeqLoRA are 0 for SeqLoRA itself (the same examples, paired).
+    for row in json["intervals"].as_array().unwrap() {
+        for v in row["values"].as_array().unwrap() {
+            let (x, lo, hi) = (v["value"].as_f64().unwrap(), v["low"].as_f64().unwrap(), v["high"].as_f64().unwrap());
+            assert!(lo <= x + 1e-9 && x <= hi + 1e-9, "{row}");
+        }
+        assert_eq!(row["vs_first"][0]["value"].as_f64(), Some(0.0), "{row}");
+    }
+    // Every evaluation example carries its score, from which the intervals are drawn.
+    let outputs: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("moram/outputs/after-task1/bbc-topic.json")).unwrap())
+            .unwrap();
+    assert!(outputs.as_array().unwrap().iter().all(|e| e["score"].as_f64().is_some_and(|s| s == 0.0 || s == 100.0)));
     let png = image::open(out.join("matrix-moram.png")).unwrap();
     assert_eq!((png.width(), png.height()), (4 * 72, 4 * 48));
 
@@ -89,7 +121,10 @@ fn demo_runs_both_methods_and_writes_the_comparison() {
         .unwrap();
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert!(text.contains("after task 2 (bbc-headline)") && text.contains("equal to the run's stored row"), "{text}");
+    assert!(
+        text.contains("after task 2 (wordnet-verb-base)") && text.contains("equal to the run's stored row"),
+        "{text}"
+    );
     assert!(out.join("seq-lora/eval-after-task2.json").exists());
 
     // `moram viz` draws the run's figures from activation statistics of every task's data.

@@ -97,8 +97,13 @@ fn xtask_trace_runs_a_checkpoint_path() {
     ]);
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{}\n{stdout}", String::from_utf8_lossy(&o.stderr));
-    assert!(stdout.contains("| TRACE, llama2-7b | OP | BWT (Eq. 10) |"), "{stdout}");
-    assert!(stdout.contains("| MoRAM, paper Table 2 | 44.54 | 1.37 |"), "{stdout}");
+    // The model that ran is named; the paper's row is marked as another model's.
+    assert!(stdout.contains("| TRACE, llm (settings of llama2-7b) | OP | BWT (Eq. 10) |"), "{stdout}");
+    assert!(stdout.contains("| moram (this run: llm) |"), "{stdout}");
+    assert!(
+        stdout.contains("| MoRAM on meta-llama/Llama-2-7b-chat-hf, paper Table 2 (another model) | 44.54 | 1.37 |"),
+        "{stdout}"
+    );
     // A preset without a checkpoint folder says which checkpoint and how to give it.
     let o = Command::new(env!("CARGO"))
         .args(["run", "-q", "-p", "xtask", "--", "trace", "--model", "gemma-2b", "--data-dir", &data])

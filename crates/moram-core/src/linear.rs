@@ -26,8 +26,8 @@ pub struct MoramLinear {
     moments: RefCell<Option<(Tensor, u64)>>,
     /// Running `(sum x, sum x^2)` `(d_in,)` f64 and the token count of the inputs, while recording.
     feature_sums: RefCell<Option<(Tensor, Tensor, u64)>>,
-    /// Each input token's share outside the whole protected subspace, while recording.
-    outside: RefCell<Option<Vec<f32>>>,
+    /// The first input tokens `(n, d_in)` f32 seen while recording, and how many to keep.
+    sample: RefCell<Option<(Vec<Tensor>, i64, i64)>>,
 }
 
 /// Per-feature statistics of a layer's inputs ([`MoramLinear::take_input_statistics`]).
@@ -101,7 +101,7 @@ impl MoramLinear {
             capture: RefCell::new(Capture::default()),
             moments: RefCell::new(None),
             feature_sums: RefCell::new(None),
-            outside: RefCell::new(None),
+            sample: RefCell::new(None),
         })
     }
 
@@ -128,7 +128,8 @@ impl MoramLinear {
         let xa = x.to_kind(Kind::Float);
         if let Some((sum, tokens)) = self.moments.borrow_mut().as_mut() {
             let flat = xa.detach().reshape([-1, size[size.len() - 1]]);
-            *sum += flat.tr().mm(&flat).to_kind(Kind::Double);
+            // Accumulated in f32 (an f64 add of a d x d matrix per pass costs more than the product).
+            let _ = sum.addmm_(&flat.tr(), &flat);
             *tokens += flat.size()[0] as u64;
         }
         if let Some((sum, squares, tokens)) = self.feature_sums.borrow_mut().as_mut() {
@@ -137,10 +138,13 @@ impl MoramLinear {
             *squares += flat.square().sum_dim_intlist([0].as_slice(), false, Kind::Double);
             *tokens += flat.size()[0] as u64;
         }
-        if let Some(shares) = self.outside.borrow_mut().as_mut() {
-            let flat = xa.detach().reshape([-1, size[size.len() - 1]]);
-            let rho = self.bank.outside_share(&flat).select(-1, -1).to_device(tch::Device::Cpu);
-            shares.extend(Vec::<f32>::try_from(rho)?);
+        if let Some((kept, n, cap)) = self.sample.borrow_mut().as_mut() {
+            if *n < *cap {
+                let flat = xa.detach().reshape([-1, size[size.len() - 1]]);
+                let take = flat.size()[0].min(*cap - *n);
+                kept.push(flat.narrow(0, 0, take).copy());
+                *n += take;
+            }
         }
         if self.bank.needs_score_statistics() && !self.bank.is_empty() {
             return Err(Error::State(format!(
@@ -238,12 +242,12 @@ impl MoramLinear {
     /// orthogonal-keys variant, [`crate::AtomBank::extend_key_basis`]), replacing any running record.
     pub fn start_input_moments(&self) {
         let d = self.bank.d_in() as i64;
-        *self.moments.borrow_mut() = Some((Tensor::zeros([d, d], (Kind::Double, self.weight.device())), 0));
+        *self.moments.borrow_mut() = Some((Tensor::zeros([d, d], (Kind::Float, self.weight.device())), 0));
     }
 
     /// Stops recording and returns `(sum x x^T (d_in, d_in) f64, tokens seen)`.
     pub fn take_input_moments(&self) -> Option<(Tensor, u64)> {
-        self.moments.borrow_mut().take()
+        self.moments.borrow_mut().take().map(|(sum, n)| (sum.to_kind(Kind::Double), n))
     }
 
     /// Starts accumulating per-feature sums of every input token (for [`crate::ScoreInput`]
@@ -267,15 +271,16 @@ impl MoramLinear {
         Some(InputStatistics { std: var.sqrt(), mean, tokens })
     }
 
-    /// Starts recording, for every input token, its share outside the bank's whole protected
-    /// subspace (`rho`, see [`crate::AtomBank::outside_share`]), replacing any running record.
-    pub fn start_outside_shares(&self) {
-        *self.outside.borrow_mut() = Some(Vec::new());
+    /// Starts keeping the first `max_tokens` input tokens (e.g. to fit a threshold on them once a
+    /// basis computed from the same pass exists), replacing any running record.
+    pub fn start_input_sample(&self, max_tokens: usize) {
+        *self.sample.borrow_mut() = Some((Vec::new(), 0, max_tokens as i64));
     }
 
-    /// Stops recording and returns every token's `rho`.
-    pub fn take_outside_shares(&self) -> Option<Vec<f32>> {
-        self.outside.borrow_mut().take()
+    /// Stops keeping and returns the kept tokens `(n, d_in)` f32 (`None` when nothing was kept).
+    pub fn take_input_sample(&self) -> Option<Tensor> {
+        let (kept, _, _) = self.sample.borrow_mut().take()?;
+        (!kept.is_empty()).then(|| Tensor::cat(&kept, 0))
     }
 
     /// Keeps (or stops keeping) the weights `(.., R)` of the last forward, for activation maps.

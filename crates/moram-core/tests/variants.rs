@@ -340,7 +340,7 @@ fn standardised_scores_read_the_normalised_input_and_values_the_raw_one() -> any
 }
 
 /// The recorders behind the fitted statistics: per-feature mean and standard deviation of every
-/// input token, and every token's share outside the protected subspace.
+/// input token, and the first tokens, whose share outside the protected subspace fits a threshold.
 #[test]
 fn layers_record_input_statistics_and_outside_shares() -> anyhow::Result<()> {
     tch::manual_seed(11);
@@ -361,13 +361,15 @@ fn layers_record_input_statistics_and_outside_shares() -> anyhow::Result<()> {
     assert!(max_abs(&(&stats.mean - mean)) < 1e-9 && max_abs(&(&stats.std - std)) < 1e-9);
     assert!(layer.take_input_statistics().is_none(), "taken once");
     layer.bank_mut().set_key_basis(&t(&[&[1.0], &[0.0], &[0.0]]))?;
-    layer.start_outside_shares();
-    let _ = layer.forward(&x)?;
-    let shares = layer.take_outside_shares().unwrap();
-    assert_eq!(shares.len(), 20);
+    layer.start_input_sample(12);
+    let _ = layer.forward(&x.narrow(0, 0, 2))?;
+    let _ = layer.forward(&x.narrow(0, 2, 2))?;
+    let sample = layer.take_input_sample().unwrap();
+    assert!(sample.equal(&x.reshape([20, 3]).narrow(0, 0, 12)), "the first 12 tokens, in order");
+    let shares = layer.bank().outside_share(&sample).select(-1, -1);
     let row = flat.get(7);
     let want = (1.0 - row.double_value(&[0]).powi(2) / row.square().sum(Kind::Double).double_value(&[])).sqrt();
-    assert!((shares[7] as f64 - want).abs() < 1e-6, "{} vs {want}", shares[7]);
+    assert!((shares.double_value(&[7]) - want).abs() < 1e-6, "{shares} vs {want}");
     Ok(())
 }
 

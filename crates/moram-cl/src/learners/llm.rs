@@ -50,8 +50,8 @@ pub struct LlmLearner {
     max_eval: Option<usize>,
     bos: Option<i64>,
     eos: i64,
-    /// (prompt, generation, answer) of the last evaluation.
-    last: Vec<(String, String, String)>,
+    /// (prompt, generation, answer, score) of the last evaluation.
+    last: Vec<(String, String, String, f64)>,
     /// Whether the frozen leading blocks' work is computed once and reused (see [`FROZEN_PREFIX_BUDGET`]).
     reuse_prefix: bool,
     /// Hidden states `(L, d)` entering the first adapted block for each training example
@@ -329,14 +329,24 @@ impl Learner for LlmLearner {
         }
         let prompts: Vec<String> = examples.iter().map(|e| e.prompt.clone()).collect();
         let answers: Vec<String> = examples.iter().map(|e| e.answer.clone()).collect();
-        let score = t.metric.score(&prompts, &predictions, &answers)?;
-        self.last = prompts.into_iter().zip(predictions).zip(answers).map(|((p, g), a)| (p, g, a)).collect();
+        let scores = t.metric.per_example(&prompts, &predictions, &answers)?;
+        let score = scores.iter().sum::<f64>() / scores.len() as f64;
+        self.last = prompts
+            .into_iter()
+            .zip(predictions)
+            .zip(answers)
+            .zip(scores)
+            .map(|(((p, g), a), s)| (p, g, a, s))
+            .collect();
         Ok(score)
     }
 
     fn last_outputs(&self) -> Option<serde_json::Value> {
         Some(serde_json::Value::Array(
-            self.last.iter().map(|(p, g, a)| serde_json::json!({"prompt": p, "generation": g, "answer": a})).collect(),
+            self.last
+                .iter()
+                .map(|(p, g, a, s)| serde_json::json!({"prompt": p, "generation": g, "answer": a, "score": s}))
+                .collect(),
         ))
     }
 }

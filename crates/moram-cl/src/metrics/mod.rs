@@ -1,6 +1,7 @@
 //! Metrics: sequence-level summaries of the accuracy matrix ([`matrix`]) and the TRACE per-task
 //! scores ([`TaskMetric`]), each matching the Python code the paper's numbers came from.
 
+pub mod bootstrap;
 pub mod matrix;
 pub mod numglue;
 pub mod rouge;
@@ -84,8 +85,16 @@ impl TaskMetric {
         }
     }
 
-    /// Scores `predictions` against `targets` (and the prompts, for SARI), 0-100.
+    /// Scores `predictions` against `targets` (and the prompts, for SARI), 0-100: the mean of
+    /// [`TaskMetric::per_example`].
     pub fn score(self, prompts: &[String], predictions: &[String], targets: &[String]) -> Result<f64> {
+        let each = self.per_example(prompts, predictions, targets)?;
+        Ok(each.iter().sum::<f64>() / each.len() as f64)
+    }
+
+    /// Each example's score (0-100). Every metric here is a mean of per-example scores, so these
+    /// are what a bootstrap over evaluation examples resamples.
+    pub fn per_example(self, prompts: &[String], predictions: &[String], targets: &[String]) -> Result<Vec<f64>> {
         let n = predictions.len();
         if targets.len() != n || prompts.len() != n {
             return Err(Error::metric(
@@ -96,29 +105,27 @@ impl TaskMetric {
         if n == 0 {
             return Err(Error::metric(&self.name(), "no example to score"));
         }
-        let frac = |ok: usize| 100.0 * ok as f64 / n as f64;
-        let pairs = predictions.iter().zip(targets);
+        let hit = |ok: bool| if ok { 100.0 } else { 0.0 };
+        let each = |f: &dyn Fn(&str, &str) -> f64| predictions.iter().zip(targets).map(|(p, t)| f(p, t)).collect();
         Ok(match self {
-            TaskMetric::Accuracy => frac(pairs.filter(|(p, t)| text::prefix_correct(p, t)).count()),
-            TaskMetric::ChoiceAccuracy => {
-                frac(pairs.filter(|(p, t)| text::prefix_correct(&text::extract_choice(p), t)).count())
+            TaskMetric::Accuracy => each(&|p, t| hit(text::prefix_correct(p, t))),
+            TaskMetric::ChoiceAccuracy => each(&|p, t| hit(text::prefix_correct(&text::extract_choice(p), t))),
+            TaskMetric::ScienceqaAccuracy => {
+                each(&|p, t| hit(text::prefix_correct(&text::scienceqa_letter(p), &text::scienceqa_letter(t))))
             }
-            TaskMetric::ScienceqaAccuracy => frac(
-                pairs
-                    .filter(|(p, t)| text::prefix_correct(&text::scienceqa_letter(p), &text::scienceqa_letter(t)))
-                    .count(),
-            ),
-            TaskMetric::NumglueAccuracy => frac(pairs.filter(|(p, t)| numglue::official::correct(p, t)).count()),
-            TaskMetric::NumglueAccuracyUpstream => {
-                frac(pairs.filter(|(p, t)| numglue::upstream::correct(p, t)).count())
-            }
-            TaskMetric::RougeL => 100.0 * rouge::official_rouge_l(predictions, targets),
-            TaskMetric::RougeLUpstream => 100.0 * rouge::upstream_rouge_l(predictions, targets),
-            TaskMetric::Sari => {
-                let refs: Vec<Vec<String>> = targets.iter().map(|t| vec![t.clone()]).collect();
-                sari::sari(prompts, predictions, &refs)
-            }
-            TaskMetric::Py150Similarity => pairs.map(|(p, t)| text::py150_similarity(p, t)).sum::<f64>() / n as f64,
+            TaskMetric::NumglueAccuracy => each(&|p, t| hit(numglue::official::correct(p, t))),
+            TaskMetric::NumglueAccuracyUpstream => each(&|p, t| hit(numglue::upstream::correct(p, t))),
+            TaskMetric::RougeL => each(&|p, t| 100.0 * rouge::official_pair(p, t)),
+            TaskMetric::RougeLUpstream => each(&|p, t| 100.0 * rouge::upstream_pair(p, t)),
+            TaskMetric::Sari => prompts
+                .iter()
+                .zip(predictions)
+                .zip(targets)
+                .map(|((s, p), t)| {
+                    100.0 * sari::sari_sentence(&sari::normalize(s), &sari::normalize(p), &[sari::normalize(t)])
+                })
+                .collect(),
+            TaskMetric::Py150Similarity => each(&text::py150_similarity),
         })
     }
 }

@@ -70,28 +70,41 @@ pub fn rouge_l_f(hyp: &str, reference: &str) -> Option<f64> {
 /// counted; mean over all pairs. Pairs the package cannot score (it raises, and the official code
 /// crashes) count 0 here. Returns 0-1.
 pub fn official_rouge_l(predictions: &[String], targets: &[String]) -> f64 {
-    mean_over_pairs(predictions, targets, |p, t| {
+    mean_over_pairs(predictions, targets, official_pair)
+}
+
+/// One pair of [`official_rouge_l`] (0-1; 0 for a skipped or unscorable pair).
+pub fn official_pair(prediction: &str, target: &str) -> f64 {
+    pair(prediction, target, |p, t| {
         let hyp = if p.contains('\n') { p.to_string() } else { format!("{p}\n") };
         rouge_l_f(&hyp, t)
     })
 }
 
+/// One pair of [`upstream_rouge_l`] (0-1; 0 for a skipped or unscorable pair).
+pub fn upstream_pair(prediction: &str, target: &str) -> f64 {
+    pair(prediction, target, |p, t| rouge_l_f(t, p))
+}
+
+fn pair(p: &str, t: &str, score: impl Fn(&str, &str) -> Option<f64>) -> f64 {
+    if p.is_empty() || t.is_empty() {
+        0.0
+    } else {
+        score(p, t).unwrap_or(0.0)
+    }
+}
+
 /// Upstream TRACE's `caculate_rouge`: `score_rouge(target, prediction)` (the **target** is passed as
 /// the hypothesis, nothing appended), otherwise as [`official_rouge_l`]. Returns 0-1.
 pub fn upstream_rouge_l(predictions: &[String], targets: &[String]) -> f64 {
-    mean_over_pairs(predictions, targets, |p, t| rouge_l_f(t, p))
+    mean_over_pairs(predictions, targets, upstream_pair)
 }
 
-fn mean_over_pairs(predictions: &[String], targets: &[String], score: impl Fn(&str, &str) -> Option<f64>) -> f64 {
+fn mean_over_pairs(predictions: &[String], targets: &[String], score: fn(&str, &str) -> f64) -> f64 {
     if predictions.is_empty() {
         return 0.0;
     }
-    let total: f64 = predictions
-        .iter()
-        .zip(targets)
-        .filter(|(p, t)| !p.is_empty() && !t.is_empty())
-        .map(|(p, t)| score(p, t).unwrap_or(0.0))
-        .sum();
+    let total: f64 = predictions.iter().zip(targets).map(|(p, t)| score(p, t)).sum();
     total / predictions.len() as f64
 }
 
