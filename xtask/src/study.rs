@@ -6,14 +6,18 @@ use std::path::PathBuf;
 
 /// The studies behind the README's findings, by name: the study file and the `moram demo-data`
 /// sequence it runs on (SmolLM2 and the assets; model and data paths are filled in).
-const STUDIES: [(&str, &str, &str); 2] =
-    [("demo", "configs/study/demo.toml", "demo"), ("formats", "configs/study/formats.toml", "formats")];
+const STUDIES: [(&str, &str, &str, usize); 3] = [
+    ("demo", "configs/study/demo.toml", "demo", 64),
+    ("formats", "configs/study/formats.toml", "formats", 64),
+    ("paper-budget", "configs/study/paper-budget.toml", "demo", 256),
+];
 
 /// Arguments of `cargo xtask study`.
 #[derive(clap::Args)]
 pub struct StudyArgs {
-    /// `demo` (the demo's sequence, default), `formats` (four formats of the BBC topic question), or
-    /// a study file of your own (its paths as given).
+    /// `demo` (the demo's sequence, default), `formats` (four formats of the BBC topic question),
+    /// `paper-budget` (the paper's settings on the demo's data; hours on a CPU), or a study file of
+    /// your own (its paths as given).
     #[arg(long, default_value = "demo")]
     study: String,
     /// Output folder (default: runs/study-<name>).
@@ -38,16 +42,16 @@ pub fn run(args: StudyArgs) -> Result<()> {
     let root = paths::workspace_root();
     let bin = paths::build_moram(args.debug)?;
     let mut sets = Vec::new();
-    let study = match STUDIES.iter().find(|(name, _, _)| *name == args.study) {
-        Some((name, file, sequence)) => {
+    let study = match STUDIES.iter().find(|(name, ..)| *name == args.study) {
+        Some((name, file, sequence, train)) => {
             setup::install_assets()?;
             let assets = setup::assets_dir()?;
             let data = root.join("data/cache").join(format!("study-{name}"));
             if !data.join(".complete").exists() {
                 let mut cmd = std::process::Command::new(&bin);
                 cmd.args(["demo-data", "--sequence", sequence, "--assets"]).arg(&assets).arg("--out").arg(&data);
-                // The demo's sizes and draw: 64 + 64 examples, 32 article words, seed 42.
-                cmd.args(["--train", "64", "--eval", "64", "--words", "32", "--seed", "42"]);
+                // The demo's draw (64 evaluation examples, 32 article words, seed 42).
+                cmd.args(["--train", &train.to_string(), "--eval", "64", "--words", "32", "--seed", "42"]);
                 paths::run_checked(&mut cmd).with_context(|| format!("writing the {sequence} sequence"))?;
                 std::fs::write(data.join(".complete"), "")?;
             }
@@ -58,7 +62,7 @@ pub fn run(args: StudyArgs) -> Result<()> {
         }
         None if args.study.ends_with(".toml") => PathBuf::from(&args.study),
         None => {
-            let names: Vec<&str> = STUDIES.iter().map(|(n, _, _)| *n).collect();
+            let names: Vec<&str> = STUDIES.iter().map(|(n, ..)| *n).collect();
             bail!("--study must be {} or a study file (.toml), found `{}`", names.join(", "), args.study)
         }
     };

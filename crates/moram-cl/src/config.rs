@@ -693,8 +693,11 @@ impl RunConfig {
 
     /// SHA-256 of the canonical JSON form.
     pub fn hash(&self) -> String {
-        let json = serde_json::to_string(&self.flatten()).unwrap_or_default();
-        Sha256::digest(json.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+        let mut hasher = Sha256::new();
+        for (k, v) in self.flatten() {
+            hasher.update(format!("{k}={v}\n").as_bytes());
+        }
+        hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
     }
 
     /// The dotted keys whose values differ between `self` (a run's config) and `other` (the one

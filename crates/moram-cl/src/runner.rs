@@ -417,7 +417,8 @@ fn evaluate_all(
             let folder = dir.join("outputs").join(format!("after-task{t}"));
             std::fs::create_dir_all(&folder).map_err(|e| Error::io(&folder, e))?;
             let name = learner.task_names()[j].replace(['/', '\\'], "_");
-            let text = serde_json::to_string_pretty(&out).unwrap_or_default();
+            let text = serde_json::to_string_pretty(&out)
+                .map_err(|e| Error::io(&folder, std::io::Error::other(e.to_string())))?;
             crate::checkpoint::write_atomic(&folder.join(format!("{name}.json")), text.as_bytes())?;
         }
         pb.inc(1);

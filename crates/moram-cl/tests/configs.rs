@@ -100,3 +100,29 @@ fn the_shipped_studies_expand_to_seed_major_runs_with_the_method_line_as_the_onl
         assert_eq!((ks.energy, ks.mode, ks.quantile), (0.97, moram_core::SubspaceMode::NoveltyGated, 0.99));
     }
 }
+
+#[test]
+fn the_paper_budget_study_sets_the_papers_settings() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/study");
+    let study = moram_cl::study::StudyConfig::from_file(dir.join("paper-budget.toml")).unwrap();
+    let runs = study.runs(Path::new("out"), &[]).unwrap();
+    assert_eq!(runs.len(), 2 * 3);
+    for r in &runs {
+        let m = r.config.method.moram_config().unwrap();
+        let targets = &r.config.model.as_ref().unwrap().targets;
+        assert_eq!(targets.layers, None, "every block");
+        assert_eq!(r.config.training.iterations, Some(200));
+        match r.setting.as_str() {
+            "trace" => {
+                assert_eq!((m.r, m.top_k, m.temperature, m.dropout), (16, 16, 0.03, 0.1));
+                assert_eq!((r.config.optimizer.lr, r.config.optimizer.betas), (5e-4, [0.9, 0.95]));
+                assert_eq!(targets.modules, ["q_proj", "k_proj", "v_proj", "o_proj"]);
+            }
+            "standard-cl" => {
+                assert_eq!((m.r, m.top_k, m.temperature), (8, 4, 0.1));
+                assert_eq!(targets.modules, ["q_proj", "k_proj"]);
+            }
+            other => panic!("unexpected setting {other}"),
+        }
+    }
+}

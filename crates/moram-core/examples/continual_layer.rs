@@ -15,7 +15,7 @@ fn main() -> anyhow::Result<()> {
 
     for task in 0..3u32 {
         layer.bank_mut().begin_task(task)?;
-        let frozen_before = layer.bank().frozen_checksum();
+        let frozen_before = layer.bank().frozen_checksum()?;
         // Each task: map inputs from its own region of input space to a task-specific target.
         let target_map = Tensor::randn([d_out, d_in], (Kind::Float, Device::Cpu)) * 0.1;
         let mut opt = tch::COptimizer::adamw(1e-2, 0.9, 0.999, 0.01, 1e-8, false)?;
@@ -37,7 +37,7 @@ fn main() -> anyhow::Result<()> {
             }
         }
         layer.set_training(false);
-        assert_eq!(layer.bank().frozen_checksum(), frozen_before, "frozen atoms moved");
+        assert_eq!(layer.bank().frozen_checksum()?, frozen_before, "frozen atoms moved");
         println!(
             "task {task}: {} atoms ({} frozen), training loss {first_loss:.4} -> {loss_value:.4}",
             layer.bank().len(),

@@ -446,17 +446,17 @@ impl AtomBank {
     }
 
     /// A 64-bit FNV-1a checksum of every frozen tensor's bytes, to prove they never change.
-    pub fn frozen_checksum(&self) -> u64 {
+    pub fn frozen_checksum(&self) -> Result<u64> {
         let mut hash = 0xcbf2_9ce4_8422_2325u64;
         for t in [&self.frozen_keys, &self.frozen_values, &self.frozen_router] {
-            let flat: Vec<f32> = Vec::try_from(t.detach().to_device(Device::Cpu).flatten(0, -1)).unwrap_or_default();
+            let flat: Vec<f32> = Vec::try_from(t.detach().to_device(Device::Cpu).flatten(0, -1))?;
             for v in flat {
                 for byte in v.to_bits().to_le_bytes() {
                     hash = (hash ^ byte as u64).wrapping_mul(0x0000_0100_0000_01b3);
                 }
             }
         }
-        hash
+        Ok(hash)
     }
 
     /// Input width `d_in`.
