@@ -36,20 +36,32 @@ pub fn activation_stats_of(
     }
     let mut out = Vec::with_capacity(tasks);
     for task in 0..tasks {
-        for (_, m) in learner.moram_layers() {
-            m.start_stats(StatsMode::AsUsed);
-        }
         let n = learner.train_len(task).min(max_examples);
-        forward_examples(learner, task, n, micro, || {})?;
-        let mut layers = Vec::new();
-        for (path, m) in learner.moram_layers() {
-            if let Some(stats) = m.take_stats() {
-                layers.push(LayerStats { layer: path, atom_task: m.bank().atom_task().to_vec(), stats });
-            }
-        }
-        out.push(layers);
+        out.push(task_stats(learner, task, n, micro, || {})?);
     }
     Ok(out)
+}
+
+/// Every layer's statistics (weights as used) on the first `n` training examples of `task`, in
+/// passes of `micro`; `done` is called after each pass.
+pub fn task_stats(
+    learner: &mut impl Learner,
+    task: usize,
+    n: usize,
+    micro: usize,
+    done: impl FnMut(),
+) -> Result<Vec<LayerStats>> {
+    for (_, m) in learner.moram_layers() {
+        m.start_stats(StatsMode::AsUsed);
+    }
+    forward_examples(learner, task, n, micro, done)?;
+    let mut layers = Vec::new();
+    for (path, m) in learner.moram_layers() {
+        if let Some(stats) = m.take_stats() {
+            layers.push(LayerStats { layer: path, atom_task: m.bank().atom_task().to_vec(), stats });
+        }
+    }
+    Ok(layers)
 }
 
 /// Runs the first `n` training examples of `task` through the learner's loss without gradients,
@@ -200,4 +212,107 @@ fn key_norms(bank: &moram_core::AtomBank, tasks: usize) -> Result<Vec<Option<f64
         }
     }
     Ok(sums.into_iter().map(|(s, c)| (c > 0).then(|| s / c as f64)).collect())
+}
+
+/// Atom and parameter counts around a pruning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PruneCounts {
+    /// Atoms before.
+    pub atoms_before: usize,
+    /// Atoms after.
+    pub atoms_after: usize,
+    /// Adapter parameters before.
+    pub parameters_before: usize,
+    /// Adapter parameters after.
+    pub parameters_after: usize,
+}
+
+/// Post-pruning (`docs/protocol.md` 2): in every layer, keeps the atoms of `scope` that carry
+/// `share` of their activation mass in `stats` (one [`LayerStats`] list per task, each in the
+/// learner's layer order; the tasks' statistics are merged), and replaces the banks. The one pruning
+/// path of the runner (after each task) and of `moram prune` (after a run).
+pub fn prune(
+    learner: &mut impl Learner,
+    stats: &[Vec<LayerStats>],
+    share: f64,
+    scope: moram_core::PruneScope,
+) -> Result<PruneCounts> {
+    let mut counts = PruneCounts { atoms_before: 0, atoms_after: 0, parameters_before: 0, parameters_after: 0 };
+    for (i, (path, m)) in learner.moram_layers_mut().into_iter().enumerate() {
+        let mut recorded = stats.iter().filter_map(|task| task.get(i)).filter(|l| l.layer == path);
+        let Some(first) = recorded.next() else {
+            return Err(crate::error::Error::task(&path, "has no activation statistics to prune with"));
+        };
+        let mut merged = first.stats.clone();
+        for l in recorded {
+            merged.merge(&l.stats)?;
+        }
+        let plan = moram_core::plan_pruning(m.bank(), &merged, share, scope)
+            .map_err(|e| crate::error::Error::layer(&path, e))?;
+        counts.atoms_before += m.bank().len();
+        counts.parameters_before += m.bank().parameter_count();
+        let pruned = m.bank().prune(&plan)?;
+        counts.atoms_after += pruned.len();
+        counts.parameters_after += pruned.parameter_count();
+        m.replace_bank(pruned)?;
+    }
+    Ok(counts)
+}
+
+/// What `moram viz` draws about the atoms (paper Figs. 5, 8, 9), from [`activation_stats`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AtomSummary {
+    /// `activation_ratio[task][atom]`: share of the task's tokens giving the atom a non-zero
+    /// weight, averaged over layers (atoms in bank order; the smallest bank's count).
+    pub activation_ratio: Vec<Vec<f64>>,
+    /// Per layer: the cumulative share of the activation mass over all tasks' data, atoms sorted by
+    /// descending mass.
+    pub cumulative_mass: Vec<Vec<f64>>,
+    /// Per layer: the atoms needed for `share` of the mass.
+    pub atoms_for_share: Vec<f64>,
+    /// The share used.
+    pub share: f64,
+    /// Layer names.
+    pub layers: Vec<String>,
+}
+
+/// Summarises per-task, per-layer statistics into [`AtomSummary`].
+pub fn atom_summary(stats: &[Vec<LayerStats>], share: f64) -> AtomSummary {
+    let n_atoms = stats.iter().flatten().map(|l| l.stats.mass.len()).min().unwrap_or(0);
+    let activation_ratio = stats
+        .iter()
+        .map(|layers| {
+            (0..n_atoms)
+                .map(|a| layers.iter().map(|l| l.stats.activation_ratio()[a]).sum::<f64>() / layers.len().max(1) as f64)
+                .collect()
+        })
+        .collect();
+    let n_layers = stats.first().map_or(0, Vec::len);
+    let (mut cumulative_mass, mut atoms_for_share) = (Vec::new(), Vec::new());
+    for l in 0..n_layers {
+        let mut mass = vec![0.0; stats[0][l].stats.mass.len()];
+        for task in stats {
+            for (m, x) in mass.iter_mut().zip(&task[l].stats.mass) {
+                *m += x;
+            }
+        }
+        atoms_for_share.push(moram_core::atoms_for_share(&mass, share) as f64);
+        let total: f64 = mass.iter().sum();
+        mass.sort_by(|a, b| b.total_cmp(a));
+        let mut acc = 0.0;
+        cumulative_mass.push(
+            mass.iter()
+                .map(|m| {
+                    acc += m;
+                    if total > 0.0 {
+                        acc / total
+                    } else {
+                        0.0
+                    }
+                })
+                .collect(),
+        );
+    }
+    let layers = stats.first().map(|l| l.iter().map(|s| s.layer.clone()).collect()).unwrap_or_default();
+    AtomSummary { activation_ratio, cumulative_mass, atoms_for_share, share, layers }
 }

@@ -209,7 +209,7 @@ pub fn save_adapter(learner: &impl Learner, dir: &Path, task: usize, config: &Ru
     let layers = learner.moram_layers();
     let mut extra = BTreeMap::new();
     extra.insert("run".to_string(), config.name.clone());
-    extra.insert("method".to_string(), config.method.name.name().to_string());
+    extra.insert("method".to_string(), config.method.name.name());
     extra.insert("task_names".to_string(), learner.task_names()[..=task].join("\n"));
     moram_core::save_adapter(dir.join(&name), layers.iter().map(|(p, m)| (p.as_str(), m.bank())), &extra)?;
     Ok(name)

@@ -5,6 +5,7 @@
 //! line (`method.name`), so comparing MoRAM with SeqLoRA or MoE-LoRA is a one-line change.
 
 use crate::error::{Error, Result};
+use crate::metrics::TaskMetric;
 use moram_core::{CompatFlags, MoramConfig, Profile, Routing, ScoreInput};
 use moram_models::TargetSpec;
 use serde::{Deserialize, Serialize};
@@ -38,6 +39,9 @@ pub struct RunConfig {
     /// Routing diagnostics recorded after every task.
     #[serde(default)]
     pub diagnostics: DiagnosticsConfig,
+    /// How evaluation runs.
+    #[serde(default)]
+    pub evaluation: EvaluationConfig,
     /// The model to adapt (read by front-ends such as `moram train`).
     #[serde(default)]
     pub model: Option<ModelConfig>,
@@ -96,28 +100,17 @@ pub enum Method {
 }
 
 impl Method {
-    /// The method's config name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Method::Moram => "moram",
-            Method::MoramSelfActivated => "moram-self-activated",
-            Method::MoramNoTopK => "moram-no-top-k",
-            Method::MoramNoTemperature => "moram-no-temperature",
-            Method::MoramNoThreshold => "moram-no-threshold",
-            Method::RouterRank1 => "router-rank1",
-            Method::MoeLora => "moe-lora",
-            Method::SeqLora => "seq-lora",
-            Method::MoramOrthogonal => "moram-orthogonal",
-            Method::MoramNovelRouting => "moram-novel-routing",
-            Method::MoramNoveltyGated => "moram-novelty-gated",
-            Method::MoramCentred => "moram-centred",
-            Method::MoramStandardised => "moram-standardised",
-            Method::OLora => "o-lora",
-        }
+    /// The method's config name (its serde spelling).
+    pub fn name(self) -> String {
+        moram_core::config::serde_name(&self)
     }
 
     fn routing(self) -> Routing {
-        let sa = |top_k, temperature, threshold| Routing::SelfActivated { top_k, temperature, threshold };
+        let sa = |top_k, temperature, threshold| Routing::SelfActivated {
+            use_top_k: top_k,
+            use_temperature: temperature,
+            use_threshold: threshold,
+        };
         match self {
             Method::Moram
             | Method::MoramOrthogonal
@@ -129,8 +122,8 @@ impl Method {
             Method::MoramNoTopK => sa(false, true, true),
             Method::MoramNoTemperature => sa(true, false, true),
             Method::MoramNoThreshold => sa(true, true, false),
-            Method::RouterRank1 => Routing::ExternalRouter { top_k: true, temperature: true },
-            Method::MoeLora => Routing::MoeLora { top_k: true, temperature: false },
+            Method::RouterRank1 => Routing::ExternalRouter { use_top_k: true, use_temperature: true },
+            Method::MoeLora => Routing::MoeLora { use_top_k: true, use_temperature: false },
             Method::SeqLora => Routing::Lora {},
             Method::OLora => Routing::Sum {},
         }
@@ -154,7 +147,7 @@ pub struct MethodConfig {
     pub name: Method,
     /// moram-core profile the layer settings start from (`paper`, `xtail`, `trace_code`, `trace_paper`).
     #[serde(default = "default_profile")]
-    pub profile: String,
+    pub profile: Profile,
     /// Atoms per task (LoRA/MoE-LoRA: rank).
     pub r: Option<usize>,
     /// Top-k budget.
@@ -190,16 +183,14 @@ pub struct MethodConfig {
     pub score_examples: Option<usize>,
 }
 
-fn default_profile() -> String {
-    "paper".into()
+fn default_profile() -> Profile {
+    Profile::Paper
 }
 
 impl MethodConfig {
     /// The layer config every adapted layer gets.
     pub fn moram_config(&self) -> Result<MoramConfig> {
-        let profile: Profile =
-            self.profile.parse().map_err(|e: moram_core::Error| Error::config("method.profile", e.to_string()))?;
-        let mut c = profile.config();
+        let mut c = self.profile.config();
         c.routing = self.name.routing();
         c.r = self.r.unwrap_or(c.r);
         c.top_k = self.top_k.unwrap_or(c.top_k);
@@ -241,7 +232,7 @@ impl MethodConfig {
         if self.subspace_examples == Some(0) {
             return Err(Error::config("method.subspace_examples", "must be at least 1"));
         }
-        c.validate().map_err(|e| Error::config("method", e.to_string()))?;
+        c.validate().map_err(|source| Error::Method { source })?;
         Ok(c)
     }
 }
@@ -395,8 +386,6 @@ pub struct GenerationSettings {
     pub repetition_penalty: f64,
     /// No-repeat n-gram size (0: off).
     pub no_repeat_ngram_size: usize,
-    /// Prompts generated together (left-padded).
-    pub batch_size: usize,
     /// Prompt tokens kept (the tail; protocol 4.4 `max_prompt_len`).
     pub max_prompt_tokens: usize,
     /// Answer tokens kept in training (`max_ans_len`).
@@ -409,10 +398,96 @@ impl Default for GenerationSettings {
             max_new_tokens: 512,
             repetition_penalty: 1.2,
             no_repeat_ngram_size: 3,
-            batch_size: 8,
             max_prompt_tokens: 1024,
             max_answer_tokens: 512,
         }
+    }
+}
+
+/// How evaluation runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EvaluationConfig {
+    /// Examples scored together: CLIP test images per forward pass, LLM prompts generated together
+    /// (left-padded).
+    pub batch_size: usize,
+}
+
+impl Default for EvaluationConfig {
+    fn default() -> Self {
+        EvaluationConfig { batch_size: 8 }
+    }
+}
+
+/// Where the model runs: `auto` (the first CUDA device when libtorch sees one, else the CPU),
+/// `cpu`, `cuda` (device 0) or `cuda:N`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeviceChoice {
+    /// CUDA device 0 when available, else the CPU.
+    #[default]
+    Auto,
+    /// The CPU.
+    Cpu,
+    /// CUDA device `N`.
+    Cuda(usize),
+}
+
+impl DeviceChoice {
+    /// The libtorch device; an unavailable CUDA device is an error naming it.
+    pub fn resolve(self) -> Result<tch::Device> {
+        match self {
+            DeviceChoice::Auto => Ok(tch::Device::cuda_if_available()),
+            DeviceChoice::Cpu => Ok(tch::Device::Cpu),
+            DeviceChoice::Cuda(n) => {
+                let count = tch::Cuda::device_count() as usize;
+                if n >= count {
+                    return Err(Error::config(
+                        "model.device",
+                        format!("cuda:{n} is not available (libtorch sees {count} CUDA device(s))"),
+                    ));
+                }
+                Ok(tch::Device::Cuda(n))
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for DeviceChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeviceChoice::Auto => f.write_str("auto"),
+            DeviceChoice::Cpu => f.write_str("cpu"),
+            DeviceChoice::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
+impl std::str::FromStr for DeviceChoice {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "auto" => Ok(DeviceChoice::Auto),
+            "cpu" => Ok(DeviceChoice::Cpu),
+            "cuda" => Ok(DeviceChoice::Cuda(0)),
+            other => other
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .map(DeviceChoice::Cuda)
+                .ok_or_else(|| format!("`{other}` is not a device (auto, cpu, cuda, cuda:N)")),
+        }
+    }
+}
+
+impl Serialize for DeviceChoice {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for DeviceChoice {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -458,6 +533,9 @@ pub struct ModelConfig {
     /// Base weight dtype.
     #[serde(default)]
     pub dtype: BaseDtype,
+    /// Where the model runs (`auto`).
+    #[serde(default)]
+    pub device: DeviceChoice,
     /// Layers to adapt.
     pub targets: TargetSpec,
 }
@@ -489,11 +567,10 @@ pub struct DataConfig {
     pub tasks: Vec<String>,
     /// Split evaluated after every task (`test` as the paper; `eval` for quick runs).
     #[serde(default = "default_split")]
-    pub eval_split: String,
-    /// Metric per task name, overriding the TRACE defaults (`accuracy`, `choice_accuracy`,
-    /// `scienceqa_accuracy`, `numglue_accuracy`, `rouge_l`, `sari`, `py150_similarity`).
+    pub eval_split: Split,
+    /// Metric per task name, overriding the defaults by task name ([`TaskMetric`]).
     #[serde(default)]
-    pub metrics: BTreeMap<String, String>,
+    pub metrics: BTreeMap<String, TaskMetric>,
     /// Use at most this many training examples per task.
     pub max_train_examples: Option<usize>,
     /// Image domains: prompt template with `{}` (default `a photo of a {}.`).
@@ -510,8 +587,31 @@ pub struct DataConfig {
     pub classes_per_task: Option<usize>,
 }
 
-fn default_split() -> String {
-    "test".into()
+fn default_split() -> Split {
+    Split::Test
+}
+
+/// A TRACE data split (`<task>/<split>.json`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Split {
+    /// `train.json`.
+    Train,
+    /// `eval.json`.
+    Eval,
+    /// `test.json`.
+    Test,
+}
+
+impl Split {
+    /// The file stem (`train`, `eval`, `test`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Split::Train => "train",
+            Split::Eval => "eval",
+            Split::Test => "test",
+        }
+    }
 }
 
 impl RunConfig {
@@ -615,8 +715,18 @@ impl RunConfig {
             }
         }
         let text = toml::to_string(&doc).map_err(|e| Error::config("(config)", e.to_string()))?;
-        *self = Self::from_toml_str(&text, Path::new(&format!("--set {}", keys.join(", "))))?;
+        let c: RunConfig = toml::from_str(&text)
+            .map_err(|e| Error::Override { keys: keys.join(", "), message: e.message().trim_end().to_string() })?;
+        c.validate()?;
+        *self = c;
         Ok(())
+    }
+
+    /// The `[model]` and `[data]` sections a learner needs; an error names the missing one.
+    pub fn model_and_data(&self) -> Result<(&ModelConfig, &DataConfig)> {
+        let model = self.model.as_ref().ok_or_else(|| Error::config("model", "the config has no [model] section"))?;
+        let data = self.data.as_ref().ok_or_else(|| Error::config("data", "the config has no [data] section"))?;
+        Ok((model, data))
     }
 
     /// Checks ranges and consistency; errors name the key.
@@ -663,8 +773,26 @@ impl RunConfig {
             return Err(Error::config("pruning.share", format!("must lie in (0, 1], found {}", p.share)));
         }
         let g = &self.generation;
-        if g.batch_size == 0 || g.max_new_tokens == 0 || g.max_prompt_tokens == 0 {
-            return Err(Error::config("generation", "batch_size, max_new_tokens and max_prompt_tokens must be >= 1"));
+        if g.max_new_tokens == 0 || g.max_prompt_tokens == 0 {
+            return Err(Error::config("generation", "max_new_tokens and max_prompt_tokens must be >= 1"));
+        }
+        if self.evaluation.batch_size == 0 {
+            return Err(Error::config("evaluation.batch_size", "must be at least 1"));
+        }
+        if let (Some(m), Some(d)) = (&self.model, &self.data) {
+            let fits = match m.kind {
+                ModelKind::Llm => d.format == DataFormat::Trace,
+                ModelKind::Clip => matches!(d.format, DataFormat::Folders | DataFormat::Idx | DataFormat::Xtail),
+            };
+            if !fits {
+                return Err(Error::config(
+                    "data.format",
+                    format!(
+                        "{:?} data cannot train a {:?} model (llm takes trace; clip takes folders, idx or xtail)",
+                        d.format, m.kind
+                    ),
+                ));
+            }
         }
         if let Some(d) = &self.data {
             if d.tasks.is_empty() {

@@ -8,6 +8,30 @@ pub enum Error {
     /// A run config key is invalid (`key` is its dotted path).
     #[error("config `{key}`: {message}")]
     Config { key: String, message: String },
+    /// The method's layer settings (profile plus overrides) are invalid; the source says which.
+    #[error("config `method`: invalid layer settings")]
+    Method {
+        /// What moram-core refused.
+        #[source]
+        source: moram_core::Error,
+    },
+    /// An operation on one adapted layer failed (statistics, subspace, pruning).
+    #[error("layer `{layer}`")]
+    Layer {
+        /// Module path.
+        layer: String,
+        /// What moram-core refused.
+        #[source]
+        source: moram_core::Error,
+    },
+    /// Overrides of a config's values (`key=value`) do not form a valid config.
+    #[error("overriding {keys}: {message}")]
+    Override {
+        /// The keys overridden together.
+        keys: String,
+        /// What the parser refused.
+        message: String,
+    },
     /// A config file could not be parsed.
     #[error("{path}: {message}")]
     ConfigFile { path: PathBuf, message: String },
@@ -21,11 +45,17 @@ pub enum Error {
     #[error("non-finite loss {loss} in task {task} (`{name}`) at step {step}; the checkpoint of the last finished task is kept")]
     NonFinite { task: usize, name: String, step: usize, loss: f64 },
     /// Stopped on request (Ctrl-C) at a step boundary; finished tasks are kept.
-    #[error("interrupted in task {task} (`{name}`) at step {step}; {done} finished task(s) are saved, continue with `resume`")]
+    #[error("interrupted in task {task} (`{name}`) at step {step}; {done} finished task(s) are saved and the run can be resumed")]
     Interrupted { task: usize, name: String, step: usize, done: usize },
     /// `resume` found a run made with a different config.
     #[error("cannot resume {dir}: the config differs from the run's in {fields}")]
     ConfigMismatch { dir: PathBuf, fields: String },
+    /// A new run was asked for in a folder that already holds one.
+    #[error("{dir} already holds a run (resume it, or choose another output folder)")]
+    RunExists {
+        /// The run folder.
+        dir: PathBuf,
+    },
     /// A run directory or checkpoint is missing, incomplete or corrupt.
     #[error("{path}: {message}")]
     Checkpoint { path: PathBuf, message: String },
@@ -56,6 +86,10 @@ impl Error {
 
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io { path: path.into(), source }
+    }
+
+    pub(crate) fn layer(layer: impl Into<String>, source: moram_core::Error) -> Self {
+        Error::Layer { layer: layer.into(), source }
     }
 
     pub(crate) fn task(task: impl Into<String>, message: impl Into<String>) -> Self {

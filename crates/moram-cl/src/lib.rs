@@ -26,6 +26,7 @@ pub mod report;
 pub mod runner;
 pub mod schedule;
 pub mod study;
+#[cfg(feature = "test-support")]
 pub mod synthetic;
 
 pub use checkpoint::RunState;
@@ -33,6 +34,3 @@ pub use config::{Method, RunConfig};
 pub use error::{Error, Result};
 pub use learner::Learner;
 pub use runner::{resume, run, RunOptions};
-
-pub use moram_core;
-pub use moram_models;

@@ -108,7 +108,7 @@ pub fn write_all(dir: &Path, state: &RunState, config: &RunConfig) -> Result<()>
     let summary = if state.is_complete() { Some(summarize_run(state)?) } else { None };
     let results = Results {
         name: config.name.clone(),
-        method: config.method.name.name().into(),
+        method: config.method.name.name(),
         state: state.clone(),
         summary,
         config: config.flatten(),

@@ -13,11 +13,11 @@ use crate::optim::Adam;
 use crate::report;
 use crate::schedule::learning_rate;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use moram_core::{PruneScope, StatsMode};
+use moram_core::PruneScope;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -108,10 +108,7 @@ pub fn run(learner: &mut impl Learner, config: &RunConfig, dir: &Path, options: 
         return Err(Error::config("data.tasks", "the task sequence is empty"));
     }
     if dir.join(checkpoint::STATE_FILE).exists() {
-        return Err(Error::Checkpoint {
-            path: dir.into(),
-            message: "already holds a run; continue it with `resume`, or choose another output folder".into(),
-        });
+        return Err(Error::RunExists { dir: dir.into() });
     }
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let state = RunState::new(config, names);
@@ -294,7 +291,7 @@ fn fit_score_statistics(
     pb.finish_and_clear();
     for (path, m) in learner.moram_layers_mut() {
         let stats = m.take_input_statistics().ok_or_else(|| Error::task(&path, "saw no input token"))?;
-        m.bank_mut().set_score_statistics(&stats.mean, &stats.std).map_err(|e| Error::task(&path, e.to_string()))?;
+        m.bank_mut().set_score_statistics(&stats.mean, &stats.std).map_err(|e| Error::layer(&path, e))?;
     }
     Ok(())
 }
@@ -337,18 +334,16 @@ fn extend_key_subspaces(
     for (path, m) in learner.moram_layers_mut() {
         let sample = m.take_input_sample();
         let Some((moments, _)) = m.take_input_moments() else { continue };
-        m.bank_mut().extend_key_basis(&moments, subspace.energy).map_err(|e| Error::task(&path, e.to_string()))?;
+        m.bank_mut().extend_key_basis(&moments, subspace.energy).map_err(|e| Error::layer(&path, e))?;
         let width = m.bank().key_basis().size()[1] as usize;
         dims.push(width);
         if let (Some(tokens), true) = (sample, width > 0) {
             let _guard = tch::no_grad_guard();
             let rho = m.bank().outside_share(&tokens).select(-1, -1).to_device(tch::Device::Cpu);
-            let mut shares = Vec::<f32>::try_from(rho).map_err(|e| Error::task(&path, e.to_string()))?;
+            let mut shares = Vec::<f32>::try_from(rho)?;
             shares.sort_by(f32::total_cmp);
             let at = ((subspace.quantile * shares.len() as f64).ceil() as usize).clamp(1, shares.len()) - 1;
-            m.bank_mut()
-                .set_novelty_threshold(width, shares[at] as f64)
-                .map_err(|e| Error::task(&path, e.to_string()))?;
+            m.bank_mut().set_novelty_threshold(width, shares[at] as f64).map_err(|e| Error::layer(&path, e))?;
         }
     }
     Ok(Some(dims))
@@ -363,30 +358,19 @@ fn prune_task(
     n_train: usize,
     options: &RunOptions,
 ) -> Result<PruneReport> {
-    let before_params = adapter_parameters(learner);
-    let before_atoms = atom_count(learner);
     let metric_before = learner.evaluate(task)?;
     let n = config.pruning.stats_examples.unwrap_or(n_train).min(n_train);
-    for (_, m) in learner.moram_layers() {
-        m.start_stats(StatsMode::AsUsed);
-    }
     let (micro, _) = config.training.accumulation();
     let pb = bar(n.div_ceil(micro) as u64, "pruning statistics".into(), options.progress);
-    crate::analysis::forward_examples(learner, task, n, micro, || pb.inc(1))?;
+    let stats = crate::analysis::task_stats(learner, task, n, micro, || pb.inc(1))?;
     pb.finish_and_clear();
-    for (path, m) in learner.moram_layers_mut() {
-        let Some(stats) = m.take_stats() else { continue };
-        let plan = moram_core::plan_pruning(m.bank(), &stats, config.pruning.share, PruneScope::Task(task as u32))
-            .map_err(|e| Error::task(&path, e.to_string()))?;
-        let pruned = m.bank().prune(&plan)?;
-        m.replace_bank(pruned)?;
-    }
+    let counts = crate::analysis::prune(learner, &[stats], config.pruning.share, PruneScope::Task(task as u32))?;
     let metric_after = learner.evaluate(task)?;
     Ok(PruneReport {
-        atoms_before: before_atoms,
-        atoms_after: atom_count(learner),
-        parameters_before: before_params,
-        parameters_after: adapter_parameters(learner),
+        atoms_before: counts.atoms_before,
+        atoms_after: counts.atoms_after,
+        parameters_before: counts.parameters_before,
+        parameters_after: counts.parameters_after,
         metric_before,
         metric_after,
     })
@@ -425,9 +409,4 @@ fn evaluate_all(
     }
     pb.finish_and_clear();
     Ok(row)
-}
-
-/// The default output folder for a config: `runs/<name>`.
-pub fn default_dir(config: &RunConfig) -> PathBuf {
-    PathBuf::from("runs").join(&config.name)
 }

@@ -121,8 +121,8 @@ impl StudyConfig {
                 return Err(Error::config("settings.name", format!("`{}` appears twice", s.name)));
             }
         }
-        let method_names: Vec<&str> = self.methods.iter().map(|m| m.name()).collect();
-        if let Some(k) = self.method_set.keys().find(|k| !method_names.contains(&k.as_str())) {
+        let method_names: Vec<String> = self.methods.iter().map(|m| m.name()).collect();
+        if let Some(k) = self.method_set.keys().find(|k| !method_names.contains(k)) {
             return Err(Error::config(
                 "method_set",
                 format!("`{k}` is not one of the studied methods {method_names:?}"),
@@ -161,7 +161,7 @@ impl StudyConfig {
                 for &method in &self.methods {
                     let mut sets: Vec<String> = extra.to_vec();
                     sets.extend(setting.set.iter().cloned());
-                    sets.extend(self.method_set.get(method.name()).into_iter().flatten().cloned());
+                    sets.extend(self.method_set.get(&method.name()).into_iter().flatten().cloned());
                     sets.push(format!("method.name=\"{}\"", method.name()));
                     sets.push(format!("seed={seed}"));
                     sets.push(format!("name=\"{}/{}/{}/seed-{seed}\"", self.name, setting.name, method.name()));
@@ -406,7 +406,7 @@ pub fn aggregate(study: &StudyConfig, runs: &[StudyRun]) -> Result<StudyReport> 
             .collect();
         cells.push(CellSummary {
             setting: setting.clone(),
-            method: method.name().into(),
+            method: method.name(),
             finished: ms.len(),
             planned: *planned,
             op: est(&|m| m.op),
@@ -421,7 +421,7 @@ pub fn aggregate(study: &StudyConfig, runs: &[StudyRun]) -> Result<StudyReport> 
             runs: ms.clone(),
         });
     }
-    Ok(StudyReport { name: study.name.clone(), tasks, baseline: baseline.map(|b| b.name().into()), cells })
+    Ok(StudyReport { name: study.name.clone(), tasks, baseline: baseline.map(|b| b.name()), cells })
 }
 
 impl StudyReport {

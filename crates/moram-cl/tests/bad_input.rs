@@ -28,7 +28,7 @@ fn trace_json_errors_name_file_and_entry() {
     std::fs::create_dir_all(&d).unwrap();
     std::fs::write(d.join("train.json"), "[]").unwrap();
     std::fs::write(d.join("test.json"), r#"[{"prompt": "a", "answer": "b"}]"#).unwrap();
-    let e = TextTask::load(tmp.path(), "Empty", "test", None).unwrap_err().to_string();
+    let e = TextTask::load(tmp.path(), "Empty", moram_cl::config::Split::Test, None).unwrap_err().to_string();
     assert_eq!(e, "task `Empty`: the train split is empty");
 }
 
@@ -55,8 +55,16 @@ fn image_task_checks_labels_and_shapes() {
     assert_eq!(t.prompts(), vec!["a", "b"]);
 }
 
+/// The error of parsing `text`, with its source chain (as the CLI prints it).
 fn parse(text: &str) -> String {
-    RunConfig::from_toml_str(text, Path::new("run.toml")).unwrap_err().to_string()
+    let err = RunConfig::from_toml_str(text, Path::new("run.toml")).unwrap_err();
+    let mut out = err.to_string();
+    let mut cause = std::error::Error::source(&err);
+    while let Some(c) = cause {
+        out.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    out
 }
 
 #[test]
@@ -72,9 +80,10 @@ fn config_errors_name_the_key() {
     let e = parse(&format!("{base}micro_batch_size = 3\n"));
     assert_eq!(e, "config `training.micro_batch_size`: must divide batch_size 4, found 3");
     let e = parse(&base.replace("name = \"moram\"", "name = \"moram\"\nprofile = \"xtail_v2\""));
-    assert!(e.contains("method.profile") && e.contains("valid: paper, xtail, trace_code, trace_paper"), "{e}");
+    assert!(e.contains("run.toml") && e.contains("line 3") && e.contains("unknown variant `xtail_v2`"), "{e}");
+    assert!(e.contains("`paper`, `xtail`, `trace_code`, `trace_paper`"), "the valid profiles are listed: {e}");
     let e = parse(&base.replace("name = \"moram\"", "name = \"moram\"\ntemperature = 0.0"));
-    assert!(e.starts_with("config `method`") && e.contains("temperature"), "{e}");
+    assert!(e.starts_with("config `method`: invalid layer settings: ") && e.contains("temperature"), "{e}");
     let e = parse(&format!("{base}[optimizer]\nlr = -1.0\n"));
     assert_eq!(e, "config `optimizer.lr`: must be > 0, found -1");
     let epochs = "[method]\nname = \"moram\"\n[training]\nepochs = [1, 2]\nbatch_size = 4\n[data]\nformat = \"trace\"\ndir = \"d\"\ntasks = [\"A\", \"B\", \"C\"]\n";
@@ -139,4 +148,55 @@ fn epochs_as_a_number_and_iterations_epochs_overrides() {
     assert_eq!((c.training.iterations, c.training.epochs.clone()), (None, Some(vec![2])), "and back");
     let e = c.set_all(&["training.epochs=2", "training.iterations=3"]).unwrap_err().to_string();
     assert!(e.contains("give exactly one of `iterations` and `epochs`"), "both at once is still refused: {e}");
+}
+
+/// Typed config values: the device, the evaluation batch, the metric and split names, and a model
+/// kind that cannot learn the data format, each refused with its key.
+#[test]
+fn typed_config_values_are_checked_by_key() {
+    use moram_cl::config::{DeviceChoice, Split};
+    let base = "[method]\nname = \"moram\"\nprofile = \"trace_paper\"\n[training]\niterations = 5\nbatch_size = 4\n";
+    let with = |extra: &str| RunConfig::from_toml_str(&format!("{base}{extra}"), Path::new("run.toml"));
+    let model = |device: &str| {
+        format!("[model]\nkind = \"llm\"\npath = \"m\"\ndevice = \"{device}\"\ntargets = {{ modules = [\"q\"] }}\n")
+    };
+    for (text, want) in [
+        ("auto", DeviceChoice::Auto),
+        ("cpu", DeviceChoice::Cpu),
+        ("cuda", DeviceChoice::Cuda(0)),
+        ("cuda:3", DeviceChoice::Cuda(3)),
+    ] {
+        let c = with(&model(text)).unwrap();
+        assert_eq!(c.model.as_ref().unwrap().device, want);
+        assert_eq!(want.to_string(), if text == "cuda" { "cuda:0" } else { text });
+    }
+    let e = with(&model("gpu")).unwrap_err().to_string();
+    assert!(e.contains("run.toml") && e.contains("`gpu` is not a device (auto, cpu, cuda, cuda:N)"), "{e}");
+    let e = moram_cl::config::DeviceChoice::Cuda(99).resolve().unwrap_err().to_string();
+    assert!(e.contains("model.device") && e.contains("cuda:99 is not available"), "{e}");
+    let e = with("[evaluation]\nbatch_size = 0\n").unwrap_err();
+    assert!(matches!(e, moram_cl::Error::Config { ref key, .. } if key == "evaluation.batch_size"), "{e}");
+    let clip_on_trace = format!(
+        "{}[data]\nformat = \"trace\"\ndir = \"d\"\ntasks = [\"A\"]\n",
+        model("cpu").replace("kind = \"llm\"", "kind = \"clip\"")
+    );
+    let e = with(&clip_on_trace).unwrap_err();
+    assert!(matches!(e, moram_cl::Error::Config { ref key, .. } if key == "data.format"), "{e}");
+    assert!(e.to_string().contains("Trace data cannot train a Clip model"), "{e}");
+    let data = "[data]\nformat = \"trace\"\ndir = \"d\"\ntasks = [\"A\"]\neval_split = \"eval\"\nmetrics = { A = \"rouge_l_upstream\" }\n";
+    let c = with(data).unwrap();
+    let d = c.data.unwrap();
+    assert_eq!((d.eval_split, d.metrics["A"]), (Split::Eval, moram_cl::metrics::TaskMetric::RougeLUpstream));
+    let e = with(&data.replace("rouge_l_upstream", "bleu")).unwrap_err().to_string();
+    assert!(e.contains("unknown variant `bleu`") && e.contains("rouge_l"), "{e}");
+    let e = with(&data.replace("\"eval\"", "\"dev\"")).unwrap_err().to_string();
+    assert!(e.contains("unknown variant `dev`") && e.contains("test"), "{e}");
+    // A bad layer setting keeps moram-core's error as the source.
+    let e = with("").unwrap().set("method.temperature=0").unwrap_err();
+    assert!(matches!(e, moram_cl::Error::Method { .. }), "{e}");
+    let source = std::error::Error::source(&e).map(ToString::to_string).unwrap_or_default();
+    assert!(source.contains("temperature") && source.contains("> 0"), "{source}");
+    // Overrides that do not parse name the overridden keys.
+    let e = with("").unwrap().set_all(&["training.batch_size=\"four\""]).unwrap_err();
+    assert!(matches!(e, moram_cl::Error::Override { ref keys, .. } if keys == "training.batch_size"), "{e}");
 }

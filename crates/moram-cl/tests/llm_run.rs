@@ -13,10 +13,7 @@ fn three_task_llm_run() {
     let cfg_path = tmp.path().join("run.toml");
     std::fs::write(&cfg_path, common::llm_setup(tmp.path(), "moram", 6)).unwrap();
     let cfg = RunConfig::from_file(&cfg_path).unwrap();
-    let moram = cfg.method.moram_config().unwrap();
-    let mut learner =
-        LlmLearner::from_config(cfg.model.as_ref().unwrap(), cfg.data.as_ref().unwrap(), &moram, &cfg.generation, None)
-            .unwrap();
+    let mut learner = LlmLearner::from_config(&cfg).unwrap();
     let out = tmp.path().join("out");
     let state = moram_cl::run(&mut learner, &cfg, &out, &RunOptions::default()).unwrap();
 
@@ -48,8 +45,8 @@ fn three_task_llm_run() {
     assert!(results["summary"]["trace"]["op"].is_number());
     assert_eq!(learner.task_names(), vec!["LastWord", "Count", "Half"]);
     // A second run into the same folder is refused rather than overwriting finished work.
-    let err = moram_cl::run(&mut learner, &cfg, &out, &RunOptions::default()).unwrap_err().to_string();
-    assert!(err.contains("already holds a run"), "{err}");
+    let err = moram_cl::run(&mut learner, &cfg, &out, &RunOptions::default()).unwrap_err();
+    assert!(matches!(err, moram_cl::Error::RunExists { ref dir } if dir == &out), "{err}");
 }
 
 /// Manual exploration: prints both methods' matrices (`cargo test -- --ignored --nocapture`).
@@ -65,15 +62,7 @@ fn explore_methods() {
         let tasks: Vec<&str> = tasks.iter().map(String::as_str).collect();
         std::fs::write(&cfg_path, common::llm_setup_tasks(tmp.path(), method, iters, &tasks)).unwrap();
         let cfg = RunConfig::from_file(&cfg_path).unwrap();
-        let moram = cfg.method.moram_config().unwrap();
-        let mut learner = LlmLearner::from_config(
-            cfg.model.as_ref().unwrap(),
-            cfg.data.as_ref().unwrap(),
-            &moram,
-            &cfg.generation,
-            None,
-        )
-        .unwrap();
+        let mut learner = LlmLearner::from_config(&cfg).unwrap();
         let out = tmp.path().join("out");
         moram_cl::run(&mut learner, &cfg, &out, &RunOptions::default()).unwrap();
         println!("{}", std::fs::read_to_string(out.join("results.md")).unwrap());
@@ -88,10 +77,7 @@ fn training_sequences_follow_the_trace_collator() {
     let cfg_path = tmp.path().join("run.toml");
     std::fs::write(&cfg_path, common::llm_setup(tmp.path(), "moram", 1)).unwrap();
     let mut cfg = RunConfig::from_file(&cfg_path).unwrap();
-    let moram = cfg.method.moram_config().unwrap();
-    let l =
-        LlmLearner::from_config(cfg.model.as_ref().unwrap(), cfg.data.as_ref().unwrap(), &moram, &cfg.generation, None)
-            .unwrap();
+    let l = LlmLearner::from_config(&cfg).unwrap();
     let tok = l.tokenizer();
     let (bos, eos) = (tok.bos.unwrap(), tok.eos[0]);
     let ex = moram_cl::data::trace::Example { prompt: "Count: dog fox\nAnswer:\n".into(), answer: "2".into() };
@@ -104,9 +90,7 @@ fn training_sequences_follow_the_trace_collator() {
     // Limit 64 + 16 = 80 tokens: a long prompt keeps its tail, without BOS or EOS.
     cfg.generation.max_prompt_tokens = 4;
     cfg.generation.max_answer_tokens = 2;
-    let l =
-        LlmLearner::from_config(cfg.model.as_ref().unwrap(), cfg.data.as_ref().unwrap(), &moram, &cfg.generation, None)
-            .unwrap();
+    let l = LlmLearner::from_config(&cfg).unwrap();
     let (seq, _) = l.training_sequence("Count", &ex).unwrap();
     assert_eq!(seq, body[body.len() - 6..].to_vec());
 }
@@ -122,10 +106,7 @@ fn bf16_base_trains_f32_atoms() {
     std::fs::write(&cfg_path, text).unwrap();
     let cfg = RunConfig::from_file(&cfg_path).unwrap();
     assert_eq!(cfg.model.as_ref().unwrap().dtype, moram_cl::config::BaseDtype::Bf16);
-    let moram = cfg.method.moram_config().unwrap();
-    let mut learner =
-        LlmLearner::from_config(cfg.model.as_ref().unwrap(), cfg.data.as_ref().unwrap(), &moram, &cfg.generation, None)
-            .unwrap();
+    let mut learner = LlmLearner::from_config(&cfg).unwrap();
     let (_, m) = &learner.moram_layers()[0];
     assert_eq!(m.weight().kind(), tch::Kind::BFloat16);
     let out = tmp.path().join("out");

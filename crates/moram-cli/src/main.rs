@@ -11,9 +11,6 @@ mod viz;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use moram_cl::config::{DataFormat, ModelKind};
-use moram_cl::learners::clip::ClipLearner;
-use moram_cl::learners::llm::LlmLearner;
 use moram_cl::{RunConfig, RunOptions};
 use moram_core::AdapterFile;
 use std::path::{Path, PathBuf};
@@ -179,28 +176,46 @@ fn main() -> std::process::ExitCode {
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
-            let text = format!("{err:#}");
-            eprintln!("error: {text}");
-            if !text.contains("remedy:") {
-                eprintln!("remedy: {}", remedy(&err));
-            }
+            eprintln!("error: {err:#}");
+            eprintln!("remedy: {}", remedy(&err));
             std::process::ExitCode::FAILURE
         }
     }
 }
 
+/// A failure only the command line can explain, with its one line of remedy.
+#[derive(Debug)]
+pub(crate) struct Remedied {
+    /// What went wrong.
+    pub message: String,
+    /// What to do about it.
+    pub remedy: &'static str,
+}
+
+impl std::fmt::Display for Remedied {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Remedied {}
+
 /// One line of what to do, from the kind of error.
 fn remedy(err: &anyhow::Error) -> &'static str {
     use moram_cl::Error as E;
+    if let Some(r) = err.chain().find_map(|c| c.downcast_ref::<Remedied>()) {
+        return r.remedy;
+    }
     for cause in err.chain() {
         if let Some(e) = cause.downcast_ref::<E>() {
             return match e {
-                E::Config { .. } | E::ConfigFile { .. } => {
+                E::Config { .. } | E::ConfigFile { .. } | E::Method { .. } | E::Override { .. } => {
                     "fix the key named above; configs/README.md describes every run-config section and unknown keys are rejected"
                 }
                 E::Data { .. } | E::Task { .. } => "fix the data named above (the layouts are in the README); nothing was trained",
                 E::ConfigMismatch { .. } => "resume with the run's own config (DIR/config.toml), or start a new run with --out",
                 E::Checkpoint { .. } => "point at a run folder written by `moram train` (it holds state.json and config.toml)",
+                E::RunExists { .. } => "`moram resume DIR` continues it; `--out` starts a new run elsewhere",
                 E::NonFinite { .. } => "lower optimizer.lr or set training.clip_grad_norm, then `moram resume DIR`",
                 E::Interrupted { .. } => "`moram resume DIR` continues from the last finished task",
                 E::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
@@ -238,7 +253,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Train { config, set, out } => {
             let mut cfg = RunConfig::from_file(&config).with_context(|| format!("reading {}", config.display()))?;
             cfg.set_all(&set)?;
-            let dir = out.unwrap_or_else(|| moram_cl::runner::default_dir(&cfg));
+            let dir = out.unwrap_or_else(|| PathBuf::from("runs").join(&cfg.name));
             let options = RunOptions { stop: Some(ctrl_c_flag()?), progress: true };
             let state = execute(&cfg, &dir, false, &options)?;
             print_results(&dir, &state);
@@ -297,35 +312,12 @@ pub(crate) fn ctrl_c_flag() -> Result<Arc<AtomicBool>> {
 
 /// Builds the learner the config describes and runs (or resumes) the sequence.
 pub(crate) fn execute(cfg: &RunConfig, dir: &Path, resume: bool, options: &RunOptions) -> Result<moram_cl::RunState> {
-    let model = cfg.model.as_ref().context("the config has no [model] section")?;
-    let data = cfg.data.as_ref().context("the config has no [data] section")?;
-    let moram = cfg.method.moram_config()?;
-    let eval_batch = cfg.generation.batch_size;
-    match (model.kind, data.format) {
-        (ModelKind::Llm, DataFormat::Trace) => {
-            let max_eval = cfg.training.max_eval_examples;
-            let mut learner = LlmLearner::from_config(model, data, &moram, &cfg.generation, max_eval)?;
-            sequence(&mut learner, cfg, dir, resume, options)
-        }
-        (ModelKind::Clip, DataFormat::Folders | DataFormat::Idx | DataFormat::Xtail) => {
-            let mut learner = ClipLearner::from_config(model, data, &moram, eval_batch, cfg.seed)?;
-            sequence(&mut learner, cfg, dir, resume, options)
-        }
-        (m, d) => anyhow::bail!(
-            "model kind {m:?} cannot learn data format {d:?}\nremedy: use kind = \"llm\" with format = \"trace\", or kind = \"clip\" with format = \"folders\", \"idx\" or \"xtail\""
-        ),
-    }
-}
-
-/// Runs or resumes the sequence.
-fn sequence(
-    learner: &mut impl moram_cl::Learner,
-    cfg: &RunConfig,
-    dir: &Path,
-    resume: bool,
-    options: &RunOptions,
-) -> Result<moram_cl::RunState> {
-    Ok(if resume { moram_cl::resume(learner, cfg, dir, options)? } else { moram_cl::run(learner, cfg, dir, options)? })
+    let mut learner = moram_cl::learners::build(cfg)?;
+    Ok(if resume {
+        moram_cl::resume(&mut learner, cfg, dir, options)?
+    } else {
+        moram_cl::run(&mut learner, cfg, dir, options)?
+    })
 }
 
 /// Prints a run's results table.

@@ -196,8 +196,8 @@ pub fn denormalize(x: &tch::Tensor) -> Result<RgbImage> {
     Ok(RgbImage::from_fn(w, h, |px, py| {
         let i = (py * w + px) as usize;
         Rgb([0, 1, 2].map(|c| {
-            let m = moram_cl::moram_models::clip::CLIP_MEAN[c];
-            let s = moram_cl::moram_models::clip::CLIP_STD[c];
+            let m = moram_models::clip::CLIP_MEAN[c];
+            let s = moram_models::clip::CLIP_STD[c];
             ((v[c * plane + i] * s + m) * 255.0).round().clamp(0.0, 255.0) as u8
         }))
     }))

@@ -49,7 +49,7 @@ lr = 0.005
 [training]
 iterations = 3
 batch_size = 6
-[generation]
+[evaluation]
 batch_size = 8
 [model]
 kind = "clip"
@@ -117,7 +117,13 @@ shots = 4
     std::fs::write(&cfg, text).unwrap();
     let o = train(&cfg, &tmp.path().join("o3"), &[]);
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success() && err.contains("cannot learn data format Folders") && err.contains("remedy"), "{err}");
+    assert!(
+        !o.status.success()
+            && err.contains("data.format")
+            && err.contains("Folders data cannot train a Llm model")
+            && err.contains("remedy"),
+        "{err}"
+    );
 }
 
 /// `moram train` with `format = "xtail"`: the shipped order-1 config, shrunk with `--set`, on a

@@ -209,7 +209,7 @@ fn ctrl_c_stops_at_a_step_boundary_and_keeps_finished_tasks() {
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
-    assert!(err.contains("interrupted in task 1 (`B`)") && err.contains("continue with `resume`"), "{err}");
+    assert!(err.contains("interrupted in task 1 (`B`)") && err.contains("can be resumed"), "{err}");
     assert!(err.contains("remedy: `moram resume DIR` continues"), "{err}");
     assert_eq!(tasks_done(&dir), 1);
 }

@@ -93,7 +93,7 @@ fn xtask_trace_runs_a_checkpoint_path() {
         "--set",
         "generation.max_answer_tokens=8",
         "--set",
-        "generation.batch_size=4",
+        "evaluation.batch_size=4",
     ]);
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{}\n{stdout}", String::from_utf8_lossy(&o.stderr));

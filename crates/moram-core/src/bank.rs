@@ -320,7 +320,7 @@ impl AtomBank {
         let n_atoms = self.atom_task.len();
         let tau = |on: bool| if on { cfg.temperature } else { 1.0 };
         let (weights_before_gate, weights) = match cfg.routing {
-            Routing::SelfActivated { top_k, temperature, threshold } => {
+            Routing::SelfActivated { use_top_k: top_k, use_temperature: temperature, use_threshold: threshold } => {
                 let s = routing::relevance_scores(&routing_z, cfg.eps);
                 let open = match &closed {
                     Some(c) => s.masked_fill(c, f64::NEG_INFINITY),
@@ -337,13 +337,13 @@ impl AtomBank {
                     (w.shallow_clone(), w)
                 }
             }
-            Routing::ExternalRouter { top_k, temperature } => {
+            Routing::ExternalRouter { use_top_k: top_k, use_temperature: temperature } => {
                 let logits = x.matmul(&self.router_tensor().tr());
                 let masked = if top_k { routing::top_k_mask(&logits, cfg.effective_top_k(n_atoms)) } else { logits };
                 let w = routing::mixture_weights(&masked, tau(temperature));
                 (w.shallow_clone(), w)
             }
-            Routing::MoeLora { top_k, temperature } => {
+            Routing::MoeLora { use_top_k: top_k, use_temperature: temperature } => {
                 let n_experts = self.expert_task.len();
                 let logits = x.matmul(&self.router_tensor().tr());
                 let masked = if top_k { routing::top_k_mask(&logits, cfg.effective_top_k(n_experts)) } else { logits };

@@ -29,35 +29,35 @@ pub enum Routing {
     /// ablations of paper Table 4 ("self-activated", "+ top-k", "+ tau", "+ delta").
     SelfActivated {
         /// Eq. 6: keep only the top-k scores. Off: every atom takes part in the softmax.
-        #[serde(default = "yes")]
-        top_k: bool,
+        #[serde(default = "yes", alias = "top_k")]
+        use_top_k: bool,
         /// Eq. 7: divide by the temperature. Off: tau = 1.
-        #[serde(default = "yes")]
-        temperature: bool,
+        #[serde(default = "yes", alias = "temperature")]
+        use_temperature: bool,
         /// Eq. 8: eval-only gate `s_i >= delta`. Off: no gate.
-        #[serde(default = "yes")]
-        threshold: bool,
+        #[serde(default = "yes", alias = "threshold")]
+        use_threshold: bool,
     },
     /// Rank-1 atoms weighted by an external learned router (one router key per atom, zero-initialised,
     /// frozen with its atom): weights = softmax(top-k(W_r x) / tau). Table 4 "External router, rank-1".
     ExternalRouter {
         /// Keep only the top-k router logits.
-        #[serde(default = "yes")]
-        top_k: bool,
+        #[serde(default = "yes", alias = "top_k")]
+        use_top_k: bool,
         /// Divide the router logits by the temperature.
-        #[serde(default = "yes")]
-        temperature: bool,
+        #[serde(default = "yes", alias = "temperature")]
+        use_temperature: bool,
     },
     /// MoE-LoRA: one rank-r expert per task and a learned softmax router over experts (one
     /// zero-initialised router key per expert, frozen with it); top-k over experts. Table 4 "MoE-LoRA"
     /// (temperature off) and "+ tau" (on).
     MoeLora {
         /// Keep only the top-k experts.
-        #[serde(default = "yes")]
-        top_k: bool,
+        #[serde(default = "yes", alias = "top_k")]
+        use_top_k: bool,
         /// Divide the router logits by the temperature.
-        #[serde(default)]
-        temperature: bool,
+        #[serde(default, alias = "temperature")]
+        use_temperature: bool,
     },
     /// Plain LoRA: one rank-r adapter, dense, shared by all tasks and never frozen (the SeqLoRA
     /// baseline when trained task after task). A struct variant so unknown keys are rejected.
@@ -73,7 +73,7 @@ fn yes() -> bool {
 
 impl Routing {
     /// The full MoRAM routing (all stages on).
-    pub const MORAM: Routing = Routing::SelfActivated { top_k: true, temperature: true, threshold: true };
+    pub const MORAM: Routing = Routing::SelfActivated { use_top_k: true, use_temperature: true, use_threshold: true };
 
     /// Whether the routing keeps a learned router (external router, MoE-LoRA).
     pub fn has_router(&self) -> bool {
@@ -255,6 +255,16 @@ impl Default for MoramConfig {
     }
 }
 
+/// The serde spelling of a unit enum variant (the one source of a config name: listings and
+/// messages derive it instead of keeping a second table).
+pub fn serde_name<T: Serialize + std::fmt::Debug>(value: &T) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(s)) => s,
+        // Not a unit variant: its debug form says what it is.
+        _ => format!("{value:?}"),
+    }
+}
+
 /// Named settings (protocol section 7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -277,14 +287,9 @@ impl Profile {
     /// Every profile, for listings and tests.
     pub const ALL: [Profile; 4] = [Profile::Paper, Profile::Xtail, Profile::TraceCode, Profile::TracePaper];
 
-    /// The profile's name as used in configs and on the command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            Profile::Paper => "paper",
-            Profile::Xtail => "xtail",
-            Profile::TraceCode => "trace_code",
-            Profile::TracePaper => "trace_paper",
-        }
+    /// The profile's name as used in configs and on the command line (its serde spelling).
+    pub fn name(self) -> String {
+        serde_name(&self)
     }
 
     /// The full configuration of the profile.
@@ -328,7 +333,7 @@ impl FromStr for Profile {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<Self> {
-        Profile::ALL.into_iter().find(|p| p.name() == s).ok_or_else(|| {
+        serde_json::from_value(serde_json::Value::String(s.to_string())).map_err(|_| {
             let names: Vec<_> = Profile::ALL.iter().map(|p| p.name()).collect();
             Error::config("profile", format!("`{s}` is not a profile; valid: {}", names.join(", ")))
         })

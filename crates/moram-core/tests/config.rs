@@ -31,13 +31,18 @@ fn toml_and_json_round_trip() -> anyhow::Result<()> {
         assert_eq!(MoramConfig::from_json_str(&c.to_json())?, c);
     }
     let c = MoramConfig::from_toml_str(
-        "r = 4\ntop_k = 2\n[routing]\nkind = \"moe_lora\"\ntemperature = true\n[compat]\nunscaled_frozen_values = true\n",
+        "r = 4\ntop_k = 2\n[routing]\nkind = \"moe_lora\"\nuse_temperature = true\n[compat]\nunscaled_frozen_values = true\n",
     )?;
-    assert_eq!(c.routing, Routing::MoeLora { top_k: true, temperature: true });
+    assert_eq!(c.routing, Routing::MoeLora { use_top_k: true, use_temperature: true });
     assert!(c.compat.unscaled_frozen_values);
     assert_eq!(c.temperature, 0.01, "unlisted fields keep the defaults");
-    let c = MoramConfig::from_toml_str("[routing]\nkind = \"self_activated\"\nthreshold = false\n")?;
-    assert_eq!(c.routing, Routing::SelfActivated { top_k: true, temperature: true, threshold: false });
+    let c = MoramConfig::from_toml_str("[routing]\nkind = \"self_activated\"\nuse_threshold = false\n")?;
+    assert_eq!(c.routing, Routing::SelfActivated { use_top_k: true, use_temperature: true, use_threshold: false });
+    // The switches' names before the `use_` prefix, as adapter files written then store them.
+    let old = r#"{"routing": {"kind": "self_activated", "top_k": false, "temperature": true, "threshold": false}}"#;
+    let c = MoramConfig::from_json_str(old)?;
+    assert_eq!(c.routing, Routing::SelfActivated { use_top_k: false, use_temperature: true, use_threshold: false });
+    assert!(c.to_json().contains("\"use_top_k\":false"), "written with the new names: {}", c.to_json());
     Ok(())
 }
 
@@ -68,8 +73,8 @@ fn unknown_keys_are_rejected_by_name_with_their_line() {
     let err = MoramConfig::from_toml_str("r = 4\ntemprature = 0.1\n").unwrap_err().to_string();
     assert!(err.contains("temprature") && err.contains("line 2"), "{err}");
     assert!(err.contains("temperature"), "the valid keys are listed: {err}");
-    let err = MoramConfig::from_toml_str("[routing]\nkind = \"lora\"\ntop_k = true\n").unwrap_err().to_string();
-    assert!(err.contains("top_k"), "{err}");
+    let err = MoramConfig::from_toml_str("[routing]\nkind = \"lora\"\nuse_top_k = true\n").unwrap_err().to_string();
+    assert!(err.contains("use_top_k"), "{err}");
     let err = MoramConfig::from_json_str(r#"{"rank": 4}"#).unwrap_err().to_string();
     assert!(err.contains("rank"), "{err}");
 }

@@ -52,8 +52,8 @@ fn load() -> anyhow::Result<(Vec<Case>, HashMap<String, Tensor>)> {
 fn config_of(case: &Case, value_path: ValuePath) -> MoramConfig {
     let routing = match case.routing.as_str() {
         "self_activated" => Routing::MORAM,
-        "external_router" => Routing::ExternalRouter { top_k: true, temperature: case.router_temperature },
-        "moe_lora" => Routing::MoeLora { top_k: true, temperature: case.router_temperature },
+        "external_router" => Routing::ExternalRouter { use_top_k: true, use_temperature: case.router_temperature },
+        "moe_lora" => Routing::MoeLora { use_top_k: true, use_temperature: case.router_temperature },
         other => panic!("unknown routing {other}"),
     };
     MoramConfig {

@@ -257,7 +257,7 @@ fn lora_never_grows_nor_freezes() -> anyhow::Result<()> {
 #[test]
 fn moe_lora_with_one_expert_is_lora() -> anyhow::Result<()> {
     tch::manual_seed(6);
-    let config = MoramConfig { routing: Routing::MoeLora { top_k: true, temperature: false }, ..cfg() };
+    let config = MoramConfig { routing: Routing::MoeLora { use_top_k: true, use_temperature: false }, ..cfg() };
     let layer = trained_layer(10, 6, 1, &config);
     let x = Tensor::randn([3, 10], (Kind::Float, Device::Cpu));
     let bank = layer.bank();
@@ -273,12 +273,12 @@ fn every_routing_variant_runs_trains_and_freezes() -> anyhow::Result<()> {
     tch::manual_seed(7);
     let variants = [
         Routing::MORAM,
-        Routing::SelfActivated { top_k: false, temperature: false, threshold: false },
-        Routing::SelfActivated { top_k: true, temperature: false, threshold: false },
-        Routing::SelfActivated { top_k: true, temperature: true, threshold: false },
-        Routing::ExternalRouter { top_k: true, temperature: true },
-        Routing::MoeLora { top_k: true, temperature: false },
-        Routing::MoeLora { top_k: true, temperature: true },
+        Routing::SelfActivated { use_top_k: false, use_temperature: false, use_threshold: false },
+        Routing::SelfActivated { use_top_k: true, use_temperature: false, use_threshold: false },
+        Routing::SelfActivated { use_top_k: true, use_temperature: true, use_threshold: false },
+        Routing::ExternalRouter { use_top_k: true, use_temperature: true },
+        Routing::MoeLora { use_top_k: true, use_temperature: false },
+        Routing::MoeLora { use_top_k: true, use_temperature: true },
         Routing::Lora {},
     ];
     for routing in variants {

@@ -40,8 +40,8 @@ fn adapter_round_trip_is_exact_for_every_routing() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     for routing in [
         Routing::MORAM,
-        Routing::ExternalRouter { top_k: true, temperature: true },
-        Routing::MoeLora { top_k: true, temperature: false },
+        Routing::ExternalRouter { use_top_k: true, use_temperature: true },
+        Routing::MoeLora { use_top_k: true, use_temperature: false },
         Routing::Lora {},
     ] {
         let config = MoramConfig { routing, ..cfg() };

@@ -2,7 +2,7 @@
 //! prompts with the seen columns masked, plus the batch-wise text-side term; evaluation of every
 //! domain against the union of all domains' class prompts (task-agnostic, offset labels).
 
-use crate::config::{DataConfig, DataFormat, ModelConfig};
+use crate::config::{DataFormat, RunConfig};
 use crate::data::folders::{folder_task, FolderOptions};
 use crate::data::idx::idx_tasks;
 use crate::data::ImageTask;
@@ -15,6 +15,19 @@ use tch::{Kind, Tensor};
 
 /// Logit scale of X-TAIL's loss and evaluation (the pretrained CLIP value, hard-coded there).
 pub const LOGIT_SCALE: f64 = 100.0;
+
+/// The atom weight of each task's atoms on each patch of one image ([`ClipLearner::patch_maps`]).
+#[derive(Debug)]
+pub struct PatchMap {
+    /// The task the image is from.
+    pub task: String,
+    /// The preprocessed image `(3, H, W)` (normalised, as the model saw it).
+    pub image: Tensor,
+    /// `maps[s][p]`: summed weight of task `s`'s atoms on patch `p` (row-major `grid x grid`).
+    pub maps: Vec<Vec<f64>>,
+    /// Patches per side.
+    pub grid: usize,
+}
 
 /// CLIP learning a sequence of image domains.
 #[derive(Debug)]
@@ -58,15 +71,13 @@ impl ClipLearner {
         })
     }
 
-    /// Builds the learner a run config describes: a CLIP checkpoint folder (`config.json` plus
-    /// safetensors, Hugging Face or OpenAI layout) and folder-per-class image domains or an IDX set.
-    pub fn from_config(
-        model: &ModelConfig,
-        data: &DataConfig,
-        moram: &MoramConfig,
-        eval_batch: usize,
-        seed: u64,
-    ) -> Result<Self> {
+    /// Builds the learner a run config describes (`[model]` a CLIP checkpoint folder, `config.json`
+    /// plus safetensors in Hugging Face or OpenAI layout; `[data]` folder-per-class image domains,
+    /// an IDX set or the X-TAIL datasets); [`crate::learners::build`] calls it.
+    pub fn from_config(run: &RunConfig) -> Result<Self> {
+        let (model, data) = run.model_and_data()?;
+        let moram = run.method.moram_config()?;
+        let (eval_batch, seed) = (run.evaluation.batch_size, run.seed);
         let config = ClipConfig::from_hf_json(model.path.join("config.json"))?;
         let opts = FolderOptions {
             shots: data.shots.unwrap_or(16),
@@ -112,10 +123,62 @@ impl ClipLearner {
             }
         }
         crate::data::all_problems(&data.dir, &problems)?;
-        let device = tch::Device::cuda_if_available();
+        let device = model.device.resolve()?;
         let source = WeightSource::open(&model.path)?;
         let clip = ClipModel::load(&source, &config, None, model.dtype.kind(), device)?;
-        Self::new(clip, tasks, &model.targets, moram, eval_batch)
+        Self::new(clip, tasks, &model.targets, &moram, eval_batch)
+    }
+
+    /// Per-patch activation maps (paper Figs. 3, 6, 7): for the first test image of each task, the
+    /// weight mass of each task's atoms on every image patch in the last adapted vision layer.
+    /// Empty when no vision layer is adapted.
+    pub fn patch_maps(&self) -> Result<Vec<PatchMap>> {
+        let model = &self.model;
+        let Some((layer, atom_task)) = model
+            .moram_layers()
+            .into_iter()
+            .rfind(|(p, _)| p.starts_with("vision_model"))
+            .map(|(p, m)| (p, m.bank().atom_task().to_vec()))
+        else {
+            return Ok(Vec::new());
+        };
+        let _guard = tch::no_grad_guard();
+        model.set_capture(&layer, true)?;
+        let mut out = Vec::new();
+        for task in &self.tasks {
+            let x = task.test_images.batch(&[0], None)?.to_device(model.device());
+            let _ = model.encode_image(&x)?;
+            let w = model
+                .take_captured(&layer)
+                .ok_or_else(|| Error::task(&layer, "no atom weights were captured"))?
+                .to_device(tch::Device::Cpu)
+                .to_kind(Kind::Double);
+            let (l, r) = (w.size()[1], w.size()[2]);
+            let grid = ((l - 1) as f64).sqrt().round() as i64;
+            let w = w.get(0).narrow(0, 1, grid * grid);
+            let mut maps = Vec::new();
+            for s in 0..self.tasks.len() {
+                let cols: Vec<i64> = (0..r).filter(|&a| atom_task.get(a as usize) == Some(&(s as u32))).collect();
+                maps.push(if cols.is_empty() {
+                    vec![0.0; (grid * grid) as usize]
+                } else {
+                    let idx = Tensor::from_slice(&cols);
+                    Vec::<f64>::try_from(w.index_select(1, &idx).sum_dim_intlist(
+                        [1i64].as_slice(),
+                        false,
+                        Kind::Double,
+                    ))?
+                });
+            }
+            out.push(PatchMap {
+                task: task.name.clone(),
+                image: x.to_device(tch::Device::Cpu).get(0),
+                maps,
+                grid: grid as usize,
+            });
+        }
+        model.set_capture(&layer, false)?;
+        Ok(out)
     }
 
     /// The tasks, in training order.

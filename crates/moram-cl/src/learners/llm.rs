@@ -1,7 +1,7 @@
 //! TRACE on a decoder LLM: causal-LM loss on the answer tokens (protocol 4.4), greedy generation
 //! with the repetition penalty and no-repeat-n-gram settings (4.6), and the task's metric (4.7).
 
-use crate::config::{DataConfig, GenerationSettings, ModelConfig};
+use crate::config::{GenerationSettings, RunConfig, Split};
 use crate::data::trace::{load_task_split, Example};
 use crate::error::{Error, Result};
 use crate::learner::Learner;
@@ -28,10 +28,10 @@ pub struct TextTask {
 impl TextTask {
     /// Loads `<dir>/<name>/{train,<eval_split>}.json`; the metric is TRACE's default for the name
     /// unless `metric` is given.
-    pub fn load(dir: &std::path::Path, name: &str, eval_split: &str, metric: Option<TaskMetric>) -> Result<Self> {
+    pub fn load(dir: &std::path::Path, name: &str, eval_split: Split, metric: Option<TaskMetric>) -> Result<Self> {
         let train = load_task_split(dir, name, "train")?;
-        let eval = load_task_split(dir, name, eval_split)?;
-        for (split, v) in [("train", &train), (eval_split, &eval)] {
+        let eval = load_task_split(dir, name, eval_split.name())?;
+        for (split, v) in [("train", &train), (eval_split.name(), &eval)] {
             if v.is_empty() {
                 return Err(Error::task(name, format!("the {split} split is empty")));
             }
@@ -46,8 +46,7 @@ pub struct LlmLearner {
     model: CausalLm,
     tokenizer: LlmTokenizer,
     tasks: Vec<TextTask>,
-    settings: GenerationSettings,
-    max_eval: Option<usize>,
+    eval: LlmEval,
     bos: Option<i64>,
     eos: i64,
     /// (prompt, generation, answer, score) of the last evaluation.
@@ -60,6 +59,17 @@ pub struct LlmLearner {
     train_prefix_bytes: usize,
     /// The evaluation prompt batches' pass through the frozen leading blocks.
     eval_prefix: PrefixMemo,
+}
+
+/// How an [`LlmLearner`] evaluates.
+#[derive(Debug, Clone)]
+pub struct LlmEval {
+    /// Generation settings.
+    pub generation: GenerationSettings,
+    /// Prompts generated together.
+    pub batch_size: usize,
+    /// Evaluate on at most this many examples per task (all when absent).
+    pub max_examples: Option<usize>,
 }
 
 /// Memory the learner may spend on each of its two frozen-prefix caches (training examples,
@@ -91,8 +101,7 @@ impl LlmLearner {
         tasks: Vec<TextTask>,
         targets: &TargetSpec,
         moram: &MoramConfig,
-        settings: GenerationSettings,
-        max_eval: Option<usize>,
+        eval: LlmEval,
     ) -> Result<Self> {
         let eos = *tokenizer.eos.first().ok_or_else(|| Error::config("model", "the tokenizer has no EOS id"))?;
         model.inject(targets, moram)?;
@@ -101,8 +110,7 @@ impl LlmLearner {
             model,
             tokenizer,
             tasks,
-            settings,
-            max_eval,
+            eval: LlmEval { batch_size: eval.batch_size.max(1), ..eval },
             bos,
             eos,
             last: Vec::new(),
@@ -169,33 +177,34 @@ impl LlmLearner {
         Ok(Some(Tensor::stack(&rows, 0)))
     }
 
-    /// Builds the learner a run config describes (model + TRACE data).
-    pub fn from_config(
-        model: &ModelConfig,
-        data: &DataConfig,
-        moram: &MoramConfig,
-        settings: &GenerationSettings,
-        max_eval: Option<usize>,
-    ) -> Result<Self> {
+    /// Builds the learner a run config describes (`[model]` a decoder LLM, `[data]` TRACE folders);
+    /// [`crate::learners::build`] calls it.
+    pub fn from_config(config: &RunConfig) -> Result<Self> {
+        let (model, data) = config.model_and_data()?;
+        let moram = config.method.moram_config()?;
         // Every data problem at once, before the (slow) model load.
         let mut splits = vec!["train", "eval", "test"];
-        if !splits.contains(&data.eval_split.as_str()) {
-            splits.push(data.eval_split.as_str());
+        if !splits.contains(&data.eval_split.name()) {
+            splits.push(data.eval_split.name());
         }
         let problems = crate::data::trace::check_dir(&data.dir, &data.tasks, &splits);
         crate::data::all_problems(&data.dir, &problems)?;
-        let device = Device::cuda_if_available();
+        let device = model.device.resolve()?;
         let (lm, tok) = load_llm(&model.path, model.dtype.kind(), device)?;
         let mut tasks = Vec::new();
         for name in &data.tasks {
-            let metric = data.metrics.get(name).map(|m| TaskMetric::from_name(m)).transpose()?;
-            let mut t = TextTask::load(&data.dir, name, &data.eval_split, metric)?;
+            let mut t = TextTask::load(&data.dir, name, data.eval_split, data.metrics.get(name).copied())?;
             if let Some(n) = data.max_train_examples {
                 t.train.truncate(n);
             }
             tasks.push(t);
         }
-        Self::new(lm, tok, tasks, &model.targets, moram, settings.clone(), max_eval)
+        let eval = LlmEval {
+            generation: config.generation.clone(),
+            batch_size: config.evaluation.batch_size,
+            max_examples: config.training.max_eval_examples,
+        };
+        Self::new(lm, tok, tasks, &model.targets, &moram, eval)
     }
 
     /// The model.
@@ -230,7 +239,7 @@ impl LlmLearner {
 
     /// Token ids and the number of trailing label tokens for one training pair (protocol 4.4).
     pub fn training_sequence(&self, task: &str, ex: &Example) -> Result<(Vec<i64>, usize)> {
-        let s = &self.settings;
+        let s = &self.eval.generation;
         if task == "MeetingBank" {
             let limit = 4096 + s.max_answer_tokens;
             let label = self.tokenize(&ex.answer, limit.min((s.max_answer_tokens + 2).max(32)), false, true, false)?;
@@ -303,9 +312,9 @@ impl Learner for LlmLearner {
 
     fn evaluate(&mut self, task: usize) -> Result<f64> {
         let t = &self.tasks[task];
-        let n = self.max_eval.unwrap_or(t.eval.len()).min(t.eval.len());
+        let n = self.eval.max_examples.unwrap_or(t.eval.len()).min(t.eval.len());
         let examples = &t.eval[..n];
-        let s = &self.settings;
+        let s = &self.eval.generation;
         let keep_prefix = t.name == "MeetingBank";
         let max_prompt = if keep_prefix { 4096 } else { s.max_prompt_tokens };
         let config = GenerationConfig {
@@ -317,7 +326,7 @@ impl Learner for LlmLearner {
             ..GenerationConfig::default()
         };
         let mut predictions = Vec::with_capacity(n);
-        for chunk in examples.chunks(s.batch_size) {
+        for chunk in examples.chunks(self.eval.batch_size) {
             let prompts = chunk
                 .iter()
                 .map(|e| self.tokenize(&e.prompt, max_prompt, true, false, keep_prefix))

@@ -1,5 +1,76 @@
-//! Ready-made [`Learner`](crate::Learner)s: X-TAIL on CLIP ([`clip`]) and TRACE-style
-//! instruction tasks on decoder LLMs ([`llm`]).
+//! Ready-made [`Learner`]s: X-TAIL on CLIP ([`clip`]) and TRACE-style instruction tasks on
+//! decoder LLMs ([`llm`]), and [`build`], the one way a run config becomes a learner.
 
 pub mod clip;
 pub mod llm;
+
+use crate::config::{ModelKind, RunConfig};
+use crate::error::Result;
+use crate::learner::Learner;
+use moram_core::MoramLinear;
+use tch::Tensor;
+
+/// The learner a run config describes: the model family its `[model]` names, with the data of its
+/// `[data]`. Implements [`Learner`] by delegation, so the runner, studies and tools take it as is;
+/// match on it for what only one family has (e.g. CLIP's patch maps).
+#[derive(Debug)]
+pub enum AnyLearner {
+    /// A decoder LLM on TRACE-format tasks.
+    Llm(Box<llm::LlmLearner>),
+    /// CLIP on image domains.
+    Clip(Box<clip::ClipLearner>),
+}
+
+/// Builds the learner `config` describes. [`RunConfig::validate`] has already refused a model
+/// kind that cannot learn the data format. Runs, resumes, evaluation, pruning, figures, the demo
+/// and studies all get their learner here.
+pub fn build(config: &RunConfig) -> Result<AnyLearner> {
+    config.validate()?;
+    let (model, _) = config.model_and_data()?;
+    Ok(match model.kind {
+        ModelKind::Llm => AnyLearner::Llm(Box::new(llm::LlmLearner::from_config(config)?)),
+        ModelKind::Clip => AnyLearner::Clip(Box::new(clip::ClipLearner::from_config(config)?)),
+    })
+}
+
+macro_rules! delegate {
+    ($self:ident, $l:ident => $e:expr) => {
+        match $self {
+            AnyLearner::Llm($l) => $e,
+            AnyLearner::Clip($l) => $e,
+        }
+    };
+}
+
+impl Learner for AnyLearner {
+    fn task_names(&self) -> Vec<String> {
+        delegate!(self, l => l.task_names())
+    }
+    fn train_len(&self, task: usize) -> usize {
+        delegate!(self, l => l.train_len(task))
+    }
+    fn moram_layers(&self) -> Vec<(String, &MoramLinear)> {
+        delegate!(self, l => l.moram_layers())
+    }
+    fn moram_layers_mut(&mut self) -> Vec<(String, &mut MoramLinear)> {
+        delegate!(self, l => l.moram_layers_mut())
+    }
+    fn total_parameters(&self) -> usize {
+        delegate!(self, l => l.total_parameters())
+    }
+    fn prepare_task(&mut self, task: usize) -> Result<()> {
+        delegate!(self, l => l.prepare_task(task))
+    }
+    fn loss(&mut self, task: usize, indices: &[usize]) -> Result<Tensor> {
+        delegate!(self, l => l.loss(task, indices))
+    }
+    fn begin_evaluation(&mut self) -> Result<()> {
+        delegate!(self, l => l.begin_evaluation())
+    }
+    fn evaluate(&mut self, task: usize) -> Result<f64> {
+        delegate!(self, l => l.evaluate(task))
+    }
+    fn last_outputs(&self) -> Option<serde_json::Value> {
+        delegate!(self, l => l.last_outputs())
+    }
+}

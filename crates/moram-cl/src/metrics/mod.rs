@@ -57,11 +57,7 @@ impl TaskMetric {
 
     /// The config name (the serde spelling).
     pub fn name(self) -> String {
-        match serde_json::to_value(self) {
-            Ok(serde_json::Value::String(s)) => s,
-            // A unit variant always serialises to its name.
-            _ => format!("{self:?}"),
-        }
+        moram_core::config::serde_name(&self)
     }
 
     /// Parses a config name; the error lists the valid ones.

@@ -58,9 +58,11 @@ clip_grad_norm = 1.0
 
 [generation]
 max_new_tokens = 3
-batch_size = 4
 max_prompt_tokens = 64
 max_answer_tokens = 16
+
+[evaluation]
+batch_size = 4
 
 [model]
 kind = "llm"

@@ -8,10 +8,9 @@
 pub mod data;
 pub mod wordnet;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use data::{demo_tasks, read_bbc, write_tasks, DemoSizes};
 use moram_cl::config::RunConfig;
-use moram_cl::learners::llm::LlmLearner;
 use moram_cl::metrics::bootstrap::{self, ExampleScores, Interval};
 use moram_cl::{Learner, Method, RunOptions, RunState};
 use std::fmt::Write as _;
@@ -97,10 +96,11 @@ pub fn run(assets: &Path, out: &Path, sets: &[String], stop: Arc<AtomicBool>) ->
         (&assets.join(WORDNET), "WordNet 3.0 (Debian wordnet-base)"),
     ] {
         if !p.exists() {
-            bail!(
-                "{} is missing: {what}\nremedy: run `cargo xtask setup` (downloads and checksums the assets), or pass --assets DIR",
-                p.display()
-            );
+            return Err(crate::Remedied {
+                message: format!("{} is missing: {what}", p.display()),
+                remedy: "run `cargo xtask setup` (downloads and checksums the assets), or pass --assets DIR",
+            }
+            .into());
         }
     }
     let out = fresh_dir(out);
@@ -112,7 +112,7 @@ pub fn run(assets: &Path, out: &Path, sets: &[String], stop: Arc<AtomicBool>) ->
     let data = base.data.as_mut().context("demo config without [data]")?;
     data.dir = data_dir.clone();
     data.tasks = tasks.iter().map(|(n, _)| n.clone()).collect();
-    data.metrics = tasks.iter().map(|(n, m)| (n.clone(), m.name())).collect();
+    data.metrics = tasks.iter().cloned().collect();
     base.validate()?;
 
     let mut runs = Vec::new();
@@ -122,9 +122,7 @@ pub fn run(assets: &Path, out: &Path, sets: &[String], stop: Arc<AtomicBool>) ->
         cfg.method.name = method;
         cfg.name = format!("demo-{}", method.name());
         let t0 = Instant::now();
-        let moram = cfg.method.moram_config()?;
-        let (Some(m), Some(d)) = (cfg.model.as_ref(), cfg.data.as_ref()) else { bail!("demo config incomplete") };
-        let mut learner = LlmLearner::from_config(m, d, &moram, &cfg.generation, cfg.training.max_eval_examples)?;
+        let mut learner = moram_cl::learners::build(&cfg)?;
         if baseline.is_none() {
             // The untouched model on every task: what the sequence starts from.
             eprintln!("scoring the base model on every task ...");
@@ -259,7 +257,7 @@ impl Comparison {
                 .and_then(|r| r.first())
                 .map_or(0, Vec::len)
         );
-        let methods: Vec<&str> = runs.iter().map(|r| r.method.name()).collect();
+        let methods: Vec<String> = runs.iter().map(|r| r.method.name()).collect();
         let _ = writeln!(s, "| | {} |\n|---|{}", methods.join(" | "), "---:|".repeat(methods.len()));
         for row in &self.rows {
             let cells: Vec<String> = row.values.iter().map(show).collect();
@@ -268,7 +266,7 @@ impl Comparison {
         let worst: Vec<String> =
             runs.iter().map(|r| format!("{:.0}%", 100.0 * worst_next_task_retention(&r.state.matrix))).collect();
         let _ = writeln!(s, "| worst share of a task's score kept after the next task | {} |", worst.join(" | "));
-        let first = methods.first().copied().unwrap_or("seq-lora");
+        let first = methods.first().map_or("the first method", String::as_str);
         let _ = writeln!(s, "\nDifferences from {first} (* = the interval excludes 0):\n");
         let _ = writeln!(s, "| | {} |\n|---|{}", methods[1..].join(" | "), "---:|".repeat(methods.len() - 1));
         for row in &self.rows {
