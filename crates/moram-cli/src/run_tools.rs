@@ -44,21 +44,37 @@ fn eval_with(learner: &mut impl Learner, dir: &Path, state: &RunState, after: Op
     Ok(())
 }
 
+/// Title of every accuracy-matrix figure.
+pub(crate) const SCORE_TITLE: &str = "score (0-100) on each task (columns) after training each task (rows)";
+
 /// `moram viz`: the run's figures in `DIR/figures`.
 pub fn figures(dir: &Path, examples: usize) -> Result<()> {
     let (cfg, state, mut learner) = run_learner(dir)?;
     let out = dir.join("figures");
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    viz::matrix_heatmap(&state.matrix, &out.join("accuracy-matrix.png"))?;
+    let names = &state.task_names;
+    viz::matrix_heatmap(&state.matrix, names, names, SCORE_TITLE, &out.join("accuracy-matrix.png"))?;
     let mut written = vec!["accuracy-matrix.png".to_string()];
     written.extend(routing_figures(&state, &out, "")?);
     let (micro, _) = cfg.training.accumulation();
     let stats = moram_cl::analysis::activation_stats(&mut learner, examples, micro)?;
     let summary = moram_cl::analysis::atom_summary(&stats, 0.99);
-    viz::atom_heatmap(&summary.activation_ratio, cfg.method.moram_config()?.r, &out.join("activation-ratio.png"))?;
-    viz::cumulative_curves(&summary.cumulative_mass, summary.share, &out.join("cumulative-mass.png"))?;
+    let ratio_title = "share of each task's tokens (rows) giving each atom a non-zero weight, mean over layers";
+    let r = cfg.method.moram_config()?.r;
+    viz::atom_heatmap(&summary.activation_ratio, r, names, ratio_title, &out.join("activation-ratio.png"))?;
+    let share = format!("{:.0}%", 100.0 * summary.share);
+    let mass_title = format!("cumulative activation mass of each adapted layer on all tasks' data ({share} dashed)");
+    viz::cumulative_curves(
+        &summary.cumulative_mass,
+        summary.share,
+        "atoms, sorted by mass",
+        &mass_title,
+        &out.join("cumulative-mass.png"),
+    )?;
     let max = stats.first().and_then(|l| l.first()).map_or(1, |l| l.stats.mass.len()) as f64;
-    viz::bar_chart(&summary.atoms_for_share, max, &out.join("atoms-per-layer.png"))?;
+    let bars_title = format!("atoms carrying {share} of the mass (of {max})");
+    let layers = format!("the {} adapted layers, in model order", summary.atoms_for_share.len());
+    viz::bar_chart(&summary.atoms_for_share, max, &layers, &bars_title, &out.join("atoms-per-layer.png"))?;
     let json = serde_json::json!({"activation_ratio": summary.activation_ratio, "atoms_for_99": summary.atoms_for_share,
         "layers": summary.layers});
     std::fs::write(out.join("figures.json"), serde_json::to_string_pretty(&json)?)?;
@@ -66,7 +82,10 @@ pub fn figures(dir: &Path, examples: usize) -> Result<()> {
     if let AnyLearner::Clip(clip) = &learner {
         for map in clip.patch_maps()? {
             let name = format!("patch-map-{}.png", map.task.replace(['/', '\\'], "_"));
-            viz::patch_panel(&viz::denormalize(&map.image)?, &map.maps, map.grid, &out.join(&name))?;
+            let mut labels = vec![format!("image ({})", map.task)];
+            labels.extend(state.task_names.iter().take(map.maps.len()).map(|t| format!("atoms of {t}")));
+            let title = "atom weight per patch, summed over each task's atoms";
+            viz::patch_panel(&viz::denormalize(&map.image)?, &map.maps, map.grid, &labels, title, &out.join(&name))?;
             written.push(name);
         }
     }
@@ -82,7 +101,10 @@ pub(crate) fn routing_figures(state: &RunState, out: &Path, suffix: &str) -> Res
     let Some(last) = state.tasks.last().and_then(|t| t.routing.as_ref()) else { return Ok(Vec::new()) };
     let pct = |m: &[Vec<f64>]| m.iter().map(|r| r.iter().map(|v| 100.0 * v).collect()).collect::<Vec<Vec<f64>>>();
     let (share, leak) = (format!("routing-weight-share{suffix}.png"), format!("routing-leakage{suffix}.png"));
-    viz::matrix_heatmap(&pct(&last.weight_share), &out.join(&share))?;
+    let names = &state.task_names;
+    let atoms: Vec<String> = names.iter().map(|t| format!("atoms of {t}")).collect();
+    let title = "weight share (%) of each task's atoms (columns) on each task's tokens (rows), after the last task";
+    viz::matrix_heatmap(&pct(&last.weight_share), names, &atoms, title, &out.join(&share))?;
     let n = state.task_names.len();
     let leakage: Vec<Vec<f64>> = state
         .tasks
@@ -90,7 +112,9 @@ pub(crate) fn routing_figures(state: &RunState, out: &Path, suffix: &str) -> Res
         .filter_map(|t| t.routing.as_ref())
         .map(|d| (0..n).map(|i| d.leakage.get(i).map_or(0.0, |v| 100.0 * v)).collect())
         .collect();
-    viz::matrix_heatmap(&leakage, &out.join(&leak))?;
+    let after: Vec<String> = names.iter().take(leakage.len()).map(|t| format!("after {t}")).collect();
+    let title = "routing leakage (%): weight later tasks' atoms take on each task's tokens (columns)";
+    viz::matrix_heatmap(&leakage, &after, names, title, &out.join(&leak))?;
     Ok(vec![share, leak])
 }
 

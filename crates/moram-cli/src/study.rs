@@ -58,16 +58,31 @@ pub fn run(
 /// `study.json`, `study.md` and `study.png` (per setting: OP then BWT bars per method, 95% whiskers).
 fn write(report: &StudyReport, out: &Path) -> Result<()> {
     report.write(out)?;
-    let mut groups = Vec::new();
     let mut settings: Vec<&str> = report.cells.iter().map(|c| c.setting.as_str()).collect();
     settings.dedup();
-    for s in settings {
-        let cells: Vec<_> = report.cells.iter().filter(|c| c.setting == s && c.finished > 0).collect();
-        groups.push(cells.iter().map(|c| (c.op.mean, c.op.ci95)).collect::<Vec<_>>());
-        groups.push(cells.iter().map(|c| (c.bwt.mean.max(0.0), c.bwt.ci95)).collect::<Vec<_>>());
+    let mut methods: Vec<String> = Vec::new();
+    for c in &report.cells {
+        if !methods.contains(&c.method) {
+            methods.push(c.method.clone());
+        }
     }
-    if groups.iter().any(|g| !g.is_empty()) {
-        viz::interval_bars(&groups, 100.0, &out.join("study.png"))?;
+    let (mut groups, mut names) = (Vec::new(), Vec::new());
+    for s in &settings {
+        // One bar position per method in every group, empty where a method has no finished run.
+        let cell = |m: &String| report.cells.iter().find(|c| c.setting == *s && c.method == *m && c.finished > 0);
+        let op = methods.iter().map(|m| cell(m).map_or((0.0, None), |c| (c.op.mean, c.op.ci95))).collect::<Vec<_>>();
+        let bwt = methods.iter().map(|m| cell(m).map_or((0.0, None), |c| (c.bwt.mean.max(0.0), c.bwt.ci95)));
+        groups.push(op);
+        groups.push(bwt.collect::<Vec<_>>());
+        let prefix = if settings.len() > 1 { format!("{s} ") } else { String::new() };
+        names.extend([format!("{prefix}OP"), format!("{prefix}BWT")]);
+    }
+    if report.cells.iter().any(|c| c.finished > 0) {
+        let title = format!(
+            "study {}: OP (higher is better) and BWT (lower is better), mean and 95% interval over seeds",
+            report.name
+        );
+        viz::interval_bars(&groups, &names, &methods, 100.0, &title, &out.join("study.png"))?;
     }
     Ok(())
 }

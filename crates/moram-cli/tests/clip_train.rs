@@ -90,8 +90,10 @@ shots = 4
     let o = moram(&["viz", "--examples", "4"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let panel = image::open(out.join("figures/patch-map-cars.png")).unwrap();
-    // The image and one map per task (3), 32 px each with 4 px gaps.
-    assert_eq!((panel.width(), panel.height()), (4 * 36, 32));
+    // The image and one map per task (3), 32 px each with 4 px gaps, framed by 8 px margins,
+    // under a title and one label per panel.
+    assert_eq!(panel.width(), 8 + 4 * 36 + 8);
+    assert!(panel.height() > 32 + 2 * 20, "{}", panel.height());
     let o = moram(&["prune", "--share", "0.9", "--examples", "4"]);
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success() && text.contains("after pruning (0.9)") && text.contains("atom parameters"), "{text}");

@@ -151,7 +151,9 @@ pub fn run(assets: &Path, out: &Path, sets: &[String], stop: Arc<AtomicBool>) ->
     });
     std::fs::write(out.join("comparison.json"), serde_json::to_string_pretty(&json)?)?;
     for r in &runs {
-        crate::viz::matrix_heatmap(&r.state.matrix, &out.join(format!("matrix-{}.png", r.method.name())))?;
+        let (names, method) = (&r.state.task_names, r.method.name());
+        let title = format!("{method}: {}", crate::run_tools::SCORE_TITLE);
+        crate::viz::matrix_heatmap(&r.state.matrix, names, names, &title, &out.join(format!("matrix-{method}.png")))?;
         crate::run_tools::routing_figures(&r.state, &out, &format!("-{}", r.method.name()))?;
     }
     println!("{report}");

@@ -1,0 +1,170 @@
+//! A 5x7 bitmap font (the classic character-LCD shapes, drawn here from scratch) for the labels of
+//! the figures, so the `image` crate needs no font file. Upper case, digits and the punctuation the
+//! labels use; lower case is drawn in upper case, anything else as `?`.
+
+use image::{Rgb, RgbImage};
+
+/// Glyph width and height in font pixels; one blank column separates glyphs.
+pub const W: u32 = 5;
+/// See [`W`].
+pub const H: u32 = 7;
+
+/// The 5x7 bitmap of `c`: 7 rows top to bottom, 5 bits each, most significant bit left.
+fn glyph(c: char) -> [u8; 7] {
+    match c.to_ascii_uppercase() {
+        '0' => [0x0E, 0x11, 0x13, 0x15, 0x19, 0x11, 0x0E],
+        '1' => [0x04, 0x0C, 0x04, 0x04, 0x04, 0x04, 0x0E],
+        '2' => [0x0E, 0x11, 0x01, 0x02, 0x04, 0x08, 0x1F],
+        '3' => [0x1F, 0x02, 0x04, 0x02, 0x01, 0x11, 0x0E],
+        '4' => [0x02, 0x06, 0x0A, 0x12, 0x1F, 0x02, 0x02],
+        '5' => [0x1F, 0x10, 0x1E, 0x01, 0x01, 0x11, 0x0E],
+        '6' => [0x06, 0x08, 0x10, 0x1E, 0x11, 0x11, 0x0E],
+        '7' => [0x1F, 0x01, 0x02, 0x04, 0x08, 0x08, 0x08],
+        '8' => [0x0E, 0x11, 0x11, 0x0E, 0x11, 0x11, 0x0E],
+        '9' => [0x0E, 0x11, 0x11, 0x0F, 0x01, 0x02, 0x0C],
+        'A' => [0x0E, 0x11, 0x11, 0x11, 0x1F, 0x11, 0x11],
+        'B' => [0x1E, 0x11, 0x11, 0x1E, 0x11, 0x11, 0x1E],
+        'C' => [0x0E, 0x11, 0x10, 0x10, 0x10, 0x11, 0x0E],
+        'D' => [0x1C, 0x12, 0x11, 0x11, 0x11, 0x12, 0x1C],
+        'E' => [0x1F, 0x10, 0x10, 0x1E, 0x10, 0x10, 0x1F],
+        'F' => [0x1F, 0x10, 0x10, 0x1E, 0x10, 0x10, 0x10],
+        'G' => [0x0E, 0x11, 0x10, 0x17, 0x11, 0x11, 0x0F],
+        'H' => [0x11, 0x11, 0x11, 0x1F, 0x11, 0x11, 0x11],
+        'I' => [0x0E, 0x04, 0x04, 0x04, 0x04, 0x04, 0x0E],
+        'J' => [0x07, 0x02, 0x02, 0x02, 0x02, 0x12, 0x0C],
+        'K' => [0x11, 0x12, 0x14, 0x18, 0x14, 0x12, 0x11],
+        'L' => [0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x1F],
+        'M' => [0x11, 0x1B, 0x15, 0x15, 0x11, 0x11, 0x11],
+        'N' => [0x11, 0x11, 0x19, 0x15, 0x13, 0x11, 0x11],
+        'O' => [0x0E, 0x11, 0x11, 0x11, 0x11, 0x11, 0x0E],
+        'P' => [0x1E, 0x11, 0x11, 0x1E, 0x10, 0x10, 0x10],
+        'Q' => [0x0E, 0x11, 0x11, 0x11, 0x15, 0x12, 0x0D],
+        'R' => [0x1E, 0x11, 0x11, 0x1E, 0x14, 0x12, 0x11],
+        'S' => [0x0F, 0x10, 0x10, 0x0E, 0x01, 0x01, 0x1E],
+        'T' => [0x1F, 0x04, 0x04, 0x04, 0x04, 0x04, 0x04],
+        'U' => [0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x0E],
+        'V' => [0x11, 0x11, 0x11, 0x11, 0x11, 0x0A, 0x04],
+        'W' => [0x11, 0x11, 0x11, 0x15, 0x15, 0x15, 0x0A],
+        'X' => [0x11, 0x11, 0x0A, 0x04, 0x0A, 0x11, 0x11],
+        'Y' => [0x11, 0x11, 0x11, 0x0A, 0x04, 0x04, 0x04],
+        'Z' => [0x1F, 0x01, 0x02, 0x04, 0x08, 0x10, 0x1F],
+        ' ' => [0; 7],
+        '-' => [0x00, 0x00, 0x00, 0x1F, 0x00, 0x00, 0x00],
+        '.' => [0x00, 0x00, 0x00, 0x00, 0x00, 0x0C, 0x0C],
+        ',' => [0x00, 0x00, 0x00, 0x00, 0x0C, 0x04, 0x08],
+        '%' => [0x18, 0x19, 0x02, 0x04, 0x08, 0x13, 0x03],
+        ':' => [0x00, 0x0C, 0x0C, 0x00, 0x0C, 0x0C, 0x00],
+        '/' => [0x00, 0x01, 0x02, 0x04, 0x08, 0x10, 0x00],
+        '(' => [0x02, 0x04, 0x08, 0x08, 0x08, 0x04, 0x02],
+        ')' => [0x08, 0x04, 0x02, 0x02, 0x02, 0x04, 0x08],
+        '_' => [0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x1F],
+        '=' => [0x00, 0x00, 0x1F, 0x00, 0x1F, 0x00, 0x00],
+        '+' => [0x00, 0x04, 0x04, 0x1F, 0x04, 0x04, 0x00],
+        '*' => [0x00, 0x04, 0x15, 0x0E, 0x15, 0x04, 0x00],
+        '<' => [0x02, 0x04, 0x08, 0x10, 0x08, 0x04, 0x02],
+        '>' => [0x08, 0x04, 0x02, 0x01, 0x02, 0x04, 0x08],
+        '\'' => [0x0C, 0x04, 0x08, 0x00, 0x00, 0x00, 0x00],
+        _ => [0x0E, 0x11, 0x01, 0x02, 0x04, 0x00, 0x04],
+    }
+}
+
+/// Width in pixels of `text` at `scale` pixels per font pixel.
+pub fn width(text: &str, scale: u32) -> u32 {
+    let n = text.chars().count() as u32;
+    if n == 0 {
+        0
+    } else {
+        (n * (W + 1) - 1) * scale
+    }
+}
+
+/// Draws `text` with its top-left corner at (x, y), `scale` pixels per font pixel; pixels outside
+/// the image are skipped.
+pub fn draw(img: &mut RgbImage, text: &str, x: u32, y: u32, scale: u32, c: Rgb<u8>) {
+    for (k, ch) in text.chars().enumerate() {
+        let x0 = x + k as u32 * (W + 1) * scale;
+        for (row, bits) in glyph(ch).iter().enumerate() {
+            for col in 0..W {
+                if bits & (0x10 >> col) == 0 {
+                    continue;
+                }
+                for dy in 0..scale {
+                    for dx in 0..scale {
+                        let (px, py) = (x0 + col * scale + dx, y + row as u32 * scale + dy);
+                        if px < img.width() && py < img.height() {
+                            img.put_pixel(px, py, c);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `text` broken into lines of at most `max` characters, after a `-` or a space where it can
+/// (`wordnet-verb-base` with 10 -> `wordnet-`, `verb-base`); a longer word is cut.
+pub fn wrap(text: &str, max: usize) -> Vec<String> {
+    let max = max.max(1);
+    let mut pieces = Vec::new();
+    let mut cur = String::new();
+    for ch in text.chars() {
+        cur.push(ch);
+        if ch == '-' || ch == ' ' {
+            pieces.push(std::mem::take(&mut cur));
+        }
+    }
+    if !cur.is_empty() {
+        pieces.push(cur);
+    }
+    let mut lines: Vec<String> = Vec::new();
+    let mut line = String::new();
+    for piece in pieces {
+        if !line.is_empty() && line.chars().count() + piece.chars().count() > max {
+            lines.push(line.trim_end().to_string());
+            line = String::new();
+        }
+        line.push_str(&piece);
+        while line.chars().count() > max {
+            let head: String = line.chars().take(max).collect();
+            line = line.chars().skip(max).collect();
+            lines.push(head);
+        }
+    }
+    if !line.trim().is_empty() {
+        lines.push(line.trim_end().to_string());
+    }
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_is_drawn_glyph_by_glyph() {
+        let mut img = RgbImage::from_pixel(40, 10, Rgb([255, 255, 255]));
+        let ink = Rgb([0, 0, 0]);
+        draw(&mut img, "T1", 0, 0, 1, ink);
+        // `T`: the full top bar, then the stem in column 2.
+        assert!((0..5).all(|x| *img.get_pixel(x, 0) == ink));
+        assert!((1..7).all(|y| *img.get_pixel(2, y) == ink && *img.get_pixel(0, y) != ink));
+        // `1` starts 6 px to the right: its base is 3 px wide.
+        assert!((7..10).all(|x| *img.get_pixel(x, 6) == ink) && *img.get_pixel(6, 6) != ink);
+        assert_eq!(width("T1", 1), 11);
+        assert_eq!(width("T1", 2), 22);
+        assert_eq!(width("", 3), 0);
+        // Lower case is drawn as upper case.
+        let (mut a, mut b) = (img.clone(), img.clone());
+        draw(&mut a, "op", 20, 0, 1, ink);
+        draw(&mut b, "OP", 20, 0, 1, ink);
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn labels_wrap_after_dashes_and_spaces() {
+        assert_eq!(wrap("wordnet-verb-base", 10), ["wordnet-", "verb-base"]);
+        assert_eq!(wrap("bbc-topic", 10), ["bbc-topic"]);
+        assert_eq!(wrap("after task 3", 6), ["after", "task 3"]);
+        assert_eq!(wrap("abcdefghij", 4), ["abcd", "efgh", "ij"]);
+    }
+}
