@@ -3,7 +3,7 @@
 use moram_cl::data::trace::{load_split, load_task_split};
 use moram_cl::data::{ImageTask, Images};
 use moram_cl::learners::llm::TextTask;
-use moram_cl::RunConfig;
+use moram_cl::{Error, RunConfig};
 use std::path::Path;
 use tch::{Kind, Tensor};
 
@@ -12,12 +12,19 @@ fn trace_json_errors_name_file_and_entry() {
     let tmp = tempfile::tempdir().unwrap();
     let p = tmp.path().join("train.json");
     std::fs::write(&p, r#"[{"prompt": "a", "answer": "b"}, {"prompt": "c"}]"#).unwrap();
-    let e = load_split(&p).unwrap_err().to_string();
+    let err = load_split(&p).unwrap_err();
+    assert!(
+        matches!(&err, Error::Data { path, entry: Some(entry), .. } if path == &p && entry == "entry 1"),
+        "a data error naming the file and the entry: {err:?}"
+    );
+    let e = err.to_string();
     assert!(e.contains("train.json (entry 1): needs a string field `answer`"), "{e}");
     std::fs::write(&p, r#"[{"prompt": "a", "answer": 3}]"#).unwrap();
     assert!(load_split(&p).unwrap_err().to_string().contains("(entry 0): needs a string field `answer`"));
     std::fs::write(&p, "[{\"prompt\": \"a\",\n \"answer\": }]").unwrap();
-    let e = load_split(&p).unwrap_err().to_string();
+    let err = load_split(&p).unwrap_err();
+    assert!(matches!(&err, Error::Data { path, entry: None, .. } if path == &p), "{err:?}");
+    let e = err.to_string();
     assert!(e.contains("train.json: malformed JSON") && e.contains("line 2"), "{e}");
     std::fs::write(&p, r#"{"prompt": "a"}"#).unwrap();
     assert!(load_split(&p).unwrap_err().to_string().contains("expected a JSON array"));
@@ -28,8 +35,9 @@ fn trace_json_errors_name_file_and_entry() {
     std::fs::create_dir_all(&d).unwrap();
     std::fs::write(d.join("train.json"), "[]").unwrap();
     std::fs::write(d.join("test.json"), r#"[{"prompt": "a", "answer": "b"}]"#).unwrap();
-    let e = TextTask::load(tmp.path(), "Empty", moram_cl::config::Split::Test, None).unwrap_err().to_string();
-    assert_eq!(e, "task `Empty`: the train split is empty");
+    let err = TextTask::load(tmp.path(), "Empty", moram_cl::config::Split::Test, None).unwrap_err();
+    assert!(matches!(&err, Error::Task { task, .. } if task == "Empty"), "{err:?}");
+    assert_eq!(err.to_string(), "task `Empty`: the train split is empty");
 }
 
 #[test]
@@ -44,7 +52,9 @@ fn image_task_checks_labels_and_shapes() {
         test_images: Images::Tensor(img(1)),
         test_labels: vec![1],
     };
-    assert_eq!(t.validate().unwrap_err().to_string(), "task `cars`: train label 2 at index 1 is outside 0..2");
+    let err = t.validate().unwrap_err();
+    assert!(matches!(&err, Error::Task { task, .. } if task == "cars"), "{err:?}");
+    assert_eq!(err.to_string(), "task `cars`: train label 2 at index 1 is outside 0..2");
     t.train_labels = vec![0];
     assert!(t.validate().unwrap_err().to_string().contains("train: 2 images but 1 labels"));
     t.train_labels = vec![0, 1];
@@ -57,9 +67,24 @@ fn image_task_checks_labels_and_shapes() {
 
 /// The error of parsing `text`, with its source chain (as the CLI prints it).
 fn parse(text: &str) -> String {
-    let err = RunConfig::from_toml_str(text, Path::new("run.toml")).unwrap_err();
+    chain(&RunConfig::from_toml_str(text, Path::new("run.toml")).unwrap_err())
+}
+
+/// The config key a parse error of `text` names (`Error::Config`), or the file (`Error::ConfigFile`,
+/// TOML and serde errors, whose message names the line).
+fn parse_kind(text: &str) -> String {
+    match RunConfig::from_toml_str(text, Path::new("run.toml")).unwrap_err() {
+        Error::Config { key, .. } => format!("key {key}"),
+        Error::Method { .. } => "key method".into(),
+        Error::ConfigFile { path, .. } => format!("file {}", path.display()),
+        other => panic!("not a config error: {other:?}"),
+    }
+}
+
+/// `err` with its source chain, joined by `: `.
+fn chain(err: &Error) -> String {
     let mut out = err.to_string();
-    let mut cause = std::error::Error::source(&err);
+    let mut cause = std::error::Error::source(err);
     while let Some(c) = cause {
         out.push_str(&format!(": {c}"));
         cause = c.source();
@@ -73,6 +98,11 @@ fn config_errors_name_the_key() {
     RunConfig::from_toml_str(base, Path::new("run.toml")).unwrap();
     let e = parse(&format!("{base}bogus = 1\n"));
     assert!(e.contains("run.toml") && e.contains("unknown field `bogus`"), "{e}");
+    assert_eq!(parse_kind(&format!("{base}bogus = 1\n")), "file run.toml");
+    assert_eq!(parse_kind("[method]\nname = \"moram\"\n[training]\nbatch_size = 4\n"), "key training");
+    assert_eq!(parse_kind(&format!("{base}micro_batch_size = 3\n")), "key training.micro_batch_size");
+    assert_eq!(parse_kind(&format!("{base}[optimizer]\nlr = -1.0\n")), "key optimizer.lr");
+    assert_eq!(parse_kind(&base.replace("name = \"moram\"", "name = \"moram\"\ntemperature = 0.0")), "key method");
     let e = parse("[method]\nname = \"lora-plus\"\n[training]\niterations = 5\nbatch_size = 4\n");
     assert!(e.contains("unknown variant `lora-plus`") && e.contains("seq-lora"), "{e}");
     let e = parse("[method]\nname = \"moram\"\n[training]\nbatch_size = 4\n");
@@ -94,7 +124,8 @@ fn config_errors_name_the_key() {
     c.set("training.iterations=7").unwrap();
     c.set("method.name=seq-lora").unwrap();
     assert_eq!((c.training.iterations, c.method.name), (Some(7), moram_cl::Method::SeqLora));
-    assert!(c.set("training.batch_size=0").unwrap_err().to_string().contains("training.batch_size"));
+    let err = c.set("training.batch_size=0").unwrap_err();
+    assert!(matches!(&err, Error::Config { key, .. } if key == "training.batch_size"), "{err:?}");
     assert!(c.set("nonsense").is_err());
 }
 

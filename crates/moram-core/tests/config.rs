@@ -48,22 +48,33 @@ fn toml_and_json_round_trip() -> anyhow::Result<()> {
 
 #[test]
 fn validation_names_the_field_and_value() {
-    let cases: [(&str, &str); 12] = [
-        ("r = 0", "`r` must be at least 1"),
-        ("top_k = 0", "`top_k` must be at least 1"),
-        ("temperature = 0.0", "`temperature` must be finite and > 0, found 0"),
-        ("temperature = -1.0", "found -1"),
-        ("threshold = 1.0", "`threshold` must lie in [0, 1), found 1"),
-        ("threshold = -0.1", "found -0.1"),
-        ("eps = 0.0", "`eps`"),
-        ("dropout = 1.0", "`dropout`"),
-        ("value_scale = 0.0", "`value_scale`"),
-        ("temperature = nan", "`temperature`"),
-        ("[routing]\nkind = \"lora\"\n[compat]\nuntrained_atoms_in_eval = true", "compat.untrained_atoms_in_eval"),
-        ("key_init = \"xavier\"", "unknown variant `xavier`"),
+    // (config, the field `Error::InvalidConfig` names or "" for a parse error, message part)
+    let cases: [(&str, &str, &str); 12] = [
+        ("r = 0", "r", "`r` must be at least 1"),
+        ("top_k = 0", "top_k", "`top_k` must be at least 1"),
+        ("temperature = 0.0", "temperature", "`temperature` must be finite and > 0, found 0"),
+        ("temperature = -1.0", "temperature", "found -1"),
+        ("threshold = 1.0", "threshold", "`threshold` must lie in [0, 1), found 1"),
+        ("threshold = -0.1", "threshold", "found -0.1"),
+        ("eps = 0.0", "eps", "`eps`"),
+        ("dropout = 1.0", "dropout", "`dropout`"),
+        ("value_scale = 0.0", "value_scale", "`value_scale`"),
+        ("temperature = nan", "temperature", "`temperature`"),
+        (
+            "[routing]\nkind = \"lora\"\n[compat]\nuntrained_atoms_in_eval = true",
+            "compat.untrained_atoms_in_eval",
+            "compat.untrained_atoms_in_eval",
+        ),
+        ("key_init = \"xavier\"", "", "unknown variant `xavier`"),
     ];
-    for (text, expected) in cases {
-        let err = MoramConfig::from_toml_str(text).expect_err(text).to_string();
+    for (text, field, expected) in cases {
+        let err = MoramConfig::from_toml_str(text).expect_err(text);
+        match (&err, field) {
+            (moram_core::Error::InvalidConfig { field: f, .. }, _) => assert_eq!(*f, field, "{text:?}"),
+            (moram_core::Error::ConfigParse { .. }, "") => {}
+            _ => panic!("{text:?}: expected a `{field}` error, got {err:?}"),
+        }
+        let err = err.to_string();
         assert!(err.contains(expected), "{text:?}: {err}");
     }
 }
@@ -89,9 +100,14 @@ fn config_files_are_read_by_extension_and_errors_name_them() -> anyhow::Result<(
     std::fs::write(&json_path, r#"{"r": 5}"#)?;
     assert_eq!(MoramConfig::from_file(&json_path)?.r, 5);
     std::fs::write(&toml_path, "r = \"three\"\n")?;
-    let err = MoramConfig::from_file(&toml_path).unwrap_err().to_string();
+    let err = MoramConfig::from_file(&toml_path).unwrap_err();
+    assert!(
+        matches!(&err, moram_core::Error::ConfigParse { origin: Some(o), .. } if o == &toml_path),
+        "a parse error naming the file: {err:?}"
+    );
+    let err = err.to_string();
     assert!(err.contains("m.toml") && err.contains("line 1"), "{err}");
-    let err = MoramConfig::from_file(dir.path().join("absent.toml")).unwrap_err().to_string();
-    assert!(err.contains("absent.toml"), "{err}");
+    let err = MoramConfig::from_file(dir.path().join("absent.toml")).unwrap_err();
+    assert!(matches!(&err, moram_core::Error::Io { path, .. } if path.ends_with("absent.toml")), "{err:?}");
     Ok(())
 }

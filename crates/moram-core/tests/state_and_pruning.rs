@@ -135,6 +135,19 @@ fn load_err(path: &Path) -> String {
     AdapterFile::load(path, Device::Cpu).expect_err("must fail").to_string()
 }
 
+/// The variant of the error loading `path` gives, the file it names (must be `path`) and the key.
+fn load_kind(path: &Path) -> (&'static str, Option<String>) {
+    let err = AdapterFile::load(path, Device::Cpu).expect_err("must fail");
+    let (kind, named, key) = match &err {
+        moram_core::Error::Corrupt { path, .. } => ("corrupt", path, None),
+        moram_core::Error::MissingKey { path, key } => ("missing", path, Some(key.clone())),
+        moram_core::Error::BadTensor { path, key, .. } => ("bad tensor", path, Some(key.clone())),
+        other => panic!("{}: not a file error: {other:?}", path.display()),
+    };
+    assert_eq!(named, path, "the error names the file");
+    (kind, key)
+}
+
 #[test]
 fn corrupt_and_mismatched_adapter_files_are_clear_errors() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
@@ -149,13 +162,16 @@ fn corrupt_and_mismatched_adapter_files_are_clear_errors() -> anyhow::Result<()>
 
     let bytes = std::fs::read(p("ok.safetensors"))?;
     std::fs::write(p("truncated.safetensors"), &bytes[..bytes.len() - 10])?;
+    assert_eq!(load_kind(&p("truncated.safetensors")), ("corrupt", None));
     let err = load_err(&p("truncated.safetensors"));
     assert!(err.contains("truncated.safetensors") && err.contains("not a valid MoRAM adapter"), "{err}");
 
     std::fs::write(p("garbage.safetensors"), b"\xff\xff\xff\xff\xff\xff\xff\xffnot a header")?;
     assert!(load_err(&p("garbage.safetensors")).contains("not a valid MoRAM adapter"));
+    assert_eq!(load_kind(&p("garbage.safetensors")), ("corrupt", None));
     std::fs::write(p("empty.safetensors"), b"")?;
     assert!(load_err(&p("empty.safetensors")).contains("not a valid MoRAM adapter"));
+    assert_eq!(load_kind(&p("empty.safetensors")), ("corrupt", None));
 
     write_raw(&p("nometa.safetensors"), good_tensors(), None)?;
     assert!(load_err(&p("nometa.safetensors")).contains("`format`"));
@@ -174,18 +190,21 @@ fn corrupt_and_mismatched_adapter_files_are_clear_errors() -> anyhow::Result<()>
     let mut t = good_tensors();
     let _ = t.remove(1);
     write_raw(&p("novalues.safetensors"), t, Some(good_metadata()))?;
+    assert_eq!(load_kind(&p("novalues.safetensors")), ("missing", Some("l.values".into())));
     let err = load_err(&p("novalues.safetensors"));
     assert!(err.contains("missing tensor `l.values`"), "{err}");
 
     let mut t = good_tensors();
     t[1] = ("l.values", Tensor::zeros([3, 5], (Kind::Float, Device::Cpu)));
     write_raw(&p("shape.safetensors"), t, Some(good_metadata()))?;
+    assert_eq!(load_kind(&p("shape.safetensors")), ("bad tensor", Some("l.values".into())));
     let err = load_err(&p("shape.safetensors"));
     assert!(err.contains("`l.values`") && err.contains("[_, 6]") && err.contains("[3, 5]"), "{err}");
 
     let mut t = good_tensors();
     t[2] = ("l.atom_task", Tensor::zeros([6], (Kind::Float, Device::Cpu)));
     write_raw(&p("dtype.safetensors"), t, Some(good_metadata()))?;
+    assert_eq!(load_kind(&p("dtype.safetensors")), ("bad tensor", Some("l.atom_task".into())));
     let err = load_err(&p("dtype.safetensors"));
     assert!(err.contains("`l.atom_task`") && err.contains("I64") && err.contains("F32"), "{err}");
 
@@ -202,7 +221,9 @@ fn corrupt_and_mismatched_adapter_files_are_clear_errors() -> anyhow::Result<()>
     let mut file = AdapterFile::load(p("ok.safetensors"), Device::Cpu)?;
     let err = file.take_bank("l", 5, 3).unwrap_err().to_string();
     assert!(err.contains("a 5 -> 3 layer") && err.contains("a 4 -> 3 bank"), "{err}");
-    let err = file.take_bank("other", 4, 3).unwrap_err().to_string();
+    let err = file.take_bank("other", 4, 3).unwrap_err();
+    assert!(matches!(&err, moram_core::Error::MissingKey { key, .. } if key == "other.keys"), "{err:?}");
+    let err = err.to_string();
     assert!(err.contains("missing tensor `other.keys`"), "{err}");
     Ok(())
 }

@@ -5,6 +5,7 @@
 mod common;
 
 use moram_models::llm::{GgmlType, GgufFile};
+use moram_models::Error;
 use serde::Deserialize;
 use std::path::PathBuf;
 use tch::Kind;
@@ -110,10 +111,14 @@ fn every_supported_storage_type_matches_the_gguf_package() -> anyhow::Result<()>
 #[test]
 fn damaged_gguf_files_are_named_errors() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let err = GgufFile::open(dir.path().join("absent.gguf")).unwrap_err().to_string();
-    assert!(err.contains("absent.gguf"), "{err}");
+    let err = GgufFile::open(dir.path().join("absent.gguf")).unwrap_err();
+    assert!(matches!(&err, Error::Io { path, .. } if path.ends_with("absent.gguf")), "{err:?}");
     std::fs::write(dir.path().join("junk.gguf"), b"NOPE\x03\x00\x00\x00")?;
-    assert!(GgufFile::open(dir.path().join("junk.gguf")).unwrap_err().to_string().contains("magic"));
+    let err = GgufFile::open(dir.path().join("junk.gguf")).unwrap_err();
+    assert!(
+        matches!(&err, Error::Corrupt { path, reason } if path.ends_with("junk.gguf") && reason.contains("magic")),
+        "{err:?}"
+    );
 
     // A minimal valid file: one Q4_0 tensor of 32 values, then damaged variants of it.
     let mut f = Vec::new();
@@ -151,7 +156,9 @@ fn damaged_gguf_files_are_named_errors() -> anyhow::Result<()> {
     assert_eq!(Vec::<f32>::try_from(w)?, expected, "Q4_0 by hand");
 
     std::fs::write(dir.path().join("short.gguf"), &f[..f.len() - 4])?;
-    let err = GgufFile::open(dir.path().join("short.gguf")).unwrap_err().to_string();
+    let err = GgufFile::open(dir.path().join("short.gguf")).unwrap_err();
+    assert!(matches!(&err, Error::Corrupt { path, .. } if path.ends_with("short.gguf")), "{err:?}");
+    let err = err.to_string();
     assert!(err.contains("truncated GGUF") && err.contains("`w`"), "{err}");
     std::fs::write(dir.path().join("header.gguf"), &f[..30])?;
     assert!(GgufFile::open(dir.path().join("header.gguf")).unwrap_err().to_string().contains("truncated GGUF"));

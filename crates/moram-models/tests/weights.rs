@@ -9,6 +9,20 @@ fn write(path: &Path, tensors: &[(&str, &Tensor)]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The variant of `err` and the file and key it names: `(kind, file name, key)`.
+fn named(err: &Error) -> (&'static str, String, Option<String>) {
+    let file = |p: &Path| p.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+    match err {
+        Error::MissingKey { path, key } => ("missing", file(path), Some(key.clone())),
+        Error::Shape { path, key, .. } => ("shape", file(path), Some(key.clone())),
+        Error::Dtype { path, key, .. } => ("dtype", file(path), Some(key.clone())),
+        Error::Corrupt { path, .. } => ("corrupt", file(path), None),
+        Error::Io { path, .. } => ("io", file(path), None),
+        Error::Mismatch { path, .. } => ("mismatch", file(path), None),
+        other => panic!("not a file error: {other:?}"),
+    }
+}
+
 fn sample() -> (Tensor, Tensor, Tensor) {
     let w = Tensor::arange(12, (Kind::Float, Device::Cpu)).view([3, 4]) / 7.0;
     let b = Tensor::from_slice(&[0.5f32, -1.25, 2.0]);
@@ -92,9 +106,14 @@ fn strict_check_lists_missing_unexpected_and_misshaped_keys_at_once() -> anyhow:
         ("extra.weight".to_string(), vec![2, 3]),
     ];
     src.check(&good, |k| k == "position_ids")?;
-    let err = src.get("a.weight", &[4, 3], Kind::Float, Device::Cpu).unwrap_err().to_string();
+    let err = src.get("a.weight", &[4, 3], Kind::Float, Device::Cpu).unwrap_err();
+    assert_eq!(named(&err).0, "shape");
+    assert_eq!(named(&err).2.as_deref(), Some("a.weight"));
+    let err = err.to_string();
     assert!(err.contains("`a.weight` has shape [3, 4], expected [4, 3]"), "{err}");
-    let err = src.get("nope", &[1], Kind::Float, Device::Cpu).unwrap_err().to_string();
+    let err = src.get("nope", &[1], Kind::Float, Device::Cpu).unwrap_err();
+    assert_eq!((named(&err).0, named(&err).2), ("missing", Some("nope".to_string())));
+    let err = err.to_string();
     assert!(err.contains("missing tensor `nope`"), "{err}");
     Ok(())
 }
@@ -102,8 +121,8 @@ fn strict_check_lists_missing_unexpected_and_misshaped_keys_at_once() -> anyhow:
 #[test]
 fn bad_files_are_clear_errors() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let err = WeightSource::open(dir.path().join("absent.safetensors")).unwrap_err().to_string();
-    assert!(err.contains("absent.safetensors"), "{err}");
+    let err = WeightSource::open(dir.path().join("absent.safetensors")).unwrap_err();
+    assert_eq!(named(&err), ("io", "absent.safetensors".to_string(), None));
     let err = WeightSource::open(dir.path()).unwrap_err().to_string();
     assert!(err.contains("neither model.safetensors nor model.safetensors.index.json"), "{err}");
 
@@ -113,23 +132,27 @@ fn bad_files_are_clear_errors() -> anyhow::Result<()> {
     let bytes = std::fs::read(&good)?;
     let truncated = dir.path().join("truncated.safetensors");
     std::fs::write(&truncated, &bytes[..bytes.len() - 8])?;
-    let err = WeightSource::open(&truncated).unwrap_err().to_string();
-    assert!(err.contains("truncated.safetensors"), "{err}");
+    let err = WeightSource::open(&truncated).unwrap_err();
+    assert_eq!(named(&err), ("corrupt", "truncated.safetensors".to_string(), None));
     let garbage = dir.path().join("garbage.safetensors");
     std::fs::write(&garbage, b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all")?;
-    let err = WeightSource::open(&garbage).unwrap_err().to_string();
-    assert!(err.contains("garbage.safetensors") && err.contains("not a safetensors file"), "{err}");
+    let err = WeightSource::open(&garbage).unwrap_err();
+    assert_eq!(named(&err), ("corrupt", "garbage.safetensors".to_string(), None));
+    assert!(err.to_string().contains("not a safetensors file"), "{err}");
 
     let ints = dir.path().join("ints.safetensors");
     write(&ints, &[("ids", &Tensor::from_slice(&[1i64, 2, 3]))])?;
-    let err = WeightSource::open(&ints)?.get("ids", &[3], Kind::Float, Device::Cpu).unwrap_err().to_string();
-    assert!(err.contains("`ids` has dtype I64, expected F32, F16 or BF16"), "{err}");
+    let err = WeightSource::open(&ints)?.get("ids", &[3], Kind::Float, Device::Cpu).unwrap_err();
+    assert_eq!(named(&err), ("dtype", "ints.safetensors".to_string(), Some("ids".to_string())));
+    assert!(err.to_string().contains("`ids` has dtype I64, expected F32, F16 or BF16"), "{err}");
 
     let index = dir.path().join("model.safetensors.index.json");
     std::fs::write(&index, "{\"weight_map\": 3}")?;
     assert!(WeightSource::open(&index).unwrap_err().to_string().contains("no `weight_map`"));
     std::fs::write(&index, "{\"weight_map\": {\"w\": \"../../etc/passwd\"}}")?;
-    assert!(WeightSource::open(&index).unwrap_err().to_string().contains("leaves the checkpoint folder"));
+    let err = WeightSource::open(&index).unwrap_err();
+    assert_eq!(named(&err), ("corrupt", "model.safetensors.index.json".to_string(), None));
+    assert!(err.to_string().contains("leaves the checkpoint folder"), "{err}");
     std::fs::write(&index, "not json")?;
     assert!(WeightSource::open(&index).unwrap_err().to_string().contains("invalid JSON"));
     Ok(())
