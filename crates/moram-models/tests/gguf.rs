@@ -1,6 +1,7 @@
-//! The GGUF reader on the real SmolLM2-135M-Instruct file (fetched by `cargo xtask setup`) and on
-//! a small file of every supported storage type, against the `gguf` Python package's
-//! dequantisation (`tests/fixtures/llm/generate_gguf.py`), and on damaged files.
+//! The GGUF reader on the real SmolLM2-135M-Instruct (Q4_1) and Gemma 3 270M (Q4_K_M) files
+//! (fetched by `cargo xtask setup`) and on small files of every supported storage type, against the
+//! `gguf` Python package's dequantisation (`tests/fixtures/llm/generate_gguf.py`), and on damaged
+//! files.
 
 mod common;
 
@@ -46,8 +47,30 @@ fn smollm2_metadata_and_dequantisation_match_the_gguf_package() -> anyhow::Resul
     assert_eq!(types.iter().filter(|t| **t == GgmlType::F32).count(), 61);
     assert_eq!(types.iter().filter(|t| **t == GgmlType::Q8_0).count(), 1);
 
+    check_cases(&file, "gguf_cases.json")
+}
+
+/// Gemma 3 270M in llama.cpp's Q4_K_M (fetched by `cargo xtask setup`): the directory's storage
+/// types, and one real tensor of each type (Q4_K, Q6_K, Q5_0, Q8_0, F32) against the `gguf`
+/// package.
+#[test]
+fn gemma3_k_quant_file_matches_the_gguf_package() -> anyhow::Result<()> {
+    let Some(path) = common::asset("gemma3", "gemma-3-270m-q4_k_m.gguf") else { return Ok(()) };
+    let file = GgufFile::open(&path)?;
+    assert_eq!(file.get("general.architecture").and_then(|v| v.as_str()), Some("gemma3"));
+    assert_eq!(file.require_u64("gemma3.block_count")?, 18);
+    let count = |name: &str| file.tensors.values().filter(|t| t.ggml_type.name() == name).count();
+    let counts: Vec<usize> = ["F32", "Q8_0", "Q5_0", "Q4_K", "Q6_K"].iter().map(|n| count(n)).collect();
+    assert_eq!(counts, [109, 10, 81, 27, 9]);
+    assert_eq!(file.tensors.len(), 236);
+    check_cases(&file, "gemma3_gguf_cases.json")
+}
+
+/// Every case of `tests/fixtures/llm/<json>` (shape, type, sampled values, sum and sum of squares
+/// of the whole tensor) against `file`.
+fn check_cases(file: &GgufFile, json: &str) -> anyhow::Result<()> {
     let cases: Cases = serde_json::from_str(&std::fs::read_to_string(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/llm/gguf_cases.json"),
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/llm").join(json),
     )?)?;
     for case in &cases.cases {
         let t = file.tensor(&case.name)?;
@@ -56,7 +79,7 @@ fn smollm2_metadata_and_dequantisation_match_the_gguf_package() -> anyhow::Resul
         let flat = t.reshape([-1]);
         for &(i, want) in &case.samples {
             let got = flat.double_value(&[i]);
-            assert!((got - want).abs() <= 1e-6, "{}[{i}]: {got} vs {want}", case.name);
+            assert!((got - want).abs() <= 1e-6 * want.abs().max(1.0), "{}[{i}]: {got} vs {want}", case.name);
         }
         let d = flat.to_kind(Kind::Double);
         let (sum, sum_sq) = (d.sum(Kind::Double).double_value(&[]), d.square().sum(Kind::Double).double_value(&[]));
@@ -84,27 +107,43 @@ struct StorageCase {
     values: Vec<f32>,
 }
 
-/// Every storage type moram dequantises, in a small GGUF the `gguf` package wrote from our own
-/// random numbers (F16 subnormals, signed zeros and large values included), value for value.
-#[test]
-fn every_supported_storage_type_matches_the_gguf_package() -> anyhow::Result<()> {
+/// Every tensor of `<stem>.gguf` against `<stem>.json` (as the `gguf` package dequantises it),
+/// value for value; returns the sorted type names.
+fn check_storage_file(stem: &str) -> anyhow::Result<Vec<String>> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/llm");
     let cases: std::collections::BTreeMap<String, StorageCase> =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("storage_types.json"))?)?;
-    let file = GgufFile::open(dir.join("storage_types.gguf"))?;
-    let mut types: Vec<&str> = cases.values().map(|c| c.ty.as_str()).collect();
+        serde_json::from_str(&std::fs::read_to_string(dir.join(format!("{stem}.json")))?)?;
+    let file = GgufFile::open(dir.join(format!("{stem}.gguf")))?;
+    let mut types: Vec<String> = cases.values().map(|c| c.ty.clone()).collect();
     types.sort_unstable();
-    assert_eq!(types, ["BF16", "F16", "F32", "Q4_0", "Q4_1", "Q8_0"]);
     for (name, case) in &cases {
         assert_eq!(file.tensors[name].ggml_type.name(), case.ty);
         let t = file.tensor(name)?;
         assert_eq!(t.size(), case.shape, "{name}");
         assert_eq!(t.kind(), Kind::Float, "{name}");
         let got = Vec::<f32>::try_from(t.reshape([-1]))?;
+        assert_eq!(got.len(), case.values.len(), "{name}");
         for (i, (g, w)) in got.iter().zip(&case.values).enumerate() {
             assert!(g.to_bits() == w.to_bits() || (g - w).abs() <= 1e-6 * w.abs().max(1.0), "{name}[{i}]: {g} vs {w}");
         }
     }
+    Ok(types)
+}
+
+/// Every storage type moram dequantises with libtorch ops, in a small GGUF the `gguf` package wrote
+/// from our own random numbers (F16 subnormals, signed zeros and large values included).
+#[test]
+fn every_supported_storage_type_matches_the_gguf_package() -> anyhow::Result<()> {
+    assert_eq!(check_storage_file("storage_types")?, ["BF16", "F16", "F32", "Q4_0", "Q4_1", "Q8_0"]);
+    Ok(())
+}
+
+/// The 5-bit and K-quant types (`llm/quants.rs`): Q5_0/Q5_1 quantised by the `gguf` package from
+/// random numbers, the K-quants as random blocks with finite scales (every bit pattern of the
+/// packed weights and scales occurs), two super-blocks per row.
+#[test]
+fn k_quants_and_5_bit_types_match_the_gguf_package() -> anyhow::Result<()> {
+    assert_eq!(check_storage_file("kquant_types")?, ["Q2_K", "Q3_K", "Q4_K", "Q5_0", "Q5_1", "Q5_K", "Q6_K", "Q8_K"]);
     Ok(())
 }
 
@@ -164,10 +203,19 @@ fn damaged_gguf_files_are_named_errors() -> anyhow::Result<()> {
     assert!(GgufFile::open(dir.path().join("header.gguf")).unwrap_err().to_string().contains("truncated GGUF"));
 
     let mut k = f.clone();
-    k[type_pos..type_pos + 4].copy_from_slice(&12u32.to_le_bytes()); // Q4_K
+    k[type_pos..type_pos + 4].copy_from_slice(&16u32.to_le_bytes()); // IQ2_XXS
+    std::fs::write(dir.path().join("iq2.gguf"), &k)?;
+    let err = GgufFile::open(dir.path().join("iq2.gguf"))?.tensor("w").unwrap_err().to_string();
+    assert!(
+        err.contains("uses IQ2_XXS") && err.contains("supported: F32, F16, BF16, Q8_0") && err.contains("Q6_K"),
+        "{err}"
+    );
+    // 32 values cannot be Q4_K's 256-weight super-blocks.
+    k[type_pos..type_pos + 4].copy_from_slice(&12u32.to_le_bytes());
     std::fs::write(dir.path().join("q4k.gguf"), &k)?;
-    let err = GgufFile::open(dir.path().join("q4k.gguf"))?.tensor("w").unwrap_err().to_string();
-    assert!(err.contains("uses Q4_K") && err.contains("supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1"), "{err}");
+    let err = GgufFile::open(dir.path().join("q4k.gguf")).and_then(|g| g.tensor("w")).unwrap_err();
+    assert!(matches!(&err, Error::Corrupt { path, .. } if path.ends_with("q4k.gguf")), "{err:?}");
+    assert!(err.to_string().contains("`w`"), "{err}");
     Ok(())
 }
 

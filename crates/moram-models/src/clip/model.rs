@@ -1,6 +1,8 @@
 //! CLIP (Radford et al., 2021) with MoRAM injection, in Hugging Face key space.
 //!
-//! Mirrors `transformers` `modeling_clip.py` (`CLIPVisionTransformer`, `CLIPTextTransformer`,
+//! Mirrors `transformers` `modeling_clip.py` as of 4.57.1 (the version the parity fixtures in
+//! `tests/fixtures/clip/` come from; 4.45.2, which the official MoRAM code pins, computes the
+//! same) (`CLIPVisionTransformer`, `CLIPTextTransformer`,
 //! `CLIPEncoderLayer`, `CLIPAttention`, `CLIPMLP`): conv patch embedding, class token, positional
 //! embedding, pre-LN, pre-norm blocks, post-LN on the class token and a bias-free projection for
 //! images; token + positional embedding, causal blocks, final LN, end-of-text pooling and a

@@ -6,10 +6,12 @@
 //! then the data section, aligned to `general.alignment` (default 32). The file is memory-mapped.
 //!
 //! Dequantised types: F32, F16, BF16, Q8_0, Q4_0, Q4_1 (block formats of `ggml-quants.c`, done
-//! with libtorch ops on whole tensors). Every other type (K-quants, IQ-quants, Q5_*) is refused by
-//! name. No well-kept Rust crate both parses GGUF and dequantises without pulling in a second
-//! tensor library, so this reader is ours (about 300 lines).
+//! with libtorch ops on whole tensors) and Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K
+//! (`quants.rs`, per block in parallel). Every other type (IQ-quants, ternary, MXFP4, the
+//! repacked `Q4_0_4_4`-style layouts) is refused by name. No well-kept Rust crate both parses GGUF
+//! and dequantises without pulling in a second tensor library, so this reader is ours.
 
+use super::quants::{self, BlockType};
 use crate::error::{Error, Result};
 use memmap2::Mmap;
 use std::collections::BTreeMap;
@@ -68,6 +70,9 @@ impl Value {
     }
 }
 
+/// The types [`GgufFile::tensor`] dequantises, for messages.
+const SUPPORTED: &str = "F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K";
+
 /// ggml tensor types, by their numeric id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GgmlType {
@@ -83,6 +88,8 @@ pub enum GgmlType {
     Q4_0,
     /// 32 weights: f16 scale, f16 min, 32 x 4-bit.
     Q4_1,
+    /// 5-bit block types and the 256-weight "K" super-block types (`quants.rs`).
+    Block(BlockType),
     /// A type moram does not dequantise (its ggml name).
     Unsupported(&'static str, u32),
 }
@@ -138,6 +145,14 @@ impl GgmlType {
             8 => GgmlType::Q8_0,
             2 => GgmlType::Q4_0,
             3 => GgmlType::Q4_1,
+            6 => GgmlType::Block(BlockType::Q5_0),
+            7 => GgmlType::Block(BlockType::Q5_1),
+            10 => GgmlType::Block(BlockType::Q2K),
+            11 => GgmlType::Block(BlockType::Q3K),
+            12 => GgmlType::Block(BlockType::Q4K),
+            13 => GgmlType::Block(BlockType::Q5K),
+            14 => GgmlType::Block(BlockType::Q6K),
+            15 => GgmlType::Block(BlockType::Q8K),
             other => GgmlType::Unsupported(NAMES.get(other as usize).copied().unwrap_or("unknown"), other),
         }
     }
@@ -150,6 +165,7 @@ impl GgmlType {
             GgmlType::Q8_0 => Some((32, 34)),
             GgmlType::Q4_0 => Some((32, 18)),
             GgmlType::Q4_1 => Some((32, 20)),
+            GgmlType::Block(b) => Some(b.block()),
             GgmlType::Unsupported(..) => None,
         }
     }
@@ -163,6 +179,16 @@ impl GgmlType {
             GgmlType::Q8_0 => "Q8_0",
             GgmlType::Q4_0 => "Q4_0",
             GgmlType::Q4_1 => "Q4_1",
+            GgmlType::Block(b) => match b {
+                BlockType::Q5_0 => "Q5_0",
+                BlockType::Q5_1 => "Q5_1",
+                BlockType::Q2K => "Q2_K",
+                BlockType::Q3K => "Q3_K",
+                BlockType::Q4K => "Q4_K",
+                BlockType::Q5K => "Q5_K",
+                BlockType::Q6K => "Q6_K",
+                BlockType::Q8K => "Q8_K",
+            },
             GgmlType::Unsupported(name, _) => name,
         }
     }
@@ -389,7 +415,7 @@ impl GgufFile {
             return Err(Error::Corrupt {
                 path: self.path.clone(),
                 reason: format!(
-                    "tensor `{name}` uses {}, which moram does not dequantise (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1)",
+                    "tensor `{name}` uses {}, which moram does not dequantise (supported: {SUPPORTED})",
                     info.ggml_type.name()
                 ),
             });
@@ -403,8 +429,13 @@ impl GgufFile {
         }
         let start = self.data_start + info.offset as usize;
         let bytes = &self.mmap[start..start + n / per_block * block_bytes];
-        let raw = Tensor::f_from_data_size(bytes, &[(n / per_block) as i64, block_bytes as i64], Kind::Uint8)?;
-        let flat = dequantise(&raw, info.ggml_type);
+        let flat = match info.ggml_type {
+            GgmlType::Block(b) => Tensor::from_slice(&quants::dequantise_blocks(b, bytes)),
+            ty => {
+                let raw = Tensor::f_from_data_size(bytes, &[(n / per_block) as i64, block_bytes as i64], Kind::Uint8)?;
+                dequantise(&raw, ty)
+            }
+        };
         Ok(flat.reshape(info.shape().as_slice()))
     }
 }
@@ -428,6 +459,6 @@ fn dequantise(raw: &Tensor, ty: GgmlType) -> Tensor {
             let w = if ty == GgmlType::Q4_0 { (q - 8.0) * half(0) } else { q * half(0) + half(2) };
             w.reshape([-1])
         }
-        GgmlType::Unsupported(..) => unreachable!("checked by the caller"),
+        GgmlType::Block(_) | GgmlType::Unsupported(..) => unreachable!("dispatched by the caller"),
     }
 }

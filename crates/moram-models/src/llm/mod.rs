@@ -5,6 +5,7 @@ pub mod config;
 pub mod generate;
 pub mod gguf;
 pub mod model;
+pub mod quants;
 pub mod rope;
 pub mod tokenizer;
 

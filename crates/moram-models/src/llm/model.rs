@@ -1,9 +1,11 @@
 //! Decoder-only causal LMs: LLaMA (Touvron et al., 2023) and Gemma (Gemma Team, 2024), with
 //! MoRAM injection and a KV cache.
 //!
-//! Mirrors `transformers` `modeling_llama.py` / `modeling_gemma.py`: RMSNorm in f32 (Gemma:
+//! Mirrors `transformers` `modeling_llama.py` / `modeling_gemma.py` (parity fixtures from
+//! transformers 4.57.1, `tests/fixtures/llm/`; config semantics of 4.45.2, the version the official
+//! MoRAM code pins, see `config.rs`): RMSNorm in f32 (Gemma:
 //! `1 + w`), rotary embeddings with `rotate_half`, grouped- or multi-query attention through
-//! scaled-dot-product attention, SwiGLU (Gemma: tanh-GELU GeGLU) MLP, Gemma's `sqrt(hidden)`
+//! scaled-dot-product attention, SwiGLU (Gemma: GeGLU, tanh or exact GELU) MLP, Gemma's `sqrt(hidden)`
 //! embedding scale, tied or separate LM head. Built in Hugging Face key space (`model.layers.{i}.self_attn.q_proj`);
 //! GGUF checkpoints are mapped at load, undoing llama.cpp's q/k row permutation.
 
