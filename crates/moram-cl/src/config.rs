@@ -616,9 +616,28 @@ impl Split {
 
 impl RunConfig {
     /// Parses TOML text; `origin` names the source in errors.
+    ///
+    /// Run folders written before the evaluation batch moved from `generation.batch_size` to
+    /// `evaluation.batch_size` still load: the old key is moved (with a warning), and giving both
+    /// is an error.
     pub fn from_toml_str(text: &str, origin: &Path) -> Result<Self> {
-        let c: RunConfig = toml::from_str(text)
-            .map_err(|e| Error::ConfigFile { path: origin.into(), message: e.to_string().trim_end().to_string() })?;
+        let file_error = |e: &dyn std::fmt::Display| Error::ConfigFile {
+            path: origin.into(),
+            message: e.to_string().trim_end().to_string(),
+        };
+        let mut table: toml::Table = toml::from_str(text).map_err(|e| file_error(&e))?;
+        let c: RunConfig = match migrate_generation_batch_size(&mut table) {
+            Some(moved) => {
+                tracing::warn!(
+                    "{}: `generation.batch_size = {moved}` is read as `evaluation.batch_size` (its name since \
+                     the typed-config change); rename it to silence this",
+                    origin.display()
+                );
+                RunConfig::deserialize(table).map_err(|e| file_error(&e))?
+            }
+            // Parsed from the text itself, so errors keep their line numbers.
+            None => toml::from_str(text).map_err(|e| file_error(&e))?,
+        };
         c.validate()?;
         Ok(c)
     }
@@ -883,4 +902,17 @@ fn flatten_into(prefix: &str, v: &serde_json::Value, out: &mut BTreeMap<String, 
             out.insert(prefix.to_string(), other.to_string());
         }
     }
+}
+
+/// Moves a legacy `generation.batch_size` to `evaluation.batch_size` in a parsed config; returns
+/// the moved value. With both present the legacy key stays, so deserialising names it as unknown.
+fn migrate_generation_batch_size(table: &mut toml::Table) -> Option<toml::Value> {
+    let has_new = table.get("evaluation").and_then(|e| e.get("batch_size")).is_some();
+    if has_new {
+        return None;
+    }
+    let old = table.get_mut("generation")?.as_table_mut()?.remove("batch_size")?;
+    let evaluation = table.entry("evaluation").or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    evaluation.as_table_mut()?.insert("batch_size".into(), old.clone());
+    Some(old)
 }

@@ -231,3 +231,18 @@ fn typed_config_values_are_checked_by_key() {
     let e = with("").unwrap().set_all(&["training.batch_size=\"four\""]).unwrap_err();
     assert!(matches!(e, moram_cl::Error::Override { ref keys, .. } if keys == "training.batch_size"), "{e}");
 }
+
+/// Run folders written before `[evaluation] batch_size` existed (`generation.batch_size`) still
+/// load; giving both spellings is refused by name.
+#[test]
+fn legacy_generation_batch_size_is_read_as_the_evaluation_batch() {
+    let base = "[method]\nname = \"moram\"\n[training]\niterations = 5\nbatch_size = 4\n";
+    let legacy = format!("{base}[generation]\nmax_new_tokens = 8\nbatch_size = 16\n");
+    let c = RunConfig::from_toml_str(&legacy, Path::new("old/config.toml")).unwrap();
+    assert_eq!((c.evaluation.batch_size, c.generation.max_new_tokens), (16, 8));
+    let current = format!("{base}[generation]\nmax_new_tokens = 8\n[evaluation]\nbatch_size = 16\n");
+    assert_eq!(c, RunConfig::from_toml_str(&current, Path::new("config.toml")).unwrap());
+    let both = format!("{legacy}[evaluation]\nbatch_size = 16\n");
+    let e = parse(&both);
+    assert!(e.contains("unknown field `batch_size`"), "{e}");
+}

@@ -53,6 +53,20 @@ fn tiny_clip(seed: i64) -> (ClipModel, i64, tempfile::TempDir) {
     (ClipModel::random(&config, 3, Kind::Float, Device::Cpu).unwrap(), size, tmp)
 }
 
+/// MoRAM (X-TAIL profile, r = k = 4) on q, k, v, out, fc1 and fc2 of both towers, AdamW at `lr`
+/// for `iterations` steps of 8 per task.
+fn learner(model: ClipModel, tasks: Vec<ImageTask>, lr: f64, iterations: usize) -> (RunConfig, ClipLearner) {
+    let text = format!(
+        "name = \"tiny-xtail\"\n[method]\nname = \"moram\"\nprofile = \"xtail\"\nr = 4\ntop_k = 4\n\
+         [optimizer]\nlr = {lr}\n[training]\niterations = {iterations}\nbatch_size = 8\n"
+    );
+    let cfg = RunConfig::from_toml_str(&text, Path::new("inline.toml")).unwrap();
+    let moram = cfg.method.moram_config().unwrap();
+    let spec = TargetSpec::all_encoders(&["qkvoinout"]);
+    let learner = ClipLearner::new(model, tasks, &spec, &moram, 16).unwrap();
+    (cfg, learner)
+}
+
 #[test]
 fn three_domain_clip_run() {
     let (model, size, tmp) = tiny_clip(0);
@@ -61,23 +75,7 @@ fn three_domain_clip_run() {
         domain(1, &["car", "bus", "van"], size),
         domain(2, &["oak", "elm", "fir", "ash"], size),
     ];
-    let text = r#"
-name = "tiny-xtail"
-[method]
-name = "moram"
-profile = "xtail"
-r = 4
-top_k = 4
-[optimizer]
-lr = 0.005
-[training]
-iterations = 8
-batch_size = 8
-"#;
-    let cfg = RunConfig::from_toml_str(text, Path::new("inline.toml")).unwrap();
-    let moram = cfg.method.moram_config().unwrap();
-    let spec = TargetSpec::all_encoders(&["qkvoinout"]);
-    let mut learner = ClipLearner::new(model, tasks, &spec, &moram, 16).unwrap();
+    let (cfg, mut learner) = learner(model, tasks, 0.005, 8);
     let out = tmp.path().join("run");
     let state = moram_cl::run(&mut learner, &cfg, &out, &RunOptions::default()).unwrap();
 
@@ -136,23 +134,7 @@ fn clip_run_learns_above_chance() {
     let mut task = domain(0, &["cat", "dog", "fox", "owl"], size);
     task.train_images = Images::Tensor(colour_images(&task.train_labels, size));
     task.test_images = Images::Tensor(colour_images(&task.test_labels, size));
-    let text = r#"
-name = "tiny-clip-learns"
-[method]
-name = "moram"
-profile = "xtail"
-r = 4
-top_k = 4
-[optimizer]
-lr = 0.02
-[training]
-iterations = 60
-batch_size = 8
-"#;
-    let cfg = RunConfig::from_toml_str(text, Path::new("inline.toml")).unwrap();
-    let moram = cfg.method.moram_config().unwrap();
-    let spec = TargetSpec::all_encoders(&["qkvoinout"]);
-    let mut learner = ClipLearner::new(model, vec![task], &spec, &moram, 16).unwrap();
+    let (cfg, mut learner) = learner(model, vec![task], 0.02, 60);
     learner.begin_evaluation().unwrap();
     let base = learner.evaluate(0).unwrap();
     let state = moram_cl::run(&mut learner, &cfg, &tmp.path().join("run"), &RunOptions::default()).unwrap();
