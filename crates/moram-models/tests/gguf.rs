@@ -328,3 +328,78 @@ fn smollm2_cache_perplexity_and_injection() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// A GGUF header with `meta` (key, value type, value bytes) and tensors `(name, dims, type id,
+/// offset)`, followed by `data` at 32-byte alignment.
+fn gguf_bytes(meta: &[(&str, u32, Vec<u8>)], tensors: &[(&str, &[u64], u32, u64)], data: &[u8]) -> Vec<u8> {
+    let mut f = b"GGUF".to_vec();
+    f.extend_from_slice(&3u32.to_le_bytes());
+    f.extend_from_slice(&(tensors.len() as u64).to_le_bytes());
+    f.extend_from_slice(&(meta.len() as u64).to_le_bytes());
+    for (key, ty, value) in meta {
+        f.extend_from_slice(&(key.len() as u64).to_le_bytes());
+        f.extend_from_slice(key.as_bytes());
+        f.extend_from_slice(&ty.to_le_bytes());
+        f.extend_from_slice(value);
+    }
+    for (name, dims, ty, offset) in tensors {
+        f.extend_from_slice(&(name.len() as u64).to_le_bytes());
+        f.extend_from_slice(name.as_bytes());
+        f.extend_from_slice(&(dims.len() as u32).to_le_bytes());
+        dims.iter().for_each(|d| f.extend_from_slice(&d.to_le_bytes()));
+        f.extend_from_slice(&ty.to_le_bytes());
+        f.extend_from_slice(&offset.to_le_bytes());
+    }
+    while !f.len().is_multiple_of(32) {
+        f.push(0);
+    }
+    f.extend_from_slice(data);
+    f
+}
+
+/// An array header: element type and length.
+fn array(elem: u32, len: u64) -> Vec<u8> {
+    [elem.to_le_bytes().as_slice(), len.to_le_bytes().as_slice()].concat()
+}
+
+/// Hostile headers fail fast, before any large allocation, with a message that names the entry
+/// and the byte offset.
+#[test]
+fn hostile_gguf_headers_are_refused_by_name() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let open = |name: &str, bytes: Vec<u8>| -> String {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        match GgufFile::open(&path) {
+            Err(Error::Corrupt { path: p, reason }) => {
+                assert!(p.ends_with(name));
+                reason
+            }
+            other => panic!("{name}: expected a corrupt-file error, got {other:?}"),
+        }
+    };
+    // A length the file cannot hold (2^62 u32 elements), refused before allocating.
+    let e = open("long.gguf", gguf_bytes(&[("tokenizer.scores", 9, array(4, 1 << 62))], &[], &[]));
+    assert!(e.contains("metadata `tokenizer.scores` (entry 0)") && e.contains("cannot fit"), "{e}");
+    // Arrays of arrays of arrays: a depth limit, not a stack overflow.
+    let nested = [array(9, 1), array(9, 1), array(9, 1), array(4, 0)].concat();
+    let e = open("nested.gguf", gguf_bytes(&[("deep", 9, nested)], &[], &[]));
+    assert!(e.contains("metadata `deep`") && e.contains("nested more than 2 deep"), "{e}");
+    // An empty key still gets a name in messages (its entry number).
+    // (the file ends 2 bytes into its u32 value: magic, version, counts, key length, type = 36 bytes)
+    let truncated = gguf_bytes(&[("", 4, vec![1, 2])], &[], &[])[..38].to_vec();
+    let e = open("emptykey.gguf", truncated);
+    assert!(e.contains("metadata `` (entry 0)") && e.contains("at byte"), "{e}");
+    // Element counts whose product overflows, and byte counts past the file.
+    let e = open("dims.gguf", gguf_bytes(&[], &[("w", &[1 << 32, 1 << 32], 0, 0)], &[]));
+    assert!(e.contains("tensor `w` (entry 0)") && e.contains("overflow"), "{e}");
+    let e = open("offset.gguf", gguf_bytes(&[], &[("w", &[4], 0, u64::MAX - 8)], &[0; 16]));
+    assert!(e.contains("tensor `w` ends at byte past 2^64"), "{e}");
+    // An alignment that is not a power of two.
+    let e = open("align.gguf", gguf_bytes(&[("general.alignment", 4, 3u32.to_le_bytes().to_vec())], &[], &[]));
+    assert!(e.contains("general.alignment") && e.contains("power of two"), "{e}");
+    // An array element type that does not exist.
+    let e = open("elemtype.gguf", gguf_bytes(&[("odd", 9, array(77, 1))], &[], &[]));
+    assert!(e.contains("metadata `odd`") && e.contains("unknown value type 77"), "{e}");
+    Ok(())
+}

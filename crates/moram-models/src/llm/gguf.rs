@@ -70,6 +70,9 @@ impl Value {
     }
 }
 
+/// Metadata arrays nested deeper than this are refused (llama.cpp writes flat arrays).
+const MAX_ARRAY_DEPTH: usize = 2;
+
 /// The types [`GgufFile::tensor`] dequantises, for messages.
 const SUPPORTED: &str = "F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K";
 
@@ -262,10 +265,16 @@ impl Reader<'_> {
         let b = self.take(n, what)?;
         Ok(String::from_utf8_lossy(b).into_owned())
     }
-    fn value(&mut self, ty: u32, key: &str) -> Result<Value> {
+    fn corrupt(&self, reason: String) -> Error {
+        Error::Corrupt { path: self.path.into(), reason }
+    }
+
+    /// A metadata value of type `ty`; `what` names it in errors (`metadata \`key\``), `depth`
+    /// counts the arrays it is nested in.
+    fn value(&mut self, ty: u32, what: &str, depth: usize) -> Result<Value> {
         let mut n = |k: usize| -> Result<[u8; 8]> {
             let mut a = [0u8; 8];
-            a[..k].copy_from_slice(self.take(k, key)?);
+            a[..k].copy_from_slice(self.take(k, what)?);
             Ok(a)
         };
         Ok(match ty {
@@ -292,31 +301,44 @@ impl Reader<'_> {
                 Value::F64(f32::from_le_bytes([a[0], a[1], a[2], a[3]]) as f64)
             }
             7 => Value::Bool(n(1)?[0] != 0),
-            8 => Value::Str(self.string(key)?),
+            8 => Value::Str(self.string(what)?),
             9 => {
-                let elem = self.u32(key)?;
-                let len = self.u64(key)? as usize;
-                if len > self.bytes.len() {
-                    return Err(Error::Corrupt {
-                        path: self.path.into(),
-                        reason: format!("metadata `{key}`: array of {len} elements cannot fit"),
-                    });
+                if depth >= MAX_ARRAY_DEPTH {
+                    return Err(self.corrupt(format!(
+                        "{what}: arrays nested more than {MAX_ARRAY_DEPTH} deep (at byte {})",
+                        self.pos
+                    )));
                 }
-                let mut v = Vec::with_capacity(len);
+                let elem = self.u32(what)?;
+                let len = self.u64(what)?;
+                // Every element takes at least `min` bytes of the file, so a length the rest of
+                // the file cannot hold is refused before anything is allocated.
+                let min = match elem {
+                    0 | 1 | 7 => 1,
+                    2 | 3 => 2,
+                    4..=6 => 4,
+                    8 | 10..=12 => 8,
+                    9 => 12,
+                    other => return Err(self.corrupt(format!("{what}: array of unknown value type {other}"))),
+                };
+                let left = (self.bytes.len() - self.pos) as u64;
+                if len.checked_mul(min).is_none_or(|need| need > left) {
+                    return Err(self.corrupt(format!(
+                        "{what}: an array of {len} elements of type {elem} cannot fit in the {left} bytes left \
+                         (at byte {})",
+                        self.pos
+                    )));
+                }
+                let mut v = Vec::with_capacity(len as usize);
                 for _ in 0..len {
-                    v.push(self.value(elem, key)?);
+                    v.push(self.value(elem, what, depth + 1)?);
                 }
                 Value::Array(v)
             }
             10 => Value::U64(u64::from_le_bytes(n(8)?)),
             11 => Value::I64(i64::from_le_bytes(n(8)?)),
             12 => Value::F64(f64::from_le_bytes(n(8)?)),
-            other => {
-                return Err(Error::Corrupt {
-                    path: self.path.into(),
-                    reason: format!("metadata `{key}` has unknown value type {other}"),
-                })
-            }
+            other => return Err(self.corrupt(format!("{what} has unknown value type {other}"))),
         })
     }
 }
@@ -342,42 +364,63 @@ impl GgufFile {
         let n_tensors = r.u64("tensor count")?;
         let n_meta = r.u64("metadata count")?;
         let mut metadata = BTreeMap::new();
-        for _ in 0..n_meta {
-            let key = r.string("metadata key")?;
-            let ty = r.u32(&key)?;
-            let value = r.value(ty, &key)?;
+        for i in 0..n_meta {
+            let key = r.string(&format!("the key of metadata entry {i}"))?;
+            let what = format!("metadata `{key}` (entry {i})");
+            let ty = r.u32(&format!("the value type of {what}"))?;
+            let value = r.value(ty, &what, 0)?;
             metadata.insert(key, value);
         }
         let mut tensors = BTreeMap::new();
-        for _ in 0..n_tensors {
-            let name = r.string("tensor name")?;
-            let n_dims = r.u32(&name)?;
+        for i in 0..n_tensors {
+            let name = r.string(&format!("the name of tensor {i}"))?;
+            let what = format!("tensor `{name}` (entry {i})");
+            let n_dims = r.u32(&what)?;
             if n_dims > 4 {
                 return Err(Error::Corrupt {
                     path: path.into(),
                     reason: format!("tensor `{name}` has {n_dims} dimensions (at most 4)"),
                 });
             }
-            let dims = (0..n_dims).map(|_| r.u64(&name)).collect::<Result<Vec<_>>>()?;
-            let ggml_type = GgmlType::from_id(r.u32(&name)?);
-            let offset = r.u64(&name)?;
+            let dims = (0..n_dims).map(|_| r.u64(&what)).collect::<Result<Vec<_>>>()?;
+            let ggml_type = GgmlType::from_id(r.u32(&what)?);
+            let offset = r.u64(&what)?;
+            if dims.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d)).is_none_or(|n| n > isize::MAX as u64) {
+                return Err(r.corrupt(format!("{what}: dimensions {dims:?} overflow")));
+            }
             tensors.insert(name, TensorInfo { dims, ggml_type, offset });
         }
-        let alignment = metadata.get("general.alignment").and_then(Value::as_u64).unwrap_or(32) as usize;
-        let data_start = r.pos.div_ceil(alignment.max(1)) * alignment.max(1);
+        let alignment = match metadata.get("general.alignment") {
+            None => 32,
+            Some(v) => match v.as_u64() {
+                Some(a) if a.is_power_of_two() && a <= 1 << 20 => a as usize,
+                _ => {
+                    return Err(r.corrupt(format!(
+                        "metadata `general.alignment` must be a power of two up to 2^20, found {v:?}"
+                    )))
+                }
+            },
+        };
+        let data_start = r.pos.div_ceil(alignment) * alignment;
         let gguf = GgufFile { path: path.into(), mmap, version, metadata, tensors, data_start };
         for (name, info) in &gguf.tensors {
-            if let Some(bytes) = gguf.byte_len(info) {
-                let end = gguf.data_start as u64 + info.offset + bytes as u64;
-                if end > gguf.mmap.len() as u64 {
-                    return Err(Error::Corrupt {
-                        path: path.into(),
-                        reason: format!(
-                            "truncated GGUF: tensor `{name}` ends at byte {end}, the file has {}",
-                            gguf.mmap.len()
-                        ),
-                    });
-                }
+            let Some((per_block, block_bytes)) = info.ggml_type.block() else { continue };
+            // The element count fits in isize (checked above); the byte count may still overflow.
+            let n: u64 = info.dims.iter().product();
+            let end = n
+                .div_ceil(per_block as u64)
+                .checked_mul(block_bytes as u64)
+                .and_then(|b| b.checked_add(info.offset))
+                .and_then(|b| b.checked_add(gguf.data_start as u64));
+            if end.is_none_or(|e| e > gguf.mmap.len() as u64) {
+                let end = end.map_or("past 2^64".to_string(), |e| e.to_string());
+                return Err(Error::Corrupt {
+                    path: path.into(),
+                    reason: format!(
+                        "truncated GGUF: tensor `{name}` ends at byte {end}, the file has {}",
+                        gguf.mmap.len()
+                    ),
+                });
             }
         }
         Ok(gguf)
@@ -386,12 +429,6 @@ impl GgufFile {
     /// The file path.
     pub fn path(&self) -> &Path {
         &self.path
-    }
-
-    fn byte_len(&self, info: &TensorInfo) -> Option<usize> {
-        let (per_block, bytes) = info.ggml_type.block()?;
-        let n: u64 = info.dims.iter().product();
-        Some((n as usize).div_ceil(per_block) * bytes)
     }
 
     /// A metadata value.
