@@ -168,27 +168,19 @@ impl LlmConfig {
         }
     }
 
-    /// `(module, d_in, d_out)` of the seven linear layers of one block.
+    /// `(module, d_in, d_out)` of the seven linear layers of one block (`layout::LLAMA_BLOCK`).
     pub fn block_linears(&self) -> [(&'static str, i64, i64); 7] {
-        let (d, ff) = (self.hidden_size, self.intermediate_size);
-        let (q, kv) = (self.num_attention_heads * self.head_dim, self.num_key_value_heads * self.head_dim);
-        [
-            ("q_proj", d, q),
-            ("k_proj", d, kv),
-            ("v_proj", d, kv),
-            ("o_proj", q, d),
-            ("gate_proj", d, ff),
-            ("up_proj", d, ff),
-            ("down_proj", ff, d),
-        ]
+        let mut out = [("", 0, 0); 7];
+        for (o, t) in out.iter_mut().zip(super::layout::block_linears()) {
+            let shape = t.weight_shape(self);
+            *o = (t.module.unwrap_or(t.hf), shape[1], shape[0]);
+        }
+        out
     }
 
     /// Whether the block linear `module` (`q_proj` ... `down_proj`) has a bias.
     pub fn has_bias(&self, module: &str) -> bool {
-        match module {
-            "gate_proj" | "up_proj" | "down_proj" => self.mlp_bias,
-            _ => self.attention_bias,
-        }
+        super::layout::block_linears().any(|t| t.module == Some(module) && t.has_bias(self))
     }
 
     /// Parameters of the base model (embedding, blocks with their biases, norms, head unless tied).
@@ -240,15 +232,17 @@ impl LlmConfig {
                 .map_or(hidden / heads, |v| v as i64),
             rms_norm_eps: f("attention.layer_norm_rms_epsilon", 1e-5),
             rope_theta: f("rope.freq_base", 10_000.0),
-            tie_word_embeddings: !gguf.tensors.contains_key("output.weight"),
+            tie_word_embeddings: !gguf.tensors.contains_key(&super::layout::gguf_name("lm_head.weight").0),
             rope_scaling: None,
             max_position_embeddings: gguf
                 .get("llama.context_length")
                 .and_then(Value::as_u64)
                 .map_or(4096, |v| v as i64),
             activation: Activation::Silu,
-            attention_bias: gguf.tensors.contains_key("blk.0.attn_q.bias"),
-            mlp_bias: gguf.tensors.contains_key("blk.0.ffn_up.bias"),
+            attention_bias: gguf
+                .tensors
+                .contains_key(&super::layout::gguf_name("model.layers.0.self_attn.q_proj.bias").0),
+            mlp_bias: gguf.tensors.contains_key(&super::layout::gguf_name("model.layers.0.mlp.up_proj.bias").0),
             bos_token_id: gguf.get("tokenizer.ggml.bos_token_id").and_then(Value::as_u64).map(|v| v as i64),
             eos_token_ids: gguf
                 .get("tokenizer.ggml.eos_token_id")

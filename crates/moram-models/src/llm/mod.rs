@@ -4,6 +4,7 @@
 pub mod config;
 pub mod generate;
 pub mod gguf;
+pub mod layout;
 pub mod model;
 pub mod quants;
 pub mod rope;

@@ -11,27 +11,15 @@
 
 use super::config::{Activation, Arch, LlmConfig};
 use super::gguf::GgufFile;
+use super::layout::{self, Permute, LLAMA_BLOCK};
 use super::rope::{rotate_half, Rope};
 use crate::error::{Error, Result};
 use crate::linear::AdaptableLinear;
-use crate::target::{LinearSite, ModuleNames, TargetSpec};
+use crate::target::{LinearSite, TargetSpec};
 use moram_core::MoramConfig;
 use tch::{Device, Kind, Tensor};
 
-/// LLaMA's module vocabulary for [`TargetSpec`].
-pub const LLAMA_MODULES: ModuleNames = ModuleNames {
-    canonical: &["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-    aliases: &[
-        ("q", "q_proj"),
-        ("k", "k_proj"),
-        ("v", "v_proj"),
-        ("o", "o_proj"),
-        ("gate", "gate_proj"),
-        ("up", "up_proj"),
-        ("down", "down_proj"),
-    ],
-    shorthand: &[("q", "q_proj"), ("k", "k_proj"), ("v", "v_proj"), ("o", "o_proj")],
-};
+pub use super::layout::LLAMA_MODULES;
 
 type Provider<'a> = dyn FnMut(&str, &[i64]) -> Result<Tensor> + 'a;
 
@@ -109,27 +97,31 @@ pub struct CausalLm {
 
 impl CausalLm {
     fn build(config: &LlmConfig, get: &mut Provider, device: Device) -> Result<Self> {
-        let (d, hd) = (config.hidden_size, config.head_dim);
-        let (nh, nkv, ff) = (config.num_attention_heads, config.num_key_value_heads, config.intermediate_size);
-        let lin = |get: &mut Provider, name: String, o: i64, i: i64, bias: bool| -> Result<AdaptableLinear> {
-            let b = if bias { Some(get(&format!("{name}.bias"), &[o])?) } else { None };
-            Ok(AdaptableLinear::frozen(get(&format!("{name}.weight"), &[o, i])?, b))
-        };
-        let (ab, mb) = (config.attention_bias, config.mlp_bias);
+        let d = config.hidden_size;
         let mut blocks = Vec::new();
         for i in 0..config.num_hidden_layers {
             let p = format!("model.layers.{i}");
-            blocks.push(Block {
-                input_norm: get(&format!("{p}.input_layernorm.weight"), &[d])?,
-                q: lin(get, format!("{p}.self_attn.q_proj"), nh * hd, d, ab)?,
-                k: lin(get, format!("{p}.self_attn.k_proj"), nkv * hd, d, ab)?,
-                v: lin(get, format!("{p}.self_attn.v_proj"), nkv * hd, d, ab)?,
-                o: lin(get, format!("{p}.self_attn.o_proj"), d, nh * hd, ab)?,
-                post_norm: get(&format!("{p}.post_attention_layernorm.weight"), &[d])?,
-                gate: lin(get, format!("{p}.mlp.gate_proj"), ff, d, mb)?,
-                up: lin(get, format!("{p}.mlp.up_proj"), ff, d, mb)?,
-                down: lin(get, format!("{p}.mlp.down_proj"), d, ff, mb)?,
-            });
+            let norms: Vec<Tensor> = LLAMA_BLOCK
+                .iter()
+                .filter(|t| t.module.is_none())
+                .map(|t| get(&format!("{p}.{}.weight", t.hf), &t.weight_shape(config)))
+                .collect::<Result<_>>()?;
+            let linears: Vec<AdaptableLinear> = layout::block_linears()
+                .map(|t| {
+                    let shape = t.weight_shape(config);
+                    let bias = match t.has_bias(config) {
+                        true => Some(get(&format!("{p}.{}.bias", t.hf), &shape[..1])?),
+                        false => None,
+                    };
+                    Ok(AdaptableLinear::frozen(get(&format!("{p}.{}.weight", t.hf), &shape)?, bias))
+                })
+                .collect::<Result<_>>()?;
+            let (Ok([input_norm, post_norm]), Ok([q, k, v, o, gate, up, down])) =
+                (<[Tensor; 2]>::try_from(norms), <[AdaptableLinear; 7]>::try_from(linears))
+            else {
+                unreachable!("LLAMA_BLOCK has two norms and seven linear layers")
+            };
+            blocks.push(Block { input_norm, q, k, v, o, post_norm, gate, up, down });
         }
         let embed = get("model.embed_tokens.weight", &[config.vocab_size, d])?;
         let lm_head = if config.tie_word_embeddings {
@@ -137,14 +129,15 @@ impl CausalLm {
         } else {
             get("lm_head.weight", &[config.vocab_size, d])?
         };
-        let rope = Rope::new(hd, config.rope_theta, config.rope_scaling, config.max_position_embeddings, device);
+        let rope =
+            Rope::new(config.head_dim, config.rope_theta, config.rope_scaling, config.max_position_embeddings, device);
         Ok(CausalLm { embed, blocks, norm: get("model.norm.weight", &[d])?, lm_head, rope, config: config.clone() })
     }
 
     /// Loads a Hugging Face checkpoint (file, shard index or folder) for `config`, after one strict
     /// check of every key and shape.
     pub fn from_hf(source: &crate::WeightSource, config: &LlmConfig, kind: Kind, device: Device) -> Result<Self> {
-        source.check(&hf_tensors(config), |k| k.ends_with("rotary_emb.inv_freq"))?;
+        source.check(&layout::hf_tensors(config), |k| k.ends_with("rotary_emb.inv_freq"))?;
         let mut get = |name: &str, shape: &[i64]| source.get(name, shape, kind, device);
         Self::build(config, &mut get, device)
     }
@@ -154,16 +147,16 @@ impl CausalLm {
         let config = LlmConfig::from_gguf(gguf)?;
         let (nh, nkv) = (config.num_attention_heads, config.num_key_value_heads);
         let mut get = |name: &str, shape: &[i64]| -> Result<Tensor> {
-            let (key, heads) = gguf_name(name);
+            let (key, permute) = layout::gguf_name(name);
             let t = gguf.tensor(&key)?;
             if t.size() != shape {
                 return Err(Error::Shape { path: gguf.path().into(), key, expected: shape.to_vec(), found: t.size() });
             }
             // Undo llama.cpp's rotary permutation of q/k rows (convert_hf_to_gguf.py `permute`).
-            let t = match heads {
-                Some(true) => unpermute(&t, nh),
-                Some(false) => unpermute(&t, nkv),
-                None => t,
+            let t = match permute {
+                Permute::QueryHeads => unpermute(&t, nh),
+                Permute::KeyValueHeads => unpermute(&t, nkv),
+                Permute::None => t,
             };
             Ok(t.to_kind(kind).to_device(device).detach())
         };
@@ -518,7 +511,7 @@ impl CausalLm {
             let p = format!("model.layers.{i}");
             v.push((format!("{p}.input_layernorm.weight"), blk.input_norm.shallow_clone()));
             v.push((format!("{p}.post_attention_layernorm.weight"), blk.post_norm.shallow_clone()));
-            for ((_, path), l) in MODULE_PATHS.iter().zip(blk.linears()) {
+            for ((_, path), l) in module_paths().zip(blk.linears()) {
                 v.push((format!("{p}.{path}.weight"), l.weight().shallow_clone()));
                 if let Some(b) = l.bias() {
                     v.push((format!("{p}.{path}.bias"), b.shallow_clone()));
@@ -532,7 +525,7 @@ impl CausalLm {
     pub fn linear_sites(&self) -> Vec<LinearSite> {
         let mut v = Vec::new();
         for i in 0..self.blocks.len() {
-            for (m, path) in MODULE_PATHS {
+            for (m, path) in module_paths() {
                 v.push(LinearSite {
                     path: format!("model.layers.{i}.{path}"),
                     encoder: "decoder".into(),
@@ -548,10 +541,7 @@ impl CausalLm {
     pub fn inject(&mut self, spec: &TargetSpec, config: &MoramConfig) -> Result<Vec<String>> {
         let sites = self.linear_sites();
         let layers = self.blocks.iter_mut().enumerate().flat_map(|(i, blk)| {
-            MODULE_PATHS
-                .iter()
-                .zip(blk.linears_mut())
-                .map(move |((_, path), l)| (format!("model.layers.{i}.{path}"), l))
+            module_paths().zip(blk.linears_mut()).map(move |((_, path), l)| (format!("model.layers.{i}.{path}"), l))
         });
         crate::linear::inject(spec, &LLAMA_MODULES, &sites, layers, config)
     }
@@ -560,7 +550,7 @@ impl CausalLm {
     pub fn moram_layers(&self) -> Vec<(String, &moram_core::MoramLinear)> {
         let mut v = Vec::new();
         for (i, blk) in self.blocks.iter().enumerate() {
-            for ((_, path), l) in MODULE_PATHS.iter().zip(blk.linears()) {
+            for ((_, path), l) in module_paths().zip(blk.linears()) {
                 if let Some(m) = l.moram() {
                     v.push((format!("model.layers.{i}.{path}"), m));
                 }
@@ -573,7 +563,7 @@ impl CausalLm {
     pub fn moram_layers_mut(&mut self) -> Vec<(String, &mut moram_core::MoramLinear)> {
         let mut v = Vec::new();
         for (i, blk) in self.blocks.iter_mut().enumerate() {
-            for ((_, path), l) in MODULE_PATHS.iter().zip(blk.linears_mut()) {
+            for ((_, path), l) in module_paths().zip(blk.linears_mut()) {
                 if let Some(m) = l.moram_mut() {
                     v.push((format!("model.layers.{i}.{path}"), m));
                 }
@@ -598,47 +588,11 @@ impl CausalLm {
     }
 }
 
-/// Every tensor of a Hugging Face LLaMA checkpoint with its shape.
-fn hf_tensors(c: &LlmConfig) -> Vec<(String, Vec<i64>)> {
-    let (d, hd, ff) = (c.hidden_size, c.head_dim, c.intermediate_size);
-    let (nh, nkv) = (c.num_attention_heads, c.num_key_value_heads);
-    let mut v =
-        vec![("model.embed_tokens.weight".to_string(), vec![c.vocab_size, d]), ("model.norm.weight".into(), vec![d])];
-    if !c.tie_word_embeddings {
-        v.push(("lm_head.weight".into(), vec![c.vocab_size, d]));
-    }
-    for i in 0..c.num_hidden_layers {
-        let p = format!("model.layers.{i}");
-        for (name, shape) in [
-            ("input_layernorm", vec![d]),
-            ("post_attention_layernorm", vec![d]),
-            ("self_attn.q_proj", vec![nh * hd, d]),
-            ("self_attn.k_proj", vec![nkv * hd, d]),
-            ("self_attn.v_proj", vec![nkv * hd, d]),
-            ("self_attn.o_proj", vec![d, nh * hd]),
-            ("mlp.gate_proj", vec![ff, d]),
-            ("mlp.up_proj", vec![ff, d]),
-            ("mlp.down_proj", vec![d, ff]),
-        ] {
-            let module = name.rsplit('.').next().unwrap_or(name);
-            if shape.len() == 2 && c.has_bias(module) {
-                v.push((format!("{p}.{name}.bias"), vec![shape[0]]));
-            }
-            v.push((format!("{p}.{name}.weight"), shape));
-        }
-    }
-    v
+/// `(module, path under model.layers.{i})` of the block's linear layers, in [`Block::linears`]
+/// order.
+fn module_paths() -> impl Iterator<Item = (&'static str, &'static str)> {
+    layout::block_linears().map(|t| (t.module.unwrap_or(t.hf), t.hf))
 }
-
-const MODULE_PATHS: [(&str, &str); 7] = [
-    ("q_proj", "self_attn.q_proj"),
-    ("k_proj", "self_attn.k_proj"),
-    ("v_proj", "self_attn.v_proj"),
-    ("o_proj", "self_attn.o_proj"),
-    ("gate_proj", "mlp.gate_proj"),
-    ("up_proj", "mlp.up_proj"),
-    ("down_proj", "mlp.down_proj"),
-];
 
 impl Block {
     fn linears(&self) -> [&AdaptableLinear; 7] {
@@ -648,33 +602,6 @@ impl Block {
     fn linears_mut(&mut self) -> [&mut AdaptableLinear; 7] {
         [&mut self.q, &mut self.k, &mut self.v, &mut self.o, &mut self.gate, &mut self.up, &mut self.down]
     }
-}
-
-/// The GGUF name of a Hugging Face LLaMA tensor, and whether it is a permuted q (`true`) or k
-/// (`false`) projection.
-fn gguf_name(hf: &str) -> (String, Option<bool>) {
-    match hf {
-        "model.embed_tokens.weight" => return ("token_embd.weight".into(), None),
-        "model.norm.weight" => return ("output_norm.weight".into(), None),
-        "lm_head.weight" => return ("output.weight".into(), None),
-        _ => {}
-    }
-    let rest = hf.strip_prefix("model.layers.").unwrap_or(hf);
-    let (i, tail) = rest.split_once('.').unwrap_or((rest, ""));
-    let Some((module, kind)) = tail.rsplit_once('.') else { return (hf.to_string(), None) };
-    let (name, perm) = match module {
-        "input_layernorm" => ("attn_norm", None),
-        "self_attn.q_proj" => ("attn_q", Some(true)),
-        "self_attn.k_proj" => ("attn_k", Some(false)),
-        "self_attn.v_proj" => ("attn_v", None),
-        "self_attn.o_proj" => ("attn_output", None),
-        "post_attention_layernorm" => ("ffn_norm", None),
-        "mlp.gate_proj" => ("ffn_gate", None),
-        "mlp.up_proj" => ("ffn_up", None),
-        "mlp.down_proj" => ("ffn_down", None),
-        _ => return (hf.to_string(), None),
-    };
-    (format!("blk.{i}.{name}.{kind}"), perm)
 }
 
 /// Inverse of llama.cpp's `permute(w, n_head)` (also applied to q/k biases): rows grouped as
