@@ -278,3 +278,117 @@ pub fn routing_markdown(d: &crate::analysis::RoutingDiagnostics, names: &[String
     s.push_str(&format!("\nMean leakage onto earlier tasks: {:.1}%.\n", 100.0 * d.mean_leakage()));
     s
 }
+
+/// Bootstrap draws behind every [`Comparison`] interval.
+pub const BOOTSTRAP_DRAWS: usize = 2000;
+
+type Statistic = fn(&[Vec<f64>]) -> Result<f64>;
+
+fn op(a: &[Vec<f64>]) -> Result<f64> {
+    Ok(metrics::trace_summary(a)?.op)
+}
+
+fn bwt(a: &[Vec<f64>]) -> Result<f64> {
+    Ok(metrics::trace_summary(a)?.bwt_paper)
+}
+
+/// The statistics a [`Comparison`] reports, with their labels.
+const STATISTICS: [(&str, Statistic); 3] = [
+    ("OP (mean of the last row)", op),
+    ("BWT, paper Eq. 10 (forgetting, lower is better)", bwt),
+    ("learning (mean of the diagonal)", metrics::learning),
+];
+
+/// One row of a [`Comparison`]: a statistic of each run with its interval, and its difference
+/// from the first run with the paired interval.
+#[derive(Debug, Clone, Serialize)]
+pub struct ComparisonRow {
+    /// The statistic's label.
+    pub statistic: &'static str,
+    /// Per run: its value and 95% interval (`None`: no per-example scores).
+    pub values: Vec<Option<metrics::bootstrap::Interval>>,
+    /// Per run: the difference from the first run and its paired 95% interval.
+    pub vs_first: Vec<Option<metrics::bootstrap::Interval>>,
+}
+
+/// Runs scored on the same evaluation examples, compared by a paired bootstrap over those examples
+/// (`metrics::bootstrap`): OP, BWT and learning with 95% intervals, and differences from the first
+/// run. The intervals cover which evaluation examples were drawn for each training run, not the
+/// variation between training seeds (`moram study` measures that).
+#[derive(Debug, Clone, Serialize)]
+pub struct Comparison {
+    /// One row per statistic.
+    pub rows: Vec<ComparisonRow>,
+    /// Evaluation examples per task (of the first run with scores).
+    pub examples: usize,
+}
+
+impl Comparison {
+    /// Compares runs by their per-example scores ([`example_scores`]); runs without scores get
+    /// `None` cells. The seeds are fixed, so a comparison is reproducible.
+    pub fn of(scores: &[Option<&metrics::bootstrap::ExampleScores>]) -> Result<Self> {
+        use metrics::bootstrap::{interval, paired_difference};
+        let first = scores.first().copied().flatten();
+        let mut rows = Vec::new();
+        for (k, (statistic, stat)) in STATISTICS.into_iter().enumerate() {
+            let mut values = Vec::new();
+            let mut vs_first = Vec::new();
+            for s in scores {
+                values.push(s.map(|s| interval(s, stat, BOOTSTRAP_DRAWS, 7 + k as u64)).transpose()?);
+                vs_first.push(match (first, s) {
+                    (Some(a), Some(b)) => Some(paired_difference(a, b, stat, BOOTSTRAP_DRAWS, 11 + k as u64)?),
+                    _ => None,
+                });
+            }
+            rows.push(ComparisonRow { statistic, values, vs_first });
+        }
+        let examples =
+            scores.iter().flatten().next().and_then(|s| s.first()).and_then(|r| r.first()).map_or(0, Vec::len);
+        Ok(Comparison { rows, examples })
+    }
+
+    /// The comparison as Markdown: a table of every run's statistics (plus the worst next-task
+    /// retention of each matrix in `matrices`), then the differences from the first run (`*`: the
+    /// interval excludes 0). `names` label the runs.
+    pub fn markdown(&self, names: &[String], matrices: &[&[Vec<f64>]]) -> String {
+        use std::fmt::Write as _;
+        let show = |i: &Option<metrics::bootstrap::Interval>| match i {
+            Some(i) => format!("{:.1} [{:.1}, {:.1}]", i.value, i.low, i.high),
+            None => "-".into(),
+        };
+        let mut s = format!(
+            "## Comparison (95% intervals over the {} evaluation examples per task, paired bootstrap)\n\n",
+            self.examples
+        );
+        let _ = writeln!(s, "| | {} |\n|---|{}", names.join(" | "), "---:|".repeat(names.len()));
+        for row in &self.rows {
+            let cells: Vec<String> = row.values.iter().map(show).collect();
+            let _ = writeln!(s, "| {} | {} |", row.statistic, cells.join(" | "));
+        }
+        let worst: Vec<String> = matrices
+            .iter()
+            .map(|m| match metrics::worst_next_task_retention(m) {
+                Ok(Some(r)) => format!("{:.0}%", 100.0 * r),
+                _ => "-".into(),
+            })
+            .collect();
+        let _ = writeln!(s, "| worst share of a task's score kept after the next task | {} |", worst.join(" | "));
+        let first = names.first().map_or("the first run", String::as_str);
+        let _ = writeln!(s, "\nDifferences from {first} (* = the interval excludes 0):\n");
+        let rest = names.get(1..).unwrap_or_default();
+        let _ = writeln!(s, "| | {} |\n|---|{}", rest.join(" | "), "---:|".repeat(rest.len()));
+        for row in &self.rows {
+            let cells: Vec<String> = row
+                .vs_first
+                .iter()
+                .skip(1)
+                .map(|d| match d {
+                    Some(d) => format!("{}{}", show(&Some(*d)), if d.excludes_zero() { " *" } else { "" }),
+                    None => "-".into(),
+                })
+                .collect();
+            let _ = writeln!(s, "| {} | {} |", row.statistic, cells.join(" | "));
+        }
+        s
+    }
+}

@@ -299,10 +299,8 @@ impl RunMetrics {
     pub fn of(state: &RunState) -> Result<Self> {
         let m = &state.matrix;
         let s = metrics::trace_summary(m)?;
-        let n = m.len();
-        let diagonal = (0..n).map(|i| m[i][i]).sum::<f64>() / n.max(1) as f64;
-        let worst =
-            (0..n.saturating_sub(1)).filter(|&i| m[i][i] > 0.0).map(|i| m[i + 1][i] / m[i][i]).min_by(f64::total_cmp);
+        let diagonal = metrics::learning(m)?;
+        let worst = metrics::worst_next_task_retention(m)?;
         let leakage = state.tasks.last().and_then(|t| t.routing.as_ref()).map(|d| 100.0 * d.mean_leakage());
         Ok(RunMetrics {
             seed: state.seed,

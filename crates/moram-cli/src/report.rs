@@ -1,7 +1,8 @@
 //! `moram report DIR [DIR...]`: one or several runs side by side (Markdown to stdout, optional CSV).
 
 use anyhow::{Context, Result};
-use moram_cl::report::{markdown, summarize_run, Results};
+use moram_cl::metrics::bootstrap::ExampleScores;
+use moram_cl::report::{markdown, summarize_run, Comparison, Results};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -58,6 +59,7 @@ pub fn run(dirs: &[PathBuf], csv: Option<&Path>) -> Result<()> {
         let cells: Vec<&str> = cols.iter().map(|c| c[i].as_str()).collect();
         let _ = writeln!(s, "| {row} | {} |", cells.join(" | "));
     }
+    s.push_str(&comparison(&runs, dirs));
     for r in &runs {
         s.push('\n');
         s.push_str(&markdown(r).replacen("# ", "## ", 1));
@@ -75,4 +77,34 @@ pub fn run(dirs: &[PathBuf], csv: Option<&Path>) -> Result<()> {
         std::fs::write(path, out).with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
+}
+
+/// With two or more finished runs of the same tasks whose outputs carry per-example scores (LLM
+/// runs), their paired bootstrap comparison against the first run; otherwise nothing, or a line
+/// that says why not.
+fn comparison(runs: &[Results], dirs: &[PathBuf]) -> String {
+    if runs.len() < 2 || runs.iter().any(|r| !r.state.is_complete()) {
+        return String::new();
+    }
+    if runs.iter().any(|r| r.state.task_names != runs[0].state.task_names) {
+        return "\n(no paired comparison: the runs learned different task sequences)\n".into();
+    }
+    let scores: Vec<Option<ExampleScores>> =
+        runs.iter().zip(dirs).map(|(r, d)| moram_cl::report::example_scores(d, &r.state)).collect();
+    if scores.iter().any(Option::is_none) {
+        return "\n(no paired comparison: not every run kept per-example scores under outputs/)\n".into();
+    }
+    match Comparison::of(&scores.iter().map(Option::as_ref).collect::<Vec<_>>()) {
+        Ok(cmp) => {
+            let names: Vec<String> =
+                runs.iter().zip(dirs).map(|(r, d)| format!("{} ({})", r.method, d.display())).collect();
+            let matrices: Vec<&[Vec<f64>]> = runs.iter().map(|r| r.state.matrix.as_slice()).collect();
+            format!(
+                "\n{}\nThe intervals cover which evaluation examples were drawn, for each training run; seeds are \
+                 what `moram study` varies.\n",
+                cmp.markdown(&names, &matrices)
+            )
+        }
+        Err(e) => format!("\n(no paired comparison: {e})\n"),
+    }
 }

@@ -107,6 +107,22 @@ fn demo_runs_three_methods_and_writes_the_comparison() {
     let cells: Vec<&str> = leak.split('|').map(str::trim).collect();
     assert!(cells[2].parse::<f64>().is_ok_and(|v| (0.0..=100.0).contains(&v)) && cells[3] == "-", "{leak}");
     assert!(md.contains("Routing after task 4"), "{md}");
+    // Runs of the same examples get the demo's paired bootstrap comparison, here against MoRAM:
+    // the same intervals the demo wrote for MoRAM (same examples, same seeds).
+    assert!(
+        md.contains("## Comparison (95% intervals over the 4 evaluation examples per task, paired bootstrap)"),
+        "{md}"
+    );
+    assert!(md.contains("Differences from moram ("), "{md}");
+    let op = &json["intervals"][0]["values"][1];
+    let want = format!(
+        "{:.1} [{:.1}, {:.1}]",
+        op["value"].as_f64().unwrap(),
+        op["low"].as_f64().unwrap(),
+        op["high"].as_f64().unwrap()
+    );
+    let row = md.lines().find(|l| l.starts_with("| OP (mean of the last row) |")).unwrap();
+    assert!(row.split('|').nth(2).is_some_and(|c| c.trim() == want), "{row} vs {want}");
     let csv = std::fs::read_to_string(csv).unwrap();
     assert_eq!(csv.lines().count(), 10);
     assert!(csv.lines().nth(2).unwrap().starts_with("OP (mean of last row),"));

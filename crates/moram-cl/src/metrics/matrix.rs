@@ -105,6 +105,28 @@ pub fn forgetting(a: &[Vec<f64>]) -> Result<f64> {
     .unwrap_or(0.0))
 }
 
+/// Tasks learned to fewer points than this do not count for [`worst_next_task_retention`]: a task
+/// learned to 3 points that loses them says nothing about forgetting.
+pub const RETENTION_MIN_SCORE: f64 = 10.0;
+
+/// The smallest share of its score any task keeps right after the next task is trained,
+/// `a[j+1][j] / a[j][j]` over tasks `j < N-1` learned to at least [`RETENTION_MIN_SCORE`]; `None`
+/// when no task qualifies.
+pub fn worst_next_task_retention(a: &[Vec<f64>]) -> Result<Option<f64>> {
+    let n = check(a, "worst_next_task_retention")?;
+    Ok((0..n.saturating_sub(1))
+        .filter(|&j| a[j][j] >= RETENTION_MIN_SCORE)
+        .map(|j| a[j + 1][j] / a[j][j])
+        .min_by(f64::total_cmp))
+}
+
+/// Mean of the diagonal: each task's score right after it was trained (how well the sequence is
+/// learned, before any forgetting).
+pub fn learning(a: &[Vec<f64>]) -> Result<f64> {
+    let n = check(a, "learning")?;
+    Ok(mean((0..n).map(|j| a[j][j])).unwrap_or(0.0))
+}
+
 /// Order robustness: the population standard deviation (ddof 0) of the final average score over
 /// runs with different task orders. Each matrix's tasks are in its own training order.
 pub fn order_robustness(runs: &[Vec<Vec<f64>>]) -> Result<f64> {
@@ -128,6 +150,16 @@ mod tests {
 
     fn close(a: f64, b: f64) {
         assert!((a - b).abs() < 1e-9, "{a} vs {b}");
+    }
+
+    #[test]
+    fn retention_after_the_next_task_and_learning() {
+        let a = vec![vec![80.0, 0.0, 0.0], vec![60.0, 5.0, 0.0], vec![0.0, 50.0, 40.0]];
+        // Task 0 keeps 60/80 after task 1; task 1 (5 points) is too weakly learned to count.
+        close(worst_next_task_retention(&a).unwrap().unwrap(), 0.75);
+        assert_eq!(worst_next_task_retention(&[vec![50.0]]).unwrap(), None, "no next task");
+        close(learning(&a).unwrap(), 125.0 / 3.0);
+        assert!(worst_next_task_retention(&[vec![1.0, 2.0]]).is_err(), "not square");
     }
 
     #[test]

@@ -9,7 +9,8 @@ pub mod sari;
 pub mod text;
 
 pub use matrix::{
-    forgetting, fwt, order_robustness, trace_summary, xtail_clean, xtail_official, TraceSummary, XtailSummary,
+    forgetting, fwt, learning, order_robustness, trace_summary, worst_next_task_retention, xtail_clean, xtail_official,
+    TraceSummary, XtailSummary,
 };
 
 use crate::error::{Error, Result};
