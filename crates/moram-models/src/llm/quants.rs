@@ -183,39 +183,28 @@ fn scale_min_k4(j: usize, q: &[u8]) -> (f32, f32) {
 /// Q4_K: 8 groups of 32 weights, `x = d sc q - dmin m`; each 32 bytes of `qs` hold two groups
 /// (low nibbles, then high nibbles).
 fn q4_k(b: &[u8], y: &mut [f32]) {
-    let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
-    let scales = &b[4..16];
-    let qs = &b[16..144];
-    for pair in 0..4 {
-        let q = &qs[32 * pair..32 * pair + 32];
-        let (s1, m1) = scale_min_k4(2 * pair, scales);
-        let (s2, m2) = scale_min_k4(2 * pair + 1, scales);
-        let y = &mut y[64 * pair..64 * pair + 64];
-        for l in 0..32 {
-            y[l] = d * s1 * (q[l] & 0x0f) as f32 - dmin * m1;
-            y[l + 32] = d * s2 * (q[l] >> 4) as f32 - dmin * m2;
-        }
-    }
+    k_groups_of_32(f16_at(b, 0), f16_at(b, 2), &b[4..16], None, &b[16..144], y);
 }
 
 /// Q5_K: Q4_K plus a fifth bit per weight from `qh` (bit `2 pair` for the low-nibble group, bit
 /// `2 pair + 1` for the high-nibble group).
 fn q5_k(b: &[u8], y: &mut [f32]) {
-    let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
-    let scales = &b[4..16];
-    let qh = &b[16..48];
-    let qs = &b[48..176];
+    k_groups_of_32(f16_at(b, 0), f16_at(b, 2), &b[4..16], Some(&b[16..48]), &b[48..176], y);
+}
+
+/// The shared body of Q4_K and Q5_K: four pairs of 32-weight groups, 6-bit scales and mins
+/// (`scale_min_k4`), 4-bit weights in `qs` and, for Q5_K, their fifth bits in `qh`.
+fn k_groups_of_32(d: f32, dmin: f32, scales: &[u8], qh: Option<&[u8]>, qs: &[u8], y: &mut [f32]) {
     for pair in 0..4 {
         let q = &qs[32 * pair..32 * pair + 32];
         let (s1, m1) = scale_min_k4(2 * pair, scales);
         let (s2, m2) = scale_min_k4(2 * pair + 1, scales);
         let (u1, u2) = (1u8 << (2 * pair), 1u8 << (2 * pair + 1));
+        let high = |l: usize, bit: u8| qh.map_or(0, |h| if h[l] & bit != 0 { 16 } else { 0 });
         let y = &mut y[64 * pair..64 * pair + 64];
         for l in 0..32 {
-            let h1 = if qh[l] & u1 != 0 { 16 } else { 0 };
-            let h2 = if qh[l] & u2 != 0 { 16 } else { 0 };
-            y[l] = d * s1 * ((q[l] & 0x0f) + h1) as f32 - dmin * m1;
-            y[l + 32] = d * s2 * ((q[l] >> 4) + h2) as f32 - dmin * m2;
+            y[l] = d * s1 * ((q[l] & 0x0f) + high(l, u1)) as f32 - dmin * m1;
+            y[l + 32] = d * s2 * ((q[l] >> 4) + high(l, u2)) as f32 - dmin * m2;
         }
     }
 }
