@@ -96,7 +96,16 @@ fn strict_loading_reports_every_problem() -> anyhow::Result<()> {
     let mut config = ClipConfig::from_hf_json(fixtures().join("config.json"))?;
     config.text.num_hidden_layers = 3;
     config.projection_dim = 8;
-    let err = ClipModel::load(&source, &config, None, Kind::Float, Device::Cpu).unwrap_err().to_string();
+    let err = ClipModel::load(&source, &config, None, Kind::Float, Device::Cpu).unwrap_err();
+    match &err {
+        moram_models::Error::Mismatch { path, missing, shapes, .. } => {
+            assert!(path.ends_with("hf.safetensors"), "{err}");
+            assert!(missing.iter().any(|k| k == "text_model.encoder.layers.2.mlp.fc1.weight"), "{err}");
+            assert!(shapes.contains(&("visual_projection.weight".into(), vec![8, 32], vec![16, 32])), "{err}");
+        }
+        other => panic!("expected a checkpoint mismatch, got {other:?}"),
+    }
+    let err = err.to_string();
     assert!(err.contains("missing keys") && err.contains("text_model.encoder.layers.2.mlp.fc1.weight"), "{err}");
     assert!(err.contains("visual_projection.weight: expected [8, 32], found [16, 32]"), "{err}");
     let config = ClipConfig::from_hf_json(fixtures().join("config.json"))?;
@@ -110,8 +119,8 @@ fn strict_loading_reports_every_problem() -> anyhow::Result<()> {
         expected_keys(&config, Layout::OpenAi).len(),
         expected_keys(&config, Layout::HuggingFace).len() - 2 * 2 * 4
     );
-    let err = ClipConfig::from_hf_json(fixtures().join("absent.json")).unwrap_err().to_string();
-    assert!(err.contains("absent.json"), "{err}");
+    let err = ClipConfig::from_hf_json(fixtures().join("absent.json")).unwrap_err();
+    assert!(matches!(&err, moram_models::Error::Io { path, .. } if path.ends_with("absent.json")), "{err:?}");
     Ok(())
 }
 

@@ -118,8 +118,12 @@ fn unsupported_fields_are_named_and_the_architecture_first() -> anyhow::Result<(
         j["attn_logit_softcapping"] = 50.0.into();
         j["query_pre_attn_scalar"] = 256.into();
     })
-    .unwrap_err()
-    .to_string();
+    .unwrap_err();
+    assert!(
+        matches!(err.downcast_ref::<moram_models::Error>(), Some(moram_models::Error::Corrupt { path, reason }) if path.ends_with("config.json") && reason.starts_with("`model_type`")),
+        "the file and the field first: {err:?}"
+    );
+    let err = err.to_string();
     assert!(err.contains("`model_type` `gemma2` is not a supported architecture (llama, gemma)"), "{err}");
     assert!(!err.contains("softcapping"), "{err}");
     for (edit, want) in [

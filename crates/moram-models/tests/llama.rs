@@ -99,7 +99,20 @@ fn config_and_checkpoint_problems_are_named() -> anyhow::Result<()> {
     let mut config = LlmConfig::from_hf_json(dir().join("tiny_llama/config.json"))?;
     config.intermediate_size = 80;
     let source = WeightSource::open(dir().join("tiny_llama"))?;
-    let err = CausalLm::from_hf(&source, &config, Kind::Float, Device::Cpu).unwrap_err().to_string();
+    let err = CausalLm::from_hf(&source, &config, Kind::Float, Device::Cpu).unwrap_err();
+    match &err {
+        moram_models::Error::Mismatch { missing, unexpected, shapes, .. } => {
+            assert!(missing.is_empty() && unexpected.is_empty(), "{err}");
+            // gate, up and down of each of the blocks, nothing else.
+            assert!(
+                shapes.iter().all(|(k, ..)| k.contains(".mlp."))
+                    && shapes.len() == 3 * config.num_hidden_layers as usize
+            );
+            assert!(shapes.contains(&("model.layers.0.mlp.up_proj.weight".into(), vec![80, 64], vec![96, 64])));
+        }
+        other => panic!("expected a checkpoint mismatch, got {other:?}"),
+    }
+    let err = err.to_string();
     assert!(err.contains("model.layers.0.mlp.up_proj.weight: expected [80, 64], found [96, 64]"), "{err}");
     Ok(())
 }
