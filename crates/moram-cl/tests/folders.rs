@@ -41,11 +41,13 @@ fn train_test_layout_and_errors() {
     let t = folder_task("ab", tmp.path(), &FolderOptions { test_per_class: Some(1), ..opts(2) }).unwrap();
     assert_eq!((t.train_labels.clone(), t.test_labels.clone()), (vec![0, 0, 1, 1], vec![0, 1]));
 
-    let e = folder_task("x", &tmp.path().join("missing"), &opts(2)).unwrap_err().to_string();
-    assert!(e.contains("missing image folder"), "{e}");
+    let err = folder_task("x", &tmp.path().join("missing"), &opts(2)).unwrap_err();
+    assert!(matches!(&err, moram_cl::Error::Data { path, .. } if path.ends_with("missing")), "{err:?}");
+    assert!(err.to_string().contains("missing image folder"), "{err}");
     std::fs::create_dir_all(tmp.path().join("empty")).unwrap();
-    let e = folder_task("x", &tmp.path().join("empty"), &opts(2)).unwrap_err().to_string();
-    assert!(e.contains("no class folders"), "{e}");
+    let err = folder_task("x", &tmp.path().join("empty"), &opts(2)).unwrap_err();
+    assert!(matches!(&err, moram_cl::Error::Data { path, .. } if path.ends_with("empty")), "{err:?}");
+    assert!(err.to_string().contains("no class folders"), "{err}");
     // A class with one image has nothing left for testing; a class folder without images fails.
     let d = tmp.path().join("thin");
     write_image_folders(&d, &["one"], 1, 4).unwrap();

@@ -73,12 +73,21 @@ fn class_incremental_tasks_from_idx() {
     let e = idx_tasks(tmp.path(), &names, &classes[..3], 2, "{}", 4, None, 32, 9).unwrap_err().to_string();
     assert!(e.contains("3 classes do not make 2 tasks of 2"), "{e}");
     std::fs::write(tmp.path().join("bad"), [0u8, 0, 0x0d, 1, 0, 0, 0, 1, 0]).unwrap();
-    assert!(read_idx(&tmp.path().join("bad")).unwrap_err().to_string().contains("not an IDX file"));
+    // Each bad file is a data error that names it.
+    let data_error = |name: &str| {
+        let err = read_idx(&tmp.path().join(name)).unwrap_err();
+        assert!(
+            matches!(&err, moram_cl::Error::Data { path, .. } if path.ends_with(name)),
+            "{name}: a data error naming the file, got {err:?}"
+        );
+        err.to_string()
+    };
+    assert!(data_error("bad").contains("not an IDX file"));
     std::fs::write(tmp.path().join("short"), idx_bytes(&[5, 2], &[1, 2, 3])).unwrap();
-    let e = read_idx(&tmp.path().join("short")).unwrap_err().to_string();
+    let e = data_error("short");
     assert!(e.contains("short: dimensions [5, 2] need 10 bytes of data, found 3"), "{e}");
     std::fs::write(tmp.path().join("broken.gz"), [0x1f, 0x8b, 8, 0, 1, 2, 3]).unwrap();
-    assert!(read_idx(&tmp.path().join("broken.gz")).unwrap_err().to_string().contains("corrupt gzip"));
+    assert!(data_error("broken.gz").contains("corrupt gzip"));
     std::fs::remove_file(tmp.path().join("t10k-labels-idx1-ubyte")).unwrap();
     let e = idx_tasks(tmp.path(), &names, &classes, 2, "{}", 4, None, 32, 9).unwrap_err().to_string();
     assert!(e.contains("t10k-labels-idx1-ubyte: missing IDX file"), "{e}");
