@@ -9,7 +9,7 @@ use std::path::PathBuf;
 const STUDIES: [(&str, &str, &str, usize); 3] = [
     ("demo", "configs/study/demo.toml", "demo", 64),
     ("formats", "configs/study/formats.toml", "formats", 64),
-    ("paper-budget", "configs/study/paper-budget.toml", "demo", 256),
+    ("paper-budget", "configs/study/paper-budget.toml", "demo", 240),
 ];
 
 /// Arguments of `cargo xtask study`.
