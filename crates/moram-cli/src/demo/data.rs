@@ -164,6 +164,32 @@ fn split(all: Vec<Example>, train: usize) -> (Vec<Example>, Vec<Example>) {
     (a.to_vec(), b.to_vec())
 }
 
+/// One example per chosen article, built by `make` from the article and its lead
+/// (`sizes.words` words), split into `sizes.train` training examples and the rest.
+fn article_examples(
+    chosen: &[Article],
+    sizes: DemoSizes,
+    make: impl Fn(&Article, &str) -> Example,
+) -> (Vec<Example>, Vec<Example>) {
+    split(chosen.iter().map(|a| make(a, &lead(a, sizes.words))).collect(), sizes.train)
+}
+
+/// The topic question (shared by the demo's `bbc-topic` and the formats sequence's `topic`).
+fn topic_example(a: &Article, text: &str, words: &[String]) -> Example {
+    Example {
+        prompt: format!("Which topic is this BBC article about ({})?\nArticle: {text}\nTopic:\n", words.join(", ")),
+        answer: topic_word(&a.topic),
+    }
+}
+
+/// The desk question (the demo's `bbc-desk`, the formats sequence's `desk`).
+fn desk_example(a: &Article, text: &str, desks: &[&str]) -> Example {
+    Example {
+        prompt: format!("Which BBC desk would file this article ({})?\nArticle: {text}\nDesk:\n", desks.join(", ")),
+        answer: desk(&a.topic).to_string(),
+    }
+}
+
 /// The demo's four tasks (module docs), `sizes.train` + `sizes.eval` examples each, from the BBC
 /// articles and the WordNet folder `wordnet` (`index.noun`, `data.noun`, `index.verb`, `verb.exc`).
 pub fn demo_tasks(articles: &[Article], wordnet: &Path, sizes: DemoSizes, seed: u64) -> Result<Vec<DemoTask>> {
@@ -173,34 +199,8 @@ pub fn demo_tasks(articles: &[Article], wordnet: &Path, sizes: DemoSizes, seed: 
     let chosen = balanced(&groups, need, &mut rng, "bbc")?;
     let words: Vec<String> = topics.iter().map(|t| topic_word(t)).collect();
     let desks: Vec<&str> = topics.iter().map(|t| desk(t)).collect();
-    let (t_train, t_eval) = split(
-        chosen
-            .iter()
-            .map(|a| Example {
-                prompt: format!(
-                    "Which topic is this BBC article about ({})?\nArticle: {}\nTopic:\n",
-                    words.join(", "),
-                    lead(a, sizes.words)
-                ),
-                answer: topic_word(&a.topic),
-            })
-            .collect(),
-        sizes.train,
-    );
-    let (d_train, d_eval) = split(
-        chosen
-            .iter()
-            .map(|a| Example {
-                prompt: format!(
-                    "Which BBC desk would file this article ({})?\nArticle: {}\nDesk:\n",
-                    desks.join(", "),
-                    lead(a, sizes.words)
-                ),
-                answer: desk(&a.topic).to_string(),
-            })
-            .collect(),
-        sizes.train,
-    );
+    let (t_train, t_eval) = article_examples(&chosen, sizes, |a, text| topic_example(a, text, &words));
+    let (d_train, d_eval) = article_examples(&chosen, sizes, |a, text| desk_example(a, text, &desks));
     let categories = wordnet::nouns_by_category(wordnet)?;
     let labels: Vec<&str> = categories.iter().map(|(c, _)| *c).collect();
     let groups: Vec<Vec<(String, &str)>> =
@@ -259,24 +259,15 @@ pub fn format_tasks(articles: &[Article], sizes: DemoSizes, seed: u64) -> Result
     let options: String =
         words.iter().enumerate().map(|(i, w)| format!("{}) {w}\n", letters.get(i).unwrap_or(&"?"))).collect();
     let desk_list: Vec<&str> = topics.iter().map(|t| desk(t)).collect();
-    let make = |f: &dyn Fn(&Article, &str) -> Example| {
-        split(chosen.iter().map(|a| f(a, &lead(a, sizes.words))).collect(), sizes.train)
-    };
-    let (t_train, t_eval) = make(&|a, text| Example {
-        prompt: format!("Which topic is this BBC article about ({})?\nArticle: {text}\nTopic:\n", words.join(", ")),
-        answer: topic_word(&a.topic),
-    });
-    let (l_train, l_eval) = make(&|a, text| Example {
+    let (t_train, t_eval) = article_examples(&chosen, sizes, |a, text| topic_example(a, text, &words));
+    let (l_train, l_eval) = article_examples(&chosen, sizes, |a, text| Example {
         prompt: format!(
             "Which topic is this BBC article about? Answer with the letter.\n{options}Article: {text}\nLetter:\n"
         ),
         answer: letters.get(index(&a.topic)).unwrap_or(&"?").to_string(),
     });
-    let (d_train, d_eval) = make(&|a, text| Example {
-        prompt: format!("Which BBC desk would file this article ({})?\nArticle: {text}\nDesk:\n", desk_list.join(", ")),
-        answer: desk(&a.topic).to_string(),
-    });
-    let (h_train, h_eval) = make(&|a, text| Example {
+    let (d_train, d_eval) = article_examples(&chosen, sizes, |a, text| desk_example(a, text, &desk_list));
+    let (h_train, h_eval) = article_examples(&chosen, sizes, |a, text| Example {
         prompt: format!("Write the headline of this BBC article.\nArticle: {text}\nHeadline:\n"),
         answer: a.headline.clone(),
     });
