@@ -19,6 +19,7 @@
 //!
 //! **Not yet:** named LLM presets and the LLM benchmark.
 
+mod bytes;
 pub mod clip;
 pub mod error;
 pub mod linear;

@@ -5,19 +5,18 @@
 //! sharded layout, `weight_map` key -> shard file); or a folder holding either. Files are mapped,
 //! not read: host memory holds only the tensor being converted, plus what the OS caches.
 
+use crate::bytes::FileBytes;
 use crate::error::{Error, Result};
-use memmap2::Mmap;
 use safetensors::tensor::Dtype;
 use safetensors::SafeTensors;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
 
 struct Shard {
     path: PathBuf,
-    mmap: Mmap,
+    mmap: FileBytes,
     /// Offset of the data section (8-byte length + JSON header).
     data_start: usize,
 }
@@ -118,21 +117,36 @@ impl WeightSource {
         Ok(source)
     }
 
+    /// Reads one safetensors file already in memory; `origin` names it in errors.
+    pub fn from_bytes(origin: impl AsRef<Path>, bytes: Vec<u8>) -> Result<Self> {
+        let origin = origin.as_ref();
+        Self::from_shards(origin, vec![(origin.to_path_buf(), FileBytes::Owned(bytes))])
+    }
+
     fn open_files(origin: &Path, paths: &[PathBuf]) -> Result<Self> {
+        let shards = paths.iter().map(|p| Ok((p.clone(), FileBytes::map(p)?))).collect::<Result<Vec<_>>>()?;
+        Self::from_shards(origin, shards)
+    }
+
+    fn from_shards(origin: &Path, files: Vec<(PathBuf, FileBytes)>) -> Result<Self> {
         let mut shards = Vec::new();
         let mut entries = BTreeMap::new();
-        for (i, path) in paths.iter().enumerate() {
-            let file = File::open(path).map_err(io(path))?;
-            // SAFETY: the map is read-only; a checkpoint modified while mapped is outside what we support
-            // (the same contract as every mmap-based loader).
-            let mmap = unsafe { Mmap::map(&file) }.map_err(io(path))?;
+        for (i, (path, mmap)) in files.into_iter().enumerate() {
+            let path = &path;
             let (header_len, metadata) = SafeTensors::read_metadata(&mmap[..])
                 .map_err(|e| corrupt(path, format!("not a safetensors file: {e}")))?;
             let data_start = 8 + header_len;
             for (key, info) in metadata.tensors() {
                 let (start, end) = info.data_offsets;
-                if data_start + end > mmap.len() {
-                    return Err(corrupt(path, format!("truncated: tensor `{key}` ends past the end of the file")));
+                if start > end || data_start.checked_add(end).is_none_or(|e| e > mmap.len()) {
+                    return Err(corrupt(
+                        path,
+                        format!(
+                            "truncated: tensor `{key}` (data offsets {start}..{end}) ends past the end of the file \
+                             ({} bytes)",
+                            mmap.len()
+                        ),
+                    ));
                 }
                 let shape = info.shape.iter().map(|&d| d as i64).collect();
                 let entry = Entry { shard: i, dtype: info.dtype, shape, start, end };

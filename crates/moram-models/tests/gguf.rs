@@ -403,3 +403,42 @@ fn hostile_gguf_headers_are_refused_by_name() -> anyhow::Result<()> {
     assert!(e.contains("metadata `odd`") && e.contains("unknown value type 77"), "{e}");
     Ok(())
 }
+
+/// Metadata arrays keep their element width: a file's array of a million u8 values is a million
+/// bytes in memory (it was a million 32-byte enum values), and typed accessors read them back.
+#[test]
+fn metadata_arrays_are_stored_at_their_element_width() -> anyhow::Result<()> {
+    use moram_models::llm::gguf::Array;
+    let n = 1_000_000u64;
+    let bytes_u8 = [array(0, n), (0..n).map(|i| (i % 251) as u8).collect()].concat();
+    let scores = [array(6, 3), [0.5f32, -1.0, 2.25].iter().flat_map(|v| v.to_le_bytes()).collect()].concat();
+    let types = [array(5, 2), [1i32, -3].iter().flat_map(|v| v.to_le_bytes()).collect()].concat();
+    let strings =
+        [array(8, 2), [2u64.to_le_bytes().to_vec(), b"ab".to_vec(), 0u64.to_le_bytes().to_vec()].concat()].concat();
+    let nested = [array(9, 2), array(4, 1), 7u32.to_le_bytes().to_vec(), array(8, 0)].concat();
+    let file = GgufFile::from_bytes(
+        "arrays.gguf",
+        gguf_bytes(
+            &[
+                ("u8s", 9, bytes_u8),
+                ("scores", 9, scores),
+                ("types", 9, types),
+                ("strings", 9, strings),
+                ("nested", 9, nested),
+            ],
+            &[],
+            &[],
+        ),
+    )?;
+    let get = |k: &str| file.get(k).and_then(|v| v.as_array()).cloned();
+    match get("u8s") {
+        Some(Array::U8(v)) => assert_eq!((v.len(), v[252]), (1_000_000, 1)),
+        other => panic!("u8s: {other:?}"),
+    }
+    assert_eq!(get("scores").and_then(|a| a.to_f64s()), Some(vec![0.5, -1.0, 2.25]));
+    assert_eq!(get("types").and_then(|a| a.to_u64s()), None, "a negative element is not unsigned");
+    assert_eq!(get("types").and_then(|a| a.to_f64s()), Some(vec![1.0, -3.0]));
+    assert_eq!(get("strings").as_ref().and_then(|a| a.as_strings()), Some(&["ab".to_string(), String::new()][..]));
+    assert_eq!(get("nested"), Some(Array::Array(vec![Array::U32(vec![7]), Array::Str(vec![])])));
+    Ok(())
+}

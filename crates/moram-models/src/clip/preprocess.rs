@@ -40,9 +40,28 @@ impl Rgb8 {
     /// Decodes an image file (PNG, JPEG); grey and alpha images become RGB.
     pub fn open(path: &Path) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.into(), source })?;
-        let img = image::load_from_memory(&bytes)
-            .map_err(|e| Error::Corrupt { path: path.into(), reason: format!("not a decodable image: {e}") })?;
-        let rgb = img.to_rgb8();
+        Self::decode(&bytes, path)
+    }
+
+    /// Decodes an image file already in memory (PNG, JPEG); `path` names it in errors. Images
+    /// over [`MAX_IMAGE_PIXELS`] are refused from their header, before decoding, as Pillow
+    /// refuses decompression bombs.
+    pub fn decode(bytes: &[u8], path: &Path) -> Result<Self> {
+        let bad =
+            |e: image::ImageError| Error::Corrupt { path: path.into(), reason: format!("not a decodable image: {e}") };
+        let decoder = image::ImageReader::new(std::io::Cursor::new(bytes))
+            .with_guessed_format()
+            .map_err(|source| Error::Io { path: path.into(), source })?
+            .into_decoder()
+            .map_err(bad)?;
+        let (w, h) = image::ImageDecoder::dimensions(&decoder);
+        if u64::from(w) * u64::from(h) > MAX_IMAGE_PIXELS {
+            return Err(Error::Corrupt {
+                path: path.into(),
+                reason: format!("a {w} x {h} image is over the {MAX_IMAGE_PIXELS}-pixel limit (a decompression bomb?)"),
+            });
+        }
+        let rgb = image::DynamicImage::from_decoder(decoder).map_err(bad)?.to_rgb8();
         Ok(Rgb8 { width: rgb.width() as usize, height: rgb.height() as usize, data: rgb.into_raw() })
     }
 
@@ -55,6 +74,10 @@ impl Rgb8 {
         Rgb8 { width, height, data }
     }
 }
+
+/// The most pixels an image may have: Pillow's decompression-bomb error threshold
+/// (`2 * Image.MAX_IMAGE_PIXELS`), about 537 MB as RGB.
+pub const MAX_IMAGE_PIXELS: u64 = 178_956_970;
 
 const PRECISION_BITS: u32 = 32 - 8 - 2;
 
@@ -70,13 +93,14 @@ fn bicubic(x: f64) -> f64 {
     }
 }
 
-/// Pillow's `precompute_coeffs` + `normalize_coeffs_8bpc` for one axis: per output position the
-/// first source index, the count, and fixed-point weights.
-fn coefficients(in_size: usize, out_size: usize) -> Vec<(usize, Vec<i32>)> {
+/// Pillow's `precompute_coeffs` + `normalize_coeffs_8bpc` for one axis resized from `in_size` to
+/// `out_size`, for the output positions `range` only: per position the first source index and the
+/// fixed-point weights.
+fn coefficients(in_size: usize, out_size: usize, range: std::ops::Range<usize>) -> Vec<(usize, Vec<i32>)> {
     let scale = in_size as f64 / out_size as f64;
     let filterscale = scale.max(1.0);
     let support = 2.0 * filterscale;
-    (0..out_size)
+    range
         .map(|xx| {
             let center = (xx as f64 + 0.5) * scale;
             let ss = 1.0 / filterscale;
@@ -113,53 +137,77 @@ fn clip8(v: i64) -> u8 {
 
 /// Pillow's `Image.resize((width, height), BICUBIC)` on an RGB image, bit for bit.
 pub fn resize_bicubic(img: &Rgb8, width: usize, height: usize) -> Rgb8 {
+    resize_bicubic_window(img, width, height, 0..width, 0..height)
+}
+
+/// The pixels `cols x rows` of `resize_bicubic(img, width, height)`, computed without the rest of
+/// the resized image (equal bit for bit to resizing, then cropping). Keeps memory proportional
+/// to the input and the window, whatever the resized size: a 1 x 100000 image resized so its
+/// shorter side is 224 would otherwise need 224 x 22,400,000 pixels.
+fn resize_bicubic_window(
+    img: &Rgb8,
+    width: usize,
+    height: usize,
+    cols: std::ops::Range<usize>,
+    rows: std::ops::Range<usize>,
+) -> Rgb8 {
     let half = 1i64 << (PRECISION_BITS - 1);
-    let mut cur = img.clone();
-    if width != img.width {
-        let coeffs = coefficients(img.width, width);
-        let mut data = vec![0u8; img.height * width * 3];
+    // Horizontal pass (skipped, as Pillow does, when the width is unchanged): every input row,
+    // the window's columns.
+    let cur = if width != img.width {
+        let coeffs = coefficients(img.width, width, cols.clone());
+        let w = coeffs.len();
+        let mut data = vec![0u8; img.height * w * 3];
         for y in 0..img.height {
             for (xx, (xmin, k)) in coeffs.iter().enumerate() {
                 for c in 0..3 {
                     let mut ss = half;
-                    for (i, w) in k.iter().enumerate() {
-                        ss += i64::from(cur.data[(y * cur.width + xmin + i) * 3 + c]) * i64::from(*w);
+                    for (i, wt) in k.iter().enumerate() {
+                        ss += i64::from(img.data[(y * img.width + xmin + i) * 3 + c]) * i64::from(*wt);
                     }
-                    data[(y * width + xx) * 3 + c] = clip8(ss);
+                    data[(y * w + xx) * 3 + c] = clip8(ss);
                 }
             }
         }
-        cur = Rgb8 { width, height: img.height, data };
+        Rgb8 { width: w, height: img.height, data }
+    } else {
+        img.crop(cols.start, 0, cols.len(), img.height)
+    };
+    if height == img.height {
+        return cur.crop(0, rows.start, cur.width, rows.len());
     }
-    if height != img.height {
-        let coeffs = coefficients(img.height, height);
-        let mut data = vec![0u8; height * width * 3];
-        for (yy, (ymin, k)) in coeffs.iter().enumerate() {
-            for x in 0..width {
-                for c in 0..3 {
-                    let mut ss = half;
-                    for (i, w) in k.iter().enumerate() {
-                        ss += i64::from(cur.data[((ymin + i) * width + x) * 3 + c]) * i64::from(*w);
-                    }
-                    data[(yy * width + x) * 3 + c] = clip8(ss);
+    let coeffs = coefficients(img.height, height, rows);
+    let w = cur.width;
+    let mut data = vec![0u8; coeffs.len() * w * 3];
+    for (yy, (ymin, k)) in coeffs.iter().enumerate() {
+        for x in 0..w {
+            for c in 0..3 {
+                let mut ss = half;
+                for (i, wt) in k.iter().enumerate() {
+                    ss += i64::from(cur.data[((ymin + i) * w + x) * 3 + c]) * i64::from(*wt);
                 }
+                data[(yy * w + x) * 3 + c] = clip8(ss);
             }
         }
-        cur = Rgb8 { width, height, data };
     }
-    cur
+    Rgb8 { width: w, height: coeffs.len(), data }
+}
+
+/// The size torchvision `Resize(size)` gives a `w x h` image: the shorter side becomes `size`, the
+/// longer `int(size * long / short)`.
+fn shorter_side_size(w: usize, h: usize, size: usize) -> (usize, usize) {
+    if w <= h {
+        (size, (size as f64 * h as f64 / w as f64) as usize)
+    } else {
+        ((size as f64 * w as f64 / h as f64) as usize, size)
+    }
 }
 
 /// torchvision `Resize(size)` on a PIL image: the shorter side becomes `size`, the longer
 /// `int(size * long / short)`.
 pub fn resize_shorter_side(img: &Rgb8, size: usize) -> Rgb8 {
-    let (w, h) = (img.width, img.height);
-    let (nw, nh) = if w <= h {
-        (size, (size as f64 * h as f64 / w as f64) as usize)
-    } else {
-        ((size as f64 * w as f64 / h as f64) as usize, size)
-    };
-    if (nw, nh) == (w, h) {
+    let (nw, nh) = shorter_side_size(img.width, img.height, size);
+    if (nw, nh) == (img.width, img.height) {
         return img.clone();
     }
     resize_bicubic(img, nw, nh)
@@ -172,16 +220,28 @@ fn round_half_even(x: f64) -> usize {
     r.max(0.0) as usize
 }
 
-/// torchvision `CenterCrop(size)` (the image must be at least `size` on both sides here).
-pub fn center_crop(img: &Rgb8, size: usize) -> Rgb8 {
-    let top = round_half_even((img.height.saturating_sub(size)) as f64 / 2.0);
-    let left = round_half_even((img.width.saturating_sub(size)) as f64 / 2.0);
-    img.crop(left, top, size.min(img.width), size.min(img.height))
+/// The window torchvision `CenterCrop(size)` keeps of a `width x height` image: columns, rows.
+fn center_window(width: usize, height: usize, size: usize) -> (std::ops::Range<usize>, std::ops::Range<usize>) {
+    let top = round_half_even((height.saturating_sub(size)) as f64 / 2.0);
+    let left = round_half_even((width.saturating_sub(size)) as f64 / 2.0);
+    (left..left + size.min(width), top..top + size.min(height))
 }
 
-/// The eval transform up to 8-bit pixels: resize shorter side, centre crop.
+/// torchvision `CenterCrop(size)` (the image must be at least `size` on both sides here).
+pub fn center_crop(img: &Rgb8, size: usize) -> Rgb8 {
+    let (cols, rows) = center_window(img.width, img.height, size);
+    img.crop(cols.start, rows.start, cols.len(), rows.len())
+}
+
+/// The eval transform up to 8-bit pixels: resize shorter side, centre crop (only the cropped
+/// window is resized, so extreme aspect ratios cost no more than square images).
 pub fn eval_pixels(img: &Rgb8, size: usize) -> Rgb8 {
-    center_crop(&resize_shorter_side(img, size), size)
+    let (nw, nh) = shorter_side_size(img.width, img.height, size);
+    if (nw, nh) == (img.width, img.height) {
+        return center_crop(img, size);
+    }
+    let (cols, rows) = center_window(nw, nh, size);
+    resize_bicubic_window(img, nw, nh, cols, rows)
 }
 
 /// The train transform up to 8-bit pixels: torchvision `RandomResizedCrop(size, scale, ratio)`
@@ -268,4 +328,33 @@ fn stack(planes: Vec<Vec<f32>>, size: usize) -> Result<Tensor> {
     let b = planes.len() as i64;
     let flat: Vec<f32> = planes.into_iter().flatten().collect();
     Ok(Tensor::f_from_slice(&flat)?.view([b, 3, size as i64, size as i64]).to_kind(Kind::Float))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pattern(width: usize, height: usize) -> Rgb8 {
+        let data = (0..width * height * 3).map(|i| ((i * 7919) % 251) as u8).collect();
+        Rgb8 { width, height, data }
+    }
+
+    #[test]
+    fn windowed_eval_transform_equals_resize_then_crop() {
+        // Down- and up-scaling, portrait and landscape, odd crops, unchanged axes.
+        for (w, h) in [(300, 200), (200, 300), (225, 224), (224, 224), (31, 17), (1, 9), (500, 501), (224, 900)] {
+            let img = pattern(w, h);
+            let two_step = center_crop(&resize_shorter_side(&img, 32), 32);
+            let windowed = eval_pixels(&img, 32);
+            assert_eq!((windowed.width, windowed.height), (32, 32), "{w} x {h}");
+            assert!(windowed.data == two_step.data, "{w} x {h}: windowed resize differs");
+        }
+    }
+
+    #[test]
+    fn extreme_aspect_ratios_stay_small() {
+        // 1 x 100000 would resize to 224 x 22,400,000 pixels before cropping.
+        let out = eval_pixels(&pattern(1, 100_000), 224);
+        assert_eq!((out.width, out.height, out.data.len()), (224, 224, 224 * 224 * 3));
+    }
 }

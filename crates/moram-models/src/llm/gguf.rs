@@ -12,10 +12,9 @@
 //! and dequantises without pulling in a second tensor library, so this reader is ours.
 
 use super::quants::{self, BlockType};
+use crate::bytes::FileBytes;
 use crate::error::{Error, Result};
-use memmap2::Mmap;
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use tch::{Kind, Tensor};
 
@@ -30,10 +29,90 @@ pub enum Value {
     F64(f64),
     /// Boolean.
     Bool(bool),
-    /// UTF-8 string.
+    /// UTF-8 string (invalid UTF-8 replaced).
     Str(String),
-    /// Array of values.
-    Array(Vec<Value>),
+    /// Array of values of one type.
+    Array(Array),
+}
+
+/// A metadata array, stored at the width of its element type: a file's array of `n` u8 values
+/// costs `n` bytes here, not `n` enum values (so memory stays within a small multiple of the
+/// file's size; strings and nested arrays cost at most about 3x their bytes in the file).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Array {
+    /// u8, u16, u32 elements, widened.
+    U32(Vec<u32>),
+    /// u8 elements (kept narrow: token types and flags are byte arrays).
+    U8(Vec<u8>),
+    /// i8, i16, i32 elements, widened.
+    I32(Vec<i32>),
+    /// u64 elements.
+    U64(Vec<u64>),
+    /// i64 elements.
+    I64(Vec<i64>),
+    /// f32 elements (token scores).
+    F32(Vec<f32>),
+    /// f64 elements.
+    F64(Vec<f64>),
+    /// Booleans.
+    Bool(Vec<bool>),
+    /// Strings (vocabularies, merges).
+    Str(Vec<String>),
+    /// Nested arrays.
+    Array(Vec<Array>),
+}
+
+impl Array {
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        match self {
+            Array::U32(v) => v.len(),
+            Array::U8(v) => v.len(),
+            Array::I32(v) => v.len(),
+            Array::U64(v) => v.len(),
+            Array::I64(v) => v.len(),
+            Array::F32(v) => v.len(),
+            Array::F64(v) => v.len(),
+            Array::Bool(v) => v.len(),
+            Array::Str(v) => v.len(),
+            Array::Array(v) => v.len(),
+        }
+    }
+    /// Whether the array is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// The elements as strings, when they are strings.
+    pub fn as_strings(&self) -> Option<&[String]> {
+        match self {
+            Array::Str(v) => Some(v),
+            _ => None,
+        }
+    }
+    /// The elements as unsigned integers, when every element is a non-negative integer.
+    pub fn to_u64s(&self) -> Option<Vec<u64>> {
+        match self {
+            Array::U32(v) => Some(v.iter().map(|&x| x as u64).collect()),
+            Array::U8(v) => Some(v.iter().map(|&x| x as u64).collect()),
+            Array::U64(v) => Some(v.clone()),
+            Array::I32(v) => v.iter().map(|&x| u64::try_from(x).ok()).collect(),
+            Array::I64(v) => v.iter().map(|&x| u64::try_from(x).ok()).collect(),
+            _ => None,
+        }
+    }
+    /// The elements as floats, when they are numbers.
+    pub fn to_f64s(&self) -> Option<Vec<f64>> {
+        match self {
+            Array::F32(v) => Some(v.iter().map(|&x| x as f64).collect()),
+            Array::F64(v) => Some(v.clone()),
+            Array::U32(v) => Some(v.iter().map(|&x| x as f64).collect()),
+            Array::U8(v) => Some(v.iter().map(|&x| x as f64).collect()),
+            Array::I32(v) => Some(v.iter().map(|&x| x as f64).collect()),
+            Array::U64(v) => Some(v.iter().map(|&x| x as f64).collect()),
+            Array::I64(v) => Some(v.iter().map(|&x| x as f64).collect()),
+            _ => None,
+        }
+    }
 }
 
 impl Value {
@@ -62,7 +141,7 @@ impl Value {
         }
     }
     /// As an array.
-    pub fn as_array(&self) -> Option<&[Value]> {
+    pub fn as_array(&self) -> Option<&Array> {
         match self {
             Value::Array(v) => Some(v),
             _ => None,
@@ -215,10 +294,10 @@ impl TensorInfo {
     }
 }
 
-/// A memory-mapped GGUF file.
+/// A GGUF file, memory-mapped ([`GgufFile::open`]) or in memory ([`GgufFile::from_bytes`]).
 pub struct GgufFile {
     path: PathBuf,
-    mmap: Mmap,
+    mmap: FileBytes,
     /// Format version (2 or 3).
     pub version: u32,
     /// Every metadata entry.
@@ -240,8 +319,8 @@ struct Reader<'a> {
     path: &'a Path,
 }
 
-impl Reader<'_> {
-    fn take(&mut self, n: usize, what: &str) -> Result<&[u8]> {
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8]> {
         let end = self.pos.checked_add(n).filter(|&e| e <= self.bytes.len()).ok_or_else(|| Error::Corrupt {
             path: self.path.into(),
             reason: format!(
@@ -302,43 +381,71 @@ impl Reader<'_> {
             }
             7 => Value::Bool(n(1)?[0] != 0),
             8 => Value::Str(self.string(what)?),
-            9 => {
-                if depth >= MAX_ARRAY_DEPTH {
-                    return Err(self.corrupt(format!(
-                        "{what}: arrays nested more than {MAX_ARRAY_DEPTH} deep (at byte {})",
-                        self.pos
-                    )));
-                }
-                let elem = self.u32(what)?;
-                let len = self.u64(what)?;
-                // Every element takes at least `min` bytes of the file, so a length the rest of
-                // the file cannot hold is refused before anything is allocated.
-                let min = match elem {
-                    0 | 1 | 7 => 1,
-                    2 | 3 => 2,
-                    4..=6 => 4,
-                    8 | 10..=12 => 8,
-                    9 => 12,
-                    other => return Err(self.corrupt(format!("{what}: array of unknown value type {other}"))),
-                };
-                let left = (self.bytes.len() - self.pos) as u64;
-                if len.checked_mul(min).is_none_or(|need| need > left) {
-                    return Err(self.corrupt(format!(
-                        "{what}: an array of {len} elements of type {elem} cannot fit in the {left} bytes left \
-                         (at byte {})",
-                        self.pos
-                    )));
-                }
-                let mut v = Vec::with_capacity(len as usize);
-                for _ in 0..len {
-                    v.push(self.value(elem, what, depth + 1)?);
-                }
-                Value::Array(v)
-            }
+            9 => Value::Array(self.array(what, depth)?),
             10 => Value::U64(u64::from_le_bytes(n(8)?)),
             11 => Value::I64(i64::from_le_bytes(n(8)?)),
             12 => Value::F64(f64::from_le_bytes(n(8)?)),
             other => return Err(self.corrupt(format!("{what} has unknown value type {other}"))),
+        })
+    }
+
+    /// An array value (after its type id): element type, length, elements. `depth` counts the
+    /// arrays it is nested in.
+    fn array(&mut self, what: &str, depth: usize) -> Result<Array> {
+        if depth >= MAX_ARRAY_DEPTH {
+            return Err(
+                self.corrupt(format!("{what}: arrays nested more than {MAX_ARRAY_DEPTH} deep (at byte {})", self.pos))
+            );
+        }
+        let elem = self.u32(what)?;
+        let len = self.u64(what)?;
+        // Every element takes at least `min` bytes of the file, so a length the rest of the file
+        // cannot hold is refused before anything is allocated.
+        let min = match elem {
+            0 | 1 | 7 => 1,
+            2 | 3 => 2,
+            4..=6 => 4,
+            8 | 10..=12 => 8,
+            9 => 12,
+            other => return Err(self.corrupt(format!("{what}: array of unknown value type {other}"))),
+        };
+        let left = (self.bytes.len() - self.pos) as u64;
+        if len.checked_mul(min).is_none_or(|need| need > left) {
+            return Err(self.corrupt(format!(
+                "{what}: an array of {len} elements of type {elem} cannot fit in the {left} bytes left (at byte {})",
+                self.pos
+            )));
+        }
+        let len = len as usize;
+        // Fixed-width elements are read in one slice.
+        let raw = |r: &mut Reader<'a>, width: usize| r.take(len * width, what).map(|b| b.chunks_exact(width));
+        Ok(match elem {
+            0 => Array::U8(self.take(len, what)?.to_vec()),
+            1 => Array::I32(self.take(len, what)?.iter().map(|&b| b as i8 as i32).collect()),
+            2 => Array::U32(raw(self, 2)?.map(|c| u16::from_le_bytes([c[0], c[1]]) as u32).collect()),
+            3 => Array::I32(raw(self, 2)?.map(|c| i16::from_le_bytes([c[0], c[1]]) as i32).collect()),
+            4 => Array::U32(raw(self, 4)?.map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()),
+            5 => Array::I32(raw(self, 4)?.map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()),
+            6 => Array::F32(raw(self, 4)?.map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()),
+            7 => Array::Bool(self.take(len, what)?.iter().map(|&b| b != 0).collect()),
+            8 => {
+                let mut v = Vec::with_capacity(len);
+                for _ in 0..len {
+                    v.push(self.string(what)?);
+                }
+                Array::Str(v)
+            }
+            9 => {
+                let mut v = Vec::with_capacity(len);
+                for _ in 0..len {
+                    // Each element is a whole array value: its own element type, length, elements.
+                    v.push(self.array(what, depth + 1)?);
+                }
+                Array::Array(v)
+            }
+            10 => Array::U64(raw(self, 8)?.map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect()),
+            11 => Array::I64(raw(self, 8)?.map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect()),
+            _ => Array::F64(raw(self, 8)?.map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect()),
         })
     }
 }
@@ -347,9 +454,15 @@ impl GgufFile {
     /// Opens and validates a GGUF file: header, metadata, tensor directory, data bounds.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let file = File::open(path).map_err(|source| Error::Io { path: path.into(), source })?;
-        // SAFETY: read-only map of a file we do not modify.
-        let mmap = unsafe { Mmap::map(&file) }.map_err(|source| Error::Io { path: path.into(), source })?;
+        Self::parse(path, FileBytes::map(path)?)
+    }
+
+    /// Parses a GGUF file already in memory; `origin` names it in errors.
+    pub fn from_bytes(origin: impl AsRef<Path>, bytes: Vec<u8>) -> Result<Self> {
+        Self::parse(origin.as_ref(), FileBytes::Owned(bytes))
+    }
+
+    fn parse(path: &Path, mmap: FileBytes) -> Result<Self> {
         let mut r = Reader { bytes: &mmap, pos: 0, path };
         if r.take(4, "magic")? != b"GGUF" {
             return Err(Error::Corrupt { path: path.into(), reason: "not a GGUF file (magic is not `GGUF`)".into() });

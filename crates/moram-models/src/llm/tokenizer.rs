@@ -57,11 +57,9 @@ impl LlmTokenizer {
                 .get(key)
                 .and_then(Value::as_array)
                 .ok_or_else(|| tok_err(path, format!("metadata `{key}` is missing")))?;
-            arr.iter()
-                .map(|v| {
-                    v.as_str().map(str::to_string).ok_or_else(|| tok_err(path, format!("`{key}` holds a non-string")))
-                })
-                .collect()
+            arr.as_strings()
+                .map(<[String]>::to_vec)
+                .ok_or_else(|| tok_err(path, format!("metadata `{key}` is not an array of strings")))
         };
         let tokens = strings("tokenizer.ggml.tokens")?;
         let merges: Vec<(String, String)> = strings("tokenizer.ggml.merges")?
@@ -74,7 +72,7 @@ impl LlmTokenizer {
         let types: Vec<u64> = gguf
             .get("tokenizer.ggml.token_type")
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_u64).collect())
+            .and_then(|a| a.to_u64s())
             .unwrap_or_default();
         let vocab: tokenizers::models::bpe::Vocab =
             tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
