@@ -118,6 +118,41 @@ pub struct RoutingDiagnostics {
 }
 
 impl RoutingDiagnostics {
+    /// Checks that every per-task vector has `tasks` entries and every matrix `tasks x tasks`
+    /// (what readers index by), for diagnostics read from a file; `max_tasks` is the length of
+    /// the run's task list. The message names the first field that is off.
+    pub fn check_shapes(&self, max_tasks: usize) -> std::result::Result<(), String> {
+        let n = self.tasks;
+        if n > max_tasks {
+            return Err(format!("routing covers {n} tasks, the run has {max_tasks}"));
+        }
+        let square = |name: &str, m: &[Vec<f64>]| {
+            if m.len() != n || m.iter().any(|r| r.len() != n) {
+                Err(format!("routing `{name}` is not {n} x {n}"))
+            } else {
+                Ok(())
+            }
+        };
+        let len = |name: &str, l: usize| {
+            if l == n {
+                Ok(())
+            } else {
+                Err(format!("routing `{name}` has {l} entries, not {n}"))
+            }
+        };
+        len("examples", self.examples.len())?;
+        len("leakage", self.leakage.len())?;
+        len("own_top1", self.own_top1.len())?;
+        len("key_norm", self.key_norm.len())?;
+        square("weight_share", &self.weight_share)?;
+        for l in &self.layers {
+            square(&format!("layers[{}].weight_share", l.layer), &l.weight_share)?;
+            len(&format!("layers[{}].own_top1", l.layer), l.own_top1.len())?;
+            len(&format!("layers[{}].key_norm", l.layer), l.key_norm.len())?;
+        }
+        Ok(())
+    }
+
     /// Mean leakage over the earlier tasks (`0..tasks-1`); 0 after the first task.
     pub fn mean_leakage(&self) -> f64 {
         let earlier = &self.leakage[..self.tasks.saturating_sub(1)];

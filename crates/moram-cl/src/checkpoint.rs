@@ -155,8 +155,22 @@ impl RunState {
             path: path.clone(),
             message: format!("cannot read the run state ({e}); is this a moram run folder?"),
         })?;
-        let state: RunState = serde_json::from_str(&text)
-            .map_err(|e| Error::Checkpoint { path: path.clone(), message: format!("corrupt run state: {e}") })?;
+        Self::from_json_str(&text, &path)
+    }
+
+    /// Parses and checks a run state; `path` names it in errors.
+    pub fn from_json_str(text: &str, path: &Path) -> Result<Self> {
+        let state: RunState = serde_json::from_str(text)
+            .map_err(|e| Error::Checkpoint { path: path.into(), message: format!("corrupt run state: {e}") })?;
+        state.check(path)?;
+        Ok(state)
+    }
+
+    /// Checks the invariants every reader relies on (format, one matrix row, record and adapter
+    /// per finished task, rows as long as the task list).
+    pub fn check(&self, path: &Path) -> Result<()> {
+        let state = self;
+        let path = path.to_path_buf();
         if state.format != FORMAT || state.format_version != FORMAT_VERSION {
             return Err(Error::Checkpoint {
                 path,
@@ -174,7 +188,14 @@ impl RunState {
                 message: "inconsistent run state (matrix, records, adapters)".into(),
             });
         }
-        Ok(state)
+        for (i, record) in state.tasks.iter().enumerate() {
+            if let Some(routing) = &record.routing {
+                routing
+                    .check_shapes(n)
+                    .map_err(|m| Error::Checkpoint { path: path.clone(), message: format!("task {i}: {m}") })?;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -85,6 +85,17 @@ pub struct Results {
     pub versions: std::collections::BTreeMap<String, String>,
 }
 
+impl Results {
+    /// Parses a `results.json` and checks its run state (see [`RunState::check`]); `path` names
+    /// the file in errors.
+    pub fn from_json_str(text: &str, path: &Path) -> Result<Self> {
+        let results: Results = serde_json::from_str(text)
+            .map_err(|e| Error::Checkpoint { path: path.into(), message: format!("not a moram results file: {e}") })?;
+        results.state.check(path)?;
+        Ok(results)
+    }
+}
+
 /// Summaries of a complete square matrix.
 pub fn summarize(matrix: &[Vec<f64>]) -> Result<Summaries> {
     Ok(Summaries {

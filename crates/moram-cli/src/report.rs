@@ -11,7 +11,7 @@ fn load(dir: &Path) -> Result<Results> {
     let text = std::fs::read_to_string(&path).with_context(|| {
         format!("{} has no results.json (is it a moram run folder with a finished task?)", dir.display())
     })?;
-    serde_json::from_str(&text).with_context(|| format!("{}: not a moram results file", path.display()))
+    Ok(Results::from_json_str(&text, &path)?)
 }
 
 const ROWS: [&str; 9] = [

@@ -206,8 +206,14 @@ impl AdapterFile {
     pub fn load(path: impl AsRef<Path>, device: Device) -> Result<Self> {
         let path = path.as_ref();
         let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.into(), source })?;
-        let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| corrupt(path, e))?;
-        let st = SafeTensors::deserialize(&bytes).map_err(|e| corrupt(path, e))?;
+        Self::from_bytes(path, &bytes, device)
+    }
+
+    /// Reads and validates an adapter file already in memory; `path` names it in errors.
+    pub fn from_bytes(path: impl AsRef<Path>, bytes: &[u8], device: Device) -> Result<Self> {
+        let path = path.as_ref();
+        let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| corrupt(path, e))?;
+        let st = SafeTensors::deserialize(bytes).map_err(|e| corrupt(path, e))?;
         let metadata: BTreeMap<String, String> = header.metadata().clone().unwrap_or_default().into_iter().collect();
         match metadata.get("format").map(String::as_str) {
             Some(FORMAT) => {}

@@ -23,35 +23,58 @@ pub struct IdxArray {
 /// Reads an IDX file of unsigned bytes (type 0x08), gzip-compressed or not.
 pub fn read_idx(path: &Path) -> Result<IdxArray> {
     let raw = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(&raw[..])
-            .read_to_end(&mut out)
-            .map_err(|e| data_error(path, None, format!("corrupt gzip stream: {e}")))?;
-        out
-    } else {
-        raw
+    parse_idx(&raw, path)
+}
+
+/// Deflate expands a byte into at most 1032 bytes, so a gzip member of `n` bytes can hold no
+/// more than `n * GZIP_MAX_RATIO` bytes; a header that claims more is refused before reading.
+const GZIP_MAX_RATIO: u64 = 1032;
+
+/// Parses the bytes of an IDX file (gzip-compressed or not); `path` names it in errors. Memory is
+/// bounded by what the header declares, itself bounded by what the file can hold.
+pub fn parse_idx(raw: &[u8], path: &Path) -> Result<IdxArray> {
+    let gz = raw.starts_with(&[0x1f, 0x8b]);
+    let mut reader: Box<dyn Read + '_> = if gz { Box::new(flate2::read::GzDecoder::new(raw)) } else { Box::new(raw) };
+    let read_err = |e: std::io::Error| {
+        if gz {
+            data_error(path, None, format!("corrupt gzip stream: {e}"))
+        } else {
+            data_error(path, None, format!("truncated IDX file: {e}"))
+        }
     };
-    if bytes.len() < 4 || bytes[0] != 0 || bytes[1] != 0 || bytes[2] != 0x08 {
+    let mut magic = [0u8; 4];
+    reader.read_exact(&mut magic).map_err(read_err)?;
+    if magic[..3] != [0, 0, 0x08] {
         return Err(data_error(path, None, "not an IDX file of unsigned bytes (magic 0x0000 08 nd expected)"));
     }
-    let nd = bytes[3] as usize;
-    let header = 4 + 4 * nd;
-    if nd == 0 || bytes.len() < header {
-        return Err(data_error(path, None, format!("truncated IDX header ({} dimensions)", nd)));
+    let nd = magic[3] as usize;
+    let mut header = vec![0u8; 4 * nd];
+    if nd == 0 || reader.read_exact(&mut header).is_err() {
+        return Err(data_error(path, None, format!("truncated IDX header ({nd} dimensions)")));
     }
-    let dims: Vec<usize> = (0..nd)
-        .map(|i| u32::from_be_bytes([bytes[4 + 4 * i], bytes[5 + 4 * i], bytes[6 + 4 * i], bytes[7 + 4 * i]]) as usize)
-        .collect();
-    let expected: usize = dims.iter().product();
-    if bytes.len() - header != expected {
+    let dims: Vec<usize> =
+        header.chunks_exact(4).map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as usize).collect();
+    let capacity = if gz { (raw.len() as u64).saturating_mul(GZIP_MAX_RATIO) } else { raw.len() as u64 };
+    let expected = dims.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d as u64)).filter(|&n| n <= capacity);
+    let Some(expected) = expected else {
         return Err(data_error(
             path,
             None,
-            format!("dimensions {dims:?} need {expected} bytes of data, found {}", bytes.len() - header),
+            format!("dimensions {dims:?} declare more data than a {}-byte file can hold", raw.len()),
+        ));
+    };
+    let mut data = Vec::with_capacity(expected as usize);
+    // One byte more than declared, to tell trailing data from an exact fit.
+    reader.take(expected + 1).read_to_end(&mut data).map_err(read_err)?;
+    if data.len() as u64 != expected {
+        let found = if data.len() as u64 > expected { "more".to_string() } else { data.len().to_string() };
+        return Err(data_error(
+            path,
+            None,
+            format!("dimensions {dims:?} need {expected} bytes of data, found {found}"),
         ));
     }
-    Ok(IdxArray { dims, data: bytes[header..].to_vec() })
+    Ok(IdxArray { dims, data })
 }
 
 /// Grey images kept as bytes; [`Images::Grey`] indexes into them.

@@ -22,8 +22,14 @@ pub fn load_split(path: &Path) -> Result<Vec<Example>> {
             if e.kind() == std::io::ErrorKind::NotFound { "missing split file".to_string() } else { e.to_string() };
         data_error(path, None, what)
     })?;
+    parse_split(&text, path)
+}
+
+/// Parses the text of one split file (a JSON array of `{"prompt", "answer"}` objects); `path`
+/// names it in errors.
+pub fn parse_split(text: &str, path: &Path) -> Result<Vec<Example>> {
     let value: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| data_error(path, None, format!("malformed JSON: {e}")))?;
+        serde_json::from_str(text).map_err(|e| data_error(path, None, format!("malformed JSON: {e}")))?;
     let items = value
         .as_array()
         .ok_or_else(|| data_error(path, None, "expected a JSON array of {\"prompt\", \"answer\"} objects"))?;
