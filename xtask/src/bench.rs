@@ -260,7 +260,7 @@ fn update_readme(readme: &std::path::Path, tag: &str, table: &str) -> Result<()>
     std::fs::write(readme, updated).with_context(|| format!("writing {}", readme.display()))
 }
 
-fn machine() -> String {
+pub(crate) fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| {

@@ -5,6 +5,7 @@
 
 mod bench;
 mod fixtures;
+mod fuzz;
 mod paths;
 mod python;
 mod setup;
@@ -60,6 +61,9 @@ enum Command {
     Lint,
     /// Regenerate the committed reference fixtures with Python PyTorch 2.11.0 (needs PyPI).
     Fixtures,
+    /// Fuzz every parser of untrusted input (cargo-fuzz targets in `fuzz/`) for `--minutes` each;
+    /// installs nightly and cargo-fuzz if needed; summary in `benchmarks/results/fuzz.md`.
+    Fuzz(fuzz::FuzzArgs),
     /// Side-by-side benchmarks against PyTorch; results go to `benchmarks/results/`.
     Bench {
         #[command(subcommand)]
@@ -134,6 +138,10 @@ fn run(cli: Cli) -> Result<()> {
             paths::run_checked(paths::cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))
         }
         Command::Fixtures => fixtures::generate(),
+        Command::Fuzz(args) => {
+            setup::install(setup::Flavour::Cpu, false)?;
+            fuzz::run(args)
+        }
         Command::Bench { which } => {
             setup::install(setup::Flavour::Cpu, false)?;
             bench::run(which)

@@ -1,0 +1,5 @@
+//! Fuzz target `results`: see `moram_fuzz::TARGETS`.
+#![no_main]
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    let _ = moram_fuzz::run("results", data);
+});
