@@ -148,7 +148,14 @@ impl WeightSource {
                         ),
                     ));
                 }
-                let shape = info.shape.iter().map(|&d| d as i64).collect();
+                // A zero dimension makes the byte count 0 whatever the others say, so each must
+                // be a valid torch size on its own.
+                let shape = info
+                    .shape
+                    .iter()
+                    .map(|&d| i64::try_from(d))
+                    .collect::<std::result::Result<Vec<i64>, _>>()
+                    .map_err(|_| corrupt(path, format!("tensor `{key}`: dimensions {:?} overflow", info.shape)))?;
                 let entry = Entry { shard: i, dtype: info.dtype, shape, start, end };
                 if entries.insert(key.clone(), entry).is_some() {
                     return Err(corrupt(path, format!("tensor `{key}` appears in more than one shard")));

@@ -398,6 +398,13 @@ fn hostile_gguf_headers_are_refused_by_name() -> anyhow::Result<()> {
     // An alignment that is not a power of two.
     let e = open("align.gguf", gguf_bytes(&[("general.alignment", 4, 3u32.to_le_bytes().to_vec())], &[], &[]));
     assert!(e.contains("general.alignment") && e.contains("power of two"), "{e}");
+    // Repeated keys and tensor names (ggml's reader refuses both): a later entry must not shadow
+    // the one that was checked.
+    let one = 1u32.to_le_bytes().to_vec();
+    let e = open("dupkey.gguf", gguf_bytes(&[("a", 4, one.clone()), ("a", 4, one)], &[], &[]));
+    assert!(e.contains("metadata `a` (entry 1)") && e.contains("appears twice"), "{e}");
+    let e = open("duptensor.gguf", gguf_bytes(&[], &[("w", &[4], 0, 0), ("w", &[4], 0, 16)], &[0; 32]));
+    assert!(e.contains("tensor `w` (entry 1)") && e.contains("appears earlier"), "{e}");
     // An array element type that does not exist.
     let e = open("elemtype.gguf", gguf_bytes(&[("odd", 9, array(77, 1))], &[], &[]));
     assert!(e.contains("metadata `odd`") && e.contains("unknown value type 77"), "{e}");

@@ -149,7 +149,9 @@ impl Value {
     }
 }
 
-/// Metadata arrays nested deeper than this are refused (llama.cpp writes flat arrays).
+/// Metadata arrays nested deeper than this are refused. ggml's own reader refuses arrays of
+/// arrays, so no file llama.cpp loads has them; the Python `gguf` package can write them, and
+/// they are read one level deep.
 const MAX_ARRAY_DEPTH: usize = 2;
 
 /// The types [`GgufFile::tensor`] dequantises, for messages.
@@ -482,7 +484,10 @@ impl GgufFile {
             let what = format!("metadata `{key}` (entry {i})");
             let ty = r.u32(&format!("the value type of {what}"))?;
             let value = r.value(ty, &what, 0)?;
-            metadata.insert(key, value);
+            // As ggml's reader: a repeated key would let a later entry shadow the one checked.
+            if metadata.insert(key, value).is_some() {
+                return Err(r.corrupt(format!("{what}: the key appears twice")));
+            }
         }
         let mut tensors = BTreeMap::new();
         for i in 0..n_tensors {
@@ -498,8 +503,18 @@ impl GgufFile {
             let dims = (0..n_dims).map(|_| r.u64(&what)).collect::<Result<Vec<_>>>()?;
             let ggml_type = GgmlType::from_id(r.u32(&what)?);
             let offset = r.u64(&what)?;
-            if dims.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d)).is_none_or(|n| n > isize::MAX as u64) {
-                return Err(r.corrupt(format!("{what}: dimensions {dims:?} overflow")));
+            // Each dimension must be a valid torch size on its own: with a zero among them the
+            // product is 0 whatever the others are (found by fuzzing: a 2^63-sized dimension next
+            // to a 0 became a negative torch size).
+            if dims.iter().any(|&d| d > i64::MAX as u64)
+                || dims.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d)).is_none_or(|n| n > isize::MAX as u64)
+            {
+                return Err(r.corrupt(format!(
+                    "{what}: dimensions {dims:?} overflow (each must be below 2^63, their product below 2^63)"
+                )));
+            }
+            if tensors.contains_key(&name) {
+                return Err(r.corrupt(format!("{what}: a tensor of that name appears earlier")));
             }
             tensors.insert(name, TensorInfo { dims, ggml_type, offset });
         }
