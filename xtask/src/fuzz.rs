@@ -31,9 +31,10 @@ pub struct FuzzArgs {
     /// Targets fuzzed at once (one process each).
     #[arg(long, default_value_t = 2)]
     jobs: usize,
-    /// Where the summary goes.
-    #[arg(long, default_value = "benchmarks/results/fuzz.md")]
-    summary: PathBuf,
+    /// Where the records (`.json`, one per target, updated by each run) and the summary
+    /// (`.md`, rewritten from all records) go.
+    #[arg(long, default_value = "benchmarks/results/fuzz")]
+    results: PathBuf,
 }
 
 struct Target {
@@ -42,15 +43,25 @@ struct Target {
     covers: String,
 }
 
-#[derive(Default)]
+/// What one target's run gave; `fuzz.json` keeps the latest record of every target.
+#[derive(Default, serde::Serialize, serde::Deserialize)]
 struct Stats {
+    target: String,
+    covers: String,
+    max_len: usize,
+    /// When and at which commit (`git describe --always --dirty`) it ran, and on what.
+    date: String,
+    commit: String,
+    machine: String,
+    /// Targets fuzzed at once during that run.
+    jobs: usize,
+    seconds: f64,
     executions: u64,
     exec_per_s: u64,
     coverage: u64,
     features: u64,
     corpus: u64,
     peak_rss_mb: u64,
-    seconds: f64,
     findings: Vec<String>,
     exit: String,
 }
@@ -89,8 +100,11 @@ pub fn run(args: FuzzArgs) -> Result<()> {
 
     let seconds = (args.minutes * 60.0).round() as u64;
     eprintln!("fuzzing {} targets for {seconds} s each, {} at a time", targets.len(), args.jobs);
-    let started = Instant::now();
-    let mut results: Vec<(&Target, Stats)> = Vec::new();
+    let records_path = root.join(&args.results).with_extension("json");
+    let summary_path = root.join(&args.results).with_extension("md");
+    let mut records = read_records(&records_path)?;
+    let (date, commit, machine) = (now(), git_commit(), crate::bench::machine());
+    let mut open = 0;
     for chunk in targets.chunks(args.jobs) {
         let stats = std::thread::scope(|s| {
             let handles: Vec<_> = chunk.iter().map(|t| s.spawn(|| fuzz_one(t, seconds, &seeds))).collect();
@@ -100,7 +114,7 @@ pub fn run(args: FuzzArgs) -> Result<()> {
                 .collect::<Vec<_>>()
         });
         for (t, st) in chunk.iter().zip(stats) {
-            let st = st?;
+            let mut st = st?;
             eprintln!(
                 "{:<13} {:>10} executions, coverage {}, {} finding(s)",
                 t.name,
@@ -108,18 +122,60 @@ pub fn run(args: FuzzArgs) -> Result<()> {
                 st.coverage,
                 st.findings.len()
             );
-            results.push((t, st));
+            open += st.findings.len();
+            st.target = t.name.clone();
+            st.covers = t.covers.clone();
+            st.max_len = t.max_len;
+            st.date = date.clone();
+            st.commit = commit.clone();
+            st.machine = machine.clone();
+            st.jobs = args.jobs;
+            records.retain(|r| r.target != t.name);
+            records.push(st);
         }
+        // Written after every chunk, so an interrupted campaign keeps what it finished.
+        records.sort_by_key(|r| all.iter().position(|t| t.name == r.target).unwrap_or(usize::MAX));
+        let json = serde_json::to_string_pretty(&records)?;
+        std::fs::write(&records_path, json).with_context(|| format!("writing {}", records_path.display()))?;
+        std::fs::write(&summary_path, markdown(&records))
+            .with_context(|| format!("writing {}", summary_path.display()))?;
     }
-    let summary = root.join(&args.summary);
-    std::fs::write(&summary, markdown(&results, &args, started.elapsed().as_secs_f64()))
-        .with_context(|| format!("writing {}", summary.display()))?;
-    eprintln!("summary: {}", summary.display());
-    let open: usize = results.iter().map(|(_, s)| s.findings.len()).sum();
+    eprintln!("summary: {}", summary_path.display());
     if open > 0 {
-        bail!("{open} finding(s): reproduce with `cargo +nightly fuzz run TARGET FILE`, fix, keep the input under tests/fixtures/fuzz/TARGET/");
+        bail!(
+            "{open} finding(s): reproduce with `cargo +nightly fuzz run TARGET FILE` (or \
+             `moram-fuzz-replay TARGET FILE`), fix, keep the input under tests/fixtures/fuzz/TARGET/"
+        );
     }
     Ok(())
+}
+
+fn read_records(path: &Path) -> Result<Vec<Stats>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => serde_json::from_str(&text).with_context(|| format!("{}: not a fuzz record list", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+fn now() -> String {
+    Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+fn git_commit() -> String {
+    Command::new("git")
+        .args(["describe", "--always", "--dirty"])
+        .current_dir(workspace_root())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".into())
 }
 
 /// `cargo fuzz` on the nightly toolchain, from the workspace root, with libtorch on the library
@@ -209,6 +265,7 @@ fn fuzz_one(t: &Target, seconds: u64, seeds: &Path) -> Result<Stats> {
         .status()
         .context("starting cargo fuzz run")?;
     let mut stats = parse_log(&std::fs::read_to_string(&log_path).unwrap_or_default());
+    stats.target = t.name.clone();
     stats.seconds = started.elapsed().as_secs_f64();
     stats.exit = status.code().map_or("signal".into(), |c| c.to_string());
     stats.findings = list(&artifacts)
@@ -255,44 +312,38 @@ fn parse_log(log: &str) -> Stats {
     s
 }
 
-fn markdown(results: &[(&Target, Stats)], args: &FuzzArgs, wall: f64) -> String {
-    let date = Command::new("date")
-        .arg("-u")
-        .arg("+%Y-%m-%d %H:%M UTC")
-        .output()
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default();
+fn markdown(records: &[Stats]) -> String {
     let mut s = format!(
-        "# Fuzzing\n\n`cargo xtask fuzz --minutes {}{}` on {}, {date}; cargo-fuzz {CARGO_FUZZ_VERSION} \
-         (libFuzzer, AddressSanitizer), {} target(s) at a time, {:.0} min wall in all.\n\n\
-         Limits per process: {RSS_LIMIT_MB} MB resident, {MALLOC_LIMIT_MB} MB in one allocation, \
-         {TIMEOUT_S} s per input; leak detection off (libtorch's process-lifetime allocations). \
-         Harnesses: `crates/moram-fuzz` (what each checks beyond \"no panic\" is in its docs); seeds from the \
-         fixtures, the configs, files written by moram's own writers and the first 64 KiB of the real GGUF assets.\n\n\
-         | target | what it covers | longest input | seconds | executions | exec/s | coverage (edges) | features | corpus | peak RSS (MB) | findings |\n\
-         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
-        args.minutes,
-        if args.targets.is_empty() { String::new() } else { format!(" --targets {}", args.targets.join(",")) },
-        crate::bench::machine(),
-        args.jobs,
-        wall / 60.0,
+        "# Fuzzing\n\nWritten by `cargo xtask fuzz` from `fuzz.json` (the latest run of each target; \
+         `cargo xtask fuzz --minutes N --targets a,b` reruns some and keeps the others' rows). cargo-fuzz \
+         {CARGO_FUZZ_VERSION}: libFuzzer with AddressSanitizer. Limits per process: {RSS_LIMIT_MB} MB \
+         resident, {MALLOC_LIMIT_MB} MB in one allocation, {TIMEOUT_S} s per input; leak detection off \
+         (libtorch's process-lifetime allocations). Harnesses: `crates/moram-fuzz` (what each checks beyond \
+         \"no panic\" is in its docs); seeds from the fixtures, the configs, files written by moram's own \
+         writers and the first 64 KiB of the real GGUF assets; the corpus carries over between runs \
+         (`fuzz/corpus/`, not committed). See `docs/reliability.md`.\n\n\
+         | target | what it covers | longest input (bytes) | seconds | executions | exec/s | coverage (edges) | features | corpus | peak RSS (MB) | findings | run |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|\n"
     );
-    for (t, st) in results {
-        let findings = if st.findings.is_empty() { "none".to_string() } else { st.findings.join("<br>") };
+    for r in records {
+        let findings = if r.findings.is_empty() { "none".to_string() } else { r.findings.join("<br>") };
         s.push_str(&format!(
-            "| `{}` | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} |\n",
-            t.name,
-            t.covers,
-            t.max_len,
-            st.seconds,
-            st.executions,
-            st.exec_per_s,
-            st.coverage,
-            st.features,
-            st.corpus,
-            st.peak_rss_mb,
-            findings
+            "| `{}` | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {}, {}, {} at a time, {} |\n",
+            r.target,
+            r.covers,
+            r.max_len,
+            r.seconds,
+            r.executions,
+            r.exec_per_s,
+            r.coverage,
+            r.features,
+            r.corpus,
+            r.peak_rss_mb,
+            findings,
+            r.date,
+            r.commit,
+            r.jobs,
+            r.machine
         ));
     }
     s
