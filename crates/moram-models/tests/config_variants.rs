@@ -139,3 +139,20 @@ fn unsupported_fields_are_named_and_the_architecture_first() -> anyhow::Result<(
     assert!(err.contains("`hidden_activation` `relu` is not supported (gelu_pytorch_tanh, gelu_new, gelu)"), "{err}");
     Ok(())
 }
+
+#[test]
+fn malformed_values_are_named_not_panics() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    // Zero heads used to divide by zero when head_dim was derived.
+    let err = config_with("tiny_llama_bias", tmp.path(), |j| j["num_attention_heads"] = 0.into()).unwrap_err();
+    assert!(err.to_string().contains("`num_attention_heads` 0") && err.to_string().contains("positive"), "{err}");
+    // A wrong type names the field's place in the file.
+    let err = config_with("tiny_llama_bias", tmp.path(), |j| j["attention_bias"] = "yes".into()).unwrap_err();
+    assert!(err.to_string().contains("config.json") && err.to_string().contains("line"), "{err}");
+    // Several eos ids or one.
+    let c = config_with("tiny_llama_bias", tmp.path(), |j| j["eos_token_id"] = serde_json::json!([2, 7]))?;
+    assert_eq!(c.eos_token_ids, vec![2, 7]);
+    let c = config_with("tiny_llama_bias", tmp.path(), |j| j["eos_token_id"] = 9.into())?;
+    assert_eq!(c.eos_token_ids, vec![9]);
+    Ok(())
+}

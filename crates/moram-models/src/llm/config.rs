@@ -5,6 +5,8 @@
 use super::gguf::{GgufFile, Value};
 pub use super::rope::{Llama3Scaling, RopeScaling};
 use crate::error::{Error, Result};
+use serde::de::IgnoredAny;
+use serde::Deserialize;
 use std::path::Path;
 
 /// The MLP's gate activation.
@@ -260,73 +262,35 @@ impl LlmConfig {
     pub fn from_hf_json(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.into(), source })?;
-        let json: serde_json::Value = serde_json::from_str(&text)
-            .map_err(|e| Error::Corrupt { path: path.into(), reason: format!("invalid JSON: {e}") })?;
-        let obj =
-            json.as_object().ok_or_else(|| Error::Corrupt { path: path.into(), reason: "not a JSON object".into() })?;
         let bad = |field: &str, why: String| Error::Corrupt { path: path.into(), reason: format!("`{field}` {why}") };
         // The family first: an unsupported architecture has fields of its own that would otherwise
         // be reported as unknown keys before the real reason.
-        let arch = match obj.get("model_type").and_then(serde_json::Value::as_str) {
+        let json: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| Error::Corrupt { path: path.into(), reason: format!("invalid JSON: {e}") })?;
+        let arch = match json.get("model_type").and_then(serde_json::Value::as_str) {
             None | Some("llama") => Arch::Llama,
             Some("gemma") => Arch::Gemma,
             Some(other) => {
                 return Err(bad("model_type", format!("`{other}` is not a supported architecture (llama, gemma)")))
             }
         };
-        const KNOWN: [&str; 32] = [
-            "architectures",
-            "model_type",
-            "vocab_size",
-            "hidden_size",
-            "intermediate_size",
-            "num_hidden_layers",
-            "num_attention_heads",
-            "num_key_value_heads",
-            "head_dim",
-            "hidden_act",
-            "max_position_embeddings",
-            "rms_norm_eps",
-            "rope_theta",
-            "rope_scaling",
-            "tie_word_embeddings",
-            "bos_token_id",
-            "eos_token_id",
-            "pad_token_id",
-            "attention_bias",
-            "attention_dropout",
-            "mlp_bias",
-            "pretraining_tp",
-            "initializer_range",
-            "use_cache",
-            "torch_dtype",
-            "dtype",
-            "transformers_version",
-            "_name_or_path",
-            "output_attentions",
-            "output_hidden_states",
-            "return_dict",
-            "hidden_activation",
-        ];
-        if let Some(unknown) = obj.keys().find(|k| !KNOWN.contains(&k.as_str())) {
-            return Err(bad(
-                unknown,
-                format!("is not a supported LLaMA/Gemma config field (known: {})", KNOWN.join(", ")),
-            ));
-        }
-        let int = |k: &str| -> Result<i64> {
-            obj.get(k).and_then(serde_json::Value::as_i64).ok_or_else(|| bad(k, "is missing or not an integer".into()))
-        };
-        let float = |k: &str, d: f64| obj.get(k).and_then(serde_json::Value::as_f64).unwrap_or(d);
-        let flag = |k: &str| obj.get(k).and_then(serde_json::Value::as_bool).unwrap_or(false);
-        let name = |k: &str| obj.get(k).and_then(serde_json::Value::as_str);
+        let hf: HfLlamaConfig = serde_json::from_str(&text).map_err(|e| {
+            let msg = e.to_string();
+            // serde says "unknown field `x`, expected one of ... at line L column C".
+            let unknown = msg.strip_prefix("unknown field `").and_then(|r| r.split_once("`, "));
+            let reason = match unknown {
+                Some((field, rest)) => format!("`{field}` is not a supported LLaMA/Gemma config field ({rest})"),
+                None => format!("not a LLaMA/Gemma config.json as transformers 4.45.2 reads it: {msg}"),
+            };
+            Error::Corrupt { path: path.into(), reason }
+        })?;
         // transformers 4.45.2: LlamaMLP uses `hidden_act`; GemmaMLP ignores `hidden_act` and uses
         // `hidden_activation`, tanh GELU when absent. (From 4.46 on, GemmaMLP reads `hidden_act`
         // instead: a Gemma config with `hidden_act = "gelu"` and no `hidden_activation` computes
         // exact GELU there, tanh GELU in 4.45.2 and here.)
         let (field, act) = match arch {
-            Arch::Llama => ("hidden_act", name("hidden_act").unwrap_or("silu")),
-            Arch::Gemma => ("hidden_activation", name("hidden_activation").unwrap_or("gelu_pytorch_tanh")),
+            Arch::Llama => ("hidden_act", hf.hidden_act.as_deref().unwrap_or("silu")),
+            Arch::Gemma => ("hidden_activation", hf.hidden_activation.as_deref().unwrap_or("gelu_pytorch_tanh")),
         };
         let activation = match (arch, Activation::from_hf(act)) {
             (Arch::Llama, Some(Activation::Silu)) => Activation::Silu,
@@ -336,31 +300,28 @@ impl LlmConfig {
                 return Err(bad(field, format!("`{act}` is not supported ({valid})")));
             }
         };
-        if obj.get("pretraining_tp").and_then(serde_json::Value::as_i64).is_some_and(|tp| tp != 1) {
+        if hf.pretraining_tp.is_some_and(|tp| tp != 1) {
             return Err(bad("pretraining_tp", "other than 1 is not supported".into()));
         }
-        if float("attention_dropout", 0.0) != 0.0 {
+        if hf.attention_dropout.unwrap_or(0.0) != 0.0 {
             return Err(bad("attention_dropout", "other than 0 is not supported".into()));
         }
-        let rope_scaling = match obj.get("rope_scaling") {
-            None | Some(serde_json::Value::Null) => None,
+        let rope_scaling = match hf.rope_scaling {
+            None => None,
             Some(rs) => {
-                let kind =
-                    rs.get("rope_type").or_else(|| rs.get("type")).and_then(serde_json::Value::as_str).unwrap_or("");
-                let g = |k: &str| {
-                    rs.get(k)
-                        .and_then(serde_json::Value::as_f64)
-                        .ok_or_else(|| bad("rope_scaling", format!("lacks `{k}`")))
-                };
-                match kind {
+                let g = |v: Option<f64>, k: &str| v.ok_or_else(|| bad("rope_scaling", format!("lacks `{k}`")));
+                match rs.rope_type.or(rs.kind).as_deref().unwrap_or("") {
                     "default" => None,
-                    "linear" => Some(RopeScaling::Linear { factor: g("factor")? }),
-                    "dynamic" => Some(RopeScaling::Dynamic { factor: g("factor")? }),
+                    "linear" => Some(RopeScaling::Linear { factor: g(rs.factor, "factor")? }),
+                    "dynamic" => Some(RopeScaling::Dynamic { factor: g(rs.factor, "factor")? }),
                     "llama3" => Some(RopeScaling::Llama3(Llama3Scaling {
-                        factor: g("factor")?,
-                        low_freq_factor: g("low_freq_factor")?,
-                        high_freq_factor: g("high_freq_factor")?,
-                        original_max_position_embeddings: g("original_max_position_embeddings")?,
+                        factor: g(rs.factor, "factor")?,
+                        low_freq_factor: g(rs.low_freq_factor, "low_freq_factor")?,
+                        high_freq_factor: g(rs.high_freq_factor, "high_freq_factor")?,
+                        original_max_position_embeddings: g(
+                            rs.original_max_position_embeddings,
+                            "original_max_position_embeddings",
+                        )?,
                     })),
                     other => {
                         return Err(bad(
@@ -376,38 +337,114 @@ impl LlmConfig {
                 return Err(bad("rope_scaling", format!("factor must be >= 1, found {factor}")));
             }
         }
-        let heads = int("num_attention_heads")?;
-        let hidden = int("hidden_size")?;
-        let eos_token_ids = match obj.get("eos_token_id") {
-            Some(serde_json::Value::Array(a)) => a.iter().filter_map(serde_json::Value::as_i64).collect(),
-            Some(v) => v.as_i64().into_iter().collect(),
-            None => Vec::new(),
-        };
+        let heads = hf.num_attention_heads;
+        if heads <= 0 || hf.hidden_size <= 0 {
+            return Err(bad(
+                "num_attention_heads",
+                format!("{heads} and hidden_size {} must be positive", hf.hidden_size),
+            ));
+        }
         Ok(LlmConfig {
             arch,
-            vocab_size: int("vocab_size")?,
-            hidden_size: hidden,
-            intermediate_size: int("intermediate_size")?,
-            num_hidden_layers: int("num_hidden_layers")?,
+            vocab_size: hf.vocab_size,
+            hidden_size: hf.hidden_size,
+            intermediate_size: hf.intermediate_size,
+            num_hidden_layers: hf.num_hidden_layers,
             num_attention_heads: heads,
-            num_key_value_heads: obj.get("num_key_value_heads").and_then(serde_json::Value::as_i64).unwrap_or(heads),
-            head_dim: obj.get("head_dim").and_then(serde_json::Value::as_i64).unwrap_or(hidden / heads),
-            rms_norm_eps: float("rms_norm_eps", 1e-6),
-            rope_theta: float("rope_theta", 10_000.0),
-            tie_word_embeddings: obj
-                .get("tie_word_embeddings")
-                .and_then(serde_json::Value::as_bool)
-                .unwrap_or(arch == Arch::Gemma),
+            num_key_value_heads: hf.num_key_value_heads.unwrap_or(heads),
+            head_dim: hf.head_dim.unwrap_or(hf.hidden_size / heads),
+            rms_norm_eps: hf.rms_norm_eps.unwrap_or(1e-6),
+            rope_theta: hf.rope_theta.unwrap_or(10_000.0),
+            tie_word_embeddings: hf.tie_word_embeddings.unwrap_or(arch == Arch::Gemma),
             rope_scaling,
-            max_position_embeddings: obj
-                .get("max_position_embeddings")
-                .and_then(serde_json::Value::as_i64)
-                .unwrap_or(if arch == Arch::Gemma { 8192 } else { 2048 }),
+            max_position_embeddings: hf.max_position_embeddings.unwrap_or(if arch == Arch::Gemma {
+                8192
+            } else {
+                2048
+            }),
             activation,
-            attention_bias: flag("attention_bias"),
-            mlp_bias: flag("mlp_bias"),
-            bos_token_id: obj.get("bos_token_id").and_then(serde_json::Value::as_i64),
-            eos_token_ids,
+            attention_bias: hf.attention_bias.unwrap_or(false),
+            mlp_bias: hf.mlp_bias.unwrap_or(false),
+            bos_token_id: hf.bos_token_id,
+            eos_token_ids: match hf.eos_token_id {
+                None => Vec::new(),
+                Some(TokenIds::One(id)) => vec![id],
+                Some(TokenIds::Many(ids)) => ids,
+            },
         })
     }
+}
+
+/// Mirror of a Hugging Face `LlamaConfig` / `GemmaConfig` `config.json` (the two share their
+/// fields in transformers 4.45.2). Unknown fields are errors that name them; the fields listed as
+/// ignored are read and dropped (bookkeeping, or settings without effect on the forward pass).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HfLlamaConfig {
+    #[allow(dead_code)]
+    model_type: Option<String>,
+    vocab_size: i64,
+    hidden_size: i64,
+    intermediate_size: i64,
+    num_hidden_layers: i64,
+    num_attention_heads: i64,
+    num_key_value_heads: Option<i64>,
+    head_dim: Option<i64>,
+    hidden_act: Option<String>,
+    hidden_activation: Option<String>,
+    max_position_embeddings: Option<i64>,
+    rms_norm_eps: Option<f64>,
+    rope_theta: Option<f64>,
+    rope_scaling: Option<HfRopeScaling>,
+    tie_word_embeddings: Option<bool>,
+    bos_token_id: Option<i64>,
+    eos_token_id: Option<TokenIds>,
+    attention_bias: Option<bool>,
+    attention_dropout: Option<f64>,
+    mlp_bias: Option<bool>,
+    pretraining_tp: Option<i64>,
+    // Ignored.
+    #[serde(rename = "architectures")]
+    _architectures: Option<IgnoredAny>,
+    #[serde(rename = "pad_token_id")]
+    _pad_token_id: Option<IgnoredAny>,
+    #[serde(rename = "initializer_range")]
+    _initializer_range: Option<IgnoredAny>,
+    #[serde(rename = "use_cache")]
+    _use_cache: Option<IgnoredAny>,
+    #[serde(rename = "torch_dtype")]
+    _torch_dtype: Option<IgnoredAny>,
+    #[serde(rename = "dtype")]
+    _dtype: Option<IgnoredAny>,
+    #[serde(rename = "transformers_version")]
+    _transformers_version: Option<IgnoredAny>,
+    #[serde(rename = "_name_or_path")]
+    _name_or_path: Option<IgnoredAny>,
+    #[serde(rename = "output_attentions")]
+    _output_attentions: Option<IgnoredAny>,
+    #[serde(rename = "output_hidden_states")]
+    _output_hidden_states: Option<IgnoredAny>,
+    #[serde(rename = "return_dict")]
+    _return_dict: Option<IgnoredAny>,
+}
+
+/// `rope_scaling`: the type under `rope_type` (or the older `type`) and its parameters. Other
+/// keys are not errors here: they belong to scaling types moram refuses by name.
+#[derive(Deserialize)]
+struct HfRopeScaling {
+    rope_type: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    factor: Option<f64>,
+    low_freq_factor: Option<f64>,
+    high_freq_factor: Option<f64>,
+    original_max_position_embeddings: Option<f64>,
+}
+
+/// `eos_token_id`: one id or several.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum TokenIds {
+    One(i64),
+    Many(Vec<i64>),
 }

@@ -1,14 +1,19 @@
 //! Decoder LLMs: GGUF and Hugging Face checkpoints, tokenizers and LLaMA / Gemma decoders
 //! (presets and the LLM benchmark are not there yet).
 
+pub mod attention;
 pub mod config;
 pub mod generate;
 pub mod gguf;
 pub mod layout;
+pub mod llama;
+pub mod mlp;
 pub mod model;
+pub mod norm;
 pub mod quants;
 pub mod rope;
 pub mod tokenizer;
+mod vars;
 
 pub use config::{Activation, Arch, LlmConfig};
 pub use generate::{GenerationConfig, PrefixMemo};

@@ -9,43 +9,20 @@
 //! embedding scale, tied or separate LM head. Built in Hugging Face key space (`model.layers.{i}.self_attn.q_proj`);
 //! GGUF checkpoints are mapped at load, undoing llama.cpp's q/k row permutation.
 
-use super::config::{Activation, Arch, LlmConfig};
+use super::attention::AttentionInputs;
+use super::config::{Arch, LlmConfig};
 use super::gguf::GgufFile;
-use super::layout::{self, Permute, LLAMA_BLOCK};
-use super::rope::{rotate_half, Rope};
+use super::layout::{self, Permute};
+use super::llama::{norm_scale, Block};
+use super::norm::RmsNorm;
+use super::rope::Rope;
+use super::vars::{Provider, Vars};
 use crate::error::{Error, Result};
-use crate::linear::AdaptableLinear;
 use crate::target::{LinearSite, TargetSpec};
 use moram_core::MoramConfig;
 use tch::{Device, Kind, Tensor};
 
 pub use super::layout::LLAMA_MODULES;
-
-type Provider<'a> = dyn FnMut(&str, &[i64]) -> Result<Tensor> + 'a;
-
-/// RMSNorm in f32: LLaMA scales by `w` after casting back, Gemma by `1 + w` before.
-fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64, arch: Arch) -> Tensor {
-    let xf = x.to_kind(Kind::Float);
-    let var = xf.square().mean_dim([-1].as_slice(), true, Kind::Float);
-    let normed = xf * (var + eps).rsqrt();
-    match arch {
-        Arch::Llama => normed.to_kind(x.kind()) * weight,
-        Arch::Gemma => (normed * (weight.to_kind(Kind::Float) + 1.0)).to_kind(x.kind()),
-    }
-}
-
-#[derive(Debug)]
-struct Block {
-    input_norm: Tensor,
-    q: AdaptableLinear,
-    k: AdaptableLinear,
-    v: AdaptableLinear,
-    o: AdaptableLinear,
-    post_norm: Tensor,
-    gate: AdaptableLinear,
-    up: AdaptableLinear,
-    down: AdaptableLinear,
-}
 
 /// Per-layer key/value cache for incremental decoding.
 #[derive(Debug, Default)]
@@ -89,64 +66,45 @@ impl FrozenPrefix {
 pub struct CausalLm {
     embed: Tensor,
     blocks: Vec<Block>,
-    norm: Tensor,
+    norm: RmsNorm,
     lm_head: Tensor,
     rope: Rope,
     config: LlmConfig,
 }
 
 impl CausalLm {
-    fn build(config: &LlmConfig, get: &mut Provider, device: Device) -> Result<Self> {
+    fn build(config: &LlmConfig, get: &Provider, device: Device) -> Result<Self> {
         let d = config.hidden_size;
-        let mut blocks = Vec::new();
-        for i in 0..config.num_hidden_layers {
-            let p = format!("model.layers.{i}");
-            let norms: Vec<Tensor> = LLAMA_BLOCK
-                .iter()
-                .filter(|t| t.module.is_none())
-                .map(|t| get(&format!("{p}.{}.weight", t.hf), &t.weight_shape(config)))
-                .collect::<Result<_>>()?;
-            let linears: Vec<AdaptableLinear> = layout::block_linears()
-                .map(|t| {
-                    let shape = t.weight_shape(config);
-                    let bias = match t.has_bias(config) {
-                        true => Some(get(&format!("{p}.{}.bias", t.hf), &shape[..1])?),
-                        false => None,
-                    };
-                    Ok(AdaptableLinear::frozen(get(&format!("{p}.{}.weight", t.hf), &shape)?, bias))
-                })
-                .collect::<Result<_>>()?;
-            let (Ok([input_norm, post_norm]), Ok([q, k, v, o, gate, up, down])) =
-                (<[Tensor; 2]>::try_from(norms), <[AdaptableLinear; 7]>::try_from(linears))
-            else {
-                unreachable!("LLAMA_BLOCK has two norms and seven linear layers")
-            };
-            blocks.push(Block { input_norm, q, k, v, o, post_norm, gate, up, down });
-        }
-        let embed = get("model.embed_tokens.weight", &[config.vocab_size, d])?;
+        let vb = Vars::root(get);
+        let model = vb.pp("model");
+        let blocks = (0..config.num_hidden_layers)
+            .map(|i| Block::load(&model.pp(format!("layers.{i}")), config))
+            .collect::<Result<Vec<_>>>()?;
+        let embed = model.pp("embed_tokens").get("weight", &[config.vocab_size, d])?;
         let lm_head = if config.tie_word_embeddings {
             embed.shallow_clone()
         } else {
-            get("lm_head.weight", &[config.vocab_size, d])?
+            vb.pp("lm_head").get("weight", &[config.vocab_size, d])?
         };
+        let norm = RmsNorm::new(model.pp("norm").get("weight", &[d])?, config.rms_norm_eps, norm_scale(config.arch));
         let rope =
             Rope::new(config.head_dim, config.rope_theta, config.rope_scaling, config.max_position_embeddings, device);
-        Ok(CausalLm { embed, blocks, norm: get("model.norm.weight", &[d])?, lm_head, rope, config: config.clone() })
+        Ok(CausalLm { embed, blocks, norm, lm_head, rope, config: config.clone() })
     }
 
     /// Loads a Hugging Face checkpoint (file, shard index or folder) for `config`, after one strict
     /// check of every key and shape.
     pub fn from_hf(source: &crate::WeightSource, config: &LlmConfig, kind: Kind, device: Device) -> Result<Self> {
         source.check(&layout::hf_tensors(config), |k| k.ends_with("rotary_emb.inv_freq"))?;
-        let mut get = |name: &str, shape: &[i64]| source.get(name, shape, kind, device);
-        Self::build(config, &mut get, device)
+        let get = |name: &str, shape: &[i64]| source.get(name, shape, kind, device);
+        Self::build(config, &get, device)
     }
 
     /// Loads a LLaMA-architecture GGUF file, dequantised to `kind` on `device`.
     pub fn from_gguf(gguf: &GgufFile, kind: Kind, device: Device) -> Result<Self> {
         let config = LlmConfig::from_gguf(gguf)?;
         let (nh, nkv) = (config.num_attention_heads, config.num_key_value_heads);
-        let mut get = |name: &str, shape: &[i64]| -> Result<Tensor> {
+        let get = |name: &str, shape: &[i64]| -> Result<Tensor> {
             let (key, permute) = layout::gguf_name(name);
             let t = gguf.tensor(&key)?;
             if t.size() != shape {
@@ -160,7 +118,7 @@ impl CausalLm {
             };
             Ok(t.to_kind(kind).to_device(device).detach())
         };
-        Self::build(&config, &mut get, device)
+        Self::build(&config, &get, device)
     }
 
     /// The configuration.
@@ -219,8 +177,7 @@ impl CausalLm {
 
     /// Final norm and LM head: hidden states `(.., d)` to f32 logits `(.., vocab)`.
     pub(crate) fn logits(&self, h: &Tensor) -> Tensor {
-        let c = &self.config;
-        rms_norm(h, &self.norm, c.rms_norm_eps, c.arch).linear(&self.lm_head, None::<Tensor>).to_kind(Kind::Float)
+        self.norm.forward(h).linear(&self.lm_head, None::<Tensor>).to_kind(Kind::Float)
     }
 
     /// The decoder stack: hidden states `(B, L, d)` before the final norm; extends `cache`.
@@ -271,8 +228,6 @@ impl CausalLm {
     ) -> Result<Tensor> {
         let size = h.size();
         let (b, l) = (size[0], size[1]);
-        let c = &self.config;
-        let (nh, nkv, hd) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim);
         if cache.layers.is_empty() {
             cache.layers = (0..self.blocks.len()).map(|_| None).collect();
         }
@@ -299,32 +254,10 @@ impl CausalLm {
                 (false, Some(m))
             }
         };
+        let inputs = AttentionInputs { cos: &cos, sin: &sin, mask: mask.as_ref(), causal };
         let last = range.end == self.blocks.len();
         for i in range {
-            let blk = &self.blocks[i];
-            let x = rms_norm(&h, &blk.input_norm, c.rms_norm_eps, c.arch);
-            let heads = |t: Tensor, n: i64| t.view([b, l, n, hd]).transpose(1, 2);
-            let q = heads(blk.q.forward(&x)?, nh);
-            let k = heads(blk.k.forward(&x)?, nkv);
-            let v = heads(blk.v.forward(&x)?, nkv);
-            let q = &q * &cos + rotate_half(&q) * &sin;
-            let k = &k * &cos + rotate_half(&k) * &sin;
-            let (k, v) = match cache.layers[i].take() {
-                Some((pk, pv)) => (Tensor::cat(&[pk, k], 2), Tensor::cat(&[pv, v], 2)),
-                None => (k, v),
-            };
-            cache.layers[i] = Some((k.shallow_clone(), v.shallow_clone()));
-            let att = Tensor::scaled_dot_product_attention(&q, &k, &v, mask.as_ref(), 0.0, causal, None, nkv != nh);
-            h = &h + blk.o.forward(&att.transpose(1, 2).reshape([b, l, nh * hd]))?;
-            let x = rms_norm(&h, &blk.post_norm, c.rms_norm_eps, c.arch);
-            let gate = blk.gate.forward(&x)?;
-            let gate = match c.activation {
-                Activation::Silu => gate.silu(),
-                Activation::GeluTanh => gate.gelu("tanh"),
-                Activation::Gelu => gate.gelu("none"),
-            };
-            let mlp = gate * blk.up.forward(&x)?;
-            h = &h + blk.down.forward(&mlp)?;
+            h = self.blocks[i].forward(&h, &inputs, &mut cache.layers[i])?;
         }
         if last {
             cache.len += l;
@@ -502,15 +435,16 @@ impl CausalLm {
     pub fn base_tensors(&self) -> Vec<(String, Tensor)> {
         let mut v = vec![
             ("model.embed_tokens.weight".to_string(), self.embed.shallow_clone()),
-            ("model.norm.weight".to_string(), self.norm.shallow_clone()),
+            ("model.norm.weight".to_string(), self.norm.weight.shallow_clone()),
         ];
         if !self.config.tie_word_embeddings {
             v.push(("lm_head.weight".into(), self.lm_head.shallow_clone()));
         }
         for (i, blk) in self.blocks.iter().enumerate() {
             let p = format!("model.layers.{i}");
-            v.push((format!("{p}.input_layernorm.weight"), blk.input_norm.shallow_clone()));
-            v.push((format!("{p}.post_attention_layernorm.weight"), blk.post_norm.shallow_clone()));
+            for (path, norm) in blk.norms() {
+                v.push((format!("{p}.{path}.weight"), norm.weight.shallow_clone()));
+            }
             for ((_, path), l) in module_paths().zip(blk.linears()) {
                 v.push((format!("{p}.{path}.weight"), l.weight().shallow_clone()));
                 if let Some(b) = l.bias() {
@@ -592,16 +526,6 @@ impl CausalLm {
 /// order.
 fn module_paths() -> impl Iterator<Item = (&'static str, &'static str)> {
     layout::block_linears().map(|t| (t.module.unwrap_or(t.hf), t.hf))
-}
-
-impl Block {
-    fn linears(&self) -> [&AdaptableLinear; 7] {
-        [&self.q, &self.k, &self.v, &self.o, &self.gate, &self.up, &self.down]
-    }
-
-    fn linears_mut(&mut self) -> [&mut AdaptableLinear; 7] {
-        [&mut self.q, &mut self.k, &mut self.v, &mut self.o, &mut self.gate, &mut self.up, &mut self.down]
-    }
 }
 
 /// Inverse of llama.cpp's `permute(w, n_head)` (also applied to q/k biases): rows grouped as
