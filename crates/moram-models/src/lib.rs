@@ -12,12 +12,12 @@
 //!   such as `qkvoinout`, layer subsets), strict: a pattern that matches nothing is an error;
 //! - [`linear`]: a frozen linear layer that injection turns into a `MoramLinear`.
 //!
-//! - [`llm`] (in progress): the GGUF reader (F32/F16/BF16/Q8_0/Q4_0/Q4_1 dequantisation, checked
-//!   against the `gguf` Python package), LLM tokenizers (GGUF metadata or `tokenizer.json`), and
-//!   LLaMA (GQA, llama3 RoPE) and Gemma decoders from Hugging Face or (LLaMA) GGUF checkpoints
-//!   with a KV cache, batched generation, the causal-LM loss and MoRAM injection.
+//! - [`llm`]: the GGUF reader (F32/F16/BF16, Q4_0 ... Q8_0 and the K-quants, checked against the
+//!   `gguf` Python package), LLM tokenizers (GGUF metadata or `tokenizer.json`), and LLaMA (GQA,
+//!   llama3 RoPE), Gemma, Qwen2 and Qwen3 decoders from Hugging Face or (LLaMA) GGUF checkpoints
+//!   with presets, a KV cache, batched generation, the causal-LM loss and MoRAM injection.
 //!
-//! **Not yet:** named LLM presets and the LLM benchmark.
+//! **Not yet:** Mistral, Gemma 2/3, GGUF files of architectures other than LLaMA.
 
 mod bytes;
 pub mod clip;

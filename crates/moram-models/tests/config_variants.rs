@@ -124,7 +124,10 @@ fn unsupported_fields_are_named_and_the_architecture_first() -> anyhow::Result<(
         "the file and the field first: {err:?}"
     );
     let err = err.to_string();
-    assert!(err.contains("`model_type` `gemma2` is not a supported architecture (llama, gemma)"), "{err}");
+    assert!(
+        err.contains("`model_type` `gemma2` is not a supported architecture (llama, gemma, qwen2, qwen3)"),
+        "{err}"
+    );
     assert!(!err.contains("softcapping"), "{err}");
     for (edit, want) in [
         (serde_json::json!({"rope_type": "yarn", "factor": 4.0}), "type `yarn` is not supported"),

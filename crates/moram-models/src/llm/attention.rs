@@ -1,6 +1,7 @@
 //! Multi-head self-attention with grouped or multi-query key/value heads, rotary positions and a
 //! key/value cache, through libtorch's scaled-dot-product attention.
 
+use super::norm::RmsNorm;
 use super::rope::rotate_half;
 use crate::error::Result;
 use crate::linear::AdaptableLinear;
@@ -17,6 +18,8 @@ pub struct Attention {
     pub v: AdaptableLinear,
     /// `o_proj`, `(hidden, heads * head_dim)`.
     pub o: AdaptableLinear,
+    /// Qwen3's RMSNorms over each query / key head (`head_dim` wide), applied before RoPE.
+    pub head_norms: Option<(RmsNorm, RmsNorm)>,
     heads: i64,
     kv_heads: i64,
     head_dim: i64,
@@ -45,7 +48,12 @@ impl Attention {
         kv_heads: i64,
         head_dim: i64,
     ) -> Self {
-        Attention { q, k, v, o, heads, kv_heads, head_dim }
+        Attention { q, k, v, o, head_norms: None, heads, kv_heads, head_dim }
+    }
+
+    /// The same attention with RMSNorms over each query and key head (Qwen3).
+    pub fn with_head_norms(self, q_norm: RmsNorm, k_norm: RmsNorm) -> Self {
+        Attention { head_norms: Some((q_norm, k_norm)), ..self }
     }
 
     /// Hidden states `x` `(B, L, hidden)` of `L` new tokens -> `(B, L, hidden)`; appends their
@@ -60,8 +68,13 @@ impl Attention {
         let (b, l) = (size[0], size[1]);
         let (nh, nkv, hd) = (self.heads, self.kv_heads, self.head_dim);
         let heads = |t: Tensor, n: i64| t.view([b, l, n, hd]).transpose(1, 2);
-        let q = heads(self.q.forward(x)?, nh);
-        let k = heads(self.k.forward(x)?, nkv);
+        let (q, k) = (self.q.forward(x)?, self.k.forward(x)?);
+        let (q, k) = match &self.head_norms {
+            Some((qn, kn)) => (qn.forward(&q.view([b, l, nh, hd])), kn.forward(&k.view([b, l, nkv, hd]))),
+            None => (q, k),
+        };
+        let q = heads(q, nh);
+        let k = heads(k, nkv);
         let v = heads(self.v.forward(x)?, nkv);
         let q = &q * inputs.cos + rotate_half(&q) * inputs.sin;
         let k = &k * inputs.cos + rotate_half(&k) * inputs.sin;

@@ -40,6 +40,10 @@ pub enum Arch {
     /// Gemma: GeGLU (tanh GELU unless `hidden_activation` says otherwise), RMSNorm `(1 + w) * x`
     /// in f32, embeddings scaled by `sqrt(hidden)`, tied head.
     Gemma,
+    /// Qwen2 / Qwen2.5: LLaMA's block with biases on q/k/v.
+    Qwen2,
+    /// Qwen3: LLaMA's block with an RMSNorm over each query and key head before RoPE.
+    Qwen3,
 }
 
 /// A decoder-only causal LM.
@@ -157,23 +161,80 @@ impl LlmConfig {
         }
     }
 
-    /// A preset by name: `llama2-7b`, `llama3.2-1b`, `llama3.1-8b`, `gemma-2b`.
+    /// Qwen2.5 settings over a block layout: RoPE base 1,000,000, 32k context, eps 1e-6, the
+    /// `<|endoftext|>` id as bos/eos of the base models.
+    fn qwen(arch: Arch, base: LlmConfig) -> Self {
+        LlmConfig {
+            arch,
+            rope_theta: 1_000_000.0,
+            rms_norm_eps: 1e-6,
+            max_position_embeddings: 32_768,
+            bos_token_id: Some(151_643),
+            eos_token_ids: vec![151_643],
+            ..base
+        }
+    }
+
+    /// Qwen2.5-0.5B: 24 layers, 896 wide, 14 heads over 2 KV heads, tied head (494 M parameters).
+    pub fn qwen25_05b() -> Self {
+        Self::qwen(Arch::Qwen2, LlmConfig { tie_word_embeddings: true, ..Self::llama(151_936, 896, 4864, 24, 14, 2) })
+    }
+
+    /// Qwen2.5-1.5B: 28 layers, 1536 wide, 12 heads over 2 KV heads, tied head.
+    pub fn qwen25_15b() -> Self {
+        Self::qwen(Arch::Qwen2, LlmConfig { tie_word_embeddings: true, ..Self::llama(151_936, 1536, 8960, 28, 12, 2) })
+    }
+
+    /// Qwen2.5-7B: 28 layers, 3584 wide, 28 heads over 4 KV heads, untied head.
+    pub fn qwen25_7b() -> Self {
+        Self::qwen(Arch::Qwen2, Self::llama(152_064, 3584, 18_944, 28, 28, 4))
+    }
+
+    /// Qwen3-0.6B: 28 layers, 1024 wide, 16 heads of 128 over 8 KV heads, q/k norms, tied head.
+    pub fn qwen3_06b() -> Self {
+        LlmConfig {
+            head_dim: 128,
+            max_position_embeddings: 40_960,
+            eos_token_ids: vec![151_645],
+            ..Self::qwen(
+                Arch::Qwen3,
+                LlmConfig { tie_word_embeddings: true, ..Self::llama(151_936, 1024, 3072, 28, 16, 8) },
+            )
+        }
+    }
+
+    /// Every preset name, in [`LlmConfig::preset`] order.
+    pub const PRESETS: [&'static str; 8] = [
+        "llama2-7b",
+        "llama3.2-1b",
+        "llama3.1-8b",
+        "gemma-2b",
+        "qwen2.5-0.5b",
+        "qwen2.5-1.5b",
+        "qwen2.5-7b",
+        "qwen3-0.6b",
+    ];
+
+    /// A preset by name (see [`LlmConfig::PRESETS`]).
     pub fn preset(name: &str) -> Result<Self> {
         match name {
             "llama2-7b" => Ok(Self::llama2_7b()),
             "llama3.2-1b" => Ok(Self::llama32_1b()),
             "llama3.1-8b" => Ok(Self::llama31_8b()),
             "gemma-2b" => Ok(Self::gemma_2b()),
-            other => Err(Error::Target(format!(
-                "`{other}` is not an LLM preset; valid: llama2-7b, llama3.2-1b, llama3.1-8b, gemma-2b"
-            ))),
+            "qwen2.5-0.5b" => Ok(Self::qwen25_05b()),
+            "qwen2.5-1.5b" => Ok(Self::qwen25_15b()),
+            "qwen2.5-7b" => Ok(Self::qwen25_7b()),
+            "qwen3-0.6b" => Ok(Self::qwen3_06b()),
+            other => Err(Error::Target(format!("`{other}` is not an LLM preset; valid: {}", Self::PRESETS.join(", ")))),
         }
     }
 
-    /// `(module, d_in, d_out)` of the seven linear layers of one block (`layout::LLAMA_BLOCK`).
+    /// `(module, d_in, d_out)` of the seven linear layers of one block (the family's table in
+    /// `layout`).
     pub fn block_linears(&self) -> [(&'static str, i64, i64); 7] {
         let mut out = [("", 0, 0); 7];
-        for (o, t) in out.iter_mut().zip(super::layout::block_linears()) {
+        for (o, t) in out.iter_mut().zip(super::layout::block_linears(self.arch)) {
             let shape = t.weight_shape(self);
             *o = (t.module.unwrap_or(t.hf), shape[1], shape[0]);
         }
@@ -182,14 +243,15 @@ impl LlmConfig {
 
     /// Whether the block linear `module` (`q_proj` ... `down_proj`) has a bias.
     pub fn has_bias(&self, module: &str) -> bool {
-        super::layout::block_linears().any(|t| t.module == Some(module) && t.has_bias(self))
+        super::layout::block_linears(self.arch).any(|t| t.module == Some(module) && t.has_bias(self))
     }
 
     /// Parameters of the base model (embedding, blocks with their biases, norms, head unless tied).
     pub fn parameter_count(&self) -> i64 {
         let biases: i64 = self.block_linears().iter().filter(|(m, _, _)| self.has_bias(m)).map(|(_, _, o)| o).sum();
-        let block: i64 =
-            self.block_linears().iter().map(|(_, i, o)| i * o).sum::<i64>() + 2 * self.hidden_size + biases;
+        let norms: i64 =
+            super::layout::block_norms(self.arch).map(|t| t.weight_shape(self).iter().product::<i64>()).sum();
+        let block: i64 = self.block_linears().iter().map(|(_, i, o)| i * o).sum::<i64>() + norms + biases;
         let embed = self.vocab_size * self.hidden_size;
         embed + self.num_hidden_layers * block + self.hidden_size + if self.tie_word_embeddings { 0 } else { embed }
     }
@@ -234,7 +296,7 @@ impl LlmConfig {
                 .map_or(hidden / heads, |v| v as i64),
             rms_norm_eps: f("attention.layer_norm_rms_epsilon", 1e-5),
             rope_theta: f("rope.freq_base", 10_000.0),
-            tie_word_embeddings: !gguf.tensors.contains_key(&super::layout::gguf_name("lm_head.weight").0),
+            tie_word_embeddings: !gguf.tensors.contains_key(&super::layout::gguf_name(Arch::Llama, "lm_head.weight").0),
             rope_scaling: None,
             max_position_embeddings: gguf
                 .get("llama.context_length")
@@ -243,8 +305,10 @@ impl LlmConfig {
             activation: Activation::Silu,
             attention_bias: gguf
                 .tensors
-                .contains_key(&super::layout::gguf_name("model.layers.0.self_attn.q_proj.bias").0),
-            mlp_bias: gguf.tensors.contains_key(&super::layout::gguf_name("model.layers.0.mlp.up_proj.bias").0),
+                .contains_key(&super::layout::gguf_name(Arch::Llama, "model.layers.0.self_attn.q_proj.bias").0),
+            mlp_bias: gguf
+                .tensors
+                .contains_key(&super::layout::gguf_name(Arch::Llama, "model.layers.0.mlp.up_proj.bias").0),
             bos_token_id: gguf.get("tokenizer.ggml.bos_token_id").and_then(Value::as_u64).map(|v| v as i64),
             eos_token_ids: gguf
                 .get("tokenizer.ggml.eos_token_id")
@@ -270,27 +334,23 @@ impl LlmConfig {
         let arch = match json.get("model_type").and_then(serde_json::Value::as_str) {
             None | Some("llama") => Arch::Llama,
             Some("gemma") => Arch::Gemma,
+            Some("qwen2") => return Self::from_qwen(parse_mirror(&text, path, "Qwen2")?, Arch::Qwen2, path),
+            Some("qwen3") => return Self::from_qwen(parse_mirror(&text, path, "Qwen3")?, Arch::Qwen3, path),
             Some(other) => {
-                return Err(bad("model_type", format!("`{other}` is not a supported architecture (llama, gemma)")))
+                return Err(bad(
+                    "model_type",
+                    format!("`{other}` is not a supported architecture (llama, gemma, qwen2, qwen3)"),
+                ))
             }
         };
-        let hf: HfLlamaConfig = serde_json::from_str(&text).map_err(|e| {
-            let msg = e.to_string();
-            // serde says "unknown field `x`, expected one of ... at line L column C".
-            let unknown = msg.strip_prefix("unknown field `").and_then(|r| r.split_once("`, "));
-            let reason = match unknown {
-                Some((field, rest)) => format!("`{field}` is not a supported LLaMA/Gemma config field ({rest})"),
-                None => format!("not a LLaMA/Gemma config.json as transformers 4.45.2 reads it: {msg}"),
-            };
-            Error::Corrupt { path: path.into(), reason }
-        })?;
+        let hf: HfLlamaConfig = parse_mirror(&text, path, "LLaMA/Gemma")?;
         // transformers 4.45.2: LlamaMLP uses `hidden_act`; GemmaMLP ignores `hidden_act` and uses
         // `hidden_activation`, tanh GELU when absent. (From 4.46 on, GemmaMLP reads `hidden_act`
         // instead: a Gemma config with `hidden_act = "gelu"` and no `hidden_activation` computes
         // exact GELU there, tanh GELU in 4.45.2 and here.)
         let (field, act) = match arch {
-            Arch::Llama => ("hidden_act", hf.hidden_act.as_deref().unwrap_or("silu")),
             Arch::Gemma => ("hidden_activation", hf.hidden_activation.as_deref().unwrap_or("gelu_pytorch_tanh")),
+            _ => ("hidden_act", hf.hidden_act.as_deref().unwrap_or("silu")),
         };
         let activation = match (arch, Activation::from_hf(act)) {
             (Arch::Llama, Some(Activation::Silu)) => Activation::Silu,
@@ -306,37 +366,7 @@ impl LlmConfig {
         if hf.attention_dropout.unwrap_or(0.0) != 0.0 {
             return Err(bad("attention_dropout", "other than 0 is not supported".into()));
         }
-        let rope_scaling = match hf.rope_scaling {
-            None => None,
-            Some(rs) => {
-                let g = |v: Option<f64>, k: &str| v.ok_or_else(|| bad("rope_scaling", format!("lacks `{k}`")));
-                match rs.rope_type.or(rs.kind).as_deref().unwrap_or("") {
-                    "default" => None,
-                    "linear" => Some(RopeScaling::Linear { factor: g(rs.factor, "factor")? }),
-                    "dynamic" => Some(RopeScaling::Dynamic { factor: g(rs.factor, "factor")? }),
-                    "llama3" => Some(RopeScaling::Llama3(Llama3Scaling {
-                        factor: g(rs.factor, "factor")?,
-                        low_freq_factor: g(rs.low_freq_factor, "low_freq_factor")?,
-                        high_freq_factor: g(rs.high_freq_factor, "high_freq_factor")?,
-                        original_max_position_embeddings: g(
-                            rs.original_max_position_embeddings,
-                            "original_max_position_embeddings",
-                        )?,
-                    })),
-                    other => {
-                        return Err(bad(
-                            "rope_scaling",
-                            format!("type `{other}` is not supported (default, linear, dynamic, llama3)"),
-                        ))
-                    }
-                }
-            }
-        };
-        if let Some(RopeScaling::Linear { factor } | RopeScaling::Dynamic { factor }) = rope_scaling {
-            if !(factor.is_finite() && factor >= 1.0) {
-                return Err(bad("rope_scaling", format!("factor must be >= 1, found {factor}")));
-            }
-        }
+        let rope_scaling = resolve_rope_scaling(hf.rope_scaling, path)?;
         let heads = hf.num_attention_heads;
         if heads <= 0 || hf.hidden_size <= 0 {
             return Err(bad(
@@ -366,13 +396,111 @@ impl LlmConfig {
             attention_bias: hf.attention_bias.unwrap_or(false),
             mlp_bias: hf.mlp_bias.unwrap_or(false),
             bos_token_id: hf.bos_token_id,
-            eos_token_ids: match hf.eos_token_id {
-                None => Vec::new(),
-                Some(TokenIds::One(id)) => vec![id],
-                Some(TokenIds::Many(ids)) => ids,
-            },
+            eos_token_ids: hf.eos_token_id.map(TokenIds::into_vec).unwrap_or_default(),
         })
     }
+
+    /// A Qwen2 / Qwen3 `config.json` as transformers 4.57 reads it. Sliding-window layers are
+    /// refused by name (not implemented yet); every full-attention config is exact.
+    fn from_qwen(hf: HfQwenConfig, arch: Arch, path: &Path) -> Result<Self> {
+        let bad = |field: &str, why: String| Error::Corrupt { path: path.into(), reason: format!("`{field}` {why}") };
+        if hf.use_sliding_window == Some(true) || hf.layer_types.iter().flatten().any(|t| t != "full_attention") {
+            return Err(bad(
+                "use_sliding_window",
+                "/ `layer_types`: sliding-window attention is not supported yet (full attention only)".into(),
+            ));
+        }
+        let act = hf.hidden_act.as_deref().unwrap_or("silu");
+        if Activation::from_hf(act) != Some(Activation::Silu) {
+            return Err(bad("hidden_act", format!("`{act}` is not supported (silu)")));
+        }
+        if hf.attention_dropout.unwrap_or(0.0) != 0.0 {
+            return Err(bad("attention_dropout", "other than 0 is not supported".into()));
+        }
+        if arch == Arch::Qwen2 && hf.attention_bias.is_some() {
+            return Err(bad("attention_bias", "is not a Qwen2 field (its q/k/v always have biases)".into()));
+        }
+        let heads = check_heads(hf.num_attention_heads, hf.hidden_size, path)?;
+        // Qwen2 derives the head width; Qwen3Config defaults it to 128.
+        let head_dim = match arch {
+            Arch::Qwen3 => hf.head_dim.unwrap_or(128),
+            _ => hf.head_dim.unwrap_or(hf.hidden_size / heads),
+        };
+        Ok(LlmConfig {
+            arch,
+            vocab_size: hf.vocab_size,
+            hidden_size: hf.hidden_size,
+            intermediate_size: hf.intermediate_size,
+            num_hidden_layers: hf.num_hidden_layers,
+            num_attention_heads: heads,
+            num_key_value_heads: hf.num_key_value_heads.unwrap_or(heads),
+            head_dim,
+            rms_norm_eps: hf.rms_norm_eps.unwrap_or(1e-6),
+            rope_theta: hf.rope_theta.unwrap_or(10_000.0),
+            tie_word_embeddings: hf.tie_word_embeddings.unwrap_or(false),
+            rope_scaling: resolve_rope_scaling(hf.rope_scaling, path)?,
+            max_position_embeddings: hf.max_position_embeddings.unwrap_or(32_768),
+            activation: Activation::Silu,
+            attention_bias: hf.attention_bias.unwrap_or(false),
+            mlp_bias: false,
+            bos_token_id: hf.bos_token_id,
+            eos_token_ids: hf.eos_token_id.map(TokenIds::into_vec).unwrap_or_default(),
+        })
+    }
+}
+
+/// Reads a config mirror; an unknown field is named as such (serde's "unknown field" message,
+/// reworded), any other problem with its line and column.
+fn parse_mirror<T: serde::de::DeserializeOwned>(text: &str, path: &Path, family: &str) -> Result<T> {
+    serde_json::from_str(text).map_err(|e| {
+        let msg = e.to_string();
+        // serde says "unknown field `x`, expected one of ... at line L column C".
+        let unknown = msg.strip_prefix("unknown field `").and_then(|r| r.split_once("`, "));
+        let reason = match unknown {
+            Some((field, rest)) => format!("`{field}` is not a supported {family} config field ({rest})"),
+            None => format!("not a {family} config.json as transformers reads it: {msg}"),
+        };
+        Error::Corrupt { path: path.into(), reason }
+    })
+}
+
+/// Head count and width must be positive (the head width is derived from them).
+fn check_heads(heads: i64, hidden: i64, path: &Path) -> Result<i64> {
+    if heads <= 0 || hidden <= 0 {
+        return Err(Error::Corrupt {
+            path: path.into(),
+            reason: format!("`num_attention_heads` {heads} and hidden_size {hidden} must be positive"),
+        });
+    }
+    Ok(heads)
+}
+
+/// `rope_scaling` as transformers resolves it, for the types moram implements.
+fn resolve_rope_scaling(rs: Option<HfRopeScaling>, path: &Path) -> Result<Option<RopeScaling>> {
+    let bad = |why: String| Error::Corrupt { path: path.into(), reason: format!("`rope_scaling` {why}") };
+    let Some(rs) = rs else { return Ok(None) };
+    let g = |v: Option<f64>, k: &str| v.ok_or_else(|| bad(format!("lacks `{k}`")));
+    let scaling = match rs.rope_type.or(rs.kind).as_deref().unwrap_or("") {
+        "default" => None,
+        "linear" => Some(RopeScaling::Linear { factor: g(rs.factor, "factor")? }),
+        "dynamic" => Some(RopeScaling::Dynamic { factor: g(rs.factor, "factor")? }),
+        "llama3" => Some(RopeScaling::Llama3(Llama3Scaling {
+            factor: g(rs.factor, "factor")?,
+            low_freq_factor: g(rs.low_freq_factor, "low_freq_factor")?,
+            high_freq_factor: g(rs.high_freq_factor, "high_freq_factor")?,
+            original_max_position_embeddings: g(
+                rs.original_max_position_embeddings,
+                "original_max_position_embeddings",
+            )?,
+        })),
+        other => return Err(bad(format!("type `{other}` is not supported (default, linear, dynamic, llama3)"))),
+    };
+    if let Some(RopeScaling::Linear { factor } | RopeScaling::Dynamic { factor }) = scaling {
+        if !(factor.is_finite() && factor >= 1.0) {
+            return Err(bad(format!("factor must be >= 1, found {factor}")));
+        }
+    }
+    Ok(scaling)
 }
 
 /// Mirror of a Hugging Face `LlamaConfig` / `GemmaConfig` `config.json` (the two share their
@@ -447,4 +575,62 @@ struct HfRopeScaling {
 enum TokenIds {
     One(i64),
     Many(Vec<i64>),
+}
+
+impl TokenIds {
+    fn into_vec(self) -> Vec<i64> {
+        match self {
+            TokenIds::One(id) => vec![id],
+            TokenIds::Many(ids) => ids,
+        }
+    }
+}
+
+/// Mirror of a Hugging Face `Qwen2Config` / `Qwen3Config` (transformers 4.57.1 field set).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HfQwenConfig {
+    #[allow(dead_code)]
+    model_type: Option<String>,
+    vocab_size: i64,
+    hidden_size: i64,
+    intermediate_size: i64,
+    num_hidden_layers: i64,
+    num_attention_heads: i64,
+    num_key_value_heads: Option<i64>,
+    head_dim: Option<i64>,
+    hidden_act: Option<String>,
+    max_position_embeddings: Option<i64>,
+    rms_norm_eps: Option<f64>,
+    rope_theta: Option<f64>,
+    rope_scaling: Option<HfRopeScaling>,
+    tie_word_embeddings: Option<bool>,
+    bos_token_id: Option<i64>,
+    eos_token_id: Option<TokenIds>,
+    attention_bias: Option<bool>,
+    attention_dropout: Option<f64>,
+    use_sliding_window: Option<bool>,
+    layer_types: Option<Vec<String>>,
+    // Ignored: the window size and which layers would use it matter only with
+    // `use_sliding_window`, which is refused.
+    #[serde(rename = "sliding_window")]
+    _sliding_window: Option<IgnoredAny>,
+    #[serde(rename = "max_window_layers")]
+    _max_window_layers: Option<IgnoredAny>,
+    #[serde(rename = "architectures")]
+    _architectures: Option<IgnoredAny>,
+    #[serde(rename = "pad_token_id")]
+    _pad_token_id: Option<IgnoredAny>,
+    #[serde(rename = "initializer_range")]
+    _initializer_range: Option<IgnoredAny>,
+    #[serde(rename = "use_cache")]
+    _use_cache: Option<IgnoredAny>,
+    #[serde(rename = "torch_dtype")]
+    _torch_dtype: Option<IgnoredAny>,
+    #[serde(rename = "dtype")]
+    _dtype: Option<IgnoredAny>,
+    #[serde(rename = "transformers_version")]
+    _transformers_version: Option<IgnoredAny>,
+    #[serde(rename = "_name_or_path")]
+    _name_or_path: Option<IgnoredAny>,
 }

@@ -1,10 +1,11 @@
-//! The tensor layout of the decoder families moram builds (LLaMA and Gemma share it): one table
-//! that names every tensor in Hugging Face and GGUF key space with its shape, whether it is an
-//! adaptable linear layer, its bias rule and llama.cpp's q/k row permutation. Building, loading
-//! (both formats), the strict checkpoint check, injection targets, parameter counts and
-//! `base_tensors` all read this table; a family with another layout adds its own table.
+//! The tensor layouts of the decoder families moram builds: one table per block layout that names
+//! every tensor in Hugging Face and GGUF key space with its shape, whether it is an adaptable
+//! linear layer, its bias rule and llama.cpp's q/k row permutation. LLaMA and Gemma share
+//! [`LLAMA_BLOCK`]; Qwen2 has [`QWEN2_BLOCK`] (q/k/v biases), Qwen3 [`QWEN3_BLOCK`] (per-head q/k
+//! norms). Building, loading (both formats), the strict checkpoint check, injection targets,
+//! parameter counts and `base_tensors` all read the family's table ([`block_table`]).
 
-use super::config::LlmConfig;
+use super::config::{Arch, LlmConfig};
 use crate::target::ModuleNames;
 
 /// The adaptable linear layers of a block, in table order (the [`TargetSpec`] vocabulary).
@@ -31,8 +32,10 @@ pub const LLAMA_MODULES: ModuleNames = ModuleNames {
 /// Which config switch gives a linear layer its bias.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BiasRule {
-    /// Never (norms).
+    /// Never (norms, Qwen2's o_proj).
     None,
+    /// Always (Qwen2's q/k/v).
+    Always,
     /// `attention_bias` (q, k, v, o).
     Attention,
     /// `mlp_bias` (gate, up, down).
@@ -63,6 +66,8 @@ pub enum Dim {
     Intermediate,
     /// `vocab_size`.
     Vocab,
+    /// `head_dim` (per-head norms).
+    HeadDim,
 }
 
 impl Dim {
@@ -73,6 +78,7 @@ impl Dim {
             Dim::KeyValueWidth => c.num_key_value_heads * c.head_dim,
             Dim::Intermediate => c.intermediate_size,
             Dim::Vocab => c.vocab_size,
+            Dim::HeadDim => c.head_dim,
         }
     }
 }
@@ -104,6 +110,7 @@ impl BlockTensor {
     pub fn has_bias(&self, config: &LlmConfig) -> bool {
         match self.bias {
             BiasRule::None => false,
+            BiasRule::Always => true,
             BiasRule::Attention => config.attention_bias,
             BiasRule::Mlp => config.mlp_bias,
         }
@@ -123,6 +130,10 @@ const fn linear(
 
 const fn norm(hf: &'static str, gguf: &'static str) -> BlockTensor {
     BlockTensor { hf, gguf, module: None, shape: &[Dim::Hidden], bias: BiasRule::None, permute: Permute::None }
+}
+
+const fn head_norm(hf: &'static str, gguf: &'static str) -> BlockTensor {
+    BlockTensor { hf, gguf, module: None, shape: &[Dim::HeadDim], bias: BiasRule::None, permute: Permute::None }
 }
 
 /// One LLaMA / Gemma block: the two norms, then the seven linear layers in [`LINEAR_MODULES`]
@@ -146,7 +157,46 @@ pub const LLAMA_BLOCK: [BlockTensor; 9] = [
     linear("mlp.down_proj", "ffn_down", 6, &[Dim::Hidden, Dim::Intermediate], BiasRule::Mlp, Permute::None),
 ];
 
-/// A tensor outside the blocks: `(Hugging Face key, GGUF key, shape)`.
+/// One Qwen2 / Qwen2.5 block: as LLaMA's, with biases on q/k/v (never on o or the MLP), and no
+/// row permutation in GGUF files (llama.cpp permutes LLaMA-architecture q/k only).
+pub const QWEN2_BLOCK: [BlockTensor; 9] = [
+    norm("input_layernorm", "attn_norm"),
+    norm("post_attention_layernorm", "ffn_norm"),
+    linear("self_attn.q_proj", "attn_q", 0, &[Dim::QueryWidth, Dim::Hidden], BiasRule::Always, Permute::None),
+    linear("self_attn.k_proj", "attn_k", 1, &[Dim::KeyValueWidth, Dim::Hidden], BiasRule::Always, Permute::None),
+    linear("self_attn.v_proj", "attn_v", 2, &[Dim::KeyValueWidth, Dim::Hidden], BiasRule::Always, Permute::None),
+    linear("self_attn.o_proj", "attn_output", 3, &[Dim::Hidden, Dim::QueryWidth], BiasRule::None, Permute::None),
+    linear("mlp.gate_proj", "ffn_gate", 4, &[Dim::Intermediate, Dim::Hidden], BiasRule::None, Permute::None),
+    linear("mlp.up_proj", "ffn_up", 5, &[Dim::Intermediate, Dim::Hidden], BiasRule::None, Permute::None),
+    linear("mlp.down_proj", "ffn_down", 6, &[Dim::Hidden, Dim::Intermediate], BiasRule::None, Permute::None),
+];
+
+/// One Qwen3 block: LLaMA's with RMSNorms over each query and key head (`head_dim` wide), biases
+/// under `attention_bias` (q/k/v/o), none in the MLP, no GGUF row permutation.
+pub const QWEN3_BLOCK: [BlockTensor; 11] = [
+    norm("input_layernorm", "attn_norm"),
+    norm("post_attention_layernorm", "ffn_norm"),
+    head_norm("self_attn.q_norm", "attn_q_norm"),
+    head_norm("self_attn.k_norm", "attn_k_norm"),
+    linear("self_attn.q_proj", "attn_q", 0, &[Dim::QueryWidth, Dim::Hidden], BiasRule::Attention, Permute::None),
+    linear("self_attn.k_proj", "attn_k", 1, &[Dim::KeyValueWidth, Dim::Hidden], BiasRule::Attention, Permute::None),
+    linear("self_attn.v_proj", "attn_v", 2, &[Dim::KeyValueWidth, Dim::Hidden], BiasRule::Attention, Permute::None),
+    linear("self_attn.o_proj", "attn_output", 3, &[Dim::Hidden, Dim::QueryWidth], BiasRule::Attention, Permute::None),
+    linear("mlp.gate_proj", "ffn_gate", 4, &[Dim::Intermediate, Dim::Hidden], BiasRule::None, Permute::None),
+    linear("mlp.up_proj", "ffn_up", 5, &[Dim::Intermediate, Dim::Hidden], BiasRule::None, Permute::None),
+    linear("mlp.down_proj", "ffn_down", 6, &[Dim::Hidden, Dim::Intermediate], BiasRule::None, Permute::None),
+];
+
+/// The block table of a family.
+pub fn block_table(arch: Arch) -> &'static [BlockTensor] {
+    match arch {
+        Arch::Llama | Arch::Gemma => &LLAMA_BLOCK,
+        Arch::Qwen2 => &QWEN2_BLOCK,
+        Arch::Qwen3 => &QWEN3_BLOCK,
+    }
+}
+
+/// A tensor outside the blocks: `(Hugging Face key, GGUF key, shape)` (the same for every family).
 pub const LLAMA_GLOBALS: [(&str, &str, &[Dim]); 3] = [
     ("model.embed_tokens.weight", "token_embd.weight", &[Dim::Vocab, Dim::Hidden]),
     ("model.norm.weight", "output_norm.weight", &[Dim::Hidden]),
@@ -154,9 +204,15 @@ pub const LLAMA_GLOBALS: [(&str, &str, &[Dim]); 3] = [
     ("lm_head.weight", "output.weight", &[Dim::Vocab, Dim::Hidden]),
 ];
 
-/// The adaptable linear layers of the block table, in [`LINEAR_MODULES`] order.
-pub fn block_linears() -> impl Iterator<Item = &'static BlockTensor> {
-    LLAMA_BLOCK.iter().filter(|t| t.module.is_some())
+/// The adaptable linear layers of a family's block, in [`LINEAR_MODULES`] order (every family has
+/// the same seven; their bias rules and permutations differ).
+pub fn block_linears(arch: Arch) -> impl Iterator<Item = &'static BlockTensor> {
+    block_table(arch).iter().filter(|t| t.module.is_some())
+}
+
+/// The norms of a family's block, in table order.
+pub fn block_norms(arch: Arch) -> impl Iterator<Item = &'static BlockTensor> {
+    block_table(arch).iter().filter(|t| t.module.is_none())
 }
 
 /// Every tensor of a Hugging Face checkpoint for `config`, with its shape (biases before their
@@ -170,7 +226,7 @@ pub fn hf_tensors(config: &LlmConfig) -> Vec<(String, Vec<i64>)> {
         v.push((hf.to_string(), shape.iter().map(|d| d.size(config)).collect()));
     }
     for i in 0..config.num_hidden_layers {
-        for t in &LLAMA_BLOCK {
+        for t in block_table(config.arch) {
             let shape = t.weight_shape(config);
             if t.has_bias(config) {
                 v.push((format!("model.layers.{i}.{}.bias", t.hf), vec![shape[0]]));
@@ -181,15 +237,16 @@ pub fn hf_tensors(config: &LlmConfig) -> Vec<(String, Vec<i64>)> {
     v
 }
 
-/// The GGUF key of a Hugging Face key, and the row permutation llama.cpp applied to it.
-pub fn gguf_name(hf: &str) -> (String, Permute) {
+/// The GGUF key of a Hugging Face key in family `arch`, and the row permutation llama.cpp applied
+/// to it.
+pub fn gguf_name(arch: Arch, hf: &str) -> (String, Permute) {
     if let Some((_, gguf, _)) = LLAMA_GLOBALS.iter().find(|(h, ..)| *h == hf) {
         return (gguf.to_string(), Permute::None);
     }
     let parsed = hf.strip_prefix("model.layers.").and_then(|rest| {
         let (i, tail) = rest.split_once('.')?;
         let (module, kind) = tail.rsplit_once('.')?;
-        let t = LLAMA_BLOCK.iter().find(|t| t.hf == module)?;
+        let t = block_table(arch).iter().find(|t| t.hf == module)?;
         Some((format!("blk.{i}.{}.{kind}", t.gguf), t.permute))
     });
     parsed.unwrap_or_else(|| (hf.to_string(), Permute::None))

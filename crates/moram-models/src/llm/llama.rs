@@ -1,10 +1,12 @@
-//! The LLaMA / Gemma decoder block (`transformers` `LlamaDecoderLayer`, `GemmaDecoderLayer`):
-//! pre-norm attention and pre-norm gated MLP, each added to the residual stream. Built from the
-//! family's layout table ([`LLAMA_BLOCK`]).
+//! The pre-norm decoder block of the LLaMA family (`transformers` `LlamaDecoderLayer`,
+//! `GemmaDecoderLayer`, `Qwen2DecoderLayer`, `Qwen3DecoderLayer`): pre-norm attention and
+//! pre-norm gated MLP, each added to the residual stream. Built from the family's layout table
+//! (`layout::block_table`): its norms (with Qwen3's per-head q/k norms), its seven linear layers
+//! and their bias rules.
 
 use super::attention::{Attention, AttentionInputs};
 use super::config::{Arch, LlmConfig};
-use super::layout::{self, LLAMA_BLOCK};
+use super::layout;
 use super::mlp::GatedMlp;
 use super::norm::{NormScale, RmsNorm};
 use super::vars::Vars;
@@ -15,7 +17,7 @@ use tch::Tensor;
 /// The norm scale of a family.
 pub(crate) fn norm_scale(arch: Arch) -> NormScale {
     match arch {
-        Arch::Llama => NormScale::Weight,
+        Arch::Llama | Arch::Qwen2 | Arch::Qwen3 => NormScale::Weight,
         Arch::Gemma => NormScale::OnePlusWeight,
     }
 }
@@ -36,22 +38,29 @@ pub struct Block {
 impl Block {
     /// Loads block `model.layers.{i}` from `vb` (already at that prefix).
     pub(crate) fn load(vb: &Vars, config: &LlmConfig) -> Result<Self> {
-        let norm = |hf: &str| -> Result<RmsNorm> {
-            let t = LLAMA_BLOCK.iter().find(|t| t.hf == hf).map(|t| t.weight_shape(config)).unwrap_or_default();
-            Ok(RmsNorm::new(vb.pp(hf).get("weight", &t)?, config.rms_norm_eps, norm_scale(config.arch)))
+        let c = config;
+        let norm = |hf: &str| -> Result<Option<RmsNorm>> {
+            let Some(t) = layout::block_norms(c.arch).find(|t| t.hf == hf) else { return Ok(None) };
+            Ok(Some(RmsNorm::new(vb.pp(hf).get("weight", &t.weight_shape(c))?, c.rms_norm_eps, norm_scale(c.arch))))
         };
-        let mut linears = layout::block_linears()
-            .map(|t| vb.pp(t.hf).linear(&t.weight_shape(config), t.has_bias(config)))
+        let required = |hf: &str| -> Result<RmsNorm> {
+            norm(hf)?.ok_or_else(|| crate::error::Error::Input(format!("the {:?} block table has no `{hf}`", c.arch)))
+        };
+        let mut linears = layout::block_linears(c.arch)
+            .map(|t| vb.pp(t.hf).linear(&t.weight_shape(c), t.has_bias(c)))
             .collect::<Result<Vec<_>>>()?
             .into_iter();
-        let mut next = || linears.next().expect("LLAMA_BLOCK has seven linear layers");
+        let mut next = || linears.next().expect("every block table has seven linear layers");
         let (q, k, v, o) = (next(), next(), next(), next());
         let (gate, up, down) = (next(), next(), next());
-        let c = config;
+        let mut attn = Attention::new(q, k, v, o, c.num_attention_heads, c.num_key_value_heads, c.head_dim);
+        if let (Some(qn), Some(kn)) = (norm("self_attn.q_norm")?, norm("self_attn.k_norm")?) {
+            attn = attn.with_head_norms(qn, kn);
+        }
         Ok(Block {
-            input_norm: norm("input_layernorm")?,
-            attn: Attention::new(q, k, v, o, c.num_attention_heads, c.num_key_value_heads, c.head_dim),
-            post_norm: norm("post_attention_layernorm")?,
+            input_norm: required("input_layernorm")?,
+            attn,
+            post_norm: required("post_attention_layernorm")?,
             mlp: GatedMlp::new(gate, up, down, c.activation),
         })
     }
@@ -68,8 +77,12 @@ impl Block {
     }
 
     /// The norms with their Hugging Face paths under `model.layers.{i}`, in table order.
-    pub(crate) fn norms(&self) -> [(&'static str, &RmsNorm); 2] {
-        [("input_layernorm", &self.input_norm), ("post_attention_layernorm", &self.post_norm)]
+    pub(crate) fn norms(&self) -> Vec<(&'static str, &RmsNorm)> {
+        let mut v = vec![("input_layernorm", &self.input_norm), ("post_attention_layernorm", &self.post_norm)];
+        if let Some((q, k)) = &self.attn.head_norms {
+            v.extend([("self_attn.q_norm", q), ("self_attn.k_norm", k)]);
+        }
+        v
     }
 
     /// The linear layers in [`layout::LINEAR_MODULES`] order.

@@ -1,5 +1,7 @@
-//! Decoder LLMs: GGUF and Hugging Face checkpoints, tokenizers and LLaMA / Gemma decoders
-//! (presets and the LLM benchmark are not there yet).
+//! Decoder LLMs: GGUF and Hugging Face checkpoints, tokenizers, and the LLaMA-family decoders
+//! (LLaMA, Gemma, Qwen2, Qwen3): a layout table per family (`layout`), shared modules
+//! (`attention`, `mlp`, `norm`, `rope`) composed into a block (`llama`), the model shell with
+//! cache, generation and loss (`model`, `generate`).
 
 pub mod attention;
 pub mod config;

@@ -1,5 +1,5 @@
-//! Decoder-only causal LMs: LLaMA (Touvron et al., 2023) and Gemma (Gemma Team, 2024), with
-//! MoRAM injection and a KV cache.
+//! Decoder-only causal LMs: LLaMA (Touvron et al., 2023), Gemma (Gemma Team, 2024), Qwen2 and
+//! Qwen3, with MoRAM injection and a KV cache.
 //!
 //! Mirrors `transformers` `modeling_llama.py` / `modeling_gemma.py` (parity fixtures from
 //! transformers 4.57.1, `tests/fixtures/llm/`; config semantics of 4.45.2, the version the official
@@ -105,7 +105,7 @@ impl CausalLm {
         let config = LlmConfig::from_gguf(gguf)?;
         let (nh, nkv) = (config.num_attention_heads, config.num_key_value_heads);
         let get = |name: &str, shape: &[i64]| -> Result<Tensor> {
-            let (key, permute) = layout::gguf_name(name);
+            let (key, permute) = layout::gguf_name(config.arch, name);
             let t = gguf.tensor(&key)?;
             if t.size() != shape {
                 return Err(Error::Shape { path: gguf.path().into(), key, expected: shape.to_vec(), found: t.size() });
@@ -523,9 +523,9 @@ impl CausalLm {
 }
 
 /// `(module, path under model.layers.{i})` of the block's linear layers, in [`Block::linears`]
-/// order.
+/// order (the same seven paths in every family).
 fn module_paths() -> impl Iterator<Item = (&'static str, &'static str)> {
-    layout::block_linears().map(|t| (t.module.unwrap_or(t.hf), t.hf))
+    layout::block_linears(Arch::Llama).map(|t| (t.module.unwrap_or(t.hf), t.hf))
 }
 
 /// Inverse of llama.cpp's `permute(w, n_head)` (also applied to q/k biases): rows grouped as

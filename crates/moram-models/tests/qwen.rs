@@ -1,0 +1,91 @@
+//! Qwen2 and Qwen3 against `transformers` (`tests/fixtures/llm/generate_qwen.py`): tiny random
+//! `Qwen2ForCausalLM` (q/k/v biases, untied head) and `Qwen3ForCausalLM` (per-head q/k norms,
+//! head_dim 24 != hidden / heads, tied head), loaded through the production loader.
+
+use moram_core::MoramConfig;
+use moram_models::llm::{Arch, CausalLm, KvCache, LlmConfig};
+use moram_models::{TargetSpec, WeightSource};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use tch::{Device, Kind, Tensor};
+
+fn dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/llm")
+}
+
+fn load(name: &str) -> anyhow::Result<(CausalLm, HashMap<String, Tensor>)> {
+    let config = LlmConfig::from_hf_json(dir().join(format!("tiny_{name}/config.json")))?;
+    let source = WeightSource::open(dir().join(format!("tiny_{name}")))?;
+    let model = CausalLm::from_hf(&source, &config, Kind::Float, Device::Cpu)?;
+    assert!(source.unused_keys().is_empty(), "{name}: every checkpoint tensor is used");
+    let expected =
+        Tensor::read_safetensors(dir().join(format!("tiny_{name}_expected.safetensors")))?.into_iter().collect();
+    Ok((model, expected))
+}
+
+#[test]
+fn configs_resolve_as_transformers_does() -> anyhow::Result<()> {
+    let (q2, _) = load("qwen2")?;
+    let c = q2.config();
+    assert_eq!((c.arch, c.head_dim, c.tie_word_embeddings), (Arch::Qwen2, 16, false));
+    assert!(c.has_bias("q_proj") && c.has_bias("v_proj") && !c.has_bias("o_proj") && !c.has_bias("up_proj"));
+    let (q3, _) = load("qwen3")?;
+    let c = q3.config();
+    assert_eq!((c.arch, c.head_dim, c.tie_word_embeddings), (Arch::Qwen3, 24, true));
+    assert!(!c.has_bias("q_proj"));
+    Ok(())
+}
+
+#[test]
+fn logits_greedy_tokens_and_loss_match_transformers() -> anyhow::Result<()> {
+    for name in ["qwen2", "qwen3"] {
+        let (model, e) = load(name)?;
+        let logits = tch::no_grad(|| model.forward(&e["ids"], &mut KvCache::default()))?;
+        let diff = (&logits - &e["logits"]).abs().max().double_value(&[]);
+        assert!(diff <= 1e-4, "{name}: logits differ by {diff}");
+        for row in 0..2 {
+            let prompt = Vec::<i64>::try_from(e["ids"].get(row).narrow(0, 0, 9))?;
+            let greedy = model.generate_greedy(&prompt, 8, &[])?;
+            assert_eq!(greedy, Vec::<i64>::try_from(e["greedy"].get(row))?, "{name}: prompt {row}");
+        }
+        let loss = model.causal_lm_loss(&e["train_ids"], &e["labels"], Some(&e["train_mask"]))?.double_value(&[]);
+        let want = e["loss"].double_value(&[0]);
+        assert!((loss - want).abs() <= 1e-5, "{name}: loss {loss} vs {want}");
+    }
+    Ok(())
+}
+
+#[test]
+fn zero_atoms_change_nothing_and_base_tensors_round_trip() -> anyhow::Result<()> {
+    for name in ["qwen2", "qwen3"] {
+        let (mut model, e) = load(name)?;
+        let before = tch::no_grad(|| model.forward(&e["ids"], &mut KvCache::default()))?;
+        let config = MoramConfig { r: 4, top_k: 2, ..MoramConfig::default() };
+        let injected = model.inject(&TargetSpec::all_encoders(&["q", "k", "v", "o", "gate", "up", "down"]), &config)?;
+        assert_eq!(injected.len(), 14, "{name}: every linear layer of both blocks");
+        model.begin_task(0)?;
+        model.set_training(false);
+        let after = tch::no_grad(|| model.forward(&e["ids"], &mut KvCache::default()))?;
+        assert!(before.equal(&after), "{name}: fresh atoms (values 0) must not change the output");
+        // base_tensors lists exactly the checkpoint's tensors (q/k norms and biases included).
+        let source = WeightSource::open(dir().join(format!("tiny_{name}")))?;
+        let mut keys: Vec<String> = model.base_tensors().into_iter().map(|(k, _)| k).collect();
+        keys.sort();
+        assert_eq!(keys, source.keys(), "{name}");
+    }
+    Ok(())
+}
+
+#[test]
+fn sliding_window_configs_are_refused_by_name() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let text = std::fs::read_to_string(dir().join("tiny_qwen2/config.json"))?;
+    let path = tmp.path().join("config.json");
+    std::fs::write(&path, text.replace("\"use_sliding_window\": false", "\"use_sliding_window\": true"))?;
+    let err = LlmConfig::from_hf_json(&path).unwrap_err().to_string();
+    assert!(err.contains("sliding-window attention is not supported yet") && err.contains("config.json"), "{err}");
+    std::fs::write(&path, text.replace("\"vocab_size\"", "\"attn_logit_softcapping\": 30.0, \"vocab_size\""))?;
+    let err = LlmConfig::from_hf_json(&path).unwrap_err().to_string();
+    assert!(err.contains("`attn_logit_softcapping` is not a supported Qwen2 config field"), "{err}");
+    Ok(())
+}
