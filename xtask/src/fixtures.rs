@@ -39,7 +39,7 @@ const GENERATORS: [&str; 12] = [
     "tests/fixtures/llm/generate_gguf_tokenizer.py",
     "tests/fixtures/llm/generate_llama.py",
     "tests/fixtures/llm/generate_gemma.py",
-    "tests/fixtures/llm/generate_qwen.py",
+    "tests/fixtures/llm/generate_families.py",
     "tests/fixtures/llm/generate_tokenizer.py",
     "tests/fixtures/llm/generate_config_variants.py",
     "tests/fixtures/cl/generate_metrics.py",

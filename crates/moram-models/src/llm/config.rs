@@ -44,6 +44,8 @@ pub enum Arch {
     Qwen2,
     /// Qwen3: LLaMA's block with an RMSNorm over each query and key head before RoPE.
     Qwen3,
+    /// Mistral: LLaMA's block with sliding-window attention.
+    Mistral,
 }
 
 /// A decoder-only causal LM.
@@ -85,6 +87,8 @@ pub struct LlmConfig {
     pub bos_token_id: Option<i64>,
     /// End-of-sequence ids.
     pub eos_token_ids: Vec<i64>,
+    /// Sliding-window attention (Mistral): each token sees itself and the `w - 1` keys before it.
+    pub sliding_window: Option<i64>,
 }
 
 impl LlmConfig {
@@ -109,6 +113,7 @@ impl LlmConfig {
             mlp_bias: false,
             bos_token_id: Some(1),
             eos_token_ids: vec![2],
+            sliding_window: None,
         }
     }
 
@@ -203,8 +208,19 @@ impl LlmConfig {
         }
     }
 
+    /// Mistral-7B (v0.1): 32 layers, 4096 wide, 8 KV heads, a 4096-token sliding window.
+    pub fn mistral_7b() -> Self {
+        LlmConfig {
+            arch: Arch::Mistral,
+            sliding_window: Some(4096),
+            max_position_embeddings: 32_768,
+            rms_norm_eps: 1e-5,
+            ..Self::llama(32_000, 4096, 14_336, 32, 32, 8)
+        }
+    }
+
     /// Every preset name, in [`LlmConfig::preset`] order.
-    pub const PRESETS: [&'static str; 8] = [
+    pub const PRESETS: [&'static str; 9] = [
         "llama2-7b",
         "llama3.2-1b",
         "llama3.1-8b",
@@ -213,6 +229,7 @@ impl LlmConfig {
         "qwen2.5-1.5b",
         "qwen2.5-7b",
         "qwen3-0.6b",
+        "mistral-7b",
     ];
 
     /// A preset by name (see [`LlmConfig::PRESETS`]).
@@ -226,6 +243,7 @@ impl LlmConfig {
             "qwen2.5-1.5b" => Ok(Self::qwen25_15b()),
             "qwen2.5-7b" => Ok(Self::qwen25_7b()),
             "qwen3-0.6b" => Ok(Self::qwen3_06b()),
+            "mistral-7b" => Ok(Self::mistral_7b()),
             other => Err(Error::Target(format!("`{other}` is not an LLM preset; valid: {}", Self::PRESETS.join(", ")))),
         }
     }
@@ -316,6 +334,8 @@ impl LlmConfig {
                 .map(|v| v as i64)
                 .into_iter()
                 .collect(),
+            // llama.cpp has no sliding window for LLaMA-architecture files (Mistral 7B included).
+            sliding_window: None,
         })
     }
 
@@ -336,10 +356,11 @@ impl LlmConfig {
             Some("gemma") => Arch::Gemma,
             Some("qwen2") => return Self::from_qwen(parse_mirror(&text, path, "Qwen2")?, Arch::Qwen2, path),
             Some("qwen3") => return Self::from_qwen(parse_mirror(&text, path, "Qwen3")?, Arch::Qwen3, path),
+            Some("mistral") => return Self::from_mistral(parse_mirror(&text, path, "Mistral")?, path),
             Some(other) => {
                 return Err(bad(
                     "model_type",
-                    format!("`{other}` is not a supported architecture (llama, gemma, qwen2, qwen3)"),
+                    format!("`{other}` is not a supported architecture (llama, gemma, qwen2, qwen3, mistral)"),
                 ))
             }
         };
@@ -397,6 +418,7 @@ impl LlmConfig {
             mlp_bias: hf.mlp_bias.unwrap_or(false),
             bos_token_id: hf.bos_token_id,
             eos_token_ids: hf.eos_token_id.map(TokenIds::into_vec).unwrap_or_default(),
+            sliding_window: None,
         })
     }
 
@@ -445,6 +467,46 @@ impl LlmConfig {
             mlp_bias: false,
             bos_token_id: hf.bos_token_id,
             eos_token_ids: hf.eos_token_id.map(TokenIds::into_vec).unwrap_or_default(),
+            sliding_window: None,
+        })
+    }
+}
+
+impl LlmConfig {
+    /// A Mistral `config.json` as transformers 4.57.1 reads it.
+    fn from_mistral(hf: HfMistralConfig, path: &Path) -> Result<Self> {
+        let bad = |field: &str, why: String| Error::Corrupt { path: path.into(), reason: format!("`{field}` {why}") };
+        let act = hf.hidden_act.as_deref().unwrap_or("silu");
+        if Activation::from_hf(act) != Some(Activation::Silu) {
+            return Err(bad("hidden_act", format!("`{act}` is not supported (silu)")));
+        }
+        if hf.attention_dropout.unwrap_or(0.0) != 0.0 {
+            return Err(bad("attention_dropout", "other than 0 is not supported".into()));
+        }
+        if hf.sliding_window.is_some_and(|w| w < 1) {
+            return Err(bad("sliding_window", "must be at least 1 (or null for full attention)".into()));
+        }
+        let heads = check_heads(hf.num_attention_heads, hf.hidden_size, path)?;
+        Ok(LlmConfig {
+            arch: Arch::Mistral,
+            vocab_size: hf.vocab_size,
+            hidden_size: hf.hidden_size,
+            intermediate_size: hf.intermediate_size,
+            num_hidden_layers: hf.num_hidden_layers,
+            num_attention_heads: heads,
+            num_key_value_heads: hf.num_key_value_heads.unwrap_or(heads),
+            head_dim: hf.head_dim.unwrap_or(hf.hidden_size / heads),
+            rms_norm_eps: hf.rms_norm_eps.unwrap_or(1e-6),
+            rope_theta: hf.rope_theta.unwrap_or(10_000.0),
+            tie_word_embeddings: hf.tie_word_embeddings.unwrap_or(false),
+            rope_scaling: None,
+            max_position_embeddings: hf.max_position_embeddings.unwrap_or(4096 * 32),
+            activation: Activation::Silu,
+            attention_bias: false,
+            mlp_bias: false,
+            bos_token_id: hf.bos_token_id,
+            eos_token_ids: hf.eos_token_id.map(TokenIds::into_vec).unwrap_or_default(),
+            sliding_window: hf.sliding_window,
         })
     }
 }
@@ -617,6 +679,46 @@ struct HfQwenConfig {
     _sliding_window: Option<IgnoredAny>,
     #[serde(rename = "max_window_layers")]
     _max_window_layers: Option<IgnoredAny>,
+    #[serde(rename = "architectures")]
+    _architectures: Option<IgnoredAny>,
+    #[serde(rename = "pad_token_id")]
+    _pad_token_id: Option<IgnoredAny>,
+    #[serde(rename = "initializer_range")]
+    _initializer_range: Option<IgnoredAny>,
+    #[serde(rename = "use_cache")]
+    _use_cache: Option<IgnoredAny>,
+    #[serde(rename = "torch_dtype")]
+    _torch_dtype: Option<IgnoredAny>,
+    #[serde(rename = "dtype")]
+    _dtype: Option<IgnoredAny>,
+    #[serde(rename = "transformers_version")]
+    _transformers_version: Option<IgnoredAny>,
+    #[serde(rename = "_name_or_path")]
+    _name_or_path: Option<IgnoredAny>,
+}
+
+/// Mirror of a Hugging Face `MistralConfig` (transformers 4.57.1 field set).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HfMistralConfig {
+    #[allow(dead_code)]
+    model_type: Option<String>,
+    vocab_size: i64,
+    hidden_size: i64,
+    intermediate_size: i64,
+    num_hidden_layers: i64,
+    num_attention_heads: i64,
+    num_key_value_heads: Option<i64>,
+    head_dim: Option<i64>,
+    hidden_act: Option<String>,
+    max_position_embeddings: Option<i64>,
+    rms_norm_eps: Option<f64>,
+    rope_theta: Option<f64>,
+    tie_word_embeddings: Option<bool>,
+    bos_token_id: Option<i64>,
+    eos_token_id: Option<TokenIds>,
+    attention_dropout: Option<f64>,
+    sliding_window: Option<i64>,
     #[serde(rename = "architectures")]
     _architectures: Option<IgnoredAny>,
     #[serde(rename = "pad_token_id")]

@@ -190,7 +190,7 @@ pub const QWEN3_BLOCK: [BlockTensor; 11] = [
 /// The block table of a family.
 pub fn block_table(arch: Arch) -> &'static [BlockTensor] {
     match arch {
-        Arch::Llama | Arch::Gemma => &LLAMA_BLOCK,
+        Arch::Llama | Arch::Gemma | Arch::Mistral => &LLAMA_BLOCK,
         Arch::Qwen2 => &QWEN2_BLOCK,
         Arch::Qwen3 => &QWEN3_BLOCK,
     }

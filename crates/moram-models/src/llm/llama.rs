@@ -17,7 +17,7 @@ use tch::Tensor;
 /// The norm scale of a family.
 pub(crate) fn norm_scale(arch: Arch) -> NormScale {
     match arch {
-        Arch::Llama | Arch::Qwen2 | Arch::Qwen3 => NormScale::Weight,
+        Arch::Llama | Arch::Qwen2 | Arch::Qwen3 | Arch::Mistral => NormScale::Weight,
         Arch::Gemma => NormScale::OnePlusWeight,
     }
 }

@@ -1,5 +1,5 @@
-//! Decoder-only causal LMs: LLaMA (Touvron et al., 2023), Gemma (Gemma Team, 2024), Qwen2 and
-//! Qwen3, with MoRAM injection and a KV cache.
+//! Decoder-only causal LMs: LLaMA (Touvron et al., 2023), Gemma (Gemma Team, 2024), Qwen2,
+//! Qwen3 and Mistral, with MoRAM injection and a KV cache.
 //!
 //! Mirrors `transformers` `modeling_llama.py` / `modeling_gemma.py` (parity fixtures from
 //! transformers 4.57.1, `tests/fixtures/llm/`; config semantics of 4.45.2, the version the official
@@ -234,14 +234,21 @@ impl CausalLm {
         let device = self.embed.device();
         let total = cache.len + l;
         let (cos, sin) = self.rope.cos_sin(positions, self.embed.kind());
-        // Key j is visible to new token i when j <= cache + i and key j is a real token.
-        let (causal, mask) = match (keys_valid, cache.len, l) {
-            (None, 0, _) => (l > 1, None),
-            (None, _, 1) => (false, None),
+        // Key j is visible to new token i when j <= cache + i, key j is a real token, and with a
+        // sliding window w, j > cache + i - w (transformers' `sliding_window_overlay`, over cache
+        // slots: left padding counts towards the window there too).
+        let window = self.config.sliding_window.filter(|&w| total > w);
+        let (causal, mask) = match (keys_valid, cache.len, l, window) {
+            (None, 0, _, None) => (l > 1, None),
+            (None, _, 1, None) => (false, None),
             _ => {
                 let row = Tensor::arange_start(cache.len, total, (Kind::Int64, device)).unsqueeze(1);
                 let col = Tensor::arange(total, (Kind::Int64, device)).unsqueeze(0);
-                let mut m = col.le_tensor(&row).view([1, 1, l, total]);
+                let mut m = col.le_tensor(&row);
+                if let Some(w) = window {
+                    m = m.logical_and(&col.gt_tensor(&(&row - w)));
+                }
+                let mut m = m.view([1, 1, l, total]);
                 if let Some(valid) = keys_valid {
                     if valid.size() != [b, total] {
                         return Err(Error::Input(format!(

@@ -1,4 +1,4 @@
-//! Qwen2 and Qwen3 against `transformers` (`tests/fixtures/llm/generate_qwen.py`): tiny random
+//! Qwen2, Qwen3 and Mistral against `transformers` (`tests/fixtures/llm/generate_families.py`): tiny random
 //! `Qwen2ForCausalLM` (q/k/v biases, untied head) and `Qwen3ForCausalLM` (per-head q/k norms,
 //! head_dim 24 != hidden / heads, tied head), loaded through the production loader.
 
@@ -87,5 +87,30 @@ fn sliding_window_configs_are_refused_by_name() -> anyhow::Result<()> {
     std::fs::write(&path, text.replace("\"vocab_size\"", "\"attn_logit_softcapping\": 30.0, \"vocab_size\""))?;
     let err = LlmConfig::from_hf_json(&path).unwrap_err().to_string();
     assert!(err.contains("`attn_logit_softcapping` is not a supported Qwen2 config field"), "{err}");
+    Ok(())
+}
+
+/// Mistral: the sliding window (5 tokens, prompts of 21) masks as transformers does, in the full
+/// forward pass, in cached generation and in the loss.
+#[test]
+fn mistral_sliding_window_matches_transformers() -> anyhow::Result<()> {
+    let (model, e) = load("mistral")?;
+    assert_eq!((model.config().arch, model.config().sliding_window), (Arch::Mistral, Some(5)));
+    let logits = tch::no_grad(|| model.forward(&e["ids"], &mut KvCache::default()))?;
+    let diff = (&logits - &e["logits"]).abs().max().double_value(&[]);
+    assert!(diff <= 1e-4, "logits differ by {diff}");
+    for row in 0..2 {
+        let prompt = Vec::<i64>::try_from(e["ids"].get(row).narrow(0, 0, 9))?;
+        assert_eq!(model.generate_greedy(&prompt, 8, &[])?, Vec::<i64>::try_from(e["greedy"].get(row))?, "row {row}");
+    }
+    let loss = model.causal_lm_loss(&e["train_ids"], &e["labels"], Some(&e["train_mask"]))?.double_value(&[]);
+    assert!((loss - e["loss"].double_value(&[0])).abs() <= 1e-5, "loss {loss}");
+    // Without the window the same weights give other logits: the test above is not vacuous.
+    let mut full = model.config().clone();
+    full.sliding_window = None;
+    let source = WeightSource::open(dir().join("tiny_mistral"))?;
+    let unwindowed = CausalLm::from_hf(&source, &full, Kind::Float, Device::Cpu)?;
+    let other = tch::no_grad(|| unwindowed.forward(&e["ids"], &mut KvCache::default()))?;
+    assert!((&other - &e["logits"]).abs().max().double_value(&[]) > 1e-3);
     Ok(())
 }
