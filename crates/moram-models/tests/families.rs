@@ -1,4 +1,4 @@
-//! Qwen2, Qwen3 and Mistral against `transformers` (`tests/fixtures/llm/generate_families.py`): tiny random
+//! Qwen2, Qwen3, Mistral and Gemma 3 against `transformers` (`tests/fixtures/llm/generate_families.py`): tiny random
 //! `Qwen2ForCausalLM` (q/k/v biases, untied head) and `Qwen3ForCausalLM` (per-head q/k norms,
 //! head_dim 24 != hidden / heads, tied head), loaded through the production loader.
 
@@ -112,5 +112,32 @@ fn mistral_sliding_window_matches_transformers() -> anyhow::Result<()> {
     let unwindowed = CausalLm::from_hf(&source, &full, Kind::Float, Device::Cpu)?;
     let other = tch::no_grad(|| unwindowed.forward(&e["ids"], &mut KvCache::default()))?;
     assert!((&other - &e["logits"]).abs().max().double_value(&[]) > 1e-3);
+    Ok(())
+}
+
+/// Gemma 3: norms around attention and MLP, q/k norms, a local-global-local pattern with a 4-token
+/// window and its own RoPE base, scores scaled by query_pre_attn_scalar (24) rather than head_dim
+/// (32): logits, cached greedy generation and the loss equal transformers'.
+#[test]
+fn gemma3_matches_transformers() -> anyhow::Result<()> {
+    let (model, e) = load("gemma3")?;
+    let c = model.config();
+    assert_eq!(
+        (c.arch, c.sliding_window, c.sliding_layers.clone()),
+        (Arch::Gemma3, Some(4), Some(vec![true, false, true]))
+    );
+    let logits = tch::no_grad(|| model.forward(&e["ids"], &mut KvCache::default()))?;
+    let diff = (&logits - &e["logits"]).abs().max().double_value(&[]);
+    assert!(diff <= 1e-4, "logits differ by {diff}");
+    for row in 0..2 {
+        let prompt = Vec::<i64>::try_from(e["ids"].get(row).narrow(0, 0, 9))?;
+        assert_eq!(model.generate_greedy(&prompt, 8, &[])?, Vec::<i64>::try_from(e["greedy"].get(row))?, "row {row}");
+    }
+    let loss = model.causal_lm_loss(&e["train_ids"], &e["labels"], Some(&e["train_mask"]))?.double_value(&[]);
+    assert!((loss - e["loss"].double_value(&[0])).abs() <= 1e-5, "loss {loss}");
+    let source = WeightSource::open(dir().join("tiny_gemma3"))?;
+    let mut keys: Vec<String> = model.base_tensors().into_iter().map(|(k, _)| k).collect();
+    keys.sort();
+    assert_eq!(keys, source.keys(), "base_tensors lists the four norms and q/k norms of every block");
     Ok(())
 }

@@ -20,6 +20,8 @@ pub struct Attention {
     pub o: AdaptableLinear,
     /// Qwen3's RMSNorms over each query / key head (`head_dim` wide), applied before RoPE.
     pub head_norms: Option<(RmsNorm, RmsNorm)>,
+    /// Score scale when it is not `head_dim^-1/2` (Gemma 3's `query_pre_attn_scalar`).
+    scale: Option<f64>,
     heads: i64,
     kv_heads: i64,
     head_dim: i64,
@@ -48,10 +50,15 @@ impl Attention {
         kv_heads: i64,
         head_dim: i64,
     ) -> Self {
-        Attention { q, k, v, o, head_norms: None, heads, kv_heads, head_dim }
+        Attention { q, k, v, o, head_norms: None, scale: None, heads, kv_heads, head_dim }
     }
 
-    /// The same attention with RMSNorms over each query and key head (Qwen3).
+    /// The same attention with scores scaled by `scale` instead of `head_dim^-1/2`.
+    pub fn with_scale(self, scale: f64) -> Self {
+        Attention { scale: Some(scale), ..self }
+    }
+
+    /// The same attention with RMSNorms over each query and key head (Qwen3, Gemma 3).
     pub fn with_head_norms(self, q_norm: RmsNorm, k_norm: RmsNorm) -> Self {
         Attention { head_norms: Some((q_norm, k_norm)), ..self }
     }
@@ -83,7 +90,8 @@ impl Attention {
             None => (k, v),
         };
         *cache = Some((k.shallow_clone(), v.shallow_clone()));
-        let att = Tensor::scaled_dot_product_attention(&q, &k, &v, inputs.mask, 0.0, inputs.causal, None, nkv != nh);
+        let att =
+            Tensor::scaled_dot_product_attention(&q, &k, &v, inputs.mask, 0.0, inputs.causal, self.scale, nkv != nh);
         self.o.forward(&att.transpose(1, 2).reshape([b, l, nh * hd]))
     }
 }

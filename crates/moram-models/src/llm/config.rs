@@ -46,6 +46,9 @@ pub enum Arch {
     Qwen3,
     /// Mistral: LLaMA's block with sliding-window attention.
     Mistral,
+    /// Gemma 3 (text): Gemma's norms and embedding scale, norms before and after attention and
+    /// MLP, per-head q/k norms, local (windowed, own RoPE base) and global layers.
+    Gemma3,
 }
 
 /// A decoder-only causal LM.
@@ -87,8 +90,16 @@ pub struct LlmConfig {
     pub bos_token_id: Option<i64>,
     /// End-of-sequence ids.
     pub eos_token_ids: Vec<i64>,
-    /// Sliding-window attention (Mistral): each token sees itself and the `w - 1` keys before it.
+    /// Sliding-window attention (Mistral, Gemma 3's local layers): each token sees itself and the
+    /// `w - 1` keys before it.
     pub sliding_window: Option<i64>,
+    /// Which layers use the window (Gemma 3's local/global pattern); `None`: every layer does.
+    pub sliding_layers: Option<Vec<bool>>,
+    /// RoPE base of the windowed layers when it differs from `rope_theta` (Gemma 3: 10,000), with
+    /// no scaling.
+    pub rope_local_theta: Option<f64>,
+    /// Attention scores are scaled by `query_pre_attn_scalar^-1/2` instead of `head_dim^-1/2`.
+    pub query_pre_attn_scalar: Option<f64>,
 }
 
 impl LlmConfig {
@@ -114,6 +125,9 @@ impl LlmConfig {
             bos_token_id: Some(1),
             eos_token_ids: vec![2],
             sliding_window: None,
+            sliding_layers: None,
+            rope_local_theta: None,
+            query_pre_attn_scalar: None,
         }
     }
 
@@ -219,8 +233,29 @@ impl LlmConfig {
         }
     }
 
+    /// Gemma 3 270M: 18 layers, 640 wide, 4 heads of 256 over 1 KV head, a 512-token window on
+    /// five layers of every six, tied head (268 M parameters).
+    pub fn gemma3_270m() -> Self {
+        LlmConfig {
+            arch: Arch::Gemma3,
+            activation: Activation::GeluTanh,
+            head_dim: 256,
+            rms_norm_eps: 1e-6,
+            rope_theta: 1_000_000.0,
+            max_position_embeddings: 32_768,
+            tie_word_embeddings: true,
+            bos_token_id: Some(2),
+            eos_token_ids: vec![1],
+            sliding_window: Some(512),
+            sliding_layers: Some((0..18).map(|i| (i + 1) % 6 != 0).collect()),
+            rope_local_theta: Some(10_000.0),
+            query_pre_attn_scalar: Some(256.0),
+            ..Self::llama(262_144, 640, 2048, 18, 4, 1)
+        }
+    }
+
     /// Every preset name, in [`LlmConfig::preset`] order.
-    pub const PRESETS: [&'static str; 9] = [
+    pub const PRESETS: [&'static str; 10] = [
         "llama2-7b",
         "llama3.2-1b",
         "llama3.1-8b",
@@ -230,6 +265,7 @@ impl LlmConfig {
         "qwen2.5-7b",
         "qwen3-0.6b",
         "mistral-7b",
+        "gemma3-270m",
     ];
 
     /// A preset by name (see [`LlmConfig::PRESETS`]).
@@ -244,6 +280,7 @@ impl LlmConfig {
             "qwen2.5-7b" => Ok(Self::qwen25_7b()),
             "qwen3-0.6b" => Ok(Self::qwen3_06b()),
             "mistral-7b" => Ok(Self::mistral_7b()),
+            "gemma3-270m" => Ok(Self::gemma3_270m()),
             other => Err(Error::Target(format!("`{other}` is not an LLM preset; valid: {}", Self::PRESETS.join(", ")))),
         }
     }
@@ -336,6 +373,9 @@ impl LlmConfig {
                 .collect(),
             // llama.cpp has no sliding window for LLaMA-architecture files (Mistral 7B included).
             sliding_window: None,
+            sliding_layers: None,
+            rope_local_theta: None,
+            query_pre_attn_scalar: None,
         })
     }
 
@@ -357,10 +397,13 @@ impl LlmConfig {
             Some("qwen2") => return Self::from_qwen(parse_mirror(&text, path, "Qwen2")?, Arch::Qwen2, path),
             Some("qwen3") => return Self::from_qwen(parse_mirror(&text, path, "Qwen3")?, Arch::Qwen3, path),
             Some("mistral") => return Self::from_mistral(parse_mirror(&text, path, "Mistral")?, path),
+            Some("gemma3_text") => return Self::from_gemma3(parse_mirror(&text, path, "Gemma 3")?, path),
             Some(other) => {
                 return Err(bad(
                     "model_type",
-                    format!("`{other}` is not a supported architecture (llama, gemma, qwen2, qwen3, mistral)"),
+                    format!(
+                        "`{other}` is not a supported architecture (llama, gemma, qwen2, qwen3, mistral, gemma3_text)"
+                    ),
                 ))
             }
         };
@@ -419,6 +462,9 @@ impl LlmConfig {
             bos_token_id: hf.bos_token_id,
             eos_token_ids: hf.eos_token_id.map(TokenIds::into_vec).unwrap_or_default(),
             sliding_window: None,
+            sliding_layers: None,
+            rope_local_theta: None,
+            query_pre_attn_scalar: None,
         })
     }
 
@@ -468,6 +514,9 @@ impl LlmConfig {
             bos_token_id: hf.bos_token_id,
             eos_token_ids: hf.eos_token_id.map(TokenIds::into_vec).unwrap_or_default(),
             sliding_window: None,
+            sliding_layers: None,
+            rope_local_theta: None,
+            query_pre_attn_scalar: None,
         })
     }
 }
@@ -507,6 +556,79 @@ impl LlmConfig {
             bos_token_id: hf.bos_token_id,
             eos_token_ids: hf.eos_token_id.map(TokenIds::into_vec).unwrap_or_default(),
             sliding_window: hf.sliding_window,
+            sliding_layers: None,
+            rope_local_theta: None,
+            query_pre_attn_scalar: None,
+        })
+    }
+}
+
+impl LlmConfig {
+    /// A Gemma 3 text `config.json` (`gemma3_text`) as transformers 4.57.1 reads it.
+    fn from_gemma3(hf: HfGemma3Config, path: &Path) -> Result<Self> {
+        let bad = |field: &str, why: String| Error::Corrupt { path: path.into(), reason: format!("`{field}` {why}") };
+        let act = hf.hidden_activation.as_deref().unwrap_or("gelu_pytorch_tanh");
+        let activation = match Activation::from_hf(act) {
+            Some(a @ (Activation::GeluTanh | Activation::Gelu)) => a,
+            _ => return Err(bad("hidden_activation", format!("`{act}` is not supported (gelu_pytorch_tanh, gelu)"))),
+        };
+        for (field, v) in [
+            ("attn_logit_softcapping", hf.attn_logit_softcapping),
+            ("final_logit_softcapping", hf.final_logit_softcapping),
+        ] {
+            if v.is_some() {
+                return Err(bad(field, "(soft-capping) is not supported yet".into()));
+            }
+        }
+        if hf.use_bidirectional_attention == Some(true) {
+            return Err(bad("use_bidirectional_attention", "is not supported (causal LMs only)".into()));
+        }
+        if hf.attention_dropout.unwrap_or(0.0) != 0.0 {
+            return Err(bad("attention_dropout", "other than 0 is not supported".into()));
+        }
+        let heads = check_heads(hf.num_attention_heads, hf.hidden_size, path)?;
+        let layers = hf.num_hidden_layers;
+        // transformers' default pattern: every `_sliding_window_pattern`-th layer is global.
+        let pattern = hf.sliding_window_pattern.unwrap_or(6).max(1);
+        let sliding: Vec<bool> = match hf.layer_types {
+            Some(types) => {
+                if types.len() as i64 != layers {
+                    return Err(bad("layer_types", format!("has {} entries for {layers} layers", types.len())));
+                }
+                types
+                    .iter()
+                    .map(|t| match t.as_str() {
+                        "sliding_attention" => Ok(true),
+                        "full_attention" => Ok(false),
+                        other => Err(bad("layer_types", format!("entry `{other}` is not supported"))),
+                    })
+                    .collect::<Result<_>>()?
+            }
+            None => (0..layers).map(|i| (i + 1) % pattern != 0).collect(),
+        };
+        Ok(LlmConfig {
+            arch: Arch::Gemma3,
+            vocab_size: hf.vocab_size,
+            hidden_size: hf.hidden_size,
+            intermediate_size: hf.intermediate_size,
+            num_hidden_layers: layers,
+            num_attention_heads: heads,
+            num_key_value_heads: hf.num_key_value_heads.unwrap_or(heads),
+            head_dim: hf.head_dim.unwrap_or(256),
+            rms_norm_eps: hf.rms_norm_eps.unwrap_or(1e-6),
+            rope_theta: hf.rope_theta.unwrap_or(1_000_000.0),
+            tie_word_embeddings: hf.tie_word_embeddings.unwrap_or(true),
+            rope_scaling: resolve_rope_scaling(hf.rope_scaling, path)?,
+            max_position_embeddings: hf.max_position_embeddings.unwrap_or(131_072),
+            activation,
+            attention_bias: hf.attention_bias.unwrap_or(false),
+            mlp_bias: false,
+            bos_token_id: hf.bos_token_id.or(Some(2)),
+            eos_token_ids: hf.eos_token_id.map(TokenIds::into_vec).unwrap_or(vec![1]),
+            sliding_window: Some(hf.sliding_window.unwrap_or(4096)),
+            sliding_layers: Some(sliding),
+            rope_local_theta: Some(hf.rope_local_base_freq.unwrap_or(10_000.0)),
+            query_pre_attn_scalar: Some(hf.query_pre_attn_scalar.unwrap_or(256.0)),
         })
     }
 }
@@ -719,6 +841,56 @@ struct HfMistralConfig {
     eos_token_id: Option<TokenIds>,
     attention_dropout: Option<f64>,
     sliding_window: Option<i64>,
+    #[serde(rename = "architectures")]
+    _architectures: Option<IgnoredAny>,
+    #[serde(rename = "pad_token_id")]
+    _pad_token_id: Option<IgnoredAny>,
+    #[serde(rename = "initializer_range")]
+    _initializer_range: Option<IgnoredAny>,
+    #[serde(rename = "use_cache")]
+    _use_cache: Option<IgnoredAny>,
+    #[serde(rename = "torch_dtype")]
+    _torch_dtype: Option<IgnoredAny>,
+    #[serde(rename = "dtype")]
+    _dtype: Option<IgnoredAny>,
+    #[serde(rename = "transformers_version")]
+    _transformers_version: Option<IgnoredAny>,
+    #[serde(rename = "_name_or_path")]
+    _name_or_path: Option<IgnoredAny>,
+}
+
+/// Mirror of a Hugging Face `Gemma3TextConfig` (transformers 4.57.1 field set).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HfGemma3Config {
+    #[allow(dead_code)]
+    model_type: Option<String>,
+    vocab_size: i64,
+    hidden_size: i64,
+    intermediate_size: i64,
+    num_hidden_layers: i64,
+    num_attention_heads: i64,
+    num_key_value_heads: Option<i64>,
+    head_dim: Option<i64>,
+    hidden_activation: Option<String>,
+    max_position_embeddings: Option<i64>,
+    rms_norm_eps: Option<f64>,
+    rope_theta: Option<f64>,
+    rope_local_base_freq: Option<f64>,
+    rope_scaling: Option<HfRopeScaling>,
+    tie_word_embeddings: Option<bool>,
+    bos_token_id: Option<i64>,
+    eos_token_id: Option<TokenIds>,
+    attention_bias: Option<bool>,
+    attention_dropout: Option<f64>,
+    query_pre_attn_scalar: Option<f64>,
+    sliding_window: Option<i64>,
+    #[serde(rename = "_sliding_window_pattern", alias = "sliding_window_pattern")]
+    sliding_window_pattern: Option<i64>,
+    layer_types: Option<Vec<String>>,
+    attn_logit_softcapping: Option<f64>,
+    final_logit_softcapping: Option<f64>,
+    use_bidirectional_attention: Option<bool>,
     #[serde(rename = "architectures")]
     _architectures: Option<IgnoredAny>,
     #[serde(rename = "pad_token_id")]

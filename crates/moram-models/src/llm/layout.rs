@@ -187,12 +187,32 @@ pub const QWEN3_BLOCK: [BlockTensor; 11] = [
     linear("mlp.down_proj", "ffn_down", 6, &[Dim::Hidden, Dim::Intermediate], BiasRule::None, Permute::None),
 ];
 
+/// One Gemma 3 block: norms before and after attention and MLP (llama.cpp names them
+/// `attn_norm`, `post_attention_norm`, `ffn_norm`, `post_ffw_norm`), per-head q/k norms, biases
+/// under `attention_bias`, no GGUF row permutation.
+pub const GEMMA3_BLOCK: [BlockTensor; 13] = [
+    norm("input_layernorm", "attn_norm"),
+    norm("post_attention_layernorm", "post_attention_norm"),
+    norm("pre_feedforward_layernorm", "ffn_norm"),
+    norm("post_feedforward_layernorm", "post_ffw_norm"),
+    head_norm("self_attn.q_norm", "attn_q_norm"),
+    head_norm("self_attn.k_norm", "attn_k_norm"),
+    linear("self_attn.q_proj", "attn_q", 0, &[Dim::QueryWidth, Dim::Hidden], BiasRule::Attention, Permute::None),
+    linear("self_attn.k_proj", "attn_k", 1, &[Dim::KeyValueWidth, Dim::Hidden], BiasRule::Attention, Permute::None),
+    linear("self_attn.v_proj", "attn_v", 2, &[Dim::KeyValueWidth, Dim::Hidden], BiasRule::Attention, Permute::None),
+    linear("self_attn.o_proj", "attn_output", 3, &[Dim::Hidden, Dim::QueryWidth], BiasRule::Attention, Permute::None),
+    linear("mlp.gate_proj", "ffn_gate", 4, &[Dim::Intermediate, Dim::Hidden], BiasRule::None, Permute::None),
+    linear("mlp.up_proj", "ffn_up", 5, &[Dim::Intermediate, Dim::Hidden], BiasRule::None, Permute::None),
+    linear("mlp.down_proj", "ffn_down", 6, &[Dim::Hidden, Dim::Intermediate], BiasRule::None, Permute::None),
+];
+
 /// The block table of a family.
 pub fn block_table(arch: Arch) -> &'static [BlockTensor] {
     match arch {
         Arch::Llama | Arch::Gemma | Arch::Mistral => &LLAMA_BLOCK,
         Arch::Qwen2 => &QWEN2_BLOCK,
         Arch::Qwen3 => &QWEN3_BLOCK,
+        Arch::Gemma3 => &GEMMA3_BLOCK,
     }
 }
 

@@ -18,7 +18,7 @@ use tch::Tensor;
 pub(crate) fn norm_scale(arch: Arch) -> NormScale {
     match arch {
         Arch::Llama | Arch::Qwen2 | Arch::Qwen3 | Arch::Mistral => NormScale::Weight,
-        Arch::Gemma => NormScale::OnePlusWeight,
+        Arch::Gemma | Arch::Gemma3 => NormScale::OnePlusWeight,
     }
 }
 
@@ -29,15 +29,20 @@ pub struct Block {
     pub input_norm: RmsNorm,
     /// `self_attn`.
     pub attn: Attention,
-    /// `post_attention_layernorm`.
+    /// `post_attention_layernorm`: the norm before the MLP in LLaMA-style blocks, the norm of the
+    /// attention output in Gemma 3's sandwich blocks.
     pub post_norm: RmsNorm,
     /// `mlp`.
     pub mlp: GatedMlp,
+    /// Gemma 3's `pre_feedforward_layernorm` and `post_feedforward_layernorm`.
+    pub ffn_norms: Option<(RmsNorm, RmsNorm)>,
+    /// Whether the layer attends through the sliding window (and the local RoPE).
+    pub local: bool,
 }
 
 impl Block {
     /// Loads block `model.layers.{i}` from `vb` (already at that prefix).
-    pub(crate) fn load(vb: &Vars, config: &LlmConfig) -> Result<Self> {
+    pub(crate) fn load(vb: &Vars, config: &LlmConfig, layer: usize) -> Result<Self> {
         let c = config;
         let norm = |hf: &str| -> Result<Option<RmsNorm>> {
             let Some(t) = layout::block_norms(c.arch).find(|t| t.hf == hf) else { return Ok(None) };
@@ -57,11 +62,24 @@ impl Block {
         if let (Some(qn), Some(kn)) = (norm("self_attn.q_norm")?, norm("self_attn.k_norm")?) {
             attn = attn.with_head_norms(qn, kn);
         }
+        if let Some(s) = c.query_pre_attn_scalar {
+            attn = attn.with_scale(1.0 / s.sqrt());
+        }
+        let ffn_norms = match (norm("pre_feedforward_layernorm")?, norm("post_feedforward_layernorm")?) {
+            (Some(pre), Some(post)) => Some((pre, post)),
+            _ => None,
+        };
+        let local = match &c.sliding_layers {
+            Some(v) => v.get(layer).copied().unwrap_or(false),
+            None => c.sliding_window.is_some(),
+        };
         Ok(Block {
             input_norm: required("input_layernorm")?,
             attn,
             post_norm: required("post_attention_layernorm")?,
             mlp: GatedMlp::new(gate, up, down, c.activation),
+            ffn_norms,
+            local,
         })
     }
 
@@ -72,13 +90,25 @@ impl Block {
         inputs: &AttentionInputs,
         cache: &mut Option<(Tensor, Tensor)>,
     ) -> Result<Tensor> {
-        let h = h + self.attn.forward(&self.input_norm.forward(h), inputs, cache)?;
-        Ok(&h + self.mlp.forward(&self.post_norm.forward(&h))?)
+        let attn = self.attn.forward(&self.input_norm.forward(h), inputs, cache)?;
+        match &self.ffn_norms {
+            None => {
+                let h = h + attn;
+                Ok(&h + self.mlp.forward(&self.post_norm.forward(&h))?)
+            }
+            Some((pre, post)) => {
+                let h = h + self.post_norm.forward(&attn);
+                Ok(&h + post.forward(&self.mlp.forward(&pre.forward(&h))?))
+            }
+        }
     }
 
     /// The norms with their Hugging Face paths under `model.layers.{i}`, in table order.
     pub(crate) fn norms(&self) -> Vec<(&'static str, &RmsNorm)> {
         let mut v = vec![("input_layernorm", &self.input_norm), ("post_attention_layernorm", &self.post_norm)];
+        if let Some((pre, post)) = &self.ffn_norms {
+            v.extend([("pre_feedforward_layernorm", pre), ("post_feedforward_layernorm", post)]);
+        }
         if let Some((q, k)) = &self.attn.head_norms {
             v.extend([("self_attn.q_norm", q), ("self_attn.k_norm", k)]);
         }

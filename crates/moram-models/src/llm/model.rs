@@ -1,5 +1,5 @@
 //! Decoder-only causal LMs: LLaMA (Touvron et al., 2023), Gemma (Gemma Team, 2024), Qwen2,
-//! Qwen3 and Mistral, with MoRAM injection and a KV cache.
+//! Qwen3, Mistral and Gemma 3, with MoRAM injection and a KV cache.
 //!
 //! Mirrors `transformers` `modeling_llama.py` / `modeling_gemma.py` (parity fixtures from
 //! transformers 4.57.1, `tests/fixtures/llm/`; config semantics of 4.45.2, the version the official
@@ -69,6 +69,8 @@ pub struct CausalLm {
     norm: RmsNorm,
     lm_head: Tensor,
     rope: Rope,
+    /// The windowed layers' RoPE when its base differs (Gemma 3).
+    rope_local: Option<Rope>,
     config: LlmConfig,
 }
 
@@ -78,7 +80,7 @@ impl CausalLm {
         let vb = Vars::root(get);
         let model = vb.pp("model");
         let blocks = (0..config.num_hidden_layers)
-            .map(|i| Block::load(&model.pp(format!("layers.{i}")), config))
+            .map(|i| Block::load(&model.pp(format!("layers.{i}")), config, i as usize))
             .collect::<Result<Vec<_>>>()?;
         let embed = model.pp("embed_tokens").get("weight", &[config.vocab_size, d])?;
         let lm_head = if config.tie_word_embeddings {
@@ -89,7 +91,10 @@ impl CausalLm {
         let norm = RmsNorm::new(model.pp("norm").get("weight", &[d])?, config.rms_norm_eps, norm_scale(config.arch));
         let rope =
             Rope::new(config.head_dim, config.rope_theta, config.rope_scaling, config.max_position_embeddings, device);
-        Ok(CausalLm { embed, blocks, norm, lm_head, rope, config: config.clone() })
+        let rope_local = config
+            .rope_local_theta
+            .map(|theta| Rope::new(config.head_dim, theta, None, config.max_position_embeddings, device));
+        Ok(CausalLm { embed, blocks, norm, lm_head, rope, rope_local, config: config.clone() })
     }
 
     /// Loads a Hugging Face checkpoint (file, shard index or folder) for `config`, after one strict
@@ -207,7 +212,7 @@ impl CausalLm {
             return Err(Error::Input(format!("token ids must lie in [0, {}), found [{lo}, {hi}]", c.vocab_size)));
         }
         let mut h = Tensor::embedding(&self.embed, ids, -1, false, false);
-        if c.arch == Arch::Gemma {
+        if matches!(c.arch, Arch::Gemma | Arch::Gemma3) {
             // transformers rounds the normaliser to the hidden dtype before multiplying.
             let scale = Tensor::from((c.hidden_size as f64).sqrt() as f32).to_kind(h.kind()).to_device(h.device());
             h *= scale;
@@ -233,38 +238,30 @@ impl CausalLm {
         }
         let device = self.embed.device();
         let total = cache.len + l;
-        let (cos, sin) = self.rope.cos_sin(positions, self.embed.kind());
-        // Key j is visible to new token i when j <= cache + i, key j is a real token, and with a
-        // sliding window w, j > cache + i - w (transformers' `sliding_window_overlay`, over cache
-        // slots: left padding counts towards the window there too).
+        let kind = self.embed.kind();
+        let (cos, sin) = self.rope.cos_sin(positions, kind);
+        let (causal, mask) = attention_mask(cache.len, b, l, keys_valid, None, device)?;
+        let global = AttentionInputs { cos: &cos, sin: &sin, mask: mask.as_ref(), causal };
+        // Windowed layers: the window over cache slots, and their own RoPE base when they have one.
         let window = self.config.sliding_window.filter(|&w| total > w);
-        let (causal, mask) = match (keys_valid, cache.len, l, window) {
-            (None, 0, _, None) => (l > 1, None),
-            (None, _, 1, None) => (false, None),
-            _ => {
-                let row = Tensor::arange_start(cache.len, total, (Kind::Int64, device)).unsqueeze(1);
-                let col = Tensor::arange(total, (Kind::Int64, device)).unsqueeze(0);
-                let mut m = col.le_tensor(&row);
-                if let Some(w) = window {
-                    m = m.logical_and(&col.gt_tensor(&(&row - w)));
-                }
-                let mut m = m.view([1, 1, l, total]);
-                if let Some(valid) = keys_valid {
-                    if valid.size() != [b, total] {
-                        return Err(Error::Input(format!(
-                            "keys_valid must be ({b}, {total}), found {:?}",
-                            valid.size()
-                        )));
-                    }
-                    m = m.logical_and(&valid.to_kind(Kind::Bool).view([b, 1, 1, total]));
-                }
-                (false, Some(m))
-            }
+        let needs_local = self.blocks[range.clone()].iter().any(|blk| blk.local);
+        let local_rope = match (&self.rope_local, needs_local) {
+            (Some(r), true) => Some(r.cos_sin(positions, kind)),
+            _ => None,
         };
-        let inputs = AttentionInputs { cos: &cos, sin: &sin, mask: mask.as_ref(), causal };
+        let local_mask = match (needs_local, window) {
+            (true, Some(_)) => Some(attention_mask(cache.len, b, l, keys_valid, window, device)?),
+            _ => None,
+        };
+        let (lcos, lsin) = local_rope.as_ref().map_or((&cos, &sin), |(c, s)| (c, s));
+        let local = match &local_mask {
+            Some((causal, mask)) => AttentionInputs { cos: lcos, sin: lsin, mask: mask.as_ref(), causal: *causal },
+            None => AttentionInputs { cos: lcos, sin: lsin, mask: mask.as_ref(), causal },
+        };
         let last = range.end == self.blocks.len();
         for i in range {
-            h = self.blocks[i].forward(&h, &inputs, &mut cache.layers[i])?;
+            let inputs = if self.blocks[i].local { &local } else { &global };
+            h = self.blocks[i].forward(&h, inputs, &mut cache.layers[i])?;
         }
         if last {
             cache.len += l;
@@ -527,6 +524,42 @@ impl CausalLm {
     pub fn trainable_tensors(&self) -> Vec<Tensor> {
         crate::linear::trainable_all(self.moram_layers().into_iter().map(|(_, m)| m))
     }
+}
+
+/// Which keys `L` new tokens after `cache` cached ones may attend to: key slot `j` is visible to
+/// new token `i` when `j <= cache + i`, key `j` is a real token (`keys_valid` `(B, cache + L)`),
+/// and with a `window` `w`, `j > cache + i - w` (transformers' `sliding_window_overlay`, over cache
+/// slots: left padding counts towards the window there too). Returns SDPA's `is_causal` flag and
+/// an explicit boolean mask `(B|1, 1, L, cache + L)` when the flag cannot express it.
+fn attention_mask(
+    cached: i64,
+    b: i64,
+    l: i64,
+    keys_valid: Option<&Tensor>,
+    window: Option<i64>,
+    device: Device,
+) -> Result<(bool, Option<Tensor>)> {
+    let total = cached + l;
+    Ok(match (keys_valid, cached, l, window) {
+        (None, 0, _, None) => (l > 1, None),
+        (None, _, 1, None) => (false, None),
+        _ => {
+            let row = Tensor::arange_start(cached, total, (Kind::Int64, device)).unsqueeze(1);
+            let col = Tensor::arange(total, (Kind::Int64, device)).unsqueeze(0);
+            let mut m = col.le_tensor(&row);
+            if let Some(w) = window {
+                m = m.logical_and(&col.gt_tensor(&(&row - w)));
+            }
+            let mut m = m.view([1, 1, l, total]);
+            if let Some(valid) = keys_valid {
+                if valid.size() != [b, total] {
+                    return Err(Error::Input(format!("keys_valid must be ({b}, {total}), found {:?}", valid.size())));
+                }
+                m = m.logical_and(&valid.to_kind(Kind::Bool).view([b, 1, 1, total]));
+            }
+            (false, Some(m))
+        }
+    })
 }
 
 /// `(module, path under model.layers.{i})` of the block's linear layers, in [`Block::linears`]
