@@ -125,7 +125,9 @@ fn unsupported_fields_are_named_and_the_architecture_first() -> anyhow::Result<(
     );
     let err = err.to_string();
     assert!(
-        err.contains("`model_type` `gemma2` is not a supported architecture (llama, gemma, qwen2, qwen3, mistral, gemma3_text)"),
+        err.contains(
+            "`model_type` `gemma2` is not a supported architecture (llama, gemma, qwen2, qwen3, mistral, gemma3_text)"
+        ),
         "{err}"
     );
     assert!(!err.contains("softcapping"), "{err}");

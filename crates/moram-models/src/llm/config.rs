@@ -314,11 +314,15 @@ impl LlmConfig {
     /// Reads `llama.*` metadata (and whether `output.weight` exists) from a GGUF file.
     pub fn from_gguf(gguf: &GgufFile) -> Result<Self> {
         let arch = gguf.get("general.architecture").and_then(Value::as_str).unwrap_or("<missing>");
-        if arch != "llama" {
-            return Err(Error::Corrupt {
-                path: gguf.path().into(),
-                reason: format!("general.architecture `{arch}` is not supported yet (llama)"),
-            });
+        match arch {
+            "llama" => {}
+            "gemma3" => return Self::from_gguf_gemma3(gguf),
+            _ => {
+                return Err(Error::Corrupt {
+                    path: gguf.path().into(),
+                    reason: format!("general.architecture `{arch}` is not supported yet (llama, gemma3)"),
+                })
+            }
         }
         let u = |k: &str| gguf.require_u64(&format!("llama.{k}")).map(|v| v as i64);
         let f = |k: &str, default: f64| gguf.get(&format!("llama.{k}")).and_then(Value::as_f64).unwrap_or(default);
@@ -629,6 +633,55 @@ impl LlmConfig {
             sliding_layers: Some(sliding),
             rope_local_theta: Some(hf.rope_local_base_freq.unwrap_or(10_000.0)),
             query_pre_attn_scalar: Some(hf.query_pre_attn_scalar.unwrap_or(256.0)),
+        })
+    }
+}
+
+impl LlmConfig {
+    /// `gemma3.*` metadata of a llama.cpp Gemma 3 file. What llama.cpp does not store it fixes in
+    /// code, and so does this: local layers use RoPE base 10,000 and every sixth layer is global;
+    /// scores are scaled by `head_dim^-1/2` (all sizes but 27B).
+    fn from_gguf_gemma3(gguf: &GgufFile) -> Result<Self> {
+        let u = |k: &str| gguf.require_u64(&format!("gemma3.{k}")).map(|v| v as i64);
+        let f = |k: &str, default: f64| gguf.get(&format!("gemma3.{k}")).and_then(Value::as_f64).unwrap_or(default);
+        if gguf.get("gemma3.rope.scaling.type").is_some() {
+            return Err(Error::Corrupt {
+                path: gguf.path().into(),
+                reason: "RoPE scaling (gemma3.rope.scaling.*, the 4B+ sizes) is not supported yet".into(),
+            });
+        }
+        let heads = u("attention.head_count")?;
+        let hidden = u("embedding_length")?;
+        let layers = u("block_count")?;
+        let head_dim = u("attention.key_length")?;
+        let vocab = gguf.get("tokenizer.ggml.tokens").and_then(Value::as_array).map(|a| a.len() as i64).unwrap_or(0);
+        let id = |k: &str| gguf.get(k).and_then(Value::as_u64).map(|v| v as i64);
+        Ok(LlmConfig {
+            arch: Arch::Gemma3,
+            vocab_size: vocab,
+            hidden_size: hidden,
+            intermediate_size: u("feed_forward_length")?,
+            num_hidden_layers: layers,
+            num_attention_heads: heads,
+            num_key_value_heads: gguf
+                .get("gemma3.attention.head_count_kv")
+                .and_then(Value::as_u64)
+                .map_or(heads, |v| v as i64),
+            head_dim,
+            rms_norm_eps: f("attention.layer_norm_rms_epsilon", 1e-6),
+            rope_theta: f("rope.freq_base", 1_000_000.0),
+            tie_word_embeddings: !gguf.tensors.contains_key("output.weight"),
+            rope_scaling: None,
+            max_position_embeddings: u("context_length")?,
+            activation: Activation::GeluTanh,
+            attention_bias: false,
+            mlp_bias: false,
+            bos_token_id: id("tokenizer.ggml.bos_token_id"),
+            eos_token_ids: id("tokenizer.ggml.eos_token_id").into_iter().collect(),
+            sliding_window: Some(u("attention.sliding_window")?),
+            sliding_layers: Some((0..layers).map(|i| (i + 1) % 6 != 0).collect()),
+            rope_local_theta: Some(10_000.0),
+            query_pre_attn_scalar: Some(head_dim as f64),
         })
     }
 }

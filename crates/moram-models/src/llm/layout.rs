@@ -206,6 +206,11 @@ pub const GEMMA3_BLOCK: [BlockTensor; 13] = [
     linear("mlp.down_proj", "ffn_down", 6, &[Dim::Hidden, Dim::Intermediate], BiasRule::None, Permute::None),
 ];
 
+/// Whether llama.cpp's converter stored the family's RMSNorm weights as `1 + w` (Gemma's).
+pub fn gguf_norms_include_one(arch: Arch) -> bool {
+    matches!(arch, Arch::Gemma | Arch::Gemma3)
+}
+
 /// The block table of a family.
 pub fn block_table(arch: Arch) -> &'static [BlockTensor] {
     match arch {

@@ -105,7 +105,8 @@ impl CausalLm {
         Self::build(config, &get, device)
     }
 
-    /// Loads a LLaMA-architecture GGUF file, dequantised to `kind` on `device`.
+    /// Loads a GGUF file (llama.cpp's `llama` or `gemma3` architecture), dequantised to `kind` on
+    /// `device`.
     pub fn from_gguf(gguf: &GgufFile, kind: Kind, device: Device) -> Result<Self> {
         let config = LlmConfig::from_gguf(gguf)?;
         let (nh, nkv) = (config.num_attention_heads, config.num_key_value_heads);
@@ -121,6 +122,9 @@ impl CausalLm {
                 Permute::KeyValueHeads => unpermute(&t, nkv),
                 Permute::None => t,
             };
+            // llama.cpp's converter stores Gemma norms as `1 + w`; the model adds the 1 itself.
+            let t =
+                if layout::gguf_norms_include_one(config.arch) && name.ends_with("norm.weight") { t - 1.0 } else { t };
             Ok(t.to_kind(kind).to_device(device).detach())
         };
         Self::build(&config, &get, device)

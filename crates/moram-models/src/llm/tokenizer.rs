@@ -6,14 +6,28 @@
 //! control tokens (type 3) as special tokens, GPT-2 byte-level pre-tokenisation, preceded for the
 //! `smollm` / `starcoder` pre-tokenizer types by splitting numbers into single digits (as
 //! llama.cpp's pre-tokenizer table and SmolLM2's own `tokenizer.json` do). BOS is prepended only
-//! when `tokenizer.ggml.add_bos_token` says so. Other tokenizer models and pre-tokenizer types
-//! are refused by name.
+//! when `tokenizer.ggml.add_bos_token` says so.
+//!
+//! GGUF SentencePiece BPE (`tokenizer.ggml.model = llama`, as Gemma 3 files store it): built as
+//! `transformers` builds Gemma's fast tokenizer from a SentencePiece model (its
+//! `SentencePieceExtractor`): a merge for every split of a vocabulary entry into two entries,
+//! ranked by the entry's score (`tokenizer.ggml.scores`), BPE with byte fallback, spaces
+//! normalised to `▁`, control and user-defined tokens special, and a decoder that turns `▁` back
+//! into spaces and byte tokens into bytes. (transformers' own GGUF conversion builds a Unigram
+//! model over these BPE scores, which splits common words into pieces; it is not followed.)
+//! Other tokenizer models and pre-tokenizer types are refused by name.
 
 use super::gguf::{GgufFile, Value};
 use crate::error::{Error, Result};
 use std::path::Path;
+use tokenizers::decoders::byte_fallback::ByteFallback;
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
+use tokenizers::decoders::fuse::Fuse;
+use tokenizers::decoders::sequence::Sequence as DecoderSequence;
+use tokenizers::decoders::strip::Strip;
+use tokenizers::decoders::DecoderWrapper;
 use tokenizers::models::bpe::BPE;
+use tokenizers::normalizers::replace::Replace;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::digits::Digits;
 use tokenizers::pre_tokenizers::sequence::Sequence;
@@ -46,11 +60,17 @@ impl LlmTokenizer {
     pub fn from_gguf(gguf: &GgufFile) -> Result<Self> {
         let path = gguf.path();
         let model = gguf.get("tokenizer.ggml.model").and_then(Value::as_str).unwrap_or("<missing>");
-        if model != "gpt2" {
-            return Err(tok_err(
-                path,
-                format!("tokenizer.ggml.model `{model}` is not supported (gpt2 byte-level BPE)"),
-            ));
+        match model {
+            "gpt2" => {}
+            "llama" => return Self::from_gguf_sentencepiece(gguf),
+            _ => {
+                return Err(tok_err(
+                    path,
+                    format!(
+                        "tokenizer.ggml.model `{model}` is not supported (gpt2 byte-level BPE, llama SentencePiece)"
+                    ),
+                ))
+            }
         }
         let strings = |key: &str| -> Result<Vec<String>> {
             let arr = gguf
@@ -109,6 +129,85 @@ impl LlmTokenizer {
             bos: id("tokenizer.ggml.bos_token_id"),
             eos: id("tokenizer.ggml.eos_token_id").into_iter().collect(),
             add_bos,
+        })
+    }
+
+    /// The SentencePiece tokenizer of a GGUF file (`tokenizer.ggml.model = llama`); see the module
+    /// docs.
+    fn from_gguf_sentencepiece(gguf: &GgufFile) -> Result<Self> {
+        let path = gguf.path();
+        let array = |key: &str| {
+            gguf.get(key).and_then(Value::as_array).ok_or_else(|| tok_err(path, format!("metadata `{key}` is missing")))
+        };
+        let tokens = array("tokenizer.ggml.tokens")?
+            .as_strings()
+            .ok_or_else(|| tok_err(path, "metadata `tokenizer.ggml.tokens` is not an array of strings"))?;
+        let scores = array("tokenizer.ggml.scores")?
+            .to_f64s()
+            .ok_or_else(|| tok_err(path, "metadata `tokenizer.ggml.scores` is not an array of numbers"))?;
+        if scores.len() != tokens.len() {
+            return Err(tok_err(path, format!("{} scores for {} tokens", scores.len(), tokens.len())));
+        }
+        let types: Vec<u64> = gguf
+            .get("tokenizer.ggml.token_type")
+            .and_then(Value::as_array)
+            .and_then(|a| a.to_u64s())
+            .unwrap_or_default();
+        let vocab: tokenizers::models::bpe::Vocab =
+            tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
+        // Every split of an entry into two entries is a merge, ranked by the entry's score (ties:
+        // vocabulary order, then the parts' ids), as SentencePieceExtractor ranks them.
+        let mut merges: Vec<(String, String, f64)> = Vec::new();
+        for (piece, &score) in tokens.iter().zip(&scores) {
+            let mut local: Vec<(String, String, f64, u32, u32)> = piece
+                .char_indices()
+                .skip(1)
+                .filter_map(|(k, _)| {
+                    let (l, r) = piece.split_at(k);
+                    Some((l.to_string(), r.to_string(), score, *vocab.get(l)?, *vocab.get(r)?))
+                })
+                .collect();
+            local.sort_by_key(|m| (m.3, m.4));
+            merges.extend(local.into_iter().map(|(l, r, s, ..)| (l, r, s)));
+        }
+        merges.sort_by(|a, b| b.2.total_cmp(&a.2));
+        let merges: Vec<(String, String)> = merges.into_iter().map(|(l, r, _)| (l, r)).collect();
+        let id = |key: &str| gguf.get(key).and_then(Value::as_u64).map(|v| v as i64);
+        let unk = id("tokenizer.ggml.unknown_token_id")
+            .and_then(|u| tokens.get(u as usize))
+            .cloned()
+            .unwrap_or_else(|| "<unk>".to_string());
+        let bpe = BPE::builder()
+            .vocab_and_merges(vocab, merges)
+            .unk_token(unk)
+            .byte_fallback(true)
+            .fuse_unk(true)
+            .build()
+            .map_err(|e| tok_err(path, e))?;
+        let mut inner = Tokenizer::new(bpe);
+        inner.with_normalizer(Some(Replace::new(" ", "\u{2581}").map_err(|e| tok_err(path, e))?));
+        let mut decoders = vec![
+            DecoderWrapper::Replace(Replace::new("\u{2581}", " ").map_err(|e| tok_err(path, e))?),
+            DecoderWrapper::ByteFallback(ByteFallback::new()),
+            DecoderWrapper::Fuse(Fuse::new()),
+        ];
+        if matches!(gguf.get("tokenizer.ggml.add_space_prefix"), Some(Value::Bool(true))) {
+            decoders.push(DecoderWrapper::Strip(Strip::new(' ', 1, 0)));
+        }
+        inner.with_decoder(Some(DecoderSequence::new(decoders)));
+        // Control (3) and user-defined (4) tokens are matched whole, before the model runs.
+        let special: Vec<AddedToken> = tokens
+            .iter()
+            .zip(types.iter().chain(std::iter::repeat(&1)))
+            .filter(|(_, &t)| t == 3 || t == 4)
+            .map(|(s, _)| AddedToken::from(s.clone(), true))
+            .collect();
+        inner.add_special_tokens(&special);
+        Ok(LlmTokenizer {
+            inner,
+            bos: id("tokenizer.ggml.bos_token_id"),
+            eos: id("tokenizer.ggml.eos_token_id").into_iter().collect(),
+            add_bos: !matches!(gguf.get("tokenizer.ggml.add_bos_token"), Some(Value::Bool(false))),
         })
     }
 
