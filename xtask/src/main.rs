@@ -114,6 +114,10 @@ fn run(cli: Cli) -> Result<()> {
         Command::Demo { args } => {
             setup::install(setup::Flavour::Cpu, false)?;
             setup::install_demo_assets()?;
+            // `--model gemma3-270m` needs the Gemma 3 file too (setup prints its licence notice).
+            if args.iter().any(|a| a == "gemma3-270m" || a == "--model=gemma3-270m") {
+                setup::install_assets()?;
+            }
             let bin = paths::build_moram(false)?;
             let mut cmd = std::process::Command::new(bin);
             cmd.arg("demo").arg("--assets").arg(setup::assets_dir()?).args(&args);

@@ -5,7 +5,8 @@ use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
 
 /// The studies behind the README's findings, by name: the study file and the `moram demo-data`
-/// sequence it runs on (SmolLM2 and the assets; model and data paths are filled in).
+/// sequence it runs on (a real model, SmolLM2 by default, and the assets; model and data paths
+/// are filled in).
 const STUDIES: [(&str, &str, &str, usize); 3] = [
     ("demo", "configs/study/demo.toml", "demo", 64),
     ("formats", "configs/study/formats.toml", "formats", 64),
@@ -32,6 +33,10 @@ pub struct StudyArgs {
     /// Config overrides for every run (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
+    /// The real model of the named studies: `smollm2-135m` (default, the README's findings) or
+    /// `gemma3-270m`.
+    #[arg(long, default_value = "smollm2-135m")]
+    model: String,
     /// Use the dev-profile `moram` (tests, quick looks).
     #[arg(long)]
     debug: bool,
@@ -42,9 +47,13 @@ pub fn run(args: StudyArgs) -> Result<()> {
     let root = paths::workspace_root();
     let bin = paths::build_moram(args.debug)?;
     let mut sets = Vec::new();
+    let mut model = None;
     let study = match STUDIES.iter().find(|(name, ..)| *name == args.study) {
         Some((name, file, sequence, train)) => {
             setup::install_demo_assets()?;
+            if args.model != "smollm2-135m" {
+                setup::install_assets()?;
+            }
             let assets = setup::assets_dir()?;
             let data = root.join("data/cache").join(format!("study-{name}"));
             if !data.join(".complete").exists() {
@@ -55,8 +64,9 @@ pub fn run(args: StudyArgs) -> Result<()> {
                 paths::run_checked(&mut cmd).with_context(|| format!("writing the {sequence} sequence"))?;
                 std::fs::write(data.join(".complete"), "")?;
             }
-            let model = assets.join("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
-            sets.push(format!("model.path=\"{}\"", model.display()));
+            // `moram study --model` resolves the model's file and target layers (one table, in
+            // moram-cli's demo module).
+            model = Some((args.model.clone(), assets));
             sets.push(format!("data.dir=\"{}\"", data.display()));
             root.join(file)
         }
@@ -72,6 +82,9 @@ pub fn run(args: StudyArgs) -> Result<()> {
         cmd.arg("--threads").arg(t.to_string());
     }
     cmd.arg("study").arg(&study);
+    if let Some((name, assets)) = &model {
+        cmd.arg("--model").arg(name).arg("--assets").arg(assets);
+    }
     if let Some(out) = &args.out {
         cmd.arg("--out").arg(out);
     }

@@ -65,6 +65,9 @@ enum Command {
         /// Output folder (default: runs/demo; a taken name gets a -2, -3, ... suffix).
         #[arg(long, default_value = "runs/demo")]
         out: PathBuf,
+        /// The real model: `smollm2-135m` (default) or `gemma3-270m` (both fetched by setup).
+        #[arg(long, default_value = "smollm2-135m")]
+        model: String,
         /// Override a value of configs/demo.toml, e.g. `--set training.iterations=4` (repeatable).
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
@@ -130,6 +133,13 @@ enum Command {
         /// Only rebuild the report from the runs already in the output folder.
         #[arg(long)]
         report_only: bool,
+        /// Run every setting on this real model (`smollm2-135m`, `gemma3-270m`): its file in
+        /// `--assets` and every linear layer of its last eight blocks.
+        #[arg(long)]
+        model: Option<String>,
+        /// Assets folder for `--model` (default: $MORAM_CACHE/assets, else ~/.cache/moram/assets).
+        #[arg(long)]
+        assets: Option<PathBuf>,
     },
     /// Write a task sequence of the demo's real data as TRACE-format folders, for `train` and
     /// `study`: the demo's (BBC topic, WordNet noun category, WordNet verb base form, BBC desk) or
@@ -259,8 +269,12 @@ fn run(cli: Cli) -> Result<()> {
             print_results(&dir, &state);
             Ok(())
         }
-        Command::Study { file, out, set, max_minutes, report_only } => {
-            study::run(&file, out, &set, max_minutes, report_only)
+        Command::Study { file, out, set, max_minutes, report_only, model, assets } => {
+            let model = match model {
+                Some(name) => Some((demo::real_model(&name)?, assets.unwrap_or_else(demo::default_assets))),
+                None => None,
+            };
+            study::run(&file, out, &set, max_minutes, report_only, model)
         }
         Command::DemoData { sequence, assets, out, train, eval, words, seed } => {
             let formats = match sequence.as_str() {
@@ -278,9 +292,9 @@ fn run(cli: Cli) -> Result<()> {
             println!("written to {}", out.display());
             Ok(())
         }
-        Command::Demo { assets, out, set } => {
+        Command::Demo { assets, out, model, set } => {
             let stop = ctrl_c_flag()?;
-            demo::run(&assets.unwrap_or_else(demo::default_assets), &out, &set, stop).map(|_| ())
+            demo::run(&assets.unwrap_or_else(demo::default_assets), &out, &model, &set, stop).map(|_| ())
         }
         Command::Eval { dir, after } => run_tools::eval(&dir, after),
         Command::Viz { dir, examples } => run_tools::figures(&dir, examples),

@@ -15,10 +15,16 @@ pub fn run(
     sets: &[String],
     max_minutes: Option<f64>,
     report_only: bool,
+    model: Option<(&crate::demo::RealModel, PathBuf)>,
 ) -> Result<()> {
     let study = StudyConfig::from_file(file).with_context(|| format!("reading the study {}", file.display()))?;
     let out = out.unwrap_or_else(|| PathBuf::from("runs").join(format!("study-{}", study.name)));
-    let runs = study.runs(&out, sets)?;
+    // The model's overrides come first, so `--set` can still change them.
+    let sets: Vec<String> = match model {
+        Some((m, assets)) => m.overrides(&assets).into_iter().chain(sets.iter().cloned()).collect(),
+        None => sets.to_vec(),
+    };
+    let runs = study.runs(&out, &sets)?;
     if let Some(m) = max_minutes {
         anyhow::ensure!(m.is_finite() && m > 0.0, "--max-minutes must be > 0, found {m}");
     }

