@@ -740,57 +740,110 @@ fn resolve_rope_scaling(rs: Option<HfRopeScaling>, path: &Path) -> Result<Option
     Ok(scaling)
 }
 
-/// Mirror of a Hugging Face `LlamaConfig` / `GemmaConfig` `config.json` (the two share their
-/// fields in transformers 4.45.2). Unknown fields are errors that name them; the fields listed as
-/// ignored are read and dropped (bookkeeping, or settings without effect on the forward pass).
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct HfLlamaConfig {
-    #[allow(dead_code)]
-    model_type: Option<String>,
-    vocab_size: i64,
-    hidden_size: i64,
-    intermediate_size: i64,
-    num_hidden_layers: i64,
-    num_attention_heads: i64,
-    num_key_value_heads: Option<i64>,
-    head_dim: Option<i64>,
-    hidden_act: Option<String>,
-    hidden_activation: Option<String>,
-    max_position_embeddings: Option<i64>,
-    rms_norm_eps: Option<f64>,
-    rope_theta: Option<f64>,
-    rope_scaling: Option<HfRopeScaling>,
-    tie_word_embeddings: Option<bool>,
-    bos_token_id: Option<i64>,
-    eos_token_id: Option<TokenIds>,
-    attention_bias: Option<bool>,
-    attention_dropout: Option<f64>,
-    mlp_bias: Option<bool>,
-    pretraining_tp: Option<i64>,
-    // Ignored.
-    #[serde(rename = "architectures")]
-    _architectures: Option<IgnoredAny>,
-    #[serde(rename = "pad_token_id")]
-    _pad_token_id: Option<IgnoredAny>,
-    #[serde(rename = "initializer_range")]
-    _initializer_range: Option<IgnoredAny>,
-    #[serde(rename = "use_cache")]
-    _use_cache: Option<IgnoredAny>,
-    #[serde(rename = "torch_dtype")]
-    _torch_dtype: Option<IgnoredAny>,
-    #[serde(rename = "dtype")]
-    _dtype: Option<IgnoredAny>,
-    #[serde(rename = "transformers_version")]
-    _transformers_version: Option<IgnoredAny>,
-    #[serde(rename = "_name_or_path")]
-    _name_or_path: Option<IgnoredAny>,
-    #[serde(rename = "output_attentions")]
-    _output_attentions: Option<IgnoredAny>,
-    #[serde(rename = "output_hidden_states")]
-    _output_hidden_states: Option<IgnoredAny>,
-    #[serde(rename = "return_dict")]
-    _return_dict: Option<IgnoredAny>,
+/// Declares a serde mirror of a Hugging Face `config.json`: the fields every LLaMA-like family
+/// shares, the family's own, and the bookkeeping fields `transformers` writes (read and dropped).
+/// Unknown fields are errors that name them.
+macro_rules! hf_mirror {
+    ($(#[$doc:meta])* $name:ident { $($(#[$attr:meta])* $field:ident : $ty:ty),* $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct $name {
+            #[allow(dead_code)]
+            model_type: Option<String>,
+            vocab_size: i64,
+            hidden_size: i64,
+            intermediate_size: i64,
+            num_hidden_layers: i64,
+            num_attention_heads: i64,
+            num_key_value_heads: Option<i64>,
+            head_dim: Option<i64>,
+            max_position_embeddings: Option<i64>,
+            rms_norm_eps: Option<f64>,
+            rope_theta: Option<f64>,
+            tie_word_embeddings: Option<bool>,
+            bos_token_id: Option<i64>,
+            eos_token_id: Option<TokenIds>,
+            attention_dropout: Option<f64>,
+            $($(#[$attr])* $field: $ty,)*
+            #[serde(rename = "architectures")]
+            _architectures: Option<IgnoredAny>,
+            #[serde(rename = "pad_token_id")]
+            _pad_token_id: Option<IgnoredAny>,
+            #[serde(rename = "initializer_range")]
+            _initializer_range: Option<IgnoredAny>,
+            #[serde(rename = "use_cache")]
+            _use_cache: Option<IgnoredAny>,
+            #[serde(rename = "torch_dtype")]
+            _torch_dtype: Option<IgnoredAny>,
+            #[serde(rename = "dtype")]
+            _dtype: Option<IgnoredAny>,
+            #[serde(rename = "transformers_version")]
+            _transformers_version: Option<IgnoredAny>,
+            #[serde(rename = "_name_or_path")]
+            _name_or_path: Option<IgnoredAny>,
+            #[serde(rename = "output_attentions")]
+            _output_attentions: Option<IgnoredAny>,
+            #[serde(rename = "output_hidden_states")]
+            _output_hidden_states: Option<IgnoredAny>,
+            #[serde(rename = "return_dict")]
+            _return_dict: Option<IgnoredAny>,
+        }
+    };
+}
+
+hf_mirror! {
+    /// `LlamaConfig` / `GemmaConfig` (the two share their fields in transformers 4.45.2).
+    HfLlamaConfig {
+        hidden_act: Option<String>,
+        hidden_activation: Option<String>,
+        rope_scaling: Option<HfRopeScaling>,
+        attention_bias: Option<bool>,
+        mlp_bias: Option<bool>,
+        pretraining_tp: Option<i64>,
+    }
+}
+
+hf_mirror! {
+    /// `Qwen2Config` / `Qwen3Config` (transformers 4.57.1). The window size and which layers would
+    /// use it matter only with `use_sliding_window`, which is refused, so they are dropped.
+    HfQwenConfig {
+        hidden_act: Option<String>,
+        rope_scaling: Option<HfRopeScaling>,
+        attention_bias: Option<bool>,
+        use_sliding_window: Option<bool>,
+        layer_types: Option<Vec<String>>,
+        #[serde(rename = "sliding_window")]
+        _sliding_window: Option<IgnoredAny>,
+        #[serde(rename = "max_window_layers")]
+        _max_window_layers: Option<IgnoredAny>,
+    }
+}
+
+hf_mirror! {
+    /// `MistralConfig` (transformers 4.57.1).
+    HfMistralConfig {
+        hidden_act: Option<String>,
+        sliding_window: Option<i64>,
+    }
+}
+
+hf_mirror! {
+    /// `Gemma3TextConfig` (transformers 4.57.1).
+    HfGemma3Config {
+        hidden_activation: Option<String>,
+        rope_local_base_freq: Option<f64>,
+        rope_scaling: Option<HfRopeScaling>,
+        attention_bias: Option<bool>,
+        query_pre_attn_scalar: Option<f64>,
+        sliding_window: Option<i64>,
+        #[serde(rename = "_sliding_window_pattern", alias = "sliding_window_pattern")]
+        sliding_window_pattern: Option<i64>,
+        layer_types: Option<Vec<String>>,
+        attn_logit_softcapping: Option<f64>,
+        final_logit_softcapping: Option<f64>,
+        use_bidirectional_attention: Option<bool>,
+    }
 }
 
 /// `rope_scaling`: the type under `rope_type` (or the older `type`) and its parameters. Other
@@ -821,143 +874,4 @@ impl TokenIds {
             TokenIds::Many(ids) => ids,
         }
     }
-}
-
-/// Mirror of a Hugging Face `Qwen2Config` / `Qwen3Config` (transformers 4.57.1 field set).
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct HfQwenConfig {
-    #[allow(dead_code)]
-    model_type: Option<String>,
-    vocab_size: i64,
-    hidden_size: i64,
-    intermediate_size: i64,
-    num_hidden_layers: i64,
-    num_attention_heads: i64,
-    num_key_value_heads: Option<i64>,
-    head_dim: Option<i64>,
-    hidden_act: Option<String>,
-    max_position_embeddings: Option<i64>,
-    rms_norm_eps: Option<f64>,
-    rope_theta: Option<f64>,
-    rope_scaling: Option<HfRopeScaling>,
-    tie_word_embeddings: Option<bool>,
-    bos_token_id: Option<i64>,
-    eos_token_id: Option<TokenIds>,
-    attention_bias: Option<bool>,
-    attention_dropout: Option<f64>,
-    use_sliding_window: Option<bool>,
-    layer_types: Option<Vec<String>>,
-    // Ignored: the window size and which layers would use it matter only with
-    // `use_sliding_window`, which is refused.
-    #[serde(rename = "sliding_window")]
-    _sliding_window: Option<IgnoredAny>,
-    #[serde(rename = "max_window_layers")]
-    _max_window_layers: Option<IgnoredAny>,
-    #[serde(rename = "architectures")]
-    _architectures: Option<IgnoredAny>,
-    #[serde(rename = "pad_token_id")]
-    _pad_token_id: Option<IgnoredAny>,
-    #[serde(rename = "initializer_range")]
-    _initializer_range: Option<IgnoredAny>,
-    #[serde(rename = "use_cache")]
-    _use_cache: Option<IgnoredAny>,
-    #[serde(rename = "torch_dtype")]
-    _torch_dtype: Option<IgnoredAny>,
-    #[serde(rename = "dtype")]
-    _dtype: Option<IgnoredAny>,
-    #[serde(rename = "transformers_version")]
-    _transformers_version: Option<IgnoredAny>,
-    #[serde(rename = "_name_or_path")]
-    _name_or_path: Option<IgnoredAny>,
-}
-
-/// Mirror of a Hugging Face `MistralConfig` (transformers 4.57.1 field set).
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct HfMistralConfig {
-    #[allow(dead_code)]
-    model_type: Option<String>,
-    vocab_size: i64,
-    hidden_size: i64,
-    intermediate_size: i64,
-    num_hidden_layers: i64,
-    num_attention_heads: i64,
-    num_key_value_heads: Option<i64>,
-    head_dim: Option<i64>,
-    hidden_act: Option<String>,
-    max_position_embeddings: Option<i64>,
-    rms_norm_eps: Option<f64>,
-    rope_theta: Option<f64>,
-    tie_word_embeddings: Option<bool>,
-    bos_token_id: Option<i64>,
-    eos_token_id: Option<TokenIds>,
-    attention_dropout: Option<f64>,
-    sliding_window: Option<i64>,
-    #[serde(rename = "architectures")]
-    _architectures: Option<IgnoredAny>,
-    #[serde(rename = "pad_token_id")]
-    _pad_token_id: Option<IgnoredAny>,
-    #[serde(rename = "initializer_range")]
-    _initializer_range: Option<IgnoredAny>,
-    #[serde(rename = "use_cache")]
-    _use_cache: Option<IgnoredAny>,
-    #[serde(rename = "torch_dtype")]
-    _torch_dtype: Option<IgnoredAny>,
-    #[serde(rename = "dtype")]
-    _dtype: Option<IgnoredAny>,
-    #[serde(rename = "transformers_version")]
-    _transformers_version: Option<IgnoredAny>,
-    #[serde(rename = "_name_or_path")]
-    _name_or_path: Option<IgnoredAny>,
-}
-
-/// Mirror of a Hugging Face `Gemma3TextConfig` (transformers 4.57.1 field set).
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct HfGemma3Config {
-    #[allow(dead_code)]
-    model_type: Option<String>,
-    vocab_size: i64,
-    hidden_size: i64,
-    intermediate_size: i64,
-    num_hidden_layers: i64,
-    num_attention_heads: i64,
-    num_key_value_heads: Option<i64>,
-    head_dim: Option<i64>,
-    hidden_activation: Option<String>,
-    max_position_embeddings: Option<i64>,
-    rms_norm_eps: Option<f64>,
-    rope_theta: Option<f64>,
-    rope_local_base_freq: Option<f64>,
-    rope_scaling: Option<HfRopeScaling>,
-    tie_word_embeddings: Option<bool>,
-    bos_token_id: Option<i64>,
-    eos_token_id: Option<TokenIds>,
-    attention_bias: Option<bool>,
-    attention_dropout: Option<f64>,
-    query_pre_attn_scalar: Option<f64>,
-    sliding_window: Option<i64>,
-    #[serde(rename = "_sliding_window_pattern", alias = "sliding_window_pattern")]
-    sliding_window_pattern: Option<i64>,
-    layer_types: Option<Vec<String>>,
-    attn_logit_softcapping: Option<f64>,
-    final_logit_softcapping: Option<f64>,
-    use_bidirectional_attention: Option<bool>,
-    #[serde(rename = "architectures")]
-    _architectures: Option<IgnoredAny>,
-    #[serde(rename = "pad_token_id")]
-    _pad_token_id: Option<IgnoredAny>,
-    #[serde(rename = "initializer_range")]
-    _initializer_range: Option<IgnoredAny>,
-    #[serde(rename = "use_cache")]
-    _use_cache: Option<IgnoredAny>,
-    #[serde(rename = "torch_dtype")]
-    _torch_dtype: Option<IgnoredAny>,
-    #[serde(rename = "dtype")]
-    _dtype: Option<IgnoredAny>,
-    #[serde(rename = "transformers_version")]
-    _transformers_version: Option<IgnoredAny>,
-    #[serde(rename = "_name_or_path")]
-    _name_or_path: Option<IgnoredAny>,
 }

@@ -55,6 +55,16 @@ fn tok_err(path: &Path, e: impl std::fmt::Display) -> Error {
     Error::Corrupt { path: path.into(), reason: format!("tokenizer: {e}") }
 }
 
+/// `tokenizer.ggml.token_type` (empty when absent: every token then counts as normal).
+fn token_types(gguf: &GgufFile) -> Vec<u64> {
+    gguf.get("tokenizer.ggml.token_type").and_then(Value::as_array).and_then(|a| a.to_u64s()).unwrap_or_default()
+}
+
+/// Token -> id, the position in the vocabulary.
+fn bpe_vocab(tokens: &[String]) -> tokenizers::models::bpe::Vocab {
+    tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect()
+}
+
 impl LlmTokenizer {
     /// Builds the tokenizer stored in a GGUF file's metadata.
     pub fn from_gguf(gguf: &GgufFile) -> Result<Self> {
@@ -89,13 +99,7 @@ impl LlmTokenizer {
                 None => Err(tok_err(path, format!("merge `{m}` is not two space-separated symbols"))),
             })
             .collect::<Result<_>>()?;
-        let types: Vec<u64> = gguf
-            .get("tokenizer.ggml.token_type")
-            .and_then(Value::as_array)
-            .and_then(|a| a.to_u64s())
-            .unwrap_or_default();
-        let vocab: tokenizers::models::bpe::Vocab =
-            tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
+        let (types, vocab) = (token_types(gguf), bpe_vocab(&tokens));
         let bpe = BPE::builder().vocab_and_merges(vocab, merges).build().map_err(|e| tok_err(path, e))?;
         let byte_level = PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, true));
         let pre = gguf.get("tokenizer.ggml.pre").and_then(Value::as_str).unwrap_or("default");
@@ -148,13 +152,7 @@ impl LlmTokenizer {
         if scores.len() != tokens.len() {
             return Err(tok_err(path, format!("{} scores for {} tokens", scores.len(), tokens.len())));
         }
-        let types: Vec<u64> = gguf
-            .get("tokenizer.ggml.token_type")
-            .and_then(Value::as_array)
-            .and_then(|a| a.to_u64s())
-            .unwrap_or_default();
-        let vocab: tokenizers::models::bpe::Vocab =
-            tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
+        let (types, vocab) = (token_types(gguf), bpe_vocab(tokens));
         // Every split of an entry into two entries is a merge, ranked by the entry's score (ties:
         // vocabulary order, then the parts' ids), as SentencePieceExtractor ranks them.
         let mut merges: Vec<(String, String, f64)> = Vec::new();
