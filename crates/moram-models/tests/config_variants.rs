@@ -114,7 +114,7 @@ fn unsupported_fields_are_named_and_the_architecture_first() -> anyhow::Result<(
     let tmp = tempfile::tempdir()?;
     // A Gemma 2 config carries fields of its own; the model type is the reason given.
     let err = config_with("tiny_gemma", tmp.path(), |j| {
-        j["model_type"] = "gemma2".into();
+        j["model_type"] = "gemma4".into();
         j["attn_logit_softcapping"] = 50.0.into();
         j["query_pre_attn_scalar"] = 256.into();
     })
@@ -126,7 +126,7 @@ fn unsupported_fields_are_named_and_the_architecture_first() -> anyhow::Result<(
     let err = err.to_string();
     assert!(
         err.contains(
-            "`model_type` `gemma2` is not a supported architecture (llama, gemma, qwen2, qwen3, mistral, gemma3_text)"
+            "`model_type` `gemma4` is not a supported architecture (llama, gemma, gemma2, gemma3_text, qwen2, qwen3, mistral)"
         ),
         "{err}"
     );

@@ -1,4 +1,4 @@
-//! Qwen2, Qwen3, Mistral and Gemma 3 against `transformers` (`tests/fixtures/llm/generate_families.py`): tiny random
+//! Qwen2, Qwen3, Mistral, Gemma 3 and Gemma 2 against `transformers` (`tests/fixtures/llm/generate_families.py`): tiny random
 //! `Qwen2ForCausalLM` (q/k/v biases, untied head) and `Qwen3ForCausalLM` (per-head q/k norms,
 //! head_dim 24 != hidden / heads, tied head), loaded through the production loader.
 
@@ -139,5 +139,27 @@ fn gemma3_matches_transformers() -> anyhow::Result<()> {
     let mut keys: Vec<String> = model.base_tensors().into_iter().map(|(k, _)| k).collect();
     keys.sort();
     assert_eq!(keys, source.keys(), "base_tensors lists the four norms and q/k norms of every block");
+    Ok(())
+}
+
+/// Gemma 2: the sandwich block, alternating windowed and global layers, attention scores and logits
+/// soft-capped (at 0.5 and 2.0 here, so the caps change the result): logits, cached greedy tokens
+/// and the loss equal transformers' eager attention.
+#[test]
+fn gemma2_matches_transformers() -> anyhow::Result<()> {
+    let (model, e) = load("gemma2")?;
+    let c = model.config();
+    assert_eq!((c.arch, c.sliding_layers.clone()), (Arch::Gemma2, Some(vec![true, false, true])));
+    assert_eq!((c.attn_logit_softcapping, c.final_logit_softcapping), (Some(0.5), Some(2.0)));
+    let logits = tch::no_grad(|| model.forward(&e["ids"], &mut KvCache::default()))?;
+    let diff = (&logits - &e["logits"]).abs().max().double_value(&[]);
+    assert!(diff <= 1e-4, "logits differ by {diff}");
+    assert!(logits.abs().max().double_value(&[]) <= 2.0, "the final cap bounds every logit");
+    for row in 0..2 {
+        let prompt = Vec::<i64>::try_from(e["ids"].get(row).narrow(0, 0, 9))?;
+        assert_eq!(model.generate_greedy(&prompt, 8, &[])?, Vec::<i64>::try_from(e["greedy"].get(row))?, "row {row}");
+    }
+    let loss = model.causal_lm_loss(&e["train_ids"], &e["labels"], Some(&e["train_mask"]))?.double_value(&[]);
+    assert!((loss - e["loss"].double_value(&[0])).abs() <= 1e-5, "loss {loss}");
     Ok(())
 }

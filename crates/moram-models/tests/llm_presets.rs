@@ -10,13 +10,14 @@ fn presets_have_the_published_parameter_counts() -> anyhow::Result<()> {
     assert_eq!(LlmConfig::preset("llama3.1-8b")?.parameter_count(), 8_030_261_248);
     assert_eq!(LlmConfig::preset("gemma-2b")?.parameter_count(), 2_506_172_416);
     // Counted by transformers 4.57.1 on the meta device (tests/fixtures/llm/generate_families.py
-    // prints them): 0.49B, 1.54B, 7.61B, 0.6B, 7.24B and 270M as the model cards state.
+    // prints them): 0.49B, 1.54B, 7.61B, 0.6B, 7.24B, 270M and 2.6B as the model cards state.
     assert_eq!(LlmConfig::preset("qwen2.5-0.5b")?.parameter_count(), 494_032_768);
     assert_eq!(LlmConfig::preset("qwen2.5-1.5b")?.parameter_count(), 1_543_714_304);
     assert_eq!(LlmConfig::preset("qwen2.5-7b")?.parameter_count(), 7_615_616_512);
     assert_eq!(LlmConfig::preset("qwen3-0.6b")?.parameter_count(), 596_049_920);
     assert_eq!(LlmConfig::preset("mistral-7b")?.parameter_count(), 7_241_732_096);
     assert_eq!(LlmConfig::preset("gemma3-270m")?.parameter_count(), 268_098_176);
+    assert_eq!(LlmConfig::preset("gemma2-2b")?.parameter_count(), 2_614_341_888);
     let err = LlmConfig::preset("llama4").unwrap_err().to_string();
     assert!(err.contains("llama2-7b, llama3.2-1b, llama3.1-8b, gemma-2b"), "{err}");
     Ok(())

@@ -20,8 +20,10 @@ pub struct Attention {
     pub o: AdaptableLinear,
     /// Qwen3's RMSNorms over each query / key head (`head_dim` wide), applied before RoPE.
     pub head_norms: Option<(RmsNorm, RmsNorm)>,
-    /// Score scale when it is not `head_dim^-1/2` (Gemma 3's `query_pre_attn_scalar`).
+    /// Score scale when it is not `head_dim^-1/2` (Gemma 2/3's `query_pre_attn_scalar`).
     scale: Option<f64>,
+    /// Gemma 2's soft-capping of the scores, `c * tanh(s / c)` (computed without fused SDPA).
+    softcap: Option<f64>,
     heads: i64,
     kv_heads: i64,
     head_dim: i64,
@@ -50,12 +52,17 @@ impl Attention {
         kv_heads: i64,
         head_dim: i64,
     ) -> Self {
-        Attention { q, k, v, o, head_norms: None, scale: None, heads, kv_heads, head_dim }
+        Attention { q, k, v, o, head_norms: None, scale: None, softcap: None, heads, kv_heads, head_dim }
     }
 
     /// The same attention with scores scaled by `scale` instead of `head_dim^-1/2`.
     pub fn with_scale(self, scale: f64) -> Self {
         Attention { scale: Some(scale), ..self }
+    }
+
+    /// The same attention with scores soft-capped at `cap` (Gemma 2).
+    pub fn with_softcap(self, cap: f64) -> Self {
+        Attention { softcap: Some(cap), ..self }
     }
 
     /// The same attention with RMSNorms over each query and key head (Qwen3, Gemma 3).
@@ -90,8 +97,40 @@ impl Attention {
             None => (k, v),
         };
         *cache = Some((k.shallow_clone(), v.shallow_clone()));
-        let att =
-            Tensor::scaled_dot_product_attention(&q, &k, &v, inputs.mask, 0.0, inputs.causal, self.scale, nkv != nh);
+        let att = match self.softcap {
+            None => {
+                Tensor::scaled_dot_product_attention(&q, &k, &v, inputs.mask, 0.0, inputs.causal, self.scale, nkv != nh)
+            }
+            Some(cap) => self.softcapped(&q, &k, &v, inputs, cap),
+        };
         self.o.forward(&att.transpose(1, 2).reshape([b, l, nh * hd]))
+    }
+
+    /// Attention with soft-capped scores, as transformers' eager path computes it: scores scaled,
+    /// capped, masked, softmax in f32, weighted values. `q` `(B, H, L, hd)`, `k`/`v`
+    /// `(B, KV, T, hd)` -> `(B, H, L, hd)`.
+    fn softcapped(&self, q: &Tensor, k: &Tensor, v: &Tensor, inputs: &AttentionInputs, cap: f64) -> Tensor {
+        let groups = self.heads / self.kv_heads;
+        let (k, v) = if groups > 1 {
+            (k.repeat_interleave_self_int(groups, 1, None), v.repeat_interleave_self_int(groups, 1, None))
+        } else {
+            (k.shallow_clone(), v.shallow_clone())
+        };
+        let scale = self.scale.unwrap_or(1.0 / (self.head_dim as f64).sqrt());
+        let scores = (q.matmul(&k.transpose(2, 3)) * scale / cap).tanh() * cap;
+        let (l, t) = (q.size()[2], k.size()[2]);
+        let visible = match (inputs.mask, inputs.causal) {
+            (Some(m), _) => Some(m.shallow_clone()),
+            (None, true) => Some(Tensor::ones([l, t], (tch::Kind::Bool, q.device())).tril(t - l)),
+            (None, false) => None,
+        };
+        // The dtype's lowest finite value, as transformers adds it: a query that sees no key (a
+        // left-padding position) gets uniform weights instead of NaN.
+        let lowest = if q.kind() == tch::Kind::Half { -65504.0 } else { f64::from(f32::MIN) };
+        let scores = match visible {
+            Some(m) => scores.masked_fill(&m.logical_not(), lowest),
+            None => scores,
+        };
+        scores.softmax(-1, tch::Kind::Float).to_kind(q.kind()).matmul(&v)
     }
 }

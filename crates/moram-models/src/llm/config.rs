@@ -49,6 +49,9 @@ pub enum Arch {
     /// Gemma 3 (text): Gemma's norms and embedding scale, norms before and after attention and
     /// MLP, per-head q/k norms, local (windowed, own RoPE base) and global layers.
     Gemma3,
+    /// Gemma 2: Gemma 3's block without q/k norms, alternating windowed and global layers (one
+    /// RoPE base), soft-capped attention scores and logits.
+    Gemma2,
 }
 
 /// A decoder-only causal LM.
@@ -100,6 +103,10 @@ pub struct LlmConfig {
     pub rope_local_theta: Option<f64>,
     /// Attention scores are scaled by `query_pre_attn_scalar^-1/2` instead of `head_dim^-1/2`.
     pub query_pre_attn_scalar: Option<f64>,
+    /// Gemma 2: attention scores become `c * tanh(s / c)` before the mask and softmax.
+    pub attn_logit_softcapping: Option<f64>,
+    /// Gemma 2: logits become `c * tanh(l / c)`.
+    pub final_logit_softcapping: Option<f64>,
 }
 
 impl LlmConfig {
@@ -128,6 +135,8 @@ impl LlmConfig {
             sliding_layers: None,
             rope_local_theta: None,
             query_pre_attn_scalar: None,
+            attn_logit_softcapping: None,
+            final_logit_softcapping: None,
         }
     }
 
@@ -250,12 +259,35 @@ impl LlmConfig {
             sliding_layers: Some((0..18).map(|i| (i + 1) % 6 != 0).collect()),
             rope_local_theta: Some(10_000.0),
             query_pre_attn_scalar: Some(256.0),
+            attn_logit_softcapping: None,
+            final_logit_softcapping: None,
             ..Self::llama(262_144, 640, 2048, 18, 4, 1)
         }
     }
 
+    /// Gemma 2 2B: 26 layers, 2304 wide, 8 heads of 256 over 4 KV heads, a 4096-token window on
+    /// every other layer, scores capped at 50 and logits at 30, tied head.
+    pub fn gemma2_2b() -> Self {
+        LlmConfig {
+            arch: Arch::Gemma2,
+            activation: Activation::GeluTanh,
+            head_dim: 256,
+            rms_norm_eps: 1e-6,
+            max_position_embeddings: 8192,
+            tie_word_embeddings: true,
+            bos_token_id: Some(2),
+            eos_token_ids: vec![1],
+            sliding_window: Some(4096),
+            sliding_layers: Some((0..26).map(|i| i % 2 == 0).collect()),
+            query_pre_attn_scalar: Some(256.0),
+            attn_logit_softcapping: Some(50.0),
+            final_logit_softcapping: Some(30.0),
+            ..Self::llama(256_000, 2304, 9216, 26, 8, 4)
+        }
+    }
+
     /// Every preset name, in [`LlmConfig::preset`] order.
-    pub const PRESETS: [&'static str; 10] = [
+    pub const PRESETS: [&'static str; 11] = [
         "llama2-7b",
         "llama3.2-1b",
         "llama3.1-8b",
@@ -266,6 +298,7 @@ impl LlmConfig {
         "qwen3-0.6b",
         "mistral-7b",
         "gemma3-270m",
+        "gemma2-2b",
     ];
 
     /// A preset by name (see [`LlmConfig::PRESETS`]).
@@ -281,6 +314,7 @@ impl LlmConfig {
             "qwen3-0.6b" => Ok(Self::qwen3_06b()),
             "mistral-7b" => Ok(Self::mistral_7b()),
             "gemma3-270m" => Ok(Self::gemma3_270m()),
+            "gemma2-2b" => Ok(Self::gemma2_2b()),
             other => Err(Error::Target(format!("`{other}` is not an LLM preset; valid: {}", Self::PRESETS.join(", ")))),
         }
     }
@@ -380,6 +414,8 @@ impl LlmConfig {
             sliding_layers: None,
             rope_local_theta: None,
             query_pre_attn_scalar: None,
+            attn_logit_softcapping: None,
+            final_logit_softcapping: None,
         })
     }
 
@@ -402,11 +438,12 @@ impl LlmConfig {
             Some("qwen3") => return Self::from_qwen(parse_mirror(&text, path, "Qwen3")?, Arch::Qwen3, path),
             Some("mistral") => return Self::from_mistral(parse_mirror(&text, path, "Mistral")?, path),
             Some("gemma3_text") => return Self::from_gemma3(parse_mirror(&text, path, "Gemma 3")?, path),
+            Some("gemma2") => return Self::from_gemma2(parse_mirror(&text, path, "Gemma 2")?, path),
             Some(other) => {
                 return Err(bad(
                     "model_type",
                     format!(
-                        "`{other}` is not a supported architecture (llama, gemma, qwen2, qwen3, mistral, gemma3_text)"
+                        "`{other}` is not a supported architecture (llama, gemma, gemma2, gemma3_text, qwen2, qwen3, mistral)"
                     ),
                 ))
             }
@@ -469,6 +506,8 @@ impl LlmConfig {
             sliding_layers: None,
             rope_local_theta: None,
             query_pre_attn_scalar: None,
+            attn_logit_softcapping: None,
+            final_logit_softcapping: None,
         })
     }
 
@@ -521,6 +560,8 @@ impl LlmConfig {
             sliding_layers: None,
             rope_local_theta: None,
             query_pre_attn_scalar: None,
+            attn_logit_softcapping: None,
+            final_logit_softcapping: None,
         })
     }
 }
@@ -563,6 +604,8 @@ impl LlmConfig {
             sliding_layers: None,
             rope_local_theta: None,
             query_pre_attn_scalar: None,
+            attn_logit_softcapping: None,
+            final_logit_softcapping: None,
         })
     }
 }
@@ -576,14 +619,6 @@ impl LlmConfig {
             Some(a @ (Activation::GeluTanh | Activation::Gelu)) => a,
             _ => return Err(bad("hidden_activation", format!("`{act}` is not supported (gelu_pytorch_tanh, gelu)"))),
         };
-        for (field, v) in [
-            ("attn_logit_softcapping", hf.attn_logit_softcapping),
-            ("final_logit_softcapping", hf.final_logit_softcapping),
-        ] {
-            if v.is_some() {
-                return Err(bad(field, "(soft-capping) is not supported yet".into()));
-            }
-        }
         if hf.use_bidirectional_attention == Some(true) {
             return Err(bad("use_bidirectional_attention", "is not supported (causal LMs only)".into()));
         }
@@ -594,22 +629,7 @@ impl LlmConfig {
         let layers = hf.num_hidden_layers;
         // transformers' default pattern: every `_sliding_window_pattern`-th layer is global.
         let pattern = hf.sliding_window_pattern.unwrap_or(6).max(1);
-        let sliding: Vec<bool> = match hf.layer_types {
-            Some(types) => {
-                if types.len() as i64 != layers {
-                    return Err(bad("layer_types", format!("has {} entries for {layers} layers", types.len())));
-                }
-                types
-                    .iter()
-                    .map(|t| match t.as_str() {
-                        "sliding_attention" => Ok(true),
-                        "full_attention" => Ok(false),
-                        other => Err(bad("layer_types", format!("entry `{other}` is not supported"))),
-                    })
-                    .collect::<Result<_>>()?
-            }
-            None => (0..layers).map(|i| (i + 1) % pattern != 0).collect(),
-        };
+        let sliding = sliding_layers(hf.layer_types, layers, pattern, path)?;
         Ok(LlmConfig {
             arch: Arch::Gemma3,
             vocab_size: hf.vocab_size,
@@ -633,6 +653,8 @@ impl LlmConfig {
             sliding_layers: Some(sliding),
             rope_local_theta: Some(hf.rope_local_base_freq.unwrap_or(10_000.0)),
             query_pre_attn_scalar: Some(hf.query_pre_attn_scalar.unwrap_or(256.0)),
+            attn_logit_softcapping: hf.attn_logit_softcapping,
+            final_logit_softcapping: hf.final_logit_softcapping,
         })
     }
 }
@@ -682,7 +704,77 @@ impl LlmConfig {
             sliding_layers: Some((0..layers).map(|i| (i + 1) % 6 != 0).collect()),
             rope_local_theta: Some(10_000.0),
             query_pre_attn_scalar: Some(head_dim as f64),
+            attn_logit_softcapping: None,
+            final_logit_softcapping: None,
         })
+    }
+}
+
+impl LlmConfig {
+    /// A Gemma 2 `config.json` as transformers 4.57.1 reads it.
+    fn from_gemma2(hf: HfGemma2Config, path: &Path) -> Result<Self> {
+        let bad = |field: &str, why: String| Error::Corrupt { path: path.into(), reason: format!("`{field}` {why}") };
+        let act = hf.hidden_activation.as_deref().unwrap_or("gelu_pytorch_tanh");
+        let activation = match Activation::from_hf(act) {
+            Some(a @ (Activation::GeluTanh | Activation::Gelu)) => a,
+            _ => return Err(bad("hidden_activation", format!("`{act}` is not supported (gelu_pytorch_tanh, gelu)"))),
+        };
+        if hf.attention_dropout.unwrap_or(0.0) != 0.0 {
+            return Err(bad("attention_dropout", "other than 0 is not supported".into()));
+        }
+        let heads = check_heads(hf.num_attention_heads, hf.hidden_size, path)?;
+        let layers = hf.num_hidden_layers;
+        // transformers' default: even layers (0, 2, ...) use the window.
+        let sliding = sliding_layers(hf.layer_types, layers, 2, path)?;
+        Ok(LlmConfig {
+            arch: Arch::Gemma2,
+            vocab_size: hf.vocab_size,
+            hidden_size: hf.hidden_size,
+            intermediate_size: hf.intermediate_size,
+            num_hidden_layers: layers,
+            num_attention_heads: heads,
+            num_key_value_heads: hf.num_key_value_heads.unwrap_or(heads),
+            head_dim: hf.head_dim.unwrap_or(256),
+            rms_norm_eps: hf.rms_norm_eps.unwrap_or(1e-6),
+            rope_theta: hf.rope_theta.unwrap_or(10_000.0),
+            tie_word_embeddings: hf.tie_word_embeddings.unwrap_or(true),
+            rope_scaling: None,
+            max_position_embeddings: hf.max_position_embeddings.unwrap_or(8192),
+            activation,
+            attention_bias: hf.attention_bias.unwrap_or(false),
+            mlp_bias: false,
+            bos_token_id: hf.bos_token_id.or(Some(2)),
+            eos_token_ids: hf.eos_token_id.map(TokenIds::into_vec).unwrap_or(vec![1]),
+            sliding_window: Some(hf.sliding_window.unwrap_or(4096)),
+            sliding_layers: Some(sliding),
+            rope_local_theta: None,
+            query_pre_attn_scalar: Some(hf.query_pre_attn_scalar.unwrap_or(256.0)),
+            attn_logit_softcapping: hf.attn_logit_softcapping,
+            final_logit_softcapping: hf.final_logit_softcapping,
+        })
+    }
+}
+
+/// Which layers use the sliding window: `layer_types` when given, else every layer but each
+/// `period`-th (transformers' default patterns: Gemma 2 alternates, Gemma 3 has one global layer
+/// in six).
+fn sliding_layers(types: Option<Vec<String>>, layers: i64, period: i64, path: &Path) -> Result<Vec<bool>> {
+    let bad = |why: String| Error::Corrupt { path: path.into(), reason: format!("`layer_types` {why}") };
+    match types {
+        Some(types) => {
+            if types.len() as i64 != layers {
+                return Err(bad(format!("has {} entries for {layers} layers", types.len())));
+            }
+            types
+                .iter()
+                .map(|t| match t.as_str() {
+                    "sliding_attention" => Ok(true),
+                    "full_attention" => Ok(false),
+                    other => Err(bad(format!("entry `{other}` is not supported"))),
+                })
+                .collect()
+        }
+        None => Ok((0..layers).map(|i| (i + 1) % period.max(1) != 0).collect()),
     }
 }
 
@@ -825,6 +917,21 @@ hf_mirror! {
     HfMistralConfig {
         hidden_act: Option<String>,
         sliding_window: Option<i64>,
+    }
+}
+
+hf_mirror! {
+    /// `Gemma2Config` (transformers 4.57.1).
+    HfGemma2Config {
+        hidden_activation: Option<String>,
+        attention_bias: Option<bool>,
+        query_pre_attn_scalar: Option<f64>,
+        sliding_window: Option<i64>,
+        layer_types: Option<Vec<String>>,
+        attn_logit_softcapping: Option<f64>,
+        final_logit_softcapping: Option<f64>,
+        #[serde(rename = "cache_implementation")]
+        _cache_implementation: Option<IgnoredAny>,
     }
 }
 

@@ -206,9 +206,24 @@ pub const GEMMA3_BLOCK: [BlockTensor; 13] = [
     linear("mlp.down_proj", "ffn_down", 6, &[Dim::Hidden, Dim::Intermediate], BiasRule::None, Permute::None),
 ];
 
+/// One Gemma 2 block: Gemma 3's without the per-head q/k norms.
+pub const GEMMA2_BLOCK: [BlockTensor; 11] = [
+    norm("input_layernorm", "attn_norm"),
+    norm("post_attention_layernorm", "post_attention_norm"),
+    norm("pre_feedforward_layernorm", "ffn_norm"),
+    norm("post_feedforward_layernorm", "post_ffw_norm"),
+    linear("self_attn.q_proj", "attn_q", 0, &[Dim::QueryWidth, Dim::Hidden], BiasRule::Attention, Permute::None),
+    linear("self_attn.k_proj", "attn_k", 1, &[Dim::KeyValueWidth, Dim::Hidden], BiasRule::Attention, Permute::None),
+    linear("self_attn.v_proj", "attn_v", 2, &[Dim::KeyValueWidth, Dim::Hidden], BiasRule::Attention, Permute::None),
+    linear("self_attn.o_proj", "attn_output", 3, &[Dim::Hidden, Dim::QueryWidth], BiasRule::Attention, Permute::None),
+    linear("mlp.gate_proj", "ffn_gate", 4, &[Dim::Intermediate, Dim::Hidden], BiasRule::None, Permute::None),
+    linear("mlp.up_proj", "ffn_up", 5, &[Dim::Intermediate, Dim::Hidden], BiasRule::None, Permute::None),
+    linear("mlp.down_proj", "ffn_down", 6, &[Dim::Hidden, Dim::Intermediate], BiasRule::None, Permute::None),
+];
+
 /// Whether llama.cpp's converter stored the family's RMSNorm weights as `1 + w` (Gemma's).
 pub fn gguf_norms_include_one(arch: Arch) -> bool {
-    matches!(arch, Arch::Gemma | Arch::Gemma3)
+    matches!(arch, Arch::Gemma | Arch::Gemma2 | Arch::Gemma3)
 }
 
 /// The block table of a family.
@@ -218,6 +233,7 @@ pub fn block_table(arch: Arch) -> &'static [BlockTensor] {
         Arch::Qwen2 => &QWEN2_BLOCK,
         Arch::Qwen3 => &QWEN3_BLOCK,
         Arch::Gemma3 => &GEMMA3_BLOCK,
+        Arch::Gemma2 => &GEMMA2_BLOCK,
     }
 }
 

@@ -18,7 +18,7 @@ use tch::Tensor;
 pub(crate) fn norm_scale(arch: Arch) -> NormScale {
     match arch {
         Arch::Llama | Arch::Qwen2 | Arch::Qwen3 | Arch::Mistral => NormScale::Weight,
-        Arch::Gemma | Arch::Gemma3 => NormScale::OnePlusWeight,
+        Arch::Gemma | Arch::Gemma2 | Arch::Gemma3 => NormScale::OnePlusWeight,
     }
 }
 
@@ -64,6 +64,9 @@ impl Block {
         }
         if let Some(s) = c.query_pre_attn_scalar {
             attn = attn.with_scale(1.0 / s.sqrt());
+        }
+        if let Some(cap) = c.attn_logit_softcapping {
+            attn = attn.with_softcap(cap);
         }
         let ffn_norms = match (norm("pre_feedforward_layernorm")?, norm("post_feedforward_layernorm")?) {
             (Some(pre), Some(post)) => Some((pre, post)),

@@ -1,5 +1,5 @@
 //! Decoder LLMs: GGUF and Hugging Face checkpoints, tokenizers, and the LLaMA-family decoders
-//! (LLaMA, Gemma, Gemma 3, Qwen2, Qwen3, Mistral): a layout table per family (`layout`), shared modules
+//! (LLaMA, Gemma, Gemma 2, Gemma 3, Qwen2, Qwen3, Mistral): a layout table per family (`layout`), shared modules
 //! (`attention`, `mlp`, `norm`, `rope`) composed into a block (`llama`), the model shell with
 //! cache, generation and loss (`model`, `generate`).
 

@@ -1,5 +1,5 @@
 //! Decoder-only causal LMs: LLaMA (Touvron et al., 2023), Gemma (Gemma Team, 2024), Qwen2,
-//! Qwen3, Mistral and Gemma 3, with MoRAM injection and a KV cache.
+//! Qwen3, Mistral, Gemma 2 and Gemma 3, with MoRAM injection and a KV cache.
 //!
 //! Mirrors `transformers` `modeling_llama.py` / `modeling_gemma.py` (parity fixtures from
 //! transformers 4.57.1, `tests/fixtures/llm/`; config semantics of 4.45.2, the version the official
@@ -186,7 +186,11 @@ impl CausalLm {
 
     /// Final norm and LM head: hidden states `(.., d)` to f32 logits `(.., vocab)`.
     pub(crate) fn logits(&self, h: &Tensor) -> Tensor {
-        self.norm.forward(h).linear(&self.lm_head, None::<Tensor>).to_kind(Kind::Float)
+        let logits = self.norm.forward(h).linear(&self.lm_head, None::<Tensor>);
+        match self.config.final_logit_softcapping {
+            Some(cap) => ((logits / cap).tanh() * cap).to_kind(Kind::Float),
+            None => logits.to_kind(Kind::Float),
+        }
     }
 
     /// The decoder stack: hidden states `(B, L, d)` before the final norm; extends `cache`.
@@ -216,7 +220,7 @@ impl CausalLm {
             return Err(Error::Input(format!("token ids must lie in [0, {}), found [{lo}, {hi}]", c.vocab_size)));
         }
         let mut h = Tensor::embedding(&self.embed, ids, -1, false, false);
-        if matches!(c.arch, Arch::Gemma | Arch::Gemma3) {
+        if matches!(c.arch, Arch::Gemma | Arch::Gemma2 | Arch::Gemma3) {
             // transformers rounds the normaliser to the hidden dtype before multiplying.
             let scale = Tensor::from((c.hidden_size as f64).sqrt() as f32).to_kind(h.kind()).to_device(h.device());
             h *= scale;
