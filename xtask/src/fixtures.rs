@@ -30,7 +30,7 @@ pub const REQUIREMENTS: [&str; 14] = [
 ];
 
 /// Generator scripts, relative to the workspace root, each writing next to itself.
-const GENERATORS: [&str; 13] = [
+const GENERATORS: [&str; 14] = [
     "tests/fixtures/core/generate.py",
     "tests/fixtures/clip/generate.py",
     "tests/fixtures/clip/generate_tokenizer.py",
@@ -40,6 +40,7 @@ const GENERATORS: [&str; 13] = [
     "tests/fixtures/llm/generate_llama.py",
     "tests/fixtures/llm/generate_gemma.py",
     "tests/fixtures/llm/generate_families.py",
+    "tests/fixtures/llm/generate_family_gguf.py",
     "tests/fixtures/llm/generate_gemma3_gguf.py",
     "tests/fixtures/llm/generate_tokenizer.py",
     "tests/fixtures/llm/generate_config_variants.py",

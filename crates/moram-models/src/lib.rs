@@ -14,10 +14,10 @@
 //!
 //! - [`llm`]: the GGUF reader (F32/F16/BF16, Q4_0 ... Q8_0 and the K-quants, checked against the
 //!   `gguf` Python package), LLM tokenizers (GGUF metadata or `tokenizer.json`), and LLaMA (GQA,
-//!   llama3 RoPE), Gemma, Gemma 2, Gemma 3, Qwen2, Qwen3 and Mistral decoders from Hugging Face or (LLaMA, Gemma 3) GGUF checkpoints
+//!   llama3 RoPE), Gemma, Gemma 2, Gemma 3, Qwen2, Qwen3 and Mistral decoders from Hugging Face or GGUF checkpoints (Gemma 1 from Hugging Face only)
 //!   with presets, a KV cache, batched generation, the causal-LM loss and MoRAM injection.
 //!
-//! **Not yet:** GGUF files of architectures other than LLaMA and Gemma 3.
+//! **Not yet:** Gemma (1) from GGUF, the `qwen2` GGUF pre-tokenizer.
 
 mod bytes;
 pub mod clip;

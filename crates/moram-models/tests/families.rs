@@ -163,3 +163,44 @@ fn gemma2_matches_transformers() -> anyhow::Result<()> {
     assert!((loss - e["loss"].double_value(&[0])).abs() <= 1e-5, "loss {loss}");
     Ok(())
 }
+
+/// GGUF files of the tiny Qwen2, Qwen3 and Gemma 2 checkpoints, laid out as llama.cpp converts
+/// these architectures (`generate_family_gguf.py`): the config read from `{arch}.*` metadata and
+/// the model built from llama.cpp names equal the Hugging Face ones.
+#[test]
+fn qwen_and_gemma2_gguf_files_equal_their_checkpoints() -> anyhow::Result<()> {
+    use moram_models::llm::GgufFile;
+    for name in ["qwen2", "qwen3", "gemma2"] {
+        let (hf, e) = load(name)?;
+        let file = GgufFile::open(dir().join(format!("tiny_{name}.gguf")))?;
+        let model = CausalLm::from_gguf(&file, Kind::Float, Device::Cpu)?;
+        let (a, b) = (hf.config(), model.config());
+        assert_eq!(
+            (a.arch, a.head_dim, a.num_key_value_heads, a.tie_word_embeddings, a.sliding_window),
+            (b.arch, b.head_dim, b.num_key_value_heads, b.tie_word_embeddings, b.sliding_window),
+            "{name}: config from metadata"
+        );
+        assert_eq!(
+            (a.sliding_layers.clone(), a.attn_logit_softcapping, a.final_logit_softcapping),
+            (b.sliding_layers.clone(), b.attn_logit_softcapping, b.final_logit_softcapping),
+            "{name}"
+        );
+        let logits = tch::no_grad(|| model.forward(&e["ids"], &mut KvCache::default()))?;
+        let reference = if name == "gemma2" {
+            // llama.cpp stores no query_pre_attn_scalar: it scales Gemma scores by head_dim^-1/2
+            // (hidden / heads for the 27B size). The tiny model's scalar (24) differs from its
+            // head_dim (16), so the file is compared with the checkpoint under llama.cpp's rule.
+            assert_eq!(b.query_pre_attn_scalar, Some(b.head_dim as f64));
+            let mut config = a.clone();
+            config.query_pre_attn_scalar = Some(a.head_dim as f64);
+            let source = WeightSource::open(dir().join("tiny_gemma2"))?;
+            let same_rule = CausalLm::from_hf(&source, &config, Kind::Float, Device::Cpu)?;
+            tch::no_grad(|| same_rule.forward(&e["ids"], &mut KvCache::default()))?
+        } else {
+            e["logits"].shallow_clone()
+        };
+        let diff = (&logits - &reference).abs().max().double_value(&[]);
+        assert!(diff <= 1e-4, "{name}: GGUF logits differ from the checkpoint's by {diff}");
+    }
+    Ok(())
+}
