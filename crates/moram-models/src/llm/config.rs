@@ -477,46 +477,19 @@ impl LlmConfig {
         if hf.pretraining_tp.is_some_and(|tp| tp != 1) {
             return Err(bad("pretraining_tp", "other than 1 is not supported".into()));
         }
-        if hf.attention_dropout.unwrap_or(0.0) != 0.0 {
-            return Err(bad("attention_dropout", "other than 0 is not supported".into()));
-        }
-        let rope_scaling = resolve_rope_scaling(hf.rope_scaling, path)?;
-        let heads = hf.num_attention_heads;
-        if heads <= 0 || hf.hidden_size <= 0 {
-            return Err(bad(
-                "num_attention_heads",
-                format!("{heads} and hidden_size {} must be positive", hf.hidden_size),
-            ));
-        }
+        let rope_scaling = resolve_rope_scaling(hf.rope_scaling.clone(), path)?;
+        let gemma = arch == Arch::Gemma;
+        let defaults = HfDefaults {
+            tie_word_embeddings: gemma,
+            max_position_embeddings: if gemma { 8192 } else { 2048 },
+            ..DEFAULTS
+        };
         Ok(LlmConfig {
-            arch,
-            vocab_size: hf.vocab_size,
-            hidden_size: hf.hidden_size,
-            intermediate_size: hf.intermediate_size,
-            num_hidden_layers: hf.num_hidden_layers,
-            num_attention_heads: heads,
-            num_key_value_heads: hf.num_key_value_heads.unwrap_or(heads),
-            head_dim: hf.head_dim.unwrap_or(hf.hidden_size / heads),
-            rms_norm_eps: hf.rms_norm_eps.unwrap_or(1e-6),
-            rope_theta: hf.rope_theta.unwrap_or(10_000.0),
-            tie_word_embeddings: hf.tie_word_embeddings.unwrap_or(arch == Arch::Gemma),
             rope_scaling,
-            max_position_embeddings: hf.max_position_embeddings.unwrap_or(if arch == Arch::Gemma {
-                8192
-            } else {
-                2048
-            }),
             activation,
             attention_bias: hf.attention_bias.unwrap_or(false),
             mlp_bias: hf.mlp_bias.unwrap_or(false),
-            bos_token_id: hf.bos_token_id,
-            eos_token_ids: hf.eos_token_id.map(TokenIds::into_vec).unwrap_or_default(),
-            sliding_window: None,
-            sliding_layers: None,
-            rope_local_theta: None,
-            query_pre_attn_scalar: None,
-            attn_logit_softcapping: None,
-            final_logit_softcapping: None,
+            ..hf.shared(arch, &defaults, path)?
         })
     }
 
@@ -534,43 +507,16 @@ impl LlmConfig {
         if Activation::from_hf(act) != Some(Activation::Silu) {
             return Err(bad("hidden_act", format!("`{act}` is not supported (silu)")));
         }
-        if hf.attention_dropout.unwrap_or(0.0) != 0.0 {
-            return Err(bad("attention_dropout", "other than 0 is not supported".into()));
-        }
         if arch == Arch::Qwen2 && hf.attention_bias.is_some() {
             return Err(bad("attention_bias", "is not a Qwen2 field (its q/k/v always have biases)".into()));
         }
-        let heads = check_heads(hf.num_attention_heads, hf.hidden_size, path)?;
         // Qwen2 derives the head width; Qwen3Config defaults it to 128.
-        let head_dim = match arch {
-            Arch::Qwen3 => hf.head_dim.unwrap_or(128),
-            _ => hf.head_dim.unwrap_or(hf.hidden_size / heads),
-        };
+        let head_dim = if arch == Arch::Qwen3 { Some(128) } else { None };
+        let defaults = HfDefaults { head_dim, max_position_embeddings: 32_768, ..DEFAULTS };
         Ok(LlmConfig {
-            arch,
-            vocab_size: hf.vocab_size,
-            hidden_size: hf.hidden_size,
-            intermediate_size: hf.intermediate_size,
-            num_hidden_layers: hf.num_hidden_layers,
-            num_attention_heads: heads,
-            num_key_value_heads: hf.num_key_value_heads.unwrap_or(heads),
-            head_dim,
-            rms_norm_eps: hf.rms_norm_eps.unwrap_or(1e-6),
-            rope_theta: hf.rope_theta.unwrap_or(10_000.0),
-            tie_word_embeddings: hf.tie_word_embeddings.unwrap_or(false),
-            rope_scaling: resolve_rope_scaling(hf.rope_scaling, path)?,
-            max_position_embeddings: hf.max_position_embeddings.unwrap_or(32_768),
-            activation: Activation::Silu,
+            rope_scaling: resolve_rope_scaling(hf.rope_scaling.clone(), path)?,
             attention_bias: hf.attention_bias.unwrap_or(false),
-            mlp_bias: false,
-            bos_token_id: hf.bos_token_id,
-            eos_token_ids: hf.eos_token_id.map(TokenIds::into_vec).unwrap_or_default(),
-            sliding_window: None,
-            sliding_layers: None,
-            rope_local_theta: None,
-            query_pre_attn_scalar: None,
-            attn_logit_softcapping: None,
-            final_logit_softcapping: None,
+            ..hf.shared(arch, &defaults, path)?
         })
     }
 }
@@ -583,38 +529,14 @@ impl LlmConfig {
         if Activation::from_hf(act) != Some(Activation::Silu) {
             return Err(bad("hidden_act", format!("`{act}` is not supported (silu)")));
         }
-        if hf.attention_dropout.unwrap_or(0.0) != 0.0 {
-            return Err(bad("attention_dropout", "other than 0 is not supported".into()));
-        }
         if hf.sliding_window.is_some_and(|w| w < 1) {
             return Err(bad("sliding_window", "must be at least 1 (or null for full attention)".into()));
         }
-        let heads = check_heads(hf.num_attention_heads, hf.hidden_size, path)?;
+        let defaults = HfDefaults { max_position_embeddings: 4096 * 32, ..DEFAULTS };
         Ok(LlmConfig {
             arch: Arch::Mistral,
-            vocab_size: hf.vocab_size,
-            hidden_size: hf.hidden_size,
-            intermediate_size: hf.intermediate_size,
-            num_hidden_layers: hf.num_hidden_layers,
-            num_attention_heads: heads,
-            num_key_value_heads: hf.num_key_value_heads.unwrap_or(heads),
-            head_dim: hf.head_dim.unwrap_or(hf.hidden_size / heads),
-            rms_norm_eps: hf.rms_norm_eps.unwrap_or(1e-6),
-            rope_theta: hf.rope_theta.unwrap_or(10_000.0),
-            tie_word_embeddings: hf.tie_word_embeddings.unwrap_or(false),
-            rope_scaling: None,
-            max_position_embeddings: hf.max_position_embeddings.unwrap_or(4096 * 32),
-            activation: Activation::Silu,
-            attention_bias: false,
-            mlp_bias: false,
-            bos_token_id: hf.bos_token_id,
-            eos_token_ids: hf.eos_token_id.map(TokenIds::into_vec).unwrap_or_default(),
             sliding_window: hf.sliding_window,
-            sliding_layers: None,
-            rope_local_theta: None,
-            query_pre_attn_scalar: None,
-            attn_logit_softcapping: None,
-            final_logit_softcapping: None,
+            ..hf.shared(Arch::Mistral, &defaults, path)?
         })
     }
 }
@@ -631,39 +553,30 @@ impl LlmConfig {
         if hf.use_bidirectional_attention == Some(true) {
             return Err(bad("use_bidirectional_attention", "is not supported (causal LMs only)".into()));
         }
-        if hf.attention_dropout.unwrap_or(0.0) != 0.0 {
-            return Err(bad("attention_dropout", "other than 0 is not supported".into()));
-        }
-        let heads = check_heads(hf.num_attention_heads, hf.hidden_size, path)?;
         let layers = hf.num_hidden_layers;
         // transformers' default pattern: every `_sliding_window_pattern`-th layer is global.
         let pattern = hf.sliding_window_pattern.unwrap_or(6).max(1);
-        let sliding = sliding_layers(hf.layer_types, layers, pattern, path)?;
+        let sliding = sliding_layers(hf.layer_types.as_deref(), layers, pattern, path)?;
+        let defaults = HfDefaults {
+            head_dim: Some(256),
+            rope_theta: 1_000_000.0,
+            tie_word_embeddings: true,
+            max_position_embeddings: 131_072,
+            bos_token_id: Some(2),
+            eos_token_ids: &[1],
+            ..DEFAULTS
+        };
         Ok(LlmConfig {
-            arch: Arch::Gemma3,
-            vocab_size: hf.vocab_size,
-            hidden_size: hf.hidden_size,
-            intermediate_size: hf.intermediate_size,
-            num_hidden_layers: layers,
-            num_attention_heads: heads,
-            num_key_value_heads: hf.num_key_value_heads.unwrap_or(heads),
-            head_dim: hf.head_dim.unwrap_or(256),
-            rms_norm_eps: hf.rms_norm_eps.unwrap_or(1e-6),
-            rope_theta: hf.rope_theta.unwrap_or(1_000_000.0),
-            tie_word_embeddings: hf.tie_word_embeddings.unwrap_or(true),
-            rope_scaling: resolve_rope_scaling(hf.rope_scaling, path)?,
-            max_position_embeddings: hf.max_position_embeddings.unwrap_or(131_072),
+            rope_scaling: resolve_rope_scaling(hf.rope_scaling.clone(), path)?,
             activation,
             attention_bias: hf.attention_bias.unwrap_or(false),
-            mlp_bias: false,
-            bos_token_id: hf.bos_token_id.or(Some(2)),
-            eos_token_ids: hf.eos_token_id.map(TokenIds::into_vec).unwrap_or(vec![1]),
             sliding_window: Some(hf.sliding_window.unwrap_or(4096)),
             sliding_layers: Some(sliding),
             rope_local_theta: Some(hf.rope_local_base_freq.unwrap_or(10_000.0)),
             query_pre_attn_scalar: Some(hf.query_pre_attn_scalar.unwrap_or(256.0)),
             attn_logit_softcapping: hf.attn_logit_softcapping,
             final_logit_softcapping: hf.final_logit_softcapping,
+            ..hf.shared(Arch::Gemma3, &defaults, path)?
         })
     }
 }
@@ -677,38 +590,26 @@ impl LlmConfig {
             Some(a @ (Activation::GeluTanh | Activation::Gelu)) => a,
             _ => return Err(bad("hidden_activation", format!("`{act}` is not supported (gelu_pytorch_tanh, gelu)"))),
         };
-        if hf.attention_dropout.unwrap_or(0.0) != 0.0 {
-            return Err(bad("attention_dropout", "other than 0 is not supported".into()));
-        }
-        let heads = check_heads(hf.num_attention_heads, hf.hidden_size, path)?;
         let layers = hf.num_hidden_layers;
         // transformers' default: even layers (0, 2, ...) use the window.
-        let sliding = sliding_layers(hf.layer_types, layers, 2, path)?;
+        let sliding = sliding_layers(hf.layer_types.as_deref(), layers, 2, path)?;
+        let defaults = HfDefaults {
+            head_dim: Some(256),
+            tie_word_embeddings: true,
+            max_position_embeddings: 8192,
+            bos_token_id: Some(2),
+            eos_token_ids: &[1],
+            ..DEFAULTS
+        };
         Ok(LlmConfig {
-            arch: Arch::Gemma2,
-            vocab_size: hf.vocab_size,
-            hidden_size: hf.hidden_size,
-            intermediate_size: hf.intermediate_size,
-            num_hidden_layers: layers,
-            num_attention_heads: heads,
-            num_key_value_heads: hf.num_key_value_heads.unwrap_or(heads),
-            head_dim: hf.head_dim.unwrap_or(256),
-            rms_norm_eps: hf.rms_norm_eps.unwrap_or(1e-6),
-            rope_theta: hf.rope_theta.unwrap_or(10_000.0),
-            tie_word_embeddings: hf.tie_word_embeddings.unwrap_or(true),
-            rope_scaling: None,
-            max_position_embeddings: hf.max_position_embeddings.unwrap_or(8192),
             activation,
             attention_bias: hf.attention_bias.unwrap_or(false),
-            mlp_bias: false,
-            bos_token_id: hf.bos_token_id.or(Some(2)),
-            eos_token_ids: hf.eos_token_id.map(TokenIds::into_vec).unwrap_or(vec![1]),
             sliding_window: Some(hf.sliding_window.unwrap_or(4096)),
             sliding_layers: Some(sliding),
-            rope_local_theta: None,
             query_pre_attn_scalar: Some(hf.query_pre_attn_scalar.unwrap_or(256.0)),
             attn_logit_softcapping: hf.attn_logit_softcapping,
             final_logit_softcapping: hf.final_logit_softcapping,
+            ..hf.shared(Arch::Gemma2, &defaults, path)?
         })
     }
 }
@@ -716,7 +617,7 @@ impl LlmConfig {
 /// Which layers use the sliding window: `layer_types` when given, else every layer but each
 /// `period`-th (transformers' default patterns: Gemma 2 alternates, Gemma 3 has one global layer
 /// in six).
-fn sliding_layers(types: Option<Vec<String>>, layers: i64, period: i64, path: &Path) -> Result<Vec<bool>> {
+fn sliding_layers(types: Option<&[String]>, layers: i64, period: i64, path: &Path) -> Result<Vec<bool>> {
     let bad = |why: String| Error::Corrupt { path: path.into(), reason: format!("`layer_types` {why}") };
     match types {
         Some(types) => {
@@ -839,8 +740,71 @@ macro_rules! hf_mirror {
             #[serde(rename = "return_dict")]
             _return_dict: Option<IgnoredAny>,
         }
+
+        impl $name {
+            /// The fields every family reads the same way, with the family's defaults `d`, after
+            /// checking the head count and that attention dropout is 0; the family-specific
+            /// fields are left neutral (SiLU, no biases, no window) for the family to set.
+            fn shared(&self, arch: Arch, d: &HfDefaults, path: &Path) -> Result<LlmConfig> {
+                if self.attention_dropout.unwrap_or(0.0) != 0.0 {
+                    return Err(Error::Corrupt {
+                        path: path.into(),
+                        reason: "`attention_dropout` other than 0 is not supported".into(),
+                    });
+                }
+                let heads = check_heads(self.num_attention_heads, self.hidden_size, path)?;
+                Ok(LlmConfig {
+                    arch,
+                    vocab_size: self.vocab_size,
+                    hidden_size: self.hidden_size,
+                    intermediate_size: self.intermediate_size,
+                    num_hidden_layers: self.num_hidden_layers,
+                    num_attention_heads: heads,
+                    num_key_value_heads: self.num_key_value_heads.unwrap_or(heads),
+                    head_dim: self.head_dim.or(d.head_dim).unwrap_or(self.hidden_size / heads),
+                    rms_norm_eps: self.rms_norm_eps.unwrap_or(d.rms_norm_eps),
+                    rope_theta: self.rope_theta.unwrap_or(d.rope_theta),
+                    tie_word_embeddings: self.tie_word_embeddings.unwrap_or(d.tie_word_embeddings),
+                    rope_scaling: None,
+                    max_position_embeddings: self.max_position_embeddings.unwrap_or(d.max_position_embeddings),
+                    activation: Activation::Silu,
+                    attention_bias: false,
+                    mlp_bias: false,
+                    bos_token_id: self.bos_token_id.or(d.bos_token_id),
+                    eos_token_ids: self.eos_token_id.clone().map_or_else(|| d.eos_token_ids.to_vec(), TokenIds::into_vec),
+                    sliding_window: None,
+                    sliding_layers: None,
+                    rope_local_theta: None,
+                    query_pre_attn_scalar: None,
+                    attn_logit_softcapping: None,
+                    final_logit_softcapping: None,
+                })
+            }
+        }
     };
 }
+
+/// What a family's `config.json` means when a shared field is absent (its transformers defaults).
+struct HfDefaults {
+    head_dim: Option<i64>,
+    rms_norm_eps: f64,
+    rope_theta: f64,
+    tie_word_embeddings: bool,
+    max_position_embeddings: i64,
+    bos_token_id: Option<i64>,
+    eos_token_ids: &'static [i64],
+}
+
+/// Defaults of most families: head width from the heads, eps 1e-6, RoPE base 10,000, untied head.
+const DEFAULTS: HfDefaults = HfDefaults {
+    head_dim: None,
+    rms_norm_eps: 1e-6,
+    rope_theta: 10_000.0,
+    tie_word_embeddings: false,
+    max_position_embeddings: 2048,
+    bos_token_id: None,
+    eos_token_ids: &[],
+};
 
 hf_mirror! {
     /// `LlamaConfig` / `GemmaConfig` (the two share their fields in transformers 4.45.2).
@@ -913,7 +877,7 @@ hf_mirror! {
 
 /// `rope_scaling`: the type under `rope_type` (or the older `type`) and its parameters. Other
 /// keys are not errors here: they belong to scaling types moram refuses by name.
-#[derive(Deserialize)]
+#[derive(Clone, Deserialize)]
 struct HfRopeScaling {
     rope_type: Option<String>,
     #[serde(rename = "type")]
@@ -925,7 +889,7 @@ struct HfRopeScaling {
 }
 
 /// `eos_token_id`: one id or several.
-#[derive(Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(untagged)]
 enum TokenIds {
     One(i64),
