@@ -5,8 +5,8 @@
 //! key/value metadata; per tensor its name, dimensions (innermost first), ggml type and offset;
 //! then the data section, aligned to `general.alignment` (default 32). The file is memory-mapped.
 //!
-//! Dequantised types: F32, F16, BF16, Q8_0, Q4_0, Q4_1 (block formats of `ggml-quants.c`, done
-//! with libtorch ops on whole tensors) and Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K
+//! Dequantised types: F32, F16, BF16, Q4_0, Q4_1 (block formats of `ggml-quants.c`, done with
+//! libtorch ops on whole tensors) and Q8_0, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K
 //! (`quants.rs`, per block in parallel). Every other type (IQ-quants, ternary, MXFP4, the
 //! repacked `Q4_0_4_4`-style layouts) is refused by name. No well-kept Rust crate both parses GGUF
 //! and dequantises without pulling in a second tensor library, so this reader is ours.
@@ -264,6 +264,7 @@ impl GgmlType {
             GgmlType::Q4_0 => "Q4_0",
             GgmlType::Q4_1 => "Q4_1",
             GgmlType::Block(b) => match b {
+                BlockType::Q8_0 => "Q8_0",
                 BlockType::Q5_0 => "Q5_0",
                 BlockType::Q5_1 => "Q5_1",
                 BlockType::Q2K => "Q2_K",
@@ -595,7 +596,8 @@ impl GgufFile {
         let start = self.data_start + info.offset as usize;
         let bytes = &self.mmap[start..start + n / per_block * block_bytes];
         let flat = match info.ggml_type {
-            GgmlType::Block(b) => Tensor::from_slice(&quants::dequantise_blocks(b, bytes)),
+            GgmlType::Block(b) => quants::dequantise_tensor(b, bytes),
+            GgmlType::Q8_0 => quants::dequantise_tensor(BlockType::Q8_0, bytes),
             ty => {
                 let raw = Tensor::f_from_data_size(bytes, &[(n / per_block) as i64, block_bytes as i64], Kind::Uint8)?;
                 dequantise(&raw, ty)
@@ -612,10 +614,6 @@ fn dequantise(raw: &Tensor, ty: GgmlType) -> Tensor {
         GgmlType::F32 => raw.contiguous().view_dtype(Kind::Float).reshape([-1]),
         GgmlType::F16 => raw.contiguous().view_dtype(Kind::Half).to_kind(Kind::Float).reshape([-1]),
         GgmlType::Bf16 => raw.contiguous().view_dtype(Kind::BFloat16).to_kind(Kind::Float).reshape([-1]),
-        GgmlType::Q8_0 => {
-            let q = raw.narrow(1, 2, 32).contiguous().view_dtype(Kind::Int8).to_kind(Kind::Float);
-            (q * half(0)).reshape([-1])
-        }
         GgmlType::Q4_0 | GgmlType::Q4_1 => {
             let first = if ty == GgmlType::Q4_0 { 2 } else { 4 };
             let qs = raw.narrow(1, first, 16).to_kind(Kind::Int);
@@ -624,6 +622,6 @@ fn dequantise(raw: &Tensor, ty: GgmlType) -> Tensor {
             let w = if ty == GgmlType::Q4_0 { (q - 8.0) * half(0) } else { q * half(0) + half(2) };
             w.reshape([-1])
         }
-        GgmlType::Block(_) | GgmlType::Unsupported(..) => unreachable!("dispatched by the caller"),
+        GgmlType::Q8_0 | GgmlType::Block(_) | GgmlType::Unsupported(..) => unreachable!("dispatched by the caller"),
     }
 }
