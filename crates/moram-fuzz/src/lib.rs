@@ -18,7 +18,7 @@ use moram_cl::config::RunConfig;
 use moram_cl::report::{markdown, summarize_run, Results};
 use moram_models::clip::preprocess::{eval_pixels, train_pixels};
 use moram_models::clip::Rgb8;
-use moram_models::llm::{GgufFile, LlmConfig, LlmTokenizer};
+use moram_models::llm::{GgmlType, GgufFile, LlmConfig, LlmTokenizer};
 use moram_models::WeightSource;
 use rand::SeedableRng;
 use std::path::Path;
@@ -139,23 +139,19 @@ pub fn gguf(data: &[u8]) -> Outcome {
     Ok(())
 }
 
-/// The ggml types `gguf_dequant` picks from (id, elements per block, bytes per block).
-pub(crate) const DEQUANT_TYPES: &[(u32, usize, usize)] = &[
-    (0, 1, 4),      // F32
-    (1, 1, 2),      // F16
-    (30, 1, 2),     // BF16
-    (8, 32, 34),    // Q8_0
-    (2, 32, 18),    // Q4_0
-    (3, 32, 20),    // Q4_1
-    (6, 32, 22),    // Q5_0
-    (7, 32, 24),    // Q5_1
-    (10, 256, 84),  // Q2_K
-    (11, 256, 110), // Q3_K
-    (12, 256, 144), // Q4_K
-    (13, 256, 176), // Q5_K
-    (14, 256, 210), // Q6_K
-    (15, 256, 292), // Q8_K
-];
+/// The ggml type ids `gguf_dequant` picks from: every type moram dequantises.
+const DEQUANT_IDS: [u32; 14] = [0, 1, 30, 8, 2, 3, 6, 7, 10, 11, 12, 13, 14, 15];
+
+/// The `i`-th (modulo) dequantised type: `(id, elements per block, bytes per block)` as the GGUF
+/// reader knows them.
+pub(crate) fn dequant_type(i: usize) -> (u32, usize, usize) {
+    let id = DEQUANT_IDS[i % DEQUANT_IDS.len()];
+    let (per_block, block_bytes) = GgmlType::from_id(id).block().expect("every listed id is dequantised");
+    (id, per_block, block_bytes)
+}
+
+/// How many types `gguf_dequant` covers.
+pub(crate) const DEQUANT_TYPE_COUNT: usize = DEQUANT_IDS.len();
 
 /// Builds a one-tensor GGUF v3 file: a `1 x n` tensor of type `ty` over `payload`.
 pub fn one_tensor_gguf(ty: u32, n: u64, payload: &[u8]) -> Vec<u8> {
@@ -178,11 +174,10 @@ pub fn one_tensor_gguf(ty: u32, n: u64, payload: &[u8]) -> Vec<u8> {
 }
 
 /// Dequantisation: the first byte picks a type, the rest (cut to whole blocks) is the tensor's
-/// data. The result has one value per element, and values decoded from finite scales and
-/// integer quants are finite or come from non-finite f16/f32 inputs.
+/// data. The result has one value per element.
 pub fn gguf_dequant(data: &[u8]) -> Outcome {
     let Some((&pick, payload)) = data.split_first() else { return Err(refuse("empty input")) };
-    let (ty, per_block, block_bytes) = DEQUANT_TYPES[pick as usize % DEQUANT_TYPES.len()];
+    let (ty, per_block, block_bytes) = dequant_type(pick as usize);
     let blocks = payload.len() / block_bytes;
     if blocks == 0 {
         return Err(refuse("less than one block"));

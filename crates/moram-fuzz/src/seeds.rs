@@ -60,7 +60,8 @@ pub fn seeds(root: &Path, assets: Option<&Path>) -> std::io::Result<Vec<Seed>> {
             out.push(seed("gguf", format!("head-{name}"), head, false));
         }
     }
-    for (i, &(_, per_block, block_bytes)) in crate::DEQUANT_TYPES.iter().enumerate() {
+    for i in 0..crate::DEQUANT_TYPE_COUNT {
+        let (_, per_block, block_bytes) = crate::dequant_type(i);
         let mut bytes = vec![i as u8];
         bytes.extend(pseudo_random(i as u64, 2 * block_bytes));
         out.push(seed("gguf_dequant", format!("type{i}-{per_block}x{block_bytes}"), bytes, true));

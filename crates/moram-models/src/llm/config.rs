@@ -54,6 +54,9 @@ pub enum Arch {
     Gemma2,
 }
 
+/// A named preset: its name and the function that builds it.
+pub type Preset = (&'static str, fn() -> LlmConfig);
+
 /// A decoder-only causal LM.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LlmConfig {
@@ -286,36 +289,29 @@ impl LlmConfig {
         }
     }
 
-    /// Every preset name, in [`LlmConfig::preset`] order.
-    pub const PRESETS: [&'static str; 11] = [
-        "llama2-7b",
-        "llama3.2-1b",
-        "llama3.1-8b",
-        "gemma-2b",
-        "qwen2.5-0.5b",
-        "qwen2.5-1.5b",
-        "qwen2.5-7b",
-        "qwen3-0.6b",
-        "mistral-7b",
-        "gemma3-270m",
-        "gemma2-2b",
+    /// Every preset: its name and the function that builds it.
+    pub const PRESETS: [Preset; 11] = [
+        ("llama2-7b", Self::llama2_7b),
+        ("llama3.2-1b", Self::llama32_1b),
+        ("llama3.1-8b", Self::llama31_8b),
+        ("gemma-2b", Self::gemma_2b),
+        ("qwen2.5-0.5b", Self::qwen25_05b),
+        ("qwen2.5-1.5b", Self::qwen25_15b),
+        ("qwen2.5-7b", Self::qwen25_7b),
+        ("qwen3-0.6b", Self::qwen3_06b),
+        ("mistral-7b", Self::mistral_7b),
+        ("gemma3-270m", Self::gemma3_270m),
+        ("gemma2-2b", Self::gemma2_2b),
     ];
 
     /// A preset by name (see [`LlmConfig::PRESETS`]).
     pub fn preset(name: &str) -> Result<Self> {
-        match name {
-            "llama2-7b" => Ok(Self::llama2_7b()),
-            "llama3.2-1b" => Ok(Self::llama32_1b()),
-            "llama3.1-8b" => Ok(Self::llama31_8b()),
-            "gemma-2b" => Ok(Self::gemma_2b()),
-            "qwen2.5-0.5b" => Ok(Self::qwen25_05b()),
-            "qwen2.5-1.5b" => Ok(Self::qwen25_15b()),
-            "qwen2.5-7b" => Ok(Self::qwen25_7b()),
-            "qwen3-0.6b" => Ok(Self::qwen3_06b()),
-            "mistral-7b" => Ok(Self::mistral_7b()),
-            "gemma3-270m" => Ok(Self::gemma3_270m()),
-            "gemma2-2b" => Ok(Self::gemma2_2b()),
-            other => Err(Error::Target(format!("`{other}` is not an LLM preset; valid: {}", Self::PRESETS.join(", ")))),
+        match Self::PRESETS.iter().find(|(n, _)| *n == name) {
+            Some((_, build)) => Ok(build()),
+            None => {
+                let names: Vec<&str> = Self::PRESETS.iter().map(|(n, _)| *n).collect();
+                Err(Error::Target(format!("`{name}` is not an LLM preset; valid: {}", names.join(", "))))
+            }
         }
     }
 
@@ -477,7 +473,7 @@ impl LlmConfig {
         if hf.pretraining_tp.is_some_and(|tp| tp != 1) {
             return Err(bad("pretraining_tp", "other than 1 is not supported".into()));
         }
-        let rope_scaling = resolve_rope_scaling(hf.rope_scaling.clone(), path)?;
+        let rope_scaling = resolve_rope_scaling(hf.rope_scaling.as_ref(), path)?;
         let gemma = arch == Arch::Gemma;
         let defaults = HfDefaults {
             tie_word_embeddings: gemma,
@@ -514,7 +510,7 @@ impl LlmConfig {
         let head_dim = if arch == Arch::Qwen3 { Some(128) } else { None };
         let defaults = HfDefaults { head_dim, max_position_embeddings: 32_768, ..DEFAULTS };
         Ok(LlmConfig {
-            rope_scaling: resolve_rope_scaling(hf.rope_scaling.clone(), path)?,
+            rope_scaling: resolve_rope_scaling(hf.rope_scaling.as_ref(), path)?,
             attention_bias: hf.attention_bias.unwrap_or(false),
             ..hf.shared(arch, &defaults, path)?
         })
@@ -545,11 +541,7 @@ impl LlmConfig {
     /// A Gemma 3 text `config.json` (`gemma3_text`) as transformers 4.57.1 reads it.
     fn from_gemma3(hf: HfGemma3Config, path: &Path) -> Result<Self> {
         let bad = |field: &str, why: String| Error::Corrupt { path: path.into(), reason: format!("`{field}` {why}") };
-        let act = hf.hidden_activation.as_deref().unwrap_or("gelu_pytorch_tanh");
-        let activation = match Activation::from_hf(act) {
-            Some(a @ (Activation::GeluTanh | Activation::Gelu)) => a,
-            _ => return Err(bad("hidden_activation", format!("`{act}` is not supported (gelu_pytorch_tanh, gelu)"))),
-        };
+        let activation = gemma_activation(hf.hidden_activation.as_deref(), path)?;
         if hf.use_bidirectional_attention == Some(true) {
             return Err(bad("use_bidirectional_attention", "is not supported (causal LMs only)".into()));
         }
@@ -567,7 +559,7 @@ impl LlmConfig {
             ..DEFAULTS
         };
         Ok(LlmConfig {
-            rope_scaling: resolve_rope_scaling(hf.rope_scaling.clone(), path)?,
+            rope_scaling: resolve_rope_scaling(hf.rope_scaling.as_ref(), path)?,
             activation,
             attention_bias: hf.attention_bias.unwrap_or(false),
             sliding_window: Some(hf.sliding_window.unwrap_or(4096)),
@@ -584,12 +576,7 @@ impl LlmConfig {
 impl LlmConfig {
     /// A Gemma 2 `config.json` as transformers 4.57.1 reads it.
     fn from_gemma2(hf: HfGemma2Config, path: &Path) -> Result<Self> {
-        let bad = |field: &str, why: String| Error::Corrupt { path: path.into(), reason: format!("`{field}` {why}") };
-        let act = hf.hidden_activation.as_deref().unwrap_or("gelu_pytorch_tanh");
-        let activation = match Activation::from_hf(act) {
-            Some(a @ (Activation::GeluTanh | Activation::Gelu)) => a,
-            _ => return Err(bad("hidden_activation", format!("`{act}` is not supported (gelu_pytorch_tanh, gelu)"))),
-        };
+        let activation = gemma_activation(hf.hidden_activation.as_deref(), path)?;
         let layers = hf.num_hidden_layers;
         // transformers' default: even layers (0, 2, ...) use the window.
         let sliding = sliding_layers(hf.layer_types.as_deref(), layers, 2, path)?;
@@ -611,6 +598,18 @@ impl LlmConfig {
             final_logit_softcapping: hf.final_logit_softcapping,
             ..hf.shared(Arch::Gemma2, &defaults, path)?
         })
+    }
+}
+
+/// Gemma 2/3's `hidden_activation` (tanh GELU when absent).
+fn gemma_activation(name: Option<&str>, path: &Path) -> Result<Activation> {
+    let act = name.unwrap_or("gelu_pytorch_tanh");
+    match Activation::from_hf(act) {
+        Some(a @ (Activation::GeluTanh | Activation::Gelu)) => Ok(a),
+        _ => Err(Error::Corrupt {
+            path: path.into(),
+            reason: format!("`hidden_activation` `{act}` is not supported (gelu_pytorch_tanh, gelu)"),
+        }),
     }
 }
 
@@ -664,11 +663,11 @@ fn check_heads(heads: i64, hidden: i64, path: &Path) -> Result<i64> {
 }
 
 /// `rope_scaling` as transformers resolves it, for the types moram implements.
-fn resolve_rope_scaling(rs: Option<HfRopeScaling>, path: &Path) -> Result<Option<RopeScaling>> {
+fn resolve_rope_scaling(rs: Option<&HfRopeScaling>, path: &Path) -> Result<Option<RopeScaling>> {
     let bad = |why: String| Error::Corrupt { path: path.into(), reason: format!("`rope_scaling` {why}") };
     let Some(rs) = rs else { return Ok(None) };
     let g = |v: Option<f64>, k: &str| v.ok_or_else(|| bad(format!("lacks `{k}`")));
-    let scaling = match rs.rope_type.or(rs.kind).as_deref().unwrap_or("") {
+    let scaling = match rs.rope_type.as_deref().or(rs.kind.as_deref()).unwrap_or("") {
         "default" => None,
         "linear" => Some(RopeScaling::Linear { factor: g(rs.factor, "factor")? }),
         "dynamic" => Some(RopeScaling::Dynamic { factor: g(rs.factor, "factor")? }),
@@ -877,7 +876,7 @@ hf_mirror! {
 
 /// `rope_scaling`: the type under `rope_type` (or the older `type`) and its parameters. Other
 /// keys are not errors here: they belong to scaling types moram refuses by name.
-#[derive(Clone, Deserialize)]
+#[derive(Deserialize)]
 struct HfRopeScaling {
     rope_type: Option<String>,
     #[serde(rename = "type")]

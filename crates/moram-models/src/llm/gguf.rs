@@ -179,7 +179,8 @@ pub enum GgmlType {
 }
 
 impl GgmlType {
-    fn from_id(id: u32) -> GgmlType {
+    /// The type with ggml id `id` (unknown ids become [`GgmlType::Unsupported`]).
+    pub fn from_id(id: u32) -> GgmlType {
         const NAMES: [&str; 40] = [
             "F32",
             "F16",
@@ -242,7 +243,7 @@ impl GgmlType {
     }
 
     /// `(weights per block, bytes per block)`.
-    fn block(self) -> Option<(usize, usize)> {
+    pub fn block(self) -> Option<(usize, usize)> {
         match self {
             GgmlType::F32 => Some((1, 4)),
             GgmlType::F16 | GgmlType::Bf16 => Some((1, 2)),

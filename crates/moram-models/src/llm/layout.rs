@@ -1,9 +1,11 @@
-//! The tensor layouts of the decoder families moram builds: one table per block layout that names
-//! every tensor in Hugging Face and GGUF key space with its shape, whether it is an adaptable
-//! linear layer, its bias rule and llama.cpp's q/k row permutation. LLaMA and Gemma share
-//! [`LLAMA_BLOCK`]; Qwen2 has [`QWEN2_BLOCK`] (q/k/v biases), Qwen3 [`QWEN3_BLOCK`] (per-head q/k
-//! norms). Building, loading (both formats), the strict checkpoint check, injection targets,
-//! parameter counts and `base_tensors` all read the family's table ([`block_table`]).
+//! The tensor layouts of the decoder families moram builds: one [`BlockLayout`] per family that
+//! names every tensor in Hugging Face and GGUF key space with its shape, whether it is an
+//! adaptable linear layer, its bias rule and llama.cpp's q/k row permutation. LLaMA, Gemma and
+//! Mistral share [`LLAMA_BLOCK`]; Qwen2 has [`QWEN2_BLOCK`] (q/k/v biases), Qwen3 [`QWEN3_BLOCK`]
+//! (per-head q/k norms), Gemma 2/3 [`GEMMA2_BLOCK`] / [`GEMMA3_BLOCK`] (norms around attention and
+//! MLP). The seven linear layers differ only in their bias rules and permutation ([`linears`]).
+//! Building, loading (both formats), the strict checkpoint check, injection targets, parameter
+//! counts and `base_tensors` all read the family's layout ([`block_table`]).
 
 use super::config::{Arch, LlmConfig};
 use crate::target::ModuleNames;
@@ -128,6 +130,23 @@ const fn linear(
     BlockTensor { hf, gguf, module: Some(LINEAR_MODULES[module]), shape, bias, permute }
 }
 
+/// The seven linear layers of a block in [`LINEAR_MODULES`] order: q/k/v take `qkv_bias`, o
+/// takes `o_bias`, the MLP `mlp_bias`; `permuted` says whether llama.cpp permutes q/k rows
+/// (LLaMA-architecture files only).
+const fn linears(qkv_bias: BiasRule, o_bias: BiasRule, mlp_bias: BiasRule, permuted: bool) -> [BlockTensor; 7] {
+    let (q_perm, k_perm) =
+        if permuted { (Permute::QueryHeads, Permute::KeyValueHeads) } else { (Permute::None, Permute::None) };
+    [
+        linear("self_attn.q_proj", "attn_q", 0, &[Dim::QueryWidth, Dim::Hidden], qkv_bias, q_perm),
+        linear("self_attn.k_proj", "attn_k", 1, &[Dim::KeyValueWidth, Dim::Hidden], qkv_bias, k_perm),
+        linear("self_attn.v_proj", "attn_v", 2, &[Dim::KeyValueWidth, Dim::Hidden], qkv_bias, Permute::None),
+        linear("self_attn.o_proj", "attn_output", 3, &[Dim::Hidden, Dim::QueryWidth], o_bias, Permute::None),
+        linear("mlp.gate_proj", "ffn_gate", 4, &[Dim::Intermediate, Dim::Hidden], mlp_bias, Permute::None),
+        linear("mlp.up_proj", "ffn_up", 5, &[Dim::Intermediate, Dim::Hidden], mlp_bias, Permute::None),
+        linear("mlp.down_proj", "ffn_down", 6, &[Dim::Hidden, Dim::Intermediate], mlp_bias, Permute::None),
+    ]
+}
+
 const fn norm(hf: &'static str, gguf: &'static str) -> BlockTensor {
     BlockTensor { hf, gguf, module: None, shape: &[Dim::Hidden], bias: BiasRule::None, permute: Permute::None }
 }
@@ -136,98 +155,82 @@ const fn head_norm(hf: &'static str, gguf: &'static str) -> BlockTensor {
     BlockTensor { hf, gguf, module: None, shape: &[Dim::HeadDim], bias: BiasRule::None, permute: Permute::None }
 }
 
-/// One LLaMA / Gemma block: the two norms, then the seven linear layers in [`LINEAR_MODULES`]
-/// order (the order `base_tensors` and checkpoint checks list them in).
-pub const LLAMA_BLOCK: [BlockTensor; 9] = [
-    norm("input_layernorm", "attn_norm"),
-    norm("post_attention_layernorm", "ffn_norm"),
-    linear("self_attn.q_proj", "attn_q", 0, &[Dim::QueryWidth, Dim::Hidden], BiasRule::Attention, Permute::QueryHeads),
-    linear(
-        "self_attn.k_proj",
-        "attn_k",
-        1,
-        &[Dim::KeyValueWidth, Dim::Hidden],
-        BiasRule::Attention,
-        Permute::KeyValueHeads,
-    ),
-    linear("self_attn.v_proj", "attn_v", 2, &[Dim::KeyValueWidth, Dim::Hidden], BiasRule::Attention, Permute::None),
-    linear("self_attn.o_proj", "attn_output", 3, &[Dim::Hidden, Dim::QueryWidth], BiasRule::Attention, Permute::None),
-    linear("mlp.gate_proj", "ffn_gate", 4, &[Dim::Intermediate, Dim::Hidden], BiasRule::Mlp, Permute::None),
-    linear("mlp.up_proj", "ffn_up", 5, &[Dim::Intermediate, Dim::Hidden], BiasRule::Mlp, Permute::None),
-    linear("mlp.down_proj", "ffn_down", 6, &[Dim::Hidden, Dim::Intermediate], BiasRule::Mlp, Permute::None),
-];
+/// A family's block: its norms, then its seven linear layers (the order `base_tensors` and
+/// checkpoint checks list them in).
+#[derive(Debug)]
+pub struct BlockLayout {
+    /// RMSNorm weights, in table order.
+    pub norms: &'static [BlockTensor],
+    /// The adaptable linear layers, in [`LINEAR_MODULES`] order.
+    pub linears: [BlockTensor; 7],
+}
 
-/// One Qwen2 / Qwen2.5 block: as LLaMA's, with biases on q/k/v (never on o or the MLP), and no
-/// row permutation in GGUF files (llama.cpp permutes LLaMA-architecture q/k only).
-pub const QWEN2_BLOCK: [BlockTensor; 9] = [
-    norm("input_layernorm", "attn_norm"),
-    norm("post_attention_layernorm", "ffn_norm"),
-    linear("self_attn.q_proj", "attn_q", 0, &[Dim::QueryWidth, Dim::Hidden], BiasRule::Always, Permute::None),
-    linear("self_attn.k_proj", "attn_k", 1, &[Dim::KeyValueWidth, Dim::Hidden], BiasRule::Always, Permute::None),
-    linear("self_attn.v_proj", "attn_v", 2, &[Dim::KeyValueWidth, Dim::Hidden], BiasRule::Always, Permute::None),
-    linear("self_attn.o_proj", "attn_output", 3, &[Dim::Hidden, Dim::QueryWidth], BiasRule::None, Permute::None),
-    linear("mlp.gate_proj", "ffn_gate", 4, &[Dim::Intermediate, Dim::Hidden], BiasRule::None, Permute::None),
-    linear("mlp.up_proj", "ffn_up", 5, &[Dim::Intermediate, Dim::Hidden], BiasRule::None, Permute::None),
-    linear("mlp.down_proj", "ffn_down", 6, &[Dim::Hidden, Dim::Intermediate], BiasRule::None, Permute::None),
-];
+impl BlockLayout {
+    /// Every tensor of the block: norms, then linear layers.
+    pub fn tensors(&self) -> impl Iterator<Item = &BlockTensor> {
+        self.norms.iter().chain(&self.linears)
+    }
+}
 
-/// One Qwen3 block: LLaMA's with RMSNorms over each query and key head (`head_dim` wide), biases
-/// under `attention_bias` (q/k/v/o), none in the MLP, no GGUF row permutation.
-pub const QWEN3_BLOCK: [BlockTensor; 11] = [
-    norm("input_layernorm", "attn_norm"),
-    norm("post_attention_layernorm", "ffn_norm"),
-    head_norm("self_attn.q_norm", "attn_q_norm"),
-    head_norm("self_attn.k_norm", "attn_k_norm"),
-    linear("self_attn.q_proj", "attn_q", 0, &[Dim::QueryWidth, Dim::Hidden], BiasRule::Attention, Permute::None),
-    linear("self_attn.k_proj", "attn_k", 1, &[Dim::KeyValueWidth, Dim::Hidden], BiasRule::Attention, Permute::None),
-    linear("self_attn.v_proj", "attn_v", 2, &[Dim::KeyValueWidth, Dim::Hidden], BiasRule::Attention, Permute::None),
-    linear("self_attn.o_proj", "attn_output", 3, &[Dim::Hidden, Dim::QueryWidth], BiasRule::Attention, Permute::None),
-    linear("mlp.gate_proj", "ffn_gate", 4, &[Dim::Intermediate, Dim::Hidden], BiasRule::None, Permute::None),
-    linear("mlp.up_proj", "ffn_up", 5, &[Dim::Intermediate, Dim::Hidden], BiasRule::None, Permute::None),
-    linear("mlp.down_proj", "ffn_down", 6, &[Dim::Hidden, Dim::Intermediate], BiasRule::None, Permute::None),
-];
+/// LLaMA / Gemma / Mistral: two norms; biases under `attention_bias` / `mlp_bias`; q/k permuted
+/// in GGUF files.
+pub const LLAMA_BLOCK: BlockLayout = BlockLayout {
+    norms: &[norm("input_layernorm", "attn_norm"), norm("post_attention_layernorm", "ffn_norm")],
+    linears: linears(BiasRule::Attention, BiasRule::Attention, BiasRule::Mlp, true),
+};
 
-/// One Gemma 3 block: norms before and after attention and MLP (llama.cpp names them
-/// `attn_norm`, `post_attention_norm`, `ffn_norm`, `post_ffw_norm`), per-head q/k norms, biases
-/// under `attention_bias`, no GGUF row permutation.
-pub const GEMMA3_BLOCK: [BlockTensor; 13] = [
+/// Qwen2 / Qwen2.5: LLaMA's norms, biases on q/k/v (never on o or the MLP), no GGUF row
+/// permutation (llama.cpp permutes LLaMA-architecture q/k only).
+pub const QWEN2_BLOCK: BlockLayout =
+    BlockLayout { norms: LLAMA_BLOCK.norms, linears: linears(BiasRule::Always, BiasRule::None, BiasRule::None, false) };
+
+/// Qwen3: LLaMA's norms plus RMSNorms over each query and key head (`head_dim` wide), biases under
+/// `attention_bias` (q/k/v/o), none in the MLP, no GGUF row permutation.
+pub const QWEN3_BLOCK: BlockLayout = BlockLayout {
+    norms: &[
+        norm("input_layernorm", "attn_norm"),
+        norm("post_attention_layernorm", "ffn_norm"),
+        head_norm("self_attn.q_norm", "attn_q_norm"),
+        head_norm("self_attn.k_norm", "attn_k_norm"),
+    ],
+    linears: linears(BiasRule::Attention, BiasRule::Attention, BiasRule::None, false),
+};
+
+/// The norms around attention and MLP of Gemma 2 and 3 (llama.cpp names them `attn_norm`,
+/// `post_attention_norm`, `ffn_norm`, `post_ffw_norm`).
+const GEMMA_SANDWICH: [BlockTensor; 4] = [
     norm("input_layernorm", "attn_norm"),
     norm("post_attention_layernorm", "post_attention_norm"),
     norm("pre_feedforward_layernorm", "ffn_norm"),
     norm("post_feedforward_layernorm", "post_ffw_norm"),
-    head_norm("self_attn.q_norm", "attn_q_norm"),
-    head_norm("self_attn.k_norm", "attn_k_norm"),
-    linear("self_attn.q_proj", "attn_q", 0, &[Dim::QueryWidth, Dim::Hidden], BiasRule::Attention, Permute::None),
-    linear("self_attn.k_proj", "attn_k", 1, &[Dim::KeyValueWidth, Dim::Hidden], BiasRule::Attention, Permute::None),
-    linear("self_attn.v_proj", "attn_v", 2, &[Dim::KeyValueWidth, Dim::Hidden], BiasRule::Attention, Permute::None),
-    linear("self_attn.o_proj", "attn_output", 3, &[Dim::Hidden, Dim::QueryWidth], BiasRule::Attention, Permute::None),
-    linear("mlp.gate_proj", "ffn_gate", 4, &[Dim::Intermediate, Dim::Hidden], BiasRule::None, Permute::None),
-    linear("mlp.up_proj", "ffn_up", 5, &[Dim::Intermediate, Dim::Hidden], BiasRule::None, Permute::None),
-    linear("mlp.down_proj", "ffn_down", 6, &[Dim::Hidden, Dim::Intermediate], BiasRule::None, Permute::None),
 ];
 
-/// One Gemma 2 block: Gemma 3's without the per-head q/k norms.
-pub const GEMMA2_BLOCK: [BlockTensor; 11] = [
-    norm("input_layernorm", "attn_norm"),
-    norm("post_attention_layernorm", "post_attention_norm"),
-    norm("pre_feedforward_layernorm", "ffn_norm"),
-    norm("post_feedforward_layernorm", "post_ffw_norm"),
-    linear("self_attn.q_proj", "attn_q", 0, &[Dim::QueryWidth, Dim::Hidden], BiasRule::Attention, Permute::None),
-    linear("self_attn.k_proj", "attn_k", 1, &[Dim::KeyValueWidth, Dim::Hidden], BiasRule::Attention, Permute::None),
-    linear("self_attn.v_proj", "attn_v", 2, &[Dim::KeyValueWidth, Dim::Hidden], BiasRule::Attention, Permute::None),
-    linear("self_attn.o_proj", "attn_output", 3, &[Dim::Hidden, Dim::QueryWidth], BiasRule::Attention, Permute::None),
-    linear("mlp.gate_proj", "ffn_gate", 4, &[Dim::Intermediate, Dim::Hidden], BiasRule::None, Permute::None),
-    linear("mlp.up_proj", "ffn_up", 5, &[Dim::Intermediate, Dim::Hidden], BiasRule::None, Permute::None),
-    linear("mlp.down_proj", "ffn_down", 6, &[Dim::Hidden, Dim::Intermediate], BiasRule::None, Permute::None),
-];
+/// Gemma 2: the sandwich norms, biases under `attention_bias`, no GGUF row permutation.
+pub const GEMMA2_BLOCK: BlockLayout = BlockLayout {
+    norms: &GEMMA_SANDWICH,
+    linears: linears(BiasRule::Attention, BiasRule::Attention, BiasRule::None, false),
+};
+
+/// Gemma 3: Gemma 2's block plus per-head q/k norms.
+pub const GEMMA3_BLOCK: BlockLayout = BlockLayout {
+    norms: &[
+        GEMMA_SANDWICH[0],
+        GEMMA_SANDWICH[1],
+        GEMMA_SANDWICH[2],
+        GEMMA_SANDWICH[3],
+        head_norm("self_attn.q_norm", "attn_q_norm"),
+        head_norm("self_attn.k_norm", "attn_k_norm"),
+    ],
+    linears: GEMMA2_BLOCK.linears,
+};
 
 /// Whether llama.cpp's converter stored the family's RMSNorm weights as `1 + w` (Gemma's).
 pub fn gguf_norms_include_one(arch: Arch) -> bool {
     matches!(arch, Arch::Gemma | Arch::Gemma2 | Arch::Gemma3)
 }
 
-/// The block table of a family.
-pub fn block_table(arch: Arch) -> &'static [BlockTensor] {
+/// The block layout of a family.
+pub fn block_table(arch: Arch) -> &'static BlockLayout {
     match arch {
         Arch::Llama | Arch::Gemma | Arch::Mistral => &LLAMA_BLOCK,
         Arch::Qwen2 => &QWEN2_BLOCK,
@@ -248,12 +251,12 @@ pub const LLAMA_GLOBALS: [(&str, &str, &[Dim]); 3] = [
 /// The adaptable linear layers of a family's block, in [`LINEAR_MODULES`] order (every family has
 /// the same seven; their bias rules and permutations differ).
 pub fn block_linears(arch: Arch) -> impl Iterator<Item = &'static BlockTensor> {
-    block_table(arch).iter().filter(|t| t.module.is_some())
+    block_table(arch).linears.iter()
 }
 
 /// The norms of a family's block, in table order.
 pub fn block_norms(arch: Arch) -> impl Iterator<Item = &'static BlockTensor> {
-    block_table(arch).iter().filter(|t| t.module.is_none())
+    block_table(arch).norms.iter()
 }
 
 /// Every tensor of a Hugging Face checkpoint for `config`, with its shape (biases before their
@@ -267,7 +270,7 @@ pub fn hf_tensors(config: &LlmConfig) -> Vec<(String, Vec<i64>)> {
         v.push((hf.to_string(), shape.iter().map(|d| d.size(config)).collect()));
     }
     for i in 0..config.num_hidden_layers {
-        for t in block_table(config.arch) {
+        for t in block_table(config.arch).tensors() {
             let shape = t.weight_shape(config);
             if t.has_bias(config) {
                 v.push((format!("model.layers.{i}.{}.bias", t.hf), vec![shape[0]]));
@@ -287,7 +290,7 @@ pub fn gguf_name(arch: Arch, hf: &str) -> (String, Permute) {
     let parsed = hf.strip_prefix("model.layers.").and_then(|rest| {
         let (i, tail) = rest.split_once('.')?;
         let (module, kind) = tail.rsplit_once('.')?;
-        let t = block_table(arch).iter().find(|t| t.hf == module)?;
+        let t = block_table(arch).tensors().find(|t| t.hf == module)?;
         Some((format!("blk.{i}.{}.{kind}", t.gguf), t.permute))
     });
     parsed.unwrap_or_else(|| (hf.to_string(), Permute::None))
