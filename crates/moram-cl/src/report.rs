@@ -86,6 +86,19 @@ pub struct Results {
 }
 
 impl Results {
+    /// The results of `state` run with `config` (summaries once every task is finished).
+    pub fn of_run(state: &RunState, config: &RunConfig) -> Result<Self> {
+        let summary = if state.is_complete() { Some(summarize_run(state)?) } else { None };
+        Ok(Results {
+            name: config.name.clone(),
+            method: config.method.name.name(),
+            state: state.clone(),
+            summary,
+            config: config.flatten(),
+            versions: versions(),
+        })
+    }
+
     /// Parses a `results.json` and checks its run state (see [`RunState::check`]); `path` names
     /// the file in errors.
     pub fn from_json_str(text: &str, path: &Path) -> Result<Self> {
@@ -116,15 +129,7 @@ pub fn summarize_run(state: &RunState) -> Result<Summaries> {
 
 /// Writes `results.json`, `results.csv` and `results.md`.
 pub fn write_all(dir: &Path, state: &RunState, config: &RunConfig) -> Result<()> {
-    let summary = if state.is_complete() { Some(summarize_run(state)?) } else { None };
-    let results = Results {
-        name: config.name.clone(),
-        method: config.method.name.name(),
-        state: state.clone(),
-        summary,
-        config: config.flatten(),
-        versions: versions(),
-    };
+    let results = Results::of_run(state, config)?;
     let json = serde_json::to_string_pretty(&results)
         .map_err(|e| Error::Checkpoint { path: dir.join("results.json"), message: e.to_string() })?;
     write_atomic(&dir.join("results.json"), json.as_bytes())?;

@@ -7,7 +7,7 @@
 use moram_cl::analysis::{LayerRouting, RoutingDiagnostics};
 use moram_cl::checkpoint::{RunState, TaskRecord};
 use moram_cl::config::RunConfig;
-use moram_cl::report::{summarize_run, Results};
+use moram_cl::report::Results;
 use moram_core::{AtomBank, MoramConfig};
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -272,15 +272,7 @@ fn run_files(root: &Path) -> Result<(Vec<u8>, Vec<u8>), String> {
         });
         state.adapters.push(format!("adapter-task{i}.safetensors"));
     }
-    let summary = Some(summarize_run(&state).map_err(|e| e.to_string())?);
-    let results = Results {
-        name: config.name.clone(),
-        method: config.method.name.name(),
-        state: state.clone(),
-        summary,
-        config: config.flatten(),
-        versions: BTreeMap::new(),
-    };
+    let results = Results::of_run(&state, &config).map_err(|e| e.to_string())?;
     let json = |r: serde_json::Result<String>| r.map(String::into_bytes).map_err(|e| e.to_string());
     Ok((json(serde_json::to_string_pretty(&state))?, json(serde_json::to_string_pretty(&results))?))
 }

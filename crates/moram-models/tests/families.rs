@@ -23,6 +23,24 @@ fn load(name: &str) -> anyhow::Result<(CausalLm, HashMap<String, Tensor>)> {
     Ok((model, expected))
 }
 
+/// The parity checks every family passes against its `transformers` reference `e`: logits within
+/// 1e-4, identical greedy tokens (8 after a 9-token prompt, cached), the masked loss within 1e-5.
+/// Returns the logits for family-specific checks.
+fn assert_matches_transformers(name: &str, model: &CausalLm, e: &HashMap<String, Tensor>) -> anyhow::Result<Tensor> {
+    let logits = tch::no_grad(|| model.forward(&e["ids"], &mut KvCache::default()))?;
+    let diff = (&logits - &e["logits"]).abs().max().double_value(&[]);
+    assert!(diff <= 1e-4, "{name}: logits differ by {diff}");
+    for row in 0..2 {
+        let prompt = Vec::<i64>::try_from(e["ids"].get(row).narrow(0, 0, 9))?;
+        let greedy = model.generate_greedy(&prompt, 8, &[])?;
+        assert_eq!(greedy, Vec::<i64>::try_from(e["greedy"].get(row))?, "{name}: prompt {row}");
+    }
+    let loss = model.causal_lm_loss(&e["train_ids"], &e["labels"], Some(&e["train_mask"]))?.double_value(&[]);
+    let want = e["loss"].double_value(&[0]);
+    assert!((loss - want).abs() <= 1e-5, "{name}: loss {loss} vs {want}");
+    Ok(logits)
+}
+
 #[test]
 fn configs_resolve_as_transformers_does() -> anyhow::Result<()> {
     let (q2, _) = load("qwen2")?;
@@ -40,17 +58,7 @@ fn configs_resolve_as_transformers_does() -> anyhow::Result<()> {
 fn logits_greedy_tokens_and_loss_match_transformers() -> anyhow::Result<()> {
     for name in ["qwen2", "qwen3"] {
         let (model, e) = load(name)?;
-        let logits = tch::no_grad(|| model.forward(&e["ids"], &mut KvCache::default()))?;
-        let diff = (&logits - &e["logits"]).abs().max().double_value(&[]);
-        assert!(diff <= 1e-4, "{name}: logits differ by {diff}");
-        for row in 0..2 {
-            let prompt = Vec::<i64>::try_from(e["ids"].get(row).narrow(0, 0, 9))?;
-            let greedy = model.generate_greedy(&prompt, 8, &[])?;
-            assert_eq!(greedy, Vec::<i64>::try_from(e["greedy"].get(row))?, "{name}: prompt {row}");
-        }
-        let loss = model.causal_lm_loss(&e["train_ids"], &e["labels"], Some(&e["train_mask"]))?.double_value(&[]);
-        let want = e["loss"].double_value(&[0]);
-        assert!((loss - want).abs() <= 1e-5, "{name}: loss {loss} vs {want}");
+        let _logits = assert_matches_transformers(name, &model, &e)?;
     }
     Ok(())
 }
@@ -96,15 +104,7 @@ fn sliding_window_configs_are_refused_by_name() -> anyhow::Result<()> {
 fn mistral_sliding_window_matches_transformers() -> anyhow::Result<()> {
     let (model, e) = load("mistral")?;
     assert_eq!((model.config().arch, model.config().sliding_window), (Arch::Mistral, Some(5)));
-    let logits = tch::no_grad(|| model.forward(&e["ids"], &mut KvCache::default()))?;
-    let diff = (&logits - &e["logits"]).abs().max().double_value(&[]);
-    assert!(diff <= 1e-4, "logits differ by {diff}");
-    for row in 0..2 {
-        let prompt = Vec::<i64>::try_from(e["ids"].get(row).narrow(0, 0, 9))?;
-        assert_eq!(model.generate_greedy(&prompt, 8, &[])?, Vec::<i64>::try_from(e["greedy"].get(row))?, "row {row}");
-    }
-    let loss = model.causal_lm_loss(&e["train_ids"], &e["labels"], Some(&e["train_mask"]))?.double_value(&[]);
-    assert!((loss - e["loss"].double_value(&[0])).abs() <= 1e-5, "loss {loss}");
+    let _logits = assert_matches_transformers("mistral", &model, &e)?;
     // Without the window the same weights give other logits: the test above is not vacuous.
     let mut full = model.config().clone();
     full.sliding_window = None;
@@ -126,15 +126,7 @@ fn gemma3_matches_transformers() -> anyhow::Result<()> {
         (c.arch, c.sliding_window, c.sliding_layers.clone()),
         (Arch::Gemma3, Some(4), Some(vec![true, false, true]))
     );
-    let logits = tch::no_grad(|| model.forward(&e["ids"], &mut KvCache::default()))?;
-    let diff = (&logits - &e["logits"]).abs().max().double_value(&[]);
-    assert!(diff <= 1e-4, "logits differ by {diff}");
-    for row in 0..2 {
-        let prompt = Vec::<i64>::try_from(e["ids"].get(row).narrow(0, 0, 9))?;
-        assert_eq!(model.generate_greedy(&prompt, 8, &[])?, Vec::<i64>::try_from(e["greedy"].get(row))?, "row {row}");
-    }
-    let loss = model.causal_lm_loss(&e["train_ids"], &e["labels"], Some(&e["train_mask"]))?.double_value(&[]);
-    assert!((loss - e["loss"].double_value(&[0])).abs() <= 1e-5, "loss {loss}");
+    let _logits = assert_matches_transformers("gemma3", &model, &e)?;
     let source = WeightSource::open(dir().join("tiny_gemma3"))?;
     let mut keys: Vec<String> = model.base_tensors().into_iter().map(|(k, _)| k).collect();
     keys.sort();
@@ -151,16 +143,8 @@ fn gemma2_matches_transformers() -> anyhow::Result<()> {
     let c = model.config();
     assert_eq!((c.arch, c.sliding_layers.clone()), (Arch::Gemma2, Some(vec![true, false, true])));
     assert_eq!((c.attn_logit_softcapping, c.final_logit_softcapping), (Some(0.5), Some(2.0)));
-    let logits = tch::no_grad(|| model.forward(&e["ids"], &mut KvCache::default()))?;
-    let diff = (&logits - &e["logits"]).abs().max().double_value(&[]);
-    assert!(diff <= 1e-4, "logits differ by {diff}");
+    let logits = assert_matches_transformers("gemma2", &model, &e)?;
     assert!(logits.abs().max().double_value(&[]) <= 2.0, "the final cap bounds every logit");
-    for row in 0..2 {
-        let prompt = Vec::<i64>::try_from(e["ids"].get(row).narrow(0, 0, 9))?;
-        assert_eq!(model.generate_greedy(&prompt, 8, &[])?, Vec::<i64>::try_from(e["greedy"].get(row))?, "row {row}");
-    }
-    let loss = model.causal_lm_loss(&e["train_ids"], &e["labels"], Some(&e["train_mask"]))?.double_value(&[]);
-    assert!((loss - e["loss"].double_value(&[0])).abs() <= 1e-5, "loss {loss}");
     Ok(())
 }
 
