@@ -30,13 +30,14 @@ pub const REQUIREMENTS: [&str; 14] = [
 ];
 
 /// Generator scripts, relative to the workspace root, each writing next to itself.
-const GENERATORS: [&str; 14] = [
+const GENERATORS: [&str; 15] = [
     "tests/fixtures/core/generate.py",
     "tests/fixtures/clip/generate.py",
     "tests/fixtures/clip/generate_tokenizer.py",
     "tests/fixtures/clip/generate_preprocess.py",
     "tests/fixtures/llm/generate_gguf.py",
     "tests/fixtures/llm/generate_gguf_tokenizer.py",
+    "tests/fixtures/llm/generate_qwen2_tokenizer.py",
     "tests/fixtures/llm/generate_llama.py",
     "tests/fixtures/llm/generate_gemma.py",
     "tests/fixtures/llm/generate_families.py",

@@ -14,10 +14,9 @@
 //!
 //! - [`llm`]: the GGUF reader (F32/F16/BF16, Q4_0 ... Q8_0 and the K-quants, checked against the
 //!   `gguf` Python package), LLM tokenizers (GGUF metadata or `tokenizer.json`), and LLaMA (GQA,
-//!   llama3 RoPE), Gemma, Gemma 2, Gemma 3, Qwen2, Qwen3 and Mistral decoders from Hugging Face or GGUF checkpoints (Gemma 1 from Hugging Face only)
-//!   with presets, a KV cache, batched generation, the causal-LM loss and MoRAM injection.
-//!
-//! **Not yet:** Gemma (1) from GGUF, the `qwen2` GGUF pre-tokenizer.
+//!   llama3 RoPE), Gemma, Gemma 2, Gemma 3, Qwen2, Qwen3 and Mistral decoders from Hugging Face
+//!   or GGUF checkpoints with presets, a KV cache, batched generation, the causal-LM loss and
+//!   MoRAM injection.
 
 mod bytes;
 pub mod clip;

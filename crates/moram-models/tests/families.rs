@@ -148,13 +148,13 @@ fn gemma2_matches_transformers() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// GGUF files of the tiny Qwen2, Qwen3 and Gemma 2 checkpoints, laid out as llama.cpp converts
-/// these architectures (`generate_family_gguf.py`): the config read from `{arch}.*` metadata and
+/// GGUF files of the tiny Qwen2, Qwen3, Gemma 2 and Gemma checkpoints, laid out as llama.cpp
+/// converts these architectures (`generate_family_gguf.py`): the config read from `{arch}.*` metadata and
 /// the model built from llama.cpp names equal the Hugging Face ones.
 #[test]
-fn qwen_and_gemma2_gguf_files_equal_their_checkpoints() -> anyhow::Result<()> {
+fn qwen_and_gemma_gguf_files_equal_their_checkpoints() -> anyhow::Result<()> {
     use moram_models::llm::GgufFile;
-    for name in ["qwen2", "qwen3", "gemma2"] {
+    for name in ["qwen2", "qwen3", "gemma2", "gemma"] {
         let (hf, e) = load(name)?;
         let file = GgufFile::open(dir().join(format!("tiny_{name}.gguf")))?;
         let model = CausalLm::from_gguf(&file, Kind::Float, Device::Cpu)?;
@@ -165,8 +165,8 @@ fn qwen_and_gemma2_gguf_files_equal_their_checkpoints() -> anyhow::Result<()> {
             "{name}: config from metadata"
         );
         assert_eq!(
-            (a.sliding_layers.clone(), a.attn_logit_softcapping, a.final_logit_softcapping),
-            (b.sliding_layers.clone(), b.attn_logit_softcapping, b.final_logit_softcapping),
+            (a.sliding_layers.clone(), a.attn_logit_softcapping, a.final_logit_softcapping, a.activation),
+            (b.sliding_layers.clone(), b.attn_logit_softcapping, b.final_logit_softcapping, b.activation),
             "{name}"
         );
         let logits = tch::no_grad(|| model.forward(&e["ids"], &mut KvCache::default()))?;

@@ -341,8 +341,8 @@ impl LlmConfig {
         embed + self.num_hidden_layers * block + self.hidden_size + if self.tie_word_embeddings { 0 } else { embed }
     }
 
-    /// Reads a llama.cpp GGUF file's `{architecture}.*` metadata (`llama`, `qwen2`, `qwen3`,
-    /// `gemma2`, `gemma3`) and which tensors exist (biases, `output.weight`). What llama.cpp fixes
+    /// Reads a llama.cpp GGUF file's `{architecture}.*` metadata (`llama`, `gemma`, `qwen2`,
+    /// `qwen3`, `gemma2`, `gemma3`) and which tensors exist (biases, `output.weight`). What llama.cpp fixes
     /// in code instead of storing, this fixes the same way: Gemma 3's local layers use RoPE base
     /// 10,000 with a global layer every sixth, Gemma 2 alternates windowed and global layers, and
     /// Gemma scores are scaled by `head_dim^-1/2` (every size but the 27B ones).
@@ -351,18 +351,17 @@ impl LlmConfig {
         let name = gguf.get("general.architecture").and_then(Value::as_str).unwrap_or("<missing>");
         let arch = match name {
             "llama" => Arch::Llama,
+            "gemma" => Arch::Gemma,
             "qwen2" => Arch::Qwen2,
             "qwen3" => Arch::Qwen3,
             "gemma2" => Arch::Gemma2,
             "gemma3" => Arch::Gemma3,
-            _ => {
-                return Err(Error::Corrupt {
-                    path: path.into(),
-                    reason: format!(
-                        "general.architecture `{name}` is not supported yet (llama, qwen2, qwen3, gemma2, gemma3)"
-                    ),
-                })
-            }
+            _ => return Err(Error::Corrupt {
+                path: path.into(),
+                reason: format!(
+                    "general.architecture `{name}` is not supported yet (llama, gemma, qwen2, qwen3, gemma2, gemma3)"
+                ),
+            }),
         };
         let key = |k: &str| format!("{name}.{k}");
         let u = |k: &str| gguf.require_u64(&key(k)).map(|v| v as i64);
@@ -405,7 +404,7 @@ impl LlmConfig {
             tie_word_embeddings: !has("lm_head.weight"),
             rope_scaling: None,
             max_position_embeddings: opt("context_length").unwrap_or(4096),
-            activation: if gemma { Activation::GeluTanh } else { Activation::Silu },
+            activation: if gemma || arch == Arch::Gemma { Activation::GeluTanh } else { Activation::Silu },
             attention_bias: has("model.layers.0.self_attn.q_proj.bias"),
             mlp_bias: has("model.layers.0.mlp.up_proj.bias"),
             bos_token_id: id("tokenizer.ggml.bos_token_id"),

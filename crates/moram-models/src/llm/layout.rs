@@ -1,7 +1,7 @@
 //! The tensor layouts of the decoder families moram builds: one [`BlockLayout`] per family that
 //! names every tensor in Hugging Face and GGUF key space with its shape, whether it is an
-//! adaptable linear layer, its bias rule and llama.cpp's q/k row permutation. LLaMA, Gemma and
-//! Mistral share [`LLAMA_BLOCK`]; Qwen2 has [`QWEN2_BLOCK`] (q/k/v biases), Qwen3 [`QWEN3_BLOCK`]
+//! adaptable linear layer, its bias rule and llama.cpp's q/k row permutation. LLaMA and Mistral
+//! share [`LLAMA_BLOCK`], Gemma (1) has it without the GGUF permutation ([`GEMMA_BLOCK`]); Qwen2 has [`QWEN2_BLOCK`] (q/k/v biases), Qwen3 [`QWEN3_BLOCK`]
 //! (per-head q/k norms), Gemma 2/3 [`GEMMA2_BLOCK`] / [`GEMMA3_BLOCK`] (norms around attention and
 //! MLP). The seven linear layers differ only in their bias rules and permutation ([`linears`]).
 //! Building, loading (both formats), the strict checkpoint check, injection targets, parameter
@@ -172,11 +172,18 @@ impl BlockLayout {
     }
 }
 
-/// LLaMA / Gemma / Mistral: two norms; biases under `attention_bias` / `mlp_bias`; q/k permuted
-/// in GGUF files.
+/// LLaMA / Mistral: two norms; biases under `attention_bias` / `mlp_bias`; q/k permuted in GGUF
+/// files.
 pub const LLAMA_BLOCK: BlockLayout = BlockLayout {
     norms: &[norm("input_layernorm", "attn_norm"), norm("post_attention_layernorm", "ffn_norm")],
     linears: linears(BiasRule::Attention, BiasRule::Attention, BiasRule::Mlp, true),
+};
+
+/// Gemma (1): LLaMA's block without the GGUF row permutation (llama.cpp's `gemma` converter stores
+/// q/k as Hugging Face does).
+pub const GEMMA_BLOCK: BlockLayout = BlockLayout {
+    norms: LLAMA_BLOCK.norms,
+    linears: linears(BiasRule::Attention, BiasRule::Attention, BiasRule::Mlp, false),
 };
 
 /// Qwen2 / Qwen2.5: LLaMA's norms, biases on q/k/v (never on o or the MLP), no GGUF row
@@ -232,7 +239,8 @@ pub fn gguf_norms_include_one(arch: Arch) -> bool {
 /// The block layout of a family.
 pub fn block_table(arch: Arch) -> &'static BlockLayout {
     match arch {
-        Arch::Llama | Arch::Gemma | Arch::Mistral => &LLAMA_BLOCK,
+        Arch::Llama | Arch::Mistral => &LLAMA_BLOCK,
+        Arch::Gemma => &GEMMA_BLOCK,
         Arch::Qwen2 => &QWEN2_BLOCK,
         Arch::Qwen3 => &QWEN3_BLOCK,
         Arch::Gemma3 => &GEMMA3_BLOCK,

@@ -5,7 +5,8 @@
 //! GGUF byte-level BPE (`tokenizer.ggml.model = gpt2`): vocabulary and merges from the metadata,
 //! control tokens (type 3) as special tokens, GPT-2 byte-level pre-tokenisation, preceded for the
 //! `smollm` / `starcoder` pre-tokenizer types by splitting numbers into single digits (as
-//! llama.cpp's pre-tokenizer table and SmolLM2's own `tokenizer.json` do). BOS is prepended only
+//! llama.cpp's pre-tokenizer table and SmolLM2's own `tokenizer.json` do); the `qwen2` type is
+//! Qwen2's `tokenizer.json` pipeline (NFC, Qwen's split regex, byte-level). BOS is prepended only
 //! when `tokenizer.ggml.add_bos_token` says so.
 //!
 //! GGUF SentencePiece BPE (`tokenizer.ggml.model = llama`, as Gemma 3 files store it): built as
@@ -28,11 +29,19 @@ use tokenizers::decoders::strip::Strip;
 use tokenizers::decoders::DecoderWrapper;
 use tokenizers::models::bpe::BPE;
 use tokenizers::normalizers::replace::Replace;
+use tokenizers::normalizers::unicode::NFC;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::digits::Digits;
 use tokenizers::pre_tokenizers::sequence::Sequence;
+use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::pre_tokenizers::PreTokenizerWrapper;
+use tokenizers::SplitDelimiterBehavior;
 use tokenizers::{AddedToken, Tokenizer};
+
+/// The pre-tokenizer split of Qwen2's `tokenizer.json` (and llama.cpp's `qwen2` pre-tokenizer type):
+/// GPT-4's pattern with single digits.
+const QWEN2_SPLIT: &str =
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 /// A decoder LLM's tokenizer and its special ids.
 pub struct LlmTokenizer {
@@ -103,20 +112,32 @@ impl LlmTokenizer {
         let bpe = BPE::builder().vocab_and_merges(vocab, merges).build().map_err(|e| tok_err(path, e))?;
         let byte_level = PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, true));
         let pre = gguf.get("tokenizer.ggml.pre").and_then(Value::as_str).unwrap_or("default");
+        let mut inner = Tokenizer::new(bpe);
         let pre_tokenizer = match pre {
             "smollm" | "starcoder" => PreTokenizerWrapper::Sequence(Sequence::new(vec![
                 PreTokenizerWrapper::Digits(Digits::new(true)),
                 byte_level,
             ])),
             "gpt2" | "default" => byte_level,
+            "qwen2" => {
+                // Qwen2's `tokenizer.json`: NFC, then its own split regex, then byte-level
+                // without GPT-2's regex.
+                inner.with_normalizer(Some(NFC));
+                let split =
+                    Split::new(SplitPattern::Regex(QWEN2_SPLIT.into()), SplitDelimiterBehavior::Isolated, false)
+                        .map_err(|e| tok_err(path, e))?;
+                PreTokenizerWrapper::Sequence(Sequence::new(vec![
+                    PreTokenizerWrapper::Split(split),
+                    PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, false)),
+                ]))
+            }
             other => {
                 return Err(tok_err(
                     path,
-                    format!("tokenizer.ggml.pre `{other}` is not supported (smollm, starcoder, gpt2)"),
+                    format!("tokenizer.ggml.pre `{other}` is not supported (smollm, starcoder, gpt2, qwen2)"),
                 ))
             }
         };
-        let mut inner = Tokenizer::new(bpe);
         inner.with_pre_tokenizer(Some(pre_tokenizer));
         inner.with_decoder(Some(ByteLevelDecoder::default()));
         let special: Vec<AddedToken> = tokens
