@@ -325,15 +325,21 @@ impl Learner for LlmLearner {
             pad_id: self.eos,
             ..GenerationConfig::default()
         };
-        let mut predictions = Vec::with_capacity(n);
-        for chunk in examples.chunks(self.eval.batch_size) {
-            let prompts = chunk
-                .iter()
-                .map(|e| self.tokenize(&e.prompt, max_prompt, true, false, keep_prefix))
-                .collect::<Result<Vec<_>>>()?;
+        let prompts = examples
+            .iter()
+            .map(|e| self.tokenize(&e.prompt, max_prompt, true, false, keep_prefix))
+            .collect::<Result<Vec<_>>>()?;
+        // Batches of similar lengths: a left-padded batch computes every row at the longest
+        // row's length, so sorting by length (stable: a fixed order, so the prefix memo still
+        // recognises each batch) cuts the padding work; answers go back to example order.
+        let mut order: Vec<usize> = (0..n).collect();
+        order.sort_by_key(|&i| prompts[i].len());
+        let mut predictions = vec![String::new(); n];
+        for chunk in order.chunks(self.eval.batch_size) {
+            let batch: Vec<Vec<i64>> = chunk.iter().map(|&i| prompts[i].clone()).collect();
             let memo = if self.reuse_prefix { Some(&mut self.eval_prefix) } else { None };
-            for out in self.model.generate_with_prefixes(&prompts, &config, memo)? {
-                predictions.push(self.tokenizer.decode(&out, true)?);
+            for (&i, out) in chunk.iter().zip(self.model.generate_with_prefixes(&batch, &config, memo)?) {
+                predictions[i] = self.tokenizer.decode(&out, true)?;
             }
         }
         let prompts: Vec<String> = examples.iter().map(|e| e.prompt.clone()).collect();

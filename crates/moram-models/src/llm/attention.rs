@@ -29,6 +29,60 @@ pub struct Attention {
     head_dim: i64,
 }
 
+/// One layer's cached keys and values, `(B, kv_heads, len, head_dim)` views into buffers that
+/// keep room for more positions, so a decoding step writes its keys in place instead of copying
+/// the whole cache (`torch.cat`) at every token.
+#[derive(Debug)]
+pub(crate) struct KvSlot {
+    k: Tensor,
+    v: Tensor,
+    len: i64,
+}
+
+impl KvSlot {
+    /// A slot holding exactly `k` and `v` (`(B, kv_heads, L, head_dim)`); the first append copies
+    /// them into a buffer with room, so tensors shared with others are never written.
+    pub(crate) fn new(k: Tensor, v: Tensor) -> Self {
+        let len = k.size()[2];
+        KvSlot { k, v, len }
+    }
+
+    /// The cached keys and values.
+    pub(crate) fn kv(&self) -> (Tensor, Tensor) {
+        (self.k.narrow(2, 0, self.len), self.v.narrow(2, 0, self.len))
+    }
+
+    /// Appends `k`, `v` of new positions; returns every cached key and value. Under autograd the
+    /// cache is concatenated (an in-place write would join the graph); otherwise the buffer grows
+    /// by a quarter of its length (at least 128 slots) when full, which keeps the copying linear
+    /// in the final length.
+    fn append(&mut self, k: Tensor, v: Tensor) -> (Tensor, Tensor) {
+        let (old, l) = (self.len, k.size()[2]);
+        if k.requires_grad() || v.requires_grad() || self.k.requires_grad() {
+            let (pk, pv) = self.kv();
+            *self = KvSlot::new(Tensor::cat(&[pk, k], 2), Tensor::cat(&[pv, v], 2));
+            return self.kv();
+        }
+        let capacity = self.k.size()[2];
+        if old + l > capacity {
+            let room = old + l + (old / 4).max(128);
+            let grow = |buf: &Tensor| {
+                let mut size = buf.size();
+                size[2] = room;
+                let fresh = Tensor::empty(size, (buf.kind(), buf.device()));
+                fresh.narrow(2, 0, old).copy_(&buf.narrow(2, 0, old));
+                fresh
+            };
+            self.k = grow(&self.k);
+            self.v = grow(&self.v);
+        }
+        self.k.narrow(2, old, l).copy_(&k);
+        self.v.narrow(2, old, l).copy_(&v);
+        self.len = old + l;
+        self.kv()
+    }
+}
+
 /// What every block's attention shares in one forward pass.
 pub(crate) struct AttentionInputs<'a> {
     /// RoPE tables `(B|1, 1, L, head_dim)` for the new tokens.
@@ -72,12 +126,7 @@ impl Attention {
 
     /// Hidden states `x` `(B, L, hidden)` of `L` new tokens -> `(B, L, hidden)`; appends their
     /// keys and values `(B, kv_heads, L, head_dim)` to `cache`.
-    pub(crate) fn forward(
-        &self,
-        x: &Tensor,
-        inputs: &AttentionInputs,
-        cache: &mut Option<(Tensor, Tensor)>,
-    ) -> Result<Tensor> {
+    pub(crate) fn forward(&self, x: &Tensor, inputs: &AttentionInputs, cache: &mut Option<KvSlot>) -> Result<Tensor> {
         let size = x.size();
         let (b, l) = (size[0], size[1]);
         let (nh, nkv, hd) = (self.heads, self.kv_heads, self.head_dim);
@@ -92,11 +141,13 @@ impl Attention {
         let v = heads(self.v.forward(x)?, nkv);
         let q = &q * inputs.cos + rotate_half(&q) * inputs.sin;
         let k = &k * inputs.cos + rotate_half(&k) * inputs.sin;
-        let (k, v) = match cache.take() {
-            Some((pk, pv)) => (Tensor::cat(&[pk, k], 2), Tensor::cat(&[pv, v], 2)),
-            None => (k, v),
+        let (k, v) = match cache {
+            Some(slot) => slot.append(k, v),
+            None => {
+                *cache = Some(KvSlot::new(k.shallow_clone(), v.shallow_clone()));
+                (k, v)
+            }
         };
-        *cache = Some((k.shallow_clone(), v.shallow_clone()));
         let att = match self.softcap {
             None => {
                 Tensor::scaled_dot_product_attention(&q, &k, &v, inputs.mask, 0.0, inputs.causal, self.scale, nkv != nh)
@@ -132,5 +183,45 @@ impl Attention {
             None => scores,
         };
         scores.softmax(-1, tch::Kind::Float).to_kind(q.kind()).matmul(&v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::KvSlot;
+    use tch::{Device, Kind, Tensor};
+
+    /// Appends across several buffer growths give what concatenation gives, and never write into
+    /// the tensors the slot started from (they may be shared with a prefix memo).
+    #[test]
+    fn a_growing_slot_equals_concatenation_and_leaves_its_first_tensors_alone() {
+        let _guard = tch::no_grad_guard();
+        let opts = (Kind::Float, Device::Cpu);
+        let (k0, v0) = (Tensor::randn([2, 3, 5, 4], opts), Tensor::randn([2, 3, 5, 4], opts));
+        let (k0_copy, v0_copy) = (k0.copy(), v0.copy());
+        let mut slot = KvSlot::new(k0.shallow_clone(), v0.shallow_clone());
+        let (mut want_k, mut want_v) = (k0.copy(), v0.copy());
+        // 1-token steps and a few longer chunks, past 128 + 160 / 4 slots (two growths).
+        for step in 0..300i64 {
+            let l = if step % 50 == 0 { 7 } else { 1 };
+            let (k, v) = (Tensor::randn([2, 3, l, 4], opts), Tensor::randn([2, 3, l, 4], opts));
+            want_k = Tensor::cat(&[&want_k, &k], 2);
+            want_v = Tensor::cat(&[&want_v, &v], 2);
+            let (got_k, got_v) = slot.append(k, v);
+            assert!(got_k.equal(&want_k) && got_v.equal(&want_v), "step {step}");
+        }
+        assert_eq!(slot.kv().0.size()[2], 5 + 294 + 6 * 7);
+        assert!(k0.equal(&k0_copy) && v0.equal(&v0_copy));
+    }
+
+    /// Under autograd the cache concatenates, so gradients reach earlier keys.
+    #[test]
+    fn appending_keeps_gradients_flowing() {
+        let opts = (Kind::Float, Device::Cpu);
+        let k0 = Tensor::randn([1, 1, 2, 2], opts).set_requires_grad(true);
+        let mut slot = KvSlot::new(k0.shallow_clone(), Tensor::zeros([1, 1, 2, 2], opts));
+        let (k, _) = slot.append(Tensor::ones([1, 1, 1, 2], opts), Tensor::ones([1, 1, 1, 2], opts));
+        k.sum(Kind::Float).backward();
+        assert!(k0.grad().equal(&Tensor::ones([1, 1, 2, 2], opts)));
     }
 }

@@ -91,7 +91,7 @@ impl Block {
         &self,
         h: &Tensor,
         inputs: &AttentionInputs,
-        cache: &mut Option<(Tensor, Tensor)>,
+        cache: &mut Option<super::attention::KvSlot>,
     ) -> Result<Tensor> {
         let attn = self.attn.forward(&self.input_norm.forward(h), inputs, cache)?;
         match &self.ffn_norms {

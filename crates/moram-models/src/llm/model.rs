@@ -27,7 +27,7 @@ pub use super::layout::LLAMA_MODULES;
 /// Per-layer key/value cache for incremental decoding.
 #[derive(Debug, Default)]
 pub struct KvCache {
-    layers: Vec<Option<(Tensor, Tensor)>>,
+    layers: Vec<Option<super::attention::KvSlot>>,
     len: i64,
 }
 
@@ -298,7 +298,11 @@ impl CausalLm {
         let blocks = self.frozen_prefix_blocks();
         let mut cache = KvCache::default();
         let hidden = self.run_blocks(self.embed_tokens(ids)?, 0..blocks, positions, keys_valid, &mut cache)?;
-        let kv = if keep_kv { Some(cache.layers.into_iter().take(blocks).flatten().collect()) } else { None };
+        let kv = if keep_kv {
+            Some(cache.layers.iter().take(blocks).flatten().map(|slot| slot.kv()).collect())
+        } else {
+            None
+        };
         Ok(FrozenPrefix { blocks, hidden, kv })
     }
 
@@ -321,7 +325,7 @@ impl CausalLm {
         })?;
         cache.layers = (0..self.blocks.len()).map(|_| None).collect();
         for (slot, (k, v)) in cache.layers.iter_mut().zip(kv) {
-            *slot = Some((k.shallow_clone(), v.shallow_clone()));
+            *slot = Some(super::attention::KvSlot::new(k.shallow_clone(), v.shallow_clone()));
         }
         self.run_blocks(prefix.hidden.shallow_clone(), prefix.blocks..self.blocks.len(), positions, keys_valid, cache)
     }
@@ -548,6 +552,12 @@ fn attention_mask(
     device: Device,
 ) -> Result<(bool, Option<Tensor>)> {
     let total = cached + l;
+    // A batch without padding needs no explicit mask: SDPA's causal flag is cheaper (no
+    // `L x T` mask is built or converted) and exact.
+    let keys_valid = match keys_valid {
+        Some(v) if v.size() == [b, total] && v.to_kind(Kind::Bool).all().int64_value(&[]) != 0 => None,
+        other => other,
+    };
     Ok(match (keys_valid, cached, l, window) {
         (None, 0, _, None) => (l > 1, None),
         (None, _, 1, None) => (false, None),
