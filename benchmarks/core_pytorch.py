@@ -13,7 +13,7 @@ from timing import emit, timed
 
 
 class MoRAMLinearRef(torch.nn.Module):
-    def __init__(self, weight, bias, r_total, r=16, topk=16, temp=0.01, thr=0.2):
+    def __init__(self, weight, bias, r_total, r=16, topk=16, temp=0.01, thr=0.2, scale=1.0):
         super().__init__()
         d_out, d_in = weight.shape
         self.weight = torch.nn.Parameter(weight, requires_grad=False)
@@ -24,7 +24,7 @@ class MoRAMLinearRef(torch.nn.Module):
         self.old_B = torch.randn(d_out, n_old) * 0.02 if n_old else None
         self.A = torch.nn.Parameter((torch.rand(r, d_in) * 2 - 1) * bound)
         self.B = torch.nn.Parameter(torch.randn(d_out, r) * 0.02)
-        self.topk, self.temp, self.thr = topk, temp, thr
+        self.topk, self.temp, self.thr, self.scale = topk, temp, thr, scale
 
     def forward(self, x):
         result = F.linear(x, self.weight, self.bias)
@@ -38,7 +38,8 @@ class MoRAMLinearRef(torch.nn.Module):
         w = torch.softmax(masked / self.temp, dim=-1)
         if not self.training and self.thr > 0:
             w = w * (normed >= self.thr).float()
-        return result + F.linear(z * w, B)
+        out = F.linear(z * w, B)
+        return result + (out * self.scale if self.scale != 1.0 else out)
 
 
 

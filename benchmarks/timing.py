@@ -22,6 +22,8 @@ def timed(reps, fn):
     return wall[reps // 2], cpu[reps // 2]
 
 
-def emit(case, t):
-    """One JSON line per case, the format `cargo xtask bench` reads."""
-    print(json.dumps({"case": case, "impl_name": "pytorch", "median_ms": t[0], "median_cpu_ms": t[1]}), flush=True)
+def emit(case, t, **extra):
+    """One JSON line per case, the format `cargo xtask bench` reads (`extra`: more fields, such as
+    peak memory)."""
+    row = {"case": case, "impl_name": "pytorch", "median_ms": t[0], "median_cpu_ms": t[1], **extra}
+    print(json.dumps(row), flush=True)

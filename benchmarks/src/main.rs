@@ -8,6 +8,8 @@ use serde::Serialize;
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
+mod train;
+
 #[derive(Parser)]
 struct Cli {
     /// Intra-op threads (inter-op is set to 1).
@@ -45,6 +47,21 @@ enum Which {
         #[arg(long, default_value_t = 32)]
         new_tokens: usize,
     },
+    /// One case of a TRACE-style continual-learning job on a GGUF LLM (`train_<L>`: an optimiser
+    /// step; `eval_short` / `eval_long`: batched greedy generation); prints its peak RSS too.
+    Train {
+        /// The GGUF file.
+        #[arg(long)]
+        gguf: std::path::PathBuf,
+        /// `train_192`, `train_4096`, `eval_short`, `eval_long`.
+        #[arg(long)]
+        case: String,
+        /// Base weights in bf16 (atoms stay f32).
+        #[arg(long)]
+        bf16: bool,
+    },
+    /// Sustained f32 and bf16 matmul throughput at the LLM's shapes (GFLOP/s per CPU second).
+    Matmul,
     /// Dequantisation of every tensor of a GGUF file to f32, by storage type and in all.
     Dequant {
         /// The GGUF file.
@@ -62,6 +79,9 @@ struct Row {
     /// Median CPU time of the process (all threads): robust to other load on a shared machine,
     /// exact for one thread.
     median_cpu_ms: f64,
+    /// Case-specific figures (peak memory, throughput).
+    #[serde(flatten)]
+    extra: serde_json::Map<String, serde_json::Value>,
 }
 
 /// CPU time consumed by this process so far, in ms.
@@ -97,7 +117,18 @@ fn time(reps: usize, mut f: impl FnMut()) -> (f64, f64) {
 }
 
 fn emit(case: String, impl_name: &'static str, (median_ms, median_cpu_ms): (f64, f64)) -> Result<()> {
-    println!("{}", serde_json::to_string(&Row { case, impl_name, median_ms, median_cpu_ms })?);
+    let extra = serde_json::Map::new();
+    println!("{}", serde_json::to_string(&Row { case, impl_name, median_ms, median_cpu_ms, extra })?);
+    Ok(())
+}
+
+/// [`emit`] for moram with case-specific figures `extra` (a JSON object).
+fn emit_with(case: String, (median_ms, median_cpu_ms): (f64, f64), extra: serde_json::Value) -> Result<()> {
+    let extra = match extra {
+        serde_json::Value::Object(map) => map,
+        other => anyhow::bail!("extra figures must be an object, found {other}"),
+    };
+    println!("{}", serde_json::to_string(&Row { case, impl_name: "moram", median_ms, median_cpu_ms, extra })?);
     Ok(())
 }
 
@@ -287,6 +318,10 @@ fn main() -> Result<()> {
         Which::Core => core(cli.reps),
         Which::Clip { batch } => clip(cli.reps, batch),
         Which::Llm { gguf, prompt_len, new_tokens } => llm(cli.reps, &gguf, prompt_len, new_tokens),
+        Which::Train { gguf, case, bf16 } => {
+            train::run(cli.reps, &gguf, &case, if bf16 { Kind::BFloat16 } else { Kind::Float })
+        }
+        Which::Matmul => train::matmul(cli.reps),
         Which::Dequant { gguf } => {
             // The K-quant blocks are dequantised with rayon: one pool of --threads threads.
             rayon::ThreadPoolBuilder::new().num_threads(cli.threads as usize).build_global()?;

