@@ -356,12 +356,14 @@ impl LlmConfig {
             "qwen3" => Arch::Qwen3,
             "gemma2" => Arch::Gemma2,
             "gemma3" => Arch::Gemma3,
-            _ => return Err(Error::Corrupt {
-                path: path.into(),
-                reason: format!(
+            _ => {
+                return Err(Error::Corrupt {
+                    path: path.into(),
+                    reason: format!(
                     "general.architecture `{name}` is not supported yet (llama, gemma, qwen2, qwen3, gemma2, gemma3)"
                 ),
-            }),
+                })
+            }
         };
         let key = |k: &str| format!("{name}.{k}");
         let u = |k: &str| gguf.require_u64(&key(k)).map(|v| v as i64);
