@@ -113,9 +113,16 @@ struct Report {
     speedup_vs_pytorch: BTreeMap<String, Speedup>,
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+/// The median; for an even count, the mean of the two middle values (so `--rounds 2` is not
+/// biased towards the slower or faster round).
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+    let n = v.len();
+    if n.is_multiple_of(2) {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    } else {
+        v[n / 2]
+    }
 }
 
 pub fn run(which: Which) -> Result<()> {

@@ -10,7 +10,8 @@
 //! training step's matmul work is expressed as a share. Results: `benchmarks/results/train.json`
 //! and `train.md` (pasted into the README).
 
-use crate::{bench::machine, fixtures, paths, python};
+use crate::bench::{machine, median};
+use crate::{fixtures, paths, python};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use serde::{Deserialize, Serialize};
@@ -79,17 +80,6 @@ struct Report {
     matmul_gflops: BTreeMap<String, f64>,
     /// Every row every process printed, with its round.
     rows: Vec<(u32, Row)>,
-}
-
-/// The median; for an even count, the mean of the two middle values.
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n.is_multiple_of(2) {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    } else {
-        v[n / 2]
-    }
 }
 
 fn run_side(mut cmd: Command, what: &str) -> Result<Vec<Row>> {
