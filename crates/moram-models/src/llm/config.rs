@@ -753,31 +753,27 @@ macro_rules! hf_mirror {
                     });
                 }
                 let heads = check_heads(self.num_attention_heads, self.hidden_size, path)?;
+                let kv = self.num_key_value_heads.unwrap_or(heads);
+                // The neutral family-specific fields (SiLU, no biases, no window) come from the
+                // LLaMA base; every field the config file sets is read here.
+                let base = LlmConfig::llama(
+                    self.vocab_size,
+                    self.hidden_size,
+                    self.intermediate_size,
+                    self.num_hidden_layers,
+                    heads,
+                    kv,
+                );
                 Ok(LlmConfig {
                     arch,
-                    vocab_size: self.vocab_size,
-                    hidden_size: self.hidden_size,
-                    intermediate_size: self.intermediate_size,
-                    num_hidden_layers: self.num_hidden_layers,
-                    num_attention_heads: heads,
-                    num_key_value_heads: self.num_key_value_heads.unwrap_or(heads),
                     head_dim: self.head_dim.or(d.head_dim).unwrap_or(self.hidden_size / heads),
                     rms_norm_eps: self.rms_norm_eps.unwrap_or(d.rms_norm_eps),
                     rope_theta: self.rope_theta.unwrap_or(d.rope_theta),
                     tie_word_embeddings: self.tie_word_embeddings.unwrap_or(d.tie_word_embeddings),
-                    rope_scaling: None,
                     max_position_embeddings: self.max_position_embeddings.unwrap_or(d.max_position_embeddings),
-                    activation: Activation::Silu,
-                    attention_bias: false,
-                    mlp_bias: false,
                     bos_token_id: self.bos_token_id.or(d.bos_token_id),
                     eos_token_ids: self.eos_token_id.clone().map_or_else(|| d.eos_token_ids.to_vec(), TokenIds::into_vec),
-                    sliding_window: None,
-                    sliding_layers: None,
-                    rope_local_theta: None,
-                    query_pre_attn_scalar: None,
-                    attn_logit_softcapping: None,
-                    final_logit_softcapping: None,
+                    ..base
                 })
             }
         }
