@@ -68,6 +68,17 @@ pub struct TaskRecord {
     /// Routing diagnostics after the task (leakage, own-task top-1 share, key norms).
     #[serde(default)]
     pub routing: Option<crate::analysis::RoutingDiagnostics>,
+    /// Data-parallel workers that trained the task (1: one process).
+    #[serde(default = "one")]
+    pub workers: usize,
+    /// Seconds rank 0 spent in training collectives (atom broadcast, per-step flags, gradient
+    /// all-reduce), waiting for slower ranks included; 0 with one process.
+    #[serde(default)]
+    pub communication_seconds: f64,
+}
+
+fn one() -> usize {
+    1
 }
 
 /// The persistent state of a run.
@@ -224,9 +235,14 @@ pub fn read_config(dir: &Path) -> Result<RunConfig> {
     RunConfig::from_file(dir.join(CONFIG_FILE))
 }
 
-/// Saves every bank of `learner` as `adapter-task{task}.safetensors`; returns the file name.
+/// File name of the adapter saved after task `task` (0-based).
+pub fn adapter_name(task: usize) -> String {
+    format!("adapter-task{task}.safetensors")
+}
+
+/// Saves every bank of `learner` as [`adapter_name`]`(task)`; returns the file name.
 pub fn save_adapter(learner: &impl Learner, dir: &Path, task: usize, config: &RunConfig) -> Result<String> {
-    let name = format!("adapter-task{task}.safetensors");
+    let name = adapter_name(task);
     let layers = learner.moram_layers();
     let mut extra = BTreeMap::new();
     extra.insert("run".to_string(), config.name.clone());

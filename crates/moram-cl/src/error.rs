@@ -42,8 +42,9 @@ pub enum Error {
     #[error("task `{task}`: {message}")]
     Task { task: String, message: String },
     /// The loss became NaN or infinite; the last finished task's checkpoint is intact.
-    #[error("non-finite loss {loss} in task {task} (`{name}`) at step {step}; the checkpoint of the last finished task is kept")]
-    NonFinite { task: usize, name: String, step: usize, loss: f64 },
+    /// `ranks` names the workers that saw it in a data-parallel run (empty with one process).
+    #[error("non-finite loss {loss} in task {task} (`{name}`) at step {step}{ranks}; the checkpoint of the last finished task is kept")]
+    NonFinite { task: usize, name: String, step: usize, loss: f64, ranks: String },
     /// Stopped on request (Ctrl-C) at a step boundary; finished tasks are kept.
     #[error("interrupted in task {task} (`{name}`) at step {step}; {done} finished task(s) are saved and the run can be resumed")]
     Interrupted { task: usize, name: String, step: usize, done: usize },
@@ -74,6 +75,9 @@ pub enum Error {
     /// From libtorch.
     #[error(transparent)]
     Tch(#[from] tch::TchError),
+    /// From the data-parallel layer (a lost peer, a collective that timed out).
+    #[error(transparent)]
+    Dist(#[from] moram_dist::Error),
 }
 
 /// Result with [`Error`].

@@ -2,8 +2,9 @@
 //! or anything a user writes). The runner owns the loop, the optimiser and the checkpoints; the
 //! learner owns the model, the data and the loss.
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use moram_core::MoramLinear;
+use std::ops::Range;
 use tch::Tensor;
 
 /// A model with MoRAM layers and a task sequence to learn.
@@ -39,6 +40,22 @@ pub trait Learner {
 
     /// The task's score (0-100) on its evaluation split, the model in eval mode.
     fn evaluate(&mut self, task: usize) -> Result<f64>;
+
+    /// Evaluation examples of `task`, when [`Learner::evaluate_examples`] can score any range of
+    /// them (the task's score being the mean of the per-example scores): a data-parallel run then
+    /// gives each rank a share. `None` (the default): every rank evaluates the whole task.
+    fn eval_len(&self, _task: usize) -> Option<usize> {
+        None
+    }
+
+    /// Per-example scores (0-100) of evaluation examples `range` of `task`, each with what the run
+    /// folder keeps of it (`Value::Null` when nothing), the model in eval mode.
+    fn evaluate_examples(&mut self, task: usize, _range: Range<usize>) -> Result<Vec<(f64, serde_json::Value)>> {
+        Err(Error::task(
+            self.task_names().get(task).cloned().unwrap_or_default(),
+            "cannot score a range of its examples",
+        ))
+    }
 
     /// What the last [`Learner::evaluate`] produced, for the run folder (e.g. generations with
     /// their prompts and answers). Default: nothing.

@@ -4,6 +4,15 @@
 //! Reproducibility: the data order of task `t` comes from its own ChaCha8 stream seeded with
 //! `(seed, t)`, and libtorch's generator (new keys, dropout) is re-seeded at the start of every
 //! task, so a run resumed after task `t` continues exactly as the uninterrupted run would.
+//!
+//! Data parallelism (docs/data-parallel.md): with a [`Group`] of W workers every rank builds the
+//! same global batches; each step's batch is cut into micro-batches of
+//! `min(micro_batch_size, ceil(batch / W))` examples, rank r computes micro-batches r, r + W, ...
+//! each weighted by its share of the global batch, and the current task's atom gradients are
+//! summed across ranks before clipping. The result is the gradient one process computes with the
+//! same micro-batches, whatever the shard sizes. Loss, stop and non-finite flags are summed too,
+//! so every rank stops at the same step; new atoms are broadcast from rank 0 at each task start;
+//! evaluation examples are shared out and gathered; rank 0 alone writes the run folder.
 
 use crate::checkpoint::{self, PruneReport, RunState, TaskRecord};
 use crate::config::RunConfig;
@@ -14,6 +23,7 @@ use crate::report;
 use crate::schedule::learning_rate;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use moram_core::PruneScope;
+use moram_dist::{Group, ReduceOp};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -27,8 +37,55 @@ use std::time::Instant;
 pub struct RunOptions {
     /// Set to stop at the next step boundary (e.g. from a Ctrl-C handler).
     pub stop: Option<Arc<AtomicBool>>,
-    /// Show progress bars (on a terminal).
+    /// Show progress bars (on a terminal; rank 0 only).
     pub progress: bool,
+    /// The data-parallel workers this process belongs to; `None`: this process alone.
+    pub group: Option<Arc<Group>>,
+}
+
+impl RunOptions {
+    fn stop_requested(&self) -> bool {
+        self.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst))
+    }
+}
+
+/// Runs `f` with the options' group, or a group of this process alone.
+fn with_group<T>(options: &RunOptions, f: impl FnOnce(&Group) -> T) -> T {
+    match options.group.as_deref() {
+        Some(g) => f(g),
+        None => f(&Group::single()),
+    }
+}
+
+/// Makes a step that can fail on some ranks fail on all of them: every rank's error message is
+/// gathered; a rank that failed returns its own error, the others an error naming it.
+fn agree<T>(group: &Group, result: Result<T>) -> Result<T> {
+    if group.world() == 1 {
+        return result;
+    }
+    let mine = match &result {
+        Ok(_) => String::new(),
+        Err(e) => error_chain(e),
+    };
+    let all = group.all_gather_bytes(mine.as_bytes())?;
+    let value = result?;
+    match all.iter().enumerate().find(|(_, m)| !m.is_empty()) {
+        Some((rank, message)) => {
+            Err(moram_dist::Error::Peer { rank, message: String::from_utf8_lossy(message).into_owned() }.into())
+        }
+        None => Ok(value),
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
 /// Optimiser steps of task `t` and the examples of each step, in order.
@@ -101,24 +158,45 @@ fn bar(len: u64, msg: String, show: bool) -> ProgressBar {
     pb
 }
 
-/// Starts a new run in `dir` (which must not hold a run yet) and runs every task.
+/// Starts a new run in `dir` (which must not hold a run yet) and runs every task. In a
+/// data-parallel run rank 0 creates and writes the folder.
 pub fn run(learner: &mut impl Learner, config: &RunConfig, dir: &Path, options: &RunOptions) -> Result<RunState> {
     let names = learner.task_names();
     if names.is_empty() {
         return Err(Error::config("data.tasks", "the task sequence is empty"));
     }
-    if dir.join(checkpoint::STATE_FILE).exists() {
-        return Err(Error::RunExists { dir: dir.into() });
-    }
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let state = RunState::new(config, names);
-    checkpoint::write_config(dir, config)?;
-    state.save(dir)?;
-    continue_run(learner, config, dir, state, options)
+    with_group(options, |group| {
+        let created = if group.is_main() {
+            (|| {
+                if dir.join(checkpoint::STATE_FILE).exists() {
+                    return Err(Error::RunExists { dir: dir.into() });
+                }
+                std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+                checkpoint::write_config(dir, config)?;
+                state.save(dir)
+            })()
+        } else {
+            Ok(())
+        };
+        agree(group, created)?;
+        continue_run(learner, config, dir, state, options, group)
+    })
 }
 
 /// Continues the run in `dir` from its last finished task. The config must equal the run's.
+///
+/// In a data-parallel run every rank reads the folder (it must be visible to all of them, e.g. on
+/// a shared file system); a rank that cannot stops all of them.
 pub fn resume(learner: &mut impl Learner, config: &RunConfig, dir: &Path, options: &RunOptions) -> Result<RunState> {
+    with_group(options, |group| {
+        let state = agree(group, load_for_resume(learner, config, dir, group))?;
+        tracing::info!(done = state.tasks_done(), total = state.task_names.len(), "resuming {}", dir.display());
+        continue_run(learner, config, dir, state, options, group)
+    })
+}
+
+fn load_for_resume(learner: &mut impl Learner, config: &RunConfig, dir: &Path, group: &Group) -> Result<RunState> {
     let state = RunState::load(dir)?;
     let saved = checkpoint::read_config(dir)?;
     let diff = saved.differing_fields(&config.clone().with_paths_against(Path::new(".")));
@@ -134,9 +212,10 @@ pub fn resume(learner: &mut impl Learner, config: &RunConfig, dir: &Path, option
     if let Some(adapter) = state.adapter_file() {
         checkpoint::load_adapter(learner, &dir.join(adapter))?;
     }
-    report::truncate_step_log(dir, state.tasks_done())?;
-    tracing::info!(done = state.tasks_done(), total = state.task_names.len(), "resuming {}", dir.display());
-    continue_run(learner, config, dir, state, options)
+    if group.is_main() {
+        report::truncate_step_log(dir, state.tasks_done())?;
+    }
+    Ok(state)
 }
 
 fn continue_run(
@@ -145,18 +224,27 @@ fn continue_run(
     dir: &Path,
     mut state: RunState,
     options: &RunOptions,
+    group: &Group,
 ) -> Result<RunState> {
     let n = state.task_names.len();
-    let mut log = report::StepLog::open(dir)?;
+    let mut log = if group.is_main() { Some(report::StepLog::open(dir)?) } else { None };
     for task in state.tasks_done()..n {
-        let mut record = train_task(learner, config, &state, task, &mut log, options)?;
-        let row = evaluate_all(learner, n, options, Some((dir, task)))?;
-        record.routing = crate::analysis::routing_diagnostics(learner, task + 1, config.diagnostics.examples)?;
-        let adapter = checkpoint::save_adapter(learner, dir, task, config)?;
-        state.finish_task(row, record, adapter);
-        state.save(dir)?;
-        report::write_all(dir, &state, config)?;
-        tracing::info!(task, name = %state.task_names[task], "finished; checkpoint in {}", dir.display());
+        let mut record = train_task(learner, config, &state, task, log.as_mut(), options, group)?;
+        let row = evaluate_all(learner, n, options, Some((dir, task)), group)?;
+        if group.is_main() {
+            let written = (|| {
+                record.routing = crate::analysis::routing_diagnostics(learner, task + 1, config.diagnostics.examples)?;
+                let adapter = checkpoint::save_adapter(learner, dir, task, config)?;
+                state.finish_task(row, record, adapter);
+                state.save(dir)?;
+                report::write_all(dir, &state, config)
+            })();
+            agree(group, written)?;
+            tracing::info!(task, name = %state.task_names[task], "finished; checkpoint in {}", dir.display());
+        } else {
+            agree(group, Ok(()))?;
+            state.finish_task(row, record, checkpoint::adapter_name(task));
+        }
     }
     Ok(state)
 }
@@ -166,8 +254,9 @@ fn train_task(
     config: &RunConfig,
     state: &RunState,
     task: usize,
-    log: &mut report::StepLog,
+    mut log: Option<&mut report::StepLog>,
     options: &RunOptions,
+    group: &Group,
 ) -> Result<TaskRecord> {
     let name = state.task_names[task].clone();
     let start = Instant::now();
@@ -183,53 +272,103 @@ fn train_task(
         return Err(Error::task(&name, "has no training example"));
     }
     let steps = batch_schedule(config, task, n_train);
-    let params: Vec<tch::Tensor> =
+    let mut params: Vec<tch::Tensor> =
         learner.moram_layers().iter().flat_map(|(_, m)| m.bank().trainable_tensors()).collect();
+    // Every rank drew the same keys from the same seed; rank 0's are copied anyway so that the
+    // ranks cannot drift apart (a different libtorch build, device or thread count).
+    let mut comm = std::time::Duration::ZERO;
+    let t0 = Instant::now();
+    group.broadcast_many(&mut params, 0)?;
+    comm += t0.elapsed();
+    if group.rank() > 0 {
+        // Dropout masks: rank 0 keeps the stream one process would use, the others get their own
+        // rather than repeating rank 0's masks on other examples.
+        tch::manual_seed(
+            (config.seed as i64).wrapping_add(1_000_003 * (task as i64 + 1)).wrapping_add(7_919 * group.rank() as i64),
+        );
+    }
     let mut opt = Adam::new(params, &config.optimizer);
     let trainable = opt.numel();
     let (micro, _) = config.training.accumulation();
+    let (world, rank) = (group.world(), group.rank());
     let o = &config.optimizer;
-    let pb = bar(steps.len() as u64, format!("task {}/{} {name}", task + 1, state.task_names.len()), options.progress);
+    let show = options.progress && group.is_main();
+    let pb = bar(steps.len() as u64, format!("task {}/{} {name}", task + 1, state.task_names.len()), show);
     set_training(learner, true);
     let mut last_loss = f64::NAN;
     for (step, batch) in steps.iter().enumerate() {
-        if options.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst)) {
+        if world == 1 && options.stop_requested() {
             pb.abandon();
             return Err(Error::Interrupted { task, name, step, done: state.tasks_done() });
         }
         let lr = learning_rate(o.schedule, o.lr, step, steps.len(), o.warmup_steps);
         opt.zero_grad();
         let mut batch_loss = 0.0;
-        for chunk in batch.chunks(micro) {
+        let mut bad: Option<f64> = None;
+        let micro_here = if world > 1 { micro.min(batch.len().div_ceil(world)).max(1) } else { micro };
+        for (i, chunk) in batch.chunks(micro_here).enumerate() {
+            if i % world != rank {
+                continue;
+            }
             let loss = learner.loss(task, chunk)?;
             let value = loss.double_value(&[]);
-            if !value.is_finite() {
-                pb.abandon();
-                return Err(Error::NonFinite { task, name, step, loss: value });
-            }
             let weight = chunk.len() as f64 / batch.len() as f64;
-            (loss * weight).backward();
             batch_loss += value * weight;
-        }
-        if let Some(penalty) = penalty(learner) {
-            let value = penalty.double_value(&[]);
             if !value.is_finite() {
-                pb.abandon();
-                return Err(Error::NonFinite { task, name, step, loss: value });
+                bad = Some(value);
+                break;
             }
-            penalty.f_backward()?;
+            (loss * weight).backward();
+        }
+        if let (None, true, Some(penalty)) = (bad, group.is_main(), penalty(learner)) {
+            let value = penalty.double_value(&[]);
+            if value.is_finite() {
+                penalty.f_backward()?;
+            } else {
+                bad = Some(value);
+            }
+        }
+        if world > 1 {
+            // Loss, stop request and each rank's non-finite flag in one all-reduce, so that every
+            // rank takes the same decision.
+            let mut flags = vec![0.0f64; 2 + world];
+            flags[0] = batch_loss;
+            flags[1] = f64::from(u8::from(options.stop_requested()));
+            flags[2 + rank] = f64::from(u8::from(bad.is_some()));
+            let mut t = tch::Tensor::from_slice(&flags);
+            let t0 = Instant::now();
+            group.all_reduce(&mut t, ReduceOp::Sum)?;
+            let flags = Vec::<f64>::try_from(&t)?;
+            let bad_ranks: Vec<usize> = (0..world).filter(|&k| flags[2 + k] > 0.0).collect();
+            if !bad_ranks.is_empty() {
+                pb.abandon();
+                let ranks = format!(" on rank(s) {bad_ranks:?} of {world}");
+                return Err(Error::NonFinite { task, name, step, loss: bad.unwrap_or(flags[0]), ranks });
+            }
+            if flags[1] > 0.0 {
+                pb.abandon();
+                return Err(Error::Interrupted { task, name, step: step + 1, done: state.tasks_done() });
+            }
+            batch_loss = flags[0];
+            sum_gradients(group, &opt)?;
+            comm += t0.elapsed();
+        } else if let Some(value) = bad {
+            pb.abandon();
+            return Err(Error::NonFinite { task, name, step, loss: value, ranks: String::new() });
         }
         let grad_norm = opt.clip_grad_norm(config.training.clip_grad_norm)?;
         if !grad_norm.is_finite() {
             pb.abandon();
-            return Err(Error::NonFinite { task, name, step, loss: grad_norm });
+            return Err(Error::NonFinite { task, name, step, loss: grad_norm, ranks: String::new() });
         }
         opt.step(lr);
         for (_, m) in learner.moram_layers_mut() {
             m.bank_mut().project_trainable_keys();
         }
         last_loss = batch_loss;
-        log.write(task, step, batch_loss, lr, grad_norm, start.elapsed().as_secs_f64())?;
+        if let Some(log) = log.as_deref_mut() {
+            log.write(task, step, batch_loss, lr, grad_norm, start.elapsed().as_secs_f64())?;
+        }
         pb.set_prefix(format!("loss {batch_loss:.4}"));
         pb.inc(1);
     }
@@ -250,7 +389,23 @@ fn train_task(
         prune,
         subspace_dims,
         routing: None,
+        workers: world,
+        communication_seconds: comm.as_secs_f64(),
     })
+}
+
+/// Sums the optimiser's gradients across ranks (one flattened all-reduce). A rank that computed no
+/// micro-batch this step contributes zeros.
+fn sum_gradients(group: &Group, opt: &Adam) -> Result<()> {
+    if opt.params().iter().any(|p| !p.grad().defined()) {
+        let zero = opt.params().iter().map(|p| p.sum(tch::Kind::Float) * 0.0).reduce(|a, b| a + b);
+        if let Some(zero) = zero {
+            zero.f_backward()?;
+        }
+    }
+    let mut grads: Vec<tch::Tensor> = opt.params().iter().map(tch::Tensor::grad).collect();
+    group.all_reduce_sum_many(&mut grads)?;
+    Ok(())
 }
 
 /// The summed regularisers of every layer's current atoms (O-LoRA), `None` when there are none.
@@ -379,7 +534,7 @@ fn prune_task(
 /// Scores every task of the sequence with the model as it is now (eval mode, no gradients).
 pub fn evaluate_every_task(learner: &mut impl Learner, options: &RunOptions) -> Result<Vec<f64>> {
     let n = learner.task_names().len();
-    evaluate_all(learner, n, options, None)
+    with_group(options, |group| evaluate_all(learner, n, options, None, group))
 }
 
 /// Evaluates every task; with `outputs = (run folder, task just trained)` the learner's outputs go
@@ -389,15 +544,24 @@ fn evaluate_all(
     n: usize,
     options: &RunOptions,
     outputs: Option<(&Path, usize)>,
+    group: &Group,
 ) -> Result<Vec<f64>> {
     set_training(learner, false);
     let _guard = tch::no_grad_guard();
     learner.begin_evaluation()?;
-    let pb = bar(n as u64, "evaluating every task".into(), options.progress);
+    let pb = bar(n as u64, "evaluating every task".into(), options.progress && group.is_main());
     let mut row = Vec::with_capacity(n);
     for j in 0..n {
-        row.push(learner.evaluate(j)?);
-        if let (Some((dir, t)), Some(out)) = (outputs, learner.last_outputs()) {
+        let (score, out) = match learner.eval_len(j) {
+            Some(len) if group.world() > 1 => evaluate_shared(learner, j, len, group)?,
+            _ => (learner.evaluate(j)?, learner.last_outputs()),
+        };
+        row.push(score);
+        if !group.is_main() {
+            pb.inc(1);
+            continue;
+        }
+        if let (Some((dir, t)), Some(out)) = (outputs, out) {
             let folder = dir.join("outputs").join(format!("after-task{t}"));
             std::fs::create_dir_all(&folder).map_err(|e| Error::io(&folder, e))?;
             let name = learner.task_names()[j].replace(['/', '\\'], "_");
@@ -409,4 +573,35 @@ fn evaluate_all(
     }
     pb.finish_and_clear();
     Ok(row)
+}
+
+/// One task's evaluation shared out: rank r scores examples `[r n / W, (r + 1) n / W)`, and every
+/// rank gathers all per-example scores (in example order) and what the run folder keeps.
+fn evaluate_shared(
+    learner: &mut impl Learner,
+    task: usize,
+    n: usize,
+    group: &Group,
+) -> Result<(f64, Option<serde_json::Value>)> {
+    let (w, r) = (group.world(), group.rank());
+    let range = r * n / w..(r + 1) * n / w;
+    let local = if range.is_empty() { Vec::new() } else { learner.evaluate_examples(task, range)? };
+    let bytes = serde_json::to_vec(&local).map_err(|e| Error::task("evaluation", format!("encoding scores: {e}")))?;
+    let mut scored: Vec<(f64, serde_json::Value)> = Vec::with_capacity(n);
+    for (rank, part) in group.all_gather_bytes(&bytes)?.iter().enumerate() {
+        let part: Vec<(f64, serde_json::Value)> = serde_json::from_slice(part)
+            .map_err(|e| Error::task("evaluation", format!("scores from rank {rank}: {e}")))?;
+        scored.extend(part);
+    }
+    if scored.len() != n || n == 0 {
+        let name = learner.task_names()[task].clone();
+        return Err(Error::task(&name, format!("gathered {} scores for {n} evaluation examples", scored.len())));
+    }
+    let score = scored.iter().map(|(s, _)| s).sum::<f64>() / n as f64;
+    let outputs = if scored.iter().all(|(_, v)| v.is_null()) {
+        None
+    } else {
+        Some(serde_json::Value::Array(scored.into_iter().map(|(_, v)| v).collect()))
+    };
+    Ok((score, outputs))
 }

@@ -173,7 +173,9 @@ fn interrupted_then_resumed_equals_uninterrupted() {
     let flag = Arc::new(AtomicBool::new(false));
     let mut l = LinearLearner::new(&cfg, 3);
     l.stop_at = Some((1, 30, flag.clone()));
-    let err = moram_cl::run(&mut l, &cfg, &dir, &RunOptions { stop: Some(flag), progress: false }).unwrap_err();
+    let err =
+        moram_cl::run(&mut l, &cfg, &dir, &RunOptions { stop: Some(flag), progress: false, ..RunOptions::default() })
+            .unwrap_err();
     assert!(matches!(err, Error::Interrupted { task: 1, done: 1, .. }), "{err}");
     assert!(err.to_string().contains("resume"));
 

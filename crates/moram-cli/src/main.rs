@@ -4,6 +4,7 @@
 //! `prune`, `report`, `viz`, `inspect` (adapter files) and `info` (libtorch, devices, threads).
 
 mod demo;
+mod parallel;
 mod report;
 mod run_tools;
 mod study;
@@ -54,6 +55,11 @@ enum Command {
         /// Output folder (default: runs/<name>).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Train data-parallel on N local worker processes (Gloo on the CPU); each worker gets
+        /// cores / N threads unless --threads says otherwise. torchrun's variables, when set,
+        /// make this process one worker of a launched job instead.
+        #[arg(long, value_name = "N")]
+        nproc: Option<usize>,
     },
     /// The embedded demo: SmolLM2 learns 4 real-data tasks (BBC News, WordNet) with SeqLoRA, MoRAM
     /// and MoRAM with novelty-gated routing; prints the matrices, OP / BWT with 95% intervals and
@@ -114,6 +120,9 @@ enum Command {
     Resume {
         /// The run folder.
         dir: PathBuf,
+        /// Continue data-parallel on N local worker processes (as `train --nproc`).
+        #[arg(long, value_name = "N")]
+        nproc: Option<usize>,
     },
     /// A study: every (setting, method, seed) of a study file as a resumable run, then means with
     /// 95% intervals over seeds (study.md, study.json, study.png). Finished runs are skipped, so
@@ -260,13 +269,19 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Inspect { file } => inspect(&file),
-        Command::Train { config, set, out } => {
+        Command::Train { config, set, out, nproc } => {
+            if let Some(n) = nproc {
+                return parallel::launch(n, cli.threads);
+            }
             let mut cfg = RunConfig::from_file(&config).with_context(|| format!("reading {}", config.display()))?;
             cfg.set_all(&set)?;
             let dir = out.unwrap_or_else(|| PathBuf::from("runs").join(&cfg.name));
-            let options = RunOptions { stop: Some(ctrl_c_flag()?), progress: true };
+            let group = parallel::join(&cfg)?;
+            let options = RunOptions { stop: Some(ctrl_c_flag()?), progress: true, group: Some(group.clone()) };
             let state = execute(&cfg, &dir, false, &options)?;
-            print_results(&dir, &state);
+            if group.is_main() {
+                print_results(&dir, &state);
+            }
             Ok(())
         }
         Command::Study { file, out, set, max_minutes, report_only, model, assets } => {
@@ -300,12 +315,18 @@ fn run(cli: Cli) -> Result<()> {
         Command::Viz { dir, examples } => run_tools::figures(&dir, examples),
         Command::Prune { dir, share, examples } => run_tools::prune(&dir, share, examples),
         Command::Report { dirs, csv } => report::run(&dirs, csv.as_deref()),
-        Command::Resume { dir } => {
+        Command::Resume { dir, nproc } => {
+            if let Some(n) = nproc {
+                return parallel::launch(n, cli.threads);
+            }
             let cfg = moram_cl::checkpoint::read_config(&dir)
                 .with_context(|| format!("{} is not a moram run folder", dir.display()))?;
-            let options = RunOptions { stop: Some(ctrl_c_flag()?), progress: true };
+            let group = parallel::join(&cfg)?;
+            let options = RunOptions { stop: Some(ctrl_c_flag()?), progress: true, group: Some(group.clone()) };
             let state = execute(&cfg, &dir, true, &options)?;
-            print_results(&dir, &state);
+            if group.is_main() {
+                print_results(&dir, &state);
+            }
             Ok(())
         }
     }
@@ -326,7 +347,10 @@ pub(crate) fn ctrl_c_flag() -> Result<Arc<AtomicBool>> {
 
 /// Builds the learner the config describes and runs (or resumes) the sequence.
 pub(crate) fn execute(cfg: &RunConfig, dir: &Path, resume: bool, options: &RunOptions) -> Result<moram_cl::RunState> {
-    let mut learner = moram_cl::learners::build(cfg)?;
+    let mut learner = match options.group.as_deref() {
+        Some(group) => moram_cl::learners::build(&parallel::config_for_rank(cfg, group)?)?,
+        None => moram_cl::learners::build(cfg)?,
+    };
     Ok(if resume {
         moram_cl::resume(&mut learner, cfg, dir, options)?
     } else {

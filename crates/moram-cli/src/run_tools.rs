@@ -30,7 +30,10 @@ fn eval_with(learner: &mut impl Learner, dir: &Path, state: &RunState, after: Op
     let t = after.unwrap_or(state.tasks_done() - 1);
     anyhow::ensure!(t < state.tasks_done(), "--after {t}: only tasks 0..{} are finished", state.tasks_done() - 1);
     moram_cl::checkpoint::load_adapter(learner, &dir.join(&state.adapters[t]))?;
-    let row = moram_cl::runner::evaluate_every_task(learner, &RunOptions { stop: None, progress: true })?;
+    let row = moram_cl::runner::evaluate_every_task(
+        learner,
+        &RunOptions { stop: None, progress: true, ..RunOptions::default() },
+    )?;
     println!("| after task {t} ({}) | {} |", state.task_names[t], state.task_names.join(" | "));
     println!("|---|{}", "---:|".repeat(row.len()));
     let cells: Vec<String> = row.iter().map(|v| format!("{v:.2}")).collect();
@@ -125,7 +128,10 @@ pub fn prune(dir: &Path, share: f64, examples: usize) -> Result<()> {
     let (micro, _) = cfg.training.accumulation();
     let stats = moram_cl::analysis::activation_stats(&mut learner, examples, micro)?;
     let counts = moram_cl::analysis::prune(&mut learner, &stats, share, moram_core::PruneScope::All)?;
-    let row = moram_cl::runner::evaluate_every_task(&mut learner, &RunOptions { stop: None, progress: true })?;
+    let row = moram_cl::runner::evaluate_every_task(
+        &mut learner,
+        &RunOptions { stop: None, progress: true, ..RunOptions::default() },
+    )?;
     let file = format!("adapter-pruned-{share}.safetensors");
     let layers = learner.moram_layers();
     let mut extra = std::collections::BTreeMap::new();

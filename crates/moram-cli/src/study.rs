@@ -32,7 +32,7 @@ pub fn run(
         std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
         std::fs::copy(file, out.join("study.toml")).with_context(|| format!("copying {}", file.display()))?;
         let stop = crate::ctrl_c_flag()?;
-        let options = RunOptions { stop: Some(stop.clone()), progress: true };
+        let options = RunOptions { stop: Some(stop.clone()), progress: true, ..RunOptions::default() };
         let budget = max_minutes.map(|m| Duration::from_secs_f64(m * 60.0));
         let progress = run_grid(&runs, budget, |run, resume| {
             let state = crate::execute(&run.config, &run.dir, resume, &options)?;

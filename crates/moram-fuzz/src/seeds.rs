@@ -260,6 +260,8 @@ fn run_files(root: &Path) -> Result<(Vec<u8>, Vec<u8>), String> {
             peak_rss_mib: Some(512.0),
             prune: None,
             subspace_dims: None,
+            workers: 2,
+            communication_seconds: 0.25,
             routing: Some(RoutingDiagnostics {
                 tasks,
                 examples: vec![8; tasks],
@@ -270,7 +272,7 @@ fn run_files(root: &Path) -> Result<(Vec<u8>, Vec<u8>), String> {
                 layers: vec![layer],
             }),
         });
-        state.adapters.push(format!("adapter-task{i}.safetensors"));
+        state.adapters.push(moram_cl::checkpoint::adapter_name(i));
     }
     let results = Results::of_run(&state, &config).map_err(|e| e.to_string())?;
     let json = |r: serde_json::Result<String>| r.map(String::into_bytes).map_err(|e| e.to_string());

@@ -276,30 +276,47 @@ impl Learner for ClipLearner {
         Ok(())
     }
 
-    fn evaluate(&mut self, task: usize) -> Result<f64> {
+    fn eval_len(&self, task: usize) -> Option<usize> {
+        Some(self.tasks[task].test_labels.len())
+    }
+
+    fn evaluate_examples(
+        &mut self,
+        task: usize,
+        range: std::ops::Range<usize>,
+    ) -> Result<Vec<(f64, serde_json::Value)>> {
         if self.all_text.is_none() {
             self.begin_evaluation()?;
         }
         let text = self.all_text.as_ref().ok_or_else(|| Error::task("evaluation", "no text embeddings"))?;
         let t = &self.tasks[task];
+        let labels = t.test_labels.get(range.clone()).ok_or_else(|| {
+            Error::task(&t.name, format!("test images {range:?} out of range (it has {})", t.test_labels.len()))
+        })?;
         let offset = self.offset(task) as i64;
-        let n = t.test_labels.len() as i64;
-        let mut correct = 0i64;
-        let mut start = 0i64;
-        while start < n {
-            let len = (self.eval_batch as i64).min(n - start);
-            let idx: Vec<usize> = (start as usize..(start + len) as usize).collect();
-            let images = t.test_images.batch(&idx, None)?.to_device(self.model.device());
+        let mut scores = Vec::with_capacity(labels.len());
+        for (idx, labels) in
+            range.collect::<Vec<_>>().chunks(self.eval_batch.max(1)).zip(labels.chunks(self.eval_batch.max(1)))
+        {
+            let images = t.test_images.batch(idx, None)?.to_device(self.model.device());
             let f = normalize(&self.model.encode_image(&images)?).to_kind(Kind::Float);
             let pred = f.matmul(&text.tr()).argmax(1, false).to_device(tch::Device::Cpu);
             let pred = Vec::<i64>::try_from(pred)?;
-            correct += pred
-                .iter()
-                .zip(&t.test_labels[start as usize..(start + len) as usize])
-                .filter(|(p, l)| **p == **l + offset)
-                .count() as i64;
-            start += len;
+            scores.extend(
+                pred.iter()
+                    .zip(labels)
+                    .map(|(p, l)| (if *p == *l + offset { 100.0 } else { 0.0 }, serde_json::Value::Null)),
+            );
         }
-        Ok(100.0 * correct as f64 / n as f64)
+        Ok(scores)
+    }
+
+    fn evaluate(&mut self, task: usize) -> Result<f64> {
+        let n = self.tasks[task].test_labels.len();
+        let scored = self.evaluate_examples(task, 0..n)?;
+        if scored.is_empty() {
+            return Err(Error::task(&self.tasks[task].name, "has no test image"));
+        }
+        Ok(scored.iter().map(|(s, _)| s).sum::<f64>() / scored.len() as f64)
     }
 }

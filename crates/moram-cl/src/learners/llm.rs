@@ -49,8 +49,8 @@ pub struct LlmLearner {
     eval: LlmEval,
     bos: Option<i64>,
     eos: i64,
-    /// (prompt, generation, answer, score) of the last evaluation.
-    last: Vec<(String, String, String, f64)>,
+    /// `{prompt, generation, answer, score}` of each example of the last evaluation.
+    last: Vec<serde_json::Value>,
     /// Whether the frozen leading blocks' work is computed once and reused (see [`FROZEN_PREFIX_BUDGET`]).
     reuse_prefix: bool,
     /// Hidden states `(L, d)` entering the first adapted block for each training example
@@ -310,10 +310,24 @@ impl Learner for LlmLearner {
         }
     }
 
-    fn evaluate(&mut self, task: usize) -> Result<f64> {
+    fn eval_len(&self, task: usize) -> Option<usize> {
         let t = &self.tasks[task];
-        let n = self.eval.max_examples.unwrap_or(t.eval.len()).min(t.eval.len());
-        let examples = &t.eval[..n];
+        Some(self.eval.max_examples.unwrap_or(t.eval.len()).min(t.eval.len()))
+    }
+
+    fn evaluate_examples(
+        &mut self,
+        task: usize,
+        range: std::ops::Range<usize>,
+    ) -> Result<Vec<(f64, serde_json::Value)>> {
+        let t = &self.tasks[task];
+        let examples = t.eval.get(range.clone()).ok_or_else(|| {
+            Error::task(&t.name, format!("evaluation examples {range:?} out of range (it has {})", t.eval.len()))
+        })?;
+        let n = examples.len();
+        if n == 0 {
+            return Ok(Vec::new());
+        }
         let s = &self.eval.generation;
         let keep_prefix = t.name == "MeetingBank";
         let max_prompt = if keep_prefix { 4096 } else { s.max_prompt_tokens };
@@ -342,26 +356,32 @@ impl Learner for LlmLearner {
                 predictions[i] = self.tokenizer.decode(&out, true)?;
             }
         }
+        let t = &self.tasks[task];
+        let examples = &t.eval[range];
         let prompts: Vec<String> = examples.iter().map(|e| e.prompt.clone()).collect();
         let answers: Vec<String> = examples.iter().map(|e| e.answer.clone()).collect();
         let scores = t.metric.per_example(&prompts, &predictions, &answers)?;
-        let score = scores.iter().sum::<f64>() / scores.len() as f64;
-        self.last = prompts
+        Ok(prompts
             .into_iter()
             .zip(predictions)
             .zip(answers)
             .zip(scores)
-            .map(|(((p, g), a), s)| (p, g, a, s))
-            .collect();
+            .map(|(((p, g), a), s)| (s, serde_json::json!({"prompt": p, "generation": g, "answer": a, "score": s})))
+            .collect())
+    }
+
+    fn evaluate(&mut self, task: usize) -> Result<f64> {
+        let n = self.eval_len(task).unwrap_or(0);
+        let scored = self.evaluate_examples(task, 0..n)?;
+        if scored.is_empty() {
+            return Err(Error::task(&self.tasks[task].name, "has no evaluation example"));
+        }
+        let score = scored.iter().map(|(s, _)| s).sum::<f64>() / scored.len() as f64;
+        self.last = scored.into_iter().map(|(_, v)| v).collect();
         Ok(score)
     }
 
     fn last_outputs(&self) -> Option<serde_json::Value> {
-        Some(serde_json::Value::Array(
-            self.last
-                .iter()
-                .map(|(p, g, a, s)| serde_json::json!({"prompt": p, "generation": g, "answer": a, "score": s}))
-                .collect(),
-        ))
+        Some(serde_json::Value::Array(self.last.clone()))
     }
 }

@@ -70,6 +70,16 @@ impl Learner for AnyLearner {
     fn evaluate(&mut self, task: usize) -> Result<f64> {
         delegate!(self, l => l.evaluate(task))
     }
+    fn eval_len(&self, task: usize) -> Option<usize> {
+        delegate!(self, l => l.eval_len(task))
+    }
+    fn evaluate_examples(
+        &mut self,
+        task: usize,
+        range: std::ops::Range<usize>,
+    ) -> Result<Vec<(f64, serde_json::Value)>> {
+        delegate!(self, l => l.evaluate_examples(task, range))
+    }
     fn last_outputs(&self) -> Option<serde_json::Value> {
         delegate!(self, l => l.last_outputs())
     }

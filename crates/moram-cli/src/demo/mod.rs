@@ -178,7 +178,7 @@ pub fn run(assets: &Path, out: &Path, model: &str, sets: &[String], stop: Arc<At
             baseline = Some((0..tasks.len()).map(|t| learner.evaluate(t)).collect::<moram_cl::Result<Vec<f64>>>()?);
         }
         eprintln!("training {} ({} tasks) ...", method.name(), tasks.len());
-        let options = RunOptions { stop: Some(stop.clone()), progress: true };
+        let options = RunOptions { stop: Some(stop.clone()), progress: true, ..RunOptions::default() };
         let dir = out.join(method.name());
         let state = moram_cl::run(&mut learner, &cfg, &dir, &options)?;
         let scores = moram_cl::report::example_scores(&dir, &state);
