@@ -55,6 +55,9 @@ pub enum Which {
         #[command(flatten)]
         common: Common,
     },
+    /// Data-parallel training (`moram train --nproc 2`, c10d/Gloo) against one process with 1 and
+    /// 2 threads: seconds per step and the collectives' share, on the demo's settings.
+    Dist(crate::bench_dist::DistArgs),
     /// A TRACE-style training step (192 and 4,096 tokens) and batched generation, moram vs PyTorch
     /// + transformers on the same job: tokens/s, peak memory, bf16 base, share of matmul peak.
     Train(crate::bench_train::TrainArgs),
@@ -155,6 +158,7 @@ pub fn run(which: Which) -> Result<()> {
             run(Which::Llm { common })
         }
         Which::Train(args) => crate::bench_train::run(args),
+        Which::Dist(args) => crate::bench_dist::run(args),
         Which::Core { common } => {
             side_by_side(&settings("core", common, 7, 20, vec![], true), "benchmarks/core_pytorch.py", markdown_core)
         }
@@ -268,9 +272,6 @@ fn side_by_side(settings: &Settings, script: &str, markdown: fn(&Report) -> Stri
             speedup_vs_pytorch.insert(case, Speedup { wall, cpu, cpu_per_round });
         }
     }
-    let capture = |cmd: &mut Command| {
-        cmd.output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default()
-    };
     let report = Report {
         command: format!("cargo xtask bench {name} --threads {threads} --rounds {rounds} --reps {reps} {shown}")
             .trim_end()
@@ -280,7 +281,7 @@ fn side_by_side(settings: &Settings, script: &str, markdown: fn(&Report) -> Stri
         rounds,
         reps,
         torch: capture(Command::new(&python).args(["-c", "import torch; print(torch.__version__)"])),
-        date: capture(Command::new("date").args(["-u", "+%Y-%m-%d"])),
+        date: today(),
         timings,
         speedup_vs_pytorch,
     };
@@ -308,6 +309,16 @@ pub(crate) fn update_readme(readme: &std::path::Path, tag: &str, table: &str) ->
     }
     let updated = format!("{}{start}\n{table}{}", &text[..a], &text[b..]);
     std::fs::write(readme, updated).with_context(|| format!("writing {}", readme.display()))
+}
+
+/// A command's trimmed standard output (empty when it cannot run): versions and dates for reports.
+pub(crate) fn capture(cmd: &mut Command) -> String {
+    cmd.output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default()
+}
+
+/// Today's date (UTC), as reports print it.
+pub(crate) fn today() -> String {
+    capture(Command::new("date").args(["-u", "+%Y-%m-%d"]))
 }
 
 pub(crate) fn machine() -> String {

@@ -10,7 +10,7 @@
 //! training step's matmul work is expressed as a share. Results: `benchmarks/results/train.json`
 //! and `train.md` (pasted into the README).
 
-use crate::bench::{asset, machine, median, Row, SMOLLM2};
+use crate::bench::{asset, capture, machine, median, Row, SMOLLM2};
 use crate::{fixtures, paths, python};
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -185,9 +185,6 @@ fn summarise(args: &TrainArgs, rows: &[(u32, Row)], python: &std::path::Path) ->
             }
         }
     }
-    let capture = |cmd: &mut Command| {
-        cmd.output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default()
-    };
     Ok(Report {
         command: format!(
             "cargo xtask bench train --threads {} --rounds {} --reps {} --cases {}{}",
@@ -199,7 +196,7 @@ fn summarise(args: &TrainArgs, rows: &[(u32, Row)], python: &std::path::Path) ->
         ),
         machine: machine(),
         torch: capture(Command::new(python).args(["-c", "import torch; print(torch.__version__)"])),
-        date: capture(Command::new("date").args(["-u", "+%Y-%m-%d"])),
+        date: crate::bench::today(),
         cases,
         speedup_per_round,
         gflop,

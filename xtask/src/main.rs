@@ -4,6 +4,7 @@
 //! libtorch that every other crate links against.
 
 mod bench;
+mod bench_dist;
 mod bench_train;
 mod fixtures;
 mod fuzz;
