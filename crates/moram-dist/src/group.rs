@@ -324,12 +324,18 @@ impl Group {
     /// Sums tensors of one kind and device across ranks in one call: flattened into one buffer,
     /// reduced, copied back.
     pub fn all_reduce_sum_many(&self, tensors: &mut [Tensor]) -> Result<()> {
+        self.flattened(tensors, |flat| self.all_reduce(flat, ReduceOp::Sum))
+    }
+
+    /// Runs `op` on one buffer holding every tensor (flattened, concatenated) and copies the
+    /// result back into them; nothing to do for one process or no tensor.
+    fn flattened(&self, tensors: &mut [Tensor], op: impl FnOnce(&mut Tensor) -> Result<()>) -> Result<()> {
         if self.connected.is_none() || tensors.is_empty() {
             return Ok(());
         }
         let _guard = tch::no_grad_guard();
         let mut flat = Tensor::f_cat(&tensors.iter().map(|t| t.reshape([-1])).collect::<Vec<_>>(), 0)?;
-        self.all_reduce(&mut flat, ReduceOp::Sum)?;
+        op(&mut flat)?;
         let mut offset = 0i64;
         for t in tensors.iter_mut() {
             let n = t.numel() as i64;
@@ -353,19 +359,7 @@ impl Group {
 
     /// Broadcasts tensors of one kind and device from `root` in one call (flattened).
     pub fn broadcast_many(&self, tensors: &mut [Tensor], root: usize) -> Result<()> {
-        if self.connected.is_none() || tensors.is_empty() {
-            return Ok(());
-        }
-        let _guard = tch::no_grad_guard();
-        let mut flat = Tensor::f_cat(&tensors.iter().map(|t| t.reshape([-1])).collect::<Vec<_>>(), 0)?;
-        self.broadcast(&mut flat, root)?;
-        let mut offset = 0i64;
-        for t in tensors.iter_mut() {
-            let n = t.numel() as i64;
-            t.f_copy_(&flat.narrow(0, offset, n).view_as(t))?;
-            offset += n;
-        }
-        Ok(())
+        self.flattened(tensors, |flat| self.broadcast(flat, root))
     }
 
     /// Waits until every rank has arrived.
