@@ -53,7 +53,7 @@ enum Which {
         /// The GGUF file.
         #[arg(long)]
         gguf: std::path::PathBuf,
-        /// `train_192`, `train_4096`, `eval_short`, `eval_long`.
+        /// `train_192`, `train_4096`, `eval_short`, `eval_long`, `eval_meetingbank`.
         #[arg(long)]
         case: String,
         /// Base weights in bf16 (atoms stay f32).

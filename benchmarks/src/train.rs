@@ -37,10 +37,15 @@ pub fn train_batch(seq: i64) -> (Tensor, Tensor, Tensor) {
     (t(ids), t(labels), t(mask))
 }
 
-/// Prompts and new-token count of `batch.py` `eval_batch`.
-pub fn eval_batch(kind: &str) -> (Vec<Vec<i64>>, usize) {
-    let (rows, length, step, new) = if kind == "short" { (16, 160, 4, 8) } else { (4, 512, 16, 64) };
-    ((0..rows).map(|r| tokens(r, length - step * r)).collect(), new)
+/// Prompts and new-token count of `batch.py` `eval_batch` (`short`, `long`, `meetingbank`).
+pub fn eval_batch(kind: &str) -> Result<(Vec<Vec<i64>>, usize)> {
+    let (rows, length, step, new) = match kind {
+        "short" => (16, 160, 4, 8),
+        "long" => (4, 512, 16, 64),
+        "meetingbank" => (1, 4096, 0, 32),
+        other => bail!("unknown eval case `{other}` (short, long, meetingbank)"),
+    };
+    Ok(((0..rows).map(|r| tokens(r, length - step * r)).collect(), new))
 }
 
 /// The model with one task of atoms on the last 8 blocks; base weights in `base`.
@@ -107,7 +112,7 @@ pub fn run(reps: usize, gguf: &std::path::Path, case: &str, base: Kind) -> Resul
         }
         "eval" => {
             model.set_training(false);
-            let (prompts, new_tokens) = eval_batch(arg);
+            let (prompts, new_tokens) = eval_batch(arg)?;
             let settings = GenerationConfig { max_new_tokens: new_tokens, pad_id: 0, ..GenerationConfig::default() };
             let timing = crate::time(reps, || match model.generate(&prompts, &settings) {
                 Ok(out) if out.iter().all(|o| o.len() == new_tokens) => {}
@@ -116,7 +121,7 @@ pub fn run(reps: usize, gguf: &std::path::Path, case: &str, base: Kind) -> Resul
             });
             (timing, f64::NAN, (prompts.len() * new_tokens) as f64)
         }
-        _ => bail!("unknown case `{case}` (train_<L>, eval_short, eval_long)"),
+        _ => bail!("unknown case `{case}` (train_<L>, eval_short, eval_long, eval_meetingbank)"),
     };
     if let Some(e) = failure {
         return Err(e);
