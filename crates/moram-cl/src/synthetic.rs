@@ -68,29 +68,41 @@ pub fn write_tiny_llama(dir: &Path, tokenizer_dir: &Path, size: TinyLlama, seed:
             std::fs::copy(&src, dir.join(f)).map_err(|e| Error::io(&src, e))?;
         }
     }
-    tch::manual_seed(seed);
     let opts = (Kind::Float, Device::Cpu);
     let w = |o: i64, i: i64| Tensor::randn([o, i], opts) / (i as f64).sqrt();
     let (d, ff) = (size.hidden, size.intermediate);
-    let mut tensors: Vec<(String, Tensor)> = vec![
-        ("model.embed_tokens.weight".into(), Tensor::randn([vocab, d], opts)),
-        ("model.norm.weight".into(), Tensor::ones([d], opts)),
-    ];
-    for l in 0..size.layers {
-        let p = format!("model.layers.{l}");
-        tensors.push((format!("{p}.input_layernorm.weight"), Tensor::ones([d], opts)));
-        tensors.push((format!("{p}.post_attention_layernorm.weight"), Tensor::ones([d], opts)));
-        tensors.push((format!("{p}.self_attn.q_proj.weight"), w(size.heads * hd, d)));
-        tensors.push((format!("{p}.self_attn.k_proj.weight"), w(size.kv_heads * hd, d)));
-        tensors.push((format!("{p}.self_attn.v_proj.weight"), w(size.kv_heads * hd, d)));
-        tensors.push((format!("{p}.self_attn.o_proj.weight"), w(d, size.heads * hd)));
-        tensors.push((format!("{p}.mlp.gate_proj.weight"), w(ff, d)));
-        tensors.push((format!("{p}.mlp.up_proj.weight"), w(ff, d)));
-        tensors.push((format!("{p}.mlp.down_proj.weight"), w(d, ff)));
-    }
+    let tensors = seeded(seed, || {
+        let mut tensors: Vec<(String, Tensor)> = vec![
+            ("model.embed_tokens.weight".into(), Tensor::randn([vocab, d], opts)),
+            ("model.norm.weight".into(), Tensor::ones([d], opts)),
+        ];
+        for l in 0..size.layers {
+            let p = format!("model.layers.{l}");
+            tensors.push((format!("{p}.input_layernorm.weight"), Tensor::ones([d], opts)));
+            tensors.push((format!("{p}.post_attention_layernorm.weight"), Tensor::ones([d], opts)));
+            tensors.push((format!("{p}.self_attn.q_proj.weight"), w(size.heads * hd, d)));
+            tensors.push((format!("{p}.self_attn.k_proj.weight"), w(size.kv_heads * hd, d)));
+            tensors.push((format!("{p}.self_attn.v_proj.weight"), w(size.kv_heads * hd, d)));
+            tensors.push((format!("{p}.self_attn.o_proj.weight"), w(d, size.heads * hd)));
+            tensors.push((format!("{p}.mlp.gate_proj.weight"), w(ff, d)));
+            tensors.push((format!("{p}.mlp.up_proj.weight"), w(ff, d)));
+            tensors.push((format!("{p}.mlp.down_proj.weight"), w(d, ff)));
+        }
+        tensors
+    });
     let path = dir.join("model.safetensors");
     Tensor::write_safetensors(&tensors, &path)?;
     Ok(())
+}
+
+/// Runs `draw` right after seeding libtorch's global generator with `seed`, holding a lock: tests
+/// run on several threads, and two writers seeding and drawing at once would interleave their
+/// draws, giving weights that change from one test run to the next.
+fn seeded<T>(seed: i64, draw: impl FnOnce() -> T) -> T {
+    static GLOBAL_GENERATOR: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _lock = GLOBAL_GENERATOR.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    tch::manual_seed(seed);
+    draw()
 }
 
 /// Words the fixture tokenizer of this repository knows well.
@@ -238,9 +250,8 @@ pub fn write_tiny_clip(dir: &Path, seed: i64) -> Result<()> {
     std::fs::write(&path, serde_json::to_string_pretty(&config).unwrap_or_default())
         .map_err(|e| Error::io(&path, e))?;
     let parsed = moram_models::clip::ClipConfig::from_hf_json(&path)?;
-    tch::manual_seed(seed);
     let opts = (Kind::Float, Device::Cpu);
-    let tensors: Vec<(String, Tensor)> =
+    let tensors: Vec<(String, Tensor)> = seeded(seed, || {
         moram_models::clip::expected_keys(&parsed, moram_models::clip::Layout::HuggingFace)
             .into_iter()
             .map(|(k, shape)| {
@@ -255,7 +266,8 @@ pub fn write_tiny_clip(dir: &Path, seed: i64) -> Result<()> {
                 };
                 (k, t)
             })
-            .collect();
+            .collect()
+    });
     Tensor::write_safetensors(&tensors, dir.join("model.safetensors"))?;
     Ok(())
 }
