@@ -28,11 +28,11 @@ pub struct DistArgs {
     steps: u32,
 }
 
-/// One way to run the job: its `moram` arguments before `train`.
+/// One way to run the job: its name and the `moram` arguments that choose it.
 const VARIANTS: [(&str, &[&str]); 3] = [
-    ("1 process, 1 thread", &["--threads", "1"]),
-    ("1 process, 2 threads", &["--threads", "2"]),
-    ("2 processes (Gloo), 1 thread each", &["--threads", "1"]),
+    ("1 process, 1 thread", &["--threads", "1", "train"]),
+    ("1 process, 2 threads", &["--threads", "2", "train"]),
+    ("2 processes (Gloo), 1 thread each", &["--threads", "1", "train", "--nproc", "2"]),
 ];
 
 #[derive(Serialize, Clone)]
@@ -108,12 +108,9 @@ pub fn run(args: DistArgs) -> Result<()> {
             let (name, pre) = VARIANTS[i];
             let out = work.join(format!("r{round}-v{i}"));
             let mut cmd = Command::new(&moram);
-            cmd.args(pre).args(["-q", "train", "--config"]).arg(&config).arg("--out").arg(&out);
+            cmd.arg("-q").args(pre).arg("--config").arg(&config).arg("--out").arg(&out);
             for s in &sets {
                 cmd.args(["--set", s]);
-            }
-            if i == 2 {
-                cmd.args(["--nproc", "2"]);
             }
             eprintln!("round {round}/{}: {name}", args.rounds);
             let start = std::time::Instant::now();

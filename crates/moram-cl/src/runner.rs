@@ -119,8 +119,12 @@ pub fn batch_schedule(config: &RunConfig, task: usize, n_train: usize) -> Vec<Ve
     steps
 }
 
-fn seed_torch(config: &RunConfig, task: usize) {
-    tch::manual_seed((config.seed as i64).wrapping_add(1_000_003 * (task as i64 + 1)));
+/// Seeds libtorch's generator for task `task` on data-parallel rank `rank` (0 with one process:
+/// the stream every earlier run used).
+fn seed_torch(config: &RunConfig, task: usize, rank: usize) {
+    tch::manual_seed(
+        (config.seed as i64).wrapping_add(1_000_003 * (task as i64 + 1)).wrapping_add(7_919 * rank as i64),
+    );
 }
 
 fn set_training(learner: &mut impl Learner, on: bool) {
@@ -260,7 +264,7 @@ fn train_task(
 ) -> Result<TaskRecord> {
     let name = state.task_names[task].clone();
     let start = Instant::now();
-    seed_torch(config, task);
+    seed_torch(config, task, 0);
     fit_score_statistics(learner, config, task, options)?;
     for (_, m) in learner.moram_layers_mut() {
         m.bank_mut().begin_task(task as u32)?;
@@ -283,9 +287,7 @@ fn train_task(
     if group.rank() > 0 {
         // Dropout masks: rank 0 keeps the stream one process would use, the others get their own
         // rather than repeating rank 0's masks on other examples.
-        tch::manual_seed(
-            (config.seed as i64).wrapping_add(1_000_003 * (task as i64 + 1)).wrapping_add(7_919 * group.rank() as i64),
-        );
+        seed_torch(config, task, group.rank());
     }
     let mut opt = Adam::new(params, &config.optimizer);
     let trainable = opt.numel();

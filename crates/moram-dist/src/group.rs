@@ -277,18 +277,16 @@ impl Group {
         };
         let others: Vec<usize> = (0..self.world).filter(|&r| r != self.rank).collect();
         let first: std::result::Result<Vec<_>, String> = others.iter().map(|&r| read(r)).collect();
-        let Ok(first) = first else {
-            return format!(" (the rendezvous store at {} is gone: rank 0 hosts it, so rank 0 stopped)", c.addr);
-        };
+        let store_gone =
+            || format!(" (the rendezvous store at {} is gone: rank 0 hosts it, so rank 0 stopped)", c.addr);
+        let Ok(first) = first else { return store_gone() };
         std::thread::sleep(HEARTBEAT * 4);
         let mut silent = Vec::new();
         for (&r, before) in others.iter().zip(first) {
             match read(r) {
                 Ok(after) if after == before => silent.push(r),
                 Ok(_) => {}
-                Err(_) => {
-                    return format!(" (the rendezvous store at {} is gone: rank 0 hosts it, so rank 0 stopped)", c.addr)
-                }
+                Err(_) => return store_gone(),
             }
         }
         match silent.as_slice() {
