@@ -292,6 +292,17 @@ impl MoramLinear {
         }
     }
 
+    /// Whether any recording of what passes through the layer is on (activation statistics, input
+    /// moments, statistics or samples, weight capture): a caller that would skip tokens whose
+    /// outputs it does not need must then run them all, since the records count every token.
+    pub fn is_observed(&self) -> bool {
+        self.recorder.borrow().is_some()
+            || self.capture.borrow().on
+            || self.moments.borrow().is_some()
+            || self.feature_sums.borrow().is_some()
+            || self.sample.borrow().is_some()
+    }
+
     /// The weights `(.., R)` of the last forward since capture was switched on.
     pub fn take_captured(&self) -> Option<Tensor> {
         self.capture.borrow_mut().last.take()

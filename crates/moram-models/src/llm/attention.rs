@@ -89,10 +89,42 @@ pub(crate) struct AttentionInputs<'a> {
     pub cos: &'a Tensor,
     /// See `cos`.
     pub sin: &'a Tensor,
-    /// Boolean mask `(B|1, 1, L, cache + L)` of visible keys, when not plain causal.
+    /// Boolean mask `(B|1, 1, Lq, cache + L)` of the keys each query sees, when not plain causal.
     pub mask: Option<&'a Tensor>,
-    /// Plain causal attention (no cache, no padding, more than one token).
+    /// Plain causal attention (no cache, no padding, more than one token, every token a query).
     pub causal: bool,
+    /// Which new tokens are queries, and whether rows are packed.
+    pub queries: QueryRows<'a>,
+}
+
+/// Which of the `L` new tokens a block computes outputs for, and how rows are laid out. A block
+/// always computes keys and values for every new token (later tokens and the cache need them);
+/// the last block of a pass can skip the queries, attention and MLP of tokens whose output nobody
+/// reads (`docs/performance.md`, "Only the outputs that are read").
+#[derive(Clone, Copy)]
+pub(crate) enum QueryRows<'a> {
+    /// Every new token of every row.
+    All,
+    /// The last `n` new tokens of every row (a left-padded batch); the mask has `Lq = n` rows.
+    Last(i64),
+    /// One packed row (`B = 1`): the new tokens are whole sequences of these lengths laid end to
+    /// end, each attending causally to itself only (no padding, no cache before them). With `ends`
+    /// (`(sequences,)` i64 indices of each sequence's last token), only those are queries.
+    Packed { lengths: &'a [i64], ends: Option<&'a Tensor> },
+}
+
+impl QueryRows<'_> {
+    /// The query rows of `t` along its new-token dimension `dim`.
+    pub(crate) fn select(&self, t: &Tensor, dim: i64) -> Tensor {
+        match *self {
+            QueryRows::All | QueryRows::Packed { ends: None, .. } => t.shallow_clone(),
+            QueryRows::Last(n) => {
+                let l = t.size()[dim as usize];
+                t.narrow(dim, l - n, n)
+            }
+            QueryRows::Packed { ends: Some(ends), .. } => t.index_select(dim, ends),
+        }
+    }
 }
 
 impl Attention {
@@ -124,43 +156,79 @@ impl Attention {
         Attention { head_norms: Some((q_norm, k_norm)), ..self }
     }
 
-    /// Hidden states `x` `(B, L, hidden)` of `L` new tokens -> `(B, L, hidden)`; appends their
-    /// keys and values `(B, kv_heads, L, head_dim)` to `cache`.
+    /// Hidden states `x` `(B, L, hidden)` of `L` new tokens -> `(B, Lq, hidden)` for the query
+    /// tokens `inputs.queries` selects; appends the keys and values `(B, kv_heads, L, head_dim)` of
+    /// all `L` to `cache`.
     pub(crate) fn forward(&self, x: &Tensor, inputs: &AttentionInputs, cache: &mut Option<KvSlot>) -> Result<Tensor> {
         let size = x.size();
         let (b, l) = (size[0], size[1]);
         let (nh, nkv, hd) = (self.heads, self.kv_heads, self.head_dim);
-        let heads = |t: Tensor, n: i64| t.view([b, l, n, hd]).transpose(1, 2);
-        let (q, k) = (self.q.forward(x)?, self.k.forward(x)?);
+        let xq = inputs.queries.select(x, 1);
+        let lq = xq.size()[1];
+        let heads = |t: Tensor, n: i64, l: i64| t.view([b, l, n, hd]).transpose(1, 2);
+        let (q, k) = (self.q.forward(&xq)?, self.k.forward(x)?);
         let (q, k) = match &self.head_norms {
-            Some((qn, kn)) => (qn.forward(&q.view([b, l, nh, hd])), kn.forward(&k.view([b, l, nkv, hd]))),
+            Some((qn, kn)) => (qn.forward(&q.view([b, lq, nh, hd])), kn.forward(&k.view([b, l, nkv, hd]))),
             None => (q, k),
         };
-        let q = heads(q, nh);
-        let k = heads(k, nkv);
-        let v = heads(self.v.forward(x)?, nkv);
-        let q = &q * inputs.cos + rotate_half(&q) * inputs.sin;
+        let q = heads(q, nh, lq);
+        let k = heads(k, nkv, l);
+        let v = heads(self.v.forward(x)?, nkv, l);
+        let (qcos, qsin) = (inputs.queries.select(inputs.cos, 2), inputs.queries.select(inputs.sin, 2));
+        let q = &q * qcos + rotate_half(&q) * qsin;
         let k = &k * inputs.cos + rotate_half(&k) * inputs.sin;
         let (k, v) = match cache {
+            Some(_) if matches!(inputs.queries, QueryRows::Packed { .. }) => {
+                return Err(crate::error::Error::Input("packed sequences start with an empty KV cache".into()));
+            }
             Some(slot) => slot.append(k, v),
             None => {
                 *cache = Some(KvSlot::new(k.shallow_clone(), v.shallow_clone()));
                 (k, v)
             }
         };
-        let att = match self.softcap {
-            None => {
-                Tensor::scaled_dot_product_attention(&q, &k, &v, inputs.mask, 0.0, inputs.causal, self.scale, nkv != nh)
+        let att = match inputs.queries {
+            QueryRows::Packed { lengths, ends } => {
+                // Each packed sequence attends to its own keys: one causal product per sequence (a
+                // block-diagonal mask would make the kernel visit every pair of the packed row).
+                let mut parts = Vec::with_capacity(lengths.len());
+                let (mut qo, mut ko) = (0, 0);
+                for &n in lengths {
+                    let qn = if ends.is_some() { 1 } else { n };
+                    let (qs, ks, vs) = (q.narrow(2, qo, qn), k.narrow(2, ko, n), v.narrow(2, ko, n));
+                    parts.push(self.attend(&qs, &ks, &vs, None, qn > 1));
+                    qo += qn;
+                    ko += n;
+                }
+                Tensor::cat(&parts, 2)
             }
-            Some(cap) => self.softcapped(&q, &k, &v, inputs, cap),
+            _ => self.attend(&q, &k, &v, inputs.mask, inputs.causal),
         };
-        self.o.forward(&att.transpose(1, 2).reshape([b, l, nh * hd]))
+        self.o.forward(&att.transpose(1, 2).reshape([b, lq, nh * hd]))
+    }
+
+    /// Scaled-dot-product attention of `q` `(B, H, Lq, hd)` over `k`/`v` `(B, KV, T, hd)`, with a
+    /// boolean `mask` `(B|1, 1, Lq, T)` or the plain causal flag.
+    fn attend(&self, q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, causal: bool) -> Tensor {
+        match self.softcap {
+            None => Tensor::scaled_dot_product_attention(
+                q,
+                k,
+                v,
+                mask,
+                0.0,
+                causal,
+                self.scale,
+                self.kv_heads != self.heads,
+            ),
+            Some(cap) => self.softcapped(q, k, v, mask, causal, cap),
+        }
     }
 
     /// Attention with soft-capped scores, as transformers' eager path computes it: scores scaled,
     /// capped, masked, softmax in f32, weighted values. `q` `(B, H, L, hd)`, `k`/`v`
     /// `(B, KV, T, hd)` -> `(B, H, L, hd)`.
-    fn softcapped(&self, q: &Tensor, k: &Tensor, v: &Tensor, inputs: &AttentionInputs, cap: f64) -> Tensor {
+    fn softcapped(&self, q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, causal: bool, cap: f64) -> Tensor {
         let groups = self.heads / self.kv_heads;
         let (k, v) = if groups > 1 {
             (k.repeat_interleave_self_int(groups, 1, None), v.repeat_interleave_self_int(groups, 1, None))
@@ -170,7 +238,7 @@ impl Attention {
         let scale = self.scale.unwrap_or(1.0 / (self.head_dim as f64).sqrt());
         let scores = (q.matmul(&k.transpose(2, 3)) * scale / cap).tanh() * cap;
         let (l, t) = (q.size()[2], k.size()[2]);
-        let visible = match (inputs.mask, inputs.causal) {
+        let visible = match (mask, causal) {
             (Some(m), _) => Some(m.shallow_clone()),
             (None, true) => Some(Tensor::ones([l, t], (tch::Kind::Bool, q.device())).tril(t - l)),
             (None, false) => None,

@@ -7,7 +7,7 @@
 //! including their treatment of padding tokens as part of each row's history. Sampling draws from
 //! a ChaCha8 generator seeded per call, so it is reproducible on any device.
 
-use super::model::{CausalLm, FrozenPrefix, KvCache};
+use super::model::{CausalLm, FrozenPrefix, KvCache, Outputs};
 use crate::error::{Error, Result};
 use rand::{Rng, SeedableRng};
 use std::collections::HashMap;
@@ -174,6 +174,75 @@ impl PrefixMemo {
 }
 
 impl CausalLm {
+    /// The prompts' pass (prefill): f32 logits `(B, vocab)` of each prompt's last token and the
+    /// KV cache of the batch left-padded to the longest prompt (pad slots masked by the caller).
+    /// Prompts of different lengths are packed end to end into one row, so no work is spent on
+    /// padding (`docs/performance.md`, "Prefill without padding"); the frozen leading blocks'
+    /// part comes from `memo` when given (stored there the first time).
+    pub(super) fn prefill(
+        &self,
+        prompts: &[Vec<i64>],
+        pad_id: i64,
+        memo: Option<&mut PrefixMemo>,
+    ) -> Result<(Tensor, KvCache)> {
+        let device = self.device();
+        let lengths: Vec<i64> = prompts.iter().map(|p| p.len() as i64).collect();
+        let (b, width) = (prompts.len() as i64, lengths.iter().copied().max().unwrap_or(0));
+        let packed = lengths.iter().any(|&n| n != width) && self.config().sliding_window.is_none_or(|w| width <= w);
+        let (ids, positions, keys_valid) = if packed {
+            let ids = Tensor::from_slice(&prompts.concat()).view([1, -1]).to_device(device);
+            let pos: Vec<i64> = lengths.iter().flat_map(|&n| 0..n).collect();
+            (ids, Tensor::from_slice(&pos).view([1, -1]).to_device(device), None)
+        } else {
+            // Prompts of one length, or longer than the attention window: a left-padded batch as
+            // transformers builds it (positions 1 on pads, 0.. on the real tokens).
+            let mut ids = Vec::with_capacity((b * width) as usize);
+            let (mut pos, mut keys) = (Vec::with_capacity(ids.capacity()), Vec::with_capacity(ids.capacity()));
+            for (p, &n) in prompts.iter().zip(&lengths) {
+                let pad = (width - n) as usize;
+                ids.extend(std::iter::repeat_n(pad_id, pad).chain(p.iter().copied()));
+                pos.extend(std::iter::repeat_n(1, pad).chain(0..n));
+                keys.extend(std::iter::repeat_n(0u8, pad).chain(std::iter::repeat_n(1, n as usize)));
+            }
+            let t = |v: &[i64]| Tensor::from_slice(v).view([b, width]).to_device(device);
+            (t(&ids), t(&pos), Some(Tensor::from_slice(&keys).view([b, width]).to_device(device)))
+        };
+        let segments = packed.then_some(lengths.as_slice());
+        let outputs = if packed { Outputs::SequenceEnds } else { Outputs::Last(1) };
+        let keys_valid = keys_valid.as_ref();
+        let mut cache = KvCache::default();
+        let h = match memo {
+            Some(memo) => {
+                let fresh = self.frozen_prefix_blocks();
+                if let Some(p) = memo.map.get(prompts).filter(|p| p.blocks == fresh) {
+                    self.hidden_states_from(p, &positions, keys_valid, &mut cache, outputs)?
+                } else {
+                    let p = self.frozen_prefix_of(&ids, &positions, keys_valid, segments, true)?;
+                    let h = self.hidden_states_from(&p, &positions, keys_valid, &mut cache, outputs)?;
+                    let size = p.bytes();
+                    if let Some(old) = memo.map.remove(prompts) {
+                        memo.bytes -= old.bytes();
+                    }
+                    if memo.bytes.saturating_add(size) <= memo.budget {
+                        memo.bytes += size;
+                        memo.map.insert(prompts.to_vec(), p);
+                    }
+                    h
+                }
+            }
+            None => {
+                let h = self.embed_tokens(&ids)?;
+                self.run_blocks(h, 0..self.block_count(), &positions, keys_valid, segments, &mut cache, outputs)?
+            }
+        };
+        // (1, B, d) packed, (B, 1, d) otherwise.
+        let last = if packed { h.squeeze_dim(0) } else { h.select(1, -1) };
+        if packed {
+            cache.unpack(&lengths, width);
+        }
+        Ok((self.logits(&last), cache))
+    }
+
     /// Generates a continuation for each prompt (batched, prompts left-padded to a common
     /// length). Returns the new ids per prompt, ending with the stop id when one was produced.
     pub fn generate(&self, prompts: &[Vec<i64>], config: &GenerationConfig) -> Result<Vec<Vec<i64>>> {
@@ -187,7 +256,7 @@ impl CausalLm {
         &self,
         prompts: &[Vec<i64>],
         config: &GenerationConfig,
-        mut memo: Option<&mut PrefixMemo>,
+        memo: Option<&mut PrefixMemo>,
     ) -> Result<Vec<Vec<i64>>> {
         config.validate()?;
         if prompts.is_empty() || prompts.iter().any(Vec::is_empty) {
@@ -207,57 +276,21 @@ impl CausalLm {
         let mut out: Vec<Vec<i64>> = vec![Vec::new(); b];
         let mut done = vec![false; b];
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(config.seed);
-        let mut cache = KvCache::default();
-        let mut next_input: Vec<Vec<i64>> = rows.clone();
-        for _ in 0..config.max_new_tokens {
-            let l = next_input[0].len() as i64;
-            let start = cache.len();
-            let ids = Tensor::from_slice(&next_input.concat()).view([b as i64, l]).to_device(device);
-            // Position of each token = number of real tokens before it (transformers:
-            // cumsum(attention_mask) - 1, with padding positions set to 1).
-            let mut pos = Vec::with_capacity(b * l as usize);
-            for v in &valid {
-                let mut count = v[..start as usize].iter().filter(|&&x| x).count() as i64;
-                for &real in &v[start as usize..] {
-                    pos.push(if real { count } else { 1 });
-                    if real {
-                        count += 1;
-                    }
-                }
+        let (mut logits, mut cache) = self.prefill(prompts, config.pad_id, memo)?;
+        let mut next_input: Vec<Vec<i64>> = Vec::new();
+        for step in 0..config.max_new_tokens {
+            if step > 0 {
+                let start = cache.len();
+                let ids = Tensor::from_slice(&next_input.concat()).view([b as i64, 1]).to_device(device);
+                // Position of each token = number of real tokens before it (transformers:
+                // cumsum(attention_mask) - 1).
+                let pos: Vec<i64> =
+                    valid.iter().map(|v| v[..start as usize].iter().filter(|&&x| x).count() as i64).collect();
+                let positions = Tensor::from_slice(&pos).view([b as i64, 1]).to_device(device);
+                let keys: Vec<u8> = valid.iter().flatten().map(|&x| x as u8).collect();
+                let keys_valid = Tensor::from_slice(&keys).view([b as i64, -1]).to_device(device);
+                logits = self.forward_padded_last(&ids, &positions, Some(&keys_valid), &mut cache)?;
             }
-            let positions = Tensor::from_slice(&pos).view([b as i64, l]).to_device(device);
-            let keys: Vec<bool> = valid.iter().flatten().copied().collect();
-            let keys_valid = Tensor::from_slice(&keys.iter().map(|&x| x as u8).collect::<Vec<_>>())
-                .view([b as i64, -1])
-                .to_device(device);
-            let logits = match memo.as_deref_mut() {
-                Some(memo) if start == 0 => {
-                    let fresh = self.frozen_prefix_blocks();
-                    let kept = memo.map.get(prompts).filter(|p| p.blocks == fresh);
-                    let computed = match kept {
-                        Some(_) => None,
-                        None => Some(self.frozen_prefix(&ids, &positions, Some(&keys_valid), true)?),
-                    };
-                    let h = match (kept, computed) {
-                        (Some(p), _) => self.hidden_states_from(p, &positions, Some(&keys_valid), &mut cache)?,
-                        (None, Some(p)) => {
-                            let h = self.hidden_states_from(&p, &positions, Some(&keys_valid), &mut cache)?;
-                            let size = p.bytes();
-                            if let Some(old) = memo.map.remove(prompts) {
-                                memo.bytes -= old.bytes();
-                            }
-                            if memo.bytes.saturating_add(size) <= memo.budget {
-                                memo.bytes += size;
-                                memo.map.insert(prompts.to_vec(), p);
-                            }
-                            h
-                        }
-                        (None, None) => return Err(Error::Input("frozen prefix neither kept nor computed".into())),
-                    };
-                    self.logits(&h.select(1, -1))
-                }
-                _ => self.forward_padded_last(&ids, &positions, Some(&keys_valid), &mut cache)?,
-            };
             let last = Vec::<f32>::try_from(logits.to_device(tch::Device::Cpu).reshape([-1]))?;
             let vocab = last.len() / b;
             let mut chosen = Vec::with_capacity(b);

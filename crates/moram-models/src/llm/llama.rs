@@ -86,7 +86,8 @@ impl Block {
         })
     }
 
-    /// The residual stream `h` `(B, L, hidden)` after this block; extends `cache`.
+    /// The residual stream `h` `(B, L, hidden)` after this block, at the query tokens
+    /// `inputs.queries` selects (`(B, Lq, hidden)`); extends `cache` by all `L`.
     pub(crate) fn forward(
         &self,
         h: &Tensor,
@@ -94,6 +95,7 @@ impl Block {
         cache: &mut Option<super::attention::KvSlot>,
     ) -> Result<Tensor> {
         let attn = self.attn.forward(&self.input_norm.forward(h), inputs, cache)?;
+        let h = &inputs.queries.select(h, 1);
         match &self.ffn_norms {
             None => {
                 let h = h + attn;
@@ -116,6 +118,11 @@ impl Block {
             v.extend([("self_attn.q_norm", q), ("self_attn.k_norm", k)]);
         }
         v
+    }
+
+    /// Whether a MoRAM layer of this block records what passes through it (every token must run).
+    pub(crate) fn is_observed(&self) -> bool {
+        self.linears().iter().any(|l| l.moram().is_some_and(|m| m.is_observed()))
     }
 
     /// The linear layers in [`layout::LINEAR_MODULES`] order.

@@ -9,7 +9,7 @@
 //! embedding scale, tied or separate LM head. Built in Hugging Face key space (`model.layers.{i}.self_attn.q_proj`);
 //! GGUF checkpoints are mapped at load, undoing llama.cpp's q/k row permutation.
 
-use super::attention::AttentionInputs;
+use super::attention::{AttentionInputs, KvSlot, QueryRows};
 use super::config::{Arch, LlmConfig};
 use super::gguf::GgufFile;
 use super::layout::{self, Permute};
@@ -32,6 +32,31 @@ pub struct KvCache {
 }
 
 impl KvCache {
+    /// Turns the cache of one packed row (`(1, kv_heads, sum of lengths, head_dim)` per layer,
+    /// sequences of `lengths` end to end) into the cache of a left-padded batch
+    /// `(B, kv_heads, width, head_dim)`: row `i` holds sequence `i` in its last `lengths[i]` slots
+    /// and zeros before (masked out by the caller's `keys_valid`).
+    pub(super) fn unpack(&mut self, lengths: &[i64], width: i64) {
+        let b = lengths.len() as i64;
+        let spread = |packed: &Tensor| {
+            let mut size = packed.size();
+            size[0] = b;
+            size[2] = width;
+            let out = Tensor::zeros(size, (packed.kind(), packed.device()));
+            let mut start = 0;
+            for (i, &n) in lengths.iter().enumerate() {
+                out.get(i as i64).narrow(1, width - n, n).copy_(&packed.get(0).narrow(1, start, n));
+                start += n;
+            }
+            out
+        };
+        for slot in self.layers.iter_mut().flatten() {
+            let (k, v) = slot.kv();
+            *slot = KvSlot::new(spread(&k), spread(&v));
+        }
+        self.len = width;
+    }
+
     /// Number of cached positions.
     pub fn len(&self) -> i64 {
         self.len
@@ -47,10 +72,25 @@ impl KvCache {
 pub struct FrozenPrefix {
     /// Blocks covered: `0..blocks`.
     pub blocks: usize,
-    /// Hidden states entering block `blocks`, `(B, L, d)`.
+    /// Hidden states entering block `blocks`, `(B, L, d)` (packed: `(1, sum of lengths, d)`).
     pub hidden: Tensor,
     /// Keys and values `(B, kv_heads, L, head_dim)` of each prefix block, when kept (generation).
     kv: Option<Vec<(Tensor, Tensor)>>,
+    /// The sequence lengths when the rows were packed into one (generation's prefill).
+    segments: Option<Vec<i64>>,
+}
+
+/// Which outputs of a pass through the decoder stack the caller reads. The last block computes
+/// only those (keys and values of every token are still computed and cached), unless one of its
+/// MoRAM layers records statistics over every token.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) enum Outputs {
+    /// Every new token's hidden state.
+    Every,
+    /// The last `n` new tokens of each row: training's labelled tail, prefill's last token.
+    Last(i64),
+    /// The last token of each packed sequence (packed prefill).
+    SequenceEnds,
 }
 
 impl FrozenPrefix {
@@ -167,7 +207,7 @@ impl CausalLm {
         keys_valid: Option<&Tensor>,
         cache: &mut KvCache,
     ) -> Result<Tensor> {
-        let h = self.hidden_states(ids, positions, keys_valid, cache)?;
+        let h = self.hidden_states(ids, positions, keys_valid, cache, Outputs::Every)?;
         Ok(self.logits(&h))
     }
 
@@ -180,7 +220,7 @@ impl CausalLm {
         keys_valid: Option<&Tensor>,
         cache: &mut KvCache,
     ) -> Result<Tensor> {
-        let h = self.hidden_states(ids, positions, keys_valid, cache)?;
+        let h = self.hidden_states(ids, positions, keys_valid, cache, Outputs::Last(1))?;
         Ok(self.logits(&h.select(1, -1)))
     }
 
@@ -193,20 +233,22 @@ impl CausalLm {
         }
     }
 
-    /// The decoder stack: hidden states `(B, L, d)` before the final norm; extends `cache`.
+    /// The decoder stack: hidden states `(B, L, d)` before the final norm (`(B, n, d)` for
+    /// [`Outputs::Last`]); extends `cache`.
     fn hidden_states(
         &self,
         ids: &Tensor,
         positions: &Tensor,
         keys_valid: Option<&Tensor>,
         cache: &mut KvCache,
+        outputs: Outputs,
     ) -> Result<Tensor> {
         let h = self.embed_tokens(ids)?;
-        self.run_blocks(h, 0..self.blocks.len(), positions, keys_valid, cache)
+        self.run_blocks(h, 0..self.blocks.len(), positions, keys_valid, None, cache, outputs)
     }
 
     /// Token embeddings `(B, L, d)` (Gemma: times `sqrt(hidden)`), after checking the ids.
-    fn embed_tokens(&self, ids: &Tensor) -> Result<Tensor> {
+    pub(super) fn embed_tokens(&self, ids: &Tensor) -> Result<Tensor> {
         let size = ids.size();
         if size.len() != 2 || ids.kind() != Kind::Int64 {
             return Err(Error::Input(format!("token ids must be i64 (B, L), found {:?} {size:?}", ids.kind())));
@@ -229,15 +271,22 @@ impl CausalLm {
     }
 
     /// Runs the blocks `range` on hidden states `h` `(B, L, d)` of `L` new tokens at RoPE
-    /// `positions` `(B|1, L)`, with `keys_valid` `(B, cache + L)` marking real key positions.
-    /// Extends `cache` for those blocks; its length grows by `L` once the last block ran.
-    fn run_blocks(
+    /// `positions` `(B|1, L)`, with `keys_valid` `(B, cache + L)` marking real key positions, or
+    /// with `segments`: one packed row (`B = 1`) of whole sequences of these lengths (positions
+    /// restarting at each), each attending to itself only. Extends `cache` for those blocks; its
+    /// length grows by `L` once the last block ran. When `range` ends with the model's last block,
+    /// returns only the `outputs` the caller reads (`(B, n, d)` for `Last(n)`, `(1, sequences, d)`
+    /// for `SequenceEnds`), else every token's.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn run_blocks(
         &self,
         mut h: Tensor,
         range: std::ops::Range<usize>,
         positions: &Tensor,
         keys_valid: Option<&Tensor>,
+        segments: Option<&[i64]>,
         cache: &mut KvCache,
+        outputs: Outputs,
     ) -> Result<Tensor> {
         let size = h.size();
         let (b, l) = (size[0], size[1]);
@@ -247,34 +296,95 @@ impl CausalLm {
         let device = self.embed.device();
         let total = cache.len + l;
         let kind = self.embed.kind();
+        if let Some(lengths) = segments {
+            let longest = lengths.iter().copied().max().unwrap_or(0);
+            if b != 1 || cache.len != 0 || keys_valid.is_some() || lengths.iter().sum::<i64>() != l {
+                return Err(Error::Input(format!(
+                    "packed sequences need one row of exactly their {l} tokens, no cache and no padding mask"
+                )));
+            }
+            if self.config.sliding_window.is_some_and(|w| longest > w) {
+                return Err(Error::Input("packed sequences longer than the attention window are not supported".into()));
+            }
+        }
+        if outputs == Outputs::SequenceEnds && segments.is_none() {
+            return Err(Error::Input("sequence ends are only defined for packed sequences".into()));
+        }
         let (cos, sin) = self.rope.cos_sin(positions, kind);
-        let (causal, mask) = attention_mask(cache.len, b, l, keys_valid, None, device)?;
-        let global = AttentionInputs { cos: &cos, sin: &sin, mask: mask.as_ref(), causal };
-        // Windowed layers: the window over cache slots, and their own RoPE base when they have one.
-        let window = self.config.sliding_window.filter(|&w| total > w);
+        let window = self.config.sliding_window.filter(|&w| total > w && segments.is_none());
         let needs_local = self.blocks[range.clone()].iter().any(|blk| blk.local);
         let local_rope = match (&self.rope_local, needs_local) {
             (Some(r), true) => Some(r.cos_sin(positions, kind)),
             _ => None,
         };
+        let (lcos, lsin) = local_rope.as_ref().map_or((&cos, &sin), |(c, s)| (c, s));
+        // The boolean masks of the queries `rows` selects (the last `n` tokens, or all).
+        let masks = |n: i64, local: bool| -> Result<(bool, Option<Tensor>)> {
+            if segments.is_some() {
+                return Ok((false, None));
+            }
+            attention_mask(total - n, b, n, keys_valid, if local { window } else { None }, device)
+        };
+        let all_rows = match segments {
+            Some(lengths) => QueryRows::Packed { lengths, ends: None },
+            None => QueryRows::All,
+        };
+        let (causal, mask) = masks(l, false)?;
+        let global = AttentionInputs { cos: &cos, sin: &sin, mask: mask.as_ref(), causal, queries: all_rows };
         let local_mask = match (needs_local, window) {
-            (true, Some(_)) => Some(attention_mask(cache.len, b, l, keys_valid, window, device)?),
+            (true, Some(_)) => Some(masks(l, true)?),
             _ => None,
         };
-        let (lcos, lsin) = local_rope.as_ref().map_or((&cos, &sin), |(c, s)| (c, s));
         let local = match &local_mask {
-            Some((causal, mask)) => AttentionInputs { cos: lcos, sin: lsin, mask: mask.as_ref(), causal: *causal },
-            None => AttentionInputs { cos: lcos, sin: lsin, mask: mask.as_ref(), causal },
+            Some((causal, mask)) => {
+                AttentionInputs { cos: lcos, sin: lsin, mask: mask.as_ref(), causal: *causal, queries: all_rows }
+            }
+            None => AttentionInputs { cos: lcos, sin: lsin, mask: mask.as_ref(), causal, queries: all_rows },
         };
         let last = range.end == self.blocks.len();
+        // The last block computes only the outputs that are read (docs/performance.md).
+        let trimmed = match outputs {
+            _ if !last || range.is_empty() || self.blocks[range.end - 1].is_observed() => None,
+            Outputs::Every => None,
+            Outputs::Last(n) if n >= l => None,
+            Outputs::Last(n) => Some((n, None)),
+            Outputs::SequenceEnds => {
+                let ends: Vec<i64> = segments
+                    .unwrap_or_default()
+                    .iter()
+                    .scan(0i64, |end, &n| {
+                        *end += n;
+                        Some(*end - 1)
+                    })
+                    .collect();
+                Some((ends.len() as i64, Some(Tensor::from_slice(&ends).to_device(device))))
+            }
+        };
         for i in range {
-            let inputs = if self.blocks[i].local { &local } else { &global };
-            h = self.blocks[i].forward(&h, inputs, &mut cache.layers[i])?;
+            let is_local = self.blocks[i].local;
+            let inputs = if is_local { &local } else { &global };
+            h = match &trimmed {
+                Some((n, ends)) if i + 1 == self.blocks.len() => {
+                    let (causal, mask) = masks(*n, is_local)?;
+                    let queries = match (segments, ends) {
+                        (Some(lengths), Some(ends)) => QueryRows::Packed { lengths, ends: Some(ends) },
+                        _ => QueryRows::Last(*n),
+                    };
+                    let tail = AttentionInputs { mask: mask.as_ref(), causal, queries, ..*inputs };
+                    self.blocks[i].forward(&h, &tail, &mut cache.layers[i])?
+                }
+                _ => self.blocks[i].forward(&h, inputs, &mut cache.layers[i])?,
+            };
         }
         if last {
             cache.len += l;
         }
         Ok(h)
+    }
+
+    /// Number of decoder blocks.
+    pub(super) fn block_count(&self) -> usize {
+        self.blocks.len()
     }
 
     /// Number of leading blocks without any MoRAM layer: what they compute never changes while
@@ -294,27 +404,41 @@ impl CausalLm {
         keys_valid: Option<&Tensor>,
         keep_kv: bool,
     ) -> Result<FrozenPrefix> {
+        self.frozen_prefix_of(ids, positions, keys_valid, None, keep_kv)
+    }
+
+    /// [`CausalLm::frozen_prefix`] of rows laid out as `forward`'s `keys_valid` or `segments` say.
+    pub(super) fn frozen_prefix_of(
+        &self,
+        ids: &Tensor,
+        positions: &Tensor,
+        keys_valid: Option<&Tensor>,
+        segments: Option<&[i64]>,
+        keep_kv: bool,
+    ) -> Result<FrozenPrefix> {
         let _guard = tch::no_grad_guard();
         let blocks = self.frozen_prefix_blocks();
         let mut cache = KvCache::default();
-        let hidden = self.run_blocks(self.embed_tokens(ids)?, 0..blocks, positions, keys_valid, &mut cache)?;
+        let h = self.embed_tokens(ids)?;
+        let hidden = self.run_blocks(h, 0..blocks, positions, keys_valid, segments, &mut cache, Outputs::Every)?;
         let kv = if keep_kv {
             Some(cache.layers.iter().take(blocks).flatten().map(|slot| slot.kv()).collect())
         } else {
             None
         };
-        Ok(FrozenPrefix { blocks, hidden, kv })
+        Ok(FrozenPrefix { blocks, hidden, kv, segments: segments.map(<[i64]>::to_vec) })
     }
 
     /// Continues a [`FrozenPrefix`] of a whole prompt batch through the remaining blocks, filling
-    /// `cache` (which must be empty) for every block: the hidden states `(B, L, d)` before the
-    /// final norm, equal to [`CausalLm::hidden_states`] on the same inputs.
-    pub(crate) fn hidden_states_from(
+    /// `cache` (which must be empty) for every block: the hidden states before the final norm
+    /// that `outputs` asks for, equal to [`CausalLm::hidden_states`]'s on the same inputs.
+    pub(super) fn hidden_states_from(
         &self,
         prefix: &FrozenPrefix,
         positions: &Tensor,
         keys_valid: Option<&Tensor>,
         cache: &mut KvCache,
+        outputs: Outputs,
     ) -> Result<Tensor> {
         self.check_prefix(prefix)?;
         if !cache.is_empty() {
@@ -327,7 +451,9 @@ impl CausalLm {
         for (slot, (k, v)) in cache.layers.iter_mut().zip(kv) {
             *slot = Some(super::attention::KvSlot::new(k.shallow_clone(), v.shallow_clone()));
         }
-        self.run_blocks(prefix.hidden.shallow_clone(), prefix.blocks..self.blocks.len(), positions, keys_valid, cache)
+        let h = prefix.hidden.shallow_clone();
+        let segments = prefix.segments.as_deref();
+        self.run_blocks(h, prefix.blocks..self.blocks.len(), positions, keys_valid, segments, cache, outputs)
     }
 
     /// Whether `prefix` still describes this model: the blocks it covers must still be free of atoms.
@@ -352,7 +478,8 @@ impl CausalLm {
     pub fn causal_lm_loss(&self, ids: &Tensor, labels: &Tensor, attention_mask: Option<&Tensor>) -> Result<Tensor> {
         let l = self.check_labels(ids, labels)?;
         let positions = Tensor::arange(l, (Kind::Int64, self.device())).unsqueeze(0);
-        let h = self.hidden_states(ids, &positions, attention_mask, &mut KvCache::default())?;
+        let outputs = Outputs::Last(labelled_tail(labels));
+        let h = self.hidden_states(ids, &positions, attention_mask, &mut KvCache::default(), outputs)?;
         self.loss_from_hidden(&h, labels)
     }
 
@@ -389,7 +516,9 @@ impl CausalLm {
             prefix_blocks..self.blocks.len(),
             &positions,
             attention_mask,
+            None,
             &mut KvCache::default(),
+            Outputs::Last(labelled_tail(labels)),
         )?;
         self.loss_from_hidden(&h, labels)
     }
@@ -408,13 +537,14 @@ impl CausalLm {
         Ok(l)
     }
 
-    /// Mean next-token cross-entropy of the final hidden states `(B, L, d)` at the positions whose
-    /// next label is not -100.
+    /// Mean next-token cross-entropy of the final hidden states `(B, t, d)` of the last `t`
+    /// positions of `labels` `(B, L)` at the positions whose next label is not -100.
     fn loss_from_hidden(&self, h: &Tensor, labels: &Tensor) -> Result<Tensor> {
-        let (l, d) = (h.size()[1], self.config.hidden_size);
-        let target = labels.narrow(1, 1, l - 1).reshape([-1]);
+        let (t, d) = (h.size()[1], self.config.hidden_size);
+        let start = labels.size()[1] - t;
+        let target = labels.narrow(1, start + 1, t - 1).reshape([-1]);
         let keep = target.ne(-100).nonzero().squeeze_dim(-1);
-        let pred = h.narrow(1, 0, l - 1).reshape([-1, d]).index_select(0, &keep);
+        let pred = h.narrow(1, 0, t - 1).reshape([-1, d]).index_select(0, &keep);
         let logits = self.logits(&pred);
         Ok(logits.cross_entropy_loss::<Tensor>(&target.index_select(0, &keep), None, tch::Reduction::Mean, -100, 0.0))
     }
@@ -538,6 +668,15 @@ impl CausalLm {
     }
 }
 
+/// How many trailing positions of `labels` `(B, L)` (with at least one label past position 0)
+/// a loss reads: from the first position whose next label is not -100 in any row to the end.
+fn labelled_tail(labels: &Tensor) -> i64 {
+    let l = labels.size()[1];
+    let needed = labels.narrow(1, 1, l - 1).ne(-100).any_dim(0, false).nonzero();
+    let first = if needed.numel() == 0 { 0 } else { needed.int64_value(&[0, 0]) };
+    l - first
+}
+
 /// Which keys `L` new tokens after `cache` cached ones may attend to: key slot `j` is visible to
 /// new token `i` when `j <= cache + i`, key `j` is a real token (`keys_valid` `(B, cache + L)`),
 /// and with a `window` `w`, `j > cache + i - w` (transformers' `sliding_window_overlay`, over cache
@@ -595,4 +734,146 @@ fn unpermute(w: &Tensor, n_head: i64) -> Tensor {
     let mut grouped = vec![n_head, rows / n_head / 2, 2];
     grouped.extend(&rest);
     w.reshape(grouped.as_slice()).transpose(1, 2).reshape(size.as_slice())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{CausalLm, KvCache, LlmConfig, Outputs};
+    use crate::llm::PrefixMemo;
+    use crate::{TargetSpec, WeightSource};
+    use tch::{Device, Kind, Tensor};
+
+    /// The tiny LLaMA fixture (2 blocks) with atoms of random keys and values on every linear of
+    /// `layers`, in eval mode unless `training`.
+    fn tiny(layers: &[usize], training: bool) -> CausalLm {
+        let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/llm/tiny_llama");
+        let config = LlmConfig::from_hf_json(dir.join("config.json")).expect("tiny_llama config");
+        let source = WeightSource::open(&dir).expect("tiny_llama weights");
+        let mut model = CausalLm::from_hf(&source, &config, Kind::Float, Device::Cpu).expect("tiny_llama");
+        let spec = TargetSpec { layers: Some(layers.to_vec()), ..TargetSpec::all_encoders(&["all"]) };
+        let moram = moram_core::MoramConfig { r: 4, top_k: 4, dropout: 0.0, ..Default::default() };
+        model.inject(&spec, &moram).expect("inject");
+        model.begin_task(0).expect("task 0");
+        let _guard = tch::no_grad_guard();
+        for (i, t) in model.trainable_tensors().iter().enumerate() {
+            let g = Tensor::randn(t.size(), (Kind::Float, Device::Cpu)) * 0.3;
+            t.shallow_clone().copy_(&(g + i as f64 * 1e-3));
+        }
+        model.set_training(training);
+        model
+    }
+
+    /// A left-padded batch of 3 rows `(ids, positions, keys_valid)`, lengths 9, 5 and 7.
+    fn padded(lengths: &[i64]) -> (Vec<Vec<i64>>, Tensor, Tensor, Tensor) {
+        let width = *lengths.iter().max().unwrap_or(&1);
+        let prompts: Vec<Vec<i64>> = lengths
+            .iter()
+            .enumerate()
+            .map(|(r, &n)| (0..n).map(|i| 3 + (r as i64 * 17 + i * 5) % 90).collect())
+            .collect();
+        let (mut ids, mut pos, mut valid) = (Vec::new(), Vec::new(), Vec::new());
+        for p in &prompts {
+            let pad = (width - p.len() as i64) as usize;
+            ids.extend(std::iter::repeat_n(0, pad).chain(p.iter().copied()));
+            pos.extend(std::iter::repeat_n(1, pad).chain(0..p.len() as i64));
+            valid.extend(std::iter::repeat_n(0u8, pad).chain(std::iter::repeat_n(1, p.len())));
+        }
+        let b = lengths.len() as i64;
+        let t = |v: &[i64]| Tensor::from_slice(v).view([b, width]);
+        (prompts, t(&ids), t(&pos), Tensor::from_slice(&valid).view([b, width]))
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
+        (a - b).abs().max().double_value(&[])
+    }
+
+    #[test]
+    fn the_last_block_computes_only_the_rows_read_unless_a_layer_records() -> crate::Result<()> {
+        let model = tiny(&[0, 1], false);
+        let _guard = tch::no_grad_guard();
+        let (_, ids, pos, valid) = padded(&[9, 5, 7]);
+        let run = |outputs| {
+            let h = model.embed_tokens(&ids)?;
+            model.run_blocks(h, 0..2, &pos, Some(&valid), None, &mut KvCache::default(), outputs)
+        };
+        let every = run(Outputs::Every)?;
+        let tail = run(Outputs::Last(3))?;
+        assert_eq!(tail.size(), [3, 3, 64]);
+        let d = max_diff(&tail, &every.narrow(1, 6, 3));
+        assert!(d < 1e-5, "tail differs by {d}");
+        // A recording layer in the last block sees every token.
+        let (_, layer) =
+            model.moram_layers().into_iter().find(|(p, _)| p.contains("layers.1.mlp.down")).expect("down_proj");
+        layer.start_stats(moram_core::StatsMode::AsUsed);
+        assert_eq!(run(Outputs::Last(3))?.size(), [3, 9, 64]);
+        let stats = layer.take_stats().expect("recorded");
+        assert_eq!(stats.tokens, 27, "3 rows x 9 positions");
+        Ok(())
+    }
+
+    #[test]
+    fn a_trimmed_loss_has_the_full_loss_and_gradients() -> crate::Result<()> {
+        let model = tiny(&[0, 1], true);
+        let (_, ids, _, valid) = padded(&[9, 5, 7]);
+        // Labels on the last 3 tokens of rows 0 and 2, the last 2 of row 1.
+        let labels = ids.copy();
+        let _ = labels.narrow(1, 0, 6).fill_(-100);
+        let _ = labels.get(1).narrow(0, 6, 1).fill_(-100);
+        let params = model.trainable_tensors();
+        let loss_and_grads = || -> crate::Result<(f64, Vec<Tensor>)> {
+            let loss = model.causal_lm_loss(&ids, &labels, Some(&valid))?;
+            loss.backward();
+            let grads = params.iter().map(|p| p.grad().copy()).collect();
+            params.iter().for_each(|p| {
+                let _ = p.grad().zero_();
+            });
+            Ok((loss.double_value(&[]), grads))
+        };
+        let (trimmed, trimmed_grads) = loss_and_grads()?;
+        let (_, layer) = model.moram_layers().into_iter().find(|(p, _)| p.contains("layers.1.self_attn.q")).expect("q");
+        layer.start_input_moments();
+        let (full, full_grads) = loss_and_grads()?;
+        assert_eq!(layer.take_input_moments().map(|(_, n)| n), Some(27), "the full pass ran");
+        assert!((trimmed - full).abs() < 1e-6, "loss {trimmed} vs {full}");
+        for (a, b) in trimmed_grads.iter().zip(&full_grads) {
+            let scale = b.abs().max().double_value(&[]).max(1e-6);
+            assert!(max_diff(a, b) / scale < 1e-5, "gradient differs by {}", max_diff(a, b));
+        }
+        assert!(full_grads.iter().any(|g| g.abs().max().double_value(&[]) > 0.0));
+        Ok(())
+    }
+
+    #[test]
+    fn packed_prefill_equals_the_padded_batch_with_and_without_a_prefix_memo() -> crate::Result<()> {
+        let model = tiny(&[1], false);
+        let _guard = tch::no_grad_guard();
+        let (prompts, ids, pos, valid) = padded(&[9, 5, 7]);
+        let mut want_cache = KvCache::default();
+        let want = model.forward_padded_last(&ids, &pos, Some(&valid), &mut want_cache)?;
+        let mut memo = PrefixMemo::default();
+        for memo in [None, Some(&mut memo)] {
+            let (logits, cache) = model.prefill(&prompts, 0, memo)?;
+            assert!(max_diff(&logits, &want) < 1e-5, "logits differ by {}", max_diff(&logits, &want));
+            assert_eq!(cache.len(), 9);
+            for (got, want) in cache.layers.iter().zip(&want_cache.layers) {
+                let ((gk, gv), (wk, wv)) = (got.as_ref().expect("slot").kv(), want.as_ref().expect("slot").kv());
+                assert_eq!(gk.size(), wk.size());
+                // Real positions agree; pad slots hold zeros (never attended to).
+                let real = valid.to_kind(Kind::Bool).view([3, 1, 9, 1]);
+                assert!(
+                    max_diff(&gk.masked_fill(&real.logical_not(), 0.0), &wk.masked_fill(&real.logical_not(), 0.0))
+                        < 1e-5
+                );
+                assert!(
+                    max_diff(&gv.masked_fill(&real.logical_not(), 0.0), &wv.masked_fill(&real.logical_not(), 0.0))
+                        < 1e-5
+                );
+                assert_eq!(gk.masked_select(&real.logical_not()).abs().sum(Kind::Float).double_value(&[]), 0.0);
+            }
+        }
+        assert_eq!(memo.len(), 1, "the frozen block's pass was kept");
+        let (again, _) = model.prefill(&prompts, 0, Some(&mut memo))?;
+        assert!(max_diff(&again, &want) < 1e-5);
+        Ok(())
+    }
 }
