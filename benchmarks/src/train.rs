@@ -138,17 +138,33 @@ pub fn run(reps: usize, gguf: &std::path::Path, case: &str, base: Kind) -> Resul
 /// the 7 projections of every block for every token (padding included: it is computed), causal
 /// attention (`QK^T` and `AV` over on average half the keys), the LM head on the labelled
 /// positions; backward through the last 8 blocks costs their input gradients (the base weights
-/// are frozen: one matmul per projection, two per attention product) and the head's.
+/// are frozen: one matmul per projection, two per attention product) and the head's. The last
+/// block computes keys and values of every token but queries, attention and MLP only for the
+/// trailing positions the loss reads (docs/performance.md), and is counted so.
 pub fn step_flops(c: &moram_models::llm::LlmConfig, labels: &Tensor) -> f64 {
     let (b, l) = (labels.size()[0] as f64, labels.size()[1] as f64);
     let tokens = b * l;
-    let proj: f64 = c.block_linears().iter().map(|(_, i, o)| (i * o) as f64).sum::<f64>() * 2.0;
-    let attn = 2.0 * 2.0 * (c.num_attention_heads * c.head_dim) as f64 * (l / 2.0);
+    let linears = c.block_linears();
+    let flops = |names: &[&str]| -> f64 {
+        linears
+            .iter()
+            .filter(|(n, ..)| names.is_empty() || names.contains(n))
+            .map(|(_, i, o)| (i * o) as f64)
+            .sum::<f64>()
+            * 2.0
+    };
+    let (proj, kv) = (flops(&[]), flops(&["k_proj", "v_proj"]));
+    let attn = |keys: f64| 2.0 * 2.0 * (c.num_attention_heads * c.head_dim) as f64 * keys;
+    // Trailing positions the loss reads: from the first one whose next label is set.
+    let set = labels.narrow(1, 1, labels.size()[1] - 1).ne(-100).any_dim(0, false).nonzero();
+    let tail = l - if set.numel() == 0 { 0.0 } else { set.int64_value(&[0, 0]) as f64 };
     let labelled = labels.ne(-100).sum(Kind::Int64).int64_value(&[]) as f64;
     let head = 2.0 * (c.hidden_size * c.vocab_size) as f64 * labelled;
     let blocks = c.num_hidden_layers as f64;
-    let forward = tokens * (proj + attn) * blocks + head;
-    let backward = tokens * (proj + 2.0 * attn) * 8.0 + head;
+    // A tail query sees on average l - tail / 2 keys.
+    let last = |attn_products: f64| tokens * kv + b * tail * (proj - kv + attn_products * attn(l - tail / 2.0));
+    let forward = tokens * (proj + attn(l / 2.0)) * (blocks - 1.0) + last(1.0) + head;
+    let backward = tokens * (proj + 2.0 * attn(l / 2.0)) * 7.0 + last(2.0) + head;
     forward + backward
 }
 
