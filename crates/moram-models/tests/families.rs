@@ -38,6 +38,17 @@ fn assert_matches_transformers(name: &str, model: &CausalLm, e: &HashMap<String,
     let loss = model.causal_lm_loss(&e["train_ids"], &e["labels"], Some(&e["train_mask"]))?.double_value(&[]);
     let want = e["loss"].double_value(&[0]);
     assert!((loss - want).abs() <= 1e-5, "{name}: loss {loss} vs {want}");
+    // A batch of prompts of different lengths (packed prefill, or the padded batch when a prompt
+    // is longer than the attention window) generates what each prompt generates alone.
+    let prompts = [(0, 9), (1, 5), (0, 3)]
+        .map(|(row, n)| Vec::<i64>::try_from(e["ids"].get(row).narrow(0, 0, n)))
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?;
+    let config = moram_models::llm::GenerationConfig { max_new_tokens: 6, ..Default::default() };
+    let batched = model.generate(&prompts, &config)?;
+    for (p, got) in prompts.iter().zip(&batched) {
+        assert_eq!(got, &model.generate_greedy(p, 6, &[])?, "{name}: batched prompt of {} tokens", p.len());
+    }
     Ok(logits)
 }
 
