@@ -318,18 +318,25 @@ impl CausalLm {
             _ => None,
         };
         let (lcos, lsin) = local_rope.as_ref().map_or((&cos, &sin), |(c, s)| (c, s));
-        // The boolean masks of the queries `rows` selects (the last `n` tokens, or all).
+        // The boolean masks of the last `n` new tokens as queries. Soft-capped attention computes
+        // its scores itself: it gets the causal mask built here once, not once per layer.
+        let softcap = self.config.attn_logit_softcapping.is_some();
         let masks = |n: i64, local: bool| -> Result<(bool, Option<Tensor>)> {
             if segments.is_some() {
                 return Ok((false, None));
             }
-            attention_mask(total - n, b, n, keys_valid, if local { window } else { None }, device)
+            Ok(match attention_mask(total - n, b, n, keys_valid, if local { window } else { None }, device)? {
+                (true, None) if softcap => (false, Some(Tensor::ones([1, 1, n, n], (Kind::Bool, device)).tril(0))),
+                other => other,
+            })
         };
         let all_rows = match segments {
             Some(lengths) => QueryRows::Packed { lengths, ends: None },
             None => QueryRows::All,
         };
-        let (causal, mask) = masks(l, false)?;
+        // Every layer windowed (Mistral, once past the window): no global mask is needed.
+        let needs_global = window.is_none() || self.blocks[range.clone()].iter().any(|blk| !blk.local);
+        let (causal, mask) = if needs_global { masks(l, false)? } else { (false, None) };
         let global = AttentionInputs { cos: &cos, sin: &sin, mask: mask.as_ref(), causal, queries: all_rows };
         let local_mask = match (needs_local, window) {
             (true, Some(_)) => Some(masks(l, true)?),
