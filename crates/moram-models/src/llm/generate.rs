@@ -271,8 +271,10 @@ impl CausalLm {
             .iter()
             .map(|p| std::iter::repeat_n(config.pad_id, width - p.len()).chain(p.iter().copied()).collect())
             .collect();
-        let mut valid: Vec<Vec<bool>> =
-            prompts.iter().map(|p| (0..width).map(|i| i >= width - p.len()).collect()).collect();
+        // Left padding: row r's real keys start at slot width - len(r); every generated key is real.
+        let first_real = Tensor::from_slice(&prompts.iter().map(|p| (width - p.len()) as i64).collect::<Vec<_>>())
+            .to_device(device)
+            .unsqueeze(1);
         let mut out: Vec<Vec<i64>> = vec![Vec::new(); b];
         let mut done = vec![false; b];
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(config.seed);
@@ -280,15 +282,13 @@ impl CausalLm {
         let mut next_input: Vec<Vec<i64>> = Vec::new();
         for step in 0..config.max_new_tokens {
             if step > 0 {
-                let start = cache.len();
                 let ids = Tensor::from_slice(&next_input.concat()).view([b as i64, 1]).to_device(device);
                 // Position of each token = number of real tokens before it (transformers:
-                // cumsum(attention_mask) - 1).
-                let pos: Vec<i64> =
-                    valid.iter().map(|v| v[..start as usize].iter().filter(|&&x| x).count() as i64).collect();
+                // cumsum(attention_mask) - 1): the prompt's and the step - 1 generated ones.
+                let pos: Vec<i64> = prompts.iter().map(|p| (p.len() + step - 1) as i64).collect();
                 let positions = Tensor::from_slice(&pos).view([b as i64, 1]).to_device(device);
-                let keys: Vec<u8> = valid.iter().flatten().map(|&x| x as u8).collect();
-                let keys_valid = Tensor::from_slice(&keys).view([b as i64, -1]).to_device(device);
+                let slots = Tensor::arange(cache.len() + 1, (tch::Kind::Int64, device)).unsqueeze(0);
+                let keys_valid = slots.ge_tensor(&first_real);
                 logits = self.forward_padded_last(&ids, &positions, Some(&keys_valid), &mut cache)?;
             }
             let last = Vec::<f32>::try_from(logits.to_device(tch::Device::Cpu).reshape([-1]))?;
@@ -316,9 +316,8 @@ impl CausalLm {
                 }
                 chosen.push(next);
             }
-            for r in 0..b {
-                rows[r].push(chosen[r]);
-                valid[r].push(true);
+            for (row, &t) in rows.iter_mut().zip(&chosen) {
+                row.push(t);
             }
             if done.iter().all(|&d| d) {
                 break;

@@ -307,9 +307,6 @@ impl CausalLm {
                 return Err(Error::Input("packed sequences longer than the attention window are not supported".into()));
             }
         }
-        if outputs == Outputs::SequenceEnds && segments.is_none() {
-            return Err(Error::Input("sequence ends are only defined for packed sequences".into()));
-        }
         let (cos, sin) = self.rope.cos_sin(positions, kind);
         let window = self.config.sliding_window.filter(|&w| total > w && segments.is_none());
         let needs_local = self.blocks[range.clone()].iter().any(|blk| blk.local);
@@ -342,41 +339,42 @@ impl CausalLm {
             (true, Some(_)) => Some(masks(l, true)?),
             _ => None,
         };
-        let local = match &local_mask {
-            Some((causal, mask)) => {
-                AttentionInputs { cos: lcos, sin: lsin, mask: mask.as_ref(), causal: *causal, queries: all_rows }
-            }
-            None => AttentionInputs { cos: lcos, sin: lsin, mask: mask.as_ref(), causal, queries: all_rows },
-        };
+        let (lcausal, lmask) = local_mask.as_ref().map_or((causal, mask.as_ref()), |(c, m)| (*c, m.as_ref()));
+        let local = AttentionInputs { cos: lcos, sin: lsin, mask: lmask, causal: lcausal, queries: all_rows };
         let last = range.end == self.blocks.len();
-        // The last block computes only the outputs that are read (docs/performance.md).
-        let trimmed = match outputs {
-            _ if !last || range.is_empty() || self.blocks[range.end - 1].is_observed() => None,
-            Outputs::Every => None,
-            Outputs::Last(n) if n >= l => None,
-            Outputs::Last(n) => Some((n, None)),
-            Outputs::SequenceEnds => {
-                let ends: Vec<i64> = segments
-                    .unwrap_or_default()
+        // The last block computes only the outputs that are read (docs/performance.md): the
+        // query rows and their count.
+        let ends = match (outputs, segments) {
+            (Outputs::SequenceEnds, Some(lengths)) => {
+                let mut end = -1;
+                let ends: Vec<i64> = lengths
                     .iter()
-                    .scan(0i64, |end, &n| {
-                        *end += n;
-                        Some(*end - 1)
+                    .map(|&n| {
+                        end += n;
+                        end
                     })
                     .collect();
-                Some((ends.len() as i64, Some(Tensor::from_slice(&ends).to_device(device))))
+                Some(Tensor::from_slice(&ends).to_device(device))
             }
+            (Outputs::SequenceEnds, None) => {
+                return Err(Error::Input("sequence ends are only defined for packed sequences".into()));
+            }
+            _ => None,
+        };
+        let tail = match (outputs, segments) {
+            _ if !last || range.is_empty() || self.blocks[range.end - 1].is_observed() => None,
+            (Outputs::Last(n), _) if n < l => Some((n, QueryRows::Last(n))),
+            (Outputs::SequenceEnds, Some(lengths)) => {
+                Some((lengths.len() as i64, QueryRows::Packed { lengths, ends: ends.as_ref() }))
+            }
+            _ => None,
         };
         for i in range {
             let is_local = self.blocks[i].local;
             let inputs = if is_local { &local } else { &global };
-            h = match &trimmed {
-                Some((n, ends)) if i + 1 == self.blocks.len() => {
-                    let (causal, mask) = masks(*n, is_local)?;
-                    let queries = match (segments, ends) {
-                        (Some(lengths), Some(ends)) => QueryRows::Packed { lengths, ends: Some(ends) },
-                        _ => QueryRows::Last(*n),
-                    };
+            h = match tail {
+                Some((n, queries)) if i + 1 == self.blocks.len() => {
+                    let (causal, mask) = masks(n, is_local)?;
                     let tail = AttentionInputs { mask: mask.as_ref(), causal, queries, ..*inputs };
                     self.blocks[i].forward(&h, &tail, &mut cache.layers[i])?
                 }
