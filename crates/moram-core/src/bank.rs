@@ -667,22 +667,26 @@ impl AtomBank {
         let eps = 1e-6;
         let routing_keys = self.routing_keys(keys).unwrap_or_else(|| keys.shallow_clone());
         let inverse_norm = routing_keys.norm_scalaropt_dim(2, [-1].as_slice(), false).clamp_min(eps).reciprocal();
-        let mut scales = Vec::with_capacity(self.atom_basis.len());
-        let mut closed = Vec::with_capacity(self.atom_basis.len());
-        for (i, &m) in self.atom_basis.iter().enumerate() {
-            let r = rho.select(-1, m as i64);
-            let key = inverse_norm.get(i as i64);
-            if m == 0 {
-                scales.push(r.ones_like() * key);
-                closed.push(r.zeros_like().to_kind(Kind::Bool));
-                continue;
-            }
-            // No fitted threshold means nothing was recorded for this width: keep the atom closed.
-            let threshold = self.novelty_threshold(m).unwrap_or(f64::INFINITY);
-            scales.push(r.clamp_min(eps).reciprocal() * key);
-            closed.push(r.lt(threshold));
-        }
-        Some((Tensor::stack(&scales, -1), Tensor::stack(&closed, -1)))
+        // Per atom (a few tensors of length R, not R small operations per layer and token batch):
+        // its basis width, whether it has one, and its threshold. No fitted threshold means
+        // nothing was recorded for that width: the atom stays closed (threshold +inf); an atom
+        // without a basis is never closed (-inf).
+        let widths: Vec<i64> = self.atom_basis.iter().map(|&m| m as i64).collect();
+        let thresholds: Vec<f32> = self
+            .atom_basis
+            .iter()
+            .map(
+                |&m| if m == 0 { f32::NEG_INFINITY } else { self.novelty_threshold(m).unwrap_or(f64::INFINITY) as f32 },
+            )
+            .collect();
+        let device = x.device();
+        let widths = Tensor::from_slice(&widths).to_device(device);
+        let has_basis = widths.gt(0);
+        let thresholds = Tensor::from_slice(&thresholds).to_device(device);
+        let r = rho.index_select(-1, &widths);
+        let scales = r.clamp_min(eps).reciprocal().where_self(&has_basis, &r.ones_like()) * inverse_norm;
+        let closed = r.lt_tensor(&thresholds);
+        Some((scales, closed))
     }
 
     /// For tokens `x` `(.., d_in)`: `rho[.., m] = ||x - U_m U_m^T x|| / ||x||` for every basis width

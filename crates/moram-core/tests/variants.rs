@@ -272,6 +272,29 @@ fn novelty_gating_closes_earlier_tokens_and_opens_novel_ones_at_full_scale() -> 
     Ok(())
 }
 
+/// Each atom is gated by its own task's basis width and that width's threshold: task 1's atom
+/// (width 1, threshold 0.5) and task 2's (width 2, threshold 0.9) disagree on the token e1 + e3
+/// (`rho` = 1/sqrt 2 for both widths), so swapping widths or thresholds between atoms would show.
+#[test]
+fn novelty_gating_uses_each_atoms_own_width_and_threshold() -> anyhow::Result<()> {
+    let keys = t(&[&[1.0, 0.0, 0.0], &[1.0, 1.0, 0.0], &[0.0, 0.0, 1.0]]);
+    let values = t(&[&[1.0, 10.0, 100.0]]);
+    let mut config = subspace(SubspaceMode::NoveltyGated);
+    config.r = 1;
+    let mut bank = AtomBank::from_parts(&config, &keys, &values, vec![0, 1, 2], 3, None, vec![], Device::Cpu)?;
+    bank.set_key_basis(&t(&[&[1.0, 0.0], &[0.0, 1.0], &[0.0, 0.0]]))?;
+    bank.set_atom_basis(vec![0, 1, 2])?;
+    bank.set_novelty_threshold(1, 0.5)?;
+    bank.set_novelty_threshold(2, 0.9)?;
+    let x = t(&[&[1.0, 0.0, 1.0], &[0.0, 0.0, 1.0], &[1.0, 0.0, 0.0]]);
+    let w = bank.route(&x, true).unwrap().weights;
+    assert!(w.double_value(&[0, 1]) > 0.0 && w.double_value(&[0, 2]) == 0.0, "e1 + e3: {w}");
+    assert!(w.double_value(&[1, 2]) > 0.0, "e3 is outside both bases: {w}");
+    assert!(w.double_value(&[2, 1]) == 0.0 && w.double_value(&[2, 2]) == 0.0, "e1 is inside both: {w}");
+    assert!((w.double_value(&[2, 0]) - 1.0).abs() < 1e-6, "the first task's atom has no basis: {w}");
+    Ok(())
+}
+
 #[test]
 fn novelty_thresholds_only_grow_and_are_checked() -> anyhow::Result<()> {
     let mut bank = AtomBank::new(3, 2, &subspace(SubspaceMode::NoveltyGated), Device::Cpu)?;
