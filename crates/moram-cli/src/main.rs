@@ -9,6 +9,7 @@ mod report;
 mod run_tools;
 mod study;
 mod viz;
+mod workers;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -77,6 +78,10 @@ enum Command {
         /// Override a value of configs/demo.toml, e.g. `--set training.iterations=4` (repeatable).
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
+        /// Methods trained at once, each by a worker process with --threads (default: cores /
+        /// jobs) libtorch threads. Default: one per core, at most 3.
+        #[arg(long, value_name = "N")]
+        jobs: Option<usize>,
     },
     /// Re-score every task of a run with the adapter saved after one of its tasks.
     Eval {
@@ -307,9 +312,10 @@ fn run(cli: Cli) -> Result<()> {
             println!("written to {}", out.display());
             Ok(())
         }
-        Command::Demo { assets, out, model, set } => {
+        Command::Demo { assets, out, model, set, jobs } => {
             let stop = ctrl_c_flag()?;
-            demo::run(&assets.unwrap_or_else(demo::default_assets), &out, &model, &set, stop).map(|_| ())
+            let workers = demo::Workers::for_this_machine(jobs, cli.threads)?;
+            demo::run(&assets.unwrap_or_else(demo::default_assets), &out, &model, &set, workers, stop).map(|_| ())
         }
         Command::Eval { dir, after } => run_tools::eval(&dir, after),
         Command::Viz { dir, examples } => run_tools::figures(&dir, examples),

@@ -15,9 +15,9 @@ fn demo_runs_three_methods_and_writes_the_comparison() {
     write_fake_bbc(&tmp.path().join("assets/bbc"), 30).unwrap();
     write_fake_wordnet(&tmp.path().join("assets/wordnet")).unwrap();
     let out = tmp.path().join("runs/demo");
-    let run = |out: &Path| {
+    let run = |out: &Path, jobs: &str| {
         Command::new(env!("CARGO_BIN_EXE_moram"))
-            .args(["--threads", "1", "-q", "demo", "--assets"])
+            .args(["--threads", "1", "-q", "demo", "--jobs", jobs, "--assets"])
             .arg(tmp.path().join("assets"))
             .arg("--out")
             .arg(out)
@@ -28,7 +28,8 @@ fn demo_runs_three_methods_and_writes_the_comparison() {
             .output()
             .unwrap()
     };
-    let o = run(&out);
+    // The three methods as three workers at once.
+    let o = run(&out, "3");
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     for needle in [
@@ -176,10 +177,45 @@ fn demo_runs_three_methods_and_writes_the_comparison() {
     let bars = image::open(figs.join("atoms-per-layer.png")).unwrap();
     assert!(bars.width() >= summary["layers"].as_array().unwrap().len() as u32 * 24 + 48 + 16);
 
-    // A second demo never overwrites the first.
-    let o = run(&out);
-    assert!(o.status.success());
-    assert!(tmp.path().join("runs/demo-2/comparison.md").exists());
+    // A second demo never overwrites the first; one worker at a time gives the same results
+    // (each worker has one thread either way), and every run folder keeps its worker's log.
+    let o = run(&out, "1");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let again: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(tmp.path().join("runs/demo-2/comparison.json")).unwrap())
+            .unwrap();
+    assert_eq!(again["baseline"], json["baseline"]);
+    for (a, b) in again["runs"].as_array().unwrap().iter().zip(json["runs"].as_array().unwrap()) {
+        assert_eq!((&a["method"], &a["matrix"]), (&b["method"], &b["matrix"]));
+    }
+    assert_eq!(again["intervals"], json["intervals"]);
+    let log = std::fs::read_to_string(out.join("moram-novelty-gated/train.log")).unwrap();
+    assert!(log.contains("task(s) finished; results in"), "{log}");
+
+    // A worker that fails (an optimiser step that diverges) fails the demo, which names the
+    // method and shows the end of its log; the other workers still finish.
+    let bad = tmp.path().join("runs/diverging");
+    let o = Command::new(env!("CARGO_BIN_EXE_moram"))
+        .args(["--threads", "1", "-q", "demo", "--jobs", "2", "--assets"])
+        .arg(tmp.path().join("assets"))
+        .arg("--out")
+        .arg(&bad)
+        .arg("--set")
+        .arg(format!("model.path={:?}", model.display().to_string()))
+        .args(["--set", "model.targets.layers=[0, 1]", "--set", "training.iterations=2"])
+        .args(["--set", "training.max_eval_examples=4", "--set", "generation.max_new_tokens=3"])
+        .args(["--set", "optimizer.lr=1e30", "--set", "training.clip_grad_norm=1e30"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success()
+            && err.contains("runs failed")
+            && err.contains("seq-lora (exit status: 1) failed; the end of"),
+        "{err}"
+    );
+    assert!(err.contains("non-finite") || err.contains("NaN"), "{err}");
+    assert!(!bad.join("comparison.md").exists());
 
     // Missing assets: one line of cause, one of remedy.
     let o = Command::new(env!("CARGO_BIN_EXE_moram"))

@@ -13,7 +13,7 @@ use data::{demo_tasks, read_bbc, write_tasks, DemoSizes};
 use moram_cl::config::RunConfig;
 use moram_cl::metrics::bootstrap::ExampleScores;
 use moram_cl::report::Comparison;
-use moram_cl::{Learner, Method, RunOptions, RunState};
+use moram_cl::{Learner, Method, RunState};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -109,6 +109,74 @@ pub struct MethodRun {
     pub seconds: f64,
 }
 
+/// The methods' runs and the base model's scores.
+struct Trained {
+    runs: Vec<MethodRun>,
+    baseline: Vec<f64>,
+}
+
+/// Trains every method in its own run folder under `out` (`out/<method>`, a normal run folder
+/// that `moram resume`, `eval`, `viz` and `report` take), `workers.jobs` at a time as worker
+/// processes ([`crate::workers`]), the longest first; this process scores the base model while
+/// the first workers run.
+fn train_methods(
+    base: &RunConfig,
+    out: &Path,
+    n_tasks: usize,
+    workers: Workers,
+    stop: Arc<AtomicBool>,
+) -> Result<Trained> {
+    let steps = (base.training.iterations.unwrap_or(0) * n_tasks) as u64;
+    let mut jobs = Vec::new();
+    // Novelty-gated routing takes about twice as long as the others: started first, it runs
+    // beside them instead of after them.
+    for method in METHODS.iter().rev() {
+        let mut cfg = base.clone();
+        cfg.method.name = *method;
+        cfg.name = format!("demo-{}", method.name());
+        let dir = out.join(method.name());
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        moram_cl::checkpoint::write_config(&dir, &cfg)?;
+        jobs.push(crate::workers::RunJob { label: method.name(), dir, steps });
+    }
+    eprintln!(
+        "training {} methods, {} at a time ({} thread(s) each; logs in each method's train.log) ...",
+        METHODS.len(),
+        workers.jobs,
+        workers.threads
+    );
+    tch::set_num_threads(workers.threads);
+    let mut pool = crate::workers::Pool::new(jobs, workers.threads, stop.clone(), true)?;
+    pool.fill(workers.jobs - 1)?;
+    let baseline = {
+        // The untouched model on every task: what the sequence starts from.
+        eprintln!("scoring the base model on every task ...");
+        let mut cfg = base.clone();
+        cfg.method.name = METHODS[0];
+        let mut learner = moram_cl::learners::build(&cfg)?;
+        let _guard = tch::no_grad_guard();
+        learner.begin_evaluation()?;
+        (0..n_tasks).map(|t| learner.evaluate(t)).collect::<moram_cl::Result<Vec<f64>>>()?
+    };
+    let finished = pool.finish(workers.jobs)?;
+    if stop.load(std::sync::atomic::Ordering::SeqCst) {
+        anyhow::bail!(
+            "interrupted: finished tasks are kept; `moram resume {}/<method>` continues a method's run",
+            out.display()
+        );
+    }
+    crate::workers::check(&finished)?;
+    let mut runs = Vec::new();
+    for method in METHODS {
+        let dir = out.join(method.name());
+        let f = finished.iter().find(|f| f.job.dir == dir).context("a method's worker never ran")?;
+        let state = moram_cl::RunState::load(&dir)?;
+        let scores = moram_cl::report::example_scores(&dir, &state);
+        runs.push(MethodRun { method, state, scores, seconds: f.seconds });
+    }
+    Ok(Trained { runs, baseline })
+}
+
 /// Writes the demo's four tasks (or, with `formats`, the four formats of the BBC topic question)
 /// from the assets into `out` as TRACE folders; returns the task names with their metrics.
 pub fn write_sequence(
@@ -128,8 +196,37 @@ pub fn write_sequence(
     write_tasks(out, tasks)
 }
 
+/// How the demo's methods share the machine.
+#[derive(Debug, Clone, Copy)]
+pub struct Workers {
+    /// Methods trained at once, each by its own worker process.
+    pub jobs: usize,
+    /// libtorch threads of each worker (and of this process while it scores the base model).
+    pub threads: i32,
+}
+
+impl Workers {
+    /// `jobs` (default: one per core, at most one per method) workers with `threads` threads each
+    /// (default: the cores shared among them).
+    pub fn for_this_machine(jobs: Option<usize>, threads: Option<i32>) -> Result<Workers> {
+        let cores = std::thread::available_parallelism().map(usize::from).unwrap_or(1);
+        let jobs = jobs.unwrap_or(cores).min(METHODS.len());
+        anyhow::ensure!(jobs >= 1, "--jobs must be at least 1");
+        let threads = threads.unwrap_or_else(|| (cores / jobs).max(1) as i32);
+        anyhow::ensure!(threads >= 1, "--threads must be at least 1, found {threads}");
+        Ok(Workers { jobs, threads })
+    }
+}
+
 /// Runs the demo; returns the output folder.
-pub fn run(assets: &Path, out: &Path, model: &str, sets: &[String], stop: Arc<AtomicBool>) -> Result<PathBuf> {
+pub fn run(
+    assets: &Path,
+    out: &Path,
+    model: &str,
+    sets: &[String],
+    workers: Workers,
+    stop: Arc<AtomicBool>,
+) -> Result<PathBuf> {
     let start = Instant::now();
     let model = real_model(model)?;
     let mut base = RunConfig::from_toml_str(DEMO_CONFIG, Path::new("configs/demo.toml"))?;
@@ -162,29 +259,9 @@ pub fn run(assets: &Path, out: &Path, model: &str, sets: &[String], stop: Arc<At
     data.metrics = tasks.iter().cloned().collect();
     base.validate()?;
 
-    let mut runs = Vec::new();
-    let mut baseline = None;
-    for method in METHODS {
-        let mut cfg = base.clone();
-        cfg.method.name = method;
-        cfg.name = format!("demo-{}", method.name());
-        let t0 = Instant::now();
-        let mut learner = moram_cl::learners::build(&cfg)?;
-        if baseline.is_none() {
-            // The untouched model on every task: what the sequence starts from.
-            eprintln!("scoring the base model on every task ...");
-            let _guard = tch::no_grad_guard();
-            learner.begin_evaluation()?;
-            baseline = Some((0..tasks.len()).map(|t| learner.evaluate(t)).collect::<moram_cl::Result<Vec<f64>>>()?);
-        }
-        eprintln!("training {} ({} tasks) ...", method.name(), tasks.len());
-        let options = RunOptions { stop: Some(stop.clone()), progress: true, ..RunOptions::default() };
-        let dir = out.join(method.name());
-        let state = moram_cl::run(&mut learner, &cfg, &dir, &options)?;
-        let scores = moram_cl::report::example_scores(&dir, &state);
-        runs.push(MethodRun { method, state, scores, seconds: t0.elapsed().as_secs_f64() });
-    }
-    let baseline = baseline.unwrap_or_default();
+    let runs = train_methods(&base, &out, tasks.len(), workers, stop)?;
+    let baseline = runs.baseline;
+    let runs = runs.runs;
     let cmp = Comparison::of(&runs.iter().map(|r| r.scores.as_ref()).collect::<Vec<_>>())?;
     let report = markdown(model.title, &runs, &cmp, &baseline, start.elapsed().as_secs_f64());
     std::fs::write(out.join("comparison.md"), &report).with_context(|| format!("writing {}", out.display()))?;

@@ -1,0 +1,202 @@
+//! Independent runs side by side as worker processes: what `moram demo --jobs N` does with its
+//! methods. Each job is a run folder holding its `config.toml`; a worker is this program again,
+//! `moram --threads T train --config DIR/config.toml --out DIR`, writing its messages to `DIR/train.log`.
+//!
+//! Separate processes, not threads of one: libtorch's generator and thread settings are global to
+//! a process, and on a small CPU two one-thread processes do nearly twice the work of one process
+//! with two intra-op threads (`benchmarks/results/data-parallel.md`), whose threads wait on each
+//! other at every small operation.
+
+use anyhow::{bail, Context, Result};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Name of a worker's log in its run folder.
+pub const LOG_FILE: &str = "train.log";
+
+/// One run for a worker: a folder whose `config.toml` ([`moram_cl::checkpoint::write_config`])
+/// says what to train.
+#[derive(Debug, Clone)]
+pub struct RunJob {
+    /// Its name on the progress bar and in messages.
+    pub label: String,
+    /// The run folder.
+    pub dir: PathBuf,
+    /// Optimiser steps of the whole run (the progress bar's length).
+    pub steps: u64,
+}
+
+/// How a worker ended.
+#[derive(Debug)]
+pub struct Finished {
+    /// The job.
+    pub job: RunJob,
+    /// Wall-clock seconds from start to exit.
+    pub seconds: f64,
+    /// Exit status.
+    pub status: ExitStatus,
+}
+
+struct Running {
+    job: RunJob,
+    child: Child,
+    started: Instant,
+    bar: ProgressBar,
+}
+
+/// A queue of run jobs and the workers running them. Dropping it kills workers still running
+/// (an error in the launching process leaves nothing behind).
+pub struct Pool {
+    program: PathBuf,
+    threads: i32,
+    queue: VecDeque<RunJob>,
+    running: Vec<Running>,
+    finished: Vec<Finished>,
+    bars: MultiProgress,
+    stop: Arc<AtomicBool>,
+}
+
+impl Pool {
+    /// Jobs run in the given order, each worker with `threads` libtorch threads. Once `stop` is
+    /// raised (Ctrl-C) no further job starts; running workers got the same Ctrl-C from the
+    /// terminal and stop after their current step, keeping their finished tasks.
+    pub fn new(jobs: Vec<RunJob>, threads: i32, stop: Arc<AtomicBool>, progress: bool) -> Result<Pool> {
+        anyhow::ensure!(threads >= 1, "worker threads must be at least 1, found {threads}");
+        let program = std::env::current_exe().context("locating the moram executable")?;
+        let target = if progress { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() };
+        Ok(Pool {
+            program,
+            threads,
+            queue: jobs.into(),
+            running: Vec::new(),
+            finished: Vec::new(),
+            bars: MultiProgress::with_draw_target(target),
+            stop,
+        })
+    }
+
+    /// Starts queued jobs until `n` workers run (or the queue is empty).
+    pub fn fill(&mut self, n: usize) -> Result<()> {
+        while self.running.len() < n && !self.stop.load(Ordering::SeqCst) {
+            let Some(job) = self.queue.pop_front() else { break };
+            let log_path = job.dir.join(LOG_FILE);
+            let log = std::fs::File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
+            let log_err = log.try_clone().with_context(|| format!("opening {} twice", log_path.display()))?;
+            let child = Command::new(&self.program)
+                .arg("--threads")
+                .arg(self.threads.to_string())
+                .arg("train")
+                .arg("--config")
+                .arg(job.dir.join(moram_cl::checkpoint::CONFIG_FILE))
+                .arg("--out")
+                .arg(&job.dir)
+                .stdin(Stdio::null())
+                .stdout(log)
+                .stderr(log_err)
+                // A launcher's data-parallel variables would make the worker wait for peers.
+                .env_remove("WORLD_SIZE")
+                .env_remove("RANK")
+                .spawn()
+                .with_context(|| format!("starting {} for {}", self.program.display(), job.label))?;
+            let bar = self.bars.add(ProgressBar::new(job.steps.max(1)));
+            bar.set_style(
+                ProgressStyle::with_template("{msg:>24} [{bar:30}] {pos}/{len} steps {elapsed_precise}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> "),
+            );
+            bar.set_message(job.label.clone());
+            tracing::info!(job = %job.label, threads = self.threads, log = %log_path.display(), "worker started");
+            self.running.push(Running { job, child, started: Instant::now(), bar });
+        }
+        Ok(())
+    }
+
+    /// Runs every queued job with at most `slots` workers at a time and waits for all of them;
+    /// returns how each ended, in the order they were queued.
+    pub fn finish(mut self, slots: usize) -> Result<Vec<Finished>> {
+        let order: Vec<PathBuf> = self
+            .finished
+            .iter()
+            .map(|f| &f.job)
+            .chain(self.running.iter().map(|r| &r.job))
+            .chain(self.queue.iter())
+            .map(|j| j.dir.clone())
+            .collect();
+        loop {
+            self.fill(slots.max(1))?;
+            if self.running.is_empty() {
+                break;
+            }
+            self.poll()?;
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        let mut finished = std::mem::take(&mut self.finished);
+        finished.sort_by_key(|f| order.iter().position(|d| *d == f.job.dir));
+        Ok(finished)
+    }
+
+    /// Collects ended workers and moves the bars of running ones.
+    fn poll(&mut self) -> Result<()> {
+        let mut i = 0;
+        while i < self.running.len() {
+            let r = &mut self.running[i];
+            r.bar.set_position(steps_logged(&r.job.dir));
+            match r.child.try_wait().with_context(|| format!("waiting for the worker of {}", r.job.label))? {
+                Some(status) => {
+                    let r = self.running.swap_remove(i);
+                    let seconds = r.started.elapsed().as_secs_f64();
+                    if status.success() {
+                        r.bar.finish_with_message(format!("{} done", r.job.label));
+                    } else {
+                        r.bar.abandon_with_message(format!("{} failed", r.job.label));
+                    }
+                    tracing::info!(job = %r.job.label, seconds, %status, "worker ended");
+                    self.finished.push(Finished { job: r.job, seconds, status });
+                }
+                None => i += 1,
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        for r in &mut self.running {
+            let _ = r.child.kill();
+            let _ = r.child.wait();
+        }
+    }
+}
+
+/// Optimiser steps a run has logged so far (lines of its step log).
+fn steps_logged(dir: &Path) -> u64 {
+    std::fs::read_to_string(dir.join(moram_cl::report::STEP_LOG)).map(|t| t.lines().count() as u64).unwrap_or(0)
+}
+
+/// Fails, naming each failed job with the end of its log, when a worker did not succeed.
+pub fn check(finished: &[Finished]) -> Result<()> {
+    let failed: Vec<&Finished> = finished.iter().filter(|f| !f.status.success()).collect();
+    if failed.is_empty() {
+        return Ok(());
+    }
+    let mut message = String::new();
+    for f in &failed {
+        let log = f.job.dir.join(LOG_FILE);
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(12).collect::<Vec<_>>().into_iter().rev().collect();
+        message.push_str(&format!(
+            "\n{} ({}) failed; the end of {}:\n{}",
+            f.job.label,
+            f.status,
+            log.display(),
+            tail.join("\n")
+        ));
+    }
+    bail!("{} of {} runs failed:{message}", failed.len(), finished.len())
+}
