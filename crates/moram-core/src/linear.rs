@@ -123,7 +123,7 @@ impl MoramLinear {
             });
         }
         let base_kind = self.weight.kind();
-        let base = x.to_kind(base_kind).linear(&self.weight, self.bias.as_ref());
+        let base = crate::runtime::linear(&x.to_kind(base_kind), &self.weight, self.bias.as_ref());
         let dropout = self.bank.config().dropout;
         let xa = x.to_kind(Kind::Float);
         if let Some((sum, tokens)) = self.moments.borrow_mut().as_mut() {

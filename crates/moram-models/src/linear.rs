@@ -48,7 +48,7 @@ impl AdaptableLinear {
     /// `(.., d_in)` -> `(.., d_out)`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match self {
-            AdaptableLinear::Frozen { weight, bias } => Ok(x.linear(weight, bias.as_ref())),
+            AdaptableLinear::Frozen { weight, bias } => Ok(moram_core::runtime::linear(x, weight, bias.as_ref())),
             AdaptableLinear::Moram(m) => Ok(m.forward(x)?),
         }
     }

@@ -226,7 +226,7 @@ impl CausalLm {
 
     /// Final norm and LM head: hidden states `(.., d)` to f32 logits `(.., vocab)`.
     pub(crate) fn logits(&self, h: &Tensor) -> Tensor {
-        let logits = self.norm.forward(h).linear(&self.lm_head, None::<Tensor>);
+        let logits = moram_core::runtime::linear(&self.norm.forward(h), &self.lm_head, None);
         match self.config.final_logit_softcapping {
             Some(cap) => ((logits / cap).tanh() * cap).to_kind(Kind::Float),
             None => logits.to_kind(Kind::Float),
