@@ -26,14 +26,14 @@ pub fn tune_cpu_allocator() -> bool {
 }
 
 /// Row counts for which [`linear`] multiplies the other way round on CPUs (see there).
-pub const SMALL_ROWS: std::ops::RangeInclusive<i64> = 2..=5;
+pub const SMALL_ROWS: std::ops::RangeInclusive<i64> = 2..=4;
 
 /// `x @ weight^T + bias` for `x` `(.., d_in)`, `weight` `(d_out, d_in)`, `bias` `(d_out)`:
 /// libtorch's `linear`, except for f32 on a CPU with [`SMALL_ROWS`] rows (decoding a few
 /// prompts at once), where it computes `(weight @ x^T)^T`. For so few rows MKL's sgemm runs the
-/// usual `x @ weight^T` form 1.2-2.7x slower than the swapped one on SmolLM2's projections and
-/// LM head (`benchmarks/small_rows.py`, results in `benchmarks/results/small-rows.md`); one row
-/// (sgemv), more rows and bf16 are as fast or faster the usual way. The result is the same
+/// usual `x @ weight^T` form 1.6-2.5x slower than the swapped one on SmolLM2's projections and
+/// LM head together (`benchmarks/small_rows.py`, results in `benchmarks/results/small-rows.md`);
+/// one row (sgemv), five or more rows and bf16 are as fast or faster the usual way. The result is the same
 /// product, up to the order in which the kernel sums.
 pub fn linear(x: &tch::Tensor, weight: &tch::Tensor, bias: Option<&tch::Tensor>) -> tch::Tensor {
     use tch::{Device, Kind};
