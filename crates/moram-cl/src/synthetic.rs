@@ -95,6 +95,16 @@ pub fn write_tiny_llama(dir: &Path, tokenizer_dir: &Path, size: TinyLlama, seed:
     Ok(())
 }
 
+/// Serialises the tests of one test binary that train or otherwise draw from libtorch's global
+/// generator. Tests run on parallel threads: without it a seeded run's draws (atom initialisation,
+/// shuffles, dropout) interleave with another test's, and its result changes from one test run to
+/// the next. Take it first thing in such a test and hold it to the end (the fixture writers'
+/// own lock below is a different one, so they may be called meanwhile).
+pub fn exclusive_generator() -> std::sync::MutexGuard<'static, ()> {
+    static TESTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    TESTS.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Runs `draw` right after seeding libtorch's global generator with `seed`, holding a lock: tests
 /// run on several threads, and two writers seeding and drawing at once would interleave their
 /// draws, giving weights that change from one test run to the next.

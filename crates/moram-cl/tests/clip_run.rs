@@ -69,6 +69,7 @@ fn learner(model: ClipModel, tasks: Vec<ImageTask>, lr: f64, iterations: usize) 
 
 #[test]
 fn three_domain_clip_run() {
+    let _generator = moram_cl::synthetic::exclusive_generator();
     let (model, size, tmp) = tiny_clip(0);
     let tasks = vec![
         domain(0, &["cat", "dog", "fox", "owl"], size),
@@ -123,6 +124,7 @@ fn colour_images(labels: &[i64], size: i64) -> Tensor {
 /// weights, CLIP's vocabulary). Seeds 1-5 reach 75-100 from 25-50 here.
 #[test]
 fn clip_run_learns_above_chance() {
+    let _generator = moram_cl::synthetic::exclusive_generator();
     let seed = 1;
     let tmp = tempfile::tempdir().unwrap();
     moram_cl::synthetic::write_tiny_clip(tmp.path(), seed).unwrap();

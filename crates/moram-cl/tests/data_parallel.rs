@@ -75,6 +75,7 @@ impl Learner for Faulty {
 #[test]
 #[ignore = "worker process of the data-parallel failure tests"]
 fn worker() {
+    let _generator = moram_cl::synthetic::exclusive_generator();
     let var = |k: &str| std::env::var(k).unwrap_or_default();
     let group = Group::from_env(Backend::Gloo).expect("group");
     let rank = group.rank();
@@ -231,11 +232,13 @@ fn check_failure_and_resume(fault: &str, expected: &str) {
 
 #[test]
 fn a_non_finite_loss_on_one_rank_stops_every_rank_then_the_run_resumes() {
+    let _generator = moram_cl::synthetic::exclusive_generator();
     // Rank 1's third loss of task B (its second step) is NaN.
     check_failure_and_resume("nan:1:1:3", "on rank(s) [1] of 2");
 }
 
 #[test]
 fn a_killed_rank_is_named_by_the_others_then_the_run_resumes() {
+    let _generator = moram_cl::synthetic::exclusive_generator();
     check_failure_and_resume("exit:1:1:3", "rank 1 stopped");
 }

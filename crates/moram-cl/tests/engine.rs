@@ -146,6 +146,7 @@ fn run(method: &str, tasks: i64, dir: &Path) -> moram_cl::RunState {
 
 #[test]
 fn moram_forgets_less_than_seq_lora_on_conflicting_subspaces() {
+    let _generator = moram_cl::synthetic::exclusive_generator();
     let _serial = serial();
     let tmp = tempfile::tempdir().unwrap();
     let m = run("moram", 3, &tmp.path().join("moram"));
@@ -164,6 +165,7 @@ fn moram_forgets_less_than_seq_lora_on_conflicting_subspaces() {
 
 #[test]
 fn interrupted_then_resumed_equals_uninterrupted() {
+    let _generator = moram_cl::synthetic::exclusive_generator();
     let _serial = serial();
     let tmp = tempfile::tempdir().unwrap();
     let full = run("moram", 3, &tmp.path().join("full"));
@@ -208,6 +210,7 @@ fn interrupted_then_resumed_equals_uninterrupted() {
 
 #[test]
 fn non_finite_loss_stops_and_keeps_the_last_checkpoint() {
+    let _generator = moram_cl::synthetic::exclusive_generator();
     let _serial = serial();
     let tmp = tempfile::tempdir().unwrap();
     let cfg = config("moram", 3);
@@ -225,6 +228,7 @@ fn non_finite_loss_stops_and_keeps_the_last_checkpoint() {
 
 #[test]
 fn pruning_reports_storage_and_metric_change() {
+    let _generator = moram_cl::synthetic::exclusive_generator();
     let _serial = serial();
     let tmp = tempfile::tempdir().unwrap();
     let mut cfg = config("moram", 2);
@@ -257,6 +261,7 @@ fn marker_bank(cfg: &RunConfig, key1: [(i64, f32); 2]) -> moram_core::AtomBank {
 
 #[test]
 fn routing_diagnostics_measure_known_leakage() {
+    let _generator = moram_cl::synthetic::exclusive_generator();
     let _serial = serial();
     let cfg = config("moram", 2);
     let tau = cfg.method.moram_config().unwrap().temperature;
@@ -295,6 +300,7 @@ fn routing_diagnostics_measure_known_leakage() {
 
 #[test]
 fn runs_record_routing_after_every_task_and_protected_variants_keep_their_subspace() {
+    let _generator = moram_cl::synthetic::exclusive_generator();
     let _serial = serial();
     let tmp = tempfile::tempdir().unwrap();
     let m = run("moram", 3, &tmp.path().join("moram"));
@@ -347,6 +353,7 @@ fn runs_record_routing_after_every_task_and_protected_variants_keep_their_subspa
 /// scale on their own (every task learned), and the fitted thresholds travel with the adapter.
 #[test]
 fn novelty_gated_routing_learns_every_task_and_keeps_the_first() {
+    let _generator = moram_cl::synthetic::exclusive_generator();
     let _serial = serial();
     let tmp = tempfile::tempdir().unwrap();
     // tau 0.1 (the paper's standard-CL setting): at X-TAIL's 0.01 a fresh atom whose key points
@@ -378,6 +385,7 @@ fn novelty_gated_routing_learns_every_task_and_keeps_the_first() {
 /// inputs before any atom exists (the first `score_examples`), and they never change afterwards.
 #[test]
 fn standardised_scores_are_fitted_once_on_the_first_task() {
+    let _generator = moram_cl::synthetic::exclusive_generator();
     let _serial = serial();
     let tmp = tempfile::tempdir().unwrap();
     let mut cfg = config("moram-standardised", 2);

@@ -9,6 +9,7 @@ use tch::Device;
 
 #[test]
 fn three_task_llm_run() {
+    let _generator = moram_cl::synthetic::exclusive_generator();
     let tmp = tempfile::tempdir().unwrap();
     let cfg_path = tmp.path().join("run.toml");
     std::fs::write(&cfg_path, common::llm_setup(tmp.path(), "moram", 6)).unwrap();
@@ -53,6 +54,7 @@ fn three_task_llm_run() {
 #[test]
 #[ignore]
 fn explore_methods() {
+    let _generator = moram_cl::synthetic::exclusive_generator();
     for method in ["moram", "seq-lora"] {
         let tmp = tempfile::tempdir().unwrap();
         let cfg_path = tmp.path().join("run.toml");
@@ -73,6 +75,7 @@ fn explore_methods() {
 /// (counted from the end); over-long pairs keep their tail and get no BOS/EOS.
 #[test]
 fn training_sequences_follow_the_trace_collator() {
+    let _generator = moram_cl::synthetic::exclusive_generator();
     let tmp = tempfile::tempdir().unwrap();
     let cfg_path = tmp.path().join("run.toml");
     std::fs::write(&cfg_path, common::llm_setup(tmp.path(), "moram", 1)).unwrap();
@@ -99,6 +102,7 @@ fn training_sequences_follow_the_trace_collator() {
 /// stay put, outputs stay finite.
 #[test]
 fn bf16_base_trains_f32_atoms() {
+    let _generator = moram_cl::synthetic::exclusive_generator();
     let tmp = tempfile::tempdir().unwrap();
     let cfg_path = tmp.path().join("run.toml");
     let text = common::llm_setup_tasks(tmp.path(), "moram", 30, &["Half", "Low"])
