@@ -27,9 +27,13 @@ pub struct StudyArgs {
     /// Start no new run after this many minutes; the same command continues later.
     #[arg(long)]
     max_minutes: Option<f64>,
-    /// libtorch threads per run (default: libtorch's choice).
+    /// libtorch threads per run (default: libtorch's choice; with --jobs, cores / jobs).
     #[arg(long)]
     threads: Option<u32>,
+    /// Train this many runs at once as worker processes (`moram study --jobs`; default: one run
+    /// at a time, as the README's studies ran).
+    #[arg(long)]
+    jobs: Option<usize>,
     /// Config overrides for every run (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
@@ -90,6 +94,9 @@ pub fn run(args: StudyArgs) -> Result<()> {
     }
     if let Some(m) = args.max_minutes {
         cmd.arg("--max-minutes").arg(m.to_string());
+    }
+    if let Some(n) = args.jobs {
+        cmd.arg("--jobs").arg(n.to_string());
     }
     for s in &sets {
         cmd.arg("--set").arg(s);

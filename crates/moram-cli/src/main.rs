@@ -154,6 +154,11 @@ enum Command {
         /// Assets folder for `--model` (default: $MORAM_CACHE/assets, else ~/.cache/moram/assets).
         #[arg(long)]
         assets: Option<PathBuf>,
+        /// Train N runs at once, each by a worker process with --threads (default: cores / N)
+        /// libtorch threads. Without it the runs train one after another in this process (as the
+        /// README's studies did; thread counts change single results).
+        #[arg(long, value_name = "N")]
+        jobs: Option<usize>,
     },
     /// Write a task sequence of the demo's real data as TRACE-format folders, for `train` and
     /// `study`: the demo's (BBC topic, WordNet noun category, WordNet verb base form, BBC desk) or
@@ -289,12 +294,16 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Study { file, out, set, max_minutes, report_only, model, assets } => {
+        Command::Study { file, out, set, max_minutes, report_only, model, assets, jobs } => {
             let model = match model {
                 Some(name) => Some((demo::real_model(&name)?, assets.unwrap_or_else(demo::default_assets))),
                 None => None,
             };
-            study::run(&file, out, &set, max_minutes, report_only, model)
+            let workers = match jobs {
+                Some(n) => Some(demo::Workers::for_this_machine(Some(n), cli.threads, usize::MAX)?),
+                None => None,
+            };
+            study::run(&file, out, &set, max_minutes, report_only, model, workers)
         }
         Command::DemoData { sequence, assets, out, train, eval, words, seed } => {
             let formats = match sequence.as_str() {
@@ -314,7 +323,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Demo { assets, out, model, set, jobs } => {
             let stop = ctrl_c_flag()?;
-            let workers = demo::Workers::for_this_machine(jobs, cli.threads)?;
+            let workers = demo::Workers::for_this_machine(jobs, cli.threads, demo::METHODS.len())?;
             demo::run(&assets.unwrap_or_else(demo::default_assets), &out, &model, &set, workers, stop).map(|_| ())
         }
         Command::Eval { dir, after } => run_tools::eval(&dir, after),

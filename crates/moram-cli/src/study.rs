@@ -2,7 +2,7 @@
 
 use crate::viz;
 use anyhow::{Context, Result};
-use moram_cl::study::{aggregate, run_grid, StudyConfig, StudyReport};
+use moram_cl::study::{aggregate, run_grid, StudyConfig, StudyProgress, StudyReport, StudyRun};
 use moram_cl::RunOptions;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -16,6 +16,7 @@ pub fn run(
     max_minutes: Option<f64>,
     report_only: bool,
     model: Option<(&crate::demo::RealModel, PathBuf)>,
+    workers: Option<crate::demo::Workers>,
 ) -> Result<()> {
     let study = StudyConfig::from_file(file).with_context(|| format!("reading the study {}", file.display()))?;
     let out = out.unwrap_or_else(|| PathBuf::from("runs").join(format!("study-{}", study.name)));
@@ -34,13 +35,16 @@ pub fn run(
         let stop = crate::ctrl_c_flag()?;
         let options = RunOptions { stop: Some(stop.clone()), progress: true, ..RunOptions::default() };
         let budget = max_minutes.map(|m| Duration::from_secs_f64(m * 60.0));
-        let progress = run_grid(&runs, budget, |run, resume| {
-            let state = crate::execute(&run.config, &run.dir, resume, &options)?;
-            // Each finished run updates the report, so a stopped study still reports what it has.
-            let report = aggregate(&study, &runs)?;
-            write(&report, &out)?;
-            Ok(state)
-        });
+        let progress = match workers {
+            Some(w) if w.jobs > 1 => run_workers(&study, &runs, &out, budget, w, stop.clone()),
+            _ => run_grid(&runs, budget, |run, resume| {
+                let state = crate::execute(&run.config, &run.dir, resume, &options)?;
+                // Each finished run updates the report, so a stopped study still reports what it has.
+                let report = aggregate(&study, &runs)?;
+                write(&report, &out)?;
+                Ok(state)
+            }),
+        };
         let progress = match progress {
             Ok(p) => p,
             Err(e) if stop.load(Ordering::SeqCst) => {
@@ -62,6 +66,62 @@ pub fn run(
 }
 
 /// `study.json`, `study.md` and `study.png` (per setting: OP then BWT bars per method, 95% whiskers).
+/// The unfinished runs of the grid as worker processes, `workers.jobs` at a time
+/// ([`crate::workers`]): a run with finished tasks is resumed (its saved config must equal the
+/// study's), others start from a config written into their folder. No run starts once `budget`
+/// has passed; the report is rewritten as each run ends.
+fn run_workers(
+    study: &StudyConfig,
+    runs: &[StudyRun],
+    out: &Path,
+    budget: Option<Duration>,
+    workers: crate::demo::Workers,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Result<StudyProgress> {
+    let mut jobs = Vec::new();
+    let mut skipped = 0;
+    for run in runs {
+        let state = moram_cl::RunState::load(&run.dir).ok();
+        if state.as_ref().is_some_and(moram_cl::RunState::is_complete) {
+            skipped += 1;
+            continue;
+        }
+        std::fs::create_dir_all(&run.dir).with_context(|| format!("creating {}", run.dir.display()))?;
+        let resume = state.is_some();
+        if resume {
+            let saved = moram_cl::checkpoint::read_config(&run.dir)?;
+            let fields = saved.differing_fields(&run.config.clone().with_paths_against(Path::new(".")));
+            if !fields.is_empty() {
+                return Err(moram_cl::Error::ConfigMismatch { dir: run.dir.clone(), fields: fields.join(", ") }.into());
+            }
+        } else {
+            moram_cl::checkpoint::write_config(&run.dir, &run.config)?;
+        }
+        let tasks = run.config.data.as_ref().map_or(0, |d| d.tasks.len());
+        let steps = (run.config.training.iterations.unwrap_or(0) * tasks) as u64;
+        let label = format!("{}/{}/seed-{}", run.setting, run.method.name(), run.seed);
+        jobs.push(crate::workers::RunJob { label, dir: run.dir.clone(), steps, resume });
+    }
+    eprintln!(
+        "{} run(s) to train, {} at a time ({} thread(s) each; logs in each run's train.log)",
+        jobs.len(),
+        workers.jobs,
+        workers.threads
+    );
+    let pool = crate::workers::Pool::new(jobs, workers.threads, stop.clone(), true)?;
+    let deadline = budget.map(|b| std::time::Instant::now() + b);
+    // Each finished run updates the report, so a stopped study still reports what it has.
+    let (finished, left) = pool.finish(workers.jobs, deadline, |_| write(&aggregate(study, runs)?, out))?;
+    if stop.load(Ordering::SeqCst) {
+        anyhow::bail!("interrupted");
+    }
+    crate::workers::check(&finished)?;
+    if left > 0 {
+        tracing::warn!(left, "study time budget spent; run the same command again to continue");
+    }
+    Ok(StudyProgress { skipped, finished: finished.len(), left })
+}
+
 fn write(report: &StudyReport, out: &Path) -> Result<()> {
     report.write(out)?;
     let mut settings: Vec<&str> = report.cells.iter().map(|c| c.setting.as_str()).collect();

@@ -1,6 +1,8 @@
 //! Independent runs side by side as worker processes: what `moram demo --jobs N` does with its
-//! methods. Each job is a run folder holding its `config.toml`; a worker is this program again,
-//! `moram --threads T train --config DIR/config.toml --out DIR`, writing its messages to `DIR/train.log`.
+//! methods and `moram study --jobs N` with its grid. Each job is a run folder holding its
+//! `config.toml`; a worker is this program again, `moram --threads T train --config
+//! DIR/config.toml --out DIR` (or `moram --threads T resume DIR` for a run that has finished
+//! tasks), appending its messages to `DIR/train.log`.
 //!
 //! Separate processes, not threads of one: libtorch's generator and thread settings are global to
 //! a process, and on a small CPU two one-thread processes do nearly twice the work of one process
@@ -29,6 +31,8 @@ pub struct RunJob {
     pub dir: PathBuf,
     /// Optimiser steps of the whole run (the progress bar's length).
     pub steps: u64,
+    /// Continue the run from its last finished task (`moram resume`) instead of starting it.
+    pub resume: bool,
 }
 
 /// How a worker ended.
@@ -85,16 +89,25 @@ impl Pool {
         while self.running.len() < n && !self.stop.load(Ordering::SeqCst) {
             let Some(job) = self.queue.pop_front() else { break };
             let log_path = job.dir.join(LOG_FILE);
-            let log = std::fs::File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log_path)
+                .with_context(|| format!("opening {}", log_path.display()))?;
             let log_err = log.try_clone().with_context(|| format!("opening {} twice", log_path.display()))?;
-            let child = Command::new(&self.program)
-                .arg("--threads")
-                .arg(self.threads.to_string())
-                .arg("train")
-                .arg("--config")
-                .arg(job.dir.join(moram_cl::checkpoint::CONFIG_FILE))
-                .arg("--out")
-                .arg(&job.dir)
+            let mut command = Command::new(&self.program);
+            command.arg("--threads").arg(self.threads.to_string());
+            if job.resume {
+                command.arg("resume").arg(&job.dir);
+            } else {
+                command
+                    .arg("train")
+                    .arg("--config")
+                    .arg(job.dir.join(moram_cl::checkpoint::CONFIG_FILE))
+                    .arg("--out")
+                    .arg(&job.dir);
+            }
+            let child = command
                 .stdin(Stdio::null())
                 .stdout(log)
                 .stderr(log_err)
@@ -116,9 +129,15 @@ impl Pool {
         Ok(())
     }
 
-    /// Runs every queued job with at most `slots` workers at a time and waits for all of them;
-    /// returns how each ended, in the order they were queued.
-    pub fn finish(mut self, slots: usize) -> Result<Vec<Finished>> {
+    /// Runs every queued job with at most `slots` workers at a time and waits for all of them,
+    /// starting none after `deadline`; `on_finished` is called as each worker ends. Returns how
+    /// each ended, in the order they were queued, and how many jobs never started.
+    pub fn finish(
+        mut self,
+        slots: usize,
+        deadline: Option<Instant>,
+        mut on_finished: impl FnMut(&Finished) -> Result<()>,
+    ) -> Result<(Vec<Finished>, usize)> {
         let order: Vec<PathBuf> = self
             .finished
             .iter()
@@ -128,16 +147,23 @@ impl Pool {
             .map(|j| j.dir.clone())
             .collect();
         loop {
-            self.fill(slots.max(1))?;
+            if deadline.is_none_or(|d| Instant::now() < d) {
+                self.fill(slots.max(1))?;
+            }
             if self.running.is_empty() {
                 break;
             }
+            let before = self.finished.len();
             self.poll()?;
+            for f in &self.finished[before..] {
+                on_finished(f)?;
+            }
             std::thread::sleep(Duration::from_millis(250));
         }
+        let left = self.queue.len();
         let mut finished = std::mem::take(&mut self.finished);
         finished.sort_by_key(|f| order.iter().position(|d| *d == f.job.dir));
-        Ok(finished)
+        Ok((finished, left))
     }
 
     /// Collects ended workers and moves the bars of running ones.

@@ -114,6 +114,38 @@ fn a_study_runs_every_cell_reports_intervals_and_continues() {
     assert!(report(&out).cells.iter().all(|c| c.finished == 2 && c.planned == 3));
 }
 
+/// The same grid on two worker processes (one thread each) reports exactly what one run after
+/// another in one process reports; a study stopped half way (here: its time budget) continues
+/// on workers, resuming the runs with finished tasks.
+#[test]
+fn a_study_on_workers_equals_one_run_at_a_time() {
+    let tmp = tempfile::tempdir().unwrap();
+    setup(tmp.path());
+    let study = tmp.path().join("study.toml");
+    let (one, two) = (tmp.path().join("one"), tmp.path().join("two"));
+    let o = moram(&["study", study.to_str().unwrap(), "--out", one.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // A run with its first task done (copied from the finished one, cut back to that task) is
+    // resumed by its worker.
+    let partial = two.join("base/seq-lora/seed-1");
+    std::fs::create_dir_all(&partial).unwrap();
+    for f in ["config.toml", "adapter-task0.safetensors", "metrics.jsonl"] {
+        std::fs::copy(one.join("base/seq-lora/seed-1").join(f), partial.join(f)).unwrap();
+    }
+    let mut state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(one.join("base/seq-lora/seed-1/state.json")).unwrap()).unwrap();
+    for key in ["matrix", "tasks", "adapters"] {
+        state[key].as_array_mut().unwrap().truncate(1);
+    }
+    std::fs::write(partial.join("state.json"), state.to_string()).unwrap();
+    let o = moram(&["study", study.to_str().unwrap(), "--out", two.to_str().unwrap(), "--jobs", "2"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(report(&two), report(&one));
+    let log = std::fs::read_to_string(partial.join("train.log")).unwrap();
+    assert!(log.contains("resuming"), "{log}");
+    assert!(two.join("base/moram-novel-routing/seed-2/train.log").exists());
+}
+
 #[test]
 fn bad_study_files_name_the_key() {
     let tmp = tempfile::tempdir().unwrap();

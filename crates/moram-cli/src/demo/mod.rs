@@ -137,7 +137,7 @@ fn train_methods(
         let dir = out.join(method.name());
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         moram_cl::checkpoint::write_config(&dir, &cfg)?;
-        jobs.push(crate::workers::RunJob { label: method.name(), dir, steps });
+        jobs.push(crate::workers::RunJob { label: method.name(), dir, steps, resume: false });
     }
     eprintln!(
         "training {} methods, {} at a time ({} thread(s) each; logs in each method's train.log) ...",
@@ -158,7 +158,7 @@ fn train_methods(
         learner.begin_evaluation()?;
         (0..n_tasks).map(|t| learner.evaluate(t)).collect::<moram_cl::Result<Vec<f64>>>()?
     };
-    let finished = pool.finish(workers.jobs)?;
+    let (finished, _) = pool.finish(workers.jobs, None, |_| Ok(()))?;
     if stop.load(std::sync::atomic::Ordering::SeqCst) {
         anyhow::bail!(
             "interrupted: finished tasks are kept; `moram resume {}/<method>` continues a method's run",
@@ -206,11 +206,11 @@ pub struct Workers {
 }
 
 impl Workers {
-    /// `jobs` (default: one per core, at most one per method) workers with `threads` threads each
+    /// `jobs` (default: one per core, at most `most`) workers with `threads` threads each
     /// (default: the cores shared among them).
-    pub fn for_this_machine(jobs: Option<usize>, threads: Option<i32>) -> Result<Workers> {
+    pub fn for_this_machine(jobs: Option<usize>, threads: Option<i32>, most: usize) -> Result<Workers> {
         let cores = std::thread::available_parallelism().map(usize::from).unwrap_or(1);
-        let jobs = jobs.unwrap_or(cores).min(METHODS.len());
+        let jobs = jobs.unwrap_or(cores).min(most);
         anyhow::ensure!(jobs >= 1, "--jobs must be at least 1");
         let threads = threads.unwrap_or_else(|| (cores / jobs).max(1) as i32);
         anyhow::ensure!(threads >= 1, "--threads must be at least 1, found {threads}");
