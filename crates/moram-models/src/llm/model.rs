@@ -757,6 +757,11 @@ mod tests {
         let mut model = CausalLm::from_hf(&source, &config, Kind::Float, Device::Cpu).expect("tiny_llama");
         let spec = TargetSpec { layers: Some(layers.to_vec()), ..TargetSpec::all_encoders(&["all"]) };
         let moram = moram_core::MoramConfig { r: 4, top_k: 4, dropout: 0.0, ..Default::default() };
+        // Seeded under a lock: tests run on parallel threads and would interleave their draws
+        // from libtorch's global generator.
+        static GENERATOR: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _lock = GENERATOR.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        tch::manual_seed(11);
         model.inject(&spec, &moram).expect("inject");
         model.begin_task(0).expect("task 0");
         let _guard = tch::no_grad_guard();
@@ -792,6 +797,12 @@ mod tests {
         (a - b).abs().max().double_value(&[])
     }
 
+    /// The largest difference relative to `b`'s largest magnitude (at least 1): float-rounding
+    /// differences scale with the values, and the routing's 1 / tau amplifies them.
+    fn rel_diff(a: &Tensor, b: &Tensor) -> f64 {
+        max_diff(a, b) / b.abs().max().double_value(&[]).max(1.0)
+    }
+
     #[test]
     fn the_last_block_computes_only_the_rows_read_unless_a_layer_records() -> crate::Result<()> {
         let model = tiny(&[0, 1], false);
@@ -804,8 +815,8 @@ mod tests {
         let every = run(Outputs::Every)?;
         let tail = run(Outputs::Last(3))?;
         assert_eq!(tail.size(), [3, 3, 64]);
-        let d = max_diff(&tail, &every.narrow(1, 6, 3));
-        assert!(d < 1e-5, "tail differs by {d}");
+        let d = rel_diff(&tail, &every.narrow(1, 6, 3));
+        assert!(d < 5e-5, "tail differs by {d} (relative)");
         // A recording layer in the last block sees every token.
         let (_, layer) =
             model.moram_layers().into_iter().find(|(p, _)| p.contains("layers.1.mlp.down")).expect("down_proj");
@@ -858,7 +869,7 @@ mod tests {
         let mut memo = PrefixMemo::default();
         for memo in [None, Some(&mut memo)] {
             let (logits, cache) = model.prefill(&prompts, 0, memo)?;
-            assert!(max_diff(&logits, &want) < 1e-5, "logits differ by {}", max_diff(&logits, &want));
+            assert!(rel_diff(&logits, &want) < 5e-5, "logits differ by {} (relative)", rel_diff(&logits, &want));
             assert_eq!(cache.len(), 9);
             for (got, want) in cache.layers.iter().zip(&want_cache.layers) {
                 let ((gk, gv), (wk, wv)) = (got.as_ref().expect("slot").kv(), want.as_ref().expect("slot").kv());
@@ -866,19 +877,19 @@ mod tests {
                 // Real positions agree; pad slots hold zeros (never attended to).
                 let real = valid.to_kind(Kind::Bool).view([3, 1, 9, 1]);
                 assert!(
-                    max_diff(&gk.masked_fill(&real.logical_not(), 0.0), &wk.masked_fill(&real.logical_not(), 0.0))
-                        < 1e-5
+                    rel_diff(&gk.masked_fill(&real.logical_not(), 0.0), &wk.masked_fill(&real.logical_not(), 0.0))
+                        < 5e-5
                 );
                 assert!(
-                    max_diff(&gv.masked_fill(&real.logical_not(), 0.0), &wv.masked_fill(&real.logical_not(), 0.0))
-                        < 1e-5
+                    rel_diff(&gv.masked_fill(&real.logical_not(), 0.0), &wv.masked_fill(&real.logical_not(), 0.0))
+                        < 5e-5
                 );
                 assert_eq!(gk.masked_select(&real.logical_not()).abs().sum(Kind::Float).double_value(&[]), 0.0);
             }
         }
         assert_eq!(memo.len(), 1, "the frozen block's pass was kept");
         let (again, _) = model.prefill(&prompts, 0, Some(&mut memo))?;
-        assert!(max_diff(&again, &want) < 1e-5);
+        assert!(rel_diff(&again, &want) < 5e-5);
         Ok(())
     }
 }
