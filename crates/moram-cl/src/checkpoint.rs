@@ -235,6 +235,18 @@ pub fn read_config(dir: &Path) -> Result<RunConfig> {
     RunConfig::from_file(dir.join(CONFIG_FILE))
 }
 
+/// Fails with [`Error::ConfigMismatch`], naming the differing fields, unless the run in `dir`
+/// was started with `config` (the check before resuming it).
+pub fn check_config(dir: &Path, config: &RunConfig) -> Result<()> {
+    let saved = read_config(dir)?;
+    let diff = saved.differing_fields(&config.clone().with_paths_against(Path::new(".")));
+    if diff.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::ConfigMismatch { dir: dir.into(), fields: diff.join(", ") })
+    }
+}
+
 /// File name of the adapter saved after task `task` (0-based).
 pub fn adapter_name(task: usize) -> String {
     format!("adapter-task{task}.safetensors")

@@ -202,11 +202,7 @@ pub fn resume(learner: &mut impl Learner, config: &RunConfig, dir: &Path, option
 
 fn load_for_resume(learner: &mut impl Learner, config: &RunConfig, dir: &Path, group: &Group) -> Result<RunState> {
     let state = RunState::load(dir)?;
-    let saved = checkpoint::read_config(dir)?;
-    let diff = saved.differing_fields(&config.clone().with_paths_against(Path::new(".")));
-    if !diff.is_empty() {
-        return Err(Error::ConfigMismatch { dir: dir.into(), fields: diff.join(", ") });
-    }
+    checkpoint::check_config(dir, config)?;
     if state.task_names != learner.task_names() {
         return Err(Error::ConfigMismatch {
             dir: dir.into(),

@@ -89,11 +89,7 @@ fn run_workers(
         std::fs::create_dir_all(&run.dir).with_context(|| format!("creating {}", run.dir.display()))?;
         let resume = state.is_some();
         if resume {
-            let saved = moram_cl::checkpoint::read_config(&run.dir)?;
-            let fields = saved.differing_fields(&run.config.clone().with_paths_against(Path::new(".")));
-            if !fields.is_empty() {
-                return Err(moram_cl::Error::ConfigMismatch { dir: run.dir.clone(), fields: fields.join(", ") }.into());
-            }
+            moram_cl::checkpoint::check_config(&run.dir, &run.config)?;
         } else {
             moram_cl::checkpoint::write_config(&run.dir, &run.config)?;
         }
