@@ -300,7 +300,7 @@ fn run(cli: Cli) -> Result<()> {
                 None => None,
             };
             let workers = match jobs {
-                Some(n) => Some(demo::Workers::for_this_machine(Some(n), cli.threads, usize::MAX)?),
+                Some(n) => Some(workers::Workers::for_this_machine(Some(n), cli.threads, usize::MAX)?),
                 None => None,
             };
             study::run(&file, out, &set, max_minutes, report_only, model, workers)
@@ -323,7 +323,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Demo { assets, out, model, set, jobs } => {
             let stop = ctrl_c_flag()?;
-            let workers = demo::Workers::for_this_machine(jobs, cli.threads, demo::METHODS.len())?;
+            let workers = workers::Workers::for_this_machine(jobs, cli.threads, demo::METHODS.len())?;
             demo::run(&assets.unwrap_or_else(demo::default_assets), &out, &model, &set, workers, stop).map(|_| ())
         }
         Command::Eval { dir, after } => run_tools::eval(&dir, after),

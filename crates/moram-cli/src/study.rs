@@ -1,6 +1,7 @@
 //! `moram study`: runs a study file's grid (each run resumable), then writes its report and figure.
 
 use crate::viz;
+use crate::workers::{RunJob, Workers};
 use anyhow::{Context, Result};
 use moram_cl::study::{aggregate, run_grid, StudyConfig, StudyProgress, StudyReport, StudyRun};
 use moram_cl::RunOptions;
@@ -16,7 +17,7 @@ pub fn run(
     max_minutes: Option<f64>,
     report_only: bool,
     model: Option<(&crate::demo::RealModel, PathBuf)>,
-    workers: Option<crate::demo::Workers>,
+    workers: Option<Workers>,
 ) -> Result<()> {
     let study = StudyConfig::from_file(file).with_context(|| format!("reading the study {}", file.display()))?;
     let out = out.unwrap_or_else(|| PathBuf::from("runs").join(format!("study-{}", study.name)));
@@ -65,7 +66,6 @@ pub fn run(
     Ok(())
 }
 
-/// `study.json`, `study.md` and `study.png` (per setting: OP then BWT bars per method, 95% whiskers).
 /// The unfinished runs of the grid as worker processes, `workers.jobs` at a time
 /// ([`crate::workers`]): a run with finished tasks is resumed (its saved config must equal the
 /// study's), others start from a config written into their folder. No run starts once `budget`
@@ -75,7 +75,7 @@ fn run_workers(
     runs: &[StudyRun],
     out: &Path,
     budget: Option<Duration>,
-    workers: crate::demo::Workers,
+    workers: Workers,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) -> Result<StudyProgress> {
     let mut jobs = Vec::new();
@@ -86,17 +86,8 @@ fn run_workers(
             skipped += 1;
             continue;
         }
-        std::fs::create_dir_all(&run.dir).with_context(|| format!("creating {}", run.dir.display()))?;
-        let resume = state.is_some();
-        if resume {
-            moram_cl::checkpoint::check_config(&run.dir, &run.config)?;
-        } else {
-            moram_cl::checkpoint::write_config(&run.dir, &run.config)?;
-        }
-        let tasks = run.config.data.as_ref().map_or(0, |d| d.tasks.len());
-        let steps = (run.config.training.iterations.unwrap_or(0) * tasks) as u64;
         let label = format!("{}/{}/seed-{}", run.setting, run.method.name(), run.seed);
-        jobs.push(crate::workers::RunJob { label, dir: run.dir.clone(), steps, resume });
+        jobs.push(RunJob::prepare(label, &run.dir, &run.config, state.is_some())?);
     }
     eprintln!(
         "{} run(s) to train, {} at a time ({} thread(s) each; logs in each run's train.log)",
@@ -118,6 +109,7 @@ fn run_workers(
     Ok(StudyProgress { skipped, finished: finished.len(), left })
 }
 
+/// `study.json`, `study.md` and `study.png` (per setting: OP then BWT bars per method, 95% whiskers).
 fn write(report: &StudyReport, out: &Path) -> Result<()> {
     report.write(out)?;
     let mut settings: Vec<&str> = report.cells.iter().map(|c| c.setting.as_str()).collect();

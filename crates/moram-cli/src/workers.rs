@@ -11,6 +11,7 @@
 
 use anyhow::{bail, Context, Result};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use moram_cl::RunConfig;
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -33,6 +34,44 @@ pub struct RunJob {
     pub steps: u64,
     /// Continue the run from its last finished task (`moram resume`) instead of starting it.
     pub resume: bool,
+}
+
+impl RunJob {
+    /// The job of training `config` in `dir`: resumed from the run's finished tasks (`resume`;
+    /// the saved config must equal `config`), or started from `config` written into the folder.
+    pub fn prepare(label: String, dir: &Path, config: &RunConfig, resume: bool) -> Result<RunJob> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        if resume {
+            moram_cl::checkpoint::check_config(dir, config)?;
+        } else {
+            moram_cl::checkpoint::write_config(dir, config)?;
+        }
+        let tasks = config.data.as_ref().map_or(0, |d| d.tasks.len());
+        let steps = (config.training.iterations.unwrap_or(0) * tasks) as u64;
+        Ok(RunJob { label, dir: dir.to_path_buf(), steps, resume })
+    }
+}
+
+/// How many runs train at once, and with how many threads each.
+#[derive(Debug, Clone, Copy)]
+pub struct Workers {
+    /// Runs trained at once, each by its own worker process.
+    pub jobs: usize,
+    /// libtorch threads of each worker (and of the launching process while it works meanwhile).
+    pub threads: i32,
+}
+
+impl Workers {
+    /// `jobs` (default: one per core, at most `most`) workers with `threads` threads each
+    /// (default: the cores shared among them).
+    pub fn for_this_machine(jobs: Option<usize>, threads: Option<i32>, most: usize) -> Result<Workers> {
+        let cores = std::thread::available_parallelism().map(usize::from).unwrap_or(1);
+        let jobs = jobs.unwrap_or(cores).min(most);
+        anyhow::ensure!(jobs >= 1, "--jobs must be at least 1");
+        let threads = threads.unwrap_or_else(|| (cores / jobs).max(1) as i32);
+        anyhow::ensure!(threads >= 1, "--threads must be at least 1, found {threads}");
+        Ok(Workers { jobs, threads })
+    }
 }
 
 /// How a worker ended.

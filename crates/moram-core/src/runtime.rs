@@ -33,8 +33,8 @@ pub const SMALL_ROWS: std::ops::RangeInclusive<i64> = 2..=4;
 /// prompts at once), where it computes `(weight @ x^T)^T`. For so few rows MKL's sgemm runs the
 /// usual `x @ weight^T` form 1.6-2.5x slower than the swapped one on SmolLM2's projections and
 /// LM head together (`benchmarks/small_rows.py`, results in `benchmarks/results/small-rows.md`);
-/// one row (sgemv), five or more rows and bf16 are as fast or faster the usual way. The result is the same
-/// product, up to the order in which the kernel sums.
+/// one row (sgemv), five or more rows and bf16 are as fast or faster the usual way. The result
+/// is the same product, up to the order in which the kernel sums.
 pub fn linear(x: &tch::Tensor, weight: &tch::Tensor, bias: Option<&tch::Tensor>) -> tch::Tensor {
     use tch::{Device, Kind};
     let size = x.size();

@@ -8,6 +8,7 @@
 pub mod data;
 pub mod wordnet;
 
+use crate::workers::{RunJob, Workers};
 use anyhow::{Context, Result};
 use data::{demo_tasks, read_bbc, write_tasks, DemoSizes};
 use moram_cl::config::RunConfig;
@@ -126,7 +127,6 @@ fn train_methods(
     workers: Workers,
     stop: Arc<AtomicBool>,
 ) -> Result<Trained> {
-    let steps = (base.training.iterations.unwrap_or(0) * n_tasks) as u64;
     let mut jobs = Vec::new();
     // Novelty-gated routing takes about twice as long as the others: started first, it runs
     // beside them instead of after them.
@@ -134,10 +134,7 @@ fn train_methods(
         let mut cfg = base.clone();
         cfg.method.name = *method;
         cfg.name = format!("demo-{}", method.name());
-        let dir = out.join(method.name());
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        moram_cl::checkpoint::write_config(&dir, &cfg)?;
-        jobs.push(crate::workers::RunJob { label: method.name(), dir, steps, resume: false });
+        jobs.push(RunJob::prepare(method.name(), &out.join(method.name()), &cfg, false)?);
     }
     eprintln!(
         "training {} methods, {} at a time ({} thread(s) each; logs in each method's train.log) ...",
@@ -196,28 +193,6 @@ pub fn write_sequence(
     write_tasks(out, tasks)
 }
 
-/// How the demo's methods share the machine.
-#[derive(Debug, Clone, Copy)]
-pub struct Workers {
-    /// Methods trained at once, each by its own worker process.
-    pub jobs: usize,
-    /// libtorch threads of each worker (and of this process while it scores the base model).
-    pub threads: i32,
-}
-
-impl Workers {
-    /// `jobs` (default: one per core, at most `most`) workers with `threads` threads each
-    /// (default: the cores shared among them).
-    pub fn for_this_machine(jobs: Option<usize>, threads: Option<i32>, most: usize) -> Result<Workers> {
-        let cores = std::thread::available_parallelism().map(usize::from).unwrap_or(1);
-        let jobs = jobs.unwrap_or(cores).min(most);
-        anyhow::ensure!(jobs >= 1, "--jobs must be at least 1");
-        let threads = threads.unwrap_or_else(|| (cores / jobs).max(1) as i32);
-        anyhow::ensure!(threads >= 1, "--threads must be at least 1, found {threads}");
-        Ok(Workers { jobs, threads })
-    }
-}
-
 /// Runs the demo; returns the output folder.
 pub fn run(
     assets: &Path,
@@ -259,9 +234,7 @@ pub fn run(
     data.metrics = tasks.iter().cloned().collect();
     base.validate()?;
 
-    let runs = train_methods(&base, &out, tasks.len(), workers, stop)?;
-    let baseline = runs.baseline;
-    let runs = runs.runs;
+    let Trained { runs, baseline } = train_methods(&base, &out, tasks.len(), workers, stop)?;
     let cmp = Comparison::of(&runs.iter().map(|r| r.scores.as_ref()).collect::<Vec<_>>())?;
     let report = markdown(model.title, &runs, &cmp, &baseline, start.elapsed().as_secs_f64());
     std::fs::write(out.join("comparison.md"), &report).with_context(|| format!("writing {}", out.display()))?;
