@@ -90,6 +90,8 @@ struct Running {
     child: Child,
     started: Instant,
     bar: ProgressBar,
+    /// Steps counted in the run's step log so far, and the bytes read to count them.
+    steps: StepCount,
 }
 
 /// A queue of run jobs and the workers running them. Dropping it kills workers still running
@@ -163,7 +165,7 @@ impl Pool {
             );
             bar.set_message(job.label.clone());
             tracing::info!(job = %job.label, threads = self.threads, log = %log_path.display(), "worker started");
-            self.running.push(Running { job, child, started: Instant::now(), bar });
+            self.running.push(Running { job, child, started: Instant::now(), bar, steps: StepCount::default() });
         }
         Ok(())
     }
@@ -210,7 +212,7 @@ impl Pool {
         let mut i = 0;
         while i < self.running.len() {
             let r = &mut self.running[i];
-            r.bar.set_position(steps_logged(&r.job.dir));
+            r.bar.set_position(r.steps.update(&r.job.dir));
             match r.child.try_wait().with_context(|| format!("waiting for the worker of {}", r.job.label))? {
                 Some(status) => {
                     let r = self.running.swap_remove(i);
@@ -239,9 +241,31 @@ impl Drop for Pool {
     }
 }
 
-/// Optimiser steps a run has logged so far (lines of its step log).
-fn steps_logged(dir: &Path) -> u64 {
-    std::fs::read_to_string(dir.join(moram_cl::report::STEP_LOG)).map(|t| t.lines().count() as u64).unwrap_or(0)
+/// Optimiser steps a run has logged (lines of its step log), read incrementally: each poll reads
+/// only what was appended since the last one.
+#[derive(Default)]
+struct StepCount {
+    lines: u64,
+    bytes: u64,
+}
+
+impl StepCount {
+    fn update(&mut self, dir: &Path) -> u64 {
+        use std::io::{Read, Seek, SeekFrom};
+        let Ok(mut file) = std::fs::File::open(dir.join(moram_cl::report::STEP_LOG)) else { return self.lines };
+        let mut appended = Vec::new();
+        // A resumed run truncates its log to its finished tasks first: count again from the start.
+        if file.metadata().is_ok_and(|m| m.len() < self.bytes) {
+            *self = StepCount::default();
+        }
+        if file.seek(SeekFrom::Start(self.bytes)).and_then(|_| file.read_to_end(&mut appended)).is_ok() {
+            // Only whole lines: a line being written is counted once it ends.
+            let whole = appended.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+            self.lines += appended[..whole].iter().filter(|&&b| b == b'\n').count() as u64;
+            self.bytes += whole as u64;
+        }
+        self.lines
+    }
 }
 
 /// Fails, naming each failed job with the end of its log, when a worker did not succeed.
@@ -264,4 +288,24 @@ pub fn check(finished: &[Finished]) -> Result<()> {
         ));
     }
     bail!("{} of {} runs failed:{message}", failed.len(), finished.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn step_counts_read_only_appended_whole_lines_and_restart_after_a_truncation() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join(moram_cl::report::STEP_LOG);
+        let mut count = StepCount::default();
+        assert_eq!(count.update(dir.path()), 0, "no log yet");
+        std::fs::write(&log, "{\"step\":0}\n{\"step\":1}\n{\"st").unwrap();
+        assert_eq!(count.update(dir.path()), 2, "the unfinished line is not a step yet");
+        std::fs::write(&log, "{\"step\":0}\n{\"step\":1}\n{\"step\":2}\n").unwrap();
+        assert_eq!(count.update(dir.path()), 3);
+        assert_eq!(count.update(dir.path()), 3, "nothing appended");
+        std::fs::write(&log, "{\"step\":0}\n").unwrap();
+        assert_eq!(count.update(dir.path()), 1, "a resume cut the log back");
+    }
 }
