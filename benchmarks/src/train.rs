@@ -94,7 +94,7 @@ pub fn run(reps: usize, gguf: &std::path::Path, case: &str, base: Kind) -> Resul
                 warmup_steps: 0,
             };
             let mut opt = Adam::new(model.trainable_tensors(), &opt_config);
-            let gflop = step_flops(model.config(), &labels) / 1e9;
+            let gflop = step_flops(model.config(), &labels, &mask)? / 1e9;
             let tokens = ids.numel() as f64;
             let timing = crate::time(reps, || {
                 let mut step = || -> Result<()> {
@@ -134,16 +134,16 @@ pub fn run(reps: usize, gguf: &std::path::Path, case: &str, base: Kind) -> Resul
     )
 }
 
-/// Floating-point operations of one training step on `labels` `(B, L)`, counted as matmul work:
-/// the 7 projections of every block for every token (padding included: it is computed), causal
-/// attention (`QK^T` and `AV` over on average half the keys), the LM head on the labelled
-/// positions; backward through the last 8 blocks costs their input gradients (the base weights
-/// are frozen: one matmul per projection, two per attention product) and the head's. The last
-/// block computes keys and values of every token but queries, attention and MLP only for the
-/// trailing positions the loss reads (docs/performance.md), and is counted so.
-pub fn step_flops(c: &moram_models::llm::LlmConfig, labels: &Tensor) -> f64 {
-    let (b, l) = (labels.size()[0] as f64, labels.size()[1] as f64);
-    let tokens = b * l;
+/// Floating-point operations of one training step on `labels` `(B, L)` with `mask` `(B, L)`
+/// (left padding), counted as matmul work on each row's real tokens (moram packs the rows and
+/// computes no pad position, `docs/performance.md`): the 7 projections of every block for every
+/// token, causal attention (`QK^T` and `AV` over on average half the keys), the LM head on the
+/// labelled positions; backward through the last 8 blocks costs their input gradients (the base
+/// weights are frozen: one matmul per projection, two per attention product) and the head's.
+/// The last block computes keys and values of every token but queries, attention and MLP only
+/// for each row's trailing positions the loss reads, and is counted so.
+pub fn step_flops(c: &moram_models::llm::LlmConfig, labels: &Tensor, mask: &Tensor) -> Result<f64> {
+    let (b, l) = (labels.size()[0], labels.size()[1] as usize);
     let linears = c.block_linears();
     let flops = |names: &[&str]| -> f64 {
         linears
@@ -155,17 +155,23 @@ pub fn step_flops(c: &moram_models::llm::LlmConfig, labels: &Tensor) -> f64 {
     };
     let (proj, kv) = (flops(&[]), flops(&["k_proj", "v_proj"]));
     let attn = |keys: f64| 2.0 * 2.0 * (c.num_attention_heads * c.head_dim) as f64 * keys;
-    // Trailing positions the loss reads: from the first one whose next label is set.
-    let set = labels.narrow(1, 1, labels.size()[1] - 1).ne(-100).any_dim(0, false).nonzero();
-    let tail = l - if set.numel() == 0 { 0.0 } else { set.int64_value(&[0, 0]) as f64 };
-    let labelled = labels.ne(-100).sum(Kind::Int64).int64_value(&[]) as f64;
-    let head = 2.0 * (c.hidden_size * c.vocab_size) as f64 * labelled;
     let blocks = c.num_hidden_layers as f64;
-    // A tail query sees on average l - tail / 2 keys.
-    let last = |attn_products: f64| tokens * kv + b * tail * (proj - kv + attn_products * attn(l - tail / 2.0));
-    let forward = tokens * (proj + attn(l / 2.0)) * (blocks - 1.0) + last(1.0) + head;
-    let backward = tokens * (proj + 2.0 * attn(l / 2.0)) * 7.0 + last(2.0) + head;
-    forward + backward
+    let head_per_token = 2.0 * (c.hidden_size * c.vocab_size) as f64;
+    let mut total = 0.0;
+    for r in 0..b {
+        let labels = Vec::<i64>::try_from(labels.get(r))?;
+        let n = Vec::<i64>::try_from(mask.get(r))?.iter().filter(|&&m| m != 0).count() as f64;
+        // Trailing positions the loss reads: from the first one whose next label is set.
+        let first = (0..l - 1).find(|&j| labels[j + 1] != -100);
+        let tail = first.map_or(0.0, |j| (l - j) as f64);
+        let labelled = labels.iter().filter(|&&t| t != -100).count() as f64;
+        // A tail query sees on average n - tail / 2 keys.
+        let last = |attn_products: f64| n * kv + tail * (proj - kv + attn_products * attn(n - tail / 2.0));
+        let forward = n * (proj + attn(n / 2.0)) * (blocks - 1.0) + last(1.0) + head_per_token * labelled;
+        let backward = n * (proj + 2.0 * attn(n / 2.0)) * 7.0 + last(2.0) + head_per_token * labelled;
+        total += forward + backward;
+    }
+    Ok(total)
 }
 
 /// Sustained matmul throughput, GFLOP/s: `(n x k) @ (k x m)` products at the model's own shapes

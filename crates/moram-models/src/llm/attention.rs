@@ -108,21 +108,22 @@ pub(crate) enum QueryRows<'a> {
     /// The last `n` new tokens of every row (a left-padded batch); the mask has `Lq = n` rows.
     Last(i64),
     /// One packed row (`B = 1`): the new tokens are whole sequences of these lengths laid end to
-    /// end, each attending causally to itself only (no padding, no cache before them). With `ends`
-    /// (`(sequences,)` i64 indices of each sequence's last token), only those are queries.
-    Packed { lengths: &'a [i64], ends: Option<&'a Tensor> },
+    /// end, each attending causally to itself only (no padding, no cache before them). With
+    /// `tails` (`(counts, rows)`), only the last `counts[i]` tokens of sequence `i` are queries,
+    /// at the i64 indices `rows` `(sum of counts,)` of the packed row.
+    Packed { lengths: &'a [i64], tails: Option<(&'a [i64], &'a Tensor)> },
 }
 
 impl QueryRows<'_> {
     /// The query rows of `t` along its new-token dimension `dim`.
     pub(crate) fn select(&self, t: &Tensor, dim: i64) -> Tensor {
         match *self {
-            QueryRows::All | QueryRows::Packed { ends: None, .. } => t.shallow_clone(),
+            QueryRows::All | QueryRows::Packed { tails: None, .. } => t.shallow_clone(),
             QueryRows::Last(n) => {
                 let l = t.size()[dim as usize];
                 t.narrow(dim, l - n, n)
             }
-            QueryRows::Packed { ends: Some(ends), .. } => t.index_select(dim, ends),
+            QueryRows::Packed { tails: Some((_, rows)), .. } => t.index_select(dim, rows),
         }
     }
 }
@@ -188,15 +189,24 @@ impl Attention {
             }
         };
         let att = match inputs.queries {
-            QueryRows::Packed { lengths, ends } => {
+            QueryRows::Packed { lengths, tails } => {
                 // Each packed sequence attends to its own keys: one causal product per sequence (a
                 // block-diagonal mask would make the kernel visit every pair of the packed row).
                 let mut parts = Vec::with_capacity(lengths.len());
                 let (mut qo, mut ko) = (0, 0);
-                for &n in lengths {
-                    let qn = if ends.is_some() { 1 } else { n };
+                for (i, &n) in lengths.iter().enumerate() {
+                    let qn = tails.map_or(n, |(counts, _)| counts[i]);
                     let (qs, ks, vs) = (q.narrow(2, qo, qn), k.narrow(2, ko, n), v.narrow(2, ko, n));
-                    parts.push(self.attend(&qs, &ks, &vs, None, qn > 1));
+                    // The last qn of n tokens as queries: SDPA's causal flag aligns its triangle
+                    // top-left, so a partial tail gets its bottom-right triangle as a mask.
+                    match qn {
+                        0 => {}
+                        _ if qn == n || qn == 1 => parts.push(self.attend(&qs, &ks, &vs, None, qn > 1)),
+                        _ => {
+                            let mask = Tensor::ones([1, 1, qn, n], (tch::Kind::Bool, q.device())).tril(n - qn);
+                            parts.push(self.attend(&qs, &ks, &vs, Some(&mask), false));
+                        }
+                    }
                     qo += qn;
                     ko += n;
                 }

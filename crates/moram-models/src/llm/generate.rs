@@ -208,7 +208,8 @@ impl CausalLm {
             (t(&ids), t(&pos), Some(Tensor::from_slice(&keys).view([b, width]).to_device(device)))
         };
         let segments = packed.then_some(lengths.as_slice());
-        let outputs = if packed { Outputs::SequenceEnds } else { Outputs::Last(1) };
+        let ends = vec![1; lengths.len()];
+        let outputs = if packed { Outputs::SequenceTails(&ends) } else { Outputs::Last(1) };
         let keys_valid = keys_valid.as_ref();
         let mut cache = KvCache::default();
         let h = match memo {

@@ -1,7 +1,7 @@
 //! Decoder LLMs: GGUF and Hugging Face checkpoints, tokenizers, and the LLaMA-family decoders
 //! (LLaMA, Gemma, Gemma 2, Gemma 3, Qwen2, Qwen3, Mistral): a layout table per family (`layout`), shared modules
 //! (`attention`, `mlp`, `norm`, `rope`) composed into a block (`llama`), the model shell with
-//! cache, generation and loss (`model`, `generate`).
+//! cache, generation and loss (`model`, `generate`), training batches without padding (`packing`).
 
 pub mod attention;
 pub mod config;
@@ -12,6 +12,7 @@ pub mod llama;
 pub mod mlp;
 pub mod model;
 pub mod norm;
+mod packing;
 pub mod quants;
 pub mod rope;
 pub mod tokenizer;

@@ -15,6 +15,7 @@ use super::gguf::GgufFile;
 use super::layout::{self, Permute};
 use super::llama::{norm_scale, Block};
 use super::norm::RmsNorm;
+use super::packing::PackedBatch;
 use super::rope::Rope;
 use super::vars::{Provider, Vars};
 use crate::error::{Error, Result};
@@ -84,13 +85,14 @@ pub struct FrozenPrefix {
 /// only those (keys and values of every token are still computed and cached), unless one of its
 /// MoRAM layers records statistics over every token.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub(super) enum Outputs {
+pub(super) enum Outputs<'a> {
     /// Every new token's hidden state.
     Every,
     /// The last `n` new tokens of each row: training's labelled tail, prefill's last token.
     Last(i64),
-    /// The last token of each packed sequence (packed prefill).
-    SequenceEnds,
+    /// The last `tails[i]` tokens of packed sequence `i`, in packed order (packed prefill: 1
+    /// each; packed training: each row's labelled tail).
+    SequenceTails(&'a [i64]),
 }
 
 impl FrozenPrefix {
@@ -241,7 +243,7 @@ impl CausalLm {
         positions: &Tensor,
         keys_valid: Option<&Tensor>,
         cache: &mut KvCache,
-        outputs: Outputs,
+        outputs: Outputs<'_>,
     ) -> Result<Tensor> {
         let h = self.embed_tokens(ids)?;
         self.run_blocks(h, 0..self.blocks.len(), positions, keys_valid, None, cache, outputs)
@@ -275,8 +277,8 @@ impl CausalLm {
     /// with `segments`: one packed row (`B = 1`) of whole sequences of these lengths (positions
     /// restarting at each), each attending to itself only. Extends `cache` for those blocks; its
     /// length grows by `L` once the last block ran. When `range` ends with the model's last block,
-    /// returns only the `outputs` the caller reads (`(B, n, d)` for `Last(n)`, `(1, sequences, d)`
-    /// for `SequenceEnds`), else every token's.
+    /// returns only the `outputs` the caller reads (`(B, n, d)` for `Last(n)`, `(1, sum of tails, d)`
+    /// for `SequenceTails`), else every token's.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn run_blocks(
         &self,
@@ -286,7 +288,7 @@ impl CausalLm {
         keys_valid: Option<&Tensor>,
         segments: Option<&[i64]>,
         cache: &mut KvCache,
-        outputs: Outputs,
+        outputs: Outputs<'_>,
     ) -> Result<Tensor> {
         let size = h.size();
         let (b, l) = (size[0], size[1]);
@@ -328,7 +330,7 @@ impl CausalLm {
             })
         };
         let all_rows = match segments {
-            Some(lengths) => QueryRows::Packed { lengths, ends: None },
+            Some(lengths) => QueryRows::Packed { lengths, tails: None },
             None => QueryRows::All,
         };
         // Every layer windowed (Mistral, once past the window): no global mask is needed.
@@ -344,28 +346,32 @@ impl CausalLm {
         let last = range.end == self.blocks.len();
         // The last block computes only the outputs that are read (docs/performance.md): the
         // query rows and their count.
-        let ends = match (outputs, segments) {
-            (Outputs::SequenceEnds, Some(lengths)) => {
-                let mut end = -1;
-                let ends: Vec<i64> = lengths
-                    .iter()
-                    .map(|&n| {
-                        end += n;
-                        end
-                    })
-                    .collect();
-                Some(Tensor::from_slice(&ends).to_device(device))
+        let rows = match (outputs, segments) {
+            (Outputs::SequenceTails(tails), Some(lengths)) => {
+                let bad = tails.iter().zip(lengths).any(|(t, n)| *t < 0 || t > n);
+                if tails.len() != lengths.len() || bad || tails.iter().sum::<i64>() == 0 {
+                    return Err(Error::Input(format!(
+                        "sequence tails {tails:?} must give 0..=n tokens of each packed sequence {lengths:?}, not all 0"
+                    )));
+                }
+                let mut start = 0;
+                let mut rows = Vec::with_capacity(tails.iter().sum::<i64>() as usize);
+                for (&t, &n) in tails.iter().zip(lengths) {
+                    rows.extend(start + n - t..start + n);
+                    start += n;
+                }
+                Some(Tensor::from_slice(&rows).to_device(device))
             }
-            (Outputs::SequenceEnds, None) => {
-                return Err(Error::Input("sequence ends are only defined for packed sequences".into()));
+            (Outputs::SequenceTails(_), None) => {
+                return Err(Error::Input("sequence tails are only defined for packed sequences".into()));
             }
             _ => None,
         };
-        let tail = match (outputs, segments) {
+        let tail = match (outputs, segments, rows.as_ref()) {
             _ if !last || range.is_empty() || self.blocks[range.end - 1].is_observed() => None,
-            (Outputs::Last(n), _) if n < l => Some((n, QueryRows::Last(n))),
-            (Outputs::SequenceEnds, Some(lengths)) => {
-                Some((lengths.len() as i64, QueryRows::Packed { lengths, ends: ends.as_ref() }))
+            (Outputs::Last(n), ..) if n < l => Some((n, QueryRows::Last(n))),
+            (Outputs::SequenceTails(tails), Some(lengths), Some(rows)) => {
+                Some((rows.size()[0], QueryRows::Packed { lengths, tails: Some((tails, rows)) }))
             }
             _ => None,
         };
@@ -443,7 +449,7 @@ impl CausalLm {
         positions: &Tensor,
         keys_valid: Option<&Tensor>,
         cache: &mut KvCache,
-        outputs: Outputs,
+        outputs: Outputs<'_>,
     ) -> Result<Tensor> {
         self.check_prefix(prefix)?;
         if !cache.is_empty() {
@@ -479,9 +485,18 @@ impl CausalLm {
     /// tokens (left padding); positions run 0..L-1 including pads, as `transformers` does in
     /// training when no position ids are given (protocol 4.4, point 7). The LM head runs only on
     /// the positions that predict a label (the loss is the same; the `B x L x vocab` logits of
-    /// every prompt position are never formed).
+    /// every prompt position are never formed). A left-padded batch runs without its pad
+    /// positions, rows packed end to end (`packing.rs`; the same loss up to float rounding).
     pub fn causal_lm_loss(&self, ids: &Tensor, labels: &Tensor, attention_mask: Option<&Tensor>) -> Result<Tensor> {
         let l = self.check_labels(ids, labels)?;
+        match self.packing(labels, attention_mask)? {
+            Some(packed) => self.packed_loss(self.embed_tokens(&packed.gather(ids))?, 0, &packed),
+            None => self.padded_loss(ids, labels, attention_mask, l),
+        }
+    }
+
+    /// [`CausalLm::causal_lm_loss`] of the batch as given, pad positions included, `L = l`.
+    fn padded_loss(&self, ids: &Tensor, labels: &Tensor, attention_mask: Option<&Tensor>, l: i64) -> Result<Tensor> {
         let positions = Tensor::arange(l, (Kind::Int64, self.device())).unsqueeze(0);
         let outputs = Outputs::Last(labelled_tail(labels));
         let h = self.hidden_states(ids, &positions, attention_mask, &mut KvCache::default(), outputs)?;
@@ -515,6 +530,9 @@ impl CausalLm {
             )));
         }
         let l = self.check_labels(labels, labels)?;
+        if let Some(packed) = self.packing(labels, attention_mask)? {
+            return self.packed_loss(packed.gather(hidden), prefix_blocks, &packed);
+        }
         let positions = Tensor::arange(l, (Kind::Int64, self.device())).unsqueeze(0);
         let h = self.run_blocks(
             hidden.shallow_clone(),
@@ -526,6 +544,29 @@ impl CausalLm {
             Outputs::Last(labelled_tail(labels)),
         )?;
         self.loss_from_hidden(&h, labels)
+    }
+
+    /// The packed layout of a left-padded training batch ([`PackedBatch::of`]), or `None` to run
+    /// it padded: also when a MoRAM layer records what passes through it (it would see no pad
+    /// positions) or RoPE is `dynamic` (its frequencies depend on the largest position of a pass).
+    fn packing(&self, labels: &Tensor, attention_mask: Option<&Tensor>) -> Result<Option<PackedBatch>> {
+        let dynamic = matches!(self.config.rope_scaling, Some(super::rope::RopeScaling::Dynamic { .. }));
+        if dynamic || self.blocks.iter().any(Block::is_observed) {
+            return Ok(None);
+        }
+        PackedBatch::of(labels, attention_mask, self.config.sliding_window)
+    }
+
+    /// The loss of a packed batch from hidden states `h` `(1, N, d)` entering block `first`.
+    fn packed_loss(&self, h: Tensor, first: usize, packed: &PackedBatch) -> Result<Tensor> {
+        let outputs = Outputs::SequenceTails(&packed.tails);
+        let segments = Some(packed.lengths.as_slice());
+        let mut cache = KvCache::default();
+        let h = self.run_blocks(h, first..self.blocks.len(), &packed.positions, None, segments, &mut cache, outputs)?;
+        let keep = packed.targets.ne(-100).nonzero().squeeze_dim(-1);
+        let pred = h.squeeze_dim(0).index_select(0, &keep);
+        let target = packed.targets.index_select(0, &keep);
+        Ok(self.logits(&pred).cross_entropy_loss::<Tensor>(&target, None, tch::Reduction::Mean, -100, 0.0))
     }
 
     fn check_labels(&self, ids: &Tensor, labels: &Tensor) -> Result<i64> {
@@ -827,35 +868,83 @@ mod tests {
         Ok(())
     }
 
-    #[test]
-    fn a_trimmed_loss_has_the_full_loss_and_gradients() -> crate::Result<()> {
-        let model = tiny(&[0, 1], true);
+    /// The loss and the gradients of the trainable tensors of `loss`, zeroing them after.
+    fn loss_and_grads(model: &CausalLm, loss: impl Fn() -> crate::Result<Tensor>) -> crate::Result<(f64, Vec<Tensor>)> {
+        let params = model.trainable_tensors();
+        let loss = loss()?;
+        loss.backward();
+        let grads = params.iter().map(|p| p.grad().copy()).collect();
+        params.iter().for_each(|p| {
+            let _ = p.grad().zero_();
+        });
+        Ok((loss.double_value(&[]), grads))
+    }
+
+    /// A batch of rows of 9, 5 and 7 tokens with labels on the last 3 tokens of rows 0 and 2
+    /// and the last 2 of row 1: `(ids, labels, keys_valid)`.
+    fn labelled() -> (Tensor, Tensor, Tensor) {
         let (_, ids, _, valid) = padded(&[9, 5, 7]);
-        // Labels on the last 3 tokens of rows 0 and 2, the last 2 of row 1.
         let labels = ids.copy();
         let _ = labels.narrow(1, 0, 6).fill_(-100);
         let _ = labels.get(1).narrow(0, 6, 1).fill_(-100);
-        let params = model.trainable_tensors();
-        let loss_and_grads = || -> crate::Result<(f64, Vec<Tensor>)> {
-            let loss = model.causal_lm_loss(&ids, &labels, Some(&valid))?;
-            loss.backward();
-            let grads = params.iter().map(|p| p.grad().copy()).collect();
-            params.iter().for_each(|p| {
-                let _ = p.grad().zero_();
-            });
-            Ok((loss.double_value(&[]), grads))
-        };
-        let (trimmed, trimmed_grads) = loss_and_grads()?;
+        (ids, labels, valid)
+    }
+
+    /// Gradients agree relative to each tensor's largest magnitude.
+    fn assert_close(got: &[Tensor], want: &[Tensor], bound: f64) {
+        for (a, b) in got.iter().zip(want) {
+            let scale = b.abs().max().double_value(&[]).max(1e-6);
+            assert!(max_diff(a, b) / scale < bound, "gradient differs by {} of {scale}", max_diff(a, b));
+        }
+        assert!(want.iter().any(|g| g.abs().max().double_value(&[]) > 0.0));
+    }
+
+    #[test]
+    fn a_trimmed_loss_has_the_full_loss_and_gradients() -> crate::Result<()> {
+        let model = tiny(&[0, 1], true);
+        let (ids, labels, valid) = labelled();
+        let (trimmed, trimmed_grads) = loss_and_grads(&model, || model.padded_loss(&ids, &labels, Some(&valid), 9))?;
         let (_, layer) = model.moram_layers().into_iter().find(|(p, _)| p.contains("layers.1.self_attn.q")).expect("q");
         layer.start_input_moments();
-        let (full, full_grads) = loss_and_grads()?;
-        assert_eq!(layer.take_input_moments().map(|(_, n)| n), Some(27), "the full pass ran");
+        let (full, full_grads) = loss_and_grads(&model, || model.causal_lm_loss(&ids, &labels, Some(&valid)))?;
+        assert_eq!(layer.take_input_moments().map(|(_, n)| n), Some(27), "the full padded pass ran");
         assert!((trimmed - full).abs() < 1e-6, "loss {trimmed} vs {full}");
-        for (a, b) in trimmed_grads.iter().zip(&full_grads) {
-            let scale = b.abs().max().double_value(&[]).max(1e-6);
-            assert!(max_diff(a, b) / scale < 1e-5, "gradient differs by {}", max_diff(a, b));
-        }
-        assert!(full_grads.iter().any(|g| g.abs().max().double_value(&[]) > 0.0));
+        assert_close(&trimmed_grads, &full_grads, 1e-5);
+        Ok(())
+    }
+
+    #[test]
+    fn a_packed_batch_has_the_padded_loss_and_gradients() -> crate::Result<()> {
+        let model = tiny(&[0, 1], true);
+        let (ids, labels, valid) = labelled();
+        let packed = model.packing(&labels, Some(&valid))?.expect("a left-padded batch packs");
+        assert_eq!((packed.lengths.as_slice(), packed.tails.as_slice()), ([9, 5, 7].as_slice(), [4, 3, 4].as_slice()));
+        let (want, want_grads) = loss_and_grads(&model, || model.padded_loss(&ids, &labels, Some(&valid), 9))?;
+        let (got, got_grads) = loss_and_grads(&model, || model.causal_lm_loss(&ids, &labels, Some(&valid)))?;
+        assert!((got - want).abs() < 1e-6, "loss {got} vs {want}");
+        // RoPE angles at other absolute positions round differently (measured: at most 5e-5).
+        assert_close(&got_grads, &want_grads, 2e-4);
+        // From the hidden states entering block 1 (the frozen prefix of a model with atoms in
+        // block 1 only), left-padded with anything.
+        let model = tiny(&[1], true);
+        let (want, want_grads) = loss_and_grads(&model, || model.padded_loss(&ids, &labels, Some(&valid), 9))?;
+        let hidden = {
+            let _guard = tch::no_grad_guard();
+            let h = model.embed_tokens(&ids)?;
+            let pos = Tensor::arange(9, (Kind::Int64, Device::Cpu)).unsqueeze(0);
+            model.run_blocks(h, 0..1, &pos, Some(&valid), None, &mut KvCache::default(), Outputs::Every)?
+        };
+        let pads = valid.eq(0).unsqueeze(-1);
+        let hidden = hidden.masked_fill(&pads, 7.0);
+        let from = |first| model.causal_lm_loss_from(&hidden, first, &labels, Some(&valid));
+        let (got, got_grads) = loss_and_grads(&model, || from(1))?;
+        assert!((got - want).abs() < 1e-6, "loss from block 1: {got} vs {want}");
+        assert_close(&got_grads, &want_grads, 2e-4);
+        // A recording layer sees every position: the batch runs padded.
+        let (_, layer) = model.moram_layers().into_iter().find(|(p, _)| p.contains("layers.1.mlp.up")).expect("up");
+        layer.start_input_moments();
+        assert!(model.packing(&labels, Some(&valid))?.is_none());
+        let _ = layer.take_input_moments();
         Ok(())
     }
 
