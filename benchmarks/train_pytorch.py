@@ -8,7 +8,9 @@ Cases (one per process, so the peak RSS printed is the case's own; `batch.py` bu
 both sides use):
 - `train_<L>`: one optimiser step: forward with the causal-LM loss (transformers computes every
   position's logits), backward, global-norm clipping at 1.0, AdamW (torch.optim);
-- `eval_<kind>`: batched greedy generation with left padding (`generate`, KV cache, eval gate).
+- `eval_<kind>`: batched greedy generation with left padding (`generate`, KV cache, eval gate);
+  `eval_repeat` generates from `eval_short`'s prompts like any call (transformers keeps nothing
+  between calls; moram's side reuses its frozen blocks' pass from the first call).
 Prints one JSON object per line, like `moram-bench train`.
 """
 import argparse

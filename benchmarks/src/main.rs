@@ -48,12 +48,13 @@ enum Which {
         new_tokens: usize,
     },
     /// One case of a TRACE-style continual-learning job on a GGUF LLM (`train_<L>`: an optimiser
-    /// step; `eval_short` / `eval_long`: batched greedy generation); prints its peak RSS too.
+    /// step; `eval_short` / `eval_repeat` / `eval_long`: batched greedy generation); prints its
+    /// peak RSS too.
     Train {
         /// The GGUF file.
         #[arg(long)]
         gguf: std::path::PathBuf,
-        /// `train_192`, `train_4096`, `eval_short`, `eval_long`, `eval_meetingbank`.
+        /// `train_192`, `train_4096`, `eval_short`, `eval_repeat`, `eval_long`, `eval_meetingbank`.
         #[arg(long)]
         case: String,
         /// Base weights in bf16 (atoms stay f32).

@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use moram_cl::config::{OptimizerConfig, OptimizerKind, ScheduleKind};
 use moram_cl::optim::Adam;
 use moram_core::{MoramConfig, Profile};
-use moram_models::llm::{CausalLm, GenerationConfig, GgufFile};
+use moram_models::llm::{CausalLm, GenerationConfig, GgufFile, PrefixMemo};
 use moram_models::TargetSpec;
 use tch::{Device, Kind, Tensor};
 
@@ -37,13 +37,14 @@ pub fn train_batch(seq: i64) -> (Tensor, Tensor, Tensor) {
     (t(ids), t(labels), t(mask))
 }
 
-/// Prompts and new-token count of `batch.py` `eval_batch` (`short`, `long`, `meetingbank`).
+/// Prompts and new-token count of `batch.py` `eval_batch` (`short`, `repeat`, `long`,
+/// `meetingbank`; `repeat` is `short`'s batch).
 pub fn eval_batch(kind: &str) -> Result<(Vec<Vec<i64>>, usize)> {
     let (rows, length, step, new) = match kind {
-        "short" => (16, 160, 4, 8),
+        "short" | "repeat" => (16, 160, 4, 8),
         "long" => (4, 512, 16, 64),
         "meetingbank" => (1, 4096, 0, 32),
-        other => bail!("unknown eval case `{other}` (short, long, meetingbank)"),
+        other => bail!("unknown eval case `{other}` (short, repeat, long, meetingbank)"),
     };
     Ok(((0..rows).map(|r| tokens(r, length - step * r)).collect(), new))
 }
@@ -72,7 +73,7 @@ pub fn peak_rss_mb() -> f64 {
     usage.ru_maxrss as f64 / 1024.0
 }
 
-/// Runs `case` (`train_<L>` or `eval_<short|long>`) and prints its row.
+/// Runs `case` (`train_<L>` or `eval_<short|repeat|long|meetingbank>`) and prints its row.
 pub fn run(reps: usize, gguf: &std::path::Path, case: &str, base: Kind) -> Result<()> {
     let mut model = model(gguf, base)?;
     let loaded = peak_rss_mb();
@@ -114,14 +115,17 @@ pub fn run(reps: usize, gguf: &std::path::Path, case: &str, base: Kind) -> Resul
             model.set_training(false);
             let (prompts, new_tokens) = eval_batch(arg)?;
             let settings = GenerationConfig { max_new_tokens: new_tokens, pad_id: 0, ..GenerationConfig::default() };
-            let timing = crate::time(reps, || match model.generate(&prompts, &settings) {
+            // `repeat`: the prompts of a task evaluated before, as a continual-learning run does
+            // after every later task; the frozen blocks' pass is kept from the warm-up call.
+            let mut memo = (arg == "repeat").then(PrefixMemo::default);
+            let timing = crate::time(reps, || match model.generate_with_prefixes(&prompts, &settings, memo.as_mut()) {
                 Ok(out) if out.iter().all(|o| o.len() == new_tokens) => {}
                 Ok(_) => failure = Some(anyhow::anyhow!("a row stopped early")),
                 Err(e) => failure = Some(e.into()),
             });
             (timing, f64::NAN, (prompts.len() * new_tokens) as f64)
         }
-        _ => bail!("unknown case `{case}` (train_<L>, eval_short, eval_long, eval_meetingbank)"),
+        _ => bail!("unknown case `{case}` (train_<L>, eval_short, eval_repeat, eval_long, eval_meetingbank)"),
     };
     if let Some(e) = failure {
         return Err(e);

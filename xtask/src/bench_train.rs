@@ -2,7 +2,9 @@
 //! PyTorch 2.11 + transformers (`benchmarks/train_pytorch.py`) on the same job, side by side.
 //!
 //! Cases: an optimiser step at 192 tokens (8 rows, a TRACE-style micro-batch) and at 4,096 tokens
-//! (one MeetingBank-length row), and batched greedy generation of short and long answers. Every
+//! (one MeetingBank-length row), and batched greedy generation of short and long answers, and of
+//! short answers to prompts evaluated before (`eval_repeat`: a continual-learning run evaluates
+//! every earlier task again after each new one; moram keeps the frozen blocks' pass). Every
 //! case runs in a process of its own on each side, so the peak RSS each prints is the case's own;
 //! sides alternate which goes first, round by round, and speed ratios are medians of the ratios
 //! within a round. moram also runs each case with bf16 base weights (atoms f32), and a matmul
@@ -31,7 +33,7 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 3)]
     reps: u32,
     /// Cases to run (comma-separated).
-    #[arg(long, value_delimiter = ',', default_value = "train_192,train_4096,eval_short,eval_long")]
+    #[arg(long, value_delimiter = ',', default_value = "train_192,train_4096,eval_short,eval_repeat,eval_long")]
     cases: Vec<String>,
     /// Skip moram's bf16-base runs.
     #[arg(long)]
@@ -213,8 +215,11 @@ fn markdown(r: &Report) -> String {
         "`{}` on {}, PyTorch {}, {}. SmolLM2-135M-Instruct (GGUF Q4_1 dequantised), one task of r = 8 \
          MoRAM atoms on every linear of the last 8 blocks, both sides; rates per CPU second; speed ratios are \
          medians of per-round ratios (lowest and highest round in brackets); peak RSS is the whole process's \
-         (model included). Matmul throughput at the model's shapes: {best_f32:.1} GFLOP/s f32, \
-         {best_bf16:.1} GFLOP/s bf16.\n\n\
+         (model included). `eval_repeat` is `eval_short`'s batch evaluated again, as a continual-learning \
+         run evaluates every earlier task after each new one: moram keeps the frozen blocks' pass from the \
+         first evaluation, the reference recomputes it. Matmul share: the step's matmul work on real tokens \
+         (moram computes no padding) per CPU second, against the best f32 rate at the model's shapes, \
+         {best_f32:.1} GFLOP/s ({best_bf16:.1} GFLOP/s bf16).\n\n\
          | case | moram | PyTorch | moram / PyTorch (CPU) | moram bf16 base | peak RSS moram / PyTorch / bf16 (MB) | matmul share (f32) |\n\
          |---|---:|---:|---:|---:|---:|---:|\n",
         r.command, r.machine, r.torch, r.date
