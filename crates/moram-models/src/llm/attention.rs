@@ -5,7 +5,7 @@ use super::norm::RmsNorm;
 use super::rope::rotate_half;
 use crate::error::Result;
 use crate::linear::AdaptableLinear;
-use tch::Tensor;
+use tch::{Device, Kind, Tensor};
 
 /// The four projections and the head layout; each projection may carry MoRAM atoms.
 #[derive(Debug)]
@@ -178,6 +178,16 @@ impl Attention {
         let (qcos, qsin) = (inputs.queries.select(inputs.cos, 2), inputs.queries.select(inputs.sin, 2));
         let q = &q * qcos + rotate_half(&q) * qsin;
         let k = &k * inputs.cos + rotate_half(&k) * inputs.sin;
+        // On CPUs a half-precision model attends in f32 and caches keys and values in f32
+        // (docs/performance.md, "f32 attention for bf16 models"): libtorch's CPU attention
+        // multiplies a few queries by a bf16 cache through MKL's bf16 GEMV, 5-8x slower than
+        // f32. The cached values are the bf16 projections' values exactly.
+        let kind = x.kind();
+        let upcast = x.device() == Device::Cpu && matches!(kind, Kind::BFloat16 | Kind::Half);
+        let (q, k, v) = match upcast {
+            true => (q.to_kind(Kind::Float), k.to_kind(Kind::Float), v.to_kind(Kind::Float)),
+            false => (q, k, v),
+        };
         let (k, v) = match cache {
             Some(_) if matches!(inputs.queries, QueryRows::Packed { .. }) => {
                 return Err(crate::error::Error::Input("packed sequences start with an empty KV cache".into()));
@@ -203,7 +213,7 @@ impl Attention {
                         0 => {}
                         _ if qn == n || qn == 1 => parts.push(self.attend(&qs, &ks, &vs, None, qn > 1)),
                         _ => {
-                            let mask = Tensor::ones([1, 1, qn, n], (tch::Kind::Bool, q.device())).tril(n - qn);
+                            let mask = Tensor::ones([1, 1, qn, n], (Kind::Bool, q.device())).tril(n - qn);
                             parts.push(self.attend(&qs, &ks, &vs, Some(&mask), false));
                         }
                     }
@@ -214,7 +224,7 @@ impl Attention {
             }
             _ => self.attend(&q, &k, &v, inputs.mask, inputs.causal),
         };
-        self.o.forward(&att.transpose(1, 2).reshape([b, lq, nh * hd]))
+        self.o.forward(&att.to_kind(kind).transpose(1, 2).reshape([b, lq, nh * hd]))
     }
 
     /// Scaled-dot-product attention of `q` `(B, H, Lq, hd)` over `k`/`v` `(B, KV, T, hd)`, with a
@@ -250,17 +260,17 @@ impl Attention {
         let (l, t) = (q.size()[2], k.size()[2]);
         let visible = match (mask, causal) {
             (Some(m), _) => Some(m.shallow_clone()),
-            (None, true) => Some(Tensor::ones([l, t], (tch::Kind::Bool, q.device())).tril(t - l)),
+            (None, true) => Some(Tensor::ones([l, t], (Kind::Bool, q.device())).tril(t - l)),
             (None, false) => None,
         };
         // The dtype's lowest finite value, as transformers adds it: a query that sees no key (a
         // left-padding position) gets uniform weights instead of NaN.
-        let lowest = if q.kind() == tch::Kind::Half { -65504.0 } else { f64::from(f32::MIN) };
+        let lowest = if q.kind() == Kind::Half { -65504.0 } else { f64::from(f32::MIN) };
         let scores = match visible {
             Some(m) => scores.masked_fill(&m.logical_not(), lowest),
             None => scores,
         };
-        scores.softmax(-1, tch::Kind::Float).to_kind(q.kind()).matmul(&v)
+        scores.softmax(-1, Kind::Float).to_kind(q.kind()).matmul(&v)
     }
 }
 

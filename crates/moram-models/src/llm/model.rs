@@ -563,6 +563,9 @@ impl CausalLm {
         let segments = Some(packed.lengths.as_slice());
         let mut cache = KvCache::default();
         let h = self.run_blocks(h, first..self.blocks.len(), &packed.positions, None, segments, &mut cache, outputs)?;
+        // Every token's output when no block ran (a prefix over the whole model).
+        let tails = packed.tail_rows.size()[0];
+        let h = if h.size()[1] == tails { h } else { h.index_select(1, &packed.tail_rows) };
         let keep = packed.targets.ne(-100).nonzero().squeeze_dim(-1);
         let pred = h.squeeze_dim(0).index_select(0, &keep);
         let target = packed.targets.index_select(0, &keep);
@@ -945,6 +948,31 @@ mod tests {
         layer.start_input_moments();
         assert!(model.packing(&labels, Some(&valid))?.is_none());
         let _ = layer.take_input_moments();
+        Ok(())
+    }
+
+    #[test]
+    fn a_bf16_model_on_the_cpu_attends_in_f32_over_its_bf16_values() -> crate::Result<()> {
+        let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/llm/tiny_llama");
+        let config = LlmConfig::from_hf_json(dir.join("config.json"))?;
+        let model = CausalLm::from_hf(&WeightSource::open(&dir)?, &config, Kind::BFloat16, Device::Cpu)?;
+        let _guard = tch::no_grad_guard();
+        let ids = Tensor::from_slice(&[3i64, 17, 5, 42, 9, 11]).view([1, 6]);
+        let mut cache = KvCache::default();
+        let full = model.forward(&ids, &mut cache)?;
+        for slot in cache.layers.iter().flatten() {
+            let (k, v) = slot.kv();
+            for t in [k, v] {
+                assert_eq!(t.kind(), Kind::Float);
+                assert!(t.to_kind(Kind::BFloat16).to_kind(Kind::Float).equal(&t), "cached values are bf16 values");
+            }
+        }
+        // Decoding the last token on the cache of the first five: the full pass's last logits.
+        let mut cache = KvCache::default();
+        let _ = model.forward(&ids.narrow(1, 0, 5), &mut cache)?;
+        let step = model.forward(&ids.narrow(1, 5, 1), &mut cache)?;
+        let d = rel_diff(&step.select(1, 0), &full.select(1, 5));
+        assert!(d < 1e-2, "decoded logits differ by {d} (relative)");
         Ok(())
     }
 

@@ -24,6 +24,8 @@ pub(super) struct PackedBatch {
     pub positions: Tensor,
     /// Next-token targets `(sum of tails,)` of the tail tokens in packed order (-100 where none).
     pub targets: Tensor,
+    /// Indices `(sum of tails,)` of the tail tokens in the packed row.
+    pub tail_rows: Tensor,
 }
 
 impl PackedBatch {
@@ -46,7 +48,7 @@ impl PackedBatch {
         };
         let (labels, mask) = (flat(labels)?, flat(mask)?);
         let (mut lengths, mut tails) = (Vec::with_capacity(b as usize), Vec::with_capacity(b as usize));
-        let (mut index, mut positions, mut targets) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut index, mut positions, mut targets, mut tail_rows) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for r in 0..b as usize {
             let row = &mask[r * l as usize..(r + 1) * l as usize];
             let labels = &labels[r * l as usize..(r + 1) * l as usize];
@@ -62,6 +64,7 @@ impl PackedBatch {
             }
             let first = (start..l as usize - 1).find(|&j| labels[j + 1] != -100);
             let tail = first.map_or(0, |j| l - j as i64);
+            tail_rows.extend(index.len() as i64 + n - tail..index.len() as i64 + n);
             index.extend((start as i64..l).map(|j| r as i64 * l + j));
             positions.extend(0..n);
             targets.extend((l - tail..l).map(|j| labels.get(j as usize + 1).copied().unwrap_or(-100)));
@@ -79,6 +82,7 @@ impl PackedBatch {
             index: t(&index),
             positions: t(&positions).unsqueeze(0),
             targets: t(&targets),
+            tail_rows: t(&tail_rows),
         }))
     }
 
@@ -111,6 +115,7 @@ mod tests {
         assert_eq!(p.tails, [3, 2]);
         assert_eq!(Vec::<i64>::try_from(&p.positions.view([-1])).expect("i64"), [0, 1, 2, 3, 4, 0, 1, 2]);
         assert_eq!(Vec::<i64>::try_from(&p.targets).expect("i64"), [7, 8, -100, 9, -100]);
+        assert_eq!(Vec::<i64>::try_from(&p.tail_rows).expect("i64"), [2, 3, 4, 6, 7]);
         let ids = Tensor::arange(10, (tch::Kind::Int64, tch::Device::Cpu)).view([2, 5]);
         let packed = Vec::<i64>::try_from(&p.gather(&ids).view([-1])).expect("i64");
         assert_eq!(packed, [0, 1, 2, 3, 4, 7, 8, 9]);
