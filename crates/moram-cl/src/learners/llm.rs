@@ -143,7 +143,7 @@ impl LlmLearner {
         let blocks = self.model.frozen_prefix_blocks();
         // Dynamic RoPE depends on the longest position of a pass, which padding changes: a prefix
         // computed per example would differ from the batch's own.
-        let dynamic = matches!(self.model.config().rope_scaling, Some(moram_models::llm::RopeScaling::Dynamic { .. }));
+        let dynamic = self.model.config().rope_scaling.is_some_and(|r| r.depends_on_pass_length());
         if !self.reuse_prefix || blocks == 0 || dynamic {
             return Ok(None);
         }

@@ -15,7 +15,7 @@ use super::gguf::GgufFile;
 use super::layout::{self, Permute};
 use super::llama::{norm_scale, Block};
 use super::norm::RmsNorm;
-use super::packing::PackedBatch;
+use super::packing::{self, PackedBatch};
 use super::rope::Rope;
 use super::vars::{Provider, Vars};
 use crate::error::{Error, Result};
@@ -354,13 +354,7 @@ impl CausalLm {
                         "sequence tails {tails:?} must give 0..=n tokens of each packed sequence {lengths:?}, not all 0"
                     )));
                 }
-                let mut start = 0;
-                let mut rows = Vec::with_capacity(tails.iter().sum::<i64>() as usize);
-                for (&t, &n) in tails.iter().zip(lengths) {
-                    rows.extend(start + n - t..start + n);
-                    start += n;
-                }
-                Some(Tensor::from_slice(&rows).to_device(device))
+                Some(Tensor::from_slice(&packing::tail_rows(lengths, tails)).to_device(device))
             }
             (Outputs::SequenceTails(_), None) => {
                 return Err(Error::Input("sequence tails are only defined for packed sequences".into()));
@@ -550,7 +544,7 @@ impl CausalLm {
     /// it padded: also when a MoRAM layer records what passes through it (it would see no pad
     /// positions) or RoPE is `dynamic` (its frequencies depend on the largest position of a pass).
     fn packing(&self, labels: &Tensor, attention_mask: Option<&Tensor>) -> Result<Option<PackedBatch>> {
-        let dynamic = matches!(self.config.rope_scaling, Some(super::rope::RopeScaling::Dynamic { .. }));
+        let dynamic = self.config.rope_scaling.is_some_and(|r| r.depends_on_pass_length());
         if dynamic || self.blocks.iter().any(Block::is_observed) {
             return Ok(None);
         }
@@ -564,8 +558,13 @@ impl CausalLm {
         let mut cache = KvCache::default();
         let h = self.run_blocks(h, first..self.blocks.len(), &packed.positions, None, segments, &mut cache, outputs)?;
         // Every token's output when no block ran (a prefix over the whole model).
-        let tails = packed.tail_rows.size()[0];
-        let h = if h.size()[1] == tails { h } else { h.index_select(1, &packed.tail_rows) };
+        let h = match h.size()[1] == packed.tails.iter().sum::<i64>() {
+            true => h,
+            false => {
+                let rows = Tensor::from_slice(&packing::tail_rows(&packed.lengths, &packed.tails));
+                h.index_select(1, &rows.to_device(h.device()))
+            }
+        };
         let keep = packed.targets.ne(-100).nonzero().squeeze_dim(-1);
         let pred = h.squeeze_dim(0).index_select(0, &keep);
         let target = packed.targets.index_select(0, &keep);

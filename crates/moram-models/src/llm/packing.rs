@@ -24,8 +24,18 @@ pub(super) struct PackedBatch {
     pub positions: Tensor,
     /// Next-token targets `(sum of tails,)` of the tail tokens in packed order (-100 where none).
     pub targets: Tensor,
-    /// Indices `(sum of tails,)` of the tail tokens in the packed row.
-    pub tail_rows: Tensor,
+}
+
+/// Indices in a packed row of the last `tails[i]` tokens of each sequence of `lengths[i]` tokens
+/// laid end to end (each `tails[i] <= lengths[i]`).
+pub(super) fn tail_rows(lengths: &[i64], tails: &[i64]) -> Vec<i64> {
+    let mut start = 0;
+    let mut rows = Vec::with_capacity(tails.iter().sum::<i64>().max(0) as usize);
+    for (&t, &n) in tails.iter().zip(lengths) {
+        rows.extend(start + n - t..start + n);
+        start += n;
+    }
+    rows
 }
 
 impl PackedBatch {
@@ -48,7 +58,7 @@ impl PackedBatch {
         };
         let (labels, mask) = (flat(labels)?, flat(mask)?);
         let (mut lengths, mut tails) = (Vec::with_capacity(b as usize), Vec::with_capacity(b as usize));
-        let (mut index, mut positions, mut targets, mut tail_rows) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut index, mut positions, mut targets) = (Vec::new(), Vec::new(), Vec::new());
         for r in 0..b as usize {
             let row = &mask[r * l as usize..(r + 1) * l as usize];
             let labels = &labels[r * l as usize..(r + 1) * l as usize];
@@ -64,7 +74,6 @@ impl PackedBatch {
             }
             let first = (start..l as usize - 1).find(|&j| labels[j + 1] != -100);
             let tail = first.map_or(0, |j| l - j as i64);
-            tail_rows.extend(index.len() as i64 + n - tail..index.len() as i64 + n);
             index.extend((start as i64..l).map(|j| r as i64 * l + j));
             positions.extend(0..n);
             targets.extend((l - tail..l).map(|j| labels.get(j as usize + 1).copied().unwrap_or(-100)));
@@ -82,7 +91,6 @@ impl PackedBatch {
             index: t(&index),
             positions: t(&positions).unsqueeze(0),
             targets: t(&targets),
-            tail_rows: t(&tail_rows),
         }))
     }
 
@@ -115,7 +123,7 @@ mod tests {
         assert_eq!(p.tails, [3, 2]);
         assert_eq!(Vec::<i64>::try_from(&p.positions.view([-1])).expect("i64"), [0, 1, 2, 3, 4, 0, 1, 2]);
         assert_eq!(Vec::<i64>::try_from(&p.targets).expect("i64"), [7, 8, -100, 9, -100]);
-        assert_eq!(Vec::<i64>::try_from(&p.tail_rows).expect("i64"), [2, 3, 4, 6, 7]);
+        assert_eq!(super::tail_rows(&p.lengths, &p.tails), [2, 3, 4, 6, 7]);
         let ids = Tensor::arange(10, (tch::Kind::Int64, tch::Device::Cpu)).view([2, 5]);
         let packed = Vec::<i64>::try_from(&p.gather(&ids).view([-1])).expect("i64");
         assert_eq!(packed, [0, 1, 2, 3, 4, 7, 8, 9]);

@@ -38,6 +38,15 @@ pub enum RopeScaling {
     Llama3(Llama3Scaling),
 }
 
+impl RopeScaling {
+    /// Whether the frequencies of a pass depend on its largest position (`dynamic`): a sequence
+    /// then gets other angles in a longer or padded pass, so passes that lay rows out differently
+    /// (per example, packed, padded) do not agree.
+    pub fn depends_on_pass_length(&self) -> bool {
+        matches!(self, RopeScaling::Dynamic { .. })
+    }
+}
+
 /// The rotary embedding of one model: its base frequencies and scaling.
 #[derive(Debug)]
 pub struct Rope {
