@@ -22,7 +22,8 @@ def train_batch(seq):
     return ids, labels, mask
 
 
-EVAL_BATCHES = {"short": (16, 160, 4, 8), "repeat": (16, 160, 4, 8), "long": (4, 512, 16, 64),
+EVAL_BATCHES = {"short": (16, 160, 4, 8), "repeat": (16, 160, 4, 8), "prefill": (16, 160, 4, 1),
+                "long": (4, 512, 16, 64),
                 "meetingbank": (1, 4096, 0, 32)}
 
 
@@ -30,7 +31,8 @@ def eval_batch(kind):
     """`eval_short`: 16 prompts of 160 down to 100 tokens, 8 new tokens (the demo's evaluation);
     `eval_repeat`: the same batch evaluated again, as a continual-learning run evaluates every
     earlier task after each new one (moram keeps the frozen blocks' pass from the first time;
-    the reference, like the official code, recomputes it);
+    the reference, like the official code, recomputes it); `eval_prefill`: `eval_short`'s prompts
+    with one new token (the prompts' pass and the first token alone, without decoding);
     `eval_long`: 4 prompts of 512 down to 464 tokens, 64 new tokens; `eval_meetingbank`: one
     4,096-token prompt (TRACE's MeetingBank length), 32 new tokens."""
     if kind not in EVAL_BATCHES:

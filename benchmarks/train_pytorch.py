@@ -20,7 +20,7 @@ import resource
 import torch
 from batch import eval_batch, train_batch
 from core_pytorch import MoRAMLinearRef
-from timing import emit, timed
+from timing import emit, served, timed
 from transformers import AutoModelForCausalLM
 
 MODULES = [("self_attn", "q_proj"), ("self_attn", "k_proj"), ("self_attn", "v_proj"), ("self_attn", "o_proj"),
@@ -53,6 +53,7 @@ def main():
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--gguf", required=True)
     ap.add_argument("--case", required=True)
+    ap.add_argument("--serve", action="store_true", help="timed calls on request (`run` / `done` on stdin)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.set_num_interop_threads(1)
@@ -76,7 +77,7 @@ def main():
             opt.step()
             opt.zero_grad(set_to_none=False)
 
-        t = timed(args.reps, step)
+        t = served(step) if args.serve else timed(args.reps, step)
     else:
         model.eval()
         prompts, new_tokens = eval_batch(arg)
@@ -90,7 +91,7 @@ def main():
                                      do_sample=False, eos_token_id=None, pad_token_id=0)
             assert out.shape[1] == width + new_tokens
 
-        t = timed(args.reps, gen)
+        t = served(gen) if args.serve else timed(args.reps, gen)
     emit(args.case, t, peak_rss_mb=peak_mb(), loaded_rss_mb=loaded)
 
 

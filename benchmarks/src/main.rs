@@ -54,12 +54,16 @@ enum Which {
         /// The GGUF file.
         #[arg(long)]
         gguf: std::path::PathBuf,
-        /// `train_192`, `train_4096`, `eval_short`, `eval_repeat`, `eval_long`, `eval_meetingbank`.
+        /// `train_192`, `train_4096`, `eval_short`, `eval_repeat`, `eval_prefill`, `eval_long`,
+        /// `eval_meetingbank`.
         #[arg(long)]
         case: String,
         /// Base weights in bf16 (atoms stay f32).
         #[arg(long)]
         bf16: bool,
+        /// Serve timed calls on request (`run` / `done` lines on stdin) instead of `--reps`.
+        #[arg(long)]
+        serve: bool,
     },
     /// Sustained f32 and bf16 matmul throughput at the LLM's shapes (GFLOP/s per CPU second).
     Matmul,
@@ -105,16 +109,21 @@ fn time(reps: usize, mut f: impl FnMut()) -> (f64, f64) {
     for _ in 0..warmups {
         f();
     }
-    let (mut wall, mut cpu): (Vec<f64>, Vec<f64>) = (0..reps)
+    let (wall, cpu): (Vec<f64>, Vec<f64>) = (0..reps)
         .map(|_| {
             let (t, c) = (Instant::now(), process_cpu_ms());
             f();
             (t.elapsed().as_secs_f64() * 1e3, process_cpu_ms() - c)
         })
         .unzip();
-    wall.sort_by(f64::total_cmp);
-    cpu.sort_by(f64::total_cmp);
-    (wall[reps / 2], cpu[reps / 2])
+    (median(wall), median(cpu))
+}
+
+/// The upper median of `v` (the middle value, or the upper of the two middle ones), as the
+/// timings have always been summarised; NaN for no value.
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 fn emit(case: String, impl_name: &'static str, (median_ms, median_cpu_ms): (f64, f64)) -> Result<()> {
@@ -319,8 +328,9 @@ fn main() -> Result<()> {
         Which::Core => core(cli.reps),
         Which::Clip { batch } => clip(cli.reps, batch),
         Which::Llm { gguf, prompt_len, new_tokens } => llm(cli.reps, &gguf, prompt_len, new_tokens),
-        Which::Train { gguf, case, bf16 } => {
-            train::run(cli.reps, &gguf, &case, if bf16 { Kind::BFloat16 } else { Kind::Float })
+        Which::Train { gguf, case, bf16, serve } => {
+            let timing = if serve { train::Timing::Serve } else { train::Timing::Reps(cli.reps) };
+            train::run(timing, &gguf, &case, if bf16 { Kind::BFloat16 } else { Kind::Float })
         }
         Which::Matmul => train::matmul(cli.reps),
         Which::Dequant { gguf } => {

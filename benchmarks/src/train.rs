@@ -37,14 +37,15 @@ pub fn train_batch(seq: i64) -> (Tensor, Tensor, Tensor) {
     (t(ids), t(labels), t(mask))
 }
 
-/// Prompts and new-token count of `batch.py` `eval_batch` (`short`, `repeat`, `long`,
-/// `meetingbank`; `repeat` is `short`'s batch).
+/// Prompts and new-token count of `batch.py` `eval_batch` (`short`, `repeat`, `prefill`, `long`,
+/// `meetingbank`; `repeat` is `short`'s batch, `prefill` its prompts with one new token).
 pub fn eval_batch(kind: &str) -> Result<(Vec<Vec<i64>>, usize)> {
     let (rows, length, step, new) = match kind {
         "short" | "repeat" => (16, 160, 4, 8),
+        "prefill" => (16, 160, 4, 1),
         "long" => (4, 512, 16, 64),
         "meetingbank" => (1, 4096, 0, 32),
-        other => bail!("unknown eval case `{other}` (short, repeat, long, meetingbank)"),
+        other => bail!("unknown eval case `{other}` (short, repeat, prefill, long, meetingbank)"),
     };
     Ok(((0..rows).map(|r| tokens(r, length - step * r)).collect(), new))
 }
@@ -73,14 +74,25 @@ pub fn peak_rss_mb() -> f64 {
     usage.ru_maxrss as f64 / 1024.0
 }
 
+/// How a case's calls are timed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Timing {
+    /// `reps` timed calls after warm-up; prints the case's row.
+    Reps(usize),
+    /// Warm-up, then `{"ready": true}`; then one timed call per `run` line on stdin, each
+    /// answered with `{"wall_ms": .., "cpu_ms": ..}`, until `done` or the end of input; then the
+    /// case's row over the served calls. `cargo xtask bench train --pairs` alternates two such
+    /// processes (moram and PyTorch) call by call.
+    Serve,
+}
+
 /// Runs `case` (`train_<L>` or `eval_<short|repeat|long|meetingbank>`) and prints its row.
-pub fn run(reps: usize, gguf: &std::path::Path, case: &str, base: Kind) -> Result<()> {
+pub fn run(timing: Timing, gguf: &std::path::Path, case: &str, base: Kind) -> Result<()> {
     let mut model = model(gguf, base)?;
     let loaded = peak_rss_mb();
     let (kind, arg) = case.split_once('_').with_context(|| format!("case `{case}` is not kind_arg"))?;
-    let mut failure: Option<anyhow::Error> = None;
-    // (timing, matmul GFLOP of one call, tokens one call processes).
-    let (timing, gflop, tokens) = match kind {
+    // (one call, its matmul GFLOP, tokens it processes).
+    let (mut call, gflop, tokens): (Box<dyn FnMut() -> Result<()> + '_>, f64, f64) = match kind {
         "train" => {
             let seq: i64 = arg.parse().with_context(|| format!("case `{case}`: sequence length"))?;
             model.set_training(true);
@@ -97,19 +109,15 @@ pub fn run(reps: usize, gguf: &std::path::Path, case: &str, base: Kind) -> Resul
             let mut opt = Adam::new(model.trainable_tensors(), &opt_config);
             let gflop = step_flops(model.config(), &labels, &mask)? / 1e9;
             let tokens = ids.numel() as f64;
-            let timing = crate::time(reps, || {
-                let mut step = || -> Result<()> {
-                    model.causal_lm_loss(&ids, &labels, Some(&mask))?.backward();
-                    opt.clip_grad_norm(Some(1.0))?;
-                    opt.step(1e-3);
-                    opt.zero_grad();
-                    Ok(())
-                };
-                if let Err(e) = step() {
-                    failure = Some(e);
-                }
-            });
-            (timing, gflop, tokens)
+            let model = &model;
+            let step = move || -> Result<()> {
+                model.causal_lm_loss(&ids, &labels, Some(&mask))?.backward();
+                opt.clip_grad_norm(Some(1.0))?;
+                opt.step(1e-3);
+                opt.zero_grad();
+                Ok(())
+            };
+            (Box::new(step), gflop, tokens)
         }
         "eval" => {
             model.set_training(false);
@@ -118,24 +126,77 @@ pub fn run(reps: usize, gguf: &std::path::Path, case: &str, base: Kind) -> Resul
             // `repeat`: the prompts of a task evaluated before, as a continual-learning run does
             // after every later task; the frozen blocks' pass is kept from the warm-up call.
             let mut memo = (arg == "repeat").then(PrefixMemo::default);
-            let timing = crate::time(reps, || match model.generate_with_prefixes(&prompts, &settings, memo.as_mut()) {
-                Ok(out) if out.iter().all(|o| o.len() == new_tokens) => {}
-                Ok(_) => failure = Some(anyhow::anyhow!("a row stopped early")),
-                Err(e) => failure = Some(e.into()),
-            });
-            (timing, f64::NAN, (prompts.len() * new_tokens) as f64)
+            let tokens = (prompts.len() * new_tokens) as f64;
+            let model = &model;
+            let generate = move || -> Result<()> {
+                let out = model.generate_with_prefixes(&prompts, &settings, memo.as_mut())?;
+                if out.iter().any(|o| o.len() != new_tokens) {
+                    bail!("a row stopped early");
+                }
+                Ok(())
+            };
+            (Box::new(generate), f64::NAN, tokens)
         }
-        _ => bail!("unknown case `{case}` (train_<L>, eval_short, eval_repeat, eval_long, eval_meetingbank)"),
+        _ => bail!(
+            "unknown case `{case}` (train_<L>, eval_short, eval_repeat, eval_prefill, eval_long, eval_meetingbank)"
+        ),
     };
-    if let Some(e) = failure {
-        return Err(e);
-    }
+    let timing = match timing {
+        Timing::Reps(reps) => {
+            let mut failure = None;
+            let t = crate::time(reps, || {
+                if failure.is_none() {
+                    failure = call().err();
+                }
+            });
+            if let Some(e) = failure {
+                return Err(e);
+            }
+            t
+        }
+        Timing::Serve => serve(&mut call)?,
+    };
     let suffix = if base == Kind::BFloat16 { "_bf16" } else { "" };
     crate::emit_with(
         format!("{case}{suffix}"),
         timing,
         serde_json::json!({"peak_rss_mb": peak_rss_mb(), "loaded_rss_mb": loaded, "gflop": gflop, "tokens": tokens}),
     )
+}
+
+/// [`Timing::Serve`]: warm-up as [`crate::time`] does, then one timed call per `run` line on
+/// stdin. Returns the median wall and CPU ms of the served calls.
+fn serve(call: &mut dyn FnMut() -> Result<()>) -> Result<(f64, f64)> {
+    use std::io::{BufRead, Write};
+    let started = std::time::Instant::now();
+    call()?;
+    if started.elapsed().as_secs_f64() <= 0.5 {
+        call()?;
+        call()?;
+    }
+    let mut out = std::io::stdout();
+    writeln!(out, "{}", serde_json::json!({"ready": true}))?;
+    out.flush()?;
+    let (mut wall, mut cpu) = (Vec::new(), Vec::new());
+    for line in std::io::stdin().lock().lines() {
+        match line.context("reading a command from stdin")?.trim() {
+            "run" => {
+                let (t, c) = (std::time::Instant::now(), crate::process_cpu_ms());
+                call()?;
+                let (w, c) = (t.elapsed().as_secs_f64() * 1e3, crate::process_cpu_ms() - c);
+                wall.push(w);
+                cpu.push(c);
+                writeln!(out, "{}", serde_json::json!({"wall_ms": w, "cpu_ms": c}))?;
+                out.flush()?;
+            }
+            "done" => break,
+            other => bail!("unknown command {other:?} on stdin (`run` or `done`)"),
+        }
+    }
+    if wall.is_empty() {
+        bail!("no `run` command arrived on stdin before its end");
+    }
+    Ok((crate::median(wall), crate::median(cpu)))
 }
 
 /// Floating-point operations of one training step on `labels` `(B, L)` with `mask` `(B, L)`
@@ -194,4 +255,43 @@ pub fn matmul(reps: usize) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `batch.py` (the PyTorch side's inputs) and this module build the same inputs for every
+    /// case: the two copies of the rules cannot drift apart unnoticed.
+    #[test]
+    fn batch_py_builds_the_same_inputs() -> Result<()> {
+        let kinds = ["short", "repeat", "prefill", "long", "meetingbank"];
+        let script = format!(
+            "import json; from batch import train_batch, eval_batch; \
+             print(json.dumps({{'train': [train_batch(n) for n in (192, 4096)], \
+             'eval': [eval_batch(k) for k in {kinds:?}]}}))"
+        );
+        let out = std::process::Command::new("python3")
+            .args(["-c", &script])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .context("running python3 (batch.py needs no package)")?;
+        if !out.status.success() {
+            bail!("batch.py: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let python: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        let rows = |t: &Tensor| -> Result<Vec<Vec<i64>>> {
+            (0..t.size()[0]).map(|r| Ok(Vec::<i64>::try_from(t.get(r))?)).collect()
+        };
+        let mut train = Vec::new();
+        for n in [192, 4096] {
+            let (ids, labels, mask) = train_batch(n);
+            train.push(serde_json::json!([rows(&ids)?, rows(&labels)?, rows(&mask)?]));
+        }
+        let eval = kinds.iter().map(|k| Ok(serde_json::json!(eval_batch(k)?))).collect::<Result<Vec<_>>>()?;
+        assert_eq!(python["train"], serde_json::Value::Array(train));
+        assert_eq!(python["eval"], serde_json::Value::Array(eval));
+        assert!(eval_batch("other").is_err());
+        Ok(())
+    }
 }

