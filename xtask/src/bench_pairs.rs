@@ -98,6 +98,14 @@ impl Server {
     }
 }
 
+impl Drop for Server {
+    /// A run that stops early (an error on the other side) leaves no process computing behind.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// One pair's CPU and wall times, ms.
 #[derive(Serialize, Deserialize, Clone, Copy)]
 struct Pair {
