@@ -19,6 +19,20 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// The progress bars a [`Pool`] draws on the terminal, while it exists.
+static DRAWN: std::sync::Mutex<Option<MultiProgress>> = std::sync::Mutex::new(None);
+
+/// Runs `f` (which writes to stderr) with the workers' progress bars cleared from the terminal
+/// and redrawn after, so that log lines never land in the middle of them; just `f` when none are
+/// drawn. The CLI's log writer calls it for every message.
+pub fn above_bars<R>(f: impl FnOnce() -> R) -> R {
+    let bars = DRAWN.lock().ok().and_then(|drawn| drawn.clone());
+    match bars {
+        Some(bars) => bars.suspend(f),
+        None => f(),
+    }
+}
+
 /// Name of a worker's log in its run folder.
 pub const LOG_FILE: &str = "train.log";
 
@@ -114,15 +128,13 @@ impl Pool {
         anyhow::ensure!(threads >= 1, "worker threads must be at least 1, found {threads}");
         let program = std::env::current_exe().context("locating the moram executable")?;
         let target = if progress { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() };
-        Ok(Pool {
-            program,
-            threads,
-            queue: jobs.into(),
-            running: Vec::new(),
-            finished: Vec::new(),
-            bars: MultiProgress::with_draw_target(target),
-            stop,
-        })
+        let bars = MultiProgress::with_draw_target(target);
+        if !bars.is_hidden() {
+            if let Ok(mut drawn) = DRAWN.lock() {
+                *drawn = Some(bars.clone());
+            }
+        }
+        Ok(Pool { program, threads, queue: jobs.into(), running: Vec::new(), finished: Vec::new(), bars, stop })
     }
 
     /// Starts queued jobs until `n` workers run (or the queue is empty).
@@ -237,6 +249,9 @@ impl Drop for Pool {
         for r in &mut self.running {
             let _ = r.child.kill();
             let _ = r.child.wait();
+        }
+        if let Ok(mut drawn) = DRAWN.lock() {
+            *drawn = None;
         }
     }
 }

@@ -147,7 +147,7 @@ fn train_methods(
     pool.fill(workers.jobs - 1)?;
     let baseline = {
         // The untouched model on every task: what the sequence starts from.
-        eprintln!("scoring the base model on every task ...");
+        crate::workers::above_bars(|| eprintln!("scoring the base model on every task ..."));
         let mut cfg = base.clone();
         cfg.method.name = METHODS[0];
         let mut learner = moram_cl::learners::build(&cfg)?;
