@@ -154,7 +154,7 @@ pub fn run(timing: Timing, gguf: &std::path::Path, case: &str, base: Kind) -> Re
             }
             t
         }
-        Timing::Serve => serve(&mut call)?,
+        Timing::Serve => serve(&mut call, std::io::stdin().lock(), std::io::stdout())?,
     };
     let suffix = if base == Kind::BFloat16 { "_bf16" } else { "" };
     crate::emit_with(
@@ -164,21 +164,24 @@ pub fn run(timing: Timing, gguf: &std::path::Path, case: &str, base: Kind) -> Re
     )
 }
 
-/// [`Timing::Serve`]: warm-up as [`crate::time`] does, then one timed call per `run` line on
-/// stdin. Returns the median wall and CPU ms of the served calls.
-fn serve(call: &mut dyn FnMut() -> Result<()>) -> Result<(f64, f64)> {
-    use std::io::{BufRead, Write};
+/// [`Timing::Serve`]: warm-up as [`crate::time`] does, then one timed call per `run` line of
+/// `input` (stdin), each answered on `out` (stdout). Returns the median wall and CPU ms of the
+/// served calls.
+fn serve(
+    call: &mut dyn FnMut() -> Result<()>,
+    input: impl std::io::BufRead,
+    mut out: impl std::io::Write,
+) -> Result<(f64, f64)> {
     let started = std::time::Instant::now();
     call()?;
     if started.elapsed().as_secs_f64() <= 0.5 {
         call()?;
         call()?;
     }
-    let mut out = std::io::stdout();
     writeln!(out, "{}", serde_json::json!({"ready": true}))?;
     out.flush()?;
     let (mut wall, mut cpu) = (Vec::new(), Vec::new());
-    for line in std::io::stdin().lock().lines() {
+    for line in input.lines() {
         match line.context("reading a command from stdin")?.trim() {
             "run" => {
                 let (t, c) = (std::time::Instant::now(), crate::process_cpu_ms());
@@ -260,6 +263,43 @@ pub fn matmul(reps: usize) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The `--serve` protocol: `ready` after the warm-up, one answer per `run`, `done` ends; a
+    /// stray command, a failing call or input without `run` is an error.
+    #[test]
+    fn serve_times_one_call_per_run_line() -> Result<()> {
+        let mut calls = 0;
+        let mut count = || -> Result<()> {
+            calls += 1;
+            Ok(())
+        };
+        let mut out = Vec::new();
+        let (wall, cpu) = serve(&mut count, "run\n run \ndone\nrun\n".as_bytes(), &mut out)?;
+        // Three warm-up calls (each well under half a second), then the two before `done`.
+        assert_eq!(calls, 5);
+        assert!(wall >= 0.0 && cpu >= 0.0);
+        let lines: Vec<serde_json::Value> =
+            String::from_utf8(out)?.lines().map(serde_json::from_str).collect::<Result<_, _>>()?;
+        assert_eq!(lines.len(), 3);
+        assert_eq!(lines[0], serde_json::json!({"ready": true}));
+        assert!(lines[1..].iter().all(|l| l["wall_ms"].is_f64() && l["cpu_ms"].is_f64()));
+        let mut ok = || -> Result<()> { Ok(()) };
+        let e = serve(&mut ok, "run\nwalk\n".as_bytes(), Vec::new()).unwrap_err().to_string();
+        assert!(e.contains("\"walk\"") && e.contains("`run` or `done`"), "{e}");
+        let e = serve(&mut ok, "done\n".as_bytes(), Vec::new()).unwrap_err().to_string();
+        assert!(e.contains("no `run` command"), "{e}");
+        let mut n = 0;
+        let mut fails_when_timed = || -> Result<()> {
+            n += 1;
+            if n > 3 {
+                bail!("step failed");
+            }
+            Ok(())
+        };
+        let e = serve(&mut fails_when_timed, "run\n".as_bytes(), Vec::new()).unwrap_err().to_string();
+        assert_eq!(e, "step failed");
+        Ok(())
+    }
 
     /// `batch.py` (the PyTorch side's inputs) and this module build the same inputs for every
     /// case: the two copies of the rules cannot drift apart unnoticed.
