@@ -285,14 +285,22 @@ fn side_by_side(settings: &Settings, script: &str, markdown: fn(&Report) -> Stri
         timings,
         speedup_vs_pytorch,
     };
+    publish(name, &report, &markdown(&report), &format!("{name}-bench"))
+}
+
+/// Writes a benchmark's report to `benchmarks/results/{file}.json` and its table to `{file}.md`,
+/// replaces the README's table between the `{tag}` markers, and prints the table.
+pub(crate) fn publish(file: &str, report: &impl Serialize, table: &str, tag: &str) -> Result<()> {
+    let root = crate::paths::workspace_root();
     let dir = root.join("benchmarks/results");
     std::fs::create_dir_all(&dir)?;
-    std::fs::write(dir.join(format!("{name}.json")), serde_json::to_string_pretty(&report)? + "\n")?;
-    let table = markdown(&report);
-    std::fs::write(dir.join(format!("{name}.md")), &table)?;
-    update_readme(&root.join("README.md"), &format!("{name}-bench"), &table)?;
+    let json = dir.join(format!("{file}.json"));
+    std::fs::write(&json, serde_json::to_string_pretty(report)? + "\n")
+        .with_context(|| format!("writing {}", json.display()))?;
+    std::fs::write(dir.join(format!("{file}.md")), table)?;
+    update_readme(&root.join("README.md"), tag, table)?;
     println!("{table}");
-    eprintln!("wrote benchmarks/results/{name}.json and {name}.md, and the README table");
+    eprintln!("wrote benchmarks/results/{file}.json and {file}.md, and the README table");
     Ok(())
 }
 

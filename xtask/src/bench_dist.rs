@@ -146,14 +146,7 @@ pub fn run(args: DistArgs) -> Result<()> {
         largest_loss_difference,
         runs,
     };
-    let results = paths::workspace_root().join("benchmarks/results");
-    std::fs::create_dir_all(&results)?;
-    std::fs::write(results.join("data-parallel.json"), serde_json::to_string_pretty(&report)?)?;
-    let table = markdown(&report);
-    std::fs::write(results.join("data-parallel.md"), &table)?;
-    crate::bench::update_readme(&paths::workspace_root().join("README.md"), "dist-bench", &table)?;
-    println!("{table}");
-    Ok(())
+    crate::bench::publish("data-parallel", &report, &markdown(&report), "dist-bench")
 }
 
 fn markdown(r: &Report) -> String {

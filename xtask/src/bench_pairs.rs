@@ -229,15 +229,9 @@ pub fn run(sides: &Sides, cases: &[String], pairs: u32, threads: u32, python: &s
             pytorch: pytorch.finish()?,
         };
         report.insert(case.clone(), entry);
-        // Written after every case, so a failure later loses no finished measurement.
-        std::fs::write(&json, serde_json::to_string_pretty(&report)? + "\n")
-            .with_context(|| format!("writing {}", json.display()))?;
+        // Published after every case, so a failure later loses no finished measurement.
+        crate::bench::publish("train-pairs", &report, &markdown(&report), "train-pairs")?;
     }
-    let table = markdown(&report);
-    std::fs::write(root.join("benchmarks/results/train-pairs.md"), &table)?;
-    crate::bench::update_readme(&root.join("README.md"), "train-pairs", &table)?;
-    println!("{table}");
-    eprintln!("wrote benchmarks/results/train-pairs.json and train-pairs.md, and the README table");
     Ok(())
 }
 

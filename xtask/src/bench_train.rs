@@ -177,15 +177,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         }
     }
     let report = summarise(&args, &rows, &python)?;
-    let dir = root.join("benchmarks/results");
-    std::fs::create_dir_all(&dir)?;
-    std::fs::write(dir.join("train.json"), serde_json::to_string_pretty(&report)? + "\n")?;
-    let table = markdown(&report);
-    std::fs::write(dir.join("train.md"), &table)?;
-    crate::bench::update_readme(&root.join("README.md"), "train-bench", &table)?;
-    println!("{table}");
-    eprintln!("wrote benchmarks/results/train.json and train.md, and the README table");
-    Ok(())
+    crate::bench::publish("train", &report, &markdown(&report), "train-bench")
 }
 
 /// A training case longer than a micro-batch (`train_<L>`, L > 512): about a minute per step.
