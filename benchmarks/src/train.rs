@@ -86,7 +86,7 @@ pub enum Timing {
     Serve,
 }
 
-/// Runs `case` (`train_<L>` or `eval_<short|repeat|long|meetingbank>`) and prints its row.
+/// Runs `case` (`train_<L>` or `eval_<short|repeat|prefill|long|meetingbank>`) and prints its row.
 pub fn run(timing: Timing, gguf: &std::path::Path, case: &str, base: Kind) -> Result<()> {
     let mut model = model(gguf, base)?;
     let loaded = peak_rss_mb();
