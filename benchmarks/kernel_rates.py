@@ -10,7 +10,10 @@ could gain from faster kernels (benchmarks/results/eval-profile.md):
   matmul) with the query heads of a group stacked, the alternative a library could write without a
   kernel of its own;
 - the projections (`x @ W^T`) at 2,080 rows (the short prefill's real tokens) and 4,096, each alone
-  and q/k/v or gate/up fused into one product.
+  and q/k/v or gate/up fused into one product;
+- one decoding step's products for 4-32 rows with cold weights (all 30 blocks' projections and the
+  LM head, 541 MB, more than the caches hold), as `x @ W^T` and swapped (`(W @ x^T)^T`): the floor
+  of a decoding step's time.
 
 Run: `~/.cache/moram/venv-torch-2.11.0/bin/python benchmarks/kernel_rates.py` (prints lines).
 """
@@ -88,8 +91,24 @@ def projections():
         print(f"gate/up, {rows} rows: separate {sep:.1f} ms, fused {fused:.1f} ms")
 
 
+def decode_step():
+    shapes = [(576, 576), (192, 576), (192, 576), (576, 576), (1536, 576), (1536, 576), (576, 1536)]
+    weights = [torch.randn(o, i) for _ in range(30) for (o, i) in shapes] + [torch.randn(49152, 576)]
+
+    def step(rows, swapped):
+        xs = {576: torch.randn(rows, 576), 1536: torch.randn(rows, 1536)}
+        for w in weights:
+            x = xs[w.shape[1]]
+            _ = (w @ x.t()).t().contiguous() if swapped else F.linear(x, w)
+
+    for rows in (4, 8, 16, 32):
+        usual, swapped = best_ms(lambda: step(rows, False), 3), best_ms(lambda: step(rows, True), 3)
+        print(f"decoding step's products, {rows} rows, cold weights: {usual:.0f} ms (swapped {swapped:.0f} ms)")
+
+
 if __name__ == "__main__":
     torch.set_num_threads(1)
     torch.manual_seed(0)
     attention()
     projections()
+    decode_step()
