@@ -100,23 +100,37 @@ fn process_cpu_ms() -> f64 {
     ts.tv_sec as f64 * 1e3 + ts.tv_nsec as f64 / 1e6
 }
 
-/// Median wall and CPU time in ms of `f` over `reps` runs after warm-up (3 runs, or 1 when a
-/// single run is long).
+/// Median wall and CPU time in ms of `f` over `reps` runs after [`warm_up`].
 fn time(reps: usize, mut f: impl FnMut()) -> (f64, f64) {
-    let t = Instant::now();
-    f();
-    let warmups = if t.elapsed().as_secs_f64() > 0.5 { 0 } else { 2 };
-    for _ in 0..warmups {
+    let Ok(()) = warm_up(|| {
         f();
-    }
+        Ok::<(), std::convert::Infallible>(())
+    });
     let (wall, cpu): (Vec<f64>, Vec<f64>) = (0..reps)
         .map(|_| {
-            let (t, c) = (Instant::now(), process_cpu_ms());
-            f();
-            (t.elapsed().as_secs_f64() * 1e3, process_cpu_ms() - c)
+            let ((), wall, cpu) = timed_call(&mut f);
+            (wall, cpu)
         })
         .unzip();
     (median(wall), median(cpu))
+}
+
+/// The warm-up before timed calls: one call, and two more when it took at most half a second.
+fn warm_up<E>(mut f: impl FnMut() -> std::result::Result<(), E>) -> std::result::Result<(), E> {
+    let t = Instant::now();
+    f()?;
+    if t.elapsed().as_secs_f64() <= 0.5 {
+        f()?;
+        f()?;
+    }
+    Ok(())
+}
+
+/// One call of `f`: its result, wall ms and process CPU ms.
+fn timed_call<T>(f: impl FnOnce() -> T) -> (T, f64, f64) {
+    let (t, c) = (Instant::now(), process_cpu_ms());
+    let out = f();
+    (out, t.elapsed().as_secs_f64() * 1e3, process_cpu_ms() - c)
 }
 
 /// The upper median of `v` (the middle value, or the upper of the two middle ones), as the

@@ -164,7 +164,7 @@ pub fn run(timing: Timing, gguf: &std::path::Path, case: &str, base: Kind) -> Re
     )
 }
 
-/// [`Timing::Serve`]: warm-up as [`crate::time`] does, then one timed call per `run` line of
+/// [`Timing::Serve`]: [`crate::warm_up`], then one timed call per `run` line of
 /// `input` (stdin), each answered on `out` (stdout). Returns the median wall and CPU ms of the
 /// served calls.
 fn serve(
@@ -172,21 +172,15 @@ fn serve(
     input: impl std::io::BufRead,
     mut out: impl std::io::Write,
 ) -> Result<(f64, f64)> {
-    let started = std::time::Instant::now();
-    call()?;
-    if started.elapsed().as_secs_f64() <= 0.5 {
-        call()?;
-        call()?;
-    }
+    crate::warm_up(&mut *call)?;
     writeln!(out, "{}", serde_json::json!({"ready": true}))?;
     out.flush()?;
     let (mut wall, mut cpu) = (Vec::new(), Vec::new());
     for line in input.lines() {
         match line.context("reading a command from stdin")?.trim() {
             "run" => {
-                let (t, c) = (std::time::Instant::now(), crate::process_cpu_ms());
-                call()?;
-                let (w, c) = (t.elapsed().as_secs_f64() * 1e3, crate::process_cpu_ms() - c);
+                let (done, w, c) = crate::timed_call(&mut *call);
+                done?;
                 wall.push(w);
                 cpu.push(c);
                 writeln!(out, "{}", serde_json::json!({"wall_ms": w, "cpu_ms": c}))?;

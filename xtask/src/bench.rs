@@ -109,9 +109,7 @@ struct Speedup {
 impl Speedup {
     /// Smallest and largest per-round CPU ratio.
     fn cpu_range(&self) -> (f64, f64) {
-        let lo = self.cpu_per_round.iter().copied().fold(f64::INFINITY, f64::min);
-        let hi = self.cpu_per_round.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        (lo, hi)
+        range(&self.cpu_per_round)
     }
 }
 
@@ -280,7 +278,7 @@ fn side_by_side(settings: &Settings, script: &str, markdown: fn(&Report) -> Stri
         threads,
         rounds,
         reps,
-        torch: capture(Command::new(&python).args(["-c", "import torch; print(torch.__version__)"])),
+        torch: torch_version(&python),
         date: today(),
         timings,
         speedup_vs_pytorch,
@@ -317,6 +315,18 @@ pub(crate) fn update_readme(readme: &std::path::Path, tag: &str, table: &str) ->
     }
     let updated = format!("{}{start}\n{table}{}", &text[..a], &text[b..]);
     std::fs::write(readme, updated).with_context(|| format!("writing {}", readme.display()))
+}
+
+/// Smallest and largest of `v` (`(inf, -inf)` for none).
+pub(crate) fn range(v: &[f64]) -> (f64, f64) {
+    let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    (lo, hi)
+}
+
+/// The PyTorch version of a venv's `python` (empty when it cannot run), for reports.
+pub(crate) fn torch_version(python: &std::path::Path) -> String {
+    capture(Command::new(python).args(["-c", "import torch; print(torch.__version__)"]))
 }
 
 /// A command's trimmed standard output (empty when it cannot run): versions and dates for reports.

@@ -8,7 +8,7 @@
 //! Results: `benchmarks/results/train-pairs.json` and `train-pairs.md` (pasted into the README);
 //! a run replaces the cases it measured and keeps the others, each with its own command and date.
 
-use crate::bench::{capture, machine, median, Row};
+use crate::bench::{machine, median, range, torch_version, Row};
 use crate::bench_train::Sides;
 use crate::paths;
 use anyhow::{bail, Context, Result};
@@ -51,9 +51,9 @@ impl Server {
             }
             None => {
                 let status = self.child.wait().map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
-                let tail = std::fs::read_to_string(&self.log).unwrap_or_default();
-                let tail: String =
-                    tail.lines().rev().take(20).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+                let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+                let lines: Vec<&str> = text.lines().collect();
+                let tail = lines[lines.len().saturating_sub(20)..].join("\n");
                 bail!(
                     "{} ended ({status}) before answering; its stderr ({}) ends:\n{tail}",
                     self.what,
@@ -72,12 +72,17 @@ impl Server {
         Ok(())
     }
 
-    /// One timed call: `(wall ms, CPU ms)`.
-    fn call(&mut self) -> Result<(f64, f64)> {
-        writeln!(self.stdin, "run")
+    /// Sends one command line and reads the JSON line it answers with.
+    fn ask(&mut self, command: &str) -> Result<serde_json::Value> {
+        writeln!(self.stdin, "{command}")
             .and_then(|_| self.stdin.flush())
             .with_context(|| format!("writing to {}", self.what))?;
-        let v = self.next()?;
+        self.next()
+    }
+
+    /// One timed call: `(wall ms, CPU ms)`.
+    fn call(&mut self) -> Result<(f64, f64)> {
+        let v = self.ask("run")?;
         match (v.get("wall_ms").and_then(|x| x.as_f64()), v.get("cpu_ms").and_then(|x| x.as_f64())) {
             (Some(w), Some(c)) => Ok((w, c)),
             _ => bail!("{} printed {v} where `{{\"wall_ms\": .., \"cpu_ms\": ..}}` was expected", self.what),
@@ -86,10 +91,8 @@ impl Server {
 
     /// Ends the process and returns its row (medians over the served calls, peak RSS).
     fn finish(mut self) -> Result<Row> {
-        writeln!(self.stdin, "done")
-            .and_then(|_| self.stdin.flush())
-            .with_context(|| format!("writing to {}", self.what))?;
-        let row: Row = serde_json::from_value(self.next()?).with_context(|| format!("{}'s final row", self.what))?;
+        let row: Row =
+            serde_json::from_value(self.ask("done")?).with_context(|| format!("{}'s final row", self.what))?;
         let status = self.child.wait().with_context(|| format!("waiting for {}", self.what))?;
         if !status.success() {
             bail!("{} exited with {status} (stderr: {})", self.what, self.log.display());
@@ -167,18 +170,19 @@ fn summarise(ratios: &[f64]) -> RatioSummary {
     let mean = logs.iter().sum::<f64>() / n as f64;
     let var = logs.iter().map(|l| (l - mean).powi(2)).sum::<f64>() / (n as f64 - 1.0);
     let half = t975(n.saturating_sub(1)) * (var / n as f64).sqrt();
+    let (lowest, highest) = range(ratios);
     RatioSummary {
         pairs: n,
         median: median(ratios.to_vec()),
         geometric_mean: mean.exp(),
         ci95: [(mean - half).exp(), (mean + half).exp()],
-        lowest: ratios.iter().copied().fold(f64::INFINITY, f64::min),
-        highest: ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        lowest,
+        highest,
     }
 }
 
 /// Runs `pairs` alternating calls per case and writes the report.
-pub fn run(sides: &Sides, cases: &[String], pairs: u32, threads: u32, python: &std::path::Path) -> Result<()> {
+pub fn run(sides: &Sides, cases: &[String], pairs: u32) -> Result<()> {
     let root = paths::workspace_root();
     let logs = root.join("target/bench-pairs");
     std::fs::create_dir_all(&logs)?;
@@ -189,7 +193,7 @@ pub fn run(sides: &Sides, cases: &[String], pairs: u32, threads: u32, python: &s
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Report::new(),
         Err(e) => return Err(e).with_context(|| format!("reading {}", json.display())),
     };
-    let torch = capture(Command::new(python).args(["-c", "import torch; print(torch.__version__)"]));
+    let torch = torch_version(&sides.python);
     for case in cases {
         eprintln!("{case}: loading both sides and warming up");
         let mut moram = Server::start(
@@ -219,7 +223,7 @@ pub fn run(sides: &Sides, cases: &[String], pairs: u32, threads: u32, python: &s
         }
         let ratios: Vec<f64> = done.iter().map(|p| p.pytorch_cpu_ms / p.moram_cpu_ms).collect();
         let entry = CaseReport {
-            command: format!("cargo xtask bench train --threads {threads} --pairs {pairs} --cases {case}"),
+            command: format!("cargo xtask bench train --threads {} --pairs {pairs} --cases {case}", sides.threads),
             machine: machine(),
             torch: torch.clone(),
             date: crate::bench::today(),

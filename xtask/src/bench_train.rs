@@ -12,7 +12,7 @@
 //! training step's matmul work is expressed as a share. Results: `benchmarks/results/train.json`
 //! and `train.md` (pasted into the README).
 
-use crate::bench::{asset, capture, machine, median, Row, SMOLLM2};
+use crate::bench::{asset, machine, median, Row, SMOLLM2};
 use crate::{fixtures, paths, python};
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -90,9 +90,9 @@ fn run_side(mut cmd: Command, what: &str) -> Result<Vec<Row>> {
 /// The two sides' commands for one case.
 pub(crate) struct Sides {
     bin: std::path::PathBuf,
-    python: std::path::PathBuf,
+    pub(crate) python: std::path::PathBuf,
     script: std::path::PathBuf,
-    threads: String,
+    pub(crate) threads: String,
     gguf: String,
 }
 
@@ -143,13 +143,13 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let python = python::venv_with(&paths::cache_dir()?.join("venv-torch-2.11.0"), &fixtures::REQUIREMENTS)?;
     let sides = Sides {
         bin: root.join("target/release/moram-bench"),
-        python: python.clone(),
+        python,
         script: root.join("benchmarks/train_pytorch.py"),
         threads: args.threads.to_string(),
         gguf: gguf.display().to_string(),
     };
     if let Some(pairs) = args.pairs {
-        return crate::bench_pairs::run(&sides, &args.cases, pairs, args.threads, &python);
+        return crate::bench_pairs::run(&sides, &args.cases, pairs);
     }
     let reps = args.reps.to_string();
     let mut rows: Vec<(u32, Row)> = Vec::new();
@@ -176,7 +176,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
             }
         }
     }
-    let report = summarise(&args, &rows, &python)?;
+    let report = summarise(&args, &rows, &sides.python)?;
     crate::bench::publish("train", &report, &markdown(&report), "train-bench")
 }
 
@@ -244,7 +244,7 @@ fn summarise(args: &TrainArgs, rows: &[(u32, Row)], python: &std::path::Path) ->
             if args.no_bf16 { " --no-bf16" } else { "" }
         ),
         machine: machine(),
-        torch: capture(Command::new(python).args(["-c", "import torch; print(torch.__version__)"])),
+        torch: crate::bench::torch_version(python),
         date: crate::bench::today(),
         cases,
         speedup_per_round,
@@ -280,8 +280,7 @@ fn markdown(r: &Report) -> String {
         let ratio = if ratios.is_empty() {
             "-".to_string()
         } else {
-            let lo = ratios.iter().copied().fold(f64::INFINITY, f64::min);
-            let hi = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let (lo, hi) = crate::bench::range(&ratios);
             format!("{:.2}x ({lo:.2}-{hi:.2})", median(ratios.clone()))
         };
         let share = match (r.gflop.get(case), imps.get("moram")) {
