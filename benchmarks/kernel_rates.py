@@ -13,9 +13,12 @@ could gain from faster kernels (benchmarks/results/eval-profile.md):
   and q/k/v or gate/up fused into one product;
 - one decoding step's products for 4-32 rows with cold weights (all 30 blocks' projections and the
   LM head, 541 MB, more than the caches hold), as `x @ W^T` and swapped (`(W @ x^T)^T`): the floor
-  of a decoding step's time.
+  of a decoding step's time;
+- one-query attention over a KV cache (decoding): libtorch's kernel against the three query heads
+  of each group stacked into one batched product (`matmul`, mask, softmax, `matmul`).
 
-Run: `~/.cache/moram/venv-torch-2.11.0/bin/python benchmarks/kernel_rates.py` (prints lines).
+Run: `~/.cache/moram/venv-torch-2.11.0/bin/python benchmarks/kernel_rates.py [SECTION ...]`
+(sections: attention, projections, decode_step, decode_attention; all by default; prints lines).
 """
 import math
 import time
@@ -106,9 +109,34 @@ def decode_step():
         print(f"decoding step's products, {rows} rows, cold weights: {usual:.0f} ms (swapped {swapped:.0f} ms)")
 
 
+def decode_attention():
+    for rows, keys in ((16, 224), (4, 560), (1, 4100)):
+        q, k, v = torch.randn(rows, HEADS, 1, D), torch.randn(rows, KV, keys, D), torch.randn(rows, KV, keys, D)
+        valid = torch.ones(rows, keys, dtype=torch.bool)
+        valid[:, :5] = False
+
+        def kernel():
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=valid[:, None, None, :], enable_gqa=True)
+
+        def stacked():
+            scores = torch.matmul(q.view(rows, KV, HEADS // KV, D), k.transpose(2, 3)) / math.sqrt(D)
+            p = torch.softmax(scores.masked_fill(~valid[:, None, None, :], float("-inf")), -1)
+            return torch.matmul(p, v).view(rows, HEADS, 1, D)
+
+        assert (kernel() - stacked()).abs().max().item() < 1e-5
+        print(f"one-query attention, {rows} rows x {keys} keys: libtorch {best_ms(kernel, 50):.3f} ms, "
+              f"stacked heads {best_ms(stacked, 50):.3f} ms")
+
+
+SECTIONS = {"attention": attention, "projections": projections, "decode_step": decode_step,
+            "decode_attention": decode_attention}
+
 if __name__ == "__main__":
+    import sys
+
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    attention()
-    projections()
-    decode_step()
+    for name in sys.argv[1:] or SECTIONS:
+        if name not in SECTIONS:
+            raise SystemExit(f"unknown section {name!r} ({', '.join(SECTIONS)})")
+        SECTIONS[name]()
