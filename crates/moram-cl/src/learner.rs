@@ -57,6 +57,33 @@ pub trait Learner {
         ))
     }
 
+    /// Whether [`Learner::evaluate_parts`] batches examples of different tasks together. The
+    /// runner then scores a whole row of evaluations (every task, or this rank's share of each) in
+    /// one call instead of task by task. Default: `false`.
+    fn evaluates_across_tasks(&self) -> bool {
+        false
+    }
+
+    /// Per-example scores of several `(task, range)` parts, part by part in the order given, each
+    /// as [`Learner::evaluate_examples`] returns them; `done(k)` is called as `k` more examples
+    /// are scored (for progress bars). A learner that can batch across tasks overrides this
+    /// (the LLM learner fills one task's last, partial batch with other tasks' prompts).
+    /// Default: one [`Learner::evaluate_examples`] per part.
+    fn evaluate_parts(
+        &mut self,
+        parts: &[(usize, Range<usize>)],
+        done: &mut dyn FnMut(usize),
+    ) -> Result<Vec<Vec<(f64, serde_json::Value)>>> {
+        parts
+            .iter()
+            .map(|(task, range)| {
+                let scored = self.evaluate_examples(*task, range.clone())?;
+                done(scored.len());
+                Ok(scored)
+            })
+            .collect()
+    }
+
     /// What the last [`Learner::evaluate`] produced, for the run folder (e.g. generations with
     /// their prompts and answers). Default: nothing.
     fn last_outputs(&self) -> Option<serde_json::Value> {

@@ -537,6 +537,10 @@ pub fn evaluate_every_task(learner: &mut impl Learner, options: &RunOptions) -> 
 
 /// Evaluates every task; with `outputs = (run folder, task just trained)` the learner's outputs go
 /// to `outputs/after-task{t}/{task name}.json`.
+///
+/// A learner that batches across tasks ([`Learner::evaluates_across_tasks`]) gets the whole row in
+/// one call, each rank its share of every task; otherwise tasks are scored one at a time, shared
+/// out between the ranks when the learner can score ranges of examples.
 fn evaluate_all(
     learner: &mut impl Learner,
     n: usize,
@@ -547,19 +551,38 @@ fn evaluate_all(
     set_training(learner, false);
     let _guard = tch::no_grad_guard();
     learner.begin_evaluation()?;
-    let pb = bar(n as u64, "evaluating every task".into(), options.progress && group.is_main());
-    let mut row = Vec::with_capacity(n);
-    for j in 0..n {
-        let (score, out) = match learner.eval_len(j) {
-            Some(len) if group.world() > 1 => evaluate_shared(learner, j, len, group)?,
-            _ => (learner.evaluate(j)?, learner.last_outputs()),
-        };
-        row.push(score);
-        if !group.is_main() {
-            pb.inc(1);
-            continue;
+    let show = options.progress && group.is_main();
+    let lens: Option<Vec<usize>> = (0..n).map(|j| learner.eval_len(j)).collect();
+    let scored = match lens {
+        Some(lens) if learner.evaluates_across_tasks() => {
+            // Progress in examples: one call scores every task.
+            let pb = bar(lens.iter().sum::<usize>() as u64, "evaluating every task".into(), show);
+            let tasks: Vec<usize> = (0..n).collect();
+            let scored = evaluate_shared(learner, &tasks, &lens, group, &pb)?;
+            pb.finish_and_clear();
+            scored
         }
-        if let (Some((dir, t)), Some(out)) = (outputs, out) {
+        _ => {
+            let pb = bar(n as u64, "evaluating every task".into(), show);
+            let mut scored = Vec::with_capacity(n);
+            for j in 0..n {
+                scored.push(match learner.eval_len(j) {
+                    Some(len) if group.world() > 1 => {
+                        let quiet = ProgressBar::hidden();
+                        evaluate_shared(learner, &[j], &[len], group, &quiet)?.remove(0)
+                    }
+                    _ => (learner.evaluate(j)?, learner.last_outputs()),
+                });
+                pb.inc(1);
+            }
+            pb.finish_and_clear();
+            scored
+        }
+    };
+    let mut row = Vec::with_capacity(n);
+    for (j, (score, out)) in scored.into_iter().enumerate() {
+        row.push(score);
+        if let (true, Some((dir, t)), Some(out)) = (group.is_main(), outputs, out) {
             let folder = dir.join("outputs").join(format!("after-task{t}"));
             std::fs::create_dir_all(&folder).map_err(|e| Error::io(&folder, e))?;
             let name = learner.task_names()[j].replace(['/', '\\'], "_");
@@ -567,39 +590,58 @@ fn evaluate_all(
                 .map_err(|e| Error::io(&folder, std::io::Error::other(e.to_string())))?;
             crate::checkpoint::write_atomic(&folder.join(format!("{name}.json")), text.as_bytes())?;
         }
-        pb.inc(1);
     }
-    pb.finish_and_clear();
     Ok(row)
 }
 
-/// One task's evaluation shared out: rank r scores examples `[r n / W, (r + 1) n / W)`, and every
-/// rank gathers all per-example scores (in example order) and what the run folder keeps.
+/// Scores of `tasks` (with `lens[i]` evaluation examples each) in one
+/// [`Learner::evaluate_parts`] call, shared out: rank r scores examples
+/// `[r n / W, (r + 1) n / W)` of each task, and every rank gathers all per-example scores (in
+/// example order) and what the run folder keeps. Returns each task's mean score and outputs.
 fn evaluate_shared(
     learner: &mut impl Learner,
-    task: usize,
-    n: usize,
+    tasks: &[usize],
+    lens: &[usize],
     group: &Group,
-) -> Result<(f64, Option<serde_json::Value>)> {
+    pb: &ProgressBar,
+) -> Result<Vec<(f64, Option<serde_json::Value>)>> {
+    type Scored = Vec<(f64, serde_json::Value)>;
     let (w, r) = (group.world(), group.rank());
-    let range = r * n / w..(r + 1) * n / w;
-    let local = if range.is_empty() { Vec::new() } else { learner.evaluate_examples(task, range)? };
-    let bytes = serde_json::to_vec(&local).map_err(|e| Error::task("evaluation", format!("encoding scores: {e}")))?;
-    let mut scored: Vec<(f64, serde_json::Value)> = Vec::with_capacity(n);
-    for (rank, part) in group.all_gather_bytes(&bytes)?.iter().enumerate() {
-        let part: Vec<(f64, serde_json::Value)> = serde_json::from_slice(part)
-            .map_err(|e| Error::task("evaluation", format!("scores from rank {rank}: {e}")))?;
-        scored.extend(part);
-    }
-    if scored.len() != n || n == 0 {
-        let name = learner.task_names()[task].clone();
-        return Err(Error::task(&name, format!("gathered {} scores for {n} evaluation examples", scored.len())));
-    }
-    let score = scored.iter().map(|(s, _)| s).sum::<f64>() / n as f64;
-    let outputs = if scored.iter().all(|(_, v)| v.is_null()) {
-        None
+    let parts: Vec<_> = tasks.iter().zip(lens).map(|(&j, &n)| (j, r * n / w..(r + 1) * n / w)).collect();
+    // Each rank's examples count once in the bar; the others' arrive with the gather.
+    let local = learner.evaluate_parts(&parts, &mut |k| pb.inc((k * w) as u64))?;
+    let ranks: Vec<Vec<Scored>> = if w == 1 {
+        vec![local]
     } else {
-        Some(serde_json::Value::Array(scored.into_iter().map(|(_, v)| v).collect()))
+        let bytes =
+            serde_json::to_vec(&local).map_err(|e| Error::task("evaluation", format!("encoding scores: {e}")))?;
+        group
+            .all_gather_bytes(&bytes)?
+            .iter()
+            .enumerate()
+            .map(|(rank, part)| {
+                serde_json::from_slice(part)
+                    .map_err(|e| Error::task("evaluation", format!("scores from rank {rank}: {e}")))
+            })
+            .collect::<Result<_>>()?
     };
-    Ok((score, outputs))
+    let mut out = Vec::with_capacity(tasks.len());
+    for (i, (&task, &n)) in tasks.iter().zip(lens).enumerate() {
+        let scored: Scored = ranks.iter().flat_map(|parts| parts.get(i).into_iter().flatten().cloned()).collect();
+        if n == 0 {
+            return Err(Error::task(&learner.task_names()[task], "has no evaluation example"));
+        }
+        if scored.len() != n {
+            let name = learner.task_names()[task].clone();
+            return Err(Error::task(&name, format!("scored {} of its {n} evaluation examples", scored.len())));
+        }
+        let score = scored.iter().map(|(s, _)| s).sum::<f64>() / n as f64;
+        let outputs = if scored.iter().all(|(_, v)| v.is_null()) {
+            None
+        } else {
+            Some(serde_json::Value::Array(scored.into_iter().map(|(_, v)| v).collect()))
+        };
+        out.push((score, outputs));
+    }
+    Ok(out)
 }

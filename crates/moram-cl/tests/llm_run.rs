@@ -128,3 +128,52 @@ fn bf16_base_trains_f32_atoms() {
     }
     assert!(state.matrix.iter().flatten().all(|v| v.is_finite()));
 }
+
+/// Evaluation batches across tasks: with 16 examples per task and batches of 12, each task alone
+/// takes a batch of 12 and one of 4; the three tasks' rests share one batch of 12 instead. Every
+/// generation is the one the task gets evaluated alone, and the runner's row of scores is the
+/// task-by-task one.
+#[test]
+fn evaluation_fills_partial_batches_with_other_tasks_prompts() {
+    let _generator = moram_cl::synthetic::exclusive_generator();
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg_path = tmp.path().join("run.toml");
+    let text = common::llm_setup(tmp.path(), "moram", 1)
+        .replace("[evaluation]\nbatch_size = 4", "[evaluation]\nbatch_size = 12");
+    std::fs::write(&cfg_path, text).unwrap();
+    let cfg = RunConfig::from_file(&cfg_path).unwrap();
+    let mut learner = LlmLearner::from_config(&cfg).unwrap();
+    for (_, m) in learner.moram_layers_mut() {
+        m.set_training(false);
+    }
+    let _guard = tch::no_grad_guard();
+    assert!(learner.evaluates_across_tasks());
+
+    let mut alone = Vec::new();
+    let mut alone_batches = Vec::new();
+    for task in 0..3 {
+        let mut sizes = Vec::new();
+        alone.push(learner.evaluate_parts(&[(task, 0..16)], &mut |k| sizes.push(k)).unwrap().remove(0));
+        alone_batches.push(sizes);
+    }
+    assert_eq!(alone_batches, vec![vec![12, 4]; 3]);
+
+    let parts: Vec<_> = (0..3).map(|t| (t, 0..16)).collect();
+    let mut sizes = Vec::new();
+    let together = learner.evaluate_parts(&parts, &mut |k| sizes.push(k)).unwrap();
+    assert_eq!(sizes, vec![12, 12, 12, 12]);
+    assert_eq!(together.len(), 3);
+    for (t, (a, b)) in alone.iter().zip(&together).enumerate() {
+        assert_eq!(a.len(), 16);
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            assert_eq!(x.1, y.1, "task {t} example {i}");
+            assert_eq!(x.0, y.0);
+        }
+    }
+    // Some generations are non-empty, so the comparison above compares text.
+    assert!(together.iter().flatten().any(|(_, v)| !v["generation"].as_str().unwrap().is_empty()));
+
+    let row = moram_cl::runner::evaluate_every_task(&mut learner, &RunOptions::default()).unwrap();
+    let means: Vec<f64> = alone.iter().map(|s| s.iter().map(|(x, _)| x).sum::<f64>() / 16.0).collect();
+    assert_eq!(row, means);
+}

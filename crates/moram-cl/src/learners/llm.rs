@@ -256,6 +256,21 @@ impl LlmLearner {
         Ok((seq, n))
     }
 
+    /// Padded positions a pooled evaluation batch may carry ([`eval_batches`]): one batch fewer
+    /// saves a read of every base weight per decoding step, and each padded position costs its
+    /// keys and values in every layer (an f32 cache on CPUs, the weights' type elsewhere).
+    fn pool_padding_budget(&self) -> usize {
+        let weights: usize =
+            self.model.base_tensors().iter().map(|(_, t)| t.numel() * t.kind().elt_size_in_bytes()).sum();
+        let c = self.model.config();
+        let element = match self.model.device() {
+            Device::Cpu => 4,
+            _ => self.model.base_tensors().first().map_or(4, |(_, t)| t.kind().elt_size_in_bytes()),
+        };
+        let per_position = 2 * (c.num_hidden_layers * c.num_key_value_heads * c.head_dim).max(1) as usize * element;
+        weights / per_position
+    }
+
     /// Left-padded batch `(ids, labels, mask)`, length rounded up to a multiple of 8.
     fn collate(&self, seqs: &[(Vec<i64>, usize)]) -> (Tensor, Tensor, Tensor) {
         let width = seqs.iter().map(|(s, _)| s.len()).max().unwrap_or(0).div_ceil(8) * 8;
@@ -273,6 +288,48 @@ impl LlmLearner {
         let t = |v: Vec<i64>| Tensor::from_slice(&v).view([b, width as i64]).to_device(device);
         (t(ids), t(labels), t(mask))
     }
+}
+
+/// The evaluation batches (at most `size` rows each, each row `(part, index)`) for several parts'
+/// prompts, `lengths[p][i]` being the length in tokens of prompt `i` of part `p`.
+///
+/// Each part's prompts are sorted by length (stable) and cut into full batches, the same batches
+/// that part gets when evaluated alone: a left-padded batch computes every row at its longest
+/// row's length, so similar lengths cut the padding, and a fixed order lets the prefix memo
+/// recognise each batch at the next evaluation. What is left of each part (its longest prompts,
+/// fewer than `size`) would be a partial batch per part; instead these rows are pooled across
+/// parts, sorted by length, and batched together while a batch's padding (positions up to its
+/// longest prompt, summed over rows) stays within `pad_budget`: a decoding step reads every weight
+/// once per batch, which pooling saves, and every padded position's keys and values, which it adds
+/// ([`LlmLearner`] sets the budget from the model's sizes). A continual-learning run evaluates
+/// every task each time, so the pooled batches are the same at every evaluation too.
+pub fn eval_batches(lengths: &[Vec<usize>], size: usize, pad_budget: usize) -> Vec<Vec<(usize, usize)>> {
+    let size = size.max(1);
+    let mut batches = Vec::new();
+    let mut pool = Vec::new();
+    for (p, lens) in lengths.iter().enumerate() {
+        let mut order: Vec<usize> = (0..lens.len()).collect();
+        order.sort_by_key(|&i| lens[i]);
+        let full = order.len() / size * size;
+        batches.extend(order[..full].chunks(size).map(|c| c.iter().map(|&i| (p, i)).collect::<Vec<_>>()));
+        pool.extend(order[full..].iter().map(|&i| (p, i)));
+    }
+    pool.sort_by_key(|&(p, i)| lengths[p][i]);
+    let (mut batch, mut tokens): (Vec<(usize, usize)>, usize) = (Vec::new(), 0);
+    for (p, i) in pool {
+        // Sorted: this prompt is the longest so far, the width the batch would be padded to.
+        let len = lengths[p][i];
+        if batch.len() == size || batch.len() * len - tokens > pad_budget {
+            batches.push(std::mem::take(&mut batch));
+            tokens = 0;
+        }
+        batch.push((p, i));
+        tokens += len;
+    }
+    if !batch.is_empty() {
+        batches.push(batch);
+    }
+    batches
 }
 
 impl Learner for LlmLearner {
@@ -320,17 +377,40 @@ impl Learner for LlmLearner {
         task: usize,
         range: std::ops::Range<usize>,
     ) -> Result<Vec<(f64, serde_json::Value)>> {
-        let t = &self.tasks[task];
-        let examples = t.eval.get(range.clone()).ok_or_else(|| {
-            Error::task(&t.name, format!("evaluation examples {range:?} out of range (it has {})", t.eval.len()))
-        })?;
-        let n = examples.len();
-        if n == 0 {
-            return Ok(Vec::new());
+        let mut parts = self.evaluate_parts(&[(task, range)], &mut |_| {})?;
+        Ok(parts.pop().unwrap_or_default())
+    }
+
+    fn evaluates_across_tasks(&self) -> bool {
+        true
+    }
+
+    /// Every part's prompts are generated in the batches of [`eval_batches`]: each task's own
+    /// full batches, then the tasks' leftover rows pooled. Generation settings are the run's, the
+    /// same for every task, so any prompts can share a batch.
+    fn evaluate_parts(
+        &mut self,
+        parts: &[(usize, std::ops::Range<usize>)],
+        done: &mut dyn FnMut(usize),
+    ) -> Result<Vec<Vec<(f64, serde_json::Value)>>> {
+        let mut prompts: Vec<Vec<Vec<i64>>> = Vec::with_capacity(parts.len());
+        for (task, range) in parts {
+            let t = self.tasks.get(*task).ok_or_else(|| {
+                Error::task(format!("task {task}"), format!("out of range (the run has {} tasks)", self.tasks.len()))
+            })?;
+            let examples = t.eval.get(range.clone()).ok_or_else(|| {
+                Error::task(&t.name, format!("evaluation examples {range:?} out of range (it has {})", t.eval.len()))
+            })?;
+            let keep_prefix = t.name == "MeetingBank";
+            let max_prompt = if keep_prefix { 4096 } else { self.eval.generation.max_prompt_tokens };
+            prompts.push(
+                examples
+                    .iter()
+                    .map(|e| self.tokenize(&e.prompt, max_prompt, true, false, keep_prefix))
+                    .collect::<Result<_>>()?,
+            );
         }
         let s = &self.eval.generation;
-        let keep_prefix = t.name == "MeetingBank";
-        let max_prompt = if keep_prefix { 4096 } else { s.max_prompt_tokens };
         let config = GenerationConfig {
             max_new_tokens: s.max_new_tokens,
             repetition_penalty: s.repetition_penalty,
@@ -339,35 +419,40 @@ impl Learner for LlmLearner {
             pad_id: self.eos,
             ..GenerationConfig::default()
         };
-        let prompts = examples
-            .iter()
-            .map(|e| self.tokenize(&e.prompt, max_prompt, true, false, keep_prefix))
-            .collect::<Result<Vec<_>>>()?;
-        // Batches of similar lengths: a left-padded batch computes every row at the longest
-        // row's length, so sorting by length (stable: a fixed order, so the prefix memo still
-        // recognises each batch) cuts the padding work; answers go back to example order.
-        let mut order: Vec<usize> = (0..n).collect();
-        order.sort_by_key(|&i| prompts[i].len());
-        let mut predictions = vec![String::new(); n];
-        for chunk in order.chunks(self.eval.batch_size) {
-            let batch: Vec<Vec<i64>> = chunk.iter().map(|&i| prompts[i].clone()).collect();
+        let lengths: Vec<Vec<usize>> = prompts.iter().map(|p| p.iter().map(Vec::len).collect()).collect();
+        let mut predictions: Vec<Vec<String>> = lengths.iter().map(|l| vec![String::new(); l.len()]).collect();
+        for batch in eval_batches(&lengths, self.eval.batch_size, self.pool_padding_budget()) {
+            let rows: Vec<Vec<i64>> = batch.iter().map(|&(p, i)| prompts[p][i].clone()).collect();
             let memo = if self.reuse_prefix { Some(&mut self.eval_prefix) } else { None };
-            for (&i, out) in chunk.iter().zip(self.model.generate_with_prefixes(&batch, &config, memo)?) {
-                predictions[i] = self.tokenizer.decode(&out, true)?;
+            for (&(p, i), out) in batch.iter().zip(self.model.generate_with_prefixes(&rows, &config, memo)?) {
+                predictions[p][i] = self.tokenizer.decode(&out, true)?;
             }
+            done(batch.len());
         }
-        let t = &self.tasks[task];
-        let examples = &t.eval[range];
-        let prompts: Vec<String> = examples.iter().map(|e| e.prompt.clone()).collect();
-        let answers: Vec<String> = examples.iter().map(|e| e.answer.clone()).collect();
-        let scores = t.metric.per_example(&prompts, &predictions, &answers)?;
-        Ok(prompts
-            .into_iter()
-            .zip(predictions)
-            .zip(answers)
-            .zip(scores)
-            .map(|(((p, g), a), s)| (s, serde_json::json!({"prompt": p, "generation": g, "answer": a, "score": s})))
-            .collect())
+        let mut scored = Vec::with_capacity(parts.len());
+        for ((task, range), predictions) in parts.iter().zip(predictions) {
+            if predictions.is_empty() {
+                scored.push(Vec::new());
+                continue;
+            }
+            let t = &self.tasks[*task];
+            let examples = &t.eval[range.clone()];
+            let prompts: Vec<String> = examples.iter().map(|e| e.prompt.clone()).collect();
+            let answers: Vec<String> = examples.iter().map(|e| e.answer.clone()).collect();
+            let scores = t.metric.per_example(&prompts, &predictions, &answers)?;
+            scored.push(
+                prompts
+                    .into_iter()
+                    .zip(predictions)
+                    .zip(answers)
+                    .zip(scores)
+                    .map(|(((p, g), a), s)| {
+                        (s, serde_json::json!({"prompt": p, "generation": g, "answer": a, "score": s}))
+                    })
+                    .collect(),
+            );
+        }
+        Ok(scored)
     }
 
     fn evaluate(&mut self, task: usize) -> Result<f64> {
@@ -383,5 +468,78 @@ impl Learner for LlmLearner {
 
     fn last_outputs(&self) -> Option<serde_json::Value> {
         Some(serde_json::Value::Array(self.last.clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::eval_batches;
+
+    #[test]
+    fn a_part_alone_is_cut_into_sorted_full_batches_and_one_rest() {
+        let batches = eval_batches(&[vec![5, 3, 9, 1, 7]], 2, 0);
+        assert_eq!(batches, vec![vec![(0, 3), (0, 1)], vec![(0, 0), (0, 4)], vec![(0, 2)]]);
+    }
+
+    #[test]
+    fn leftovers_of_several_parts_share_batches() {
+        // Part 0 has no full batch; part 1 has one and one row left: 3 batches become 2.
+        let batches = eval_batches(&[vec![12, 10, 11], vec![13, 17, 14, 15, 16]], 4, 100);
+        assert_eq!(batches, vec![vec![(1, 0), (1, 2), (1, 3), (1, 4)], vec![(0, 1), (0, 2), (0, 0), (1, 1)]]);
+    }
+
+    #[test]
+    fn a_pooled_batch_stops_at_its_padding_budget() {
+        // Rows 10, 20, 21: padding to 20 is 10 positions, to 21 would be 11 + 1 = 12.
+        let lengths = [vec![10], vec![21], vec![20]];
+        assert_eq!(eval_batches(&lengths, 4, 11), vec![vec![(0, 0), (2, 0)], vec![(1, 0)]]);
+        assert_eq!(eval_batches(&lengths, 4, 12), vec![vec![(0, 0), (2, 0), (1, 0)]]);
+        // A part's own rest is bound by the budget too.
+        assert_eq!(eval_batches(&[vec![29, 90, 251]], 4, 300), vec![vec![(0, 0), (0, 1)], vec![(0, 2)]]);
+        // Equal lengths keep part order (stable), so every evaluation forms the same batches.
+        assert_eq!(eval_batches(&[vec![7], vec![7], vec![7]], 2, 0), vec![vec![(0, 0), (1, 0)], vec![(2, 0)]]);
+    }
+
+    #[test]
+    fn every_row_lands_in_exactly_one_batch_of_at_most_the_size() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = |m: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % m
+        };
+        for _ in 0..200 {
+            let parts = 1 + next(5) as usize;
+            let lengths: Vec<Vec<usize>> =
+                (0..parts).map(|_| (0..next(40)).map(|_| next(300) as usize).collect()).collect();
+            let size = 1 + next(16) as usize;
+            let budget = next(2000) as usize;
+            let batches = eval_batches(&lengths, size, budget);
+            let mut seen: Vec<(usize, usize)> = batches.iter().flatten().copied().collect();
+            seen.sort();
+            let all: Vec<(usize, usize)> =
+                lengths.iter().enumerate().flat_map(|(p, l)| (0..l.len()).map(move |i| (p, i))).collect();
+            assert_eq!(seen, all);
+            assert!(batches.iter().all(|b| !b.is_empty() && b.len() <= size));
+            let len = |&(p, i): &(usize, usize)| lengths[p][i];
+            let padding =
+                |b: &[(usize, usize)]| b.len() * b.iter().map(len).max().unwrap() - b.iter().map(len).sum::<usize>();
+            // Full batches first, each one part's; then the pooled ones, within the budget, each
+            // closed only when full or when the next row would break the budget.
+            let full = lengths.iter().map(|l| l.len() / size).sum::<usize>();
+            assert!(batches[..full].iter().all(|b| b.len() == size && b.iter().all(|r| r.0 == b[0].0)));
+            let pooled = &batches[full..];
+            assert!(pooled.iter().all(|b| padding(b) <= budget));
+            for w in pooled.windows(2) {
+                let grown: Vec<(usize, usize)> = w[0].iter().chain(&w[1][..1]).copied().collect();
+                assert!(w[0].len() == size || padding(&grown) > budget, "{w:?} could have been one batch");
+            }
+            // With room for any padding, the rests fill batches to the size.
+            let rest_rows: usize = lengths.iter().map(|l| l.len() % size).sum();
+            if budget >= 300 * size {
+                assert_eq!(pooled.len(), rest_rows.div_ceil(size));
+            }
+        }
     }
 }

@@ -80,6 +80,16 @@ impl Learner for AnyLearner {
     ) -> Result<Vec<(f64, serde_json::Value)>> {
         delegate!(self, l => l.evaluate_examples(task, range))
     }
+    fn evaluates_across_tasks(&self) -> bool {
+        delegate!(self, l => l.evaluates_across_tasks())
+    }
+    fn evaluate_parts(
+        &mut self,
+        parts: &[(usize, std::ops::Range<usize>)],
+        done: &mut dyn FnMut(usize),
+    ) -> Result<Vec<Vec<(f64, serde_json::Value)>>> {
+        delegate!(self, l => l.evaluate_parts(parts, done))
+    }
     fn last_outputs(&self) -> Option<serde_json::Value> {
         delegate!(self, l => l.last_outputs())
     }
