@@ -28,6 +28,9 @@ class MoRAMLinearRef(torch.nn.Module):
 
     def forward(self, x):
         result = F.linear(x, self.weight, self.bias)
+        # f32 atoms over a bf16 base (moram's bf16 base): the atoms see x in f32 and their delta is
+        # cast back; no-ops in f32.
+        x = x.to(self.A.dtype)
         A = torch.cat([self.old_A, self.A]) if self.old_A is not None else self.A
         B = torch.cat([self.old_B, self.B], 1) if self.old_B is not None else self.B
         z = F.linear(x, A)
@@ -39,7 +42,7 @@ class MoRAMLinearRef(torch.nn.Module):
         if not self.training and self.thr > 0:
             w = w * (normed >= self.thr).float()
         out = F.linear(z * w, B)
-        return result + (out * self.scale if self.scale != 1.0 else out)
+        return result + (out * self.scale if self.scale != 1.0 else out).to(result.dtype)
 
 
 

@@ -8,7 +8,7 @@ could gain from faster kernels (benchmarks/results/eval-profile.md):
   and forward + backward, in GFLOP/s counting the causal half of QK^T and AV (backward: 2.5x
   forward's products), and the same forward as chunked query blocks (matmul, mask, softmax,
   matmul) with the query heads of a group stacked, the alternative a library could write without a
-  kernel of its own;
+  kernel of its own; and the flash kernel's forward and forward + backward on bf16 tensors;
 - the projections (`x @ W^T`) at 2,080 rows (the short prefill's real tokens) and 4,096, each alone
   and q/k/v or gate/up fused into one product;
 - one decoding step's products for 4-32 rows with cold weights (all 30 blocks' projections and the
@@ -72,6 +72,21 @@ def attention():
 
     ms = best_ms(both, 3)
     print(f"flash attention forward + backward: {ms:.0f} ms, {3.5 * causal_flops / ms / 1e6:.1f} GFLOP/s")
+    # The same kernel on bf16 tensors (a bf16 model attending in bf16, as PyTorch's side of `--bf16`
+    # does; moram's bf16 models attend in f32 on CPUs).
+    qb, kb, vb = (t.to(torch.bfloat16).requires_grad_(True) for t in (q, k, v))
+
+    def forward_bf16():
+        with torch.no_grad():
+            return F.scaled_dot_product_attention(qb, kb, vb, is_causal=True, enable_gqa=True)
+
+    def both_bf16():
+        F.scaled_dot_product_attention(qb, kb, vb, is_causal=True, enable_gqa=True).sum().backward()
+
+    ms = best_ms(forward_bf16, 3)
+    print(f"flash attention forward, bf16: {ms:.0f} ms, {causal_flops / ms / 1e6:.1f} GFLOP/s")
+    ms = best_ms(both_bf16, 3)
+    print(f"flash attention forward + backward, bf16: {ms:.0f} ms, {3.5 * causal_flops / ms / 1e6:.1f} GFLOP/s")
 
 
 def projections():

@@ -3,6 +3,7 @@
 in `transformers` 4.57.1 with the official MoRAM layer math injected (`core_pytorch.MoRAMLinearRef`,
 one task of r = 8 atoms, top-k 8, tau 0.03, delta 0.2, value scale 2, dropout 0; the demo's
 settings) on every linear layer of the last 8 of SmolLM2-135M's 30 blocks, base weights frozen.
+With `--bf16` the model is bf16 and the atoms stay f32, as moram's bf16 base (rows `<case>_bf16`).
 
 Cases (one per process, so the peak RSS printed is the case's own; `batch.py` builds the inputs
 both sides use):
@@ -35,7 +36,7 @@ def inject(model, blocks):
         for parent, name in MODULES:
             owner = getattr(layer, parent)
             base = getattr(owner, name)
-            bias = base.bias if base.bias is not None else torch.zeros(base.out_features)
+            bias = base.bias if base.bias is not None else torch.zeros(base.out_features, dtype=base.weight.dtype)
             m = MoRAMLinearRef(base.weight.detach(), bias.detach(), r_total=8, r=8, topk=8, temp=0.03, thr=0.2,
                                scale=2.0)
             setattr(owner, name, m)
@@ -54,11 +55,13 @@ def main():
     ap.add_argument("--gguf", required=True)
     ap.add_argument("--case", required=True)
     ap.add_argument("--serve", action="store_true", help="timed calls on request (`run` / `done` on stdin)")
+    ap.add_argument("--bf16", action="store_true", help="bf16 base weights and activations, atoms in f32")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.set_num_interop_threads(1)
     path = pathlib.Path(args.gguf)
-    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, torch_dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name,
+                                                 torch_dtype=torch.bfloat16 if args.bf16 else torch.float32)
     for p in model.parameters():
         p.requires_grad_(False)
     n = model.config.num_hidden_layers
@@ -92,7 +95,7 @@ def main():
             assert out.shape[1] == width + new_tokens
 
         t = served(gen) if args.serve else timed(args.reps, gen)
-    emit(args.case, t, peak_rss_mb=peak_mb(), loaded_rss_mb=loaded)
+    emit(args.case + ("_bf16" if args.bf16 else ""), t, peak_rss_mb=peak_mb(), loaded_rss_mb=loaded)
 
 
 if __name__ == "__main__":

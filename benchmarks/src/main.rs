@@ -8,6 +8,7 @@ use serde::Serialize;
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
+mod eval_row;
 mod train;
 
 #[derive(Parser)]
@@ -61,6 +62,23 @@ enum Which {
         /// Base weights in bf16 (atoms stay f32).
         #[arg(long)]
         bf16: bool,
+        /// Serve timed calls on request (`run` / `done` lines on stdin) instead of `--reps`.
+        #[arg(long)]
+        serve: bool,
+    },
+    /// One row of a continual-learning run's evaluations on a run config's tasks (LLM learner,
+    /// one task's atoms in every adapted layer, prefix memo warm): task by task, or in one call
+    /// with partial batches filled across tasks.
+    EvalRow {
+        /// The run config (e.g. `configs/demo.toml` with the paths of `moram demo-data`).
+        #[arg(long)]
+        config: std::path::PathBuf,
+        /// `key=value` overrides of the config, as `moram train --set`.
+        #[arg(long = "set")]
+        set: Vec<String>,
+        /// Score the tasks one by one (each with its own partial batch).
+        #[arg(long)]
+        by_task: bool,
         /// Serve timed calls on request (`run` / `done` lines on stdin) instead of `--reps`.
         #[arg(long)]
         serve: bool,
@@ -345,6 +363,10 @@ fn main() -> Result<()> {
         Which::Train { gguf, case, bf16, serve } => {
             let timing = if serve { train::Timing::Serve } else { train::Timing::Reps(cli.reps) };
             train::run(timing, &gguf, &case, if bf16 { Kind::BFloat16 } else { Kind::Float })
+        }
+        Which::EvalRow { config, set, by_task, serve } => {
+            let timing = if serve { train::Timing::Serve } else { train::Timing::Reps(cli.reps) };
+            eval_row::run(timing, &config, &set, by_task)
         }
         Which::Matmul => train::matmul(cli.reps),
         Which::Dequant { gguf } => {

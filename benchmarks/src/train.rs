@@ -86,6 +86,27 @@ pub enum Timing {
     Serve,
 }
 
+impl Timing {
+    /// Median wall and CPU ms of `call`, timed this way.
+    pub fn measure(self, call: &mut dyn FnMut() -> Result<()>) -> Result<(f64, f64)> {
+        match self {
+            Timing::Reps(reps) => {
+                let mut failure = None;
+                let t = crate::time(reps, || {
+                    if failure.is_none() {
+                        failure = call().err();
+                    }
+                });
+                match failure {
+                    Some(e) => Err(e),
+                    None => Ok(t),
+                }
+            }
+            Timing::Serve => serve(call, std::io::stdin().lock(), std::io::stdout()),
+        }
+    }
+}
+
 /// Runs `case` (`train_<L>` or `eval_<short|repeat|prefill|long|meetingbank>`) and prints its row.
 pub fn run(timing: Timing, gguf: &std::path::Path, case: &str, base: Kind) -> Result<()> {
     let mut model = model(gguf, base)?;
@@ -141,21 +162,7 @@ pub fn run(timing: Timing, gguf: &std::path::Path, case: &str, base: Kind) -> Re
             "unknown case `{case}` (train_<L>, eval_short, eval_repeat, eval_prefill, eval_long, eval_meetingbank)"
         ),
     };
-    let timing = match timing {
-        Timing::Reps(reps) => {
-            let mut failure = None;
-            let t = crate::time(reps, || {
-                if failure.is_none() {
-                    failure = call().err();
-                }
-            });
-            if let Some(e) = failure {
-                return Err(e);
-            }
-            t
-        }
-        Timing::Serve => serve(&mut call, std::io::stdin().lock(), std::io::stdout())?,
-    };
+    let timing = timing.measure(&mut call)?;
     let suffix = if base == Kind::BFloat16 { "_bf16" } else { "" };
     crate::emit_with(
         format!("{case}{suffix}"),

@@ -181,8 +181,9 @@ fn summarise(ratios: &[f64]) -> RatioSummary {
     }
 }
 
-/// Runs `pairs` alternating calls per case and writes the report.
-pub fn run(sides: &Sides, cases: &[String], pairs: u32) -> Result<()> {
+/// Runs `pairs` alternating calls per case (both sides with bf16 base weights when `bf16`, the
+/// case then recorded as `<case>_bf16`) and writes the report.
+pub fn run(sides: &Sides, cases: &[String], pairs: u32, bf16: bool) -> Result<()> {
     let root = paths::workspace_root();
     let logs = root.join("target/bench-pairs");
     std::fs::create_dir_all(&logs)?;
@@ -195,16 +196,17 @@ pub fn run(sides: &Sides, cases: &[String], pairs: u32) -> Result<()> {
     };
     let torch = torch_version(&sides.python);
     for case in cases {
-        eprintln!("{case}: loading both sides and warming up");
+        let key = if bf16 { format!("{case}_bf16") } else { case.clone() };
+        eprintln!("{key}: loading both sides and warming up");
         let mut moram = Server::start(
-            sides.moram(case, None, false),
-            &format!("moram {case}"),
-            logs.join(format!("{case}-moram.log")),
+            sides.moram(case, None, bf16),
+            &format!("moram {key}"),
+            logs.join(format!("{key}-moram.log")),
         )?;
         let mut pytorch = Server::start(
-            sides.pytorch(case, None),
-            &format!("pytorch {case}"),
-            logs.join(format!("{case}-pytorch.log")),
+            sides.pytorch(case, None, bf16),
+            &format!("pytorch {key}"),
+            logs.join(format!("{key}-pytorch.log")),
         )?;
         moram.ready()?;
         pytorch.ready()?;
@@ -223,7 +225,11 @@ pub fn run(sides: &Sides, cases: &[String], pairs: u32) -> Result<()> {
         }
         let ratios: Vec<f64> = done.iter().map(|p| p.pytorch_cpu_ms / p.moram_cpu_ms).collect();
         let entry = CaseReport {
-            command: format!("cargo xtask bench train --threads {} --pairs {pairs} --cases {case}", sides.threads),
+            command: format!(
+                "cargo xtask bench train --threads {} --pairs {pairs}{} --cases {case}",
+                sides.threads,
+                if bf16 { " --bf16" } else { "" }
+            ),
             machine: machine(),
             torch: torch.clone(),
             date: crate::bench::today(),
@@ -232,7 +238,7 @@ pub fn run(sides: &Sides, cases: &[String], pairs: u32) -> Result<()> {
             moram: moram.finish()?,
             pytorch: pytorch.finish()?,
         };
-        report.insert(case.clone(), entry);
+        report.insert(key, entry);
         // Published after every case, so a failure later loses no finished measurement.
         crate::bench::publish("train-pairs", &report, &markdown(&report), "train-pairs")?;
     }
@@ -247,11 +253,12 @@ fn markdown(r: &Report) -> String {
         v.join("; ")
     };
     let mut s = format!(
-        "`cargo xtask bench train --pairs N --cases CASE` on {}, PyTorch {}: the `bench train` job (train.md) \
-         in the paired design. Per case both sides stay loaded and their timed calls alternate one by one \
-         (moram first in odd pairs); each pair gives one ratio, PyTorch CPU time / moram CPU time. Geometric \
-         mean of the pairs' ratios with its 95% t-interval, median, lowest and highest pair; seconds are \
-         medians of the calls, peak RSS each process's own.\n\n\
+        "`cargo xtask bench train --pairs N [--bf16] --cases CASE` on {}, PyTorch {}: the `bench train` job \
+         (train.md) in the paired design. Per case both sides stay loaded and their timed calls alternate one \
+         by one (moram first in odd pairs); each pair gives one ratio, PyTorch CPU time / moram CPU time. \
+         Geometric mean of the pairs' ratios with its 95% t-interval, median, lowest and highest pair; seconds \
+         are medians of the calls, peak RSS each process's own. Cases ending in `_bf16` ran with `--bf16`: \
+         both sides with bf16 base weights and activations and f32 atoms (the demo's setting).\n\n\
          | case | date | pairs | moram (s) | PyTorch (s) | ratio: geometric mean [95% CI] | median | lowest-highest | peak RSS moram / PyTorch (MB) |\n\
          |---|---|---:|---:|---:|---:|---:|---:|---:|\n",
         distinct(|c| &c.machine),

@@ -41,9 +41,14 @@ pub struct TrainArgs {
     /// Paired design instead of rounds: per case, both sides stay loaded and time N calls each,
     /// alternating call by call (moram first in odd pairs); writes `train-pairs.json` and
     /// `train-pairs.md` and the README's paired table (the rounds' table is left alone).
-    /// `--rounds`, `--reps` and `--no-bf16` do not apply (no bf16 runs).
+    /// `--rounds`, `--reps` and `--no-bf16` do not apply (see `--bf16`).
     #[arg(long)]
     pairs: Option<u32>,
+    /// With `--pairs`: both sides with bf16 base weights, atoms f32 (the demo's setting; on the
+    /// PyTorch side the official layer math computes its atoms in f32 over the bf16 model).
+    /// Cases are recorded as `<case>_bf16`.
+    #[arg(long, requires = "pairs")]
+    bf16: bool,
 }
 
 /// Medians over rounds of one implementation on one case.
@@ -97,7 +102,8 @@ pub(crate) struct Sides {
 }
 
 impl Sides {
-    /// `moram-bench train` on `case` (`reps` timed calls, or `--serve` when `None`).
+    /// `moram-bench train` on `case` (`reps` timed calls, or `--serve` when `None`), with bf16
+    /// base weights when `bf16`.
     pub(crate) fn moram(&self, case: &str, reps: Option<&str>, bf16: bool) -> Command {
         let mut c = Command::new(&self.bin);
         c.args([
@@ -120,12 +126,16 @@ impl Sides {
         c
     }
 
-    /// `benchmarks/train_pytorch.py` on `case` (`reps` timed calls, or `--serve` when `None`).
-    pub(crate) fn pytorch(&self, case: &str, reps: Option<&str>) -> Command {
+    /// `benchmarks/train_pytorch.py` on `case` (`reps` timed calls, or `--serve` when `None`),
+    /// with bf16 base weights when `bf16`.
+    pub(crate) fn pytorch(&self, case: &str, reps: Option<&str>, bf16: bool) -> Command {
         let mut c = Command::new(&self.python);
         c.arg(&self.script)
             .args(["--threads", &self.threads, "--reps", reps.unwrap_or("1"), "--gguf", &self.gguf, "--case", case])
             .env("HF_HUB_OFFLINE", "1");
+        if bf16 {
+            c.arg("--bf16");
+        }
         if reps.is_none() {
             c.arg("--serve");
         }
@@ -149,7 +159,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         gguf: gguf.display().to_string(),
     };
     if let Some(pairs) = args.pairs {
-        return crate::bench_pairs::run(&sides, &args.cases, pairs);
+        return crate::bench_pairs::run(&sides, &args.cases, pairs, args.bf16);
     }
     let reps = args.reps.to_string();
     let mut rows: Vec<(u32, Row)> = Vec::new();
@@ -163,7 +173,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
             let reps = if is_long(case) { "1" } else { reps.as_str() };
             let mut runs = vec![
                 (format!("moram {case}"), sides.moram(case, Some(reps), false)),
-                (format!("pytorch {case}"), sides.pytorch(case, Some(reps))),
+                (format!("pytorch {case}"), sides.pytorch(case, Some(reps), false)),
             ];
             if round % 2 == 0 {
                 runs.reverse();
