@@ -9,6 +9,8 @@ could gain from faster kernels (benchmarks/results/eval-profile.md):
   forward's products), and the same forward as chunked query blocks (matmul, mask, softmax,
   matmul) with the query heads of a group stacked, the alternative a library could write without a
   kernel of its own; and the flash kernel's forward and forward + backward on bf16 tensors;
+- the ceiling of any attention kernel built from MKL products and libtorch's vectorised softmax
+  (one 256-query x 512-key block: products alone and with the softmax);
 - the projections (`x @ W^T`) at 2,080 rows (the short prefill's real tokens) and 4,096, each alone
   and q/k/v or gate/up fused into one product;
 - one decoding step's products for 4-32 rows with cold weights (all 30 blocks' projections and the
@@ -18,7 +20,8 @@ could gain from faster kernels (benchmarks/results/eval-profile.md):
   of each group stacked into one batched product (`matmul`, mask, softmax, `matmul`).
 
 Run: `~/.cache/moram/venv-torch-2.11.0/bin/python benchmarks/kernel_rates.py [SECTION ...]`
-(sections: attention, projections, decode_step, decode_attention; all by default; prints lines).
+(sections: attention, attention_ceiling, projections, decode_step, decode_attention; all by
+default; prints lines).
 """
 import math
 import time
@@ -143,8 +146,26 @@ def decode_attention():
               f"stacked heads {best_ms(stacked, 50):.3f} ms")
 
 
-SECTIONS = {"attention": attention, "projections": projections, "decode_step": decode_step,
-            "decode_attention": decode_attention}
+def attention_ceiling():
+    """What any attention kernel built from MKL products and a vectorised softmax could reach: one
+    256-query x 512-key block of one head (libtorch's flash kernel's block sizes at this length),
+    its two products alone, and with the block's softmax."""
+    q, k, v, s = torch.randn(256, D), torch.randn(512, D), torch.randn(512, D), torch.randn(256, 512)
+    qk = best_ms(lambda: q @ k.T, 50)
+    pv = best_ms(lambda: s @ v, 50)
+    soft = best_ms(lambda: torch.softmax(s, -1), 50)
+    flops = 2 * 2 * 256 * 512 * D
+    print(f"block products: QK^T {qk:.3f} ms, PV {pv:.3f} ms, softmax {soft:.3f} ms")
+    print(f"block rate: products alone {flops / (qk + pv) / 1e6:.1f} GFLOP/s, "
+          f"with the softmax {flops / (qk + pv + soft) / 1e6:.1f} GFLOP/s")
+    for m, n in ((256, 512), (768, 512), (768, 2048)):
+        a, b = torch.randn(m, D), torch.randn(n, D)
+        ms = best_ms(lambda: a @ b.T, 20)
+        print(f"QK^T product {m} x {n} x {D}: {2 * m * n * D / ms / 1e6:.1f} GFLOP/s")
+
+
+SECTIONS = {"attention": attention, "attention_ceiling": attention_ceiling, "projections": projections,
+            "decode_step": decode_step, "decode_attention": decode_attention}
 
 if __name__ == "__main__":
     import sys
