@@ -68,7 +68,8 @@ pub trait Learner {
     /// as [`Learner::evaluate_examples`] returns them; `done(k)` is called as `k` more examples
     /// are scored (for progress bars). A learner that can batch across tasks overrides this
     /// (the LLM learner fills one task's last, partial batch with other tasks' prompts).
-    /// Default: one [`Learner::evaluate_examples`] per part.
+    /// Default: one [`Learner::evaluate_examples`] per non-empty part (an empty part scores
+    /// nothing: a data-parallel rank may get no example of a small task).
     fn evaluate_parts(
         &mut self,
         parts: &[(usize, Range<usize>)],
@@ -77,6 +78,9 @@ pub trait Learner {
         parts
             .iter()
             .map(|(task, range)| {
+                if range.is_empty() {
+                    return Ok(Vec::new());
+                }
                 let scored = self.evaluate_examples(*task, range.clone())?;
                 done(scored.len());
                 Ok(scored)
@@ -88,5 +92,53 @@ pub trait Learner {
     /// their prompts and answers). Default: nothing.
     fn last_outputs(&self) -> Option<serde_json::Value> {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Scores example `i` of task `t` as `10 t + i`; an empty range is refused, as a learner that
+    /// cannot score nothing would.
+    struct Ranges;
+
+    impl Learner for Ranges {
+        fn task_names(&self) -> Vec<String> {
+            vec!["a".into(), "b".into()]
+        }
+        fn train_len(&self, _task: usize) -> usize {
+            0
+        }
+        fn moram_layers(&self) -> Vec<(String, &MoramLinear)> {
+            Vec::new()
+        }
+        fn moram_layers_mut(&mut self) -> Vec<(String, &mut MoramLinear)> {
+            Vec::new()
+        }
+        fn total_parameters(&self) -> usize {
+            0
+        }
+        fn loss(&mut self, task: usize, _indices: &[usize]) -> Result<Tensor> {
+            Err(Error::task(self.task_names()[task].clone(), "does not train"))
+        }
+        fn evaluate(&mut self, task: usize) -> Result<f64> {
+            Ok(task as f64)
+        }
+        fn evaluate_examples(&mut self, task: usize, range: Range<usize>) -> Result<Vec<(f64, serde_json::Value)>> {
+            assert!(!range.is_empty(), "asked to score no example");
+            Ok(range.map(|i| ((10 * task + i) as f64, serde_json::Value::Null)).collect())
+        }
+    }
+
+    #[test]
+    fn parts_are_scored_one_by_one_by_default_and_empty_ones_score_nothing() {
+        let mut learner = Ranges;
+        assert!(!learner.evaluates_across_tasks());
+        let mut done = Vec::new();
+        let scored = learner.evaluate_parts(&[(1, 2..4), (0, 0..0), (0, 1..2)], &mut |k| done.push(k)).unwrap();
+        let scores: Vec<Vec<f64>> = scored.iter().map(|p| p.iter().map(|(s, _)| *s).collect()).collect();
+        assert_eq!(scores, vec![vec![12.0, 13.0], vec![], vec![1.0]]);
+        assert_eq!(done, vec![2, 1]);
     }
 }
