@@ -258,17 +258,9 @@ impl LlmLearner {
 
     /// Padded positions a pooled evaluation batch may carry ([`eval_batches`]): one batch fewer
     /// saves a read of every base weight per decoding step, and each padded position costs its
-    /// keys and values in every layer (an f32 cache on CPUs, the weights' type elsewhere).
+    /// keys and values in every layer.
     fn pool_padding_budget(&self) -> usize {
-        let weights: usize =
-            self.model.base_tensors().iter().map(|(_, t)| t.numel() * t.kind().elt_size_in_bytes()).sum();
-        let c = self.model.config();
-        let element = match self.model.device() {
-            Device::Cpu => 4,
-            _ => self.model.base_tensors().first().map_or(4, |(_, t)| t.kind().elt_size_in_bytes()),
-        };
-        let per_position = 2 * (c.num_hidden_layers * c.num_key_value_heads * c.head_dim).max(1) as usize * element;
-        weights / per_position
+        self.model.base_bytes() / self.model.kv_bytes_per_position().max(1)
     }
 
     /// Left-padded batch `(ids, labels, mask)`, length rounded up to a multiple of 8.

@@ -7,6 +7,16 @@ use crate::error::Result;
 use crate::linear::AdaptableLinear;
 use tch::{Device, Kind, Tensor};
 
+/// The type attention computes in and the KV cache keeps, for activations of type `kind` on
+/// `device`: f32 for a half-precision model on a CPU (docs/performance.md, "f32 attention for
+/// bf16 models"), `kind` otherwise.
+pub(crate) fn attention_kind(kind: Kind, device: Device) -> Kind {
+    match (device, kind) {
+        (Device::Cpu, Kind::BFloat16 | Kind::Half) => Kind::Float,
+        _ => kind,
+    }
+}
+
 /// The four projections and the head layout; each projection may carry MoRAM atoms.
 #[derive(Debug)]
 pub struct Attention {
@@ -183,7 +193,7 @@ impl Attention {
         // multiplies a few queries by a bf16 cache through MKL's bf16 GEMV, 5-8x slower than
         // f32. The cached values are the bf16 projections' values exactly.
         let kind = x.kind();
-        let upcast = x.device() == Device::Cpu && matches!(kind, Kind::BFloat16 | Kind::Half);
+        let upcast = attention_kind(kind, x.device()) != kind;
         let (q, k, v) = match upcast {
             true => (q.to_kind(Kind::Float), k.to_kind(Kind::Float), v.to_kind(Kind::Float)),
             false => (q, k, v),

@@ -623,6 +623,20 @@ impl CausalLm {
         Ok(out)
     }
 
+    /// Bytes of every frozen base tensor ([`CausalLm::base_tensors`]): what one forward pass
+    /// reads, tied head included.
+    pub fn base_bytes(&self) -> usize {
+        self.base_tensors().iter().map(|(_, t)| t.numel() * t.kind().elt_size_in_bytes()).sum()
+    }
+
+    /// Bytes the KV cache keeps per position and row: keys and values of every layer, in the
+    /// type attention runs in on this device (f32 for a half-precision model on a CPU).
+    pub fn kv_bytes_per_position(&self) -> usize {
+        let c = &self.config;
+        let kind = super::attention::attention_kind(self.embed.kind(), self.embed.device());
+        2 * (c.num_hidden_layers * c.num_key_value_heads * c.head_dim) as usize * kind.elt_size_in_bytes()
+    }
+
     /// Every frozen base tensor by Hugging Face key (`model.embed_tokens.weight`, norms,
     /// projections, and `lm_head.weight` when the head is not tied), as shallow clones; MoRAM
     /// atoms are not among them.
@@ -959,6 +973,17 @@ mod tests {
         let ids = Tensor::from_slice(&[3i64, 17, 5, 42, 9, 11]).view([1, 6]);
         let mut cache = KvCache::default();
         let full = model.forward(&ids, &mut cache)?;
+        // What the cache holds per position is what the model reports (keys and values, f32).
+        let per_position: usize = cache
+            .layers
+            .iter()
+            .flatten()
+            .map(|s| {
+                let (k, v) = s.kv();
+                (k.numel() + v.numel()) * 4 / 6
+            })
+            .sum();
+        assert_eq!(model.kv_bytes_per_position(), per_position);
         for slot in cache.layers.iter().flatten() {
             let (k, v) = slot.kv();
             for t in [k, v] {
