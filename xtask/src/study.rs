@@ -41,6 +41,14 @@ pub struct StudyArgs {
     /// `gemma3-270m`.
     #[arg(long, default_value = "smollm2-135m")]
     model: String,
+    /// Study these methods instead of the study file's (comma-separated config names; its
+    /// baseline must stay).
+    #[arg(long, value_name = "METHOD,..")]
+    methods: Option<String>,
+    /// Study these seeds instead of the study file's (`1-8`, `4,5,6`). Finished runs in the output
+    /// folder are skipped: `--seeds 1-8` after a 3-seed study runs seeds 4-8 and reports all eight.
+    #[arg(long, value_name = "SEEDS")]
+    seeds: Option<String>,
     /// Use the dev-profile `moram` (tests, quick looks).
     #[arg(long)]
     debug: bool,
@@ -97,6 +105,12 @@ pub fn run(args: StudyArgs) -> Result<()> {
     }
     if let Some(n) = args.jobs {
         cmd.arg("--jobs").arg(n.to_string());
+    }
+    if let Some(m) = &args.methods {
+        cmd.arg("--methods").arg(m);
+    }
+    if let Some(seeds) = &args.seeds {
+        cmd.arg("--seeds").arg(seeds);
     }
     for s in &sets {
         cmd.arg("--set").arg(s);

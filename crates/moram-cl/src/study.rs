@@ -136,6 +136,42 @@ impl StudyConfig {
         Ok(())
     }
 
+    /// The same study on other methods and/or seeds (`moram study --methods/--seeds`): to add
+    /// seeds to a finished study (its finished runs are skipped, so naming old and new seeds
+    /// reports them together), or to run part of its grid. `methods` are config names, any method
+    /// moram runs. Per-method overrides of methods left out are dropped. A baseline the study
+    /// file names must stay, since the differences are paired against it.
+    pub fn with_grid(mut self, methods: Option<&[String]>, seeds: Option<Vec<u64>>) -> Result<Self> {
+        if let Some(names) = methods {
+            self.methods = names
+                .iter()
+                .map(|n| {
+                    use serde::de::IntoDeserializer;
+                    let d: serde::de::value::StrDeserializer<'_, serde::de::value::Error> =
+                        n.as_str().into_deserializer();
+                    Method::deserialize(d).map_err(|e| Error::config("methods", format!("`{n}`: {e}")))
+                })
+                .collect::<Result<_>>()?;
+            let mut seen = std::collections::BTreeSet::new();
+            if let Some(m) = self.methods.iter().find(|m| !seen.insert(m.name())) {
+                return Err(Error::config("methods", format!("`{}` appears twice", m.name())));
+            }
+            let kept: Vec<String> = self.methods.iter().map(|m| m.name()).collect();
+            self.method_set.retain(|k, _| kept.contains(k));
+            if let Some(b) = self.baseline.filter(|b| !self.methods.contains(b)) {
+                return Err(Error::config(
+                    "methods",
+                    format!("leaves out the study's baseline `{}`, against which differences are paired", b.name()),
+                ));
+            }
+        }
+        if let Some(seeds) = seeds {
+            self.seeds = seeds;
+        }
+        self.validate()?;
+        Ok(self)
+    }
+
     /// The settings, or the single `base` setting.
     pub fn settings(&self) -> Vec<Setting> {
         if self.settings.is_empty() {
@@ -174,6 +210,28 @@ impl StudyConfig {
         }
         Ok(runs)
     }
+}
+
+/// Seeds as a command line gives them: numbers and inclusive ranges, separated by commas
+/// (`1-8`, `4,5,6`, `1-3,10`), in the order given.
+pub fn parse_seeds(spec: &str) -> Result<Vec<u64>> {
+    let bad =
+        |part: &str| Error::config("seeds", format!("`{part}` in `{spec}` is not a seed or a range a-b of seeds"));
+    let mut seeds = Vec::new();
+    for part in spec.split(',').map(str::trim) {
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b): (u64, u64) =
+                    (a.trim().parse().map_err(|_| bad(part))?, b.trim().parse().map_err(|_| bad(part))?);
+                if a > b {
+                    return Err(bad(part));
+                }
+                seeds.extend(a..=b);
+            }
+            None => seeds.push(part.parse().map_err(|_| bad(part))?),
+        }
+    }
+    Ok(seeds)
 }
 
 /// What a study call did.
@@ -486,6 +544,59 @@ impl StudyReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn formats_like_study() -> StudyConfig {
+        toml::from_str(
+            r#"
+            name = "s"
+            base = "base.toml"
+            methods = ["seq-lora", "moram", "moram-novelty-gated"]
+            seeds = [1, 2, 3]
+            baseline = "seq-lora"
+            [method_set]
+            moram = ["training.steps=2"]
+            "moram-novelty-gated" = ["training.steps=3"]
+            "#,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn seeds_parse_from_lists_and_ranges() {
+        assert_eq!(parse_seeds("1-8").unwrap(), (1..=8).collect::<Vec<u64>>());
+        assert_eq!(parse_seeds("4, 5,6").unwrap(), [4, 5, 6]);
+        assert_eq!(parse_seeds("1-3,10").unwrap(), [1, 2, 3, 10]);
+        assert_eq!(parse_seeds("7").unwrap(), [7]);
+        for bad in ["", "1-", "a", "3-1", "1,,2", "-1", "1.5"] {
+            let e = parse_seeds(bad).unwrap_err().to_string();
+            assert!(e.contains("seeds"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_study_takes_other_methods_and_seeds() {
+        let names = |s: &StudyConfig| s.methods.iter().map(|m| m.name()).collect::<Vec<_>>();
+        let s = formats_like_study()
+            .with_grid(Some(&["seq-lora".into(), "moram-novelty-gated".into(), "o-lora".into()]), Some(vec![4, 5]))
+            .unwrap();
+        assert_eq!(names(&s), ["seq-lora", "moram-novelty-gated", "o-lora"]);
+        assert_eq!(s.seeds, [4, 5]);
+        // The dropped method's overrides go; the kept one's stay.
+        assert_eq!(s.method_set.keys().collect::<Vec<_>>(), ["moram-novelty-gated"]);
+        assert_eq!(s.baseline(), Some(Method::SeqLora));
+        // Nothing given: the study as written.
+        assert_eq!(formats_like_study().with_grid(None, None).unwrap(), formats_like_study());
+
+        let err = |methods: &[&str], seeds: Option<Vec<u64>>| {
+            let m: Vec<String> = methods.iter().map(|s| s.to_string()).collect();
+            formats_like_study().with_grid(Some(&m), seeds).unwrap_err().to_string()
+        };
+        assert!(err(&["moram"], None).contains("baseline `seq-lora`"));
+        assert!(err(&["seq-lora", "moram-fancy"], None).contains("`moram-fancy`"));
+        assert!(err(&["seq-lora", "moram", "moram"], None).contains("`moram` appears twice"));
+        assert!(err(&["seq-lora"], Some(vec![1, 1])).contains("seed 1 appears twice"));
+        assert!(err(&["seq-lora"], Some(vec![])).contains("no seed"));
+    }
 
     #[test]
     fn estimates_use_student_t() {

@@ -176,6 +176,15 @@ enum Command {
         /// README's studies did; thread counts change single results).
         #[arg(long, value_name = "N")]
         jobs: Option<usize>,
+        /// Study these methods instead of the file's (config names, comma-separated; the file's
+        /// baseline must stay).
+        #[arg(long, value_delimiter = ',', value_name = "METHOD,..")]
+        methods: Option<Vec<String>>,
+        /// Study these seeds instead of the file's: numbers and ranges, e.g. `1-8` or `4,5,6`.
+        /// Finished runs are skipped, so `--seeds 1-8` after a 3-seed study runs seeds 4-8 and
+        /// reports all eight.
+        #[arg(long, value_name = "SEEDS")]
+        seeds: Option<String>,
     },
     /// Write a task sequence of the demo's real data as TRACE-format folders, for `train` and
     /// `study`: the demo's (BBC topic, WordNet noun category, WordNet verb base form, BBC desk) or
@@ -311,7 +320,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Study { file, out, set, max_minutes, report_only, model, assets, jobs } => {
+        Command::Study { file, out, set, max_minutes, report_only, model, assets, jobs, methods, seeds } => {
             let model = match model {
                 Some(name) => Some((demo::real_model(&name)?, assets.unwrap_or_else(demo::default_assets))),
                 None => None,
@@ -320,7 +329,9 @@ fn run(cli: Cli) -> Result<()> {
                 Some(n) => Some(workers::Workers::for_this_machine(Some(n), cli.threads, usize::MAX)?),
                 None => None,
             };
-            study::run(&file, out, &set, max_minutes, report_only, model, workers)
+            let seeds = seeds.map(|spec| moram_cl::study::parse_seeds(&spec)).transpose().context("--seeds")?;
+            let source = study::Source { file: &file, methods, seeds };
+            study::run(source, out, &set, max_minutes, report_only, model, workers)
         }
         Command::DemoData { sequence, assets, out, train, eval, words, seed } => {
             let formats = match sequence.as_str() {

@@ -9,9 +9,19 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-/// Runs (or continues) the study in `file` and writes `study.md`, `study.json` and `study.png`.
+/// A study file, and the methods or seeds that replace its own (`--methods`, `--seeds`).
+pub struct Source<'a> {
+    /// The study file.
+    pub file: &'a Path,
+    /// Config names of the methods to study instead of the file's.
+    pub methods: Option<Vec<String>>,
+    /// Seeds to study instead of the file's.
+    pub seeds: Option<Vec<u64>>,
+}
+
+/// Runs (or continues) the study in `source` and writes `study.md`, `study.json` and `study.png`.
 pub fn run(
-    file: &Path,
+    source: Source<'_>,
     out: Option<PathBuf>,
     sets: &[String],
     max_minutes: Option<f64>,
@@ -19,7 +29,11 @@ pub fn run(
     model: Option<(&crate::demo::RealModel, PathBuf)>,
     workers: Option<Workers>,
 ) -> Result<()> {
-    let study = StudyConfig::from_file(file).with_context(|| format!("reading the study {}", file.display()))?;
+    let file = source.file;
+    let overridden = source.methods.is_some() || source.seeds.is_some();
+    let study = StudyConfig::from_file(file)
+        .and_then(|s| s.with_grid(source.methods.as_deref(), source.seeds))
+        .with_context(|| format!("reading the study {}", file.display()))?;
     let out = out.unwrap_or_else(|| PathBuf::from("runs").join(format!("study-{}", study.name)));
     // The model's overrides come first, so `--set` can still change them.
     let sets: Vec<String> = match model {
@@ -32,7 +46,21 @@ pub fn run(
     }
     if !report_only {
         std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-        std::fs::copy(file, out.join("study.toml")).with_context(|| format!("copying {}", file.display()))?;
+        if overridden {
+            // The grid this call studies, not the file's; its base as an absolute path, so that
+            // the copy still finds it from the output folder.
+            let mut written = study.clone();
+            written.base = std::fs::canonicalize(&study.base)
+                .with_context(|| format!("finding the study's base config {}", study.base.display()))?;
+            let text = format!(
+                "# {} with --methods/--seeds applied\n{}",
+                file.display(),
+                toml::to_string(&written).context("writing the study as TOML")?
+            );
+            std::fs::write(out.join("study.toml"), text).with_context(|| format!("writing {}", out.display()))?;
+        } else {
+            std::fs::copy(file, out.join("study.toml")).with_context(|| format!("copying {}", file.display()))?;
+        }
         let stop = crate::ctrl_c_flag()?;
         let options = RunOptions { stop: Some(stop.clone()), progress: true, ..RunOptions::default() };
         let budget = max_minutes.map(|m| Duration::from_secs_f64(m * 60.0));

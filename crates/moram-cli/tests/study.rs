@@ -112,6 +112,33 @@ fn a_study_runs_every_cell_reports_intervals_and_continues() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(!out.join("base/seq-lora/seed-3").exists());
     assert!(report(&out).cells.iter().all(|c| c.finished == 2 && c.planned == 3));
+
+    // The file as it was, grown from the command line: --seeds 1-3 --methods seq-lora trains
+    // seq-lora's seed 3 only, reports its three seeds, and records the grid it studied.
+    std::fs::write(&study, std::fs::read_to_string(&study).unwrap().replace("seeds = [1, 2, 3]", "seeds = [1, 2]"))
+        .unwrap();
+    let args = ["--out", out.to_str().unwrap(), "--seeds", "1-3", "--methods", "seq-lora"];
+    let o = moram(&[&["study", study.to_str().unwrap()][..], &args].concat());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(std::fs::read_to_string(out.join("base/seq-lora/seed-1/state.json")).unwrap(), before);
+    assert!(!out.join("base/moram-novel-routing/seed-3").exists());
+    let cfg = std::fs::read_to_string(out.join("base/seq-lora/seed-3/config.toml")).unwrap();
+    assert!(cfg.contains("lr = 0.02") && cfg.contains("seed = 3"), "{cfg}");
+    let grown = report(&out);
+    assert_eq!(grown.cells.len(), 1);
+    assert_eq!((grown.cells[0].method.as_str(), grown.cells[0].finished, grown.cells[0].planned), ("seq-lora", 3, 3));
+    let seq_two = &seq.runs;
+    assert_eq!(&grown.cells[0].runs[..2], &seq_two[..], "seeds 1 and 2 are the finished runs");
+    let written = std::fs::read_to_string(out.join("study.toml")).unwrap();
+    assert!(written.contains("methods = [\"seq-lora\"]") && written.contains("seeds = [1, 2, 3]"), "{written}");
+    // The written grid is itself a study file that reports the same from the output folder.
+    let o =
+        moram(&["study", out.join("study.toml").to_str().unwrap(), "--out", out.to_str().unwrap(), "--report-only"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(report(&out), grown);
+    // A bad seed list names the flag.
+    let o = moram(&["study", study.to_str().unwrap(), "--out", out.to_str().unwrap(), "--seeds", "3-1"]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("--seeds"));
 }
 
 /// The same grid on two worker processes (one thread each) reports exactly what one run after
@@ -180,13 +207,16 @@ fn cargo_xtask_study_passes_its_arguments_to_moram_study() {
         .arg("--out")
         .arg(&out)
         .args(["--set", "training.iterations=2", "--max-minutes", "30"])
+        .args(["--methods", "moram-novel-routing", "--seeds", "2-3"])
         .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let r = report(&out);
-    assert!(r.cells.iter().all(|c| c.finished == 2), "{r:?}");
-    let cfg = std::fs::read_to_string(out.join("base/moram-novel-routing/seed-1/config.toml")).unwrap();
+    assert_eq!(r.cells.len(), 1, "{r:?}");
+    assert_eq!((r.cells[0].method.as_str(), r.cells[0].finished), ("moram-novel-routing", 2), "{r:?}");
+    assert!(!out.join("base/moram-novel-routing/seed-1").exists() && !out.join("base/seq-lora").exists());
+    let cfg = std::fs::read_to_string(out.join("base/moram-novel-routing/seed-3/config.toml")).unwrap();
     assert!(cfg.contains("iterations = 2"), "{cfg}");
     assert!(String::from_utf8_lossy(&o.stdout).contains("# Study tiny-study"));
 }
