@@ -329,7 +329,14 @@ fn run(cli: Cli) -> Result<()> {
                 Some(n) => Some(workers::Workers::for_this_machine(Some(n), cli.threads, usize::MAX)?),
                 None => None,
             };
-            let seeds = seeds.map(|spec| moram_cl::study::parse_seeds(&spec)).transpose().context("--seeds")?;
+            let seeds = seeds
+                .map(|spec| {
+                    moram_cl::study::parse_seeds(&spec).map_err(|e| Remedied {
+                        message: format!("--seeds: {e}"),
+                        remedy: "give seeds as numbers and ranges a-b separated by commas, e.g. --seeds 1-8 or --seeds 4,5,6",
+                    })
+                })
+                .transpose()?;
             let source = study::Source { file: &file, methods, seeds };
             study::run(source, out, &set, max_minutes, report_only, model, workers)
         }

@@ -138,7 +138,8 @@ fn a_study_runs_every_cell_reports_intervals_and_continues() {
     assert_eq!(report(&out), grown);
     // A bad seed list names the flag.
     let o = moram(&["study", study.to_str().unwrap(), "--out", out.to_str().unwrap(), "--seeds", "3-1"]);
-    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("--seeds"));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && stderr.contains("--seeds") && stderr.contains("remedy: give seeds as"), "{stderr}");
 }
 
 /// The same grid on two worker processes (one thread each) reports exactly what one run after
