@@ -105,6 +105,12 @@ impl Method {
         moram_core::config::serde_name(&self)
     }
 
+    /// Parses a config name (`seq-lora`, `moram-novelty-gated`); the error names it and lists the
+    /// valid ones.
+    pub fn from_name(name: &str) -> std::result::Result<Self, String> {
+        serde_json::from_value(serde_json::Value::String(name.to_string())).map_err(|e| format!("`{name}`: {e}"))
+    }
+
     fn routing(self) -> Routing {
         let sa = |top_k, temperature, threshold| Routing::SelfActivated {
             use_top_k: top_k,

@@ -105,6 +105,10 @@ impl StudyConfig {
         if self.seeds.is_empty() {
             return Err(Error::config("seeds", "lists no seed"));
         }
+        let mut methods = std::collections::BTreeSet::new();
+        if let Some(m) = self.methods.iter().find(|m| !methods.insert(m.name())) {
+            return Err(Error::config("methods", format!("`{}` appears twice", m.name())));
+        }
         let mut seen = std::collections::BTreeSet::new();
         if let Some(d) = self.seeds.iter().find(|s| !seen.insert(**s)) {
             return Err(Error::config("seeds", format!("seed {d} appears twice")));
@@ -145,17 +149,8 @@ impl StudyConfig {
         if let Some(names) = methods {
             self.methods = names
                 .iter()
-                .map(|n| {
-                    use serde::de::IntoDeserializer;
-                    let d: serde::de::value::StrDeserializer<'_, serde::de::value::Error> =
-                        n.as_str().into_deserializer();
-                    Method::deserialize(d).map_err(|e| Error::config("methods", format!("`{n}`: {e}")))
-                })
+                .map(|n| Method::from_name(n).map_err(|e| Error::config("methods", e)))
                 .collect::<Result<_>>()?;
-            let mut seen = std::collections::BTreeSet::new();
-            if let Some(m) = self.methods.iter().find(|m| !seen.insert(m.name())) {
-                return Err(Error::config("methods", format!("`{}` appears twice", m.name())));
-            }
             let kept: Vec<String> = self.methods.iter().map(|m| m.name()).collect();
             self.method_set.retain(|k, _| kept.contains(k));
             if let Some(b) = self.baseline.filter(|b| !self.methods.contains(b)) {
@@ -596,6 +591,10 @@ mod tests {
         assert!(err(&["seq-lora", "moram", "moram"], None).contains("`moram` appears twice"));
         assert!(err(&["seq-lora"], Some(vec![1, 1])).contains("seed 1 appears twice"));
         assert!(err(&["seq-lora"], Some(vec![])).contains("no seed"));
+        // A study file that lists a method twice is refused the same way.
+        let mut twice = formats_like_study();
+        twice.methods.push(Method::Moram);
+        assert!(twice.validate().unwrap_err().to_string().contains("`moram` appears twice"));
     }
 
     #[test]
