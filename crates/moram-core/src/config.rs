@@ -247,6 +247,31 @@ pub struct MoramConfig {
     pub penalty: Penalty,
     /// What the relevance score reads (a variant; `raw` is the paper).
     pub score_input: ScoreInput,
+    /// Task-gated atoms (a variant, not in the paper): each sequence may use only the atoms of the
+    /// tasks up to the one its prompt is recognised as; off when absent.
+    pub task_gate: Option<TaskGateConfig>,
+}
+
+/// Task-gated atoms ([`crate::variants::task_gate`], `docs/method.md`, "Task-gated atoms"): the
+/// model keeps a [`crate::TaskGate`] that recognises each sequence's task from its prompt, and in
+/// evaluation a sequence recognised as task `j` may use only atoms created by tasks `<= j`. In
+/// training every atom is open (the current task is the newest), as in the paper.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskGateConfig {
+    /// Shrinkage of the recogniser's shared covariance towards its diagonal, in [0, 1].
+    #[serde(default = "default_gate_shrinkage")]
+    pub shrinkage: f64,
+}
+
+fn default_gate_shrinkage() -> f64 {
+    crate::variants::task_gate::DEFAULT_SHRINKAGE
+}
+
+impl Default for TaskGateConfig {
+    fn default() -> Self {
+        TaskGateConfig { shrinkage: default_gate_shrinkage() }
+    }
 }
 
 impl Default for MoramConfig {
@@ -309,6 +334,7 @@ impl Profile {
             key_subspace: None,
             penalty: Penalty::default(),
             score_input: ScoreInput::Raw,
+            task_gate: None,
         };
         match self {
             Profile::Paper | Profile::Xtail => xtail,
@@ -391,6 +417,14 @@ impl MoramConfig {
                 "score_input",
                 format!("`{:?}` needs self-activated routing (the scores of Eq. 5)", self.score_input),
             ));
+        }
+        if let Some(g) = self.task_gate {
+            if !(0.0..=1.0).contains(&g.shrinkage) {
+                return Err(Error::config("task_gate.shrinkage", format!("must lie in [0, 1], found {}", g.shrinkage)));
+            }
+            if !self.routing.grows() {
+                return Err(Error::config("task_gate", "needs a routing that grows per task (not lora)"));
+            }
         }
         if self.compat.untrained_atoms_in_eval && !self.routing.grows() {
             return Err(Error::config(

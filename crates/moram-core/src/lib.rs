@@ -11,7 +11,8 @@
 //! - [`linear`]: the adapted linear layer (frozen base + bank);
 //! - [`stats`] and [`prune`]: activation statistics and post-pruning;
 //! - [`state`]: adapter files (safetensors + metadata);
-//! - [`runtime`]: process-level CPU allocator tuning for libtorch.
+//! - [`runtime`]: process-level CPU allocator tuning for libtorch;
+//! - [`variants`]: variants not in the paper (task-gated atoms).
 //!
 //! For one token `x`: `z = A x`; `s = z / ||z||` (Eq. 5); keep the top-k scores (Eq. 6);
 //! `w = softmax(s / tau)` (Eq. 7); at inference `w_i = 0` where `s_i < delta` (Eq. 8);
@@ -26,13 +27,16 @@ pub mod routing;
 pub mod runtime;
 pub mod state;
 pub mod stats;
+pub mod variants;
 
 pub use bank::{AtomBank, Routed};
 pub use config::{
-    CompatFlags, KeyInit, KeySubspace, MoramConfig, Penalty, Profile, Routing, ScoreInput, SubspaceMode, ValuePath,
+    CompatFlags, KeyInit, KeySubspace, MoramConfig, Penalty, Profile, Routing, ScoreInput, SubspaceMode,
+    TaskGateConfig, ValuePath,
 };
 pub use error::{Error, Result};
 pub use linear::{InputStatistics, MoramLinear};
 pub use prune::{atoms_for_share, plan_pruning, PrunePlan, PruneScope};
-pub use state::{save_adapter, AdapterFile};
+pub use state::{save_adapter, save_adapter_with_gate, AdapterFile};
 pub use stats::{ActivationStats, StatsMode};
+pub use variants::TaskGate;

@@ -28,6 +28,9 @@ pub struct MoramLinear {
     feature_sums: RefCell<Option<(Tensor, Tensor, u64)>>,
     /// The first input tokens `(n, d_in)` f32 seen while recording, and how many to keep.
     sample: RefCell<Option<(Vec<Tensor>, i64, i64)>>,
+    /// Task-gated atoms: the last task whose atoms each token may use (i64, broadcastable to the
+    /// input's leading dimensions), set by the model around a pass; `None`: every atom.
+    open_tasks: RefCell<Option<Tensor>>,
 }
 
 /// Per-feature statistics of a layer's inputs ([`MoramLinear::take_input_statistics`]).
@@ -102,6 +105,7 @@ impl MoramLinear {
             moments: RefCell::new(None),
             feature_sums: RefCell::new(None),
             sample: RefCell::new(None),
+            open_tasks: RefCell::new(None),
         })
     }
 
@@ -154,7 +158,7 @@ impl MoramLinear {
             )));
         }
         let xa = if self.training && dropout > 0.0 { xa.dropout(dropout, true) } else { xa };
-        let Some(routed) = self.bank.route(&xa, self.training) else {
+        let Some(routed) = self.bank.route_for(&xa, self.training, self.open_tasks.borrow().as_ref()) else {
             return Ok(base.to_kind(x.kind()));
         };
         if let Some(stats) = self.recorder.borrow_mut().as_mut() {
@@ -162,7 +166,7 @@ impl MoramLinear {
                 StatsMode::AsUsed => &routed.weights,
                 StatsMode::BeforeGate => &routed.weights_before_gate,
             };
-            stats.record(w)?;
+            stats.record_gated(w, routed.open.as_ref())?;
         }
         {
             let mut capture = self.capture.borrow_mut();
@@ -292,11 +296,22 @@ impl MoramLinear {
         }
     }
 
+    /// Limits the atoms each token may use to those of tasks `<= open_tasks` (i64, broadcastable to
+    /// the next inputs' leading dimensions: `(B, 1)` per sequence, `(1, N)` per packed token), until
+    /// set to `None` (every atom). Task-gated atoms ([`crate::variants::task_gate`]): the model
+    /// sets it around a pass from the task it recognised for each sequence.
+    pub fn set_open_tasks(&self, open_tasks: Option<Tensor>) {
+        *self.open_tasks.borrow_mut() = open_tasks;
+    }
+
     /// Whether any recording of what passes through the layer is on (activation statistics, input
-    /// moments, statistics or samples, weight capture): a caller that would skip tokens whose
-    /// outputs it does not need must then run them all, since the records count every token.
+    /// moments, statistics or samples, weight capture), or a per-token limit on the atoms
+    /// ([`MoramLinear::set_open_tasks`]): a caller that would skip tokens whose outputs it does not
+    /// need must then run them all, since the records count every token and the limit is laid out
+    /// per token.
     pub fn is_observed(&self) -> bool {
-        self.recorder.borrow().is_some()
+        self.open_tasks.borrow().is_some()
+            || self.recorder.borrow().is_some()
             || self.capture.borrow().on
             || self.moments.borrow().is_some()
             || self.feature_sums.borrow().is_some()

@@ -14,6 +14,10 @@
 //! - novelty-gated routing: `L.novelty_width` i64 `(n)` and `L.novelty_threshold` f32 `(n)`, the
 //!   fitted thresholds per basis width, when any.
 //!
+//! Task-gated atoms keep one model-level [`TaskGate`] under the reserved prefix `@task_gate.`
+//! (no module path starts with `@`): `tasks` i64 `(T)`, `counts` i64 `(T)`, `means` f32 `(T, d)`
+//! and `scatter` f32 `(d, d)`.
+//!
 //! The safetensors `__metadata__` holds `format`, `format_version`, `config` (the [`MoramConfig`] as
 //! JSON), `num_tasks`, `pending_task` (compat B3 only) and any caller-supplied provenance. Files are
 //! written to a temporary name and renamed, so a crash never leaves a half-written adapter.
@@ -21,6 +25,7 @@
 use crate::bank::AtomBank;
 use crate::config::MoramConfig;
 use crate::error::{Error, Result};
+use crate::variants::TaskGate;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -69,11 +74,25 @@ fn flag_bytes(v: impl Iterator<Item = bool>) -> Owned {
     Owned { dtype: Dtype::U8, shape: vec![bytes.len()], bytes }
 }
 
+/// The prefix of the model-level task gate's tensors in adapter files.
+pub const TASK_GATE_PREFIX: &str = "@task_gate.";
+const GATE_FIELDS: [&str; 4] = ["tasks", "counts", "means", "scatter"];
+
 /// Writes `banks` (module path, bank) to `path` with `extra` metadata (e.g. base-model provenance).
 /// Every bank must share one config. The write is atomic (temporary file + rename).
 pub fn save_adapter<'a>(
     path: impl AsRef<Path>,
     banks: impl IntoIterator<Item = (&'a str, &'a AtomBank)>,
+    extra: &BTreeMap<String, String>,
+) -> Result<()> {
+    save_adapter_with_gate(path, banks, None, extra)
+}
+
+/// [`save_adapter`] with the model's task gate (task-gated atoms), when it has one.
+pub fn save_adapter_with_gate<'a>(
+    path: impl AsRef<Path>,
+    banks: impl IntoIterator<Item = (&'a str, &'a AtomBank)>,
+    gate: Option<&TaskGate>,
     extra: &BTreeMap<String, String>,
 ) -> Result<()> {
     let path = path.as_ref();
@@ -89,7 +108,10 @@ pub fn save_adapter<'a>(
         if bank.config() != &config {
             return Err(Error::State(format!("layer `{name}` has a different MoRAM config from the others")));
         }
-        if name.is_empty() || FIELDS.iter().any(|f| name.ends_with(&format!(".{f}")) || name == f) {
+        if name.is_empty()
+            || name.starts_with('@')
+            || FIELDS.iter().any(|f| name.ends_with(&format!(".{f}")) || name == f)
+        {
             return Err(Error::State(format!("`{name}` cannot be used as a layer name in an adapter file")));
         }
         let mut put = |field: &str, t: Owned| -> Result<()> {
@@ -129,6 +151,14 @@ pub fn save_adapter<'a>(
         }
         tasks.extend(bank.atom_task().iter().copied());
         pending = pending.or(bank.pending_task());
+    }
+    if let Some(gate) = gate {
+        let (means, scatter, counts) = gate.parts();
+        let counts: Vec<u32> = counts.iter().map(|&c| c.min(u32::MAX as u64) as u32).collect();
+        tensors.insert(format!("{TASK_GATE_PREFIX}tasks"), i64_bytes(gate.tasks()));
+        tensors.insert(format!("{TASK_GATE_PREFIX}counts"), i64_bytes(&counts));
+        tensors.insert(format!("{TASK_GATE_PREFIX}means"), f32_bytes(&means)?);
+        tensors.insert(format!("{TASK_GATE_PREFIX}scatter"), f32_bytes(&scatter)?);
     }
     let mut metadata: HashMap<String, String> = extra.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     metadata.insert("format".into(), FORMAT.into());
@@ -193,6 +223,7 @@ pub struct AdapterFile {
     /// Every `__metadata__` entry (including `format`, `config`, `num_tasks`).
     pub metadata: BTreeMap<String, String>,
     banks: BTreeMap<String, AtomBank>,
+    task_gate: Option<TaskGate>,
 }
 
 struct Raw<'a> {
@@ -237,7 +268,18 @@ impl AdapterFile {
         };
 
         let mut layers: BTreeMap<String, HashMap<&'static str, Raw>> = BTreeMap::new();
+        let mut gate_raw: HashMap<&'static str, Raw> = HashMap::new();
         for (key, view) in st.tensors() {
+            if let Some(field) = key.strip_prefix(TASK_GATE_PREFIX) {
+                let Some(field) = GATE_FIELDS.iter().find(|f| **f == field) else {
+                    return Err(corrupt(
+                        path,
+                        format!("unexpected tensor `{key}` (task gate fields are {})", GATE_FIELDS.join(", ")),
+                    ));
+                };
+                gate_raw.insert(field, Raw { dtype: view.dtype(), shape: view.shape().to_vec(), data: view.data() });
+                continue;
+            }
             let (layer, field) = key.rsplit_once('.').unwrap_or(("", key.as_str()));
             let Some(field) = FIELDS.iter().find(|f| **f == field) else {
                 return Err(corrupt(path, format!("unexpected tensor `{key}` (fields are {})", FIELDS.join(", "))));
@@ -259,7 +301,27 @@ impl AdapterFile {
             }
             banks.insert(name.clone(), bank);
         }
-        Ok(AdapterFile { path: path.into(), config, metadata, banks })
+        let task_gate = match (gate_raw.is_empty(), config.task_gate) {
+            (true, None) => None,
+            (false, Some(g)) => Some(build_gate(path, &gate_raw, g.shrinkage, device)?),
+            (true, Some(_)) => {
+                return Err(Error::MissingKey { path: path.into(), key: format!("{TASK_GATE_PREFIX}tasks") });
+            }
+            (false, None) => {
+                return Err(corrupt(path, "the file holds a task gate but its config has no `task_gate`"));
+            }
+        };
+        Ok(AdapterFile { path: path.into(), config, metadata, banks, task_gate })
+    }
+
+    /// The model-level task gate (task-gated atoms), if the file holds one.
+    pub fn task_gate(&self) -> Option<&TaskGate> {
+        self.task_gate.as_ref()
+    }
+
+    /// Removes and returns the task gate.
+    pub fn take_task_gate(&mut self) -> Option<TaskGate> {
+        self.task_gate.take()
     }
 
     /// Number of distinct tasks that created atoms.
@@ -390,6 +452,40 @@ fn build_bank(
         }
     }
     Ok(bank)
+}
+
+fn build_gate(path: &Path, raw: &HashMap<&'static str, Raw>, shrinkage: f64, device: Device) -> Result<TaskGate> {
+    let get = |field: &str| {
+        raw.get(field).ok_or_else(|| Error::MissingKey { path: path.into(), key: format!("{TASK_GATE_PREFIX}{field}") })
+    };
+    let bad = |field: &str, expected: String, r: &Raw| Error::BadTensor {
+        path: path.into(),
+        key: format!("{TASK_GATE_PREFIX}{field}"),
+        expected,
+        found: format!("{:?} {:?}", r.dtype, r.shape),
+    };
+    let tasks = get("tasks")?;
+    if tasks.dtype != Dtype::I64 || tasks.shape.len() != 1 {
+        return Err(bad("tasks", "I64 [T]".into(), tasks));
+    }
+    let t = tasks.shape[0];
+    let counts = get("counts")?;
+    if counts.dtype != Dtype::I64 || counts.shape != [t] {
+        return Err(bad("counts", format!("I64 [{t}]"), counts));
+    }
+    let scatter = get("scatter")?;
+    let d = scatter.shape.first().copied().unwrap_or(0);
+    if scatter.dtype != Dtype::F32 || scatter.shape != [d, d] {
+        return Err(bad("scatter", "F32 [d, d]".into(), scatter));
+    }
+    let means = get("means")?;
+    if means.dtype != Dtype::F32 || means.shape != [t, d] {
+        return Err(bad("means", format!("F32 [{t}, {d}]"), means));
+    }
+    let task_list = task_ids(path, "@task_gate", "tasks", tasks.data)?;
+    let counts = task_ids(path, "@task_gate", "counts", counts.data)?.into_iter().map(u64::from).collect();
+    TaskGate::from_parts(task_list, &tensor(means)?, &tensor(scatter)?, counts, shrinkage, device)
+        .map_err(|e| corrupt(path, format!("task gate: {e}")))
 }
 
 fn tensor(raw: &Raw) -> Result<Tensor> {

@@ -441,3 +441,62 @@ fn score_statistics_and_novelty_thresholds_survive_save_load_and_pruning() -> an
     assert!(err.contains("l.score_std"), "{err}");
     Ok(())
 }
+
+/// Task-gated atoms: a token limited to tasks `<= j` gets exactly the output of the bank as it was
+/// after task `j` (the later atoms closed before top-k, as if absent), in every routing that grows.
+#[test]
+fn open_tasks_give_the_bank_as_it_was_after_that_task() -> anyhow::Result<()> {
+    for routing in [Routing::MORAM, Routing::Sum {}, Routing::ExternalRouter { use_top_k: true, use_temperature: true }]
+    {
+        tch::manual_seed(11);
+        let cfg = MoramConfig { r: 3, top_k: 4, temperature: 0.1, routing, ..MoramConfig::default() };
+        let mut bank = AtomBank::new(6, 5, &cfg, Device::Cpu)?;
+        let x = Tensor::randn([2, 4, 6], (Kind::Float, Device::Cpu));
+        let mut after = Vec::new();
+        for task in 0..3u32 {
+            bank.begin_task(task)?;
+            // Trained-looking atoms: random values (and router keys), so every task changes the output.
+            let _guard = tch::no_grad_guard();
+            for mut p in bank.trainable_tensors() {
+                p.copy_(&(Tensor::randn(p.size(), (Kind::Float, Device::Cpu)) * 0.5));
+            }
+            drop(_guard);
+            after.push(bank.route(&x, false).unwrap().delta());
+        }
+        let all = bank.route(&x, false).unwrap().delta();
+        for j in 0..3i64 {
+            // One limit per sequence (B, 1), broadcast over its tokens.
+            let open = Tensor::from_slice(&[j, j]).unsqueeze(1);
+            let routed = bank.route_for(&x, false, Some(&open)).unwrap();
+            assert!(max_abs(&(routed.delta() - &after[j as usize])) < 1e-5, "{routing:?}: limit {j}");
+            let open_atoms = Vec::<bool>::try_from(routed.open.unwrap().get(0).get(0))?;
+            assert_eq!(open_atoms, (0..9).map(|a| a / 3 <= j).collect::<Vec<_>>());
+        }
+        // Rows limited differently in one batch: each gets its own bank.
+        let mixed = bank.route_for(&x, false, Some(&Tensor::from_slice(&[0i64, 2]).unsqueeze(1))).unwrap().delta();
+        assert!(max_abs(&(mixed.get(0) - after[0].get(0))) < 1e-5 && max_abs(&(mixed.get(1) - all.get(1))) < 1e-5);
+    }
+    Ok(())
+}
+
+/// The open counts of activation statistics follow the gate: limited to task 0, the second task's
+/// atoms are open to no token.
+#[test]
+fn activation_statistics_count_where_atoms_were_open() -> anyhow::Result<()> {
+    let cfg = MoramConfig { r: 2, top_k: 4, temperature: 0.1, ..MoramConfig::default() };
+    let w = Tensor::randn([3, 4], (Kind::Float, Device::Cpu));
+    let mut layer = MoramLinear::new(&w, None, &cfg)?;
+    layer.bank_mut().begin_task(0)?;
+    layer.bank_mut().begin_task(1)?;
+    let x = Tensor::randn([2, 5, 4], (Kind::Float, Device::Cpu));
+    layer.start_stats(StatsMode::AsUsed);
+    layer.set_open_tasks(Some(Tensor::from_slice(&[0i64, 1]).unsqueeze(1)));
+    assert!(layer.is_observed(), "a per-token limit makes every token count");
+    let _ = layer.forward(&x)?;
+    layer.set_open_tasks(None);
+    let _ = layer.forward(&x)?;
+    let stats = layer.take_stats().unwrap();
+    assert_eq!(stats.tokens, 20);
+    assert_eq!(stats.open, vec![20, 20, 15, 15], "row 0 (5 tokens) closed to task 1 once");
+    Ok(())
+}
