@@ -212,14 +212,43 @@ impl CausalLm {
         let outputs = if packed { Outputs::SequenceTails(&ends) } else { Outputs::Last(1) };
         let keys_valid = keys_valid.as_ref();
         let mut cache = KvCache::default();
+        // Task-gated atoms: every row's task is recognised from the frozen blocks' part of the pass,
+        // so that part is computed on its own first.
+        let gating = self.gating();
+        let recognised = |p: &FrozenPrefix| -> Result<Tensor> {
+            let tokens = match (packed, keys_valid) {
+                (true, _) => super::gating::packed_prompt_tokens(&lengths, device),
+                (false, Some(valid)) => super::gating::padded_prompt_tokens(valid),
+                (false, None) => super::gating::padded_prompt_tokens(&ids.ones_like()),
+            };
+            self.recognise(&p.hidden, &tokens)
+        };
+        // The limit during the prompts' own pass: per packed token, or per row.
+        let limit = |rows: &Tensor| -> Tensor {
+            if packed {
+                let lens = Tensor::from_slice(&lengths).to_device(device);
+                rows.repeat_interleave_self_tensor(&lens, 0, None).unsqueeze(0)
+            } else {
+                rows.unsqueeze(1)
+            }
+        };
+        let mut rows = None;
         let h = match memo {
             Some(memo) => {
                 let fresh = self.frozen_prefix_blocks();
                 if let Some(p) = memo.map.get(prompts).filter(|p| p.blocks == fresh) {
+                    let r = if gating { Some(recognised(p)?) } else { None };
+                    let _open = r.as_ref().map(|r| self.limit_atoms(&limit(r)));
+                    rows = r;
                     self.hidden_states_from(p, &positions, keys_valid, &mut cache, outputs)?
                 } else {
                     let p = self.frozen_prefix_of(&ids, &positions, keys_valid, segments, true)?;
-                    let h = self.hidden_states_from(&p, &positions, keys_valid, &mut cache, outputs)?;
+                    let r = if gating { Some(recognised(&p)?) } else { None };
+                    let h = {
+                        let _open = r.as_ref().map(|r| self.limit_atoms(&limit(r)));
+                        self.hidden_states_from(&p, &positions, keys_valid, &mut cache, outputs)?
+                    };
+                    rows = r;
                     let size = p.bytes();
                     if let Some(old) = memo.map.remove(prompts) {
                         memo.bytes -= old.bytes();
@@ -231,12 +260,27 @@ impl CausalLm {
                     h
                 }
             }
+            None if gating => {
+                let p = self.frozen_prefix_of(&ids, &positions, keys_valid, segments, true)?;
+                let r = recognised(&p)?;
+                let _open = self.limit_atoms(&limit(&r));
+                rows = Some(r);
+                self.hidden_states_from(&p, &positions, keys_valid, &mut cache, outputs)?
+            }
             None => {
                 let h = self.embed_tokens(&ids)?;
                 self.run_blocks(h, 0..self.block_count(), &positions, keys_valid, segments, &mut cache, outputs)?
             }
         };
-        // (1, B, d) packed, (B, 1, d) otherwise.
+        cache.open_tasks = rows.map(|r| r.unsqueeze(1));
+        // (1, B, d) packed, (B, 1, d) otherwise. When a layer is observed (statistics, captures,
+        // task-gated atoms) the last block computed every token: keep each prompt's last one.
+        let h = if packed && h.size()[1] != b {
+            let rows = Tensor::from_slice(&super::packing::tail_rows(&lengths, &ends)).to_device(device);
+            h.index_select(1, &rows)
+        } else {
+            h
+        };
         let last = if packed { h.squeeze_dim(0) } else { h.select(1, -1) };
         if packed {
             cache.unpack(&lengths, width);

@@ -1,10 +1,12 @@
 //! Decoder LLMs: GGUF and Hugging Face checkpoints, tokenizers, and the LLaMA-family decoders
 //! (LLaMA, Gemma, Gemma 2, Gemma 3, Qwen2, Qwen3, Mistral): a layout table per family (`layout`), shared modules
 //! (`attention`, `mlp`, `norm`, `rope`) composed into a block (`llama`), the model shell with
-//! cache, generation and loss (`model`, `generate`), training batches without padding (`packing`).
+//! cache, generation and loss (`model`, `generate`), training batches without padding (`packing`),
+//! task-gated atoms (`gating`).
 
 pub mod attention;
 pub mod config;
+pub mod gating;
 pub mod generate;
 pub mod gguf;
 pub mod layout;

@@ -30,6 +30,9 @@ pub use super::layout::LLAMA_MODULES;
 pub struct KvCache {
     layers: Vec<Option<super::attention::KvSlot>>,
     len: i64,
+    /// Task-gated atoms: the task each row was recognised as at its prompt `(B, 1)` i64; the
+    /// rows' later tokens use the same atoms.
+    pub(super) open_tasks: Option<Tensor>,
 }
 
 impl KvCache {
@@ -114,6 +117,8 @@ pub struct CausalLm {
     /// The windowed layers' RoPE when its base differs (Gemma 3).
     rope_local: Option<Rope>,
     config: LlmConfig,
+    /// Task-gated atoms: which task each sequence belongs to (`gating.rs`).
+    pub(super) task_gate: Option<moram_core::TaskGate>,
 }
 
 impl CausalLm {
@@ -136,7 +141,7 @@ impl CausalLm {
         let rope_local = config
             .rope_local_theta
             .map(|theta| Rope::new(config.head_dim, theta, None, config.max_position_embeddings, device));
-        Ok(CausalLm { embed, blocks, norm, lm_head, rope, rope_local, config: config.clone() })
+        Ok(CausalLm { embed, blocks, norm, lm_head, rope, rope_local, config: config.clone(), task_gate: None })
     }
 
     /// Loads a Hugging Face checkpoint (file, shard index or folder) for `config`, after one strict
@@ -342,6 +347,8 @@ impl CausalLm {
             _ => None,
         };
         let (lcausal, lmask) = local_mask.as_ref().map_or((causal, mask.as_ref()), |(c, m)| (*c, m.as_ref()));
+        // Task-gated atoms: a generation's later tokens use the atoms its prompt was recognised for.
+        let _open = cache.open_tasks.as_ref().map(|t| self.limit_atoms(t));
         let local = AttentionInputs { cos: lcos, sin: lsin, mask: lmask, causal: lcausal, queries: all_rows };
         let last = range.end == self.blocks.len();
         // The last block computes only the outputs that are read (docs/performance.md): the
@@ -483,6 +490,13 @@ impl CausalLm {
     /// positions, rows packed end to end (`packing.rs`; the same loss up to float rounding).
     pub fn causal_lm_loss(&self, ids: &Tensor, labels: &Tensor, attention_mask: Option<&Tensor>) -> Result<Tensor> {
         let l = self.check_labels(ids, labels)?;
+        if self.gating() {
+            // Task-gated atoms in eval mode: the prompt's pass through the frozen blocks says which
+            // atoms the sequence may use.
+            let positions = Tensor::arange(l, (Kind::Int64, self.device())).unsqueeze(0);
+            let prefix = self.frozen_prefix(ids, &positions, attention_mask, false)?;
+            return self.causal_lm_loss_from(&prefix.hidden, prefix.blocks, labels, attention_mask);
+        }
         match self.packing(labels, attention_mask)? {
             Some(packed) => self.packed_loss(self.embed_tokens(&packed.gather(ids))?, 0, &packed),
             None => self.padded_loss(ids, labels, attention_mask, l),
@@ -524,6 +538,20 @@ impl CausalLm {
             )));
         }
         let l = self.check_labels(labels, labels)?;
+        // Task-gated atoms in eval mode: each sequence is recognised by its prompt (the tokens
+        // without a label), and its tokens use the atoms of tasks up to that one. The limit is
+        // per row, so the batch runs padded.
+        let _open = match self.gating() {
+            true => {
+                let real = match attention_mask {
+                    Some(m) => m.shallow_clone(),
+                    None => labels.ones_like(),
+                };
+                let prompt = super::gating::padded_prompt_tokens(&real).logical_and(&labels.eq(-100));
+                Some(self.limit_atoms(&self.recognise(hidden, &prompt)?.unsqueeze(1)))
+            }
+            false => None,
+        };
         if let Some(packed) = self.packing(labels, attention_mask)? {
             return self.packed_loss(packed.gather(hidden), prefix_blocks, &packed);
         }
@@ -679,8 +707,13 @@ impl CausalLm {
         v
     }
 
-    /// Wraps the layers `spec` selects in MoRAM layers (empty banks); returns their paths.
+    /// Wraps the layers `spec` selects in MoRAM layers (empty banks); returns their paths. A
+    /// task-gated config also gives the model an empty task gate over its hidden states.
     pub fn inject(&mut self, spec: &TargetSpec, config: &MoramConfig) -> Result<Vec<String>> {
+        self.task_gate = match config.task_gate {
+            Some(g) => Some(moram_core::TaskGate::new(self.config.hidden_size as usize, g.shrinkage, self.device())?),
+            None => None,
+        };
         let sites = self.linear_sites();
         let layers = self.blocks.iter_mut().enumerate().flat_map(|(i, blk)| {
             module_paths().zip(blk.linears_mut()).map(move |((_, path), l)| (format!("model.layers.{i}.{path}"), l))
