@@ -95,6 +95,12 @@ pub struct LayerRouting {
     pub own_top1: Vec<f64>,
     /// `key_norm[j]`: mean L2 norm of task `j`'s keys (`None` when pruning removed them all).
     pub key_norm: Vec<Option<f64>>,
+    /// `open_share[i]`: share of task `i`'s tokens its own atoms are open to (not closed by a
+    /// novelty or task gate; 1 without a gate), mean over its atoms: how much of its data task `i`
+    /// could change at all (`docs/method.md`, "Plasticity diagnostics"). Empty in files written
+    /// before it existed.
+    #[serde(default)]
+    pub open_share: Vec<f64>,
 }
 
 /// What the atoms of each task do on each task's data, after training the first `tasks` tasks.
@@ -113,6 +119,9 @@ pub struct RoutingDiagnostics {
     pub own_top1: Vec<f64>,
     /// Layer mean of [`LayerRouting::key_norm`] (over layers that have atoms of the task).
     pub key_norm: Vec<Option<f64>>,
+    /// Layer mean of [`LayerRouting::open_share`] (empty in older files).
+    #[serde(default)]
+    pub open_share: Vec<f64>,
     /// Every layer.
     pub layers: Vec<LayerRouting>,
 }
@@ -144,11 +153,17 @@ impl RoutingDiagnostics {
         len("leakage", self.leakage.len())?;
         len("own_top1", self.own_top1.len())?;
         len("key_norm", self.key_norm.len())?;
+        if !self.open_share.is_empty() {
+            len("open_share", self.open_share.len())?;
+        }
         square("weight_share", &self.weight_share)?;
         for l in &self.layers {
             square(&format!("layers[{}].weight_share", l.layer), &l.weight_share)?;
             len(&format!("layers[{}].own_top1", l.layer), l.own_top1.len())?;
             len(&format!("layers[{}].key_norm", l.layer), l.key_norm.len())?;
+            if !l.open_share.is_empty() {
+                len(&format!("layers[{}].open_share", l.layer), l.open_share.len())?;
+            }
         }
         Ok(())
     }
@@ -193,25 +208,31 @@ pub fn routing_diagnostics(
     for (l, norms) in key_norm.into_iter().enumerate() {
         let mut weight_share = vec![vec![0.0; tasks]; tasks];
         let mut own_top1 = vec![0.0; tasks];
+        let mut open_share = vec![0.0; tasks];
         for (i, layers_i) in per_task.iter().enumerate() {
             let LayerStats { atom_task, stats, .. } = &layers_i[l];
             let tokens = stats.tokens.max(1) as f64;
+            let mut own = 0usize;
             for (a, &t) in atom_task.iter().enumerate() {
                 let t = t as usize;
                 if t < tasks {
                     weight_share[i][t] += stats.mass.get(a).copied().unwrap_or(0.0) / tokens;
                     if t == i {
                         own_top1[i] += stats.top1.get(a).copied().unwrap_or(0) as f64 / tokens;
+                        open_share[i] += stats.open.get(a).copied().unwrap_or(0) as f64 / tokens;
+                        own += 1;
                     }
                 }
             }
+            open_share[i] /= own.max(1) as f64;
         }
         let layer = per_task[0][l].layer.clone();
-        layers.push(LayerRouting { layer, weight_share, own_top1, key_norm: norms });
+        layers.push(LayerRouting { layer, weight_share, own_top1, key_norm: norms, open_share });
     }
     let n_layers = layers.len().max(1) as f64;
     let mut weight_share = vec![vec![0.0; tasks]; tasks];
     let mut own_top1 = vec![0.0; tasks];
+    let mut open_share = vec![0.0; tasks];
     let mut norm_sum = vec![(0.0, 0usize); tasks];
     for layer in &layers {
         for i in 0..tasks {
@@ -219,6 +240,7 @@ pub fn routing_diagnostics(
                 *acc += v / n_layers;
             }
             own_top1[i] += layer.own_top1[i] / n_layers;
+            open_share[i] += layer.open_share[i] / n_layers;
             if let Some(n) = layer.key_norm[i] {
                 norm_sum[i].0 += n;
                 norm_sum[i].1 += 1;
@@ -227,7 +249,7 @@ pub fn routing_diagnostics(
     }
     let key_norm = norm_sum.iter().map(|&(s, c)| (c > 0).then(|| s / c as f64)).collect();
     let leakage = (0..tasks).map(|i| weight_share[i][i + 1..].iter().fold(0.0, |a, b| a + b)).collect();
-    Ok(Some(RoutingDiagnostics { tasks, examples, leakage, weight_share, own_top1, key_norm, layers }))
+    Ok(Some(RoutingDiagnostics { tasks, examples, leakage, weight_share, own_top1, key_norm, open_share, layers }))
 }
 
 /// Mean key norm of each task's atoms `0..tasks` in `bank`.

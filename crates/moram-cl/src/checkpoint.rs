@@ -48,6 +48,9 @@ pub struct TaskRecord {
     /// Loss of the last step.
     #[serde(deserialize_with = "crate::metrics::matrix::nan_if_null")]
     pub final_loss: f64,
+    /// Loss of the first step (`None` in files written before it was recorded).
+    #[serde(default)]
+    pub first_loss: Option<f64>,
     /// Parameters trained in this task.
     pub trainable_parameters: usize,
     /// Every atom parameter in the model after the task.
@@ -65,9 +68,16 @@ pub struct TaskRecord {
     /// Orthogonal keys: dimension of every layer's protected input subspace after the task.
     #[serde(default)]
     pub subspace_dims: Option<Vec<usize>>,
+    /// The same over each layer's input width `m / d_in` (`None` in files written before it).
+    #[serde(default)]
+    pub subspace_share: Option<Vec<f64>>,
     /// Routing diagnostics after the task (leakage, own-task top-1 share, key norms).
     #[serde(default)]
     pub routing: Option<crate::analysis::RoutingDiagnostics>,
+    /// Task-gated atoms: `recognition[i][j]`, the share of task `i`'s evaluation prompts (every
+    /// task of the sequence) the gate recognised as task `j` (the tasks so far) after this task.
+    #[serde(default)]
+    pub recognition: Option<Vec<Vec<f64>>>,
     /// Data-parallel workers that trained the task (1: one process).
     #[serde(default = "one")]
     pub workers: usize,
@@ -260,7 +270,8 @@ pub fn save_adapter(learner: &impl Learner, dir: &Path, task: usize, config: &Ru
     extra.insert("run".to_string(), config.name.clone());
     extra.insert("method".to_string(), config.method.name.name());
     extra.insert("task_names".to_string(), learner.task_names()[..=task].join("\n"));
-    moram_core::save_adapter(dir.join(&name), layers.iter().map(|(p, m)| (p.as_str(), m.bank())), &extra)?;
+    let banks = layers.iter().map(|(p, m)| (p.as_str(), m.bank()));
+    moram_core::save_adapter_with_gate(dir.join(&name), banks, learner.task_gate(), &extra)?;
     Ok(name)
 }
 
@@ -284,5 +295,6 @@ pub fn load_adapter(learner: &mut impl Learner, path: &Path) -> Result<()> {
         let bank = file.take_bank(p, m.bank().d_in(), m.bank().d_out())?;
         m.replace_bank(bank)?;
     }
-    Ok(())
+    drop(layers);
+    learner.set_task_gate(file.take_task_gate())
 }

@@ -88,6 +88,10 @@ pub enum Method {
     /// task's atoms act only on tokens the earlier tasks' input subspace does not explain, and there
     /// at full scale.
     MoramNoveltyGated,
+    /// Task-gated MoRAM (a variant, not in the paper; `docs/method.md`, "Task-gated atoms"): the
+    /// paper's layer in training; in evaluation each prompt is recognised as one of the tasks so far
+    /// (from its pass through the frozen blocks) and uses only the atoms of tasks up to that one.
+    MoramTaskGated,
     /// MoRAM with centred scores (a variant, not in the paper; `docs/method.md`): Eq. 5 reads
     /// `x - mean`, the mean of the layer's inputs on the first task.
     MoramCentred,
@@ -97,6 +101,9 @@ pub enum Method {
     /// O-LoRA (Wang et al. 2023, the paper's TRACE baseline): a rank-r LoRA per task, earlier ones
     /// frozen, outputs summed; loss + `orthogonal_penalty * sum |A_t A_s^T|` + `l2_penalty * ||new||^2`.
     OLora,
+    /// Multi-task training, the upper bound (paper Table 10's MTL row): one rank-r LoRA trained on
+    /// every task's data at once, for the whole sequence's steps; not a continual learner.
+    Mtl,
 }
 
 impl Method {
@@ -122,6 +129,7 @@ impl Method {
             | Method::MoramOrthogonal
             | Method::MoramNovelRouting
             | Method::MoramNoveltyGated
+            | Method::MoramTaskGated
             | Method::MoramCentred
             | Method::MoramStandardised => Routing::MORAM,
             Method::MoramSelfActivated => sa(false, false, false),
@@ -130,7 +138,7 @@ impl Method {
             Method::MoramNoThreshold => sa(true, true, false),
             Method::RouterRank1 => Routing::ExternalRouter { use_top_k: true, use_temperature: true },
             Method::MoeLora => Routing::MoeLora { use_top_k: true, use_temperature: false },
-            Method::SeqLora => Routing::Lora {},
+            Method::SeqLora | Method::Mtl => Routing::Lora {},
             Method::OLora => Routing::Sum {},
         }
     }
@@ -144,6 +152,8 @@ pub const DEFAULT_OLORA_PENALTY: (f64, f64) = (0.5, 0.0);
 pub const DEFAULT_SUBSPACE_EXAMPLES: usize = 64;
 /// First-task training examples whose layer inputs give the score statistics, by default.
 pub const DEFAULT_SCORE_EXAMPLES: usize = 64;
+/// Training prompts of each task the task gate is fitted on, by default.
+pub const DEFAULT_GATE_EXAMPLES: usize = 256;
 
 /// Method and layer hyper-parameters: a moram-core profile plus overrides.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -187,6 +197,11 @@ pub struct MethodConfig {
     /// Normalised scores: training examples of the first task whose layer inputs give the
     /// per-feature statistics (default 64).
     pub score_examples: Option<usize>,
+    /// Task-gated atoms: training prompts of each task the task gate is fitted on (default 256).
+    pub gate_examples: Option<usize>,
+    /// Task-gated atoms: shrinkage of the gate's shared covariance towards its diagonal, in [0, 1]
+    /// (default 0.1).
+    pub gate_shrinkage: Option<f64>,
 }
 
 fn default_profile() -> Profile {
@@ -237,6 +252,18 @@ impl MethodConfig {
         };
         if self.subspace_examples == Some(0) {
             return Err(Error::config("method.subspace_examples", "must be at least 1"));
+        }
+        c.task_gate = match (self.name, self.gate_shrinkage) {
+            (Method::MoramTaskGated, shrinkage) => Some(moram_core::TaskGateConfig {
+                shrinkage: shrinkage.unwrap_or(moram_core::variants::task_gate::DEFAULT_SHRINKAGE),
+            }),
+            (_, Some(_)) => {
+                return Err(Error::config("method.gate_shrinkage", "applies to `moram-task-gated` only"));
+            }
+            (_, None) => None,
+        };
+        if self.gate_examples == Some(0) {
+            return Err(Error::config("method.gate_examples", "must be at least 1"));
         }
         c.validate().map_err(|source| Error::Method { source })?;
         Ok(c)

@@ -3,7 +3,7 @@
 //! learner owns the model, the data and the loss.
 
 use crate::error::{Error, Result};
-use moram_core::MoramLinear;
+use moram_core::{MoramLinear, TaskGate};
 use std::ops::Range;
 use tch::Tensor;
 
@@ -92,6 +92,36 @@ pub trait Learner {
     /// their prompts and answers). Default: nothing.
     fn last_outputs(&self) -> Option<serde_json::Value> {
         None
+    }
+
+    /// Task-gated atoms (`docs/method.md`): the model's task gate, when its adapter has one.
+    /// Default: none.
+    fn task_gate(&self) -> Option<&TaskGate> {
+        None
+    }
+
+    /// Replaces the model's task gate (restoring it from an adapter file). Default: only `None`
+    /// is accepted.
+    fn set_task_gate(&mut self, gate: Option<TaskGate>) -> Result<()> {
+        match gate {
+            None => Ok(()),
+            Some(_) => Err(Error::task("model", "this learner has no task gate (task-gated atoms)")),
+        }
+    }
+
+    /// Task-gated atoms: adds `task` to the model's task gate from up to `examples` of its training
+    /// prompts. Default: an error (the learner cannot recognise tasks).
+    fn fit_task_gate(&mut self, task: usize, _examples: usize) -> Result<()> {
+        Err(Error::task(
+            self.task_names().get(task).cloned().unwrap_or_default(),
+            "this learner cannot fit a task gate (task-gated atoms need a prompt to recognise)",
+        ))
+    }
+
+    /// Task-gated atoms: the task the gate recognises for each evaluation example of `task` (the
+    /// examples [`Learner::evaluate`] scores), or `None` without a gate.
+    fn recognised_tasks(&mut self, _task: usize) -> Result<Option<Vec<u32>>> {
+        Ok(None)
     }
 }
 

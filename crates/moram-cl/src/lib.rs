@@ -14,6 +14,7 @@
 //! - [`RunConfig`]: one TOML file per run; the method is one line.
 
 pub mod analysis;
+pub mod batches;
 pub mod checkpoint;
 pub mod config;
 pub mod data;
@@ -22,6 +23,7 @@ pub mod learner;
 pub mod learners;
 pub mod metrics;
 pub mod optim;
+pub mod plasticity;
 pub mod report;
 pub mod runner;
 pub mod schedule;

@@ -261,6 +261,11 @@ pub fn markdown(r: &Results) -> String {
         s.push('\n');
         s.push_str(&routing_markdown(diag, &st.task_names));
     }
+    let plasticity = crate::plasticity::markdown(&st.tasks, &st.task_names);
+    if !plasticity.is_empty() {
+        s.push('\n');
+        s.push_str(&plasticity);
+    }
     s
 }
 

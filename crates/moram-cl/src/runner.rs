@@ -24,9 +24,6 @@ use crate::schedule::learning_rate;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use moram_core::PruneScope;
 use moram_dist::{Group, ReduceOp};
-use rand::seq::SliceRandom;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -88,36 +85,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
-/// Optimiser steps of task `t` and the examples of each step, in order.
-pub fn batch_schedule(config: &RunConfig, task: usize, n_train: usize) -> Vec<Vec<usize>> {
-    let t = &config.training;
-    let mut rng = ChaCha8Rng::seed_from_u64(config.seed ^ (0x9E37_79B9_7F4A_7C15u64.wrapping_mul(task as u64 + 1)));
-    let mut epoch = || {
-        let mut order: Vec<usize> = (0..n_train).collect();
-        order.shuffle(&mut rng);
-        order.chunks(t.batch_size).map(<[usize]>::to_vec).collect::<Vec<_>>()
-    };
-    let mut steps = Vec::new();
-    if n_train == 0 {
-        return steps;
-    }
-    match (t.iterations, t.epochs_for(task)) {
-        (Some(iters), _) => {
-            // X-TAIL: the loader is re-created every epoch (reshuffled, last batch partial).
-            while steps.len() < iters {
-                steps.extend(epoch());
-            }
-            steps.truncate(iters);
-        }
-        (None, Some(epochs)) => {
-            for _ in 0..epochs {
-                steps.extend(epoch());
-            }
-        }
-        (None, None) => {}
-    }
-    steps
-}
+pub use crate::batches::{batch_schedule, task_schedule};
 
 /// Seeds libtorch's generator for task `task` on data-parallel rank `rank` (0 with one process:
 /// the stream every earlier run used).
@@ -230,10 +198,19 @@ fn continue_run(
     let mut log = if group.is_main() { Some(report::StepLog::open(dir)?) } else { None };
     for task in state.tasks_done()..n {
         let mut record = train_task(learner, config, &state, task, log.as_mut(), options, group)?;
-        let row = evaluate_all(learner, n, options, Some((dir, task)), group)?;
+        // A task that took no step (multi-task training after its one joint task) left the model
+        // as the last evaluation saw it: the same scores, without generating them again.
+        let row = match state.matrix.last() {
+            Some(last) if record.steps == 0 => last.clone(),
+            _ => evaluate_all(learner, n, options, Some((dir, task)), group)?,
+        };
         if group.is_main() {
             let written = (|| {
                 record.routing = crate::analysis::routing_diagnostics(learner, task + 1, config.diagnostics.examples)?;
+                record.recognition = recognition(learner, task)?;
+                for warning in crate::plasticity::warnings(&record, task) {
+                    tracing::warn!("{warning}");
+                }
                 let adapter = checkpoint::save_adapter(learner, dir, task, config)?;
                 state.finish_task(row, record, adapter);
                 state.save(dir)?;
@@ -271,7 +248,8 @@ fn train_task(
     if n_train == 0 {
         return Err(Error::task(&name, "has no training example"));
     }
-    let steps = batch_schedule(config, task, n_train);
+    let lens: Vec<usize> = (0..state.task_names.len()).map(|t| learner.train_len(t)).collect();
+    let steps = task_schedule(config, task, &lens);
     let mut params: Vec<tch::Tensor> =
         learner.moram_layers().iter().flat_map(|(_, m)| m.bank().trainable_tensors()).collect();
     // Every rank drew the same keys from the same seed; rank 0's are copied anyway so that the
@@ -294,6 +272,7 @@ fn train_task(
     let pb = bar(steps.len() as u64, format!("task {}/{} {name}", task + 1, state.task_names.len()), show);
     set_training(learner, true);
     let mut last_loss = f64::NAN;
+    let mut first_loss = None;
     for (step, batch) in steps.iter().enumerate() {
         if world == 1 && options.stop_requested() {
             pb.abandon();
@@ -304,19 +283,22 @@ fn train_task(
         let mut batch_loss = 0.0;
         let mut bad: Option<f64> = None;
         let micro_here = if world > 1 { micro.min(batch.len().div_ceil(world)).max(1) } else { micro };
-        for (i, chunk) in batch.chunks(micro_here).enumerate() {
+        'micro: for (i, chunk) in batch.chunks(micro_here).enumerate() {
             if i % world != rank {
                 continue;
             }
-            let loss = learner.loss(task, chunk)?;
-            let value = loss.double_value(&[]);
-            let weight = chunk.len() as f64 / batch.len() as f64;
-            batch_loss += value * weight;
-            if !value.is_finite() {
-                bad = Some(value);
-                break;
+            // A step may mix tasks (multi-task training): each task's examples form one pass.
+            for (t, examples) in crate::batches::by_task(chunk) {
+                let loss = learner.loss(t, &examples)?;
+                let value = loss.double_value(&[]);
+                let weight = examples.len() as f64 / batch.len() as f64;
+                batch_loss += value * weight;
+                if !value.is_finite() {
+                    bad = Some(value);
+                    break 'micro;
+                }
+                (loss * weight).backward();
             }
-            (loss * weight).backward();
         }
         if let (None, true, Some(penalty)) = (bad, group.is_main(), penalty(learner)) {
             let value = penalty.double_value(&[]);
@@ -364,6 +346,7 @@ fn train_task(
             m.bank_mut().project_trainable_keys();
         }
         last_loss = batch_loss;
+        first_loss = first_loss.or(Some(batch_loss));
         if let Some(log) = log.as_deref_mut() {
             log.write(task, step, batch_loss, lr, grad_norm, start.elapsed().as_secs_f64())?;
         }
@@ -373,11 +356,17 @@ fn train_task(
     pb.finish_and_clear();
     set_training(learner, false);
     let prune = if config.pruning.enabled { Some(prune_task(learner, config, task, n_train, options)?) } else { None };
-    let subspace_dims = extend_key_subspaces(learner, config, task, n_train, options)?;
+    let subspace = extend_key_subspaces(learner, config, task, n_train, options)?;
+    let (subspace_dims, subspace_share) = match subspace {
+        Some(layers) => (Some(layers.iter().map(|l| l.0).collect()), Some(layers.iter().map(|l| l.1).collect())),
+        None => (None, None),
+    };
+    fit_task_gate(learner, config, task, n_train, options)?;
     Ok(TaskRecord {
         name,
         steps: steps.len(),
         final_loss: last_loss,
+        first_loss,
         trainable_parameters: trainable,
         adapter_parameters: adapter_parameters(learner),
         total_parameters: learner.total_parameters(),
@@ -386,7 +375,9 @@ fn train_task(
         peak_rss_mib: peak_rss_mib(),
         prune,
         subspace_dims,
+        subspace_share,
         routing: None,
+        recognition: None,
         workers: world,
         communication_seconds: comm.as_secs_f64(),
     })
@@ -459,14 +450,14 @@ const THRESHOLD_TOKENS: usize = 4096;
 /// [`THRESHOLD_TOKENS`] of those inputs and fits the threshold for the new basis on them: the
 /// `quantile` of their share outside it (earlier tasks' tokens lie inside smaller bases, whose
 /// thresholds already cover them, and a width keeps its largest threshold). Returns each layer's
-/// subspace dimension; `None` when off.
+/// subspace dimension `m` and `m / d_in`; `None` when off.
 fn extend_key_subspaces(
     learner: &mut impl Learner,
     config: &RunConfig,
     task: usize,
     n_train: usize,
     options: &RunOptions,
-) -> Result<Option<Vec<usize>>> {
+) -> Result<Option<Vec<(usize, f64)>>> {
     let layers = learner.moram_layers();
     let Some(subspace) = layers.first().and_then(|(_, m)| m.bank().config().key_subspace) else {
         return Ok(None);
@@ -489,7 +480,7 @@ fn extend_key_subspaces(
         let Some((moments, _)) = m.take_input_moments() else { continue };
         m.bank_mut().extend_key_basis(&moments, subspace.energy).map_err(|e| Error::layer(&path, e))?;
         let width = m.bank().key_basis().size()[1] as usize;
-        dims.push(width);
+        dims.push((width, width as f64 / m.bank().d_in().max(1) as f64));
         if let (Some(tokens), true) = (sample, width > 0) {
             let _guard = tch::no_grad_guard();
             let rho = m.bank().outside_share(&tokens).select(-1, -1).to_device(tch::Device::Cpu);
@@ -500,6 +491,47 @@ fn extend_key_subspaces(
         }
     }
     Ok(Some(dims))
+}
+
+/// Task-gated atoms (`docs/method.md`): adds the task just trained to the model's task gate, from
+/// up to `method.gate_examples` of its training prompts. A no-op for other methods.
+fn fit_task_gate(
+    learner: &mut impl Learner,
+    config: &RunConfig,
+    task: usize,
+    n_train: usize,
+    options: &RunOptions,
+) -> Result<()> {
+    let gated = learner.moram_layers().first().is_some_and(|(_, m)| m.bank().config().task_gate.is_some());
+    if !gated {
+        return Ok(());
+    }
+    let n = config.method.gate_examples.unwrap_or(crate::config::DEFAULT_GATE_EXAMPLES).min(n_train);
+    let pb = bar(1, "task gate".into(), options.progress);
+    learner.fit_task_gate(task, n)?;
+    pb.finish_and_clear();
+    Ok(())
+}
+
+/// Task-gated atoms: after task `task`, the share of every task's evaluation prompts the gate
+/// recognises as each task so far (`None` without a gate).
+fn recognition(learner: &mut impl Learner, task: usize) -> Result<Option<Vec<Vec<f64>>>> {
+    if learner.task_gate().is_none() {
+        return Ok(None);
+    }
+    let _guard = tch::no_grad_guard();
+    let mut rows = Vec::new();
+    for i in 0..learner.task_names().len() {
+        let Some(ids) = learner.recognised_tasks(i)? else { return Ok(None) };
+        let mut row = vec![0.0; task + 1];
+        for id in &ids {
+            if let Some(x) = row.get_mut(*id as usize) {
+                *x += 1.0 / ids.len() as f64;
+            }
+        }
+        rows.push(row);
+    }
+    Ok(Some(rows))
 }
 
 /// Gathers this task's activation statistics on its training data (eval mode, gated weights: the

@@ -14,7 +14,7 @@ fn load(dir: &Path) -> Result<Results> {
     Ok(Results::from_json_str(&text, &path)?)
 }
 
-const ROWS: [&str; 9] = [
+const ROWS: [&str; 10] = [
     "tasks finished",
     "OP (mean of last row)",
     "BWT, paper Eq. 10",
@@ -24,6 +24,7 @@ const ROWS: [&str; 9] = [
     "X-TAIL Average",
     "X-TAIL Last",
     "routing leakage onto earlier tasks (%)",
+    "new atoms open on their task's tokens (%, mean over tasks)",
 ];
 
 fn values(r: &Results) -> Vec<String> {
@@ -41,10 +42,24 @@ fn values(r: &Results) -> Vec<String> {
                 f(s.xtail_official.average),
                 f(s.xtail_official.last),
                 s.leakage.map(|l| f(100.0 * l)).unwrap_or_else(|| "-".into()),
+                mean_open_share(r).map(|v| f(100.0 * v)).unwrap_or_else(|| "-".into()),
             ]
         }
         None => std::iter::once(done).chain(std::iter::repeat_n("-".to_string(), ROWS.len() - 1)).collect(),
     }
+}
+
+/// The mean over tasks of the share of its tokens each task's new atoms were open to (plasticity
+/// diagnostics), when every task recorded it.
+fn mean_open_share(r: &Results) -> Option<f64> {
+    let shares: Option<Vec<f64>> = r
+        .state
+        .tasks
+        .iter()
+        .enumerate()
+        .map(|(t, rec)| moram_cl::plasticity::of_task(rec, t).open_share)
+        .collect();
+    shares.filter(|s| !s.is_empty()).map(|s| s.iter().sum::<f64>() / s.len() as f64)
 }
 
 /// Prints the comparison; writes the summary as CSV when `csv` is given.

@@ -59,6 +59,7 @@ pub fn figures(dir: &Path, examples: usize) -> Result<()> {
     viz::matrix_heatmap(&state.matrix, names, names, SCORE_TITLE, &out.join("accuracy-matrix.png"))?;
     let mut written = vec!["accuracy-matrix.png".to_string()];
     written.extend(routing_figures(&state, &out, "")?);
+    written.extend(plasticity_figure(&state, &out)?);
     let (micro, _) = cfg.training.accumulation();
     let stats = moram_cl::analysis::activation_stats(&mut learner, examples, micro)?;
     let summary = moram_cl::analysis::atom_summary(&stats, 0.99);
@@ -121,6 +122,29 @@ pub(crate) fn routing_figures(state: &RunState, out: &Path, suffix: &str) -> Res
     Ok(vec![share, leak])
 }
 
+/// The plasticity diagnostics (`docs/method.md`): for each task (rows), the share of its training
+/// tokens its new atoms were open to right after it trained, per adapted layer (columns, in model
+/// order). Nothing when the run recorded no per-layer shares.
+pub(crate) fn plasticity_figure(state: &RunState, out: &Path) -> Result<Vec<String>> {
+    let rows: Vec<Vec<f64>> = state
+        .tasks
+        .iter()
+        .enumerate()
+        .filter_map(|(t, rec)| {
+            let layers = &rec.routing.as_ref()?.layers;
+            layers.iter().map(|l| l.open_share.get(t).map(|v| 100.0 * v)).collect::<Option<Vec<f64>>>()
+        })
+        .collect();
+    if rows.is_empty() || rows.len() != state.tasks.len() {
+        return Ok(Vec::new());
+    }
+    let names: Vec<String> = state.task_names.iter().take(rows.len()).cloned().collect();
+    let layers: Vec<String> = (1..=rows[0].len()).map(|i| i.to_string()).collect();
+    let title = "share (%) of each task's tokens (rows) its new atoms are open to, per adapted layer (columns)";
+    viz::matrix_heatmap(&rows, &names, &layers, title, &out.join("plasticity.png"))?;
+    Ok(vec!["plasticity.png".into()])
+}
+
 /// `moram prune`: keeps the atoms carrying `share` of the mass on all tasks' data, per layer.
 pub fn prune(dir: &Path, share: f64, examples: usize) -> Result<()> {
     anyhow::ensure!(share > 0.0 && share <= 1.0, "--share must lie in (0, 1], found {share}");
@@ -136,7 +160,8 @@ pub fn prune(dir: &Path, share: f64, examples: usize) -> Result<()> {
     let layers = learner.moram_layers();
     let mut extra = std::collections::BTreeMap::new();
     extra.insert("pruned_share".to_string(), share.to_string());
-    moram_core::save_adapter(dir.join(&file), layers.iter().map(|(p, m)| (p.as_str(), m.bank())), &extra)?;
+    let banks = layers.iter().map(|(p, m)| (p.as_str(), m.bank()));
+    moram_core::save_adapter_with_gate(dir.join(&file), banks, learner.task_gate(), &extra)?;
     let last = state.matrix.last().context("the run has no finished task")?;
     println!("| | {} | mean |\n|---|{}---:|", state.task_names.join(" | "), "---:|".repeat(row.len()));
     let fmt = |r: &[f64]| r.iter().map(|v| format!("{v:.2}")).collect::<Vec<_>>().join(" | ");

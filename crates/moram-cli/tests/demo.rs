@@ -125,7 +125,7 @@ fn demo_runs_three_methods_and_writes_the_comparison() {
     let row = md.lines().find(|l| l.starts_with("| OP (mean of the last row) |")).unwrap();
     assert!(row.split('|').nth(2).is_some_and(|c| c.trim() == want), "{row} vs {want}");
     let csv = std::fs::read_to_string(csv).unwrap();
-    assert_eq!(csv.lines().count(), 10);
+    assert_eq!(csv.lines().count(), 11);
     assert!(csv.lines().nth(2).unwrap().starts_with("OP (mean of last row),"));
     let o = Command::new(env!("CARGO_BIN_EXE_moram")).arg("report").arg(tmp.path()).output().unwrap();
     assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("has no results.json"));

@@ -247,11 +247,13 @@ fn run_files(root: &Path) -> Result<(Vec<u8>, Vec<u8>), String> {
             weight_share: vec![vec![1.0 / tasks as f64; tasks]; tasks],
             own_top1: vec![0.9; tasks],
             key_norm: vec![Some(1.5); tasks],
+            open_share: vec![1.0; tasks],
         };
         state.tasks.push(TaskRecord {
             name: name.clone(),
             steps: 32,
             final_loss: 0.5,
+            first_loss: Some(2.5),
             trainable_parameters: 100,
             adapter_parameters: 100 * tasks,
             total_parameters: 1000,
@@ -260,6 +262,8 @@ fn run_files(root: &Path) -> Result<(Vec<u8>, Vec<u8>), String> {
             peak_rss_mib: Some(512.0),
             prune: None,
             subspace_dims: None,
+            subspace_share: None,
+            recognition: None,
             workers: 2,
             communication_seconds: 0.25,
             routing: Some(RoutingDiagnostics {
@@ -269,6 +273,7 @@ fn run_files(root: &Path) -> Result<(Vec<u8>, Vec<u8>), String> {
                 weight_share: layer.weight_share.clone(),
                 own_top1: layer.own_top1.clone(),
                 key_norm: layer.key_norm.clone(),
+                open_share: layer.open_share.clone(),
                 layers: vec![layer],
             }),
         });

@@ -6,7 +6,7 @@ use crate::data::trace::{load_task_split, Example};
 use crate::error::{Error, Result};
 use crate::learner::Learner;
 use crate::metrics::TaskMetric;
-use moram_core::{MoramConfig, MoramLinear};
+use moram_core::{MoramConfig, MoramLinear, TaskGate};
 use moram_models::llm::{CausalLm, GenerationConfig, GgufFile, LlmConfig, LlmTokenizer, PrefixMemo};
 use moram_models::{TargetSpec, WeightSource};
 use std::collections::HashMap;
@@ -256,6 +256,25 @@ impl LlmLearner {
         Ok((seq, n))
     }
 
+    /// The tokens generation starts from for `prompt` of task `task` (TRACE's evaluation
+    /// truncation: the prompt's tail, or for MeetingBank its head, within the prompt budget).
+    fn prompt_ids(&self, task: &str, prompt: &str) -> Result<Vec<i64>> {
+        let keep_prefix = task == "MeetingBank";
+        let max_prompt = if keep_prefix { 4096 } else { self.eval.generation.max_prompt_tokens };
+        self.tokenize(prompt, max_prompt, true, false, keep_prefix)
+    }
+
+    /// The task gate's features `(n, d)` of `prompts`, in batches of the evaluation batch size.
+    fn gate_features(&self, task: &str, prompts: &[&str]) -> Result<Tensor> {
+        let ids = prompts.iter().map(|p| self.prompt_ids(task, p)).collect::<Result<Vec<_>>>()?;
+        let _guard = tch::no_grad_guard();
+        let parts = ids
+            .chunks(self.eval.batch_size)
+            .map(|chunk| self.model.prompt_features(chunk))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(Tensor::cat(&parts, 0))
+    }
+
     /// Padded positions a pooled evaluation batch may carry ([`eval_batches`]): one batch fewer
     /// saves a read of every base weight per decoding step, and each padded position costs its
     /// keys and values in every layer.
@@ -393,14 +412,7 @@ impl Learner for LlmLearner {
             let examples = t.eval.get(range.clone()).ok_or_else(|| {
                 Error::task(&t.name, format!("evaluation examples {range:?} out of range (it has {})", t.eval.len()))
             })?;
-            let keep_prefix = t.name == "MeetingBank";
-            let max_prompt = if keep_prefix { 4096 } else { self.eval.generation.max_prompt_tokens };
-            prompts.push(
-                examples
-                    .iter()
-                    .map(|e| self.tokenize(&e.prompt, max_prompt, true, false, keep_prefix))
-                    .collect::<Result<_>>()?,
-            );
+            prompts.push(examples.iter().map(|e| self.prompt_ids(&t.name, &e.prompt)).collect::<Result<_>>()?);
         }
         let s = &self.eval.generation;
         let config = GenerationConfig {
@@ -460,6 +472,46 @@ impl Learner for LlmLearner {
 
     fn last_outputs(&self) -> Option<serde_json::Value> {
         Some(serde_json::Value::Array(self.last.clone()))
+    }
+
+    fn task_gate(&self) -> Option<&TaskGate> {
+        self.model.task_gate()
+    }
+
+    fn set_task_gate(&mut self, gate: Option<TaskGate>) -> Result<()> {
+        Ok(self.model.set_task_gate(gate)?)
+    }
+
+    /// The gate learns the task from its training prompts as evaluation tokenizes them (the
+    /// prompt alone, truncated alike), so what it is fitted on is what it recognises.
+    fn fit_task_gate(&mut self, task: usize, examples: usize) -> Result<()> {
+        let t = &self.tasks[task];
+        let prompts: Vec<&str> = t.train.iter().take(examples.max(1)).map(|e| e.prompt.as_str()).collect();
+        let features = self.gate_features(&t.name, &prompts)?;
+        let gate = self
+            .model
+            .task_gate_mut()
+            .ok_or_else(|| Error::config("method.name", "the model has no task gate (is the method task-gated?)"))?;
+        gate.add_task(task as u32, &features).map_err(|e| Error::task(&t.name, e.to_string()))?;
+        Ok(())
+    }
+
+    fn recognised_tasks(&mut self, task: usize) -> Result<Option<Vec<u32>>> {
+        let n = self.eval_len(task).unwrap_or(0);
+        let Some(gate) = self.model.task_gate() else { return Ok(None) };
+        if gate.tasks().is_empty() || n == 0 {
+            return Ok(None);
+        }
+        let t = &self.tasks[task];
+        let prompts: Vec<&str> = t.eval[..n].iter().map(|e| e.prompt.as_str()).collect();
+        let features = self.gate_features(&t.name, &prompts)?;
+        let ids = self.model.task_gate().map(|g| g.recognise(&features)).transpose()?;
+        Ok(match ids {
+            Some(ids) => {
+                Some(Vec::<i64>::try_from(ids.to_device(Device::Cpu))?.into_iter().map(|i| i as u32).collect())
+            }
+            None => None,
+        })
     }
 }
 

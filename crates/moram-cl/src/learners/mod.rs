@@ -27,6 +27,13 @@ pub enum AnyLearner {
 pub fn build(config: &RunConfig) -> Result<AnyLearner> {
     config.validate()?;
     let (model, _) = config.model_and_data()?;
+    if model.kind == ModelKind::Clip && config.method.name == crate::config::Method::MoramTaskGated {
+        return Err(crate::error::Error::config(
+            "method.name",
+            "`moram-task-gated` recognises a task from an LLM prompt's pass through the frozen blocks; \
+             CLIP runs have no prompt to recognise (use another method)",
+        ));
+    }
     Ok(match model.kind {
         ModelKind::Llm => AnyLearner::Llm(Box::new(llm::LlmLearner::from_config(config)?)),
         ModelKind::Clip => AnyLearner::Clip(Box::new(clip::ClipLearner::from_config(config)?)),
@@ -92,5 +99,17 @@ impl Learner for AnyLearner {
     }
     fn last_outputs(&self) -> Option<serde_json::Value> {
         delegate!(self, l => l.last_outputs())
+    }
+    fn task_gate(&self) -> Option<&moram_core::TaskGate> {
+        delegate!(self, l => l.task_gate())
+    }
+    fn set_task_gate(&mut self, gate: Option<moram_core::TaskGate>) -> Result<()> {
+        delegate!(self, l => l.set_task_gate(gate))
+    }
+    fn fit_task_gate(&mut self, task: usize, examples: usize) -> Result<()> {
+        delegate!(self, l => l.fit_task_gate(task, examples))
+    }
+    fn recognised_tasks(&mut self, task: usize) -> Result<Option<Vec<u32>>> {
+        delegate!(self, l => l.recognised_tasks(task))
     }
 }
