@@ -19,14 +19,18 @@ pub struct LayerStats {
 
 /// For each task, the statistics of every MoRAM layer over (up to `max_examples`) of its training
 /// examples, in eval mode, in micro-batches of `micro`. Outer index: task; inner: layer.
-pub fn activation_stats(learner: &mut impl Learner, max_examples: usize, micro: usize) -> Result<Vec<Vec<LayerStats>>> {
+pub fn activation_stats(
+    learner: &mut (impl Learner + ?Sized),
+    max_examples: usize,
+    micro: usize,
+) -> Result<Vec<Vec<LayerStats>>> {
     let n_tasks = learner.task_names().len();
     activation_stats_of(learner, n_tasks, max_examples, micro)
 }
 
 /// [`activation_stats`] on the first `tasks` tasks only.
 pub fn activation_stats_of(
-    learner: &mut impl Learner,
+    learner: &mut (impl Learner + ?Sized),
     tasks: usize,
     max_examples: usize,
     micro: usize,
@@ -45,7 +49,7 @@ pub fn activation_stats_of(
 /// Every layer's statistics (weights as used) on the first `n` training examples of `task`, in
 /// passes of `micro`; `done` is called after each pass.
 pub fn task_stats(
-    learner: &mut impl Learner,
+    learner: &mut (impl Learner + ?Sized),
     task: usize,
     n: usize,
     micro: usize,
@@ -68,7 +72,7 @@ pub fn task_stats(
 /// `micro` per forward pass (1: no padding), for what the layers record on the way; `done` is
 /// called after each pass (progress bars).
 pub fn forward_examples(
-    learner: &mut impl Learner,
+    learner: &mut (impl Learner + ?Sized),
     task: usize,
     n: usize,
     micro: usize,
@@ -190,7 +194,7 @@ pub fn has_routing(config: &moram_core::MoramConfig) -> bool {
 /// with the inference weights (gate on). `None` when the layers have no routing
 /// ([`has_routing`]) or no atoms.
 pub fn routing_diagnostics(
-    learner: &mut impl Learner,
+    learner: &mut (impl Learner + ?Sized),
     tasks: usize,
     max_examples: usize,
 ) -> Result<Option<RoutingDiagnostics>> {
@@ -289,7 +293,7 @@ pub struct PruneCounts {
 /// learner's layer order; the tasks' statistics are merged), and replaces the banks. The one pruning
 /// path of the runner (after each task) and of `moram prune` (after a run).
 pub fn prune(
-    learner: &mut impl Learner,
+    learner: &mut (impl Learner + ?Sized),
     stats: &[Vec<LayerStats>],
     share: f64,
     scope: moram_core::PruneScope,

@@ -21,6 +21,7 @@ pub mod data;
 pub mod error;
 pub mod learner;
 pub mod learners;
+pub mod methods;
 pub mod metrics;
 pub mod optim;
 pub mod plasticity;

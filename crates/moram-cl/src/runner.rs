@@ -21,7 +21,7 @@ use crate::learner::Learner;
 use crate::optim::Adam;
 use crate::report;
 use crate::schedule::learning_rate;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::ProgressBar;
 use moram_core::PruneScope;
 use moram_dist::{Group, ReduceOp};
 use std::path::Path;
@@ -85,7 +85,9 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
-pub use crate::batches::{batch_schedule, task_schedule};
+pub use crate::batches::batch_schedule;
+use crate::methods::hooks::bar;
+use crate::methods::{RunHooks, TaskRun};
 
 /// Seeds libtorch's generator for task `task` on data-parallel rank `rank` (0 with one process:
 /// the stream every earlier run used).
@@ -95,7 +97,7 @@ fn seed_torch(config: &RunConfig, task: usize, rank: usize) {
     );
 }
 
-fn set_training(learner: &mut impl Learner, on: bool) {
+pub(crate) fn set_training(learner: &mut (impl Learner + ?Sized), on: bool) {
     for (_, m) in learner.moram_layers_mut() {
         m.set_training(on);
     }
@@ -115,19 +117,6 @@ pub fn peak_rss_mib() -> Option<f64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb / 1024.0)
-}
-
-fn bar(len: u64, msg: String, show: bool) -> ProgressBar {
-    let pb = ProgressBar::with_draw_target(
-        Some(len),
-        if show { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() },
-    );
-    let style = ProgressStyle::with_template("{msg:>24} [{bar:30}] {pos}/{len} {elapsed_precise} eta {eta} {prefix}")
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> ");
-    pb.set_style(style);
-    pb.set_message(msg);
-    pb
 }
 
 /// Starts a new run in `dir` (which must not hold a run yet) and runs every task. In a
@@ -196,8 +185,9 @@ fn continue_run(
 ) -> Result<RunState> {
     let n = state.task_names.len();
     let mut log = if group.is_main() { Some(report::StepLog::open(dir)?) } else { None };
+    let mut hooks = config.method.name.def().start(config)?;
     for task in state.tasks_done()..n {
-        let mut record = train_task(learner, config, &state, task, log.as_mut(), options, group)?;
+        let mut record = train_task(learner, config, &state, task, log.as_mut(), options, group, hooks.as_mut())?;
         // A task that took no step (multi-task training after its one joint task) left the model
         // as the last evaluation saw it: the same scores, without generating them again.
         let row = match state.matrix.last() {
@@ -226,6 +216,7 @@ fn continue_run(
     Ok(state)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn train_task(
     learner: &mut impl Learner,
     config: &RunConfig,
@@ -234,11 +225,14 @@ fn train_task(
     mut log: Option<&mut report::StepLog>,
     options: &RunOptions,
     group: &Group,
+    hooks: &mut dyn RunHooks,
 ) -> Result<TaskRecord> {
     let name = state.task_names[task].clone();
     let start = Instant::now();
     seed_torch(config, task, 0);
-    fit_score_statistics(learner, config, task, options)?;
+    let lens: Vec<usize> = (0..state.task_names.len()).map(|t| learner.train_len(t)).collect();
+    let progress = options.progress;
+    hooks.before_task(&mut TaskRun { learner, config, task, lens: &lens, progress })?;
     for (_, m) in learner.moram_layers_mut() {
         m.bank_mut().begin_task(task as u32)?;
     }
@@ -248,8 +242,7 @@ fn train_task(
     if n_train == 0 {
         return Err(Error::task(&name, "has no training example"));
     }
-    let lens: Vec<usize> = (0..state.task_names.len()).map(|t| learner.train_len(t)).collect();
-    let steps = task_schedule(config, task, &lens);
+    let steps = hooks.schedule(&TaskRun { learner, config, task, lens: &lens, progress });
     let mut params: Vec<tch::Tensor> =
         learner.moram_layers().iter().flat_map(|(_, m)| m.bank().trainable_tensors()).collect();
     // Every rank drew the same keys from the same seed; rank 0's are copied anyway so that the
@@ -300,7 +293,7 @@ fn train_task(
                 (loss * weight).backward();
             }
         }
-        if let (None, true, Some(penalty)) = (bad, group.is_main(), penalty(learner)) {
+        if let (None, true, Some(penalty)) = (bad, group.is_main(), hooks.penalty(learner)?) {
             let value = penalty.double_value(&[]);
             if value.is_finite() {
                 penalty.f_backward()?;
@@ -342,9 +335,7 @@ fn train_task(
             return Err(Error::NonFinite { task, name, step, loss: grad_norm, ranks: String::new() });
         }
         opt.step(lr);
-        for (_, m) in learner.moram_layers_mut() {
-            m.bank_mut().project_trainable_keys();
-        }
+        hooks.after_step(learner);
         last_loss = batch_loss;
         first_loss = first_loss.or(Some(batch_loss));
         if let Some(log) = log.as_deref_mut() {
@@ -356,12 +347,11 @@ fn train_task(
     pb.finish_and_clear();
     set_training(learner, false);
     let prune = if config.pruning.enabled { Some(prune_task(learner, config, task, n_train, options)?) } else { None };
-    let subspace = extend_key_subspaces(learner, config, task, n_train, options)?;
+    let subspace = hooks.after_task(&mut TaskRun { learner, config, task, lens: &lens, progress })?;
     let (subspace_dims, subspace_share) = match subspace {
         Some(layers) => (Some(layers.iter().map(|l| l.0).collect()), Some(layers.iter().map(|l| l.1).collect())),
         None => (None, None),
     };
-    fit_task_gate(learner, config, task, n_train, options)?;
     Ok(TaskRecord {
         name,
         steps: steps.len(),
@@ -394,122 +384,6 @@ fn sum_gradients(group: &Group, opt: &Adam) -> Result<()> {
     }
     let mut grads: Vec<tch::Tensor> = opt.params().iter().map(tch::Tensor::grad).collect();
     group.all_reduce_sum_many(&mut grads)?;
-    Ok(())
-}
-
-/// The summed regularisers of every layer's current atoms (O-LoRA), `None` when there are none.
-fn penalty(learner: &impl Learner) -> Option<tch::Tensor> {
-    learner.moram_layers().iter().filter_map(|(_, m)| m.bank().penalty()).reduce(|a, b| a + b)
-}
-
-/// Normalised scores ([`moram_core::ScoreInput`]): before the first atoms exist, records every
-/// layer's inputs on up to `method.score_examples` of this task's training examples (one per
-/// forward pass, so padding never enters) and fixes each layer's per-feature mean and standard
-/// deviation. A no-op when no layer needs them; they are never refitted.
-fn fit_score_statistics(
-    learner: &mut impl Learner,
-    config: &RunConfig,
-    task: usize,
-    options: &RunOptions,
-) -> Result<()> {
-    let layers = learner.moram_layers();
-    if !layers.iter().any(|(_, m)| m.bank().needs_score_statistics()) {
-        return Ok(());
-    }
-    if let Some((path, _)) = layers.iter().find(|(_, m)| !m.bank().is_empty()) {
-        return Err(Error::task(
-            path,
-            "has atoms but no score statistics (they are fitted before the first task; was the adapter \
-             written without them?)",
-        ));
-    }
-    for (_, m) in &layers {
-        m.start_input_statistics();
-    }
-    drop(layers);
-    set_training(learner, false);
-    let n_train = learner.train_len(task);
-    let n = config.method.score_examples.unwrap_or(crate::config::DEFAULT_SCORE_EXAMPLES).min(n_train);
-    let pb = bar(n as u64, "score statistics".into(), options.progress);
-    crate::analysis::forward_examples(learner, task, n, 1, || pb.inc(1))?;
-    pb.finish_and_clear();
-    for (path, m) in learner.moram_layers_mut() {
-        let stats = m.take_input_statistics().ok_or_else(|| Error::task(&path, "saw no input token"))?;
-        m.bank_mut().set_score_statistics(&stats.mean, &stats.std).map_err(|e| Error::layer(&path, e))?;
-    }
-    Ok(())
-}
-
-/// Tokens per layer kept to fit a novelty threshold: enough for a 99% quantile to rest on about 40
-/// tokens above it, few enough (16 MiB for a 1,024-wide layer) to keep in memory.
-const THRESHOLD_TOKENS: usize = 4096;
-
-/// Protected input subspaces: records every layer's inputs on (up to `method.subspace_examples`
-/// of) this task's training examples, one per forward pass so that padding never enters, and grows
-/// each layer's protected subspace. Novelty-gated routing also keeps the first
-/// [`THRESHOLD_TOKENS`] of those inputs and fits the threshold for the new basis on them: the
-/// `quantile` of their share outside it (earlier tasks' tokens lie inside smaller bases, whose
-/// thresholds already cover them, and a width keeps its largest threshold). Returns each layer's
-/// subspace dimension `m` and `m / d_in`; `None` when off.
-fn extend_key_subspaces(
-    learner: &mut impl Learner,
-    config: &RunConfig,
-    task: usize,
-    n_train: usize,
-    options: &RunOptions,
-) -> Result<Option<Vec<(usize, f64)>>> {
-    let layers = learner.moram_layers();
-    let Some(subspace) = layers.first().and_then(|(_, m)| m.bank().config().key_subspace) else {
-        return Ok(None);
-    };
-    let gated = subspace.mode == moram_core::SubspaceMode::NoveltyGated;
-    for (_, m) in &layers {
-        m.start_input_moments();
-        if gated {
-            m.start_input_sample(THRESHOLD_TOKENS);
-        }
-    }
-    drop(layers);
-    let n = config.method.subspace_examples.unwrap_or(crate::config::DEFAULT_SUBSPACE_EXAMPLES).min(n_train);
-    let pb = bar(n as u64, "input subspace".into(), options.progress);
-    crate::analysis::forward_examples(learner, task, n, 1, || pb.inc(1))?;
-    pb.finish_and_clear();
-    let mut dims = Vec::new();
-    for (path, m) in learner.moram_layers_mut() {
-        let sample = m.take_input_sample();
-        let Some((moments, _)) = m.take_input_moments() else { continue };
-        m.bank_mut().extend_key_basis(&moments, subspace.energy).map_err(|e| Error::layer(&path, e))?;
-        let width = m.bank().key_basis().size()[1] as usize;
-        dims.push((width, width as f64 / m.bank().d_in().max(1) as f64));
-        if let (Some(tokens), true) = (sample, width > 0) {
-            let _guard = tch::no_grad_guard();
-            let rho = m.bank().outside_share(&tokens).select(-1, -1).to_device(tch::Device::Cpu);
-            let mut shares = Vec::<f32>::try_from(rho)?;
-            shares.sort_by(f32::total_cmp);
-            let at = ((subspace.quantile * shares.len() as f64).ceil() as usize).clamp(1, shares.len()) - 1;
-            m.bank_mut().set_novelty_threshold(width, shares[at] as f64).map_err(|e| Error::layer(&path, e))?;
-        }
-    }
-    Ok(Some(dims))
-}
-
-/// Task-gated atoms (`docs/method.md`): adds the task just trained to the model's task gate, from
-/// up to `method.gate_examples` of its training prompts. A no-op for other methods.
-fn fit_task_gate(
-    learner: &mut impl Learner,
-    config: &RunConfig,
-    task: usize,
-    n_train: usize,
-    options: &RunOptions,
-) -> Result<()> {
-    let gated = learner.moram_layers().first().is_some_and(|(_, m)| m.bank().config().task_gate.is_some());
-    if !gated {
-        return Ok(());
-    }
-    let n = config.method.gate_examples.unwrap_or(crate::config::DEFAULT_GATE_EXAMPLES).min(n_train);
-    let pb = bar(1, "task gate".into(), options.progress);
-    learner.fit_task_gate(task, n)?;
-    pb.finish_and_clear();
     Ok(())
 }
 

@@ -178,7 +178,7 @@ impl StudyConfig {
 
     /// The baseline of paired differences.
     pub fn baseline(&self) -> Option<Method> {
-        self.baseline.or_else(|| self.methods.contains(&Method::SeqLora).then_some(Method::SeqLora))
+        self.baseline.or_else(|| self.methods.contains(&Method::SEQ_LORA).then_some(Method::SEQ_LORA))
     }
 
     /// Every run of the grid, in order (setting, then seed, then method), with `extra` overrides
@@ -578,7 +578,7 @@ mod tests {
         assert_eq!(s.seeds, [4, 5]);
         // The dropped method's overrides go; the kept one's stay.
         assert_eq!(s.method_set.keys().collect::<Vec<_>>(), ["moram-novelty-gated"]);
-        assert_eq!(s.baseline(), Some(Method::SeqLora));
+        assert_eq!(s.baseline(), Some(Method::SEQ_LORA));
         // Nothing given: the study as written.
         assert_eq!(formats_like_study().with_grid(None, None).unwrap(), formats_like_study());
 
@@ -593,7 +593,7 @@ mod tests {
         assert!(err(&["seq-lora"], Some(vec![])).contains("no seed"));
         // A study file that lists a method twice is refused the same way.
         let mut twice = formats_like_study();
-        twice.methods.push(Method::Moram);
+        twice.methods.push(Method::MORAM);
         assert!(twice.validate().unwrap_err().to_string().contains("`moram` appears twice"));
     }
 

@@ -61,7 +61,7 @@ fn learner(model: ClipModel, tasks: Vec<ImageTask>, lr: f64, iterations: usize) 
          [optimizer]\nlr = {lr}\n[training]\niterations = {iterations}\nbatch_size = 8\n"
     );
     let cfg = RunConfig::from_toml_str(&text, Path::new("inline.toml")).unwrap();
-    let moram = cfg.method.moram_config().unwrap();
+    let moram = cfg.layer_config().unwrap();
     let spec = TargetSpec::all_encoders(&["qkvoinout"]);
     let learner = ClipLearner::new(model, tasks, &spec, &moram, 16).unwrap();
     (cfg, learner)

@@ -21,11 +21,11 @@ fn shipped_run_configs_parse_and_match_their_names() {
     for p in &trace {
         let c = RunConfig::from_file(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
         let stem = p.file_stem().unwrap().to_str().unwrap();
-        let m = c.method.moram_config().unwrap();
+        let m = c.layer_config().unwrap();
         let data = c.data.as_ref().unwrap();
         assert_eq!(data.tasks.len(), 8, "{stem}");
         assert_eq!(c.training.epochs.as_deref(), Some(&[2, 1, 3, 2, 1, 2, 2, 3][..]));
-        assert_eq!(c.method.name, Method::Moram);
+        assert_eq!(c.method.name, Method::MORAM);
         if stem.ends_with("-code") {
             assert_eq!((m.r, m.top_k, c.training.batch_size), (8, 8, 32), "{stem}");
             assert!(m.compat.unscaled_frozen_values && m.compat.untrained_atoms_in_eval);
@@ -40,7 +40,7 @@ fn shipped_run_configs_parse_and_match_their_names() {
         let c = RunConfig::from_file(p).unwrap();
         let n = c.data.as_ref().unwrap().tasks.len();
         assert_eq!(n, if i < 3 { 4 } else { 15 }, "{}", p.display());
-        let m = c.method.moram_config().unwrap();
+        let m = c.layer_config().unwrap();
         assert_eq!((m.r, m.top_k, m.temperature), (8, 4, 0.1));
     }
     let xtail = configs("xtail");
@@ -72,7 +72,7 @@ fn the_shipped_studies_expand_to_seed_major_runs_with_the_method_line_as_the_onl
         ("formats.toml", 4, ["topic", "topic-letter", "desk", "headline"]),
     ] {
         let study = moram_cl::study::StudyConfig::from_file(dir.join(file)).unwrap();
-        assert_eq!(study.baseline(), Some(Method::SeqLora));
+        assert_eq!(study.baseline(), Some(Method::SEQ_LORA));
         let runs = study.runs(Path::new("out"), &["training.iterations=2".to_string()]).unwrap();
         assert_eq!(runs.len(), 3 * methods, "{file}");
         // Seed by seed: the first runs are every method on seed 1.
@@ -94,9 +94,9 @@ fn the_shipped_studies_expand_to_seed_major_runs_with_the_method_line_as_the_onl
                 (demo.optimizer.clone(), demo.training.batch_size)
             );
         }
-        assert!(runs[0].config.method.moram_config().unwrap().key_subspace.is_none(), "SeqLoRA has no subspace");
-        let gated = runs.iter().find(|r| r.config.method.name == Method::MoramNoveltyGated).unwrap();
-        let ks = gated.config.method.moram_config().unwrap().key_subspace.unwrap();
+        assert!(runs[0].config.layer_config().unwrap().key_subspace.is_none(), "SeqLoRA has no subspace");
+        let gated = runs.iter().find(|r| r.config.method.name == Method::NOVELTY_GATED).unwrap();
+        let ks = gated.config.layer_config().unwrap().key_subspace.unwrap();
         assert_eq!((ks.energy, ks.mode, ks.quantile), (0.97, moram_core::SubspaceMode::NoveltyGated, 0.99));
     }
 }
@@ -108,7 +108,7 @@ fn the_paper_budget_study_sets_the_papers_settings() {
     let runs = study.runs(Path::new("out"), &[]).unwrap();
     assert_eq!(runs.len(), 2 * 3);
     for r in &runs {
-        let m = r.config.method.moram_config().unwrap();
+        let m = r.config.layer_config().unwrap();
         let targets = &r.config.model.as_ref().unwrap().targets;
         assert_eq!(targets.layers, None, "every block");
         assert_eq!(r.config.training.iterations, Some(200));

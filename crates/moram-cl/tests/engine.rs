@@ -55,7 +55,7 @@ impl LinearLearner {
     fn new(config: &RunConfig, n_tasks: i64) -> Self {
         tch::manual_seed(1234);
         let w = Tensor::randn([CLASSES, D], (Kind::Float, tch::Device::Cpu)) * 0.1;
-        let layer = MoramLinear::new(&w, None, &config.method.moram_config().unwrap()).unwrap();
+        let layer = MoramLinear::new(&w, None, &config.layer_config().unwrap()).unwrap();
         let m = Tensor::randn([SUB], (Kind::Float, tch::Device::Cpu));
         let tasks = (0..n_tasks)
             .map(|t| {
@@ -255,7 +255,7 @@ fn marker_bank(cfg: &RunConfig, key1: [(i64, f32); 2]) -> moram_core::AtomBank {
         let _ = keys.get(1).get(dim).fill_(v as f64);
     }
     let values = Tensor::ones([CLASSES, 2], (Kind::Float, tch::Device::Cpu));
-    let config = cfg.method.moram_config().unwrap();
+    let config = cfg.layer_config().unwrap();
     moram_core::AtomBank::from_parts(&config, &keys, &values, vec![0, 1], 2, None, vec![], tch::Device::Cpu).unwrap()
 }
 
@@ -264,7 +264,7 @@ fn routing_diagnostics_measure_known_leakage() {
     let _generator = moram_cl::synthetic::exclusive_generator();
     let _serial = serial();
     let cfg = config("moram", 2);
-    let tau = cfg.method.moram_config().unwrap().temperature;
+    let tau = cfg.layer_config().unwrap().temperature;
     let sigmoid = |x: f64| 1.0 / (1.0 + (-x).exp());
 
     // Leaky: task 1's key reads task 0's marker more strongly than task 0's own key does.

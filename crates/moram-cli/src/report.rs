@@ -52,13 +52,8 @@ fn values(r: &Results) -> Vec<String> {
 /// The mean over tasks of the share of its tokens each task's new atoms were open to (plasticity
 /// diagnostics), when every task recorded it.
 fn mean_open_share(r: &Results) -> Option<f64> {
-    let shares: Option<Vec<f64>> = r
-        .state
-        .tasks
-        .iter()
-        .enumerate()
-        .map(|(t, rec)| moram_cl::plasticity::of_task(rec, t).open_share)
-        .collect();
+    let shares: Option<Vec<f64>> =
+        r.state.tasks.iter().enumerate().map(|(t, rec)| moram_cl::plasticity::of_task(rec, t).open_share).collect();
     shares.filter(|s| !s.is_empty()).map(|s| s.iter().sum::<f64>() / s.len() as f64)
 }
 

@@ -64,7 +64,7 @@ pub fn figures(dir: &Path, examples: usize) -> Result<()> {
     let stats = moram_cl::analysis::activation_stats(&mut learner, examples, micro)?;
     let summary = moram_cl::analysis::atom_summary(&stats, 0.99);
     let ratio_title = "share of each task's tokens (rows) giving each atom a non-zero weight, mean over layers";
-    let r = cfg.method.moram_config()?.r;
+    let r = cfg.layer_config()?.r;
     viz::atom_heatmap(&summary.activation_ratio, r, names, ratio_title, &out.join("activation-ratio.png"))?;
     let share = format!("{:.0}%", 100.0 * summary.share);
     let mass_title = format!("cumulative activation mass of each adapted layer on all tasks' data ({share} dashed)");

@@ -76,7 +76,7 @@ impl ClipLearner {
     /// an IDX set or the X-TAIL datasets); [`crate::learners::build`] calls it.
     pub fn from_config(run: &RunConfig) -> Result<Self> {
         let (model, data) = run.model_and_data()?;
-        let moram = run.method.moram_config()?;
+        let moram = run.layer_config()?;
         let (eval_batch, seed) = (run.evaluation.batch_size, run.seed);
         let config = ClipConfig::from_hf_json(model.path.join("config.json"))?;
         let opts = FolderOptions {

@@ -181,7 +181,7 @@ impl LlmLearner {
     /// [`crate::learners::build`] calls it.
     pub fn from_config(config: &RunConfig) -> Result<Self> {
         let (model, data) = config.model_and_data()?;
-        let moram = config.method.moram_config()?;
+        let moram = config.layer_config()?;
         // Every data problem at once, before the (slow) model load.
         let mut splits = vec!["train", "eval", "test"];
         if !splits.contains(&data.eval_split.name()) {

@@ -27,11 +27,14 @@ pub enum AnyLearner {
 pub fn build(config: &RunConfig) -> Result<AnyLearner> {
     config.validate()?;
     let (model, _) = config.model_and_data()?;
-    if model.kind == ModelKind::Clip && config.method.name == crate::config::Method::MoramTaskGated {
+    if model.kind == ModelKind::Clip && !config.method.name.def().runs_on_clip() {
         return Err(crate::error::Error::config(
             "method.name",
-            "`moram-task-gated` recognises a task from an LLM prompt's pass through the frozen blocks; \
-             CLIP runs have no prompt to recognise (use another method)",
+            format!(
+                "`{}` needs what only LLM runs have (a prompt to recognise, text to replay); use another method \
+                 for CLIP",
+                config.method.name
+            ),
         ));
     }
     Ok(match model.kind {

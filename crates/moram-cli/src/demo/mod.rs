@@ -80,7 +80,7 @@ const WORDNET: &str = "wordnet";
 
 /// The methods the demo compares, in running order: the baseline, the paper's method, and the
 /// variant this project recommends (`docs/method.md`, "Novelty-gated routing").
-pub const METHODS: [Method; 3] = [Method::SeqLora, Method::Moram, Method::MoramNoveltyGated];
+pub const METHODS: [Method; 3] = [Method::SEQ_LORA, Method::MORAM, Method::NOVELTY_GATED];
 
 /// Where `cargo xtask setup` puts assets: `$MORAM_CACHE/assets` or `~/.cache/moram/assets`.
 pub fn default_assets() -> PathBuf {
