@@ -288,6 +288,27 @@ impl CausalLm {
         Ok((self.logits(&last), cache))
     }
 
+    /// Greedy decoding of one prompt: at most `max_new_tokens` ids, stopping after any of `stop`.
+    pub fn generate_greedy(&self, prompt: &[i64], max_new_tokens: usize, stop: &[i64]) -> Result<Vec<i64>> {
+        if prompt.is_empty() {
+            return Err(Error::Input("the prompt is empty".into()));
+        }
+        let _guard = tch::no_grad_guard();
+        let mut cache = KvCache::default();
+        let mut input = Tensor::from_slice(prompt).view([1, -1]).to_device(self.device());
+        let mut out = Vec::new();
+        for _ in 0..max_new_tokens {
+            let logits = self.forward_last(&input, &mut cache)?;
+            let next = logits.argmax(-1, false).int64_value(&[0]);
+            out.push(next);
+            if stop.contains(&next) {
+                break;
+            }
+            input = Tensor::from_slice(&[next]).view([1, 1]).to_device(self.device());
+        }
+        Ok(out)
+    }
+
     /// Generates a continuation for each prompt (batched, prompts left-padded to a common
     /// length). Returns the new ids per prompt, ending with the stop id when one was produced.
     pub fn generate(&self, prompts: &[Vec<i64>], config: &GenerationConfig) -> Result<Vec<Vec<i64>>> {
