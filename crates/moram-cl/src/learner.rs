@@ -109,17 +109,18 @@ pub trait Learner {
         }
     }
 
-    /// Task-gated atoms: adds `task` to the model's task gate from up to `examples` of its training
-    /// prompts. Default: an error (the learner cannot recognise tasks).
-    fn fit_task_gate(&mut self, task: usize, _examples: usize) -> Result<()> {
+    /// Task-gated atoms: adds `task` to the model's task gate from the prompts of its training
+    /// examples `examples` (those the task trained on). Default: an error (the learner cannot
+    /// recognise tasks).
+    fn fit_task_gate(&mut self, task: usize, _examples: &[usize]) -> Result<()> {
         Err(Error::task(
             self.task_names().get(task).cloned().unwrap_or_default(),
             "this learner cannot fit a task gate (task-gated atoms need a prompt to recognise)",
         ))
     }
 
-    /// Task-gated atoms: the task the gate recognises for each evaluation example of `task` (the
-    /// examples [`Learner::evaluate`] scores), or `None` without a gate.
+    /// Task-gated atoms: the task the gate recognised for each evaluation example of `task` (the
+    /// examples [`Learner::evaluate`] scores) at the last evaluation, or `None` without a gate.
     fn recognised_tasks(&mut self, _task: usize) -> Result<Option<Vec<u32>>> {
         Ok(None)
     }

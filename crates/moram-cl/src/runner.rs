@@ -232,7 +232,7 @@ fn train_task(
     seed_torch(config, task, 0);
     let lens: Vec<usize> = (0..state.task_names.len()).map(|t| learner.train_len(t)).collect();
     let progress = options.progress;
-    hooks.before_task(&mut TaskRun { learner, config, task, lens: &lens, progress })?;
+    hooks.before_task(&mut TaskRun { learner, config, task, lens: &lens, progress, trained: &[] })?;
     for (_, m) in learner.moram_layers_mut() {
         m.bank_mut().begin_task(task as u32)?;
     }
@@ -242,7 +242,11 @@ fn train_task(
     if n_train == 0 {
         return Err(Error::task(&name, "has no training example"));
     }
-    let steps = hooks.schedule(&TaskRun { learner, config, task, lens: &lens, progress });
+    let steps = hooks.schedule(&TaskRun { learner, config, task, lens: &lens, progress, trained: &[] });
+    // The task's examples the steps use, in order of first use (what the task gate is fitted on).
+    let mut seen = std::collections::HashSet::new();
+    let trained: Vec<usize> =
+        steps.iter().flatten().filter(|(t, i)| *t == task && seen.insert(*i)).map(|(_, i)| *i).collect();
     let mut params: Vec<tch::Tensor> =
         learner.moram_layers().iter().flat_map(|(_, m)| m.bank().trainable_tensors()).collect();
     // Every rank drew the same keys from the same seed; rank 0's are copied anyway so that the
@@ -347,7 +351,8 @@ fn train_task(
     pb.finish_and_clear();
     set_training(learner, false);
     let prune = if config.pruning.enabled { Some(prune_task(learner, config, task, n_train, options)?) } else { None };
-    let subspace = hooks.after_task(&mut TaskRun { learner, config, task, lens: &lens, progress })?;
+    let subspace =
+        hooks.after_task(&mut TaskRun { learner, config, task, lens: &lens, progress, trained: &trained })?;
     let (subspace_dims, subspace_share) = match subspace {
         Some(layers) => (Some(layers.iter().map(|l| l.0).collect()), Some(layers.iter().map(|l| l.1).collect())),
         None => (None, None),

@@ -59,6 +59,8 @@ pub struct LlmLearner {
     train_prefix_bytes: usize,
     /// The evaluation prompt batches' pass through the frozen leading blocks.
     eval_prefix: PrefixMemo,
+    /// Task-gated atoms: the task the last evaluation recognised for each `(task, example)`.
+    recognised: HashMap<(usize, usize), u32>,
 }
 
 /// How an [`LlmLearner`] evaluates.
@@ -118,6 +120,7 @@ impl LlmLearner {
             train_prefix: HashMap::new(),
             train_prefix_bytes: 0,
             eval_prefix: PrefixMemo::with_budget(FROZEN_PREFIX_BUDGET),
+            recognised: HashMap::new(),
         })
     }
 
@@ -431,6 +434,12 @@ impl Learner for LlmLearner {
             for (&(p, i), out) in batch.iter().zip(self.model.generate_with_prefixes(&rows, &config, memo)?) {
                 predictions[p][i] = self.tokenizer.decode(&out, true)?;
             }
+            if let Some(tasks) = self.model.take_recognised() {
+                for (&(p, i), t) in batch.iter().zip(tasks) {
+                    let (task, range) = &parts[p];
+                    self.recognised.insert((*task, range.start + i), t as u32);
+                }
+            }
             done(batch.len());
         }
         let mut scored = Vec::with_capacity(parts.len());
@@ -482,25 +491,55 @@ impl Learner for LlmLearner {
         Ok(self.model.set_task_gate(gate)?)
     }
 
-    /// The gate learns the task from its training prompts as evaluation tokenizes them (the
-    /// prompt alone, truncated alike), so what it is fitted on is what it recognises.
-    fn fit_task_gate(&mut self, task: usize, examples: usize) -> Result<()> {
-        let t = &self.tasks[task];
-        let prompts: Vec<&str> = t.train.iter().take(examples.max(1)).map(|e| e.prompt.as_str()).collect();
-        let features = self.gate_features(&t.name, &prompts)?;
+    /// The gate learns the task from the prompts of the training examples it trained on, read
+    /// from the frozen blocks' cached pass over each training sequence (its tokens but the first,
+    /// up to the answer): no extra pass through those blocks.
+    fn fit_task_gate(&mut self, task: usize, examples: &[usize]) -> Result<()> {
+        let name = self.tasks[task].name.clone();
+        if examples.is_empty() {
+            return Err(Error::task(&name, "trained on no example: nothing to fit the task gate on"));
+        }
+        let _guard = tch::no_grad_guard();
+        let device = self.model.device();
+        let mut rows = Vec::with_capacity(examples.len());
+        for &i in examples {
+            let ex = self.tasks[task].train.get(i).ok_or_else(|| Error::task(&name, format!("no example {i}")))?;
+            let seq = self.training_sequence(&name, ex)?;
+            let n = seq.0.len() as i64;
+            let hidden = match self.cached_prefix(task, &[i], std::slice::from_ref(&seq), n)? {
+                Some(h) => h,
+                None => {
+                    let ids = Tensor::from_slice(&seq.0).view([1, n]).to_device(device);
+                    let positions = Tensor::arange(n, (Kind::Int64, device)).unsqueeze(0);
+                    self.model.frozen_prefix(&ids, &positions, None, false)?.hidden
+                }
+            };
+            // The prompt: every token but the first (a BOS, or a first word alike in every prompt)
+            // and the labelled answer.
+            let prompt_end = (n - seq.1 as i64).max(1);
+            let select: Vec<f32> =
+                (0..n).map(|j| if j >= 1.min(prompt_end - 1) && j < prompt_end { 1.0 } else { 0.0 }).collect();
+            let select = Tensor::from_slice(&select).view([1, n]).to_device(device);
+            rows.push(moram_core::variants::pooled_features(&hidden, &select));
+        }
+        let features = Tensor::cat(&rows, 0);
         let gate = self
             .model
             .task_gate_mut()
             .ok_or_else(|| Error::config("method.name", "the model has no task gate (is the method task-gated?)"))?;
-        gate.add_task(task as u32, &features).map_err(|e| Error::task(&t.name, e.to_string()))?;
+        gate.add_task(task as u32, &features).map_err(|e| Error::task(&name, e.to_string()))?;
         Ok(())
     }
 
     fn recognised_tasks(&mut self, task: usize) -> Result<Option<Vec<u32>>> {
         let n = self.eval_len(task).unwrap_or(0);
-        let Some(gate) = self.model.task_gate() else { return Ok(None) };
-        if gate.tasks().is_empty() || n == 0 {
+        if self.model.task_gate().is_none_or(|g| g.tasks().is_empty()) || n == 0 {
             return Ok(None);
+        }
+        // What the last evaluation recognised, when it scored every example of the task.
+        let seen: Option<Vec<u32>> = (0..n).map(|i| self.recognised.get(&(task, i)).copied()).collect();
+        if let Some(seen) = seen {
+            return Ok(Some(seen));
         }
         let t = &self.tasks[task];
         let prompts: Vec<&str> = t.eval[..n].iter().map(|e| e.prompt.as_str()).collect();

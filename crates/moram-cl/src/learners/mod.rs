@@ -109,7 +109,7 @@ impl Learner for AnyLearner {
     fn set_task_gate(&mut self, gate: Option<moram_core::TaskGate>) -> Result<()> {
         delegate!(self, l => l.set_task_gate(gate))
     }
-    fn fit_task_gate(&mut self, task: usize, examples: usize) -> Result<()> {
+    fn fit_task_gate(&mut self, task: usize, examples: &[usize]) -> Result<()> {
         delegate!(self, l => l.fit_task_gate(task, examples))
     }
     fn recognised_tasks(&mut self, task: usize) -> Result<Option<Vec<u32>>> {

@@ -24,6 +24,8 @@ pub struct TaskRun<'a> {
     pub lens: &'a [usize],
     /// Whether to show progress bars.
     pub progress: bool,
+    /// The task's training examples its steps used, in order of first use (after training).
+    pub trained: &'a [usize],
 }
 
 /// The hooks of a method whose layer config says everything: [`RunHooks`]'s defaults.
@@ -152,17 +154,17 @@ pub fn extend_key_subspaces(run: &mut TaskRun<'_>) -> Result<Option<Vec<(usize, 
 }
 
 /// Task-gated atoms (`docs/method.md`): adds the task just trained to the model's task gate, from
-/// up to `method.gate_examples` of its training prompts. A no-op for other methods.
+/// the prompts of up to `method.gate_examples` of the examples it trained on (in order of first
+/// use; the frozen blocks' pass over them is already cached). A no-op for other methods.
 pub fn fit_task_gate(run: &mut TaskRun<'_>) -> Result<()> {
-    let (config, task, progress, n_train) = (run.config, run.task, run.progress, run.lens[run.task]);
-    let learner = &mut *run.learner;
-    let gated = learner.moram_layers().first().is_some_and(|(_, m)| m.bank().config().task_gate.is_some());
+    let gated = run.learner.moram_layers().first().is_some_and(|(_, m)| m.bank().config().task_gate.is_some());
     if !gated {
         return Ok(());
     }
-    let n = config.method.gate_examples.unwrap_or(crate::config::DEFAULT_GATE_EXAMPLES).min(n_train);
-    let pb = bar(1, "task gate".into(), progress);
-    learner.fit_task_gate(task, n)?;
+    let n = run.config.method.gate_examples.unwrap_or(crate::config::DEFAULT_GATE_EXAMPLES);
+    let examples = &run.trained[..n.min(run.trained.len())];
+    let pb = bar(1, "task gate".into(), run.progress);
+    run.learner.fit_task_gate(run.task, examples)?;
     pb.finish_and_clear();
     Ok(())
 }

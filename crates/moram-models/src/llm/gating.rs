@@ -51,6 +51,13 @@ impl CausalLm {
         Ok(())
     }
 
+    /// The task the last generation recognised for each of its prompts, in prompt order (`None`
+    /// when it recognised nothing: no gate, or training mode); taken, so each call reports once.
+    pub fn take_recognised(&self) -> Option<Vec<i64>> {
+        let rows = self.recognised.borrow_mut().take()?;
+        Vec::<i64>::try_from(rows.to_device(tch::Device::Cpu)).ok()
+    }
+
     /// Whether passes now recognise each sequence's task: a gate that knows a task, and eval mode.
     pub(super) fn gating(&self) -> bool {
         let trained = self.task_gate.as_ref().is_some_and(|g| !g.tasks().is_empty());

@@ -272,6 +272,7 @@ impl CausalLm {
                 self.run_blocks(h, 0..self.block_count(), &positions, keys_valid, segments, &mut cache, outputs)?
             }
         };
+        *self.recognised.borrow_mut() = rows.as_ref().map(Tensor::shallow_clone);
         cache.open_tasks = rows.map(|r| r.unsqueeze(1));
         // (1, B, d) packed, (B, 1, d) otherwise. When a layer is observed (statistics, captures,
         // task-gated atoms) the last block computed every token: keep each prompt's last one.

@@ -56,6 +56,8 @@ pub struct CausalLm {
     config: LlmConfig,
     /// Task-gated atoms: which task each sequence belongs to (`gating.rs`).
     pub(super) task_gate: Option<moram_core::TaskGate>,
+    /// Task-gated atoms: the task the last generation recognised for each prompt `(B,)`.
+    pub(super) recognised: std::cell::RefCell<Option<Tensor>>,
 }
 
 impl CausalLm {
@@ -78,7 +80,17 @@ impl CausalLm {
         let rope_local = config
             .rope_local_theta
             .map(|theta| Rope::new(config.head_dim, theta, None, config.max_position_embeddings, device));
-        Ok(CausalLm { embed, blocks, norm, lm_head, rope, rope_local, config: config.clone(), task_gate: None })
+        Ok(CausalLm {
+            embed,
+            blocks,
+            norm,
+            lm_head,
+            rope,
+            rope_local,
+            config: config.clone(),
+            task_gate: None,
+            recognised: Default::default(),
+        })
     }
 
     /// Loads a Hugging Face checkpoint (file, shard index or folder) for `config`, after one strict
