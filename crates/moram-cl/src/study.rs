@@ -343,6 +343,13 @@ pub struct RunMetrics {
     pub worst_next_task_retention: Option<f64>,
     /// Mean routing leakage onto earlier tasks after the last task (%), when diagnosed.
     pub leakage: Option<f64>,
+    /// Mean seconds per task of training and the method's own steps after it (subspaces, the task
+    /// gate; evaluation not included).
+    #[serde(default)]
+    pub seconds_per_task: f64,
+    /// Size of the last adapter file (MB), when the run folder was read.
+    #[serde(default)]
+    pub adapter_mb: Option<f64>,
     /// The matrix.
     pub matrix: Vec<Vec<f64>>,
 }
@@ -363,8 +370,19 @@ impl RunMetrics {
             diagonal,
             worst_next_task_retention: worst,
             leakage,
+            seconds_per_task: state.tasks.iter().map(|t| t.seconds).sum::<f64>() / state.tasks.len().max(1) as f64,
+            adapter_mb: None,
             matrix: m.clone(),
         })
+    }
+
+    /// [`RunMetrics::of`] with what the run folder `dir` holds besides its state (the last adapter's
+    /// size).
+    pub fn of_run(state: &RunState, dir: &Path) -> Result<Self> {
+        let mut m = Self::of(state)?;
+        m.adapter_mb =
+            state.adapter_file().and_then(|f| std::fs::metadata(dir.join(f)).ok()).map(|meta| meta.len() as f64 / 1e6);
+        Ok(m)
     }
 }
 
@@ -395,6 +413,12 @@ pub struct CellSummary {
     pub op_vs_baseline: Option<Estimate>,
     /// Paired difference to the baseline: BWT (negative = forgets less).
     pub bwt_vs_baseline: Option<Estimate>,
+    /// Seconds per task of training and the method's own steps.
+    #[serde(default)]
+    pub seconds_per_task: Option<Estimate>,
+    /// Last adapter file size (MB).
+    #[serde(default)]
+    pub adapter_mb: Option<Estimate>,
     /// Mean matrix over seeds.
     pub mean_matrix: Vec<Vec<f64>>,
     /// Every finished seed.
@@ -440,7 +464,7 @@ pub fn aggregate(study: &StudyConfig, runs: &[StudyRun]) -> Result<StudyReport> 
         if tasks.is_empty() {
             tasks = state.task_names.clone();
         }
-        by_cell[pos].1.push(RunMetrics::of(&state)?);
+        by_cell[pos].1.push(RunMetrics::of_run(&state, &run.dir)?);
     }
     let baseline = study.baseline();
     let mut cells = Vec::new();
@@ -468,6 +492,11 @@ pub fn aggregate(study: &StudyConfig, runs: &[StudyRun]) -> Result<StudyReport> 
             worst_next_task_retention: ms.iter().filter_map(|m| m.worst_next_task_retention).min_by(f64::total_cmp),
             op_vs_baseline: base.and_then(|b| paired(ms, b, |m| m.op)),
             bwt_vs_baseline: base.and_then(|b| paired(ms, b, |m| m.bwt)),
+            seconds_per_task: (!ms.is_empty()).then(|| est(&|m| m.seconds_per_task)),
+            adapter_mb: {
+                let mb: Vec<f64> = ms.iter().filter_map(|m| m.adapter_mb).collect();
+                (!mb.is_empty() && mb.len() == ms.len()).then(|| Estimate::of(&mb))
+            },
             mean_matrix,
             runs: ms.clone(),
         });
@@ -514,6 +543,7 @@ impl StudyReport {
                 ));
             }
             s.push('\n');
+            s.push_str(&self.cost_markdown(setting));
             for c in self.cells.iter().filter(|c| c.setting == setting && c.finished > 0) {
                 s.push_str(&format!(
                     "Mean matrix, `{}` ({} seeds; rows: after task, columns: task):\n\n",
@@ -523,6 +553,39 @@ impl StudyReport {
                 s.push('\n');
             }
         }
+        s
+    }
+
+    /// What each method of `setting` costs: seconds per task of training and its own steps (runs
+    /// of one study train side by side, so these compare), adapter file size, and both relative
+    /// to the paper's MoRAM when it was studied.
+    fn cost_markdown(&self, setting: &str) -> String {
+        let cells: Vec<&CellSummary> = self.cells.iter().filter(|c| c.setting == setting && c.finished > 0).collect();
+        if cells.iter().all(|c| c.seconds_per_task.is_none()) {
+            return String::new();
+        }
+        let moram = cells.iter().find(|c| c.method == "moram");
+        let ratio = |v: Option<Estimate>, base: Option<Estimate>| match (v, base) {
+            (Some(v), Some(b)) if b.mean > 0.0 => format!("{:.2}x", v.mean / b.mean),
+            _ => "-".into(),
+        };
+        let mut s = String::from(
+            "Cost (seconds per task of training and the method's own steps, evaluation not included; the \
+             last adapter file):\n\n| method | s / task | adapter MB | time vs `moram` | size vs `moram` |\n\
+             |---|---:|---:|---:|---:|\n",
+        );
+        for c in &cells {
+            let show = |e: &Option<Estimate>| e.map(|e| e.show()).unwrap_or_else(|| "-".into());
+            s.push_str(&format!(
+                "| {} | {} | {} | {} | {} |\n",
+                c.method,
+                show(&c.seconds_per_task),
+                show(&c.adapter_mb),
+                ratio(c.seconds_per_task, moram.and_then(|m| m.seconds_per_task)),
+                ratio(c.adapter_mb, moram.and_then(|m| m.adapter_mb)),
+            ));
+        }
+        s.push('\n');
         s
     }
 
@@ -595,6 +658,40 @@ mod tests {
         let mut twice = formats_like_study();
         twice.methods.push(Method::MORAM);
         assert!(twice.validate().unwrap_err().to_string().contains("`moram` appears twice"));
+    }
+
+    #[test]
+    fn the_cost_table_compares_each_method_with_moram() {
+        let cell = |method: &str, seconds: &[f64], mb: &[f64]| CellSummary {
+            setting: "demo".into(),
+            method: method.into(),
+            finished: seconds.len(),
+            planned: seconds.len(),
+            op: Estimate::of(&[1.0]),
+            bwt: Estimate::of(&[1.0]),
+            forgetting: Estimate::of(&[1.0]),
+            diagonal: Estimate::of(&[1.0]),
+            leakage: None,
+            worst_next_task_retention: None,
+            op_vs_baseline: None,
+            bwt_vs_baseline: None,
+            seconds_per_task: Some(Estimate::of(seconds)),
+            adapter_mb: Some(Estimate::of(mb)),
+            mean_matrix: vec![vec![1.0]],
+            runs: Vec::new(),
+        };
+        let report = StudyReport {
+            name: "s".into(),
+            tasks: vec!["a".into()],
+            baseline: None,
+            cells: vec![
+                cell("moram", &[40.0, 44.0], &[2.0, 2.0]),
+                cell("moram-task-gated", &[46.0, 50.0], &[3.3, 3.3]),
+            ],
+        };
+        let md = report.markdown();
+        assert!(md.contains("| moram | 42.00 ± 25.41 | 2.00 ± 0.00 | 1.00x | 1.00x |"), "{md}");
+        assert!(md.contains("| moram-task-gated | 48.00 ± 25.41 | 3.30 ± 0.00 | 1.14x | 1.65x |"), "{md}");
     }
 
     #[test]
