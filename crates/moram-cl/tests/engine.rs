@@ -346,6 +346,16 @@ fn runs_record_routing_after_every_task_and_protected_variants_keep_their_subspa
     let o = run("o-lora", 3, &tmp.path().join("o-lora"));
     assert!(o.matrix[0][0] > 60.0, "{:?}", o.matrix);
     assert!(o.tasks.iter().all(|t| t.routing.is_none()), "summed LoRAs have no routing");
+    // IncLoRA: the same summed LoRAs without O-LoRA's penalties; each task's LoRA is frozen after it.
+    let inc = run("inc-lora", 3, &tmp.path().join("inc-lora"));
+    assert!(inc.matrix[0][0] > 60.0 && inc.matrix[1][1] > 60.0, "{:?}", inc.matrix);
+    let a0 =
+        moram_core::AdapterFile::load(tmp.path().join("inc-lora/adapter-task0.safetensors"), tch::Device::Cpu).unwrap();
+    let a2 =
+        moram_core::AdapterFile::load(tmp.path().join("inc-lora/adapter-task2.safetensors"), tch::Device::Cpu).unwrap();
+    let (b0, b2) = (a0.bank("head").unwrap(), a2.bank("head").unwrap());
+    assert!(b2.keys_tensor().narrow(0, 0, 4).equal(&b0.keys_tensor()), "task 0's LoRA moved");
+    assert_eq!((b0.config().penalty.orthogonality, b2.n_frozen()), (0.0, 8));
 }
 
 /// Novelty gating on the constructed sequence: each task's marker lies outside the earlier tasks'

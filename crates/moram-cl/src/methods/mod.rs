@@ -3,11 +3,12 @@
 //! config) and starts the [`RunHooks`] the runner calls around each task and step.
 //!
 //! The paper's MoRAM and its Table 4 ablations ([`moram`]), the routers of Table 4 ([`routers`]),
-//! the baselines ([`seq_lora`], [`o_lora`], [`mtl`]) and the variants this project adds
+//! the baselines ([`seq_lora`], [`o_lora`], [`inc_lora`], [`mtl`]) and the variants this project adds
 //! ([`subspace`], [`scores`], [`task_gated`]). Adding a method: a file with a type implementing
 //! [`MethodDef`], and one line in [`REGISTRY`].
 
 pub mod hooks;
+pub mod inc_lora;
 pub mod moram;
 pub mod mtl;
 pub mod o_lora;
@@ -36,6 +37,7 @@ pub static REGISTRY: &[&dyn MethodDef] = &[
     &routers::MoeLora,
     &seq_lora::SeqLora,
     &o_lora::OLora,
+    &inc_lora::IncLora,
     &mtl::Mtl,
     &task_gated::TaskGated,
     &subspace::Orthogonal,
