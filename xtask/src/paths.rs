@@ -10,21 +10,10 @@ pub fn workspace_root() -> PathBuf {
     manifest.parent().map(PathBuf::from).unwrap_or(manifest)
 }
 
-/// Download cache kept outside the repository: `$MORAM_CACHE`, else `$XDG_CACHE_HOME/moram`,
-/// else `~/.cache/moram`.
+/// Download cache kept outside the repository ([`moram_assets::cache_dir`]: `$MORAM_CACHE`, else
+/// `$XDG_CACHE_HOME/moram`, else `~/.cache/moram`).
 pub fn cache_dir() -> Result<PathBuf> {
-    if let Some(dir) = std::env::var_os("MORAM_CACHE") {
-        return Ok(PathBuf::from(dir));
-    }
-    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
-        return Ok(PathBuf::from(dir).join("moram"));
-    }
-    match std::env::var_os("HOME") {
-        Some(home) => Ok(PathBuf::from(home).join(".cache").join("moram")),
-        None => {
-            bail!("cannot choose a download cache: set MORAM_CACHE (or HOME) to a writable folder")
-        }
-    }
+    Ok(moram_assets::cache_dir()?)
 }
 
 /// `cargo` as invoked by the user (respects `$CARGO`), run from the workspace root.

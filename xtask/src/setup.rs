@@ -212,7 +212,7 @@ fn install_split_asset(root: &Path, asset: &SplitAsset) -> Result<()> {
 
 /// The folder test assets are extracted to.
 pub fn assets_dir() -> Result<PathBuf> {
-    Ok(paths::cache_dir()?.join("assets"))
+    Ok(moram_assets::assets_dir()?)
 }
 
 /// The assets the demo and the studies read (SmolLM2, BBC News, WordNet); the others are for tests.

@@ -96,12 +96,7 @@ fn class_incremental_tasks_from_idx() {
 /// The real Fashion-MNIST (Debian `dataset-fashion-mnist`, fetched by `cargo xtask setup`).
 #[test]
 fn real_fashion_mnist() {
-    let Some(dir) =
-        std::env::var_os("MORAM_ASSETS").map(|a| Path::new(&a).join("fashion-mnist")).filter(|d| d.is_dir())
-    else {
-        eprintln!("skipped: Fashion-MNIST not installed (cargo xtask setup fetches it)");
-        return;
-    };
+    let Some(dir) = moram_assets::test_asset("fashion-mnist") else { return };
     let labels = read_idx(&dir.join("t10k-labels-idx1-ubyte.gz")).unwrap();
     assert_eq!(labels.dims, [10000]);
     let mut counts = [0usize; 10];

@@ -83,7 +83,7 @@ enum Command {
     /// and MoRAM with novelty-gated routing; prints the matrices, OP / BWT with 95% intervals and
     /// the routing leakage. Assets come from `cargo xtask setup`.
     Demo {
-        /// Assets folder (default: $MORAM_CACHE/assets, else ~/.cache/moram/assets).
+        /// Assets folder (default: $MORAM_ASSETS, else the cache's assets: $MORAM_CACHE, $XDG_CACHE_HOME/moram or ~/.cache/moram).
         #[arg(long)]
         assets: Option<PathBuf>,
         /// Output folder (default: runs/demo; a taken name gets a -2, -3, ... suffix).
@@ -168,7 +168,7 @@ enum Command {
         /// `--assets` and every linear layer of its last eight blocks.
         #[arg(long)]
         model: Option<String>,
-        /// Assets folder for `--model` (default: $MORAM_CACHE/assets, else ~/.cache/moram/assets).
+        /// Assets folder for `--model` (default: $MORAM_ASSETS, else the cache's assets: $MORAM_CACHE, $XDG_CACHE_HOME/moram or ~/.cache/moram).
         #[arg(long)]
         assets: Option<PathBuf>,
         /// Train N runs at once, each by a worker process with --threads (default: cores / N)
@@ -193,7 +193,7 @@ enum Command {
         /// `demo` or `formats`.
         #[arg(long, default_value = "demo")]
         sequence: String,
-        /// Assets folder (default: $MORAM_CACHE/assets, else ~/.cache/moram/assets).
+        /// Assets folder (default: $MORAM_ASSETS, else the cache's assets: $MORAM_CACHE, $XDG_CACHE_HOME/moram or ~/.cache/moram).
         #[arg(long)]
         assets: Option<PathBuf>,
         /// Output folder.
@@ -322,7 +322,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Study { file, out, set, max_minutes, report_only, model, assets, jobs, methods, seeds } => {
             let model = match model {
-                Some(name) => Some((demo::real_model(&name)?, assets.unwrap_or_else(demo::default_assets))),
+                Some(name) => Some((demo::real_model(&name)?, assets.map_or_else(demo::default_assets, Ok)?)),
                 None => None,
             };
             let workers = match jobs {
@@ -346,7 +346,7 @@ fn run(cli: Cli) -> Result<()> {
                 "formats" => true,
                 other => anyhow::bail!("--sequence must be `demo` or `formats`, found `{other}`"),
             };
-            let assets = assets.unwrap_or_else(demo::default_assets);
+            let assets = assets.map_or_else(demo::default_assets, Ok)?;
             let sizes = demo::data::DemoSizes { train, eval, words };
             let tasks = demo::write_sequence(&assets, &out, sizes, seed, formats)
                 .with_context(|| format!("writing the {sequence} tasks from {}", assets.display()))?;
@@ -359,7 +359,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Demo { assets, out, model, set, jobs } => {
             let stop = ctrl_c_flag()?;
             let workers = workers::Workers::for_this_machine(jobs, cli.threads, demo::METHODS.len())?;
-            demo::run(&assets.unwrap_or_else(demo::default_assets), &out, &model, &set, workers, stop).map(|_| ())
+            demo::run(&assets.map_or_else(demo::default_assets, Ok)?, &out, &model, &set, workers, stop).map(|_| ())
         }
         Command::Eval { dir, after } => run_tools::eval(&dir, after),
         Command::Viz { dir, examples } => run_tools::figures(&dir, examples),

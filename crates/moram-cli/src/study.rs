@@ -37,7 +37,7 @@ pub fn run(
     let out = out.unwrap_or_else(|| PathBuf::from("runs").join(format!("study-{}", study.name)));
     // The model's overrides come first, so `--set` can still change them.
     let sets: Vec<String> = match model {
-        Some((m, assets)) => m.overrides(&assets).into_iter().chain(sets.iter().cloned()).collect(),
+        Some((m, assets)) => crate::demo::overrides(m, &assets).into_iter().chain(sets.iter().cloned()).collect(),
         None => sets.to_vec(),
     };
     let runs = study.runs(&out, &sets)?;

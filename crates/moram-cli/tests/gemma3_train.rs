@@ -6,16 +6,9 @@ use std::path::PathBuf;
 use std::process::Command;
 
 fn assets() -> Option<PathBuf> {
-    let dir = std::env::var_os("MORAM_ASSETS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/moram/assets"));
-    let needed = ["gemma3/gemma-3-270m-q4_k_m.gguf", "bbc", "wordnet"];
-    if needed.iter().all(|p| dir.join(p).exists()) {
-        Some(dir)
-    } else {
-        println!("skipping: the Gemma 3 GGUF or the demo data is absent from {}", dir.display());
-        None
-    }
+    let needed = [moram_assets::GEMMA3_270M.file, "bbc", "wordnet"];
+    let found: Option<Vec<PathBuf>> = needed.iter().map(moram_assets::test_asset).collect();
+    found.and_then(|_| moram_assets::assets_dir().ok())
 }
 
 #[test]

