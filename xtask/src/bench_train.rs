@@ -92,57 +92,6 @@ fn run_side(mut cmd: Command, what: &str) -> Result<Vec<Row>> {
         .collect()
 }
 
-/// The two sides' commands for one case.
-pub(crate) struct Sides {
-    bin: std::path::PathBuf,
-    pub(crate) python: std::path::PathBuf,
-    script: std::path::PathBuf,
-    pub(crate) threads: String,
-    gguf: String,
-}
-
-impl Sides {
-    /// `moram-bench train` on `case` (`reps` timed calls, or `--serve` when `None`), with bf16
-    /// base weights when `bf16`.
-    pub(crate) fn moram(&self, case: &str, reps: Option<&str>, bf16: bool) -> Command {
-        let mut c = Command::new(&self.bin);
-        c.args([
-            "--threads",
-            &self.threads,
-            "--reps",
-            reps.unwrap_or("1"),
-            "train",
-            "--gguf",
-            &self.gguf,
-            "--case",
-            case,
-        ]);
-        if bf16 {
-            c.arg("--bf16");
-        }
-        if reps.is_none() {
-            c.arg("--serve");
-        }
-        c
-    }
-
-    /// `benchmarks/train_pytorch.py` on `case` (`reps` timed calls, or `--serve` when `None`),
-    /// with bf16 base weights when `bf16`.
-    pub(crate) fn pytorch(&self, case: &str, reps: Option<&str>, bf16: bool) -> Command {
-        let mut c = Command::new(&self.python);
-        c.arg(&self.script)
-            .args(["--threads", &self.threads, "--reps", reps.unwrap_or("1"), "--gguf", &self.gguf, "--case", case])
-            .env("HF_HUB_OFFLINE", "1");
-        if bf16 {
-            c.arg("--bf16");
-        }
-        if reps.is_none() {
-            c.arg("--serve");
-        }
-        c
-    }
-}
-
 pub fn run(args: TrainArgs) -> Result<()> {
     if args.rounds == 0 || args.reps == 0 || args.threads == 0 || args.pairs == Some(0) {
         bail!("--rounds, --reps, --threads and --pairs must be at least 1");
@@ -151,7 +100,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let root = paths::workspace_root();
     paths::run_checked(paths::cargo().args(["build", "--release", "-p", "moram-bench"]))?;
     let python = python::venv_with(&paths::cache_dir()?.join("venv-torch-2.11.0"), &fixtures::REQUIREMENTS)?;
-    let sides = Sides {
+    let sides = crate::bench_pairs::Sides {
         bin: root.join("target/release/moram-bench"),
         python,
         script: root.join("benchmarks/train_pytorch.py"),

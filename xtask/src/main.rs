@@ -7,6 +7,7 @@ mod bench;
 mod bench_dist;
 mod bench_pairs;
 mod bench_train;
+mod checks;
 mod fixtures;
 mod fuzz;
 mod paths;
@@ -60,7 +61,8 @@ enum Command {
     /// default the README's: four formats of the BBC topic question on SmolLM2 (`--max-minutes`
     /// bounds it; the same command continues it).
     Study(study::StudyArgs),
-    /// `cargo fmt --check` and `cargo clippy --all-targets -- -D warnings` over the workspace.
+    /// `cargo fmt --check`, `cargo clippy --all-targets -- -D warnings`, no import cycle between a
+    /// crate's modules, and every relative link of the README and `docs/` valid.
     Lint,
     /// Regenerate the committed reference fixtures with Python PyTorch 2.11.0 (needs PyPI).
     Fixtures,
@@ -70,7 +72,7 @@ enum Command {
     /// Side-by-side benchmarks against PyTorch; results go to `benchmarks/results/`.
     Bench {
         #[command(subcommand)]
-        which: bench::Which,
+        which: Which,
     },
 }
 
@@ -145,7 +147,16 @@ fn run(cli: Cli) -> Result<()> {
         Command::Lint => {
             setup::install(setup::Flavour::Cpu, false)?;
             paths::run_checked(paths::cargo().args(["fmt", "--all", "--", "--check"]))?;
-            paths::run_checked(paths::cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))
+            paths::run_checked(paths::cargo().args([
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ]))?;
+            // No import cycle between a crate's modules; every relative link of README.md and docs/.
+            checks::run(&paths::workspace_root())
         }
         Command::Fixtures => fixtures::generate(),
         Command::Fuzz(args) => {
@@ -154,7 +165,65 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Bench { which } => {
             setup::install(setup::Flavour::Cpu, false)?;
-            bench::run(which)
+            bench_run(which)
         }
+    }
+}
+
+/// The benchmarks (`cargo xtask bench ...`).
+#[derive(clap::Subcommand)]
+pub enum Which {
+    /// MoramLinear (eval; train forward+backward) vs a frozen linear vs PyTorch 2.11, on CPU.
+    Core {
+        #[command(flatten)]
+        common: bench::Common,
+    },
+    /// CLIP ViT-B/16 image encoder (random weights, eval) vs transformers' CLIPVisionModel, on CPU.
+    Clip {
+        #[command(flatten)]
+        common: bench::Common,
+        /// Images per batch.
+        #[arg(long, default_value_t = 8)]
+        batch: u32,
+    },
+    /// SmolLM2-135M (GGUF, fetched by setup): prefill and greedy generation tokens/s vs transformers
+    /// on the same dequantised weights, on CPU.
+    Llm {
+        #[command(flatten)]
+        common: bench::Common,
+    },
+    /// Dequantisation of the Gemma 3 270M Q4_K_M GGUF (fetched by setup), every tensor by storage
+    /// type and the whole file, vs the `gguf` Python package (numpy), on CPU.
+    Dequant {
+        #[command(flatten)]
+        common: bench::Common,
+    },
+    /// Data-parallel training (`moram train --nproc 2`, c10d/Gloo) against one process with 1 and
+    /// 2 threads: seconds per step and the collectives' share, on the demo's settings.
+    Dist(bench_dist::DistArgs),
+    /// A TRACE-style training step (192 and 4,096 tokens) and batched generation, moram vs PyTorch
+    /// + transformers on the same job: tokens/s, peak memory, bf16 base, share of matmul peak.
+    Train(bench_train::TrainArgs),
+    /// Every benchmark above in turn (core, clip, llm), each regenerating its README table.
+    All {
+        #[command(flatten)]
+        common: bench::Common,
+    },
+}
+
+/// Runs one benchmark (`All`: core, clip and llm in turn).
+fn bench_run(which: Which) -> Result<()> {
+    match which {
+        Which::All { common } => {
+            bench_run(Which::Core { common })?;
+            bench_run(Which::Clip { common, batch: 8 })?;
+            bench_run(Which::Llm { common })
+        }
+        Which::Train(args) => bench_train::run(args),
+        Which::Dist(args) => bench_dist::run(args),
+        Which::Core { common } => bench::run_side_by_side("core", common, 0),
+        Which::Clip { common, batch } => bench::run_side_by_side("clip", common, batch),
+        Which::Dequant { common } => bench::run_side_by_side("dequant", common, 0),
+        Which::Llm { common } => bench::run_side_by_side("llm", common, 0),
     }
 }

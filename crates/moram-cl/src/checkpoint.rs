@@ -268,7 +268,7 @@ pub fn save_adapter(learner: &impl Learner, dir: &Path, task: usize, config: &Ru
     let layers = learner.moram_layers();
     let mut extra = BTreeMap::new();
     extra.insert("run".to_string(), config.name.clone());
-    extra.insert("method".to_string(), config.method.name.name());
+    extra.insert("method".to_string(), config.method.name.to_string());
     extra.insert("task_names".to_string(), learner.task_names()[..=task].join("\n"));
     let banks = layers.iter().map(|(p, m)| (p.as_str(), m.bank()));
     moram_core::save_adapter_with_gate(dir.join(&name), banks, learner.task_gate(), &extra)?;

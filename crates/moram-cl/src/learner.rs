@@ -7,6 +7,13 @@ use moram_core::{MoramLinear, TaskGate};
 use std::ops::Range;
 use tch::Tensor;
 
+/// Training mode (dropout on, no inference gate) or eval mode for every MoRAM layer of `learner`.
+pub fn set_training(learner: &mut (impl Learner + ?Sized), on: bool) {
+    for (_, m) in learner.moram_layers_mut() {
+        m.set_training(on);
+    }
+}
+
 /// A model with MoRAM layers and a task sequence to learn.
 pub trait Learner {
     /// Task names, in training order.

@@ -33,7 +33,8 @@ pub mod study;
 pub mod synthetic;
 
 pub use checkpoint::RunState;
-pub use config::{Method, RunConfig};
+pub use config::RunConfig;
 pub use error::{Error, Result};
 pub use learner::Learner;
+pub use methods::Method;
 pub use runner::{resume, run, RunOptions};

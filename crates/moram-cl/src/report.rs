@@ -91,7 +91,7 @@ impl Results {
         let summary = if state.is_complete() { Some(summarize_run(state)?) } else { None };
         Ok(Results {
             name: config.name.clone(),
-            method: config.method.name.name(),
+            method: config.method.name.to_string(),
             state: state.clone(),
             summary,
             config: config.flatten(),

@@ -17,7 +17,7 @@
 use crate::checkpoint::{self, PruneReport, RunState, TaskRecord};
 use crate::config::RunConfig;
 use crate::error::{Error, Result};
-use crate::learner::Learner;
+use crate::learner::{set_training, Learner};
 use crate::optim::Adam;
 use crate::report;
 use crate::schedule::learning_rate;
@@ -95,12 +95,6 @@ fn seed_torch(config: &RunConfig, task: usize, rank: usize) {
     tch::manual_seed(
         (config.seed as i64).wrapping_add(1_000_003 * (task as i64 + 1)).wrapping_add(7_919 * rank as i64),
     );
-}
-
-pub(crate) fn set_training(learner: &mut (impl Learner + ?Sized), on: bool) {
-    for (_, m) in learner.moram_layers_mut() {
-        m.set_training(on);
-    }
 }
 
 fn atom_count(learner: &impl Learner) -> usize {
@@ -185,7 +179,7 @@ fn continue_run(
 ) -> Result<RunState> {
     let n = state.task_names.len();
     let mut log = if group.is_main() { Some(report::StepLog::open(dir)?) } else { None };
-    let mut hooks = config.method.name.def().start(config)?;
+    let mut hooks = config.method()?.def().start(config)?;
     for task in state.tasks_done()..n {
         let mut record = train_task(learner, config, &state, task, log.as_mut(), options, group, hooks.as_mut())?;
         // A task that took no step (multi-task training after its one joint task) left the model

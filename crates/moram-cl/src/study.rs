@@ -23,8 +23,9 @@
 //! again, an unfinished one is resumed, so a study can be stopped and continued at any time.
 
 use crate::checkpoint::RunState;
-use crate::config::{Method, RunConfig};
+use crate::config::RunConfig;
 use crate::error::{Error, Result};
+use crate::methods::Method;
 use crate::metrics;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

@@ -104,7 +104,7 @@ fn config_errors_name_the_key() {
     assert_eq!(parse_kind(&format!("{base}[optimizer]\nlr = -1.0\n")), "key optimizer.lr");
     assert_eq!(parse_kind(&base.replace("name = \"moram\"", "name = \"moram\"\ntemperature = 0.0")), "key method");
     let e = parse("[method]\nname = \"lora-plus\"\n[training]\niterations = 5\nbatch_size = 4\n");
-    assert!(e.contains("`lora-plus`: unknown method") && e.contains("seq-lora") && e.contains("line 2"), "{e}");
+    assert!(e.contains("`method.name`") && e.contains("`lora-plus`: unknown method") && e.contains("seq-lora"), "{e}");
     let e = parse("[method]\nname = \"moram\"\n[training]\nbatch_size = 4\n");
     assert_eq!(e, "config `training`: give exactly one of `iterations` and `epochs`");
     let e = parse(&format!("{base}micro_batch_size = 3\n"));
@@ -123,7 +123,8 @@ fn config_errors_name_the_key() {
     let mut c = RunConfig::from_toml_str(base, Path::new("run.toml")).unwrap();
     c.set("training.iterations=7").unwrap();
     c.set("method.name=seq-lora").unwrap();
-    assert_eq!((c.training.iterations, c.method.name), (Some(7), moram_cl::Method::SEQ_LORA));
+    assert_eq!(c.training.iterations, Some(7));
+    assert_eq!(c.method.name, moram_cl::Method::SEQ_LORA);
     let err = c.set("training.batch_size=0").unwrap_err();
     assert!(matches!(&err, Error::Config { key, .. } if key == "training.batch_size"), "{err:?}");
     assert!(c.set("nonsense").is_err());

@@ -85,7 +85,7 @@ fn the_shipped_studies_expand_to_seed_major_runs_with_the_method_line_as_the_onl
             assert_eq!(r.config.data.as_ref().unwrap().tasks, tasks, "{file}");
             let mut a = r.config.clone();
             let mut b = runs[0].config.clone();
-            (a.method.name, a.seed, a.name) = (b.method.name, b.seed, b.name.clone());
+            (a.method.name, a.seed, a.name) = (b.method.name.clone(), b.seed, b.name.clone());
             b.name = a.name.clone();
             assert_eq!(a, b, "only method, seed and name differ");
             // The demo's budget: the study measures exactly what the demo runs.

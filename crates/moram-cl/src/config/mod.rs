@@ -10,7 +10,6 @@ use moram_core::{CompatFlags, MoramConfig, Profile, ScoreInput};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
-pub use crate::methods::Method;
 pub use device::DeviceChoice;
 pub use inputs::{BaseDtype, DataConfig, DataFormat, ModelConfig, ModelKind, Split};
 
@@ -57,13 +56,14 @@ pub struct RunConfig {
     pub data: Option<DataConfig>,
     /// The layer config `method` resolves to, computed once ([`RunConfig::layer_config`]).
     #[serde(skip)]
-    layer: LayerCache,
+    pub(crate) layer: LayerCache,
 }
 
 /// The method's layer config and the `[method]` section it came from (recomputed only when the
-/// section changed). Not part of the config's value: two configs compare equal whatever it holds.
+/// section changed; [`RunConfig::layer_config`]). Not part of the config's value: two configs
+/// compare equal whatever it holds.
 #[derive(Debug, Default)]
-struct LayerCache(std::sync::Mutex<Option<(MethodConfig, MoramConfig)>>);
+pub(crate) struct LayerCache(pub(crate) std::sync::Mutex<Option<(MethodConfig, MoramConfig)>>);
 
 impl Clone for LayerCache {
     fn clone(&self) -> Self {
@@ -92,12 +92,32 @@ pub const DEFAULT_SCORE_EXAMPLES: usize = 64;
 /// Training prompts of each task the task gate is fitted on, by default.
 pub const DEFAULT_GATE_EXAMPLES: usize = 256;
 
+/// A method's config name as the `[method]` section holds it ([`crate::methods::Method`] is the
+/// method it names).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct MethodName(pub String);
+
+impl MethodName {
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for MethodName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// Method and layer hyper-parameters: a moram-core profile plus overrides.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MethodConfig {
-    /// The method.
-    pub name: Method,
+    /// The method's config name (`moram`, `seq-lora`, ...): one of [`crate::methods::REGISTRY`],
+    /// checked by [`RunConfig::validate`].
+    pub name: MethodName,
     /// moram-core profile the layer settings start from (`paper`, `xtail`, `trace_code`, `trace_paper`).
     #[serde(default = "default_profile")]
     pub profile: Profile,
@@ -368,20 +388,6 @@ impl RunConfig {
         let model = self.model.as_ref().ok_or_else(|| Error::config("model", "the config has no [model] section"))?;
         let data = self.data.as_ref().ok_or_else(|| Error::config("data", "the config has no [data] section"))?;
         Ok((model, data))
-    }
-
-    /// The layer config every adapted layer gets: the profile, the `[method]` overrides and what
-    /// the method adds ([`crate::methods::layer_config`]), computed once per method section.
-    pub fn layer_config(&self) -> Result<MoramConfig> {
-        let mut cache = self.layer.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((method, layer)) = cache.as_ref() {
-            if method == &self.method {
-                return Ok(layer.clone());
-            }
-        }
-        let layer = crate::methods::layer_config(&self.method)?;
-        *cache = Some((self.method.clone(), layer.clone()));
-        Ok(layer)
     }
 
     /// Checks ranges and consistency; errors name the key.

@@ -27,7 +27,7 @@ pub enum AnyLearner {
 pub fn build(config: &RunConfig) -> Result<AnyLearner> {
     config.validate()?;
     let (model, _) = config.model_and_data()?;
-    if model.kind == ModelKind::Clip && !config.method.name.def().runs_on_clip() {
+    if model.kind == ModelKind::Clip && !config.method()?.def().runs_on_clip() {
         return Err(crate::error::Error::config(
             "method.name",
             format!(

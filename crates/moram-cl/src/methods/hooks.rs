@@ -91,7 +91,7 @@ pub fn fit_score_statistics(run: &mut TaskRun<'_>) -> Result<()> {
         m.start_input_statistics();
     }
     drop(layers);
-    crate::runner::set_training(learner, false);
+    crate::learner::set_training(learner, false);
     let n_train = learner.train_len(task);
     let n = config.method.score_examples.unwrap_or(crate::config::DEFAULT_SCORE_EXAMPLES).min(n_train);
     let pb = bar(n as u64, "score statistics".into(), progress);

@@ -18,7 +18,7 @@ pub mod seq_lora;
 pub mod subspace;
 pub mod task_gated;
 
-use crate::config::{MethodConfig, RunConfig};
+use crate::config::{MethodConfig, MethodName, RunConfig};
 use crate::error::{Error, Result};
 use crate::learner::Learner;
 use moram_core::MoramConfig;
@@ -205,6 +205,39 @@ impl<'de> serde::Deserialize<'de> for Method {
     }
 }
 
+impl RunConfig {
+    /// The method `method.name` names; an error lists the registered ones.
+    pub fn method(&self) -> Result<Method> {
+        Method::from_name(self.method.name.as_str()).map_err(|e| Error::config("method.name", e))
+    }
+
+    /// The layer config every adapted layer gets: the profile, the `[method]` overrides and what
+    /// the method adds ([`crate::methods::layer_config`]), computed once per method section.
+    pub fn layer_config(&self) -> Result<MoramConfig> {
+        let mut cache = self.layer.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((method, layer)) = cache.as_ref() {
+            if method == &self.method {
+                return Ok(layer.clone());
+            }
+        }
+        let layer = layer_config(&self.method)?;
+        *cache = Some((self.method.clone(), layer.clone()));
+        Ok(layer)
+    }
+}
+
+impl From<Method> for MethodName {
+    fn from(m: Method) -> Self {
+        MethodName(m.name())
+    }
+}
+
+impl PartialEq<Method> for MethodName {
+    fn eq(&self, other: &Method) -> bool {
+        self.as_str() == other.0.name()
+    }
+}
+
 /// The profile's layer config with the `[method]` overrides every method shares (r, top-k,
 /// temperature, threshold, dropout, value scale, compat), then the method's own ([`MethodDef::layer`]),
 /// validated. What [`RunConfig::layer_config`] holds.
@@ -228,7 +261,8 @@ pub fn layer_config(method: &MethodConfig) -> Result<MoramConfig> {
             return Err(Error::config(key, "must be at least 1"));
         }
     }
-    let c = method.name.def().layer(method, c)?;
+    let def = Method::from_name(method.name.as_str()).map_err(|e| Error::config("method.name", e))?.def();
+    let c = def.layer(method, c)?;
     c.validate().map_err(|source| Error::Method { source })?;
     Ok(c)
 }
@@ -267,7 +301,7 @@ mod tests {
             assert_eq!(Method::from_name(&m.name()), Ok(m));
         }
         let err = Method::from_name("moram-plus").unwrap_err();
-        assert!(err.contains("`moram-plus`") && err.contains("seq-lora, o-lora, mtl"), "{err}");
+        assert!(err.contains("`moram-plus`") && err.contains("seq-lora, o-lora, inc-lora, mtl"), "{err}");
         assert!(Method::MORAM < Method::SEQ_LORA, "listing order");
         assert_eq!(serde_json::to_string(&Method::TASK_GATED).unwrap(), "\"moram-task-gated\"");
     }

@@ -94,7 +94,7 @@ fn train_methods(
     // beside them instead of after them.
     for method in METHODS.iter().rev() {
         let mut cfg = base.clone();
-        cfg.method.name = *method;
+        cfg.method.name = (*method).into();
         cfg.name = format!("demo-{}", method.name());
         jobs.push(RunJob::prepare(method.name(), &out.join(method.name()), &cfg, false)?);
     }
@@ -111,7 +111,7 @@ fn train_methods(
         // The untouched model on every task: what the sequence starts from.
         crate::workers::above_bars(|| eprintln!("scoring the base model on every task ..."));
         let mut cfg = base.clone();
-        cfg.method.name = METHODS[0];
+        cfg.method.name = METHODS[0].into();
         let mut learner = moram_cl::learners::build(&cfg)?;
         let _guard = tch::no_grad_guard();
         learner.begin_evaluation()?;

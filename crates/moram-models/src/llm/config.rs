@@ -2,7 +2,6 @@
 //! `config.json`, resolved as `transformers` 4.45.2 (the version the official MoRAM code pins)
 //! reads it.
 
-use super::gguf::{GgufFile, Value};
 pub use super::rope::{Llama3Scaling, RopeScaling};
 use crate::error::{Error, Result};
 use serde::de::IgnoredAny;
@@ -315,116 +314,6 @@ impl LlmConfig {
         }
     }
 
-    /// `(module, d_in, d_out)` of the seven linear layers of one block (the family's table in
-    /// `layout`).
-    pub fn block_linears(&self) -> [(&'static str, i64, i64); 7] {
-        let mut out = [("", 0, 0); 7];
-        for (o, t) in out.iter_mut().zip(super::layout::block_linears(self.arch)) {
-            let shape = t.weight_shape(self);
-            *o = (t.module.unwrap_or(t.hf), shape[1], shape[0]);
-        }
-        out
-    }
-
-    /// Whether the block linear `module` (`q_proj` ... `down_proj`) has a bias.
-    pub fn has_bias(&self, module: &str) -> bool {
-        super::layout::block_linears(self.arch).any(|t| t.module == Some(module) && t.has_bias(self))
-    }
-
-    /// Parameters of the base model (embedding, blocks with their biases, norms, head unless tied).
-    pub fn parameter_count(&self) -> i64 {
-        let biases: i64 = self.block_linears().iter().filter(|(m, _, _)| self.has_bias(m)).map(|(_, _, o)| o).sum();
-        let norms: i64 =
-            super::layout::block_norms(self.arch).map(|t| t.weight_shape(self).iter().product::<i64>()).sum();
-        let block: i64 = self.block_linears().iter().map(|(_, i, o)| i * o).sum::<i64>() + norms + biases;
-        let embed = self.vocab_size * self.hidden_size;
-        embed + self.num_hidden_layers * block + self.hidden_size + if self.tie_word_embeddings { 0 } else { embed }
-    }
-
-    /// Reads a llama.cpp GGUF file's `{architecture}.*` metadata (`llama`, `gemma`, `qwen2`,
-    /// `qwen3`, `gemma2`, `gemma3`) and which tensors exist (biases, `output.weight`). What llama.cpp fixes
-    /// in code instead of storing, this fixes the same way: Gemma 3's local layers use RoPE base
-    /// 10,000 with a global layer every sixth, Gemma 2 alternates windowed and global layers, and
-    /// Gemma scores are scaled by `head_dim^-1/2` (every size but the 27B ones).
-    pub fn from_gguf(gguf: &GgufFile) -> Result<Self> {
-        let path = gguf.path();
-        let name = gguf.get("general.architecture").and_then(Value::as_str).unwrap_or("<missing>");
-        let arch = match name {
-            "llama" => Arch::Llama,
-            "gemma" => Arch::Gemma,
-            "qwen2" => Arch::Qwen2,
-            "qwen3" => Arch::Qwen3,
-            "gemma2" => Arch::Gemma2,
-            "gemma3" => Arch::Gemma3,
-            _ => {
-                return Err(Error::Corrupt {
-                    path: path.into(),
-                    reason: format!(
-                    "general.architecture `{name}` is not supported yet (llama, gemma, qwen2, qwen3, gemma2, gemma3)"
-                ),
-                })
-            }
-        };
-        let key = |k: &str| format!("{name}.{k}");
-        let u = |k: &str| gguf.require_u64(&key(k)).map(|v| v as i64);
-        let opt = |k: &str| gguf.get(&key(k)).and_then(Value::as_u64).map(|v| v as i64);
-        let f = |k: &str, default: f64| gguf.get(&key(k)).and_then(Value::as_f64).unwrap_or(default);
-        if gguf.get(&key("rope.scaling.type")).is_some() || gguf.tensors.contains_key("rope_freqs.weight") {
-            return Err(Error::Corrupt {
-                path: path.into(),
-                reason: format!("RoPE scaling ({name}.rope.scaling.* / rope_freqs) is not supported yet"),
-            });
-        }
-        let hidden = u("embedding_length")?;
-        let heads = check_heads(u("attention.head_count")?, hidden, path)?;
-        let layers = u("block_count")?;
-        let head_dim = opt("attention.key_length").or(opt("rope.dimension_count")).unwrap_or(hidden / heads);
-        let vocab = opt("vocab_size").unwrap_or_else(|| {
-            gguf.get("tokenizer.ggml.tokens").and_then(Value::as_array).map(|a| a.len() as i64).unwrap_or(0)
-        });
-        let has = |hf: &str| gguf.tensors.contains_key(&super::layout::gguf_name(arch, hf).0);
-        let id = |k: &str| gguf.get(k).and_then(Value::as_u64).map(|v| v as i64);
-        let gemma = matches!(arch, Arch::Gemma2 | Arch::Gemma3);
-        let window = if gemma { Some(u("attention.sliding_window")?) } else { None };
-        let sliding_layers = match arch {
-            Arch::Gemma2 => Some((0..layers).map(|i| i % 2 == 0).collect()),
-            Arch::Gemma3 => Some((0..layers).map(|i| (i + 1) % 6 != 0).collect()),
-            _ => None,
-        };
-        let softcap = |k: &str| gguf.get(&key(k)).and_then(Value::as_f64);
-        Ok(LlmConfig {
-            arch,
-            vocab_size: vocab,
-            hidden_size: hidden,
-            intermediate_size: u("feed_forward_length")?,
-            num_hidden_layers: layers,
-            num_attention_heads: heads,
-            num_key_value_heads: opt("attention.head_count_kv").unwrap_or(heads),
-            head_dim,
-            rms_norm_eps: f("attention.layer_norm_rms_epsilon", if arch == Arch::Llama { 1e-5 } else { 1e-6 }),
-            rope_theta: f("rope.freq_base", 10_000.0),
-            tie_word_embeddings: !has("lm_head.weight"),
-            rope_scaling: None,
-            max_position_embeddings: opt("context_length").unwrap_or(4096),
-            activation: if gemma || arch == Arch::Gemma { Activation::GeluTanh } else { Activation::Silu },
-            attention_bias: has("model.layers.0.self_attn.q_proj.bias"),
-            mlp_bias: has("model.layers.0.mlp.up_proj.bias"),
-            bos_token_id: id("tokenizer.ggml.bos_token_id"),
-            eos_token_ids: id("tokenizer.ggml.eos_token_id").into_iter().collect(),
-            // llama.cpp has no sliding window for LLaMA-architecture files (Mistral 7B included).
-            sliding_window: window,
-            sliding_layers,
-            rope_local_theta: (arch == Arch::Gemma3).then_some(10_000.0),
-            // llama.cpp: 1/sqrt(hidden / heads) for Gemma 2 27B (46 layers), 1/sqrt(head_dim) else.
-            query_pre_attn_scalar: match (arch, layers) {
-                (Arch::Gemma2, 46) => Some((hidden / heads) as f64),
-                _ => gemma.then_some(head_dim as f64),
-            },
-            attn_logit_softcapping: softcap("attn_logit_softcapping"),
-            final_logit_softcapping: softcap("final_logit_softcapping"),
-        })
-    }
-
     /// Reads a Hugging Face `LlamaForCausalLM` / `GemmaForCausalLM` `config.json` as `transformers`
     /// 4.45.2 reads it. A `model_type` other than `llama` / `gemma` is named first; fields moram does
     /// not implement (tensor-parallel pre-training splits, other RoPE scalings, other activations,
@@ -653,7 +542,7 @@ fn parse_mirror<T: serde::de::DeserializeOwned>(text: &str, path: &Path, family:
 }
 
 /// Head count and width must be positive (the head width is derived from them).
-fn check_heads(heads: i64, hidden: i64, path: &Path) -> Result<i64> {
+pub(super) fn check_heads(heads: i64, hidden: i64, path: &Path) -> Result<i64> {
     if heads <= 0 || hidden <= 0 {
         return Err(Error::Corrupt {
             path: path.into(),

@@ -303,3 +303,30 @@ pub fn gguf_name(arch: Arch, hf: &str) -> (String, Permute) {
     });
     parsed.unwrap_or_else(|| (hf.to_string(), Permute::None))
 }
+
+impl LlmConfig {
+    /// `(module, d_in, d_out)` of the seven linear layers of one block (the family's table in
+    /// `layout`).
+    pub fn block_linears(&self) -> [(&'static str, i64, i64); 7] {
+        let mut out = [("", 0, 0); 7];
+        for (o, t) in out.iter_mut().zip(block_linears(self.arch)) {
+            let shape = t.weight_shape(self);
+            *o = (t.module.unwrap_or(t.hf), shape[1], shape[0]);
+        }
+        out
+    }
+
+    /// Whether the block linear `module` (`q_proj` ... `down_proj`) has a bias.
+    pub fn has_bias(&self, module: &str) -> bool {
+        block_linears(self.arch).any(|t| t.module == Some(module) && t.has_bias(self))
+    }
+
+    /// Parameters of the base model (embedding, blocks with their biases, norms, head unless tied).
+    pub fn parameter_count(&self) -> i64 {
+        let biases: i64 = self.block_linears().iter().filter(|(m, _, _)| self.has_bias(m)).map(|(_, _, o)| o).sum();
+        let norms: i64 = block_norms(self.arch).map(|t| t.weight_shape(self).iter().product::<i64>()).sum();
+        let block: i64 = self.block_linears().iter().map(|(_, i, o)| i * o).sum::<i64>() + norms + biases;
+        let embed = self.vocab_size * self.hidden_size;
+        embed + self.num_hidden_layers * block + self.hidden_size + if self.tie_word_embeddings { 0 } else { embed }
+    }
+}

@@ -9,6 +9,7 @@ pub mod config;
 pub mod gating;
 pub mod generate;
 pub mod gguf;
+mod gguf_config;
 pub mod layout;
 pub mod llama;
 pub mod mlp;

@@ -1,0 +1,92 @@
+//! A decoder-LLM configuration from a llama.cpp GGUF file's metadata (`{architecture}.*` keys) and
+//! which tensors it holds.
+
+use super::config::{Activation, Arch, LlmConfig};
+use super::gguf::{GgufFile, Value};
+use crate::error::{Error, Result};
+
+impl LlmConfig {
+    /// Reads a llama.cpp GGUF file's `{architecture}.*` metadata (`llama`, `gemma`, `qwen2`,
+    /// `qwen3`, `gemma2`, `gemma3`) and which tensors exist (biases, `output.weight`). What llama.cpp fixes
+    /// in code instead of storing, this fixes the same way: Gemma 3's local layers use RoPE base
+    /// 10,000 with a global layer every sixth, Gemma 2 alternates windowed and global layers, and
+    /// Gemma scores are scaled by `head_dim^-1/2` (every size but the 27B ones).
+    pub fn from_gguf(gguf: &GgufFile) -> Result<Self> {
+        let path = gguf.path();
+        let name = gguf.get("general.architecture").and_then(Value::as_str).unwrap_or("<missing>");
+        let arch = match name {
+            "llama" => Arch::Llama,
+            "gemma" => Arch::Gemma,
+            "qwen2" => Arch::Qwen2,
+            "qwen3" => Arch::Qwen3,
+            "gemma2" => Arch::Gemma2,
+            "gemma3" => Arch::Gemma3,
+            _ => {
+                return Err(Error::Corrupt {
+                    path: path.into(),
+                    reason: format!(
+                    "general.architecture `{name}` is not supported yet (llama, gemma, qwen2, qwen3, gemma2, gemma3)"
+                ),
+                })
+            }
+        };
+        let key = |k: &str| format!("{name}.{k}");
+        let u = |k: &str| gguf.require_u64(&key(k)).map(|v| v as i64);
+        let opt = |k: &str| gguf.get(&key(k)).and_then(Value::as_u64).map(|v| v as i64);
+        let f = |k: &str, default: f64| gguf.get(&key(k)).and_then(Value::as_f64).unwrap_or(default);
+        if gguf.get(&key("rope.scaling.type")).is_some() || gguf.tensors.contains_key("rope_freqs.weight") {
+            return Err(Error::Corrupt {
+                path: path.into(),
+                reason: format!("RoPE scaling ({name}.rope.scaling.* / rope_freqs) is not supported yet"),
+            });
+        }
+        let hidden = u("embedding_length")?;
+        let heads = super::config::check_heads(u("attention.head_count")?, hidden, path)?;
+        let layers = u("block_count")?;
+        let head_dim = opt("attention.key_length").or(opt("rope.dimension_count")).unwrap_or(hidden / heads);
+        let vocab = opt("vocab_size").unwrap_or_else(|| {
+            gguf.get("tokenizer.ggml.tokens").and_then(Value::as_array).map(|a| a.len() as i64).unwrap_or(0)
+        });
+        let has = |hf: &str| gguf.tensors.contains_key(&super::layout::gguf_name(arch, hf).0);
+        let id = |k: &str| gguf.get(k).and_then(Value::as_u64).map(|v| v as i64);
+        let gemma = matches!(arch, Arch::Gemma2 | Arch::Gemma3);
+        let window = if gemma { Some(u("attention.sliding_window")?) } else { None };
+        let sliding_layers = match arch {
+            Arch::Gemma2 => Some((0..layers).map(|i| i % 2 == 0).collect()),
+            Arch::Gemma3 => Some((0..layers).map(|i| (i + 1) % 6 != 0).collect()),
+            _ => None,
+        };
+        let softcap = |k: &str| gguf.get(&key(k)).and_then(Value::as_f64);
+        Ok(LlmConfig {
+            arch,
+            vocab_size: vocab,
+            hidden_size: hidden,
+            intermediate_size: u("feed_forward_length")?,
+            num_hidden_layers: layers,
+            num_attention_heads: heads,
+            num_key_value_heads: opt("attention.head_count_kv").unwrap_or(heads),
+            head_dim,
+            rms_norm_eps: f("attention.layer_norm_rms_epsilon", if arch == Arch::Llama { 1e-5 } else { 1e-6 }),
+            rope_theta: f("rope.freq_base", 10_000.0),
+            tie_word_embeddings: !has("lm_head.weight"),
+            rope_scaling: None,
+            max_position_embeddings: opt("context_length").unwrap_or(4096),
+            activation: if gemma || arch == Arch::Gemma { Activation::GeluTanh } else { Activation::Silu },
+            attention_bias: has("model.layers.0.self_attn.q_proj.bias"),
+            mlp_bias: has("model.layers.0.mlp.up_proj.bias"),
+            bos_token_id: id("tokenizer.ggml.bos_token_id"),
+            eos_token_ids: id("tokenizer.ggml.eos_token_id").into_iter().collect(),
+            // llama.cpp has no sliding window for LLaMA-architecture files (Mistral 7B included).
+            sliding_window: window,
+            sliding_layers,
+            rope_local_theta: (arch == Arch::Gemma3).then_some(10_000.0),
+            // llama.cpp: 1/sqrt(hidden / heads) for Gemma 2 27B (46 layers), 1/sqrt(head_dim) else.
+            query_pre_attn_scalar: match (arch, layers) {
+                (Arch::Gemma2, 46) => Some((hidden / heads) as f64),
+                _ => gemma.then_some(head_dim as f64),
+            },
+            attn_logit_softcapping: softcap("attn_logit_softcapping"),
+            final_logit_softcapping: softcap("final_logit_softcapping"),
+        })
+    }
+}
