@@ -126,7 +126,7 @@ fn unsupported_fields_are_named_and_the_architecture_first() -> anyhow::Result<(
     let err = err.to_string();
     assert!(
         err.contains(
-            "`model_type` `gemma4` is not a supported architecture (llama, gemma, gemma2, gemma3_text, qwen2, qwen3, mistral)"
+            "`model_type` `gemma4` is not a supported architecture (llama, gemma, qwen2, qwen3, mistral, gemma3_text, gemma2)"
         ),
         "{err}"
     );

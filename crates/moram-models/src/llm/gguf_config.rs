@@ -14,19 +14,15 @@ impl LlmConfig {
     pub fn from_gguf(gguf: &GgufFile) -> Result<Self> {
         let path = gguf.path();
         let name = gguf.get("general.architecture").and_then(Value::as_str).unwrap_or("<missing>");
-        let arch = match name {
-            "llama" => Arch::Llama,
-            "gemma" => Arch::Gemma,
-            "qwen2" => Arch::Qwen2,
-            "qwen3" => Arch::Qwen3,
-            "gemma2" => Arch::Gemma2,
-            "gemma3" => Arch::Gemma3,
-            _ => {
+        let arch = match super::families::gguf_family(name) {
+            Some(f) => f.arch(),
+            None => {
                 return Err(Error::Corrupt {
                     path: path.into(),
                     reason: format!(
-                    "general.architecture `{name}` is not supported yet (llama, gemma, qwen2, qwen3, gemma2, gemma3)"
-                ),
+                        "general.architecture `{name}` is not supported yet ({})",
+                        super::families::gguf_architectures().join(", ")
+                    ),
                 })
             }
         };
@@ -41,13 +37,13 @@ impl LlmConfig {
             });
         }
         let hidden = u("embedding_length")?;
-        let heads = super::config::check_heads(u("attention.head_count")?, hidden, path)?;
+        let heads = super::hf_config::check_heads(u("attention.head_count")?, hidden, path)?;
         let layers = u("block_count")?;
         let head_dim = opt("attention.key_length").or(opt("rope.dimension_count")).unwrap_or(hidden / heads);
         let vocab = opt("vocab_size").unwrap_or_else(|| {
             gguf.get("tokenizer.ggml.tokens").and_then(Value::as_array).map(|a| a.len() as i64).unwrap_or(0)
         });
-        let has = |hf: &str| gguf.tensors.contains_key(&super::layout::gguf_name(arch, hf).0);
+        let has = |hf: &str| gguf.tensors.contains_key(&super::families::gguf_name(arch, hf).0);
         let id = |k: &str| gguf.get(k).and_then(Value::as_u64).map(|v| v as i64);
         let gemma = matches!(arch, Arch::Gemma2 | Arch::Gemma3);
         let window = if gemma { Some(u("attention.sliding_window")?) } else { None };

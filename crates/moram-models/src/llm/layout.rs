@@ -7,7 +7,7 @@
 //! Building, loading (both formats), the strict checkpoint check, injection targets, parameter
 //! counts and `base_tensors` all read the family's layout ([`block_table`]).
 
-use super::config::{Arch, LlmConfig};
+use super::config::LlmConfig;
 use crate::target::ModuleNames;
 
 /// The adaptable linear layers of a block, in table order (the [`TargetSpec`] vocabulary).
@@ -73,7 +73,7 @@ pub enum Dim {
 }
 
 impl Dim {
-    fn size(self, c: &LlmConfig) -> i64 {
+    pub(crate) fn size(self, c: &LlmConfig) -> i64 {
         match self {
             Dim::Hidden => c.hidden_size,
             Dim::QueryWidth => c.num_attention_heads * c.head_dim,
@@ -133,7 +133,12 @@ const fn linear(
 /// The seven linear layers of a block in [`LINEAR_MODULES`] order: q/k/v take `qkv_bias`, o
 /// takes `o_bias`, the MLP `mlp_bias`; `permuted` says whether llama.cpp permutes q/k rows
 /// (LLaMA-architecture files only).
-const fn linears(qkv_bias: BiasRule, o_bias: BiasRule, mlp_bias: BiasRule, permuted: bool) -> [BlockTensor; 7] {
+pub(crate) const fn linears(
+    qkv_bias: BiasRule,
+    o_bias: BiasRule,
+    mlp_bias: BiasRule,
+    permuted: bool,
+) -> [BlockTensor; 7] {
     let (q_perm, k_perm) =
         if permuted { (Permute::QueryHeads, Permute::KeyValueHeads) } else { (Permute::None, Permute::None) };
     [
@@ -147,11 +152,11 @@ const fn linears(qkv_bias: BiasRule, o_bias: BiasRule, mlp_bias: BiasRule, permu
     ]
 }
 
-const fn norm(hf: &'static str, gguf: &'static str) -> BlockTensor {
+pub(crate) const fn norm(hf: &'static str, gguf: &'static str) -> BlockTensor {
     BlockTensor { hf, gguf, module: None, shape: &[Dim::Hidden], bias: BiasRule::None, permute: Permute::None }
 }
 
-const fn head_norm(hf: &'static str, gguf: &'static str) -> BlockTensor {
+pub(crate) const fn head_norm(hf: &'static str, gguf: &'static str) -> BlockTensor {
     BlockTensor { hf, gguf, module: None, shape: &[Dim::HeadDim], bias: BiasRule::None, permute: Permute::None }
 }
 
@@ -172,82 +177,6 @@ impl BlockLayout {
     }
 }
 
-/// LLaMA / Mistral: two norms; biases under `attention_bias` / `mlp_bias`; q/k permuted in GGUF
-/// files.
-pub const LLAMA_BLOCK: BlockLayout = BlockLayout {
-    norms: &[norm("input_layernorm", "attn_norm"), norm("post_attention_layernorm", "ffn_norm")],
-    linears: linears(BiasRule::Attention, BiasRule::Attention, BiasRule::Mlp, true),
-};
-
-/// Gemma (1): LLaMA's block without the GGUF row permutation (llama.cpp's `gemma` converter stores
-/// q/k as Hugging Face does).
-pub const GEMMA_BLOCK: BlockLayout = BlockLayout {
-    norms: LLAMA_BLOCK.norms,
-    linears: linears(BiasRule::Attention, BiasRule::Attention, BiasRule::Mlp, false),
-};
-
-/// Qwen2 / Qwen2.5: LLaMA's norms, biases on q/k/v (never on o or the MLP), no GGUF row
-/// permutation (llama.cpp permutes LLaMA-architecture q/k only).
-pub const QWEN2_BLOCK: BlockLayout =
-    BlockLayout { norms: LLAMA_BLOCK.norms, linears: linears(BiasRule::Always, BiasRule::None, BiasRule::None, false) };
-
-/// Qwen3: LLaMA's norms plus RMSNorms over each query and key head (`head_dim` wide), biases under
-/// `attention_bias` (q/k/v/o), none in the MLP, no GGUF row permutation.
-pub const QWEN3_BLOCK: BlockLayout = BlockLayout {
-    norms: &[
-        norm("input_layernorm", "attn_norm"),
-        norm("post_attention_layernorm", "ffn_norm"),
-        head_norm("self_attn.q_norm", "attn_q_norm"),
-        head_norm("self_attn.k_norm", "attn_k_norm"),
-    ],
-    linears: linears(BiasRule::Attention, BiasRule::Attention, BiasRule::None, false),
-};
-
-/// The norms around attention and MLP of Gemma 2 and 3 (llama.cpp names them `attn_norm`,
-/// `post_attention_norm`, `ffn_norm`, `post_ffw_norm`).
-const GEMMA_SANDWICH: [BlockTensor; 4] = [
-    norm("input_layernorm", "attn_norm"),
-    norm("post_attention_layernorm", "post_attention_norm"),
-    norm("pre_feedforward_layernorm", "ffn_norm"),
-    norm("post_feedforward_layernorm", "post_ffw_norm"),
-];
-
-/// Gemma 2: the sandwich norms, biases under `attention_bias`, no GGUF row permutation.
-pub const GEMMA2_BLOCK: BlockLayout = BlockLayout {
-    norms: &GEMMA_SANDWICH,
-    linears: linears(BiasRule::Attention, BiasRule::Attention, BiasRule::None, false),
-};
-
-/// Gemma 3: Gemma 2's block plus per-head q/k norms.
-pub const GEMMA3_BLOCK: BlockLayout = BlockLayout {
-    norms: &[
-        GEMMA_SANDWICH[0],
-        GEMMA_SANDWICH[1],
-        GEMMA_SANDWICH[2],
-        GEMMA_SANDWICH[3],
-        head_norm("self_attn.q_norm", "attn_q_norm"),
-        head_norm("self_attn.k_norm", "attn_k_norm"),
-    ],
-    linears: GEMMA2_BLOCK.linears,
-};
-
-/// Whether llama.cpp's converter stored the family's RMSNorm weights as `1 + w` (Gemma's).
-pub fn gguf_norms_include_one(arch: Arch) -> bool {
-    matches!(arch, Arch::Gemma | Arch::Gemma2 | Arch::Gemma3)
-}
-
-/// The block layout of a family.
-pub fn block_table(arch: Arch) -> &'static BlockLayout {
-    match arch {
-        Arch::Llama | Arch::Mistral => &LLAMA_BLOCK,
-        Arch::Gemma => &GEMMA_BLOCK,
-        Arch::Qwen2 => &QWEN2_BLOCK,
-        Arch::Qwen3 => &QWEN3_BLOCK,
-        Arch::Gemma3 => &GEMMA3_BLOCK,
-        Arch::Gemma2 => &GEMMA2_BLOCK,
-    }
-}
-
 /// A tensor outside the blocks: `(Hugging Face key, GGUF key, shape)` (the same for every family).
 pub const LLAMA_GLOBALS: [(&str, &str, &[Dim]); 3] = [
     ("model.embed_tokens.weight", "token_embd.weight", &[Dim::Vocab, Dim::Hidden]),
@@ -255,78 +184,3 @@ pub const LLAMA_GLOBALS: [(&str, &str, &[Dim]); 3] = [
     // Absent when the head is tied to the embedding.
     ("lm_head.weight", "output.weight", &[Dim::Vocab, Dim::Hidden]),
 ];
-
-/// The adaptable linear layers of a family's block, in [`LINEAR_MODULES`] order (every family has
-/// the same seven; their bias rules and permutations differ).
-pub fn block_linears(arch: Arch) -> impl Iterator<Item = &'static BlockTensor> {
-    block_table(arch).linears.iter()
-}
-
-/// The norms of a family's block, in table order.
-pub fn block_norms(arch: Arch) -> impl Iterator<Item = &'static BlockTensor> {
-    block_table(arch).norms.iter()
-}
-
-/// Every tensor of a Hugging Face checkpoint for `config`, with its shape (biases before their
-/// weights, as `transformers` names them).
-pub fn hf_tensors(config: &LlmConfig) -> Vec<(String, Vec<i64>)> {
-    let mut v = Vec::new();
-    for (hf, _, shape) in LLAMA_GLOBALS {
-        if hf == "lm_head.weight" && config.tie_word_embeddings {
-            continue;
-        }
-        v.push((hf.to_string(), shape.iter().map(|d| d.size(config)).collect()));
-    }
-    for i in 0..config.num_hidden_layers {
-        for t in block_table(config.arch).tensors() {
-            let shape = t.weight_shape(config);
-            if t.has_bias(config) {
-                v.push((format!("model.layers.{i}.{}.bias", t.hf), vec![shape[0]]));
-            }
-            v.push((format!("model.layers.{i}.{}.weight", t.hf), shape));
-        }
-    }
-    v
-}
-
-/// The GGUF key of a Hugging Face key in family `arch`, and the row permutation llama.cpp applied
-/// to it.
-pub fn gguf_name(arch: Arch, hf: &str) -> (String, Permute) {
-    if let Some((_, gguf, _)) = LLAMA_GLOBALS.iter().find(|(h, ..)| *h == hf) {
-        return (gguf.to_string(), Permute::None);
-    }
-    let parsed = hf.strip_prefix("model.layers.").and_then(|rest| {
-        let (i, tail) = rest.split_once('.')?;
-        let (module, kind) = tail.rsplit_once('.')?;
-        let t = block_table(arch).tensors().find(|t| t.hf == module)?;
-        Some((format!("blk.{i}.{}.{kind}", t.gguf), t.permute))
-    });
-    parsed.unwrap_or_else(|| (hf.to_string(), Permute::None))
-}
-
-impl LlmConfig {
-    /// `(module, d_in, d_out)` of the seven linear layers of one block (the family's table in
-    /// `layout`).
-    pub fn block_linears(&self) -> [(&'static str, i64, i64); 7] {
-        let mut out = [("", 0, 0); 7];
-        for (o, t) in out.iter_mut().zip(block_linears(self.arch)) {
-            let shape = t.weight_shape(self);
-            *o = (t.module.unwrap_or(t.hf), shape[1], shape[0]);
-        }
-        out
-    }
-
-    /// Whether the block linear `module` (`q_proj` ... `down_proj`) has a bias.
-    pub fn has_bias(&self, module: &str) -> bool {
-        block_linears(self.arch).any(|t| t.module == Some(module) && t.has_bias(self))
-    }
-
-    /// Parameters of the base model (embedding, blocks with their biases, norms, head unless tied).
-    pub fn parameter_count(&self) -> i64 {
-        let biases: i64 = self.block_linears().iter().filter(|(m, _, _)| self.has_bias(m)).map(|(_, _, o)| o).sum();
-        let norms: i64 = block_norms(self.arch).map(|t| t.weight_shape(self).iter().product::<i64>()).sum();
-        let block: i64 = self.block_linears().iter().map(|(_, i, o)| i * o).sum::<i64>() + norms + biases;
-        let embed = self.vocab_size * self.hidden_size;
-        embed + self.num_hidden_layers * block + self.hidden_size + if self.tie_word_embeddings { 0 } else { embed }
-    }
-}

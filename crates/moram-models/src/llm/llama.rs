@@ -1,12 +1,12 @@
 //! The pre-norm decoder block of the LLaMA family (`transformers` `LlamaDecoderLayer`,
 //! `GemmaDecoderLayer`, `Qwen2DecoderLayer`, `Qwen3DecoderLayer`): pre-norm attention and
 //! pre-norm gated MLP, each added to the residual stream. Built from the family's layout table
-//! (`layout::block_table`): its norms (with Qwen3's per-head q/k norms), its seven linear layers
+//! (`families::block_table`): its norms (with Qwen3's per-head q/k norms), its seven linear layers
 //! and their bias rules.
 
 use super::attention::{Attention, AttentionInputs};
 use super::config::{Arch, LlmConfig};
-use super::layout;
+use super::families;
 use super::mlp::GatedMlp;
 use super::norm::{NormScale, RmsNorm};
 use super::vars::Vars;
@@ -45,13 +45,13 @@ impl Block {
     pub(crate) fn load(vb: &Vars, config: &LlmConfig, layer: usize) -> Result<Self> {
         let c = config;
         let norm = |hf: &str| -> Result<Option<RmsNorm>> {
-            let Some(t) = layout::block_norms(c.arch).find(|t| t.hf == hf) else { return Ok(None) };
+            let Some(t) = families::block_norms(c.arch).find(|t| t.hf == hf) else { return Ok(None) };
             Ok(Some(RmsNorm::new(vb.pp(hf).get("weight", &t.weight_shape(c))?, c.rms_norm_eps, norm_scale(c.arch))))
         };
         let required = |hf: &str| -> Result<RmsNorm> {
             norm(hf)?.ok_or_else(|| crate::error::Error::Input(format!("the {:?} block table has no `{hf}`", c.arch)))
         };
-        let mut linears = layout::block_linears(c.arch)
+        let mut linears = families::block_linears(c.arch)
             .map(|t| vb.pp(t.hf).linear(&t.weight_shape(c), t.has_bias(c)))
             .collect::<Result<Vec<_>>>()?
             .into_iter();

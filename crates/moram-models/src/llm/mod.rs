@@ -6,10 +6,12 @@
 
 pub mod attention;
 pub mod config;
+pub mod families;
 pub mod gating;
 pub mod generate;
 pub mod gguf;
 mod gguf_config;
+pub(crate) mod hf_config;
 pub mod layout;
 pub mod llama;
 pub mod mlp;

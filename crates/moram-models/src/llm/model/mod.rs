@@ -11,8 +11,9 @@
 
 use super::attention::{AttentionInputs, QueryRows};
 use super::config::{Arch, LlmConfig};
+use super::families;
 use super::gguf::GgufFile;
-use super::layout::{self, Permute};
+use super::layout::Permute;
 use super::llama::{norm_scale, Block};
 use super::norm::RmsNorm;
 use super::packing;
@@ -96,7 +97,7 @@ impl CausalLm {
     /// Loads a Hugging Face checkpoint (file, shard index or folder) for `config`, after one strict
     /// check of every key and shape.
     pub fn from_hf(source: &crate::WeightSource, config: &LlmConfig, kind: Kind, device: Device) -> Result<Self> {
-        source.check(&layout::hf_tensors(config), |k| k.ends_with("rotary_emb.inv_freq"))?;
+        source.check(&families::hf_tensors(config), |k| k.ends_with("rotary_emb.inv_freq"))?;
         let get = |name: &str, shape: &[i64]| source.get(name, shape, kind, device);
         Self::build(config, &get, device)
     }
@@ -107,7 +108,7 @@ impl CausalLm {
         let config = LlmConfig::from_gguf(gguf)?;
         let (nh, nkv) = (config.num_attention_heads, config.num_key_value_heads);
         let get = |name: &str, shape: &[i64]| -> Result<Tensor> {
-            let (key, permute) = layout::gguf_name(config.arch, name);
+            let (key, permute) = families::gguf_name(config.arch, name);
             let t = gguf.tensor(&key)?;
             if t.size() != shape {
                 return Err(Error::Shape { path: gguf.path().into(), key, expected: shape.to_vec(), found: t.size() });
@@ -119,8 +120,11 @@ impl CausalLm {
                 Permute::None => t,
             };
             // llama.cpp's converter stores Gemma norms as `1 + w`; the model adds the 1 itself.
-            let t =
-                if layout::gguf_norms_include_one(config.arch) && name.ends_with("norm.weight") { t - 1.0 } else { t };
+            let t = if families::gguf_norms_include_one(config.arch) && name.ends_with("norm.weight") {
+                t - 1.0
+            } else {
+                t
+            };
             Ok(t.to_kind(kind).to_device(device).detach())
         };
         Self::build(&config, &get, device)
@@ -399,7 +403,7 @@ fn attention_mask(
 /// `(module, path under model.layers.{i})` of the block's linear layers, in [`Block::linears`]
 /// order (the same seven paths in every family).
 fn module_paths() -> impl Iterator<Item = (&'static str, &'static str)> {
-    layout::block_linears(Arch::Llama).map(|t| (t.module.unwrap_or(t.hf), t.hf))
+    families::block_linears(Arch::Llama).map(|t| (t.module.unwrap_or(t.hf), t.hf))
 }
 
 /// Inverse of llama.cpp's `permute(w, n_head)` (also applied to q/k biases): rows grouped as
