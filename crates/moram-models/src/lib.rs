@@ -24,6 +24,7 @@ pub mod error;
 pub mod linear;
 pub mod llm;
 pub mod target;
+mod vars;
 pub mod weights;
 
 pub use error::{Error, Result};

@@ -13,6 +13,7 @@ use super::loader::{ClipLoader, Layout};
 use crate::error::{Error, Result};
 use crate::linear::AdaptableLinear;
 use crate::target::{LinearSite, ModuleNames, TargetSpec};
+use crate::vars::{Provider, Vars};
 use crate::weights::WeightSource;
 use moram_core::MoramConfig;
 use tch::{Device, Kind, Tensor};
@@ -35,8 +36,6 @@ pub const CLIP_MODULES: ModuleNames = ModuleNames {
     shorthand: &[("q", "q"), ("k", "k"), ("v", "v"), ("o", "o"), ("in", "fc1"), ("out", "fc2")],
 };
 
-type Provider<'a> = dyn FnMut(&str, &[i64]) -> Result<Tensor> + 'a;
-
 #[derive(Debug)]
 struct LayerNorm {
     weight: Tensor,
@@ -45,8 +44,8 @@ struct LayerNorm {
 }
 
 impl LayerNorm {
-    fn load(get: &mut Provider, name: &str, d: i64, eps: f64) -> Result<Self> {
-        Ok(LayerNorm { weight: get(&format!("{name}.weight"), &[d])?, bias: get(&format!("{name}.bias"), &[d])?, eps })
+    fn load(vb: &Vars, d: i64, eps: f64) -> Result<Self> {
+        Ok(LayerNorm { weight: vb.get("weight", &[d])?, bias: vb.get("bias", &[d])?, eps })
     }
 
     fn forward(&self, x: &Tensor) -> Tensor {
@@ -55,11 +54,10 @@ impl LayerNorm {
     }
 }
 
-fn linear(get: &mut Provider, name: &str, d_out: i64, d_in: i64) -> Result<AdaptableLinear> {
-    Ok(AdaptableLinear::frozen(
-        get(&format!("{name}.weight"), &[d_out, d_in])?,
-        Some(get(&format!("{name}.bias"), &[d_out])?),
-    ))
+/// A frozen linear layer with a bias at `vb` (weight read first, then bias: the order random
+/// weights are drawn in).
+fn linear(vb: &Vars, d_out: i64, d_in: i64) -> Result<AdaptableLinear> {
+    Ok(AdaptableLinear::frozen(vb.get("weight", &[d_out, d_in])?, Some(vb.get("bias", &[d_out])?)))
 }
 
 /// One pre-norm transformer block.
@@ -78,16 +76,17 @@ pub struct Block {
 }
 
 impl Block {
-    fn load(get: &mut Provider, prefix: &str, d: i64, ff: i64, heads: i64, eps: f64, act: Activation) -> Result<Self> {
+    fn load(vb: &Vars, d: i64, ff: i64, heads: i64, eps: f64, act: Activation) -> Result<Self> {
+        let attn = vb.pp("self_attn");
         Ok(Block {
-            ln1: LayerNorm::load(get, &format!("{prefix}.layer_norm1"), d, eps)?,
-            q: linear(get, &format!("{prefix}.self_attn.q_proj"), d, d)?,
-            k: linear(get, &format!("{prefix}.self_attn.k_proj"), d, d)?,
-            v: linear(get, &format!("{prefix}.self_attn.v_proj"), d, d)?,
-            o: linear(get, &format!("{prefix}.self_attn.out_proj"), d, d)?,
-            ln2: LayerNorm::load(get, &format!("{prefix}.layer_norm2"), d, eps)?,
-            fc1: linear(get, &format!("{prefix}.mlp.fc1"), ff, d)?,
-            fc2: linear(get, &format!("{prefix}.mlp.fc2"), d, ff)?,
+            ln1: LayerNorm::load(&vb.pp("layer_norm1"), d, eps)?,
+            q: linear(&attn.pp("q_proj"), d, d)?,
+            k: linear(&attn.pp("k_proj"), d, d)?,
+            v: linear(&attn.pp("v_proj"), d, d)?,
+            o: linear(&attn.pp("out_proj"), d, d)?,
+            ln2: LayerNorm::load(&vb.pp("layer_norm2"), d, eps)?,
+            fc1: linear(&vb.pp("mlp.fc1"), ff, d)?,
+            fc2: linear(&vb.pp("mlp.fc2"), d, ff)?,
             heads,
             act,
         })
@@ -147,23 +146,26 @@ pub struct VisionTransformer {
 }
 
 impl VisionTransformer {
-    fn load(get: &mut Provider, c: &VisionConfig, embed: i64) -> Result<Self> {
+    fn load(vb: &Vars, c: &VisionConfig, embed: i64) -> Result<Self> {
         let (d, p) = (c.hidden_size, c.patch_size);
         let grid = c.image_size / p;
+        let model = vb.pp("vision_model");
+        let layers = model.pp("encoder.layers");
         let blocks = (0..c.num_hidden_layers)
             .map(|i| {
-                let prefix = format!("vision_model.encoder.layers.{i}");
-                Block::load(get, &prefix, d, c.intermediate_size, c.num_attention_heads, c.layer_norm_eps, c.hidden_act)
+                let (ff, heads, eps) = (c.intermediate_size, c.num_attention_heads, c.layer_norm_eps);
+                Block::load(&layers.pp(i.to_string()), d, ff, heads, eps, c.hidden_act)
             })
             .collect::<Result<Vec<_>>>()?;
+        let emb = model.pp("embeddings");
         Ok(VisionTransformer {
-            patch_embedding: get("vision_model.embeddings.patch_embedding.weight", &[d, 3, p, p])?,
-            class_embedding: get("vision_model.embeddings.class_embedding", &[d])?,
-            position_embedding: get("vision_model.embeddings.position_embedding.weight", &[grid * grid + 1, d])?,
-            pre_ln: LayerNorm::load(get, "vision_model.pre_layrnorm", d, c.layer_norm_eps)?,
+            patch_embedding: emb.get("patch_embedding.weight", &[d, 3, p, p])?,
+            class_embedding: emb.get("class_embedding", &[d])?,
+            position_embedding: emb.get("position_embedding.weight", &[grid * grid + 1, d])?,
+            pre_ln: LayerNorm::load(&model.pp("pre_layrnorm"), d, c.layer_norm_eps)?,
             blocks,
-            post_ln: LayerNorm::load(get, "vision_model.post_layernorm", d, c.layer_norm_eps)?,
-            projection: get("visual_projection.weight", &[embed, d])?,
+            post_ln: LayerNorm::load(&model.pp("post_layernorm"), d, c.layer_norm_eps)?,
+            projection: vb.get("visual_projection.weight", &[embed, d])?,
             config: c.clone(),
         })
     }
@@ -203,23 +205,23 @@ pub struct TextTransformer {
 }
 
 impl TextTransformer {
-    fn load(get: &mut Provider, c: &TextConfig, embed: i64) -> Result<Self> {
+    fn load(vb: &Vars, c: &TextConfig, embed: i64) -> Result<Self> {
         let d = c.hidden_size;
+        let model = vb.pp("text_model");
+        let layers = model.pp("encoder.layers");
         let blocks = (0..c.num_hidden_layers)
             .map(|i| {
-                let prefix = format!("text_model.encoder.layers.{i}");
-                Block::load(get, &prefix, d, c.intermediate_size, c.num_attention_heads, c.layer_norm_eps, c.hidden_act)
+                let (ff, heads, eps) = (c.intermediate_size, c.num_attention_heads, c.layer_norm_eps);
+                Block::load(&layers.pp(i.to_string()), d, ff, heads, eps, c.hidden_act)
             })
             .collect::<Result<Vec<_>>>()?;
+        let emb = model.pp("embeddings");
         Ok(TextTransformer {
-            token_embedding: get("text_model.embeddings.token_embedding.weight", &[c.vocab_size, d])?,
-            position_embedding: get(
-                "text_model.embeddings.position_embedding.weight",
-                &[c.max_position_embeddings, d],
-            )?,
+            token_embedding: emb.get("token_embedding.weight", &[c.vocab_size, d])?,
+            position_embedding: emb.get("position_embedding.weight", &[c.max_position_embeddings, d])?,
             blocks,
-            final_ln: LayerNorm::load(get, "text_model.final_layer_norm", d, c.layer_norm_eps)?,
-            projection: get("text_projection.weight", &[embed, d])?,
+            final_ln: LayerNorm::load(&model.pp("final_layer_norm"), d, c.layer_norm_eps)?,
+            projection: vb.get("text_projection.weight", &[embed, d])?,
             config: c.clone(),
         })
     }
@@ -271,12 +273,13 @@ pub struct ClipModel {
 }
 
 impl ClipModel {
-    fn build(config: &ClipConfig, get: &mut Provider) -> Result<Self> {
+    fn build(config: &ClipConfig, get: &Provider) -> Result<Self> {
         let e = config.projection_dim;
+        let vb = Vars::root(get);
         Ok(ClipModel {
-            vision: VisionTransformer::load(get, &config.vision, e)?,
-            text: TextTransformer::load(get, &config.text, e)?,
-            logit_scale: get("logit_scale", &[])?,
+            vision: VisionTransformer::load(&vb, &config.vision, e)?,
+            text: TextTransformer::load(&vb, &config.text, e)?,
+            logit_scale: vb.get("logit_scale", &[])?,
             config: config.clone(),
         })
     }
@@ -303,15 +306,15 @@ impl ClipModel {
         };
         source.check(&super::loader::expected_keys(config, layout), |k| layout.ignorable(k))?;
         let loader = ClipLoader { source, layout, kind, device };
-        let mut get = |name: &str, shape: &[i64]| loader.get(name, shape);
-        Self::build(config, &mut get)
+        let get = |name: &str, shape: &[i64]| loader.get(name, shape);
+        Self::build(config, &get)
     }
 
     /// Random weights (for benchmarks and tests): N(0, 0.02) matrices, unit LayerNorms,
     /// `logit_scale = ln(100)`.
     pub fn random(config: &ClipConfig, seed: i64, kind: Kind, device: Device) -> Result<Self> {
         tch::manual_seed(seed);
-        let mut get = |name: &str, shape: &[i64]| -> Result<Tensor> {
+        let get = |name: &str, shape: &[i64]| -> Result<Tensor> {
             let opts = (Kind::Float, device);
             let t = if name == "logit_scale" {
                 Tensor::from(100f32.ln()).to_device(device)
@@ -326,7 +329,7 @@ impl ClipModel {
             };
             Ok(t.to_kind(kind))
         };
-        Self::build(config, &mut get)
+        Self::build(config, &get)
     }
 
     /// The configuration.

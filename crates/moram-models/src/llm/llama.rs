@@ -9,9 +9,9 @@ use super::config::{Arch, LlmConfig};
 use super::families;
 use super::mlp::GatedMlp;
 use super::norm::{NormScale, RmsNorm};
-use super::vars::Vars;
 use crate::error::Result;
 use crate::linear::AdaptableLinear;
+use crate::vars::Vars;
 use tch::Tensor;
 
 /// The norm scale of a family.

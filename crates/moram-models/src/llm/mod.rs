@@ -21,7 +21,6 @@ mod packing;
 pub mod quants;
 pub mod rope;
 pub mod tokenizer;
-mod vars;
 
 pub use config::{Activation, Arch, LlmConfig};
 pub use generate::{GenerationConfig, PrefixMemo};

@@ -18,8 +18,8 @@ use super::llama::{norm_scale, Block};
 use super::norm::RmsNorm;
 use super::packing;
 use super::rope::Rope;
-use super::vars::{Provider, Vars};
 use crate::error::{Error, Result};
+use crate::vars::{Provider, Vars};
 use tch::{Device, Kind, Tensor};
 
 pub use super::layout::LLAMA_MODULES;
