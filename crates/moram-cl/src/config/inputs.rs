@@ -91,6 +91,10 @@ pub struct DataConfig {
     pub metrics: BTreeMap<String, TaskMetric>,
     /// Use at most this many training examples per task.
     pub max_train_examples: Option<usize>,
+    /// TRACE: a task's prompt budget when it differs from its default
+    /// ([`PromptBudget::default_for_task`]), by task name.
+    #[serde(default)]
+    pub prompts: BTreeMap<String, PromptBudget>,
     /// Image domains: prompt template with `{}` (default `a photo of a {}.`).
     pub template: Option<String>,
     /// Image domains: training images per class (default 16, as X-TAIL).
@@ -129,5 +133,63 @@ impl Split {
             Split::Eval => "eval",
             Split::Test => "test",
         }
+    }
+}
+
+/// Which end of an over-long prompt a task keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PromptKeep {
+    /// The first tokens (the official code's MeetingBank: the meeting transcript's start).
+    Head,
+    /// The last tokens, so the question and `Answer:` survive (every other TRACE task).
+    Tail,
+}
+
+/// How many prompt tokens a task keeps, and which end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PromptBudget {
+    /// Prompt tokens kept.
+    pub max_tokens: usize,
+    /// Which end.
+    pub keep: PromptKeep,
+}
+
+impl PromptBudget {
+    /// The official TRACE code's budget for task `name` (protocol 4.4): MeetingBank keeps the head
+    /// of up to 4,096 tokens (`meetingbank_max_prompt_len`), every other task the tail of
+    /// `generation.max_prompt_tokens`.
+    pub fn default_for_task(name: &str, max_prompt_tokens: usize) -> Self {
+        match name {
+            "MeetingBank" => PromptBudget { max_tokens: 4096, keep: PromptKeep::Head },
+            _ => PromptBudget { max_tokens: max_prompt_tokens, keep: PromptKeep::Tail },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prompt_budgets_default_by_task_name_and_can_be_given_per_task() {
+        assert_eq!(
+            PromptBudget::default_for_task("MeetingBank", 1024),
+            PromptBudget { max_tokens: 4096, keep: PromptKeep::Head }
+        );
+        assert_eq!(
+            PromptBudget::default_for_task("FOMC", 1024),
+            PromptBudget { max_tokens: 1024, keep: PromptKeep::Tail }
+        );
+        let data: DataConfig = toml::from_str(
+            "format = \"trace\"\ndir = \"d\"\ntasks = [\"a\"]\nprompts = { a = { max_tokens = 64, keep = \"head\" } }\n",
+        )
+        .unwrap();
+        assert_eq!(data.prompts["a"], PromptBudget { max_tokens: 64, keep: PromptKeep::Head });
+        let bad = toml::from_str::<DataConfig>(
+            "format = \"trace\"\ndir = \"d\"\ntasks = [\"a\"]\nprompts = { a = { max_tokens = 64, keep = \"middle\" } }\n",
+        );
+        assert!(bad.unwrap_err().to_string().contains("middle"));
     }
 }

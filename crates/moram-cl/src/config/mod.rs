@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 pub use device::DeviceChoice;
-pub use inputs::{BaseDtype, DataConfig, DataFormat, ModelConfig, ModelKind, Split};
+pub use inputs::{BaseDtype, DataConfig, DataFormat, ModelConfig, ModelKind, PromptBudget, PromptKeep, Split};
 
 mod compare;
 mod device;
@@ -318,6 +318,21 @@ pub struct GenerationSettings {
     pub max_prompt_tokens: usize,
     /// Answer tokens kept in training (`max_ans_len`).
     pub max_answer_tokens: usize,
+}
+
+impl GenerationSettings {
+    /// The model crate's generation config for these settings (greedy), stopping at `stop_ids`
+    /// and padding with `pad_id`: the one conversion from the run's settings.
+    pub fn generation_config(&self, stop_ids: Vec<i64>, pad_id: i64) -> moram_models::llm::GenerationConfig {
+        moram_models::llm::GenerationConfig {
+            max_new_tokens: self.max_new_tokens,
+            repetition_penalty: self.repetition_penalty,
+            no_repeat_ngram_size: self.no_repeat_ngram_size,
+            stop_ids,
+            pad_id,
+            ..moram_models::llm::GenerationConfig::default()
+        }
+    }
 }
 
 impl Default for GenerationSettings {

@@ -1,13 +1,13 @@
 //! TRACE on a decoder LLM: causal-LM loss on the answer tokens (protocol 4.4), greedy generation
 //! with the repetition penalty and no-repeat-n-gram settings (4.6), and the task's metric (4.7).
 
-use crate::config::{GenerationSettings, RunConfig, Split};
+use crate::config::{GenerationSettings, PromptBudget, PromptKeep, RunConfig, Split};
 use crate::data::trace::{load_task_split, Example};
 use crate::error::{Error, Result};
 use crate::learner::Learner;
 use crate::metrics::TaskMetric;
 use moram_core::{MoramConfig, MoramLinear, TaskGate};
-use moram_models::llm::{CausalLm, GenerationConfig, GgufFile, LlmConfig, LlmTokenizer, PrefixMemo};
+use moram_models::llm::{CausalLm, GgufFile, LlmConfig, LlmTokenizer, PrefixMemo};
 use moram_models::{TargetSpec, WeightSource};
 use std::collections::HashMap;
 use tch::{Device, Kind, Tensor};
@@ -23,6 +23,8 @@ pub struct TextTask {
     pub eval: Vec<Example>,
     /// How generations are scored.
     pub metric: TaskMetric,
+    /// How many prompt tokens it keeps, and which end (`None`: the default for its name).
+    pub prompt: Option<PromptBudget>,
 }
 
 impl TextTask {
@@ -36,7 +38,13 @@ impl TextTask {
                 return Err(Error::task(name, format!("the {split} split is empty")));
             }
         }
-        Ok(TextTask { name: name.into(), train, eval, metric: metric.unwrap_or(TaskMetric::default_for_task(name)) })
+        Ok(TextTask {
+            name: name.into(),
+            train,
+            eval,
+            metric: metric.unwrap_or(TaskMetric::default_for_task(name)),
+            prompt: None,
+        })
     }
 }
 
@@ -197,6 +205,7 @@ impl LlmLearner {
         let mut tasks = Vec::new();
         for name in &data.tasks {
             let mut t = TextTask::load(&data.dir, name, data.eval_split, data.metrics.get(name).copied())?;
+            t.prompt = data.prompts.get(name).copied();
             if let Some(n) = data.max_train_examples {
                 t.train.truncate(n);
             }
@@ -240,11 +249,21 @@ impl LlmLearner {
         Ok(ids)
     }
 
+    /// The prompt budget of the task called `task` (its own, or the default for its name).
+    fn budget(&self, task: &str) -> PromptBudget {
+        let own = self.tasks.iter().find(|t| t.name == task).and_then(|t| t.prompt);
+        own.unwrap_or_else(|| PromptBudget::default_for_task(task, self.eval.generation.max_prompt_tokens))
+    }
+
     /// Token ids and the number of trailing label tokens for one training pair (protocol 4.4).
+    /// A task that keeps its prompt's head (the official code's MeetingBank) gets BOS, the head of
+    /// its prompt and its answer (at most `max(max_answer_tokens + 2, 32)` tokens); the others
+    /// the tail of prompt + answer within both budgets.
     pub fn training_sequence(&self, task: &str, ex: &Example) -> Result<(Vec<i64>, usize)> {
         let s = &self.eval.generation;
-        if task == "MeetingBank" {
-            let limit = 4096 + s.max_answer_tokens;
+        let budget = self.budget(task);
+        if budget.keep == PromptKeep::Head {
+            let limit = budget.max_tokens + s.max_answer_tokens;
             let label = self.tokenize(&ex.answer, limit.min((s.max_answer_tokens + 2).max(32)), false, true, false)?;
             let room = limit.saturating_sub(1 + label.len());
             let instr = self.tokenize(&ex.prompt, room, false, false, true)?;
@@ -252,19 +271,18 @@ impl LlmLearner {
             seq.extend(&label);
             return Ok((seq, label.len()));
         }
-        let limit = s.max_prompt_tokens + s.max_answer_tokens;
+        let limit = budget.max_tokens + s.max_answer_tokens;
         let label = self.tokenize(&ex.answer, limit, false, true, false)?;
         let seq = self.tokenize(&format!("{}{}", ex.prompt, ex.answer), limit, true, true, false)?;
         let n = label.len().min(seq.len());
         Ok((seq, n))
     }
 
-    /// The tokens generation starts from for `prompt` of task `task` (TRACE's evaluation
-    /// truncation: the prompt's tail, or for MeetingBank its head, within the prompt budget).
+    /// The tokens generation starts from for `prompt` of task `task`: its budget's end of the
+    /// prompt (TRACE's evaluation truncation).
     fn prompt_ids(&self, task: &str, prompt: &str) -> Result<Vec<i64>> {
-        let keep_prefix = task == "MeetingBank";
-        let max_prompt = if keep_prefix { 4096 } else { self.eval.generation.max_prompt_tokens };
-        self.tokenize(prompt, max_prompt, true, false, keep_prefix)
+        let budget = self.budget(task);
+        self.tokenize(prompt, budget.max_tokens, true, false, budget.keep == PromptKeep::Head)
     }
 
     /// The task gate's features `(n, d)` of `prompts`, in batches of the evaluation batch size.
@@ -417,15 +435,7 @@ impl Learner for LlmLearner {
             })?;
             prompts.push(examples.iter().map(|e| self.prompt_ids(&t.name, &e.prompt)).collect::<Result<_>>()?);
         }
-        let s = &self.eval.generation;
-        let config = GenerationConfig {
-            max_new_tokens: s.max_new_tokens,
-            repetition_penalty: s.repetition_penalty,
-            no_repeat_ngram_size: s.no_repeat_ngram_size,
-            stop_ids: self.tokenizer.eos.clone(),
-            pad_id: self.eos,
-            ..GenerationConfig::default()
-        };
+        let config = self.eval.generation.generation_config(self.tokenizer.eos.clone(), self.eos);
         let lengths: Vec<Vec<usize>> = prompts.iter().map(|p| p.iter().map(Vec::len).collect()).collect();
         let mut predictions: Vec<Vec<String>> = lengths.iter().map(|l| vec![String::new(); l.len()]).collect();
         for batch in eval_batches(&lengths, self.eval.batch_size, self.pool_padding_budget()) {
