@@ -17,8 +17,9 @@ const STUDIES: [(&str, &str, &str, usize); 3] = [
 #[derive(clap::Args)]
 pub struct StudyArgs {
     /// `demo` (the demo's sequence, default), `formats` (four formats of the BBC topic question),
-    /// `paper-budget` (the paper's settings on the demo's data; hours on a CPU), or a study file of
-    /// your own (its paths as given).
+    /// `paper-budget` (the paper's settings on the demo's data; hours on a CPU), `cl-benchmark`
+    /// and `cl-benchmark-paper` (the standard CL benchmark, orders 1-3; needs `--data-dir`), or a
+    /// study file of your own (its paths as given).
     #[arg(long, default_value = "demo")]
     study: String,
     /// Output folder (default: runs/study-<name>).
@@ -52,7 +53,21 @@ pub struct StudyArgs {
     /// Use the dev-profile `moram` (tests, quick looks).
     #[arg(long)]
     debug: bool,
+    /// The data of a study whose data is not shipped (`cl-benchmark`, `cl-benchmark-paper`): a
+    /// folder with `dbpedia/`, `amazon/`, `yahoo/` and `agnews/` of TRACE's LLM-CL-Benchmark_500
+    /// (in the official MoRAM repository, `TRACE/data/LLM-CL-Benchmark/LLM-CL-Benchmark_500/`).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
 }
+
+/// The studies on data that is not shipped (the user's copy, `--data-dir`): name, study file.
+const EXTERNAL: [(&str, &str); 2] = [
+    ("cl-benchmark", "configs/study/cl-benchmark.toml"),
+    ("cl-benchmark-paper", "configs/study/cl-benchmark-paper.toml"),
+];
+
+/// The task folders the standard CL benchmark studies read.
+const CL_TASKS: [&str; 4] = ["dbpedia", "amazon", "yahoo", "agnews"];
 
 /// Runs (or continues) the study.
 pub fn run(args: StudyArgs) -> Result<()> {
@@ -82,9 +97,34 @@ pub fn run(args: StudyArgs) -> Result<()> {
             sets.push(format!("data.dir=\"{}\"", data.display()));
             root.join(file)
         }
+        None if EXTERNAL.iter().any(|(n, _)| *n == args.study) => {
+            let dir = args.data_dir.clone().with_context(|| {
+                format!(
+                    "--study {} needs --data-dir DIR: the four tasks of TRACE's LLM-CL-Benchmark_500 ({}), from \
+                     the official MoRAM repository (TRACE/data/LLM-CL-Benchmark/LLM-CL-Benchmark_500/); see \
+                     benchmarks/results/study-cl-benchmark/README.md",
+                    args.study,
+                    CL_TASKS.join(", ")
+                )
+            })?;
+            let missing: Vec<&str> =
+                CL_TASKS.iter().copied().filter(|t| !dir.join(t).join("train.json").exists()).collect();
+            if !missing.is_empty() {
+                bail!(
+                    "{}: no {}/train.json (expected the LLM-CL-Benchmark_500 task folders)",
+                    dir.display(),
+                    missing.join("/train.json, no ")
+                );
+            }
+            setup::install_demo_assets()?;
+            model = Some((args.model.clone(), setup::assets_dir()?));
+            sets.push(format!("data.dir=\"{}\"", std::path::absolute(&dir)?.display()));
+            let file = EXTERNAL.iter().find(|(n, _)| *n == args.study).map(|(_, f)| *f).unwrap_or_default();
+            root.join(file)
+        }
         None if args.study.ends_with(".toml") => PathBuf::from(&args.study),
         None => {
-            let names: Vec<&str> = STUDIES.iter().map(|(n, ..)| *n).collect();
+            let names: Vec<&str> = STUDIES.iter().map(|(n, ..)| *n).chain(EXTERNAL.iter().map(|(n, _)| *n)).collect();
             bail!("--study must be {} or a study file (.toml), found `{}`", names.join(", "), args.study)
         }
     };

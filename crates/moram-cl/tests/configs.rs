@@ -126,3 +126,36 @@ fn the_paper_budget_study_sets_the_papers_settings() {
         }
     }
 }
+
+/// The standard CL benchmark studies: the three orders of paper Table 7, the demo's budget (or the
+/// paper's A.2 settings), every prompt kept whole (the longest are about 250 tokens).
+#[test]
+fn the_cl_benchmark_studies_run_the_papers_orders() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/study");
+    let orders = [
+        ["dbpedia", "amazon", "yahoo", "agnews"],
+        ["dbpedia", "amazon", "agnews", "yahoo"],
+        ["yahoo", "amazon", "agnews", "dbpedia"],
+    ];
+    let study = moram_cl::study::StudyConfig::from_file(dir.join("cl-benchmark.toml")).unwrap();
+    assert_eq!(study.seeds, [1, 2, 3, 4, 5]);
+    let runs = study.runs(Path::new("out"), &[]).unwrap();
+    for (setting, tasks) in ["order1", "order2", "order3"].iter().zip(&orders) {
+        let r = runs.iter().find(|r| &r.setting == setting).unwrap();
+        let data = r.config.data.as_ref().unwrap();
+        assert_eq!(data.tasks, tasks, "{setting}");
+        assert_eq!(data.eval_split, moram_cl::config::Split::Test);
+        assert_eq!(r.config.generation.max_prompt_tokens, 320);
+        assert_eq!(r.config.training.iterations, Some(32), "the demo's budget");
+    }
+    let paper = moram_cl::study::StudyConfig::from_file(dir.join("cl-benchmark-paper.toml")).unwrap();
+    let runs = paper.runs(Path::new("out"), &[]).unwrap();
+    assert!(runs.iter().any(|r| r.config.method.name == Method::MTL));
+    for r in &runs {
+        let m = r.config.layer_config().unwrap();
+        assert_eq!((m.r, m.top_k, m.temperature, m.dropout), (8, 4, 0.1, 0.1));
+        assert_eq!((r.config.training.epochs.clone(), r.config.training.batch_size), (Some(vec![1]), 64));
+        assert_eq!(r.config.model.as_ref().unwrap().targets.modules, ["q_proj", "k_proj"]);
+        assert_eq!(r.config.data.as_ref().unwrap().tasks, orders[0]);
+    }
+}
