@@ -179,7 +179,10 @@ fn continue_run(
 ) -> Result<RunState> {
     let n = state.task_names.len();
     let mut log = if group.is_main() { Some(report::StepLog::open(dir)?) } else { None };
-    let mut hooks = config.method()?.def().start(config)?;
+    let mut hooks = crate::methods::start_hooks(config)?;
+    if state.tasks_done() > 0 {
+        hooks.resume(dir, state.tasks_done())?;
+    }
     for task in state.tasks_done()..n {
         let mut record = train_task(learner, config, &state, task, log.as_mut(), options, group, hooks.as_mut())?;
         // A task that took no step (multi-task training after its one joint task) left the model
@@ -196,6 +199,7 @@ fn continue_run(
                     tracing::warn!("{warning}");
                 }
                 let adapter = checkpoint::save_adapter(learner, dir, task, config)?;
+                hooks.save(dir, task)?;
                 state.finish_task(row, record, adapter);
                 state.save(dir)?;
                 report::write_all(dir, &state, config)

@@ -159,6 +159,13 @@ pub struct MethodConfig {
     /// Task-gated atoms: shrinkage of the gate's shared covariance towards its diagonal, in [0, 1]
     /// (default 0.1).
     pub gate_shrinkage: Option<f64>,
+    /// Replay: training examples of each finished task kept in the buffer (default 16 for
+    /// `replay`; any other method replays too when this is set).
+    pub replay_examples: Option<usize>,
+    /// Replay: buffer examples added to each optimiser step's batch (default 2).
+    pub replay_per_step: Option<usize>,
+    /// EWC: weight lambda of the quadratic penalty (default 400, the official TRACE code's).
+    pub ewc_lambda: Option<f64>,
 }
 
 fn default_profile() -> Profile {
@@ -407,7 +414,7 @@ impl RunConfig {
 
     /// Checks ranges and consistency; errors name the key.
     pub fn validate(&self) -> Result<()> {
-        self.layer_config()?;
+        self.check_method()?;
         let o = &self.optimizer;
         if !(o.lr.is_finite() && o.lr > 0.0) {
             return Err(Error::config("optimizer.lr", format!("must be > 0, found {}", o.lr)));

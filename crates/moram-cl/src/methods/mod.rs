@@ -3,15 +3,17 @@
 //! config) and starts the [`RunHooks`] the runner calls around each task and step.
 //!
 //! The paper's MoRAM and its Table 4 ablations ([`moram`]), the routers of Table 4 ([`routers`]),
-//! the baselines ([`seq_lora`], [`o_lora`], [`inc_lora`], [`mtl`]) and the variants this project adds
+//! the baselines ([`seq_lora`], [`o_lora`], [`inc_lora`], [`replay`], [`ewc`], [`mtl`]) and the variants this project adds
 //! ([`subspace`], [`scores`], [`task_gated`]). Adding a method: a file with a type implementing
 //! [`MethodDef`], and one line in [`REGISTRY`].
 
+pub mod ewc;
 pub mod hooks;
 pub mod inc_lora;
 pub mod moram;
 pub mod mtl;
 pub mod o_lora;
+pub mod replay;
 pub mod routers;
 pub mod scores;
 pub mod seq_lora;
@@ -38,6 +40,8 @@ pub static REGISTRY: &[&dyn MethodDef] = &[
     &seq_lora::SeqLora,
     &o_lora::OLora,
     &inc_lora::IncLora,
+    &replay::Replay,
+    &ewc::Ewc,
     &mtl::Mtl,
     &task_gated::TaskGated,
     &subspace::Orthogonal,
@@ -107,6 +111,28 @@ pub trait RunHooks {
     fn after_task(&mut self, run: &mut TaskRun<'_>) -> Result<Option<Vec<(usize, f64)>>> {
         hooks::after_task(run)
     }
+
+    /// Writes what the hooks keep across tasks after task `task` into the run folder `dir`, before
+    /// the run's state records the task (a file per task, so a crash in between loses nothing).
+    fn save(&self, _dir: &std::path::Path, _task: usize) -> Result<()> {
+        Ok(())
+    }
+
+    /// Restores what [`RunHooks::save`] wrote after the last of the `done` finished tasks, when a
+    /// run resumes (`done` > 0).
+    fn resume(&mut self, _dir: &std::path::Path, _done: usize) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// The hooks of a run: the method's ([`MethodDef::start`]), with a replay buffer around them when
+/// the config asks for one (`method.replay_examples`; the `replay` method has one by default).
+pub fn start_hooks(config: &RunConfig) -> Result<Box<dyn RunHooks>> {
+    let inner = config.method()?.def().start(config)?;
+    Ok(match replay::settings(config)? {
+        Some(settings) => Box::new(replay::ReplayHooks::new(inner, settings, config.seed)),
+        None => inner,
+    })
 }
 
 /// A method, by name: a handle on its [`MethodDef`] in the [`REGISTRY`]. Compared, hashed and
@@ -206,6 +232,14 @@ impl<'de> serde::Deserialize<'de> for Method {
 }
 
 impl RunConfig {
+    /// Checks what the `[method]` section asks for: the method, its layer config, its replay
+    /// settings ([`RunConfig::validate`] calls it).
+    pub fn check_method(&self) -> Result<()> {
+        self.layer_config()?;
+        replay::settings(self)?;
+        Ok(())
+    }
+
     /// The method `method.name` names; an error lists the registered ones.
     pub fn method(&self) -> Result<Method> {
         Method::from_name(self.method.name.as_str()).map_err(|e| Error::config("method.name", e))
@@ -282,6 +316,9 @@ pub(crate) fn optional_variants(method: &MethodConfig, mut c: MoramConfig) -> Re
     };
     if method.gate_shrinkage.is_some() {
         return Err(Error::config("method.gate_shrinkage", "applies to `moram-task-gated` only"));
+    }
+    if method.ewc_lambda.is_some() {
+        return Err(Error::config("method.ewc_lambda", "applies to `ewc` only"));
     }
     Ok(c)
 }

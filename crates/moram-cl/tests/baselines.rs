@@ -1,0 +1,172 @@
+//! The baselines behind the method seam: replay (its buffer, what it keeps, resume) and EWC (its
+//! Fisher and penalty as the official TRACE code computes them).
+
+mod common;
+
+use moram_cl::learners::llm::LlmLearner;
+use moram_cl::methods::ewc::EwcHooks;
+use moram_cl::methods::{RunHooks, TaskRun};
+use moram_cl::{Learner, RunConfig, RunOptions, RunState};
+use std::path::Path;
+use tch::{Kind, Tensor};
+
+fn run(root: &Path, method: &str, tasks: &[&str], iterations: usize, sets: &[&str]) -> RunState {
+    std::fs::write(root.join("run.toml"), common::llm_setup_tasks(root, method, iterations, tasks)).unwrap();
+    let mut cfg = RunConfig::from_file(root.join("run.toml")).unwrap();
+    cfg.set_all(sets).unwrap();
+    let mut learner = LlmLearner::from_config(&cfg).unwrap();
+    moram_cl::run(&mut learner, &cfg, &root.join("out"), &RunOptions::default()).unwrap()
+}
+
+/// Replay keeps a seeded draw of each finished task's trained examples, in the run folder only,
+/// mixes them into later batches, and keeps earlier tasks where SeqLoRA keeps nothing (Half,
+/// Flipped: the same questions with the other answers, then LastWord). A run stopped after a task resumes with the same
+/// buffer and ends as the uninterrupted run.
+#[test]
+fn replay_keeps_a_buffer_in_the_run_folder_and_forgets_less_than_seq_lora() {
+    let _generator = moram_cl::synthetic::exclusive_generator();
+    let tmp = tempfile::tempdir().unwrap();
+    let names = ["Half", "Flipped", "LastWord"];
+    let (seq_root, replay_root) = (tmp.path().join("seq"), tmp.path().join("replay"));
+    for d in [&seq_root, &replay_root] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let seq = run(&seq_root, "seq-lora", &names, 40, &[]);
+    let replay = run(&replay_root, "replay", &names, 40, &["method.replay_examples=8", "method.replay_per_step=2"]);
+    eprintln!("seq-lora {:?}\nreplay {:?}", seq.matrix, replay.matrix);
+    // After the third task SeqLoRA has nothing left of the first two; replay keeps part of both.
+    let kept = |s: &RunState| s.matrix[2][0] + s.matrix[2][1];
+    assert!(kept(&replay) > kept(&seq) + 40.0, "replay {:?} seq {:?}", replay.matrix, seq.matrix);
+    let buffer: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(replay_root.join("out/replay-task1.json")).unwrap()).unwrap();
+    let pairs: Vec<(usize, usize)> = serde_json::from_value(buffer["buffer"].clone()).unwrap();
+    assert_eq!(pairs.len(), 16, "8 of each finished task");
+    assert!(pairs[..8].iter().all(|p| p.0 == 0) && pairs[8..].iter().all(|p| p.0 == 1), "{pairs:?}");
+    let adapter =
+        moram_core::AdapterFile::load(replay_root.join("out/adapter-task1.safetensors"), tch::Device::Cpu).unwrap();
+    assert!(adapter.metadata.values().all(|v| !v.contains("Which half")), "no example text in the adapter");
+
+    // Resume: drop the last task from a copy and continue.
+    // Beside the original, so the paths the stored config keeps relative still resolve.
+    let copy = replay_root.join("resumed");
+    copy_dir(&replay_root.join("out"), &copy);
+    let mut state = RunState::load(&copy).unwrap();
+    state.matrix.pop();
+    state.tasks.pop();
+    state.adapters.pop();
+    state.save(&copy).unwrap();
+    let cfg = moram_cl::checkpoint::read_config(&copy).unwrap();
+    let mut learner = LlmLearner::from_config(&cfg).unwrap();
+    let resumed = moram_cl::resume(&mut learner, &cfg, &copy, &RunOptions::default()).unwrap();
+    assert_eq!(resumed.matrix, replay.matrix, "a resumed run replays the same buffer");
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}
+
+/// EWC's Fisher and penalty against the official code's formulas, computed by hand on a LoRA whose
+/// gradients are set: F = sum over steps of g^2 / steps (summed over tasks), penalty
+/// `lambda / 2 * sum F (p - p_prev)^2` from the second task on.
+#[test]
+fn ewc_accumulates_the_fisher_and_penalises_moving_away_from_the_previous_task() {
+    let _generator = moram_cl::synthetic::exclusive_generator();
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("run.toml"), common::llm_setup_tasks(tmp.path(), "ewc", 2, &["Half", "Count"]))
+        .unwrap();
+    let cfg = RunConfig::from_file(tmp.path().join("run.toml")).unwrap();
+    let mut learner = LlmLearner::from_config(&cfg).unwrap();
+    for (_, m) in learner.moram_layers_mut() {
+        m.bank_mut().begin_task(0).unwrap();
+    }
+    let lens = [learner.train_len(0), learner.train_len(1)];
+    let mut hooks = EwcHooks::new(400.0);
+    fn params_of(l: &LlmLearner) -> Vec<Tensor> {
+        l.moram_layers().iter().flat_map(|(_, m)| m.bank().trainable_tensors()).collect()
+    }
+    hooks
+        .before_task(&mut TaskRun {
+            learner: &mut learner,
+            config: &cfg,
+            task: 0,
+            lens: &lens,
+            progress: false,
+            trained: &[],
+        })
+        .unwrap();
+    assert!(hooks.penalty(&learner).unwrap().is_none(), "no penalty during the first task");
+    // Two steps with gradients 1 and 3 on every element: F = (1 + 9) / 2 = 5.
+    for g in [1.0, 3.0] {
+        for p in params_of(&learner) {
+            let loss = (&p * g).sum(Kind::Float);
+            loss.backward();
+        }
+        hooks.after_step(&mut learner);
+        for mut p in params_of(&learner) {
+            p.zero_grad();
+        }
+    }
+    assert!(hooks.fisher().iter().all(|f| (f - 5.0).abs().max().double_value(&[]) < 1e-5));
+    hooks
+        .after_task(&mut TaskRun {
+            learner: &mut learner,
+            config: &cfg,
+            task: 0,
+            lens: &lens,
+            progress: false,
+            trained: &[0],
+        })
+        .unwrap();
+    // Move every parameter by 0.5: penalty = 400 / 2 * 5 * 0.25 * n.
+    let n: i64 = params_of(&learner).iter().map(|p| p.numel() as i64).sum();
+    tch::no_grad(|| {
+        for mut p in params_of(&learner) {
+            let _ = p.g_add_scalar_(0.5);
+        }
+    });
+    let penalty = hooks.penalty(&learner).unwrap().unwrap().double_value(&[]);
+    let want = 200.0 * 5.0 * 0.25 * n as f64;
+    assert!((penalty - want).abs() / want < 1e-5, "{penalty} vs {want}");
+    // Saved and read back, the state gives the same penalty.
+    hooks.save(tmp.path(), 0).unwrap();
+    let mut back = EwcHooks::new(400.0);
+    back.resume(tmp.path(), 1).unwrap();
+    let again = back.penalty(&learner).unwrap().unwrap().double_value(&[]);
+    assert!((again - penalty).abs() < 1e-3 * penalty);
+}
+
+/// An EWC run trains every task, keeps its state per task in the run folder, and differs from
+/// SeqLoRA from the second task on (the penalty acts), not before.
+#[test]
+fn an_ewc_run_keeps_its_state_per_task_and_acts_from_the_second_task() {
+    let _generator = moram_cl::synthetic::exclusive_generator();
+    let tmp = tempfile::tempdir().unwrap();
+    let names = ["Half", "Flipped"];
+    let (seq_root, ewc_root) = (tmp.path().join("seq"), tmp.path().join("ewc"));
+    for d in [&seq_root, &ewc_root] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let seq = run(&seq_root, "seq-lora", &names, 12, &[]);
+    let ewc = run(&ewc_root, "ewc", &names, 12, &["method.ewc_lambda=1e6"]);
+    assert!(ewc_root.join("out/ewc-task0.safetensors").exists() && ewc_root.join("out/ewc-task1.safetensors").exists());
+    let losses = |root: &Path| -> Vec<f64> {
+        std::fs::read_to_string(root.join("out/metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"].as_f64().unwrap())
+            .collect()
+    };
+    let (a, b) = (losses(&seq_root), losses(&ewc_root));
+    assert_eq!(a[..12], b[..12], "the first task trains as SeqLoRA");
+    assert!(a[13..].iter().zip(&b[13..]).any(|(x, y)| (x - y).abs() > 1e-6), "the penalty changed nothing");
+    assert_eq!(ewc.matrix[0], seq.matrix[0]);
+}
