@@ -35,7 +35,7 @@ fn demo_runs_three_methods_and_writes_the_comparison() {
     for needle in [
         "## seq-lora",
         "## moram",
-        "## moram-novelty-gated",
+        "## moram-task-gated",
         "OP (mean of the last row)",
         "BWT, paper Eq. 10",
         "learning (mean of the diagonal)",
@@ -53,12 +53,12 @@ fn demo_runs_three_methods_and_writes_the_comparison() {
         "comparison.json",
         "matrix-moram.png",
         "matrix-seq-lora.png",
-        "matrix-moram-novelty-gated.png",
+        "matrix-moram-task-gated.png",
         "routing-leakage-moram.png",
-        "routing-leakage-moram-novelty-gated.png",
+        "routing-leakage-moram-task-gated.png",
         "moram/results.json",
         "seq-lora/state.json",
-        "moram-novelty-gated/outputs/after-task3/bbc-desk.json",
+        "moram-task-gated/outputs/after-task3/bbc-desk.json",
     ] {
         assert!(out.join(f).exists(), "{f}");
     }
@@ -189,7 +189,7 @@ fn demo_runs_three_methods_and_writes_the_comparison() {
         assert_eq!((&a["method"], &a["matrix"]), (&b["method"], &b["matrix"]));
     }
     assert_eq!(again["intervals"], json["intervals"]);
-    let log = std::fs::read_to_string(out.join("moram-novelty-gated/train.log")).unwrap();
+    let log = std::fs::read_to_string(out.join("moram-task-gated/train.log")).unwrap();
     assert!(log.contains("task(s) finished; results in"), "{log}");
 
     // A worker that fails (an optimiser step that diverges) fails the demo, which names the

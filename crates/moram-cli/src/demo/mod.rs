@@ -1,6 +1,6 @@
 //! `moram demo`: the embedded main job. SmolLM2-135M-Instruct learns four real-data tasks in turn
 //! (BBC topic, WordNet noun category, WordNet verb base form, BBC desk over the first task's
-//! articles; [`data`]) with SeqLoRA, faithful MoRAM and MoRAM with novelty-gated routing, under the
+//! articles; [`data`]) with SeqLoRA, faithful MoRAM and task-gated MoRAM, under the
 //! same budget. It prints the three accuracy matrices, OP / BWT / learning (mean diagonal) with
 //! 95% intervals over the evaluation examples, the paired differences against SeqLoRA, and the
 //! routing leakage; figures and every generation are kept in the output folder.
@@ -44,8 +44,8 @@ const BBC: &str = "bbc";
 const WORDNET: &str = "wordnet";
 
 /// The methods the demo compares, in running order: the baseline, the paper's method, and the
-/// variant this project recommends (`docs/method.md`, "Novelty-gated routing").
-pub const METHODS: [Method; 3] = [Method::SEQ_LORA, Method::MORAM, Method::NOVELTY_GATED];
+/// variant this project recommends (`docs/method.md`, "Task-gated atoms").
+pub const METHODS: [Method; 3] = [Method::SEQ_LORA, Method::MORAM, Method::TASK_GATED];
 
 /// Where `cargo xtask setup` puts assets ([`moram_assets::assets_dir`]).
 pub fn default_assets() -> Result<PathBuf> {
@@ -223,7 +223,7 @@ pub fn run(
 /// The demo's Markdown report: the base model's scores, each method's matrix and leakage, then the
 /// bootstrap comparison (`moram_cl::report::Comparison`).
 fn markdown(title: &str, runs: &[MethodRun], cmp: &Comparison, baseline: &[f64], seconds: f64) -> String {
-    let mut s = format!("# moram demo: SeqLoRA, MoRAM and MoRAM with novelty-gated routing on {title}\n\n");
+    let mut s = format!("# moram demo: SeqLoRA, MoRAM and task-gated MoRAM on {title}\n\n");
     let names = runs.first().map(|r| r.state.task_names.clone()).unwrap_or_default();
     let base: Vec<String> = names.iter().zip(baseline).map(|(n, x)| format!("{n} {x:.1}")).collect();
     let _ = writeln!(s, "Base model before training: {}\n", base.join(", "));
