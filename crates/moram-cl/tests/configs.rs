@@ -159,3 +159,22 @@ fn the_cl_benchmark_studies_run_the_papers_orders() {
         assert_eq!(r.config.data.as_ref().unwrap().tasks, orders[0]);
     }
 }
+
+/// `configs/README.md` documents `method.name`; every registered method must be listed there and
+/// every name listed there must parse, so the table and the registry cannot drift apart.
+#[test]
+fn the_configs_readme_lists_exactly_the_registered_methods() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/README.md")).unwrap();
+    let row = readme.lines().find(|l| l.starts_with("| `method.name` |")).expect("a `method.name` row");
+    let cell = row.trim_start_matches("| `method.name` |");
+    // Backticked words in the cell; the file paths it cites are not method names.
+    let listed: Vec<&str> = cell.split('`').skip(1).step_by(2).filter(|w| !w.contains('/')).collect();
+    for m in Method::all() {
+        assert!(listed.contains(&m.name().as_str()), "`{}` is registered but not in configs/README.md", m.name());
+    }
+    for name in &listed {
+        assert!(Method::from_name(name).is_ok(), "configs/README.md lists `{name}`, which is not a method");
+    }
+    assert_eq!(listed.len(), Method::all().count(), "a name listed twice: {listed:?}");
+}

@@ -338,7 +338,7 @@ mod tests {
             assert_eq!(Method::from_name(&m.name()), Ok(m));
         }
         let err = Method::from_name("moram-plus").unwrap_err();
-        assert!(err.contains("`moram-plus`") && err.contains("seq-lora, o-lora, inc-lora, mtl"), "{err}");
+        assert!(err.contains("`moram-plus`") && err.contains("seq-lora, o-lora, inc-lora, replay, ewc, mtl"), "{err}");
         assert!(Method::MORAM < Method::SEQ_LORA, "listing order");
         assert_eq!(serde_json::to_string(&Method::TASK_GATED).unwrap(), "\"moram-task-gated\"");
     }
