@@ -40,6 +40,16 @@ pub trait Learner {
     /// Mean loss (scalar, with graph) over the training examples `indices` of `task`.
     fn loss(&mut self, task: usize, indices: &[usize]) -> Result<Tensor>;
 
+    /// The logits [`Learner::loss`] reads on the training examples `indices` of `task` (with
+    /// graph; `(N, vocab)` at the N answer positions) and their labels: what distillation (LwF)
+    /// compares. Default: an error naming the learner, for learners that have no such logits.
+    fn answer_logits(&mut self, task: usize, _indices: &[usize]) -> Result<moram_models::llm::AnswerLogits> {
+        Err(Error::task(
+            format!("task {task}"),
+            "this learner gives no answer logits (distillation runs on decoder LLMs only)",
+        ))
+    }
+
     /// Called once before a row of evaluations (e.g. to encode every class prompt once).
     fn begin_evaluation(&mut self) -> Result<()> {
         Ok(())

@@ -284,15 +284,29 @@ fn train_task(
             }
             // A step may mix tasks (multi-task training): each task's examples form one pass.
             for (t, examples) in crate::batches::by_task(chunk) {
-                let loss = learner.loss(t, &examples)?;
+                // A distilling method (LwF) adds its term to the loss; the step's logged loss is
+                // the task loss alone.
+                let (loss, extra) = match hooks.teacher_logits(learner, t, &examples)? {
+                    Some(teacher) => {
+                        let out = learner.answer_logits(t, &examples)?;
+                        let extra = hooks.distillation(&out.logits, &teacher, examples.len())?;
+                        (out.loss(), Some(extra))
+                    }
+                    None => (learner.loss(t, &examples)?, None),
+                };
                 let value = loss.double_value(&[]);
                 let weight = examples.len() as f64 / batch.len() as f64;
                 batch_loss += value * weight;
-                if !value.is_finite() {
-                    bad = Some(value);
+                let total = match extra {
+                    Some(extra) => loss + extra,
+                    None => loss,
+                };
+                let total_value = total.double_value(&[]);
+                if !value.is_finite() || !total_value.is_finite() {
+                    bad = Some(if value.is_finite() { total_value } else { value });
                     break 'micro;
                 }
-                (loss * weight).backward();
+                (total * weight).backward();
             }
         }
         if let (None, true, Some(penalty)) = (bad, group.is_main(), hooks.penalty(learner)?) {

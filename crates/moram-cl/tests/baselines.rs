@@ -170,3 +170,61 @@ fn an_ewc_run_keeps_its_state_per_task_and_acts_from_the_second_task() {
     assert!(a[13..].iter().zip(&b[13..]).any(|(x, y)| (x - y).abs() > 1e-6), "the penalty changed nothing");
     assert_eq!(ewc.matrix[0], seq.matrix[0]);
 }
+
+/// LwF trains the first task exactly as SeqLoRA (there is no old model yet), then, distilled
+/// towards the model as it was before the task, keeps the first task's answers on the second
+/// task's inputs where SeqLoRA overwrites them (Half, then Flipped: the same questions wanting
+/// the other answers, so keeping one costs the other). A run stopped after the first task resumes
+/// (its teacher is the adapter it loads) and ends as the uninterrupted run.
+#[test]
+fn an_lwf_run_trains_the_first_task_as_seq_lora_and_then_holds_the_old_answers() {
+    let _generator = moram_cl::synthetic::exclusive_generator();
+    let tmp = tempfile::tempdir().unwrap();
+    let names = ["Half", "Flipped"];
+    let (seq_root, lwf_root) = (tmp.path().join("seq"), tmp.path().join("lwf"));
+    for d in [&seq_root, &lwf_root] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let seq = run(&seq_root, "seq-lora", &names, 40, &[]);
+    let lwf = run(&lwf_root, "lwf", &names, 40, &["method.lwf_lambda=500"]);
+    eprintln!("seq-lora {:?}\nlwf {:?}", seq.matrix, lwf.matrix);
+    let losses = |root: &Path| -> Vec<f64> {
+        std::fs::read_to_string(root.join("out/metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"].as_f64().unwrap())
+            .collect()
+    };
+    let (a, b) = (losses(&seq_root), losses(&lwf_root));
+    assert_eq!(a[..40], b[..40], "the first task trains as SeqLoRA");
+    assert_eq!(lwf.matrix[0], seq.matrix[0]);
+    assert!(lwf.matrix[1][0] > seq.matrix[1][0] + 25.0, "lwf {:?} seq {:?}", lwf.matrix, seq.matrix);
+    assert!(lwf.matrix[1][0] >= 0.8 * lwf.matrix[0][0], "keeps most of Half: {:?}", lwf.matrix);
+    assert!(lwf.matrix[1][1] < seq.matrix[1][1], "keeping Half costs Flipped: {:?} vs {:?}", lwf.matrix, seq.matrix);
+
+    let copy = lwf_root.join("resumed");
+    copy_dir(&lwf_root.join("out"), &copy);
+    let mut state = RunState::load(&copy).unwrap();
+    state.matrix.pop();
+    state.tasks.pop();
+    state.adapters.pop();
+    state.save(&copy).unwrap();
+    let cfg = moram_cl::checkpoint::read_config(&copy).unwrap();
+    let mut learner = LlmLearner::from_config(&cfg).unwrap();
+    let resumed = moram_cl::resume(&mut learner, &cfg, &copy, &RunOptions::default()).unwrap();
+    assert_eq!(resumed.matrix, lwf.matrix, "a resumed LwF run distils from the same teacher");
+}
+
+/// An LwF setting on another method, or a temperature that is not positive, is refused by name.
+#[test]
+fn lwf_settings_are_checked() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("run.toml"), common::llm_setup_tasks(tmp.path(), "seq-lora", 2, &["Half"])).unwrap();
+    let mut cfg = RunConfig::from_file(tmp.path().join("run.toml")).unwrap();
+    let err = cfg.set_all(&["method.lwf_lambda=2"]).map(|_| ()).and_then(|_| cfg.layer_config().map(|_| ()));
+    assert!(format!("{:?}", err.unwrap_err()).contains("method.lwf_lambda"));
+    let mut cfg = RunConfig::from_file(tmp.path().join("run.toml")).unwrap();
+    cfg.set_all(&["method.name=lwf", "method.lwf_temperature=0"]).unwrap();
+    let err = moram_cl::methods::start_hooks(&cfg).map(|_| ()).unwrap_err();
+    assert!(err.to_string().contains("method.lwf_temperature"), "{err}");
+}

@@ -166,6 +166,10 @@ pub struct MethodConfig {
     pub replay_per_step: Option<usize>,
     /// EWC: weight lambda of the quadratic penalty (default 400, the official TRACE code's).
     pub ewc_lambda: Option<f64>,
+    /// LwF: distillation temperature T (default 2, the official TRACE code's).
+    pub lwf_temperature: Option<f64>,
+    /// LwF: weight of the distillation term (default 1: the official code adds it unweighted).
+    pub lwf_lambda: Option<f64>,
 }
 
 fn default_profile() -> Profile {

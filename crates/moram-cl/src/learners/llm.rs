@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use crate::learner::Learner;
 use crate::metrics::TaskMetric;
 use moram_core::{MoramConfig, MoramLinear, TaskGate};
-use moram_models::llm::{CausalLm, GgufFile, LlmConfig, LlmTokenizer, PrefixMemo};
+use moram_models::llm::{AnswerLogits, CausalLm, GgufFile, LlmConfig, LlmTokenizer, PrefixMemo};
 use moram_models::{TargetSpec, WeightSource};
 use std::collections::HashMap;
 use tch::{Device, Kind, Tensor};
@@ -387,15 +387,19 @@ impl Learner for LlmLearner {
     }
 
     fn loss(&mut self, task: usize, indices: &[usize]) -> Result<Tensor> {
+        Ok(self.answer_logits(task, indices)?.loss())
+    }
+
+    fn answer_logits(&mut self, task: usize, indices: &[usize]) -> Result<AnswerLogits> {
         let t = &self.tasks[task];
         let seqs = indices.iter().map(|&i| self.training_sequence(&t.name, &t.train[i])).collect::<Result<Vec<_>>>()?;
         let (ids, labels, mask) = self.collate(&seqs);
         match self.cached_prefix(task, indices, &seqs, ids.size()[1])? {
             Some(hidden) => {
                 let blocks = self.model.frozen_prefix_blocks();
-                Ok(self.model.causal_lm_loss_from(&hidden, blocks, &labels, Some(&mask))?)
+                Ok(self.model.causal_lm_answer_logits_from(&hidden, blocks, &labels, Some(&mask))?)
             }
-            None => Ok(self.model.causal_lm_loss(&ids, &labels, Some(&mask))?),
+            None => Ok(self.model.causal_lm_answer_logits(&ids, &labels, Some(&mask))?),
         }
     }
 

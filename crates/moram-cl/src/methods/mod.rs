@@ -3,13 +3,14 @@
 //! config) and starts the [`RunHooks`] the runner calls around each task and step.
 //!
 //! The paper's MoRAM and its Table 4 ablations ([`moram`]), the routers of Table 4 ([`routers`]),
-//! the baselines ([`seq_lora`], [`o_lora`], [`inc_lora`], [`replay`], [`ewc`], [`mtl`]) and the variants this project adds
+//! the baselines ([`seq_lora`], [`o_lora`], [`inc_lora`], [`replay`], [`ewc`], [`lwf`], [`mtl`]) and the variants this project adds
 //! ([`subspace`], [`scores`], [`task_gated`]). Adding a method: a file with a type implementing
 //! [`MethodDef`], and one line in [`REGISTRY`].
 
 pub mod ewc;
 pub mod hooks;
 pub mod inc_lora;
+pub mod lwf;
 pub mod moram;
 pub mod mtl;
 pub mod o_lora;
@@ -42,6 +43,7 @@ pub static REGISTRY: &[&dyn MethodDef] = &[
     &inc_lora::IncLora,
     &replay::Replay,
     &ewc::Ewc,
+    &lwf::Lwf,
     &mtl::Mtl,
     &task_gated::TaskGated,
     &subspace::Orthogonal,
@@ -98,6 +100,26 @@ pub trait RunHooks {
     /// A term added to the loss once per optimiser step (with graph), if any.
     fn penalty(&mut self, learner: &dyn Learner) -> Result<Option<Tensor>> {
         Ok(hooks::bank_penalties(learner))
+    }
+
+    /// A distilling method's (LwF's) target logits for one micro-batch, `examples` of `task`:
+    /// `(N, vocab)` at the answer positions, no graph. Called before the micro-batch's forward
+    /// pass (a teacher may swap parameters in and out, which must not touch a recorded graph);
+    /// the runner then adds [`RunHooks::distillation`] to the loss. Default: `None`, no term.
+    fn teacher_logits(
+        &mut self,
+        _learner: &mut dyn Learner,
+        _task: usize,
+        _examples: &[usize],
+    ) -> Result<Option<Tensor>> {
+        Ok(None)
+    }
+
+    /// The term added to a micro-batch's loss (with graph) from its answer logits `student` and
+    /// what [`RunHooks::teacher_logits`] returned for it, both `(N, vocab)`; `sequences` is the
+    /// micro-batch's example count.
+    fn distillation(&self, _student: &Tensor, _teacher: &Tensor, _sequences: usize) -> Result<Tensor> {
+        Err(Error::task("distillation", "this method has no distillation term"))
     }
 
     /// After each optimiser step (e.g. keys projected back out of a protected subspace).
@@ -320,6 +342,10 @@ pub(crate) fn optional_variants(method: &MethodConfig, mut c: MoramConfig) -> Re
     if method.ewc_lambda.is_some() {
         return Err(Error::config("method.ewc_lambda", "applies to `ewc` only"));
     }
+    if method.lwf_temperature.is_some() || method.lwf_lambda.is_some() {
+        let key = if method.lwf_temperature.is_some() { "method.lwf_temperature" } else { "method.lwf_lambda" };
+        return Err(Error::config(key, "applies to `lwf` only"));
+    }
     Ok(c)
 }
 
@@ -338,7 +364,10 @@ mod tests {
             assert_eq!(Method::from_name(&m.name()), Ok(m));
         }
         let err = Method::from_name("moram-plus").unwrap_err();
-        assert!(err.contains("`moram-plus`") && err.contains("seq-lora, o-lora, inc-lora, replay, ewc, mtl"), "{err}");
+        assert!(
+            err.contains("`moram-plus`") && err.contains("seq-lora, o-lora, inc-lora, replay, ewc, lwf, mtl"),
+            "{err}"
+        );
         assert!(Method::MORAM < Method::SEQ_LORA, "listing order");
         assert_eq!(serde_json::to_string(&Method::TASK_GATED).unwrap(), "\"moram-task-gated\"");
     }

@@ -129,6 +129,14 @@ impl RunHooks for ReplayHooks {
         self.inner.after_step(learner);
     }
 
+    fn teacher_logits(&mut self, learner: &mut dyn Learner, task: usize, examples: &[usize]) -> Result<Option<Tensor>> {
+        self.inner.teacher_logits(learner, task, examples)
+    }
+
+    fn distillation(&self, student: &Tensor, teacher: &Tensor, sequences: usize) -> Result<Tensor> {
+        self.inner.distillation(student, teacher, sequences)
+    }
+
     /// Keeps `per_task` of the examples the task trained on, drawn at random (seeded).
     fn after_task(&mut self, run: &mut TaskRun<'_>) -> Result<Option<Vec<(usize, f64)>>> {
         let out = self.inner.after_task(run)?;

@@ -25,6 +25,6 @@ pub mod tokenizer;
 pub use config::{Activation, Arch, LlmConfig};
 pub use generate::{GenerationConfig, PrefixMemo};
 pub use gguf::{Array, GgmlType, GgufFile, Value};
-pub use model::{CausalLm, FrozenPrefix, KvCache, LLAMA_MODULES};
+pub use model::{AnswerLogits, CausalLm, FrozenPrefix, KvCache, LLAMA_MODULES};
 pub use rope::{Llama3Scaling, Rope, RopeScaling};
 pub use tokenizer::LlmTokenizer;

@@ -17,21 +17,34 @@ impl CausalLm {
     /// every prompt position are never formed). A left-padded batch runs without its pad
     /// positions, rows packed end to end (`packing.rs`; the same loss up to float rounding).
     pub fn causal_lm_loss(&self, ids: &Tensor, labels: &Tensor, attention_mask: Option<&Tensor>) -> Result<Tensor> {
+        Ok(self.causal_lm_answer_logits(ids, labels, attention_mask)?.loss())
+    }
+
+    /// The logits [`CausalLm::causal_lm_loss`] reads: one row per position whose next label is not
+    /// -100, rows in (batch row, position) order, with those labels. What distillation (LwF)
+    /// compares between two adapters on the same batch.
+    pub fn causal_lm_answer_logits(
+        &self,
+        ids: &Tensor,
+        labels: &Tensor,
+        attention_mask: Option<&Tensor>,
+    ) -> Result<AnswerLogits> {
         let l = self.check_labels(ids, labels)?;
         if self.gating() {
             // Task-gated atoms in eval mode: the prompt's pass through the frozen blocks says which
             // atoms the sequence may use.
             let positions = Tensor::arange(l, (Kind::Int64, self.device())).unsqueeze(0);
             let prefix = self.frozen_prefix(ids, &positions, attention_mask, false)?;
-            return self.causal_lm_loss_from(&prefix.hidden, prefix.blocks, labels, attention_mask);
+            return self.causal_lm_answer_logits_from(&prefix.hidden, prefix.blocks, labels, attention_mask);
         }
         match self.packing(labels, attention_mask)? {
-            Some(packed) => self.packed_loss(self.embed_tokens(&packed.gather(ids))?, 0, &packed),
-            None => self.padded_loss(ids, labels, attention_mask, l),
+            Some(packed) => self.packed_logits(self.embed_tokens(&packed.gather(ids))?, 0, &packed),
+            None => self.padded_logits(ids, labels, attention_mask, l),
         }
     }
 
     /// [`CausalLm::causal_lm_loss`] of the batch as given, pad positions included, `L = l`.
+    #[cfg(test)]
     pub(crate) fn padded_loss(
         &self,
         ids: &Tensor,
@@ -39,10 +52,20 @@ impl CausalLm {
         attention_mask: Option<&Tensor>,
         l: i64,
     ) -> Result<Tensor> {
+        Ok(self.padded_logits(ids, labels, attention_mask, l)?.loss())
+    }
+
+    fn padded_logits(
+        &self,
+        ids: &Tensor,
+        labels: &Tensor,
+        attention_mask: Option<&Tensor>,
+        l: i64,
+    ) -> Result<AnswerLogits> {
         let positions = Tensor::arange(l, (Kind::Int64, self.device())).unsqueeze(0);
         let outputs = Outputs::Last(labelled_tail(labels));
         let h = self.hidden_states(ids, &positions, attention_mask, &mut KvCache::default(), outputs)?;
-        self.loss_from_hidden(&h, labels)
+        Ok(self.answer_logits(&h, labels))
     }
 
     /// [`CausalLm::causal_lm_loss`] starting from the hidden states that enter the first adapted
@@ -57,6 +80,17 @@ impl CausalLm {
         labels: &Tensor,
         attention_mask: Option<&Tensor>,
     ) -> Result<Tensor> {
+        Ok(self.causal_lm_answer_logits_from(hidden, prefix_blocks, labels, attention_mask)?.loss())
+    }
+
+    /// The logits [`CausalLm::causal_lm_loss_from`] reads ([`CausalLm::causal_lm_answer_logits`]).
+    pub fn causal_lm_answer_logits_from(
+        &self,
+        hidden: &Tensor,
+        prefix_blocks: usize,
+        labels: &Tensor,
+        attention_mask: Option<&Tensor>,
+    ) -> Result<AnswerLogits> {
         let size = hidden.size();
         if size.len() != 3 || size[2] != self.config.hidden_size || labels.size() != size[..2] {
             return Err(Error::Input(format!(
@@ -87,7 +121,7 @@ impl CausalLm {
             false => None,
         };
         if let Some(packed) = self.packing(labels, attention_mask)? {
-            return self.packed_loss(packed.gather(hidden), prefix_blocks, &packed);
+            return self.packed_logits(packed.gather(hidden), prefix_blocks, &packed);
         }
         let positions = Tensor::arange(l, (Kind::Int64, self.device())).unsqueeze(0);
         let h = self.run_blocks(
@@ -99,7 +133,7 @@ impl CausalLm {
             &mut KvCache::default(),
             Outputs::Last(labelled_tail(labels)),
         )?;
-        self.loss_from_hidden(&h, labels)
+        Ok(self.answer_logits(&h, labels))
     }
 
     /// The packed layout of a left-padded training batch ([`PackedBatch::of`]), or `None` to run
@@ -117,8 +151,8 @@ impl CausalLm {
         PackedBatch::of(labels, attention_mask, self.config.sliding_window)
     }
 
-    /// The loss of a packed batch from hidden states `h` `(1, N, d)` entering block `first`.
-    fn packed_loss(&self, h: Tensor, first: usize, packed: &PackedBatch) -> Result<Tensor> {
+    /// The answer logits of a packed batch from hidden states `h` `(1, N, d)` entering block `first`.
+    fn packed_logits(&self, h: Tensor, first: usize, packed: &PackedBatch) -> Result<AnswerLogits> {
         let outputs = Outputs::SequenceTails(&packed.tails);
         let segments = Some(packed.lengths.as_slice());
         let mut cache = KvCache::default();
@@ -133,8 +167,8 @@ impl CausalLm {
         };
         let keep = packed.targets.ne(-100).nonzero().squeeze_dim(-1);
         let pred = h.squeeze_dim(0).index_select(0, &keep);
-        let target = packed.targets.index_select(0, &keep);
-        Ok(self.logits(&pred).cross_entropy_loss::<Tensor>(&target, None, tch::Reduction::Mean, -100, 0.0))
+        let targets = packed.targets.index_select(0, &keep);
+        Ok(AnswerLogits { logits: self.logits(&pred), targets })
     }
 
     fn check_labels(&self, ids: &Tensor, labels: &Tensor) -> Result<i64> {
@@ -151,16 +185,31 @@ impl CausalLm {
         Ok(l)
     }
 
-    /// Mean next-token cross-entropy of the final hidden states `(B, t, d)` of the last `t`
-    /// positions of `labels` `(B, L)` at the positions whose next label is not -100.
-    fn loss_from_hidden(&self, h: &Tensor, labels: &Tensor) -> Result<Tensor> {
+    /// The logits of the final hidden states `(B, t, d)` of the last `t` positions of `labels`
+    /// `(B, L)` at the positions whose next label is not -100.
+    fn answer_logits(&self, h: &Tensor, labels: &Tensor) -> AnswerLogits {
         let (t, d) = (h.size()[1], self.config.hidden_size);
         let start = labels.size()[1] - t;
         let target = labels.narrow(1, start + 1, t - 1).reshape([-1]);
         let keep = target.ne(-100).nonzero().squeeze_dim(-1);
         let pred = h.narrow(1, 0, t - 1).reshape([-1, d]).index_select(0, &keep);
-        let logits = self.logits(&pred);
-        Ok(logits.cross_entropy_loss::<Tensor>(&target.index_select(0, &keep), None, tch::Reduction::Mean, -100, 0.0))
+        AnswerLogits { logits: self.logits(&pred), targets: target.index_select(0, &keep) }
+    }
+}
+
+/// The next-token logits of a training batch at the positions that predict an answer token.
+#[derive(Debug)]
+pub struct AnswerLogits {
+    /// `(N, vocab)`, one row per labelled position, in (batch row, position) order.
+    pub logits: Tensor,
+    /// `(N,)` the labels those rows predict.
+    pub targets: Tensor,
+}
+
+impl AnswerLogits {
+    /// The causal-LM loss: mean cross-entropy of the rows against their labels.
+    pub fn loss(&self) -> Tensor {
+        self.logits.cross_entropy_loss::<Tensor>(&self.targets, None, tch::Reduction::Mean, -100, 0.0)
     }
 }
 

@@ -24,6 +24,7 @@ use tch::{Device, Kind, Tensor};
 
 pub use super::layout::LLAMA_MODULES;
 pub use cache::{FrozenPrefix, KvCache};
+pub use loss::AnswerLogits;
 
 mod cache;
 mod injection;
