@@ -234,6 +234,7 @@ fn train_task(
     for (_, m) in learner.moram_layers_mut() {
         m.bank_mut().begin_task(task as u32)?;
     }
+    hooks.task_started(&mut TaskRun { learner, config, task, lens: &lens, progress, trained: &[] })?;
     set_training(learner, false);
     learner.prepare_task(task)?;
     let n_train = learner.train_len(task);

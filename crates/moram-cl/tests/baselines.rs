@@ -228,3 +228,47 @@ fn lwf_settings_are_checked() {
     let err = moram_cl::methods::start_hooks(&cfg).map(|_| ()).unwrap_err();
     assert!(err.to_string().contains("method.lwf_temperature"), "{err}");
 }
+
+/// InfLoRA designs each task's keys before it and never trains them: every task's keys are
+/// orthonormal rows scaled by 1/sqrt(3) (singular vectors, not a random draw moved by training),
+/// the second task's keys lie outside the subspace grown after the first, the subspace grows
+/// after each task, and the values still learn.
+#[test]
+fn an_inflora_run_designs_fixed_keys_outside_earlier_tasks_inputs() {
+    let _generator = moram_cl::synthetic::exclusive_generator();
+    let tmp = tempfile::tempdir().unwrap();
+    let state = run(tmp.path(), "inf-lora", &["Half", "LastWord"], 24, &[]);
+    eprintln!("inf-lora {:?}", state.matrix);
+    // Only the values train, and they do: the first task's training loss falls tenfold.
+    let first: Vec<f64> = std::fs::read_to_string(tmp.path().join("out/metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["task"] == 0)
+        .map(|v| v["loss"].as_f64().unwrap())
+        .collect();
+    assert_eq!(first.len(), 24);
+    let (start, end) = (first[..4].iter().sum::<f64>() / 4.0, first[20..].iter().sum::<f64>() / 4.0);
+    assert!(end < start / 10.0, "task 1's loss went from {start} to {end}");
+    let adapter =
+        moram_core::AdapterFile::load(tmp.path().join("out/adapter-task1.safetensors"), tch::Device::Cpu).unwrap();
+    let mut checked = 0;
+    for name in adapter.layer_names() {
+        let bank = adapter.bank(name).unwrap();
+        let keys = bank.keys_tensor();
+        let r = bank.config().r as i64;
+        for task in 0..2 {
+            let k = keys.narrow(0, task * r, r);
+            let gram = k.mm(&k.tr()) * 3.0 - Tensor::eye(r, (Kind::Float, tch::Device::Cpu));
+            assert!(gram.abs().max().double_value(&[]) < 1e-4, "{name} task {task}: keys are not as designed");
+        }
+        let m0 = bank.atom_basis()[r as usize];
+        let width = bank.key_basis().size()[1];
+        assert!(m0 > 0 && width > m0 as i64, "{name}: the subspace grows after each task ({m0}, then {width})");
+        let old = bank.key_basis().narrow(1, 0, m0 as i64);
+        let overlap = keys.narrow(0, r, r).mm(&old).abs().max().double_value(&[]);
+        assert!(overlap < 1e-4, "{name}: task 2's keys reach into task 1's subspace ({overlap})");
+        checked += 1;
+    }
+    assert!(checked > 0);
+}

@@ -3,13 +3,14 @@
 //! config) and starts the [`RunHooks`] the runner calls around each task and step.
 //!
 //! The paper's MoRAM and its Table 4 ablations ([`moram`]), the routers of Table 4 ([`routers`]),
-//! the baselines ([`seq_lora`], [`o_lora`], [`inc_lora`], [`replay`], [`ewc`], [`lwf`], [`mtl`]) and the variants this project adds
+//! the baselines ([`seq_lora`], [`o_lora`], [`inc_lora`], [`inflora`], [`replay`], [`ewc`], [`lwf`], [`mtl`]) and the variants this project adds
 //! ([`subspace`], [`scores`], [`task_gated`]). Adding a method: a file with a type implementing
 //! [`MethodDef`], and one line in [`REGISTRY`].
 
 pub mod ewc;
 pub mod hooks;
 pub mod inc_lora;
+pub mod inflora;
 pub mod lwf;
 pub mod moram;
 pub mod mtl;
@@ -41,6 +42,7 @@ pub static REGISTRY: &[&dyn MethodDef] = &[
     &seq_lora::SeqLora,
     &o_lora::OLora,
     &inc_lora::IncLora,
+    &inflora::InfLora,
     &replay::Replay,
     &ewc::Ewc,
     &lwf::Lwf,
@@ -90,6 +92,12 @@ pub trait RunHooks {
     /// Before the task's atoms are created (score statistics are fitted here, on the first task).
     fn before_task(&mut self, run: &mut TaskRun<'_>) -> Result<()> {
         hooks::fit_score_statistics(run)
+    }
+
+    /// After every layer started the task (its new atoms exist, values zero), before its first
+    /// step: e.g. InfLoRA designs the new keys from the task's inputs here. Default: nothing.
+    fn task_started(&mut self, _run: &mut TaskRun<'_>) -> Result<()> {
+        Ok(())
     }
 
     /// The optimiser steps of the task, each step's examples as `(task, index)` pairs.
@@ -365,7 +373,7 @@ mod tests {
         }
         let err = Method::from_name("moram-plus").unwrap_err();
         assert!(
-            err.contains("`moram-plus`") && err.contains("seq-lora, o-lora, inc-lora, replay, ewc, lwf, mtl"),
+            err.contains("`moram-plus`") && err.contains("seq-lora, o-lora, inc-lora, inf-lora, replay, ewc, lwf, mtl"),
             "{err}"
         );
         assert!(Method::MORAM < Method::SEQ_LORA, "listing order");

@@ -121,6 +121,10 @@ impl RunHooks for ReplayHooks {
         steps
     }
 
+    fn task_started(&mut self, run: &mut TaskRun<'_>) -> Result<()> {
+        self.inner.task_started(run)
+    }
+
     fn penalty(&mut self, learner: &dyn Learner) -> Result<Option<Tensor>> {
         self.inner.penalty(learner)
     }

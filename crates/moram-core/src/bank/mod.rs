@@ -172,6 +172,22 @@ impl AtomBank {
         self.router = empty(0, self.d_in, d);
     }
 
+    /// Replaces the current task's keys with `keys` `(r, d_in)` (e.g. designed from the task's
+    /// inputs, InfLoRA), trained further when `train` and fixed otherwise (no gradient: an
+    /// optimiser skips them, and they freeze with the task as any key does).
+    pub fn set_current_keys(&mut self, keys: &Tensor, train: bool) -> Result<()> {
+        if keys.size() != self.keys.size() || self.keys.numel() == 0 {
+            return Err(Error::Shape {
+                what: "current keys".into(),
+                expected: format!("{:?} (the current task's keys)", self.keys.size()),
+                found: keys.size(),
+            });
+        }
+        let k = keys.detach().to_device(self.device).to_kind(self.keys.kind()).copy();
+        self.keys = if train { leaf(k) } else { k };
+        Ok(())
+    }
+
     fn append_fresh(&mut self, task: u32) {
         let r = self.config.r as i64;
         self.keys = leaf(self.project_out(&self.init_keys(r)));

@@ -109,6 +109,36 @@ impl AtomBank {
         Ok(())
     }
 
+    /// InfLoRA's down-projection for a new task (Liang and Li, CVPR 2024; `docs/method.md`): the
+    /// first `rows` left singular vectors of `(I - U U^T) C`, `C` being the new task's input
+    /// moments `(d_in, d_in)` and `U` the protected basis, as rows `(rows, d_in)` scaled by
+    /// `1 / sqrt(3)` (the reference code's scale). They lie outside the earlier tasks' subspace,
+    /// along the directions the new task's inputs use most.
+    pub fn designed_keys(&self, moments: &Tensor, rows: usize) -> Result<Tensor> {
+        let d = self.d_in;
+        if moments.size() != [d, d] {
+            return Err(Error::Shape {
+                what: "input moments".into(),
+                expected: format!("({d}, {d})"),
+                found: moments.size(),
+            });
+        }
+        if rows as i64 > d {
+            return Err(Error::config("r", format!("{rows} keys cannot be orthonormal in {d} dimensions")));
+        }
+        let _guard = tch::no_grad_guard();
+        let c = moments.detach().to_device(self.device).to_kind(Kind::Double);
+        let projected = match self.key_basis.size()[1] {
+            0 => c,
+            _ => {
+                let u = self.key_basis.to_kind(Kind::Double);
+                &c - u.mm(&u.tr().mm(&c))
+            }
+        };
+        let (left, _, _) = projected.svd(true, true);
+        Ok((left.narrow(1, 0, rows as i64).tr() / 3f64.sqrt()).to_kind(Kind::Float).contiguous())
+    }
+
     /// Grows the protected subspace with one task's inputs (GPM's rule): `moments` is the uncentred
     /// second-moment matrix `sum x x^T` `(d_in, d_in)` of the layer's inputs on that task. The
     /// leading eigenvectors of `P C P` (`P = I - U U^T`) are appended until `U` captures `energy`
