@@ -547,8 +547,10 @@ impl StudyReport {
             s.push_str(&self.cost_markdown(setting));
             for c in self.cells.iter().filter(|c| c.setting == setting && c.finished > 0) {
                 s.push_str(&format!(
-                    "Mean matrix, `{}` ({} seeds; rows: after task, columns: task):\n\n",
-                    c.method, c.finished
+                    "Mean matrix, `{}` ({} seed{}; rows: after task, columns: task):\n\n",
+                    c.method,
+                    c.finished,
+                    if c.finished == 1 { "" } else { "s" }
                 ));
                 s.push_str(&crate::report::matrix_markdown(&self.tasks, &c.mean_matrix));
                 s.push('\n');

@@ -46,10 +46,16 @@ fn replay_keeps_a_buffer_in_the_run_folder_and_forgets_less_than_seq_lora() {
         moram_core::AdapterFile::load(replay_root.join("out/adapter-task1.safetensors"), tch::Device::Cpu).unwrap();
     assert!(adapter.metadata.values().all(|v| !v.contains("Which half")), "no example text in the adapter");
 
-    // Resume: drop the last task from a copy and continue.
-    // Beside the original, so the paths the stored config keeps relative still resolve.
-    let copy = replay_root.join("resumed");
-    copy_dir(&replay_root.join("out"), &copy);
+    let resumed = resume_without_last_task(&replay_root);
+    assert_eq!(resumed.matrix, replay.matrix, "a resumed run replays the same buffer");
+}
+
+/// Resumes a copy of the run folder `root/out` whose last task was dropped, as if the run had been
+/// stopped before it; returns the resumed run's state. The copy lies beside the original, so the
+/// paths the stored config keeps relative still resolve.
+fn resume_without_last_task(root: &Path) -> RunState {
+    let copy = root.join("resumed");
+    copy_dir(&root.join("out"), &copy);
     let mut state = RunState::load(&copy).unwrap();
     state.matrix.pop();
     state.tasks.pop();
@@ -57,8 +63,7 @@ fn replay_keeps_a_buffer_in_the_run_folder_and_forgets_less_than_seq_lora() {
     state.save(&copy).unwrap();
     let cfg = moram_cl::checkpoint::read_config(&copy).unwrap();
     let mut learner = LlmLearner::from_config(&cfg).unwrap();
-    let resumed = moram_cl::resume(&mut learner, &cfg, &copy, &RunOptions::default()).unwrap();
-    assert_eq!(resumed.matrix, replay.matrix, "a resumed run replays the same buffer");
+    moram_cl::resume(&mut learner, &cfg, &copy, &RunOptions::default()).unwrap()
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -202,16 +207,7 @@ fn an_lwf_run_trains_the_first_task_as_seq_lora_and_then_holds_the_old_answers()
     assert!(lwf.matrix[1][0] >= 0.8 * lwf.matrix[0][0], "keeps most of Half: {:?}", lwf.matrix);
     assert!(lwf.matrix[1][1] < seq.matrix[1][1], "keeping Half costs Flipped: {:?} vs {:?}", lwf.matrix, seq.matrix);
 
-    let copy = lwf_root.join("resumed");
-    copy_dir(&lwf_root.join("out"), &copy);
-    let mut state = RunState::load(&copy).unwrap();
-    state.matrix.pop();
-    state.tasks.pop();
-    state.adapters.pop();
-    state.save(&copy).unwrap();
-    let cfg = moram_cl::checkpoint::read_config(&copy).unwrap();
-    let mut learner = LlmLearner::from_config(&cfg).unwrap();
-    let resumed = moram_cl::resume(&mut learner, &cfg, &copy, &RunOptions::default()).unwrap();
+    let resumed = resume_without_last_task(&lwf_root);
     assert_eq!(resumed.matrix, lwf.matrix, "a resumed LwF run distils from the same teacher");
 }
 

@@ -68,8 +68,8 @@ fn the_shipped_studies_expand_to_seed_major_runs_with_the_method_line_as_the_onl
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/study");
     let demo = RunConfig::from_file(dir.join("../demo.toml")).unwrap();
     for (file, methods, tasks) in [
-        ("demo.toml", 4, ["bbc-topic", "wordnet-category", "wordnet-verb-base", "bbc-desk"]),
-        ("formats.toml", 4, ["topic", "topic-letter", "desk", "headline"]),
+        ("demo.toml", 5, ["bbc-topic", "wordnet-category", "wordnet-verb-base", "bbc-desk"]),
+        ("formats.toml", 5, ["topic", "topic-letter", "desk", "headline"]),
     ] {
         let study = moram_cl::study::StudyConfig::from_file(dir.join(file)).unwrap();
         assert_eq!(study.baseline(), Some(Method::SEQ_LORA));
@@ -139,6 +139,10 @@ fn the_cl_benchmark_studies_run_the_papers_orders() {
     ];
     let study = moram_cl::study::StudyConfig::from_file(dir.join("cl-benchmark.toml")).unwrap();
     assert_eq!(study.seeds, [1, 2, 3, 4, 5]);
+    // The methods the plasticity issue's acceptance names: MTL, SeqLoRA, O-LoRA, faithful MoRAM
+    // and the recommended setting.
+    let names: Vec<String> = study.methods.iter().map(|m| m.name()).collect();
+    assert_eq!(names, ["seq-lora", "mtl", "o-lora", "moram", "moram-task-gated"]);
     let runs = study.runs(Path::new("out"), &[]).unwrap();
     for (setting, tasks) in ["order1", "order2", "order3"].iter().zip(&orders) {
         let r = runs.iter().find(|r| &r.setting == setting).unwrap();

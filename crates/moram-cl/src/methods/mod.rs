@@ -7,6 +7,40 @@
 //! ([`subspace`], [`scores`], [`task_gated`]). Adding a method: a file with a type implementing
 //! [`MethodDef`], and one line in [`REGISTRY`].
 
+/// Defines a method that only sets the adapted layers: a unit struct with its doc, config name,
+/// summary, whether it is a variant of this project, and its [`MethodDef::layer`] as a closure
+/// `|method, layer| -> Result<MoramConfig>`.
+macro_rules! layer_method {
+    ($(#[$doc:meta])* $ty:ident, $name:literal, $summary:literal, variant: $variant:literal, $layer:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy)]
+        pub struct $ty;
+
+        impl $crate::methods::MethodDef for $ty {
+            fn name(&self) -> &'static str {
+                $name
+            }
+            fn summary(&self) -> &'static str {
+                $summary
+            }
+            fn is_variant(&self) -> bool {
+                $variant
+            }
+            fn layer(
+                &self,
+                method: &$crate::config::MethodConfig,
+                layer: moram_core::MoramConfig,
+            ) -> $crate::error::Result<moram_core::MoramConfig> {
+                let layer_of: fn(
+                    &$crate::config::MethodConfig,
+                    moram_core::MoramConfig,
+                ) -> $crate::error::Result<moram_core::MoramConfig> = $layer;
+                layer_of(method, layer)
+            }
+        }
+    };
+}
+
 pub mod ewc;
 pub mod hooks;
 pub mod inc_lora;

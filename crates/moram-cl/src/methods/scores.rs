@@ -2,7 +2,7 @@
 //! reads `x - mean` or `(x - mean) / std` per feature, with the first task's statistics fitted
 //! before any atom exists ([`crate::methods::hooks::fit_score_statistics`]).
 
-use super::{optional_variants, MethodDef};
+use super::optional_variants;
 use crate::config::MethodConfig;
 use crate::error::Result;
 use moram_core::{MoramConfig, Routing, ScoreInput};
@@ -14,40 +14,19 @@ fn normalised(method: &MethodConfig, mut layer: MoramConfig, input: ScoreInput) 
     Ok(layer)
 }
 
-/// Centred scores: Eq. 5 reads `x - mean`.
-#[derive(Debug, Clone, Copy)]
-pub struct Centred;
-
-impl MethodDef for Centred {
-    fn name(&self) -> &'static str {
-        "moram-centred"
-    }
-    fn summary(&self) -> &'static str {
-        "MoRAM scoring the input minus the first task's mean"
-    }
-    fn is_variant(&self) -> bool {
-        true
-    }
-    fn layer(&self, method: &MethodConfig, layer: MoramConfig) -> Result<MoramConfig> {
-        normalised(method, layer, ScoreInput::Centred)
-    }
-}
-
-/// Standardised scores: Eq. 5 reads `(x - mean) / std` per feature.
-#[derive(Debug, Clone, Copy)]
-pub struct Standardised;
-
-impl MethodDef for Standardised {
-    fn name(&self) -> &'static str {
-        "moram-standardised"
-    }
-    fn summary(&self) -> &'static str {
-        "MoRAM scoring the input standardised with the first task's statistics"
-    }
-    fn is_variant(&self) -> bool {
-        true
-    }
-    fn layer(&self, method: &MethodConfig, layer: MoramConfig) -> Result<MoramConfig> {
-        normalised(method, layer, ScoreInput::Standardised)
-    }
-}
+layer_method!(
+    /// Centred scores: Eq. 5 reads `x - mean`.
+    Centred,
+    "moram-centred",
+    "MoRAM scoring the input minus the first task's mean",
+    variant: true,
+    |method, layer| normalised(method, layer, ScoreInput::Centred)
+);
+layer_method!(
+    /// Standardised scores: Eq. 5 reads `(x - mean) / std` per feature.
+    Standardised,
+    "moram-standardised",
+    "MoRAM scoring the input standardised with the first task's statistics",
+    variant: true,
+    |method, layer| normalised(method, layer, ScoreInput::Standardised)
+);

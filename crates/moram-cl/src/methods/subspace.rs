@@ -2,7 +2,7 @@
 //! subspaces"): each layer keeps a basis of the inputs earlier tasks occupy (GPM's rule), grown
 //! after every task ([`crate::methods::hooks::extend_key_subspaces`]); what it restricts differs.
 
-use super::{optional_variants, MethodDef};
+use super::optional_variants;
 use crate::config::MethodConfig;
 use crate::error::Result;
 use moram_core::{KeySubspace, MoramConfig, Routing, SubspaceMode};
@@ -20,49 +20,29 @@ fn protected(method: &MethodConfig, mut layer: MoramConfig, mode: SubspaceMode) 
     Ok(layer)
 }
 
-macro_rules! subspace_method {
-    ($(#[$doc:meta])* $ty:ident, $name:literal, $summary:literal, $mode:expr) => {
-        $(#[$doc])*
-        #[derive(Debug, Clone, Copy)]
-        pub struct $ty;
-
-        impl MethodDef for $ty {
-            fn name(&self) -> &'static str {
-                $name
-            }
-            fn summary(&self) -> &'static str {
-                $summary
-            }
-            fn is_variant(&self) -> bool {
-                true
-            }
-            fn layer(&self, method: &MethodConfig, layer: MoramConfig) -> Result<MoramConfig> {
-                protected(method, layer, $mode)
-            }
-        }
-    };
-}
-
-subspace_method!(
+layer_method!(
     /// Orthogonal keys: each task's new keys live outside the earlier tasks' input subspace.
     Orthogonal,
     "moram-orthogonal",
     "MoRAM whose new keys stay out of earlier tasks' input subspace (GPM / InfLoRA style)",
-    SubspaceMode::Keys
+    variant: true,
+    |method, layer| protected(method, layer, SubspaceMode::Keys)
 );
-subspace_method!(
+layer_method!(
     /// Novel routing: an atom's relevance score ignores the earlier tasks' subspace; its value
     /// reads everything.
     NovelRouting,
     "moram-novel-routing",
     "MoRAM whose scores ignore earlier tasks' input subspace",
-    SubspaceMode::Routing
+    variant: true,
+    |method, layer| protected(method, layer, SubspaceMode::Routing)
 );
-subspace_method!(
+layer_method!(
     /// Novelty-gated routing: a later task's atoms act only on tokens the earlier tasks' subspace
     /// does not explain, and there at full scale.
     NoveltyGated,
     "moram-novelty-gated",
     "MoRAM whose later atoms act only on tokens earlier tasks' subspace does not explain",
-    SubspaceMode::NoveltyGated
+    variant: true,
+    |method, layer| protected(method, layer, SubspaceMode::NoveltyGated)
 );

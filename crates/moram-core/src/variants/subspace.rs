@@ -109,12 +109,8 @@ impl AtomBank {
         Ok(())
     }
 
-    /// InfLoRA's down-projection for a new task (Liang and Li, CVPR 2024; `docs/method.md`): the
-    /// first `rows` left singular vectors of `(I - U U^T) C`, `C` being the new task's input
-    /// moments `(d_in, d_in)` and `U` the protected basis, as rows `(rows, d_in)` scaled by
-    /// `1 / sqrt(3)` (the reference code's scale). They lie outside the earlier tasks' subspace,
-    /// along the directions the new task's inputs use most.
-    pub fn designed_keys(&self, moments: &Tensor, rows: usize) -> Result<Tensor> {
+    /// `d_in` when `moments` is `(d_in, d_in)`, else a shape error.
+    fn check_moments(&self, moments: &Tensor) -> Result<i64> {
         let d = self.d_in;
         if moments.size() != [d, d] {
             return Err(Error::Shape {
@@ -123,6 +119,16 @@ impl AtomBank {
                 found: moments.size(),
             });
         }
+        Ok(d)
+    }
+
+    /// InfLoRA's down-projection for a new task (Liang and Li, CVPR 2024; `docs/method.md`): the
+    /// first `rows` left singular vectors of `(I - U U^T) C`, `C` being the new task's input
+    /// moments `(d_in, d_in)` and `U` the protected basis, as rows `(rows, d_in)` scaled by
+    /// `1 / sqrt(3)` (the reference code's scale). They lie outside the earlier tasks' subspace,
+    /// along the directions the new task's inputs use most.
+    pub fn designed_keys(&self, moments: &Tensor, rows: usize) -> Result<Tensor> {
+        let d = self.check_moments(moments)?;
         if rows as i64 > d {
             return Err(Error::config("r", format!("{rows} keys cannot be orthonormal in {d} dimensions")));
         }
@@ -144,14 +150,7 @@ impl AtomBank {
     /// leading eigenvectors of `P C P` (`P = I - U U^T`) are appended until `U` captures `energy`
     /// of `trace(C)`; none when it already does. Returns the number of directions added.
     pub fn extend_key_basis(&mut self, moments: &Tensor, energy: f64) -> Result<usize> {
-        let d = self.d_in;
-        if moments.size() != [d, d] {
-            return Err(Error::Shape {
-                what: "input moments".into(),
-                expected: format!("({d}, {d})"),
-                found: moments.size(),
-            });
-        }
+        let d = self.check_moments(moments)?;
         if !(energy > 0.0 && energy < 1.0) {
             return Err(Error::config("key_subspace.energy", format!("must lie in (0, 1), found {energy}")));
         }
