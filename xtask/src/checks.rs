@@ -181,7 +181,10 @@ pub fn broken_links(page: &Path) -> Result<Vec<String>> {
     Ok(broken)
 }
 
-/// Runs both checks over the workspace; the error lists every problem.
+/// The README's length limit.
+pub const README_LINES: usize = 250;
+
+/// Runs the checks over the workspace; the error lists every problem.
 pub fn run(root: &Path) -> Result<()> {
     let mut problems = Vec::new();
     for dir in ["crates", "xtask"] {
@@ -199,6 +202,15 @@ pub fn run(root: &Path) -> Result<()> {
                 }
             }
         }
+    }
+    // The README is a front door: short, and no table a command rewrites (those live in docs/).
+    let readme = std::fs::read_to_string(root.join("README.md"))?;
+    let lines = readme.lines().count();
+    if lines > README_LINES {
+        problems.push(format!("README.md: {lines} lines, more than {README_LINES} (move details to docs/)"));
+    }
+    if readme.contains(":start -->") {
+        problems.push("README.md: holds a generated table (`<!-- ...:start -->`); it belongs in docs/".into());
     }
     let mut pages = vec![root.join("README.md")];
     for entry in std::fs::read_dir(root.join("docs"))? {
