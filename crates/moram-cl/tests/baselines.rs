@@ -27,10 +27,7 @@ fn replay_keeps_a_buffer_in_the_run_folder_and_forgets_less_than_seq_lora() {
     let _generator = moram_cl::synthetic::exclusive_generator();
     let tmp = tempfile::tempdir().unwrap();
     let names = ["Half", "Flipped", "LastWord"];
-    let (seq_root, replay_root) = (tmp.path().join("seq"), tmp.path().join("replay"));
-    for d in [&seq_root, &replay_root] {
-        std::fs::create_dir_all(d).unwrap();
-    }
+    let (seq_root, replay_root) = (dir(tmp.path(), "seq"), dir(tmp.path(), "replay"));
     let seq = run(&seq_root, "seq-lora", &names, 40, &[]);
     let replay = run(&replay_root, "replay", &names, 40, &["method.replay_examples=8", "method.replay_per_step=2"]);
     eprintln!("seq-lora {:?}\nreplay {:?}", seq.matrix, replay.matrix);
@@ -64,6 +61,22 @@ fn resume_without_last_task(root: &Path) -> RunState {
     let cfg = moram_cl::checkpoint::read_config(&copy).unwrap();
     let mut learner = LlmLearner::from_config(&cfg).unwrap();
     moram_cl::resume(&mut learner, &cfg, &copy, &RunOptions::default()).unwrap()
+}
+
+/// `parent/name`, created.
+fn dir(parent: &Path, name: &str) -> std::path::PathBuf {
+    let d = parent.join(name);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Every optimiser step's logged loss of the run in `root/out`, in order.
+fn step_losses(root: &Path) -> Vec<f64> {
+    std::fs::read_to_string(root.join("out/metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"].as_f64().unwrap())
+        .collect()
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -156,21 +169,11 @@ fn an_ewc_run_keeps_its_state_per_task_and_acts_from_the_second_task() {
     let _generator = moram_cl::synthetic::exclusive_generator();
     let tmp = tempfile::tempdir().unwrap();
     let names = ["Half", "Flipped"];
-    let (seq_root, ewc_root) = (tmp.path().join("seq"), tmp.path().join("ewc"));
-    for d in [&seq_root, &ewc_root] {
-        std::fs::create_dir_all(d).unwrap();
-    }
+    let (seq_root, ewc_root) = (dir(tmp.path(), "seq"), dir(tmp.path(), "ewc"));
     let seq = run(&seq_root, "seq-lora", &names, 12, &[]);
     let ewc = run(&ewc_root, "ewc", &names, 12, &["method.ewc_lambda=1e6"]);
     assert!(ewc_root.join("out/ewc-task0.safetensors").exists() && ewc_root.join("out/ewc-task1.safetensors").exists());
-    let losses = |root: &Path| -> Vec<f64> {
-        std::fs::read_to_string(root.join("out/metrics.jsonl"))
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"].as_f64().unwrap())
-            .collect()
-    };
-    let (a, b) = (losses(&seq_root), losses(&ewc_root));
+    let (a, b) = (step_losses(&seq_root), step_losses(&ewc_root));
     assert_eq!(a[..12], b[..12], "the first task trains as SeqLoRA");
     assert!(a[13..].iter().zip(&b[13..]).any(|(x, y)| (x - y).abs() > 1e-6), "the penalty changed nothing");
     assert_eq!(ewc.matrix[0], seq.matrix[0]);
@@ -186,21 +189,11 @@ fn an_lwf_run_trains_the_first_task_as_seq_lora_and_then_holds_the_old_answers()
     let _generator = moram_cl::synthetic::exclusive_generator();
     let tmp = tempfile::tempdir().unwrap();
     let names = ["Half", "Flipped"];
-    let (seq_root, lwf_root) = (tmp.path().join("seq"), tmp.path().join("lwf"));
-    for d in [&seq_root, &lwf_root] {
-        std::fs::create_dir_all(d).unwrap();
-    }
+    let (seq_root, lwf_root) = (dir(tmp.path(), "seq"), dir(tmp.path(), "lwf"));
     let seq = run(&seq_root, "seq-lora", &names, 40, &[]);
     let lwf = run(&lwf_root, "lwf", &names, 40, &["method.lwf_lambda=500"]);
     eprintln!("seq-lora {:?}\nlwf {:?}", seq.matrix, lwf.matrix);
-    let losses = |root: &Path| -> Vec<f64> {
-        std::fs::read_to_string(root.join("out/metrics.jsonl"))
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"].as_f64().unwrap())
-            .collect()
-    };
-    let (a, b) = (losses(&seq_root), losses(&lwf_root));
+    let (a, b) = (step_losses(&seq_root), step_losses(&lwf_root));
     assert_eq!(a[..40], b[..40], "the first task trains as SeqLoRA");
     assert_eq!(lwf.matrix[0], seq.matrix[0]);
     assert!(lwf.matrix[1][0] > seq.matrix[1][0] + 25.0, "lwf {:?} seq {:?}", lwf.matrix, seq.matrix);
