@@ -80,8 +80,8 @@ enum Command {
         nproc: Option<usize>,
     },
     /// The embedded demo: SmolLM2 learns 4 real-data tasks (BBC News, WordNet) with SeqLoRA, MoRAM
-    /// and MoRAM with novelty-gated routing; prints the matrices, OP / BWT with 95% intervals and
-    /// the routing leakage. Assets come from `cargo xtask setup`.
+    /// and task-gated MoRAM; prints the matrices, OP / BWT with 95% intervals and the routing
+    /// leakage. Assets come from `cargo xtask setup`.
     Demo {
         /// Assets folder (default: $MORAM_ASSETS, else the cache's assets: $MORAM_CACHE, $XDG_CACHE_HOME/moram or ~/.cache/moram).
         #[arg(long)]
