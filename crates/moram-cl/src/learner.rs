@@ -7,6 +7,12 @@ use moram_core::{MoramLinear, TaskGate};
 use std::ops::Range;
 use tch::Tensor;
 
+/// The current task's trainable tensors of every MoRAM layer of `learner`, layer by layer (what
+/// the optimiser updates, and what EWC and LwF keep copies of).
+pub fn trainable_tensors(learner: &(impl Learner + ?Sized)) -> Vec<Tensor> {
+    learner.moram_layers().iter().flat_map(|(_, m)| m.bank().trainable_tensors()).collect()
+}
+
 /// Training mode (dropout on, no inference gate) or eval mode for every MoRAM layer of `learner`.
 pub fn set_training(learner: &mut (impl Learner + ?Sized), on: bool) {
     for (_, m) in learner.moram_layers_mut() {

@@ -246,8 +246,7 @@ fn train_task(
     let mut seen = std::collections::HashSet::new();
     let trained: Vec<usize> =
         steps.iter().flatten().filter(|(t, i)| *t == task && seen.insert(*i)).map(|(_, i)| *i).collect();
-    let mut params: Vec<tch::Tensor> =
-        learner.moram_layers().iter().flat_map(|(_, m)| m.bank().trainable_tensors()).collect();
+    let mut params: Vec<tch::Tensor> = crate::learner::trainable_tensors(learner);
     // Every rank drew the same keys from the same seed; rank 0's are copied anyway so that the
     // ranks cannot drift apart (a different libtorch build, device or thread count).
     let mut comm = std::time::Duration::ZERO;

@@ -108,9 +108,7 @@ fn ewc_accumulates_the_fisher_and_penalises_moving_away_from_the_previous_task()
     }
     let lens = [learner.train_len(0), learner.train_len(1)];
     let mut hooks = EwcHooks::new(400.0);
-    fn params_of(l: &LlmLearner) -> Vec<Tensor> {
-        l.moram_layers().iter().flat_map(|(_, m)| m.bank().trainable_tensors()).collect()
-    }
+    let params_of = |l: &LlmLearner| moram_cl::learner::trainable_tensors(l);
     hooks
         .before_task(&mut TaskRun {
             learner: &mut learner,

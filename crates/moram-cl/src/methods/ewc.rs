@@ -8,7 +8,7 @@
 use super::{optional_variants, LayerHooks, MethodDef, RunHooks, TaskRun};
 use crate::config::{MethodConfig, RunConfig};
 use crate::error::{Error, Result};
-use crate::learner::Learner;
+use crate::learner::{trainable_tensors, Learner};
 use moram_core::{MoramConfig, Routing};
 use std::path::Path;
 use tch::{Kind, Tensor};
@@ -52,10 +52,6 @@ pub struct EwcHooks {
     previous: Vec<Tensor>,
 }
 
-fn trainable(learner: &dyn Learner) -> Vec<Tensor> {
-    learner.moram_layers().iter().flat_map(|(_, m)| m.bank().trainable_tensors()).collect()
-}
-
 impl EwcHooks {
     /// No Fisher yet.
     pub fn new(lambda: f64) -> Self {
@@ -82,7 +78,7 @@ impl RunHooks for EwcHooks {
         if self.previous.is_empty() || self.fisher.is_empty() {
             return Ok(None);
         }
-        let params = trainable(learner);
+        let params = trainable_tensors(learner);
         if params.len() != self.previous.len() || params.len() != self.fisher.len() {
             return Err(Error::task("ewc", "the adapter's tensors changed between tasks"));
         }
@@ -103,7 +99,7 @@ impl RunHooks for EwcHooks {
 
     fn after_step(&mut self, learner: &mut dyn Learner) {
         let _guard = tch::no_grad_guard();
-        let params = trainable(learner);
+        let params = trainable_tensors(learner);
         if self.fisher.len() != params.len() {
             self.fisher = params.iter().map(Tensor::zeros_like).collect();
         }
@@ -119,7 +115,7 @@ impl RunHooks for EwcHooks {
     }
 
     fn after_task(&mut self, run: &mut TaskRun<'_>) -> Result<Option<Vec<(usize, f64)>>> {
-        self.previous = trainable(run.learner).iter().map(|p| p.detach().copy()).collect();
+        self.previous = trainable_tensors(run.learner).iter().map(|p| p.detach().copy()).collect();
         LayerHooks.after_task(run)
     }
 

@@ -15,7 +15,7 @@
 use super::{optional_variants, LayerHooks, MethodDef, RunHooks, TaskRun};
 use crate::config::{MethodConfig, RunConfig};
 use crate::error::{Error, Result};
-use crate::learner::{set_training, Learner};
+use crate::learner::{set_training, trainable_tensors, Learner};
 use moram_core::{MoramConfig, Routing};
 use tch::{Kind, Tensor};
 
@@ -73,10 +73,6 @@ pub struct LwfHooks {
     teacher: Vec<Tensor>,
 }
 
-fn trainable(learner: &dyn Learner) -> Vec<Tensor> {
-    learner.moram_layers().iter().flat_map(|(_, m)| m.bank().trainable_tensors()).collect()
-}
-
 fn assign(params: &[Tensor], values: &[Tensor]) {
     let _guard = tch::no_grad_guard();
     for (p, v) in params.iter().zip(values) {
@@ -93,7 +89,7 @@ impl LwfHooks {
     /// The old model's answer logits on `examples` of `task`: the teacher's adapter swapped in,
     /// dropout off, no graph; the current adapter restored whatever happens.
     fn old_model_logits(&self, learner: &mut dyn Learner, task: usize, examples: &[usize]) -> Result<Tensor> {
-        let params = trainable(learner);
+        let params = trainable_tensors(learner);
         if params.len() != self.teacher.len() || params.iter().zip(&self.teacher).any(|(p, t)| p.size() != t.size()) {
             return Err(Error::task("lwf", "the adapter's tensors changed since the task began"));
         }
@@ -111,7 +107,7 @@ impl RunHooks for LwfHooks {
     fn before_task(&mut self, run: &mut TaskRun<'_>) -> Result<()> {
         self.teacher = match run.task {
             0 => Vec::new(),
-            _ => trainable(run.learner).iter().map(|p| p.detach().copy()).collect(),
+            _ => trainable_tensors(run.learner).iter().map(|p| p.detach().copy()).collect(),
         };
         LayerHooks.before_task(run)
     }
