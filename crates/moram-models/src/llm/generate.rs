@@ -325,6 +325,19 @@ impl CausalLm {
         config: &GenerationConfig,
         memo: Option<&mut PrefixMemo>,
     ) -> Result<Vec<Vec<i64>>> {
+        self.generate_streaming(prompts, config, memo, &mut |_, _| true)
+    }
+
+    /// [`CausalLm::generate_with_prefixes`], calling `on_token(row, id)` for every id as it is
+    /// chosen (what a streaming server sends on); a row whose callback returns `false` (its client
+    /// went away) stops there, the others go on. The ids returned are the same.
+    pub fn generate_streaming(
+        &self,
+        prompts: &[Vec<i64>],
+        config: &GenerationConfig,
+        memo: Option<&mut PrefixMemo>,
+        on_token: &mut dyn FnMut(usize, i64) -> bool,
+    ) -> Result<Vec<Vec<i64>>> {
         config.validate()?;
         if prompts.is_empty() || prompts.iter().any(Vec::is_empty) {
             return Err(Error::Input("every prompt needs at least one token".into()));
@@ -378,7 +391,7 @@ impl CausalLm {
                         .0 as i64
                 };
                 out[r].push(next);
-                if config.stop_ids.contains(&next) {
+                if config.stop_ids.contains(&next) || !on_token(r, next) {
                     done[r] = true;
                 }
                 chosen.push(next);

@@ -1,10 +1,11 @@
 //! Decoder LLMs: GGUF and Hugging Face checkpoints, tokenizers, and the LLaMA-family decoders
 //! (LLaMA, Gemma, Gemma 2, Gemma 3, Qwen2, Qwen3, Mistral): a layout table per family (`layout`), shared modules
 //! (`attention`, `mlp`, `norm`, `rope`) composed into a block (`llama`), the model shell with
-//! cache, generation and loss (`model`, `generate`), training batches without padding (`packing`),
+//! cache, generation and loss (`model`, `generate`), chat templates (`chat`), training batches without padding (`packing`),
 //! task-gated atoms (`gating`).
 
 pub mod attention;
+pub mod chat;
 pub mod config;
 pub mod families;
 pub mod gating;
@@ -22,6 +23,7 @@ pub mod quants;
 pub mod rope;
 pub mod tokenizer;
 
+pub use chat::{ChatMessage, ChatTokens};
 pub use config::{Activation, Arch, LlmConfig};
 pub use generate::{GenerationConfig, PrefixMemo};
 pub use gguf::{Array, GgmlType, GgufFile, Value};

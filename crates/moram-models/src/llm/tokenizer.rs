@@ -44,6 +44,7 @@ const QWEN2_SPLIT: &str =
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 /// A decoder LLM's tokenizer and its special ids.
+#[derive(Clone)]
 pub struct LlmTokenizer {
     inner: Tokenizer,
     /// Beginning-of-sequence id, if the model has one.
@@ -52,6 +53,10 @@ pub struct LlmTokenizer {
     pub eos: Vec<i64>,
     /// Whether [`LlmTokenizer::encode`] prepends BOS.
     pub add_bos: bool,
+    /// The checkpoint's chat template (Jinja; `tokenizer_config.json`'s `chat_template`, a
+    /// `chat_template.jinja` next to it, or GGUF `tokenizer.chat_template`), rendered by
+    /// [`super::chat::render`].
+    pub chat_template: Option<String>,
 }
 
 impl std::fmt::Debug for LlmTokenizer {
@@ -72,6 +77,27 @@ fn token_types(gguf: &GgufFile) -> Vec<u64> {
 /// Token -> id, the position in the vocabulary.
 fn bpe_vocab(tokens: &[String]) -> tokenizers::models::bpe::Vocab {
     tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect()
+}
+
+/// GGUF `tokenizer.chat_template` (llama.cpp's converter copies the checkpoint's default template).
+fn gguf_chat_template(gguf: &GgufFile) -> Option<String> {
+    gguf.get("tokenizer.chat_template").and_then(Value::as_str).map(str::to_string)
+}
+
+/// `tokenizer_config.json`'s `chat_template`: a string, or a list of `{name, template}` of which
+/// transformers uses the one named `default`.
+fn hf_chat_template(path: &Path, value: &serde_json::Value) -> Result<String> {
+    if let Some(t) = value.as_str() {
+        return Ok(t.to_string());
+    }
+    let named = value
+        .as_array()
+        .and_then(|list| list.iter().find(|t| t.get("name").and_then(serde_json::Value::as_str) == Some("default")));
+    named
+        .and_then(|t| t.get("template"))
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_string)
+        .ok_or_else(|| tok_err(path, "`chat_template` is neither a string nor a list with a template named `default`"))
 }
 
 impl LlmTokenizer {
@@ -154,6 +180,7 @@ impl LlmTokenizer {
             bos: id("tokenizer.ggml.bos_token_id"),
             eos: id("tokenizer.ggml.eos_token_id").into_iter().collect(),
             add_bos,
+            chat_template: gguf_chat_template(gguf),
         })
     }
 
@@ -227,6 +254,7 @@ impl LlmTokenizer {
             bos: id("tokenizer.ggml.bos_token_id"),
             eos: id("tokenizer.ggml.eos_token_id").into_iter().collect(),
             add_bos: !matches!(gguf.get("tokenizer.ggml.add_bos_token"), Some(Value::Bool(false))),
+            chat_template: gguf_chat_template(gguf),
         })
     }
 
@@ -236,15 +264,23 @@ impl LlmTokenizer {
     pub fn from_hf_dir(dir: impl AsRef<Path>, config: &super::LlmConfig) -> Result<Self> {
         let dir = dir.as_ref();
         let tc = dir.join("tokenizer_config.json");
-        let add_bos = match std::fs::read_to_string(&tc) {
-            Ok(text) => {
-                let json: serde_json::Value =
-                    serde_json::from_str(&text).map_err(|e| tok_err(&tc, format!("invalid JSON: {e}")))?;
-                json.get("add_bos_token").and_then(serde_json::Value::as_bool).unwrap_or(true)
-            }
-            Err(_) => true,
+        let json = match std::fs::read_to_string(&tc) {
+            Ok(text) => Some(serde_json::from_str(&text).map_err(|e| tok_err(&tc, format!("invalid JSON: {e}")))?),
+            Err(_) => None,
         };
-        Self::from_file(dir.join("tokenizer.json"), config.bos_token_id, config.eos_token_ids.clone(), add_bos)
+        let add_bos = json
+            .as_ref()
+            .and_then(|j: &serde_json::Value| j.get("add_bos_token"))
+            .and_then(serde_json::Value::as_bool)
+            .unwrap_or(true);
+        let mut tokenizer =
+            Self::from_file(dir.join("tokenizer.json"), config.bos_token_id, config.eos_token_ids.clone(), add_bos)?;
+        tokenizer.chat_template = match json.as_ref().and_then(|j| j.get("chat_template")) {
+            Some(t) => Some(hf_chat_template(&tc, t)?),
+            // transformers >= 4.43 may save the template as a file of its own.
+            None => std::fs::read_to_string(dir.join("chat_template.jinja")).ok(),
+        };
+        Ok(tokenizer)
     }
 
     /// Loads a Hugging Face `tokenizer.json`; `bos`/`eos` come from the model's config.
@@ -254,7 +290,7 @@ impl LlmTokenizer {
             return Err(Error::Io { path: path.into(), source: std::io::Error::from(std::io::ErrorKind::NotFound) });
         }
         let inner = Tokenizer::from_file(path).map_err(|e| tok_err(path, e))?;
-        Ok(LlmTokenizer { inner, bos, eos, add_bos })
+        Ok(LlmTokenizer { inner, bos, eos, add_bos, chat_template: None })
     }
 
     /// Token ids of `text` (special-token strings such as `<|im_start|>` map to their ids),
@@ -279,6 +315,12 @@ impl LlmTokenizer {
     pub fn decode(&self, ids: &[i64], skip_special: bool) -> Result<String> {
         let ids: Vec<u32> = ids.iter().map(|&i| i as u32).collect();
         self.inner.decode(&ids, skip_special).map_err(|e| Error::Input(format!("decoding: {e}")))
+    }
+
+    /// The text of token `id` (special tokens included), e.g. `"<|im_end|>"` for a chat
+    /// template's `eos_token`.
+    pub fn token_text(&self, id: i64) -> Option<String> {
+        u32::try_from(id).ok().and_then(|id| self.inner.id_to_token(id))
     }
 
     /// Vocabulary size (with special tokens).
