@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use std::process::Command;
 
 /// Python packages the generators need (PyTorch pinned to the libtorch version we link).
-pub const REQUIREMENTS: [&str; 14] = [
+pub const REQUIREMENTS: [&str; 15] = [
     "torch==2.11.0",
     // torchvision pinned to torch 2.11's release, or pip upgrades torch to satisfy a newer one.
     "torchvision==0.26.0",
@@ -27,10 +27,12 @@ pub const REQUIREMENTS: [&str; 14] = [
     "fuzzywuzzy==0.18.0",
     "Levenshtein==0.27.5",
     "sacrebleu==2.5.1",
+    // PEFT loads moram's LoRA export (tests/fixtures/llm/generate_peft.py).
+    "peft==0.22.0",
 ];
 
 /// Generator scripts, relative to the workspace root, each writing next to itself.
-const GENERATORS: [&str; 15] = [
+const GENERATORS: [&str; 16] = [
     "tests/fixtures/core/generate.py",
     "tests/fixtures/clip/generate.py",
     "tests/fixtures/clip/generate_tokenizer.py",
@@ -46,6 +48,7 @@ const GENERATORS: [&str; 15] = [
     "tests/fixtures/llm/generate_tokenizer.py",
     "tests/fixtures/llm/generate_config_variants.py",
     "tests/fixtures/cl/generate_metrics.py",
+    "tests/fixtures/llm/generate_peft.py",
 ];
 
 pub fn generate() -> Result<()> {

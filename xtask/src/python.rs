@@ -37,6 +37,13 @@ pub fn require_pip(python: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The HTTP clients `moram serve` is tested with (`crates/moram-cli/tests/serve.rs`): the official
+/// `openai` package, in a venv of its own (no PyTorch needed).
+pub const CLIENT_REQUIREMENTS: [&str; 1] = ["openai==3.63.0"];
+
+/// Environment variable naming that venv's Python for the tests.
+pub const CLIENT_PYTHON_ENV: &str = "MORAM_CLIENT_PYTHON";
+
 /// A virtual environment under the cache with the given pip requirements installed (idempotent:
 /// a marker records what was installed).
 pub fn venv_with(venv: &Path, requirements: &[&str]) -> Result<PathBuf> {
@@ -52,11 +59,8 @@ pub fn venv_with(venv: &Path, requirements: &[&str]) -> Result<PathBuf> {
         crate::paths::run_checked(Command::new(&system).args(["-m", "venv"]).arg(venv))
             .context("creating the virtual environment (Debian/Ubuntu need `apt-get install -y python3-venv`)")?;
     }
-    eprintln!(
-        "installing {} into {} (PyTorch pulls several GB of CUDA wheels)",
-        wanted.replace('\n', " "),
-        venv.display()
-    );
+    let note = if wanted.contains("torch==") { " (PyTorch pulls several GB of CUDA wheels)" } else { "" };
+    eprintln!("installing {} into {}{note}", wanted.replace('\n', " "), venv.display());
     crate::paths::run_checked(Command::new(&python).args(["-m", "pip", "install", "-q"]).args(requirements))
         .context("pip install failed; is the PyPI registry reachable?")?;
     std::fs::write(&marker, wanted).with_context(|| format!("writing {}", marker.display()))?;

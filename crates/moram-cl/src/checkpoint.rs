@@ -5,6 +5,7 @@
 //! accuracy matrix so far, per-task records, seeds, config hash, versions) and one
 //! `adapter-task{t}.safetensors` per finished task (moram-core's adapter format).
 
+use crate::base_model::{BaseCheck, BaseModel, BASE_KEY};
 use crate::config::RunConfig;
 use crate::error::{Error, Result};
 use crate::learner::Learner;
@@ -265,21 +266,38 @@ pub fn adapter_name(task: usize) -> String {
 /// Saves every bank of `learner` as [`adapter_name`]`(task)`; returns the file name.
 pub fn save_adapter(learner: &impl Learner, dir: &Path, task: usize, config: &RunConfig) -> Result<String> {
     let name = adapter_name(task);
-    let layers = learner.moram_layers();
-    let mut extra = BTreeMap::new();
-    extra.insert("run".to_string(), config.name.clone());
-    extra.insert("method".to_string(), config.method.name.to_string());
+    let mut extra = adapter_metadata(learner, config)?;
     extra.insert("task_names".to_string(), learner.task_names()[..=task].join("\n"));
+    let layers = learner.moram_layers();
     let banks = layers.iter().map(|(p, m)| (p.as_str(), m.bank()));
     moram_core::save_adapter_with_gate(dir.join(&name), banks, learner.task_gate(), &extra)?;
     Ok(name)
 }
 
-/// Replaces every bank of `learner` with the ones stored in `path` (same layers required).
+/// What every adapter file of a run records besides its banks: the run's name, its method and
+/// its base model ([`crate::base_model`]).
+pub fn adapter_metadata(learner: &impl Learner, config: &RunConfig) -> Result<BTreeMap<String, String>> {
+    let mut extra = BTreeMap::new();
+    extra.insert("run".to_string(), config.name.clone());
+    extra.insert("method".to_string(), config.method.name.to_string());
+    if let Some(model) = &config.model {
+        extra.insert(BASE_KEY.to_string(), BaseModel::of(learner, &model.path)?.to_json());
+    }
+    Ok(extra)
+}
+
+/// Replaces every bank of `learner` with the ones stored in `path` (same layers required), after
+/// checking that the file was trained on the model `learner` holds ([`BaseModel::check`]).
 pub fn load_adapter(learner: &mut impl Learner, path: &Path) -> Result<()> {
-    let mut layers = learner.moram_layers_mut();
-    let device = layers.first().map(|(_, m)| m.weight().device()).unwrap_or(tch::Device::Cpu);
+    load_adapter_with(learner, path, BaseCheck::Require)
+}
+
+/// [`load_adapter`], with `check` deciding what a different base does (`--force-base`).
+pub fn load_adapter_with(learner: &mut impl Learner, path: &Path, check: BaseCheck) -> Result<()> {
+    let device = learner.moram_layers().first().map(|(_, m)| m.weight().device()).unwrap_or(tch::Device::Cpu);
     let mut file = moram_core::AdapterFile::load(path, device)?;
+    let here = BaseModel::of(learner, Path::new(""))?;
+    let mut layers = learner.moram_layers_mut();
     let expected: Vec<String> = layers.iter().map(|(p, _)| p.clone()).collect();
     let mut stored: Vec<String> = file.layer_names().iter().map(|s| s.to_string()).collect();
     stored.sort();
@@ -291,6 +309,7 @@ pub fn load_adapter(learner: &mut impl Learner, path: &Path) -> Result<()> {
             message: format!("adapts layers {stored:?}, but the model adapts {sorted:?}"),
         });
     }
+    here.check(path, file.metadata.get(BASE_KEY).map(String::as_str), check)?;
     for (p, m) in layers.iter_mut() {
         let bank = file.take_bank(p, m.bank().d_in(), m.bank().d_out())?;
         m.replace_bank(bank)?;

@@ -60,6 +60,16 @@ pub enum Error {
     /// A run directory or checkpoint is missing, incomplete or corrupt.
     #[error("{path}: {message}")]
     Checkpoint { path: PathBuf, message: String },
+    /// An adapter file was trained on another base model than the one loaded
+    /// ([`crate::base_model`]).
+    #[error(
+        "{path}: trained on {trained_on}, but the model loaded now is {loaded}; load it onto the base it \
+         was trained on, or pass --force-base to load it anyway"
+    )]
+    WrongBase { path: PathBuf, trained_on: String, loaded: String },
+    /// An adapter no LoRA computes was asked for as a LoRA export ([`crate::export`]).
+    #[error("{path}: {reason}; only LoRA-type adapters export")]
+    NotExportable { path: PathBuf, reason: String },
     /// A metric was called with inconsistent inputs.
     #[error("metric `{metric}`: {message}")]
     Metric { metric: String, message: String },

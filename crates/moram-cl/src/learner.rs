@@ -25,6 +25,12 @@ pub trait Learner {
     /// Task names, in training order.
     fn task_names(&self) -> Vec<String>;
 
+    /// The base model's family as adapter files record it (`config.json`'s `model_type`, or
+    /// `clip`); `None` for learners that do not say (the base check then compares weights only).
+    fn architecture(&self) -> Option<String> {
+        None
+    }
+
     /// Training examples of task `task`.
     fn train_len(&self, task: usize) -> usize;
 
@@ -41,6 +47,12 @@ pub trait Learner {
     /// (e.g. X-TAIL's seen-class text embeddings). Default: nothing.
     fn prepare_task(&mut self, _task: usize) -> Result<()> {
         Ok(())
+    }
+
+    /// Tokens the training forward passes have read so far (for the log's tokens/s), when the
+    /// learner counts them. Default: `None`.
+    fn tokens_seen(&self) -> Option<u64> {
+        None
     }
 
     /// Mean loss (scalar, with graph) over the training examples `indices` of `task`.

@@ -14,11 +14,13 @@
 //! - [`RunConfig`]: one TOML file per run; the method is one line.
 
 pub mod analysis;
+pub mod base_model;
 pub mod batches;
 pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod error;
+pub mod export;
 pub mod learner;
 pub mod learners;
 pub mod methods;

@@ -133,33 +133,27 @@ pub fn write_all(dir: &Path, state: &RunState, config: &RunConfig) -> Result<()>
     let json = serde_json::to_string_pretty(&results)
         .map_err(|e| Error::Checkpoint { path: dir.join("results.json"), message: e.to_string() })?;
     write_atomic(&dir.join("results.json"), json.as_bytes())?;
-    write_atomic(&dir.join("results.csv"), matrix_csv(state).as_bytes())?;
+    write_atomic(&dir.join("results.csv"), matrix_csv(state)?.as_bytes())?;
     write_atomic(&dir.join("results.md"), markdown(&results).as_bytes())
 }
 
-fn matrix_csv(state: &RunState) -> String {
-    let mut s = String::from("after_task");
-    for n in &state.task_names {
-        s.push(',');
-        s.push_str(&csv_field(n));
-    }
-    s.push('\n');
+fn matrix_csv(state: &RunState) -> Result<String> {
+    let mut rows = vec![std::iter::once("after_task".to_string()).chain(state.task_names.iter().cloned()).collect()];
     for (i, row) in state.matrix.iter().enumerate() {
-        s.push_str(&csv_field(&state.task_names[i]));
-        for v in row {
-            s.push_str(&format!(",{v:.4}"));
-        }
-        s.push('\n');
+        rows.push(std::iter::once(state.task_names[i].clone()).chain(row.iter().map(|v| format!("{v:.4}"))).collect());
     }
-    s
+    csv_text(&rows)
 }
 
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
+/// `rows` as CSV text (RFC 4180: fields with commas, quotes or line breaks quoted).
+pub fn csv_text(rows: &[Vec<String>]) -> Result<String> {
+    let mut w = csv::WriterBuilder::new().flexible(true).from_writer(Vec::new());
+    let bad = |e: String| Error::Checkpoint { path: "results.csv".into(), message: format!("writing CSV: {e}") };
+    for row in rows {
+        w.write_record(row).map_err(|e| bad(e.to_string()))?;
     }
+    let bytes = w.into_inner().map_err(|e| bad(e.to_string()))?;
+    String::from_utf8(bytes).map_err(|e| bad(e.to_string()))
 }
 
 /// The recorded score of every evaluation example of a finished run, `scores[row][task][example]`,

@@ -266,6 +266,8 @@ fn train_task(
     let show = options.progress && group.is_main();
     let pb = bar(steps.len() as u64, format!("task {}/{} {name}", task + 1, state.task_names.len()), show);
     set_training(learner, true);
+    let every = config.training.log_every.unwrap_or(crate::config::DEFAULT_LOG_EVERY);
+    let tokens_before = learner.tokens_seen().unwrap_or(0);
     let mut last_loss = f64::NAN;
     let mut first_loss = None;
     for (step, batch) in steps.iter().enumerate() {
@@ -359,6 +361,11 @@ fn train_task(
         }
         pb.set_prefix(format!("loss {batch_loss:.4}"));
         pb.inc(1);
+        if group.is_main() && every > 0 && ((step + 1) % every == 0 || step + 1 == steps.len()) {
+            let line =
+                ProgressLine { task: &name, step: step + 1, steps: steps.len(), loss: batch_loss, lr, grad_norm };
+            line.log(start.elapsed().as_secs_f64(), learner.tokens_seen().map(|t| t - tokens_before), pb.is_hidden());
+        }
     }
     pb.finish_and_clear();
     set_training(learner, false);
@@ -388,6 +395,35 @@ fn train_task(
         workers: world,
         communication_seconds: comm.as_secs_f64(),
     })
+}
+
+/// One progress line of the log (`training.log_every`).
+struct ProgressLine<'a> {
+    task: &'a str,
+    step: usize,
+    steps: usize,
+    loss: f64,
+    lr: f64,
+    grad_norm: f64,
+}
+
+impl ProgressLine<'_> {
+    /// Logs the line after `seconds` of the task, with the tokens its forward passes read so far:
+    /// at info level when no bar shows progress (`bar_hidden`: a log file, `-q`), else at debug.
+    fn log(&self, seconds: f64, tokens: Option<u64>, bar_hidden: bool) {
+        let rate = self.step as f64 / seconds.max(1e-9);
+        let eta = (self.steps - self.step) as f64 / rate.max(1e-9);
+        let tokens = tokens.map_or(String::new(), |t| format!(", {:.0} tokens/s", t as f64 / seconds.max(1e-9)));
+        let line = format!(
+            "{} step {}/{}: loss {:.4}, lr {:.2e}, grad norm {:.3}{tokens}, {:.1} s elapsed, eta {:.0} s",
+            self.task, self.step, self.steps, self.loss, self.lr, self.grad_norm, seconds, eta
+        );
+        if bar_hidden {
+            tracing::info!("{line}");
+        } else {
+            tracing::debug!("{line}");
+        }
+    }
 }
 
 /// Sums the optimiser's gradients across ranks (one flattened all-reduce). A rank that computed no

@@ -186,6 +186,81 @@ pub fn write_trace_tasks(dir: &Path, tasks: &[(&str, &str)], n_train: usize, n_e
     Ok(())
 }
 
+/// The repository's small test tokenizer (`tests/fixtures/llm/tokenizer`).
+pub fn fixture_tokenizer_dir() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/llm/tokenizer")
+}
+
+/// Writes the tests' tiny run under `root`: `model/` (the tiny LLaMA, seed 7), `data/` (the
+/// synthetic tasks LastWord, Count, Half, Flipped, Low, High; 32 training and 16 evaluation
+/// examples each) and `run.toml` ([`tiny_run_config`]); returns the config's path.
+pub fn write_tiny_run(root: &Path, method: &str, iterations: usize, tasks: &[&str]) -> Result<std::path::PathBuf> {
+    write_tiny_llama(&root.join("model"), &fixture_tokenizer_dir(), TinyLlama::default(), 7)?;
+    let kinds = [
+        ("LastWord", "last-word"),
+        ("Count", "count"),
+        ("Half", "half"),
+        ("Flipped", "half-flipped"),
+        ("Low", "parity-low"),
+        ("High", "parity-high"),
+    ];
+    write_trace_tasks(&root.join("data"), &kinds, 32, 16, 11)?;
+    let path = root.join("run.toml");
+    std::fs::write(&path, tiny_run_config(method, iterations, tasks)).map_err(|e| Error::io(&path, e))?;
+    Ok(path)
+}
+
+/// The tests' run on a tiny model: the config text of a `method` run over `tasks` with
+/// `iterations` steps of 4 per task, for `model/` written by [`write_tiny_llama`] and `data/` by
+/// [`write_trace_tasks`] next to the config file (r 4, top-k 4, Adam 1e-2 constant, 3 new tokens,
+/// q/v/down adapted). One text, so that tests say only what they change (`RunConfig::set`).
+pub fn tiny_run_config(method: &str, iterations: usize, tasks: &[&str]) -> String {
+    format!(
+        r#"
+name = "tiny-{method}"
+seed = 3
+
+[method]
+name = "{method}"
+profile = "trace_paper"
+r = 4
+top_k = 4
+dropout = 0.1
+
+[optimizer]
+kind = "adam"
+lr = 0.01
+betas = [0.9, 0.95]
+schedule = "constant"
+
+[training]
+iterations = {iterations}
+batch_size = 4
+micro_batch_size = 2
+clip_grad_norm = 1.0
+
+[generation]
+max_new_tokens = 3
+max_prompt_tokens = 64
+max_answer_tokens = 16
+
+[evaluation]
+batch_size = 4
+
+[model]
+kind = "llm"
+path = "model"
+targets = {{ modules = ["q_proj", "v_proj", "down_proj"] }}
+
+[data]
+format = "trace"
+dir = "data"
+tasks = {tasks:?}
+metrics = {{ Count = "numglue_accuracy" }}
+"#
+    )
+}
+
 /// A BBC-News-shaped folder for tests: `per_topic` articles in each of five topic folders
 /// (headline line, blank line, body), plus one file that is not valid UTF-8 as in the real corpus.
 pub fn write_fake_bbc(dir: &Path, per_topic: usize) -> Result<()> {

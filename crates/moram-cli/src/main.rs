@@ -1,12 +1,16 @@
 //! `moram`: the command line of the MoRAM toolkit.
 //!
 //! Commands: `demo`, `train`, `resume`, `study` (grids of settings x methods x seeds), `eval`,
-//! `prune`, `report`, `viz`, `inspect` (adapter files) and `info` (libtorch, devices, threads).
+//! `generate`, `serve` and `export` (answers from a trained adapter; an OpenAI-compatible
+//! server; PEFT and merged checkpoints), `prune`, `report`, `viz`, `inspect` (adapter
+//! files) and `info` (libtorch, devices, threads).
 
 mod demo;
+mod generate;
 mod parallel;
 mod report;
 mod run_tools;
+mod serve;
 mod study;
 mod viz;
 mod workers;
@@ -15,10 +19,13 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use moram_cl::{RunConfig, RunOptions};
 use moram_core::AdapterFile;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
 /// Log output: stderr, above the workers' progress bars while they are drawn.
 struct LogWriter;
@@ -34,6 +41,60 @@ impl std::io::Write for LogWriter {
 
     fn flush(&mut self) -> std::io::Result<()> {
         std::io::stderr().flush()
+    }
+}
+
+/// The run folder's log file (`train.log`) that log lines are copied to.
+static RUN_LOG: std::sync::Mutex<Option<std::fs::File>> = std::sync::Mutex::new(None);
+
+/// Set by the worker pool for its workers, whose stderr already is their run's `train.log`.
+pub(crate) const STDERR_IS_RUN_LOG: &str = "MORAM_STDERR_IS_RUN_LOG";
+
+/// `-q`: no progress bars (and only errors logged).
+static QUIET: AtomicBool = AtomicBool::new(false);
+
+/// Whether progress bars are drawn (not under `-q`).
+pub(crate) fn progress_bars() -> bool {
+    !QUIET.load(Ordering::Relaxed)
+}
+
+/// Copies this process's log lines into `dir/train.log` (appended), so that a run started under
+/// nohup or a batch scheduler keeps its log in its folder. Nothing for a pool's worker (its stderr
+/// already goes there) or a data-parallel rank other than 0.
+fn log_to_run_folder(dir: &Path, main_rank: bool) -> Result<()> {
+    if !main_rank || std::env::var_os(STDERR_IS_RUN_LOG).is_some() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join(workers::LOG_FILE);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    if let Ok(mut log) = RUN_LOG.lock() {
+        *log = Some(file);
+    }
+    Ok(())
+}
+
+/// The run folder's copy of the log ([`log_to_run_folder`]); writes nothing until one is named.
+struct RunLogWriter;
+
+impl std::io::Write for RunLogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.write_all(buf).map(|()| buf.len())
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        match RUN_LOG.lock() {
+            Ok(mut file) => file.as_mut().map_or(Ok(()), |f| f.write_all(buf)),
+            Err(_) => Ok(()),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -107,6 +168,124 @@ enum Command {
         /// Use the adapter saved after this task (0-based; default: the last finished).
         #[arg(long)]
         after: Option<usize>,
+    },
+    /// Answer prompts with a run's base model and adapter, as evaluation generates: prompts from
+    /// --prompt, a JSONL file (--input; `-` for stdin) of {"prompt": ..} or {"messages": [..]}
+    /// objects, or stdin's text; --chat applies the model's chat template.
+    Generate {
+        /// The run folder (its config names the base model and adapted layers).
+        dir: PathBuf,
+        /// Use the adapter saved after this task (0-based; default: the last finished).
+        #[arg(long)]
+        after: Option<usize>,
+        /// Use this adapter file instead of the run's (e.g. a pruned one).
+        #[arg(long, conflicts_with = "after")]
+        adapter: Option<PathBuf>,
+        /// The base model at another path than the run's config says (HF folder or GGUF).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Load the adapter even if it records another base model (logged).
+        #[arg(long)]
+        force_base: bool,
+        /// A prompt (repeatable).
+        #[arg(long = "prompt", value_name = "TEXT")]
+        prompts: Vec<String>,
+        /// JSONL prompts, one object per line (`-`: stdin).
+        #[arg(long, value_name = "FILE")]
+        input: Option<PathBuf>,
+        /// Apply the model's chat template (tokenizer_config.json or GGUF) to plain prompts.
+        #[arg(long)]
+        chat: bool,
+        /// A system message before each --chat prompt.
+        #[arg(long, requires = "chat")]
+        system: Option<String>,
+        /// Truncate plain prompts with this task's prompt budget (default: the run's).
+        #[arg(long)]
+        task: Option<String>,
+        /// One JSON object per answer (prompt, answer, token counts) instead of the text.
+        #[arg(long)]
+        jsonl: bool,
+        /// New tokens per answer (default: the run's generation.max_new_tokens).
+        #[arg(long)]
+        max_new_tokens: Option<usize>,
+        /// Sample at this temperature (default: greedy, as evaluation).
+        #[arg(long)]
+        temperature: Option<f64>,
+        /// Nucleus sampling: keep the smallest set of tokens with this probability mass.
+        #[arg(long)]
+        top_p: Option<f64>,
+        /// Seed of sampling.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Repetition penalty (default: the run's).
+        #[arg(long)]
+        repetition_penalty: Option<f64>,
+        /// No-repeat n-gram size (default: the run's; 0: off).
+        #[arg(long)]
+        no_repeat_ngram_size: Option<usize>,
+    },
+    /// Serve a run's base model and adapter over HTTP, OpenAI-compatible: /v1/completions,
+    /// /v1/chat/completions (streaming with "stream": true), /v1/models, /health. Requests with
+    /// the same settings are generated together; Ctrl-C finishes the requests in progress.
+    Serve {
+        /// The run folder.
+        dir: PathBuf,
+        /// Use the adapter saved after this task (0-based; default: the last finished).
+        #[arg(long)]
+        after: Option<usize>,
+        /// Use this adapter file instead of the run's.
+        #[arg(long, conflicts_with = "after")]
+        adapter: Option<PathBuf>,
+        /// The base model at another path than the run's config says.
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Load the adapter even if it records another base model (logged).
+        #[arg(long)]
+        force_base: bool,
+        /// Address to listen on (port 0: a free port, printed at start). Other hosts than
+        /// 127.0.0.1 expose the model to the network: set --api-key.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        bind: String,
+        /// Require `Authorization: Bearer KEY` (default: $MORAM_API_KEY when set).
+        #[arg(long, env = "MORAM_API_KEY", hide_env_values = true)]
+        api_key: Option<String>,
+        /// Largest max_tokens a request may ask for.
+        #[arg(long, default_value_t = 512)]
+        max_tokens: usize,
+        /// Requests waiting at most; more get 503 at once.
+        #[arg(long, default_value_t = 64)]
+        queue: usize,
+        /// Requests generated together at most (default: the run's evaluation.batch_size).
+        #[arg(long)]
+        batch: Option<usize>,
+        /// Largest request body in bytes.
+        #[arg(long, default_value_t = 1 << 20)]
+        max_body: usize,
+    },
+    /// Export a LoRA-type adapter (seq-lora, o-lora, inc-lora, inf-lora, replay, ewc, lwf, mtl)
+    /// as a PEFT adapter folder, or with --merged as a Hugging Face checkpoint with the update
+    /// folded into the base weights. MoRAM adapters route per token and are refused (serve them).
+    Export {
+        /// The run folder.
+        dir: PathBuf,
+        /// Output folder.
+        #[arg(long)]
+        out: PathBuf,
+        /// Use the adapter saved after this task (0-based; default: the last finished).
+        #[arg(long)]
+        after: Option<usize>,
+        /// Use this adapter file instead of the run's.
+        #[arg(long, conflicts_with = "after")]
+        adapter: Option<PathBuf>,
+        /// The base model at another path than the run's config says.
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// A merged Hugging Face checkpoint instead of a PEFT adapter (the base must be a folder).
+        #[arg(long)]
+        merged: bool,
+        /// Merge even if the adapter records another base model (logged).
+        #[arg(long)]
+        force_base: bool,
     },
     /// Figures of a run (PNG, in DIR/figures): the accuracy matrix, per-atom activation ratios on
     /// every task's data, cumulative activation-mass curves with the 99% mark, atoms per layer.
@@ -222,20 +401,67 @@ enum Command {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let level = if cli.quiet { "error" } else { ["info", "debug", "trace"][cli.verbose.min(2) as usize] };
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level)))
-        .with_writer(|| LogWriter)
-        // Colour only on a terminal: logs written to files and pipes stay plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+    let filter = |level: &str| EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    // The run folder's train.log gets info lines even under -q (the terminal's quiet is not the log's).
+    let file_level = if cli.verbose > 0 { level } else { "info" };
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(|| LogWriter)
+                // Colour only on a terminal: logs written to files and pipes stay plain text.
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .with_filter(filter(level)),
+        )
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(|| RunLogWriter)
+                .with_ansi(false)
+                .with_filter(filter(file_level)),
+        )
         .init();
+    QUIET.store(cli.quiet, Ordering::Relaxed);
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");
             eprintln!("remedy: {}", remedy(&err));
-            std::process::ExitCode::FAILURE
+            // A run's log says how it ended too (a batch job's only record).
+            if let Ok(mut file) = RUN_LOG.lock() {
+                if let Some(file) = file.as_mut() {
+                    let _ = writeln!(file, "error: {err:#}\nremedy: {}", remedy(&err));
+                }
+            }
+            std::process::ExitCode::from(exit_code(&err))
         }
     }
+}
+
+/// Exit status of a failed command: 130 when Ctrl-C stopped it (finished tasks kept), 2 for bad
+/// input (config, data, a run folder or adapter that does not fit), 1 for anything else.
+fn exit_code(err: &anyhow::Error) -> u8 {
+    use moram_cl::Error as E;
+    for cause in err.chain() {
+        if let Some(e) = cause.downcast_ref::<E>() {
+            return match e {
+                E::Interrupted { .. } => 130,
+                E::Config { .. }
+                | E::ConfigFile { .. }
+                | E::Method { .. }
+                | E::Override { .. }
+                | E::Data { .. }
+                | E::Task { .. }
+                | E::ConfigMismatch { .. }
+                | E::WrongBase { .. }
+                | E::NotExportable { .. }
+                | E::RunExists { .. } => 2,
+                _ => 1,
+            };
+        }
+        if cause.downcast_ref::<Remedied>().is_some() {
+            return 2;
+        }
+    }
+    1
 }
 
 /// A failure only the command line can explain, with its one line of remedy.
@@ -269,6 +495,10 @@ fn remedy(err: &anyhow::Error) -> &'static str {
                 }
                 E::Data { .. } | E::Task { .. } => "fix the data named above (the layouts are in the README); nothing was trained",
                 E::ConfigMismatch { .. } => "resume with the run's own config (DIR/config.toml), or start a new run with --out",
+                E::NotExportable { .. } => "serve it with `moram serve` (or answer prompts with `moram generate`)",
+                E::WrongBase { .. } => {
+                    "load the adapter onto the base model it was trained on (--model PATH), or pass --force-base"
+                }
                 E::Checkpoint { .. } => "point at a run folder written by `moram train` (it holds state.json and config.toml)",
                 E::RunExists { .. } => "`moram resume DIR` continues it; `--out` starts a new run elsewhere",
                 E::NonFinite { .. } => "lower optimizer.lr or set training.clip_grad_norm, then `moram resume DIR`",
@@ -313,7 +543,9 @@ fn run(cli: Cli) -> Result<()> {
             cfg.set_all(&set)?;
             let dir = out.unwrap_or_else(|| PathBuf::from("runs").join(&cfg.name));
             let group = parallel::join(&cfg)?;
-            let options = RunOptions { stop: Some(ctrl_c_flag()?), progress: true, group: Some(group.clone()) };
+            log_to_run_folder(&dir, group.is_main())?;
+            let options =
+                RunOptions { stop: Some(ctrl_c_flag()?), progress: progress_bars(), group: Some(group.clone()) };
             let state = execute(&cfg, &dir, false, &options)?;
             if group.is_main() {
                 print_results(&dir, &state);
@@ -362,6 +594,55 @@ fn run(cli: Cli) -> Result<()> {
             demo::run(&assets.map_or_else(demo::default_assets, Ok)?, &out, &model, &set, workers, stop).map(|_| ())
         }
         Command::Eval { dir, after } => run_tools::eval(&dir, after),
+        Command::Generate {
+            dir,
+            after,
+            adapter,
+            model,
+            force_base,
+            prompts,
+            input,
+            chat,
+            system,
+            task,
+            jsonl,
+            max_new_tokens,
+            temperature,
+            top_p,
+            seed,
+            repetition_penalty,
+            no_repeat_ngram_size,
+        } => {
+            let source = generate::Source { dir, after, adapter, model, force_base };
+            let settings = generate::Settings {
+                max_new_tokens,
+                temperature,
+                top_p,
+                seed,
+                repetition_penalty,
+                no_repeat_ngram_size,
+            };
+            generate::run(source, generate::Request { prompts, input, chat, system, task, jsonl, settings })
+        }
+        Command::Serve {
+            dir,
+            after,
+            adapter,
+            model,
+            force_base,
+            bind,
+            api_key,
+            max_tokens,
+            queue,
+            batch,
+            max_body,
+        } => {
+            let source = generate::Source { dir, after, adapter, model, force_base };
+            serve::run(source, serve::Options { bind, api_key, max_tokens, queue, batch, max_body })
+        }
+        Command::Export { dir, out, after, adapter, model, merged, force_base } => {
+            generate::export(&generate::Source { dir, after, adapter, model, force_base }, &out, merged)
+        }
         Command::Viz { dir, examples } => run_tools::figures(&dir, examples),
         Command::Prune { dir, share, examples } => run_tools::prune(&dir, share, examples),
         Command::Report { dirs, csv } => report::run(&dirs, csv.as_deref()),
@@ -372,7 +653,9 @@ fn run(cli: Cli) -> Result<()> {
             let cfg = moram_cl::checkpoint::read_config(&dir)
                 .with_context(|| format!("{} is not a moram run folder", dir.display()))?;
             let group = parallel::join(&cfg)?;
-            let options = RunOptions { stop: Some(ctrl_c_flag()?), progress: true, group: Some(group.clone()) };
+            log_to_run_folder(&dir, group.is_main())?;
+            let options =
+                RunOptions { stop: Some(ctrl_c_flag()?), progress: progress_bars(), group: Some(group.clone()) };
             let state = execute(&cfg, &dir, true, &options)?;
             if group.is_main() {
                 print_results(&dir, &state);
@@ -446,11 +729,15 @@ fn inspect(file: &PathBuf) -> Result<()> {
         adapter.layer_names().len(),
         params as f64 * 4.0 / (1 << 20) as f64
     );
-    for (k, v) in adapter
-        .metadata
-        .iter()
-        .filter(|(k, _)| !matches!(k.as_str(), "config" | "format" | "format_version" | "num_tasks"))
-    {
+    match adapter.metadata.get(moram_cl::base_model::BASE_KEY) {
+        Some(json) => match serde_json::from_str::<moram_cl::base_model::BaseModel>(json) {
+            Ok(base) => println!("base model: {base}"),
+            Err(e) => println!("base model: unreadable record ({e})"),
+        },
+        None => println!("base model: not recorded (written before moram recorded it)"),
+    }
+    let known = ["config", "format", "format_version", "num_tasks", moram_cl::base_model::BASE_KEY];
+    for (k, v) in adapter.metadata.iter().filter(|(k, _)| !known.contains(&k.as_str())) {
         println!("metadata {k}: {v}");
     }
     Ok(())

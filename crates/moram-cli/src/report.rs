@@ -76,15 +76,12 @@ pub fn run(dirs: &[PathBuf], csv: Option<&Path>) -> Result<()> {
     }
     println!("{s}");
     if let Some(path) = csv {
-        let mut out = format!(
-            "metric,{}\n",
-            heads.iter().map(|h| format!("\"{}\"", h.replace('"', "\"\""))).collect::<Vec<_>>().join(",")
-        );
+        let mut rows = vec![std::iter::once("metric".to_string()).chain(heads.iter().cloned()).collect::<Vec<_>>()];
         for (i, row) in ROWS.iter().enumerate() {
-            let cells: Vec<&str> = cols.iter().map(|c| c[i].as_str()).collect();
-            let _ = writeln!(out, "{row},{}", cells.join(","));
+            rows.push(std::iter::once(row.to_string()).chain(cols.iter().map(|c| c[i].clone())).collect());
         }
-        std::fs::write(path, out).with_context(|| format!("writing {}", path.display()))?;
+        let text = moram_cl::report::csv_text(&rows)?;
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
 }

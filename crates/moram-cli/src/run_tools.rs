@@ -32,7 +32,7 @@ fn eval_with(learner: &mut impl Learner, dir: &Path, state: &RunState, after: Op
     moram_cl::checkpoint::load_adapter(learner, &dir.join(&state.adapters[t]))?;
     let row = moram_cl::runner::evaluate_every_task(
         learner,
-        &RunOptions { stop: None, progress: true, ..RunOptions::default() },
+        &RunOptions { stop: None, progress: crate::progress_bars(), ..RunOptions::default() },
     )?;
     println!("| after task {t} ({}) | {} |", state.task_names[t], state.task_names.join(" | "));
     println!("|---|{}", "---:|".repeat(row.len()));
@@ -154,12 +154,13 @@ pub fn prune(dir: &Path, share: f64, examples: usize) -> Result<()> {
     let counts = moram_cl::analysis::prune(&mut learner, &stats, share, moram_core::PruneScope::All)?;
     let row = moram_cl::runner::evaluate_every_task(
         &mut learner,
-        &RunOptions { stop: None, progress: true, ..RunOptions::default() },
+        &RunOptions { stop: None, progress: crate::progress_bars(), ..RunOptions::default() },
     )?;
     let file = format!("adapter-pruned-{share}.safetensors");
-    let layers = learner.moram_layers();
-    let mut extra = std::collections::BTreeMap::new();
+    let mut extra = moram_cl::checkpoint::adapter_metadata(&learner, &cfg)?;
+    extra.insert("task_names".to_string(), state.task_names[..state.tasks_done()].join("\n"));
     extra.insert("pruned_share".to_string(), share.to_string());
+    let layers = learner.moram_layers();
     let banks = layers.iter().map(|(p, m)| (p.as_str(), m.bank()));
     moram_core::save_adapter_with_gate(dir.join(&file), banks, learner.task_gate(), &extra)?;
     let last = state.matrix.last().context("the run has no finished task")?;

@@ -62,7 +62,8 @@ pub fn run(
             std::fs::copy(file, out.join("study.toml")).with_context(|| format!("copying {}", file.display()))?;
         }
         let stop = crate::ctrl_c_flag()?;
-        let options = RunOptions { stop: Some(stop.clone()), progress: true, ..RunOptions::default() };
+        let options =
+            RunOptions { stop: Some(stop.clone()), progress: crate::progress_bars(), ..RunOptions::default() };
         let budget = max_minutes.map(|m| Duration::from_secs_f64(m * 60.0));
         let progress = match workers {
             Some(w) if w.jobs > 1 => run_workers(&study, &runs, &out, budget, w, stop.clone()),
@@ -123,7 +124,7 @@ fn run_workers(
         workers.jobs,
         workers.threads
     );
-    let pool = crate::workers::Pool::new(jobs, workers.threads, stop.clone(), true)?;
+    let pool = crate::workers::Pool::new(jobs, workers.threads, stop.clone(), crate::progress_bars())?;
     let deadline = budget.map(|b| std::time::Instant::now() + b);
     // Each finished run updates the report, so a stopped study still reports what it has.
     let (finished, left) = pool.finish(workers.jobs, deadline, |_| write(&aggregate(study, runs)?, out))?;

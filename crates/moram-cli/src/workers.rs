@@ -166,6 +166,7 @@ impl Pool {
                 .stderr(log_err)
                 // A launcher's data-parallel variables would make the worker wait for peers.
                 .env_remove("WORLD_SIZE")
+                .env(crate::STDERR_IS_RUN_LOG, "1")
                 .env_remove("RANK")
                 .spawn()
                 .with_context(|| format!("starting {} for {}", self.program.display(), job.label))?;

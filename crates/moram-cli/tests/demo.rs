@@ -124,9 +124,14 @@ fn demo_runs_three_methods_and_writes_the_comparison() {
     );
     let row = md.lines().find(|l| l.starts_with("| OP (mean of the last row) |")).unwrap();
     assert!(row.split('|').nth(2).is_some_and(|c| c.trim() == want), "{row} vs {want}");
-    let csv = std::fs::read_to_string(csv).unwrap();
-    assert_eq!(csv.lines().count(), 11);
-    assert!(csv.lines().nth(2).unwrap().starts_with("OP (mean of last row),"));
+    // Parsed back: every record has the label and one field per run, labels with commas included.
+    let records: Vec<csv::StringRecord> =
+        csv::Reader::from_path(&csv).unwrap().records().collect::<Result<_, _>>().unwrap();
+    assert_eq!(records.len(), 10);
+    assert!(records.iter().all(|r| r.len() == 3), "{records:?}");
+    assert_eq!(&records[1][0], "OP (mean of last row)");
+    assert_eq!(&records[2][0], "BWT, paper Eq. 10");
+    assert!(records[2][1].parse::<f64>().is_ok(), "{:?}", records[2]);
     let o = Command::new(env!("CARGO_BIN_EXE_moram")).arg("report").arg(tmp.path()).output().unwrap();
     assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("has no results.json"));
 

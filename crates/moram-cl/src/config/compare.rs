@@ -25,14 +25,15 @@ impl RunConfig {
     }
 
     /// The dotted keys whose values differ between `self` (a run's config) and `other` (the one
-    /// given now), as `key (run X, given Y)`.
+    /// given now), as `key (run X, given Y)`; keys that only change reporting
+    /// ([`super::REPORTING_KEYS`]) do not count.
     pub fn differing_fields(&self, other: &RunConfig) -> Vec<String> {
         let (a, b) = (self.flatten(), other.flatten());
         let mut keys: Vec<String> = a.keys().chain(b.keys()).cloned().collect();
         keys.sort();
         keys.dedup();
         keys.into_iter()
-            .filter(|k| a.get(k) != b.get(k))
+            .filter(|k| a.get(k) != b.get(k) && !super::REPORTING_KEYS.contains(&k.as_str()))
             .map(|k| {
                 let show = |m: &BTreeMap<String, String>| m.get(&k).cloned().unwrap_or_else(|| "(absent)".into());
                 format!("{k} (run {}, given {})", show(&a), show(&b))

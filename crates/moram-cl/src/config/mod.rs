@@ -249,7 +249,19 @@ pub struct TrainingConfig {
     pub clip_grad_norm: Option<f64>,
     /// Evaluate on at most this many examples per task (all when absent).
     pub max_eval_examples: Option<usize>,
+    /// Steps between progress lines in the log (loss, learning rate, gradient norm, tokens/s,
+    /// ETA): at info level when no progress bar is drawn (a log file, `-q`), at debug level under
+    /// a bar. Absent: every [`DEFAULT_LOG_EVERY`] steps; 0: none. It changes no result, so a run
+    /// resumes with another value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_every: Option<usize>,
 }
+
+/// Steps between progress lines when `training.log_every` is absent.
+pub const DEFAULT_LOG_EVERY: usize = 10;
+
+/// Keys that change how a run reports, not what it computes: a run resumes with other values.
+pub const REPORTING_KEYS: [&str; 1] = ["training.log_every"];
 
 /// `epochs`: a number or a list of numbers.
 fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Option<Vec<usize>>, D::Error> {

@@ -207,6 +207,10 @@ impl Learner for ClipLearner {
         self.tasks.iter().map(|t| t.name.clone()).collect()
     }
 
+    fn architecture(&self) -> Option<String> {
+        Some("clip".into())
+    }
+
     fn train_len(&self, task: usize) -> usize {
         self.tasks.get(task).map_or(0, |t| t.train_labels.len())
     }

@@ -56,6 +56,12 @@ impl Learner for AnyLearner {
     fn task_names(&self) -> Vec<String> {
         delegate!(self, l => l.task_names())
     }
+    fn architecture(&self) -> Option<String> {
+        delegate!(self, l => l.architecture())
+    }
+    fn tokens_seen(&self) -> Option<u64> {
+        delegate!(self, l => l.tokens_seen())
+    }
     fn train_len(&self, task: usize) -> usize {
         delegate!(self, l => l.train_len(task))
     }

@@ -105,7 +105,7 @@ fn train_methods(
         workers.threads
     );
     tch::set_num_threads(workers.threads);
-    let mut pool = crate::workers::Pool::new(jobs, workers.threads, stop.clone(), true)?;
+    let mut pool = crate::workers::Pool::new(jobs, workers.threads, stop.clone(), crate::progress_bars())?;
     pool.fill(workers.jobs - 1)?;
     let baseline = {
         // The untouched model on every task: what the sequence starts from.

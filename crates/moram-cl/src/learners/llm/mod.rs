@@ -12,6 +12,9 @@ use moram_models::{TargetSpec, WeightSource};
 use std::collections::HashMap;
 use tch::{Device, Kind, Tensor};
 
+mod generate;
+pub use generate::Answer;
+
 /// One instruction task.
 #[derive(Debug, Clone)]
 pub struct TextTask {
@@ -69,6 +72,8 @@ pub struct LlmLearner {
     eval_prefix: PrefixMemo,
     /// Task-gated atoms: the task the last evaluation recognised for each `(task, example)`.
     recognised: HashMap<(usize, usize), u32>,
+    /// Tokens of every training sequence passed forward so far ([`Learner::tokens_seen`]).
+    tokens_seen: u64,
 }
 
 /// How an [`LlmLearner`] evaluates.
@@ -129,6 +134,7 @@ impl LlmLearner {
             train_prefix_bytes: 0,
             eval_prefix: PrefixMemo::with_budget(FROZEN_PREFIX_BUDGET),
             recognised: HashMap::new(),
+            tokens_seen: 0,
         })
     }
 
@@ -191,8 +197,7 @@ impl LlmLearner {
     /// Builds the learner a run config describes (`[model]` a decoder LLM, `[data]` TRACE folders);
     /// [`crate::learners::build`] calls it.
     pub fn from_config(config: &RunConfig) -> Result<Self> {
-        let (model, data) = config.model_and_data()?;
-        let moram = config.layer_config()?;
+        let (_, data) = config.model_and_data()?;
         // Every data problem at once, before the (slow) model load.
         let mut splits = vec!["train", "eval", "test"];
         if !splits.contains(&data.eval_split.name()) {
@@ -200,8 +205,6 @@ impl LlmLearner {
         }
         let problems = crate::data::trace::check_dir(&data.dir, &data.tasks, &splits);
         crate::data::all_problems(&data.dir, &problems)?;
-        let device = model.device.resolve()?;
-        let (lm, tok) = load_llm(&model.path, model.dtype.kind(), device)?;
         let mut tasks = Vec::new();
         for name in &data.tasks {
             let mut t = TextTask::load(&data.dir, name, data.eval_split, data.metrics.get(name).copied())?;
@@ -211,6 +214,20 @@ impl LlmLearner {
             }
             tasks.push(t);
         }
+        Self::with_tasks(config, tasks)
+    }
+
+    /// The run's model, layers and generation settings without its task data: what answering
+    /// prompts with a saved adapter needs ([`LlmLearner::generate`]); the data folder may be gone.
+    pub fn for_generation(config: &RunConfig) -> Result<Self> {
+        Self::with_tasks(config, Vec::new())
+    }
+
+    fn with_tasks(config: &RunConfig, tasks: Vec<TextTask>) -> Result<Self> {
+        let model = config.model.as_ref().ok_or_else(|| Error::config("model", "the config has no [model] section"))?;
+        let moram = config.layer_config()?;
+        let device = model.device.resolve()?;
+        let (lm, tok) = load_llm(&model.path, model.dtype.kind(), device)?;
         let eval = LlmEval {
             generation: config.generation.clone(),
             batch_size: config.evaluation.batch_size,
@@ -369,6 +386,15 @@ impl Learner for LlmLearner {
         self.tasks.iter().map(|t| t.name.clone()).collect()
     }
 
+    fn tokens_seen(&self) -> Option<u64> {
+        Some(self.tokens_seen)
+    }
+
+    fn architecture(&self) -> Option<String> {
+        let family = moram_models::llm::families::family(self.model.config().arch);
+        family.model_types().first().map(|t| t.to_string())
+    }
+
     fn train_len(&self, task: usize) -> usize {
         self.tasks.get(task).map_or(0, |t| t.train.len())
     }
@@ -393,6 +419,7 @@ impl Learner for LlmLearner {
     fn answer_logits(&mut self, task: usize, indices: &[usize]) -> Result<AnswerLogits> {
         let t = &self.tasks[task];
         let seqs = indices.iter().map(|&i| self.training_sequence(&t.name, &t.train[i])).collect::<Result<Vec<_>>>()?;
+        self.tokens_seen += seqs.iter().map(|(s, _)| s.len() as u64).sum::<u64>();
         let (ids, labels, mask) = self.collate(&seqs);
         match self.cached_prefix(task, indices, &seqs, ids.size()[1])? {
             Some(hidden) => {
