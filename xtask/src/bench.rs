@@ -163,10 +163,9 @@ fn side_by_side(settings: &Settings, script: &str, markdown: fn(&Report) -> Stri
         bail!("--rounds, --reps and --threads must be at least 1");
     }
     let root = paths::workspace_root();
-    paths::run_checked(paths::cargo().args(["build", "--release", "-p", "moram-bench"]))?;
+    let rust_bin = paths::build_binary("moram-bench", "moram-bench", false)?;
     let venv = paths::cache_dir()?.join("venv-torch-2.11.0");
     let python = python::venv_with(&venv, &fixtures::REQUIREMENTS)?;
-    let rust_bin = root.join("target/release/moram-bench");
     let (threads_s, reps_s) = (threads.to_string(), reps.to_string());
     // Per round: case -> implementation -> timing. Rounds alternate which side runs first, and
     // ratios are taken within a round, so slow drift of a shared machine cancels out.

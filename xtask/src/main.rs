@@ -100,14 +100,13 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Test { args } => {
-            setup::install(setup::Flavour::Cpu, false)?;
+            let libtorch = setup::ensure_libtorch()?;
             setup::install_assets()?;
             let mut cmd = paths::cargo();
             cmd.args(["test", "--workspace"]).args(&args);
             // Binaries and test executables find libtorch through their rpath; doctests are
             // linked in a temporary folder, so they get the library path explicitly.
-            let lib = paths::workspace_root().join(".libtorch").join("lib");
-            let mut path = std::ffi::OsString::from(lib);
+            let mut path = std::ffi::OsString::from(libtorch.lib_dir());
             if let Some(old) = std::env::var_os("LD_LIBRARY_PATH") {
                 path.push(":");
                 path.push(old);
@@ -117,10 +116,13 @@ fn run(cli: Cli) -> Result<()> {
             // Setup just provided every asset: a test that finds one missing fails instead of
             // skipping (a plain `cargo test` without setup still skips, saying why).
             cmd.env(moram_assets::REQUIRE_ASSETS, "1");
+            // `moram serve` is checked with the official openai client.
+            let clients = python::venv_with(&paths::cache_dir()?.join("venv-clients"), &python::CLIENT_REQUIREMENTS)?;
+            cmd.env(python::CLIENT_PYTHON_ENV, clients);
             paths::run_checked(&mut cmd)
         }
         Command::Demo { args } => {
-            setup::install(setup::Flavour::Cpu, false)?;
+            setup::ensure_libtorch()?;
             setup::install_demo_assets()?;
             // `--model gemma3-270m` needs the Gemma 3 file too (setup prints its licence notice).
             if args.iter().any(|a| a == "gemma3-270m" || a == "--model=gemma3-270m") {
@@ -133,19 +135,19 @@ fn run(cli: Cli) -> Result<()> {
             paths::run_checked(&mut cmd)
         }
         Command::Xtail(args) => {
-            setup::install(setup::Flavour::Cpu, false)?;
+            setup::ensure_libtorch()?;
             xtail::run(args)
         }
         Command::Study(args) => {
-            setup::install(setup::Flavour::Cpu, false)?;
+            setup::ensure_libtorch()?;
             study::run(args)
         }
         Command::Trace(args) => {
-            setup::install(setup::Flavour::Cpu, false)?;
+            setup::ensure_libtorch()?;
             trace::run(args)
         }
         Command::Lint => {
-            setup::install(setup::Flavour::Cpu, false)?;
+            setup::ensure_libtorch()?;
             paths::run_checked(paths::cargo().args(["fmt", "--all", "--", "--check"]))?;
             paths::run_checked(paths::cargo().args([
                 "clippy",
@@ -160,11 +162,11 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Fixtures => fixtures::generate(),
         Command::Fuzz(args) => {
-            setup::install(setup::Flavour::Cpu, false)?;
+            setup::ensure_libtorch()?;
             fuzz::run(args)
         }
         Command::Bench { which } => {
-            setup::install(setup::Flavour::Cpu, false)?;
+            setup::ensure_libtorch()?;
             bench_run(which)
         }
     }

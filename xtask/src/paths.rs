@@ -35,11 +35,48 @@ pub fn run_checked(cmd: &mut Command) -> Result<()> {
 
 /// Builds the `moram` binary (release, or the dev profile with `debug`) and returns its path.
 pub fn build_moram(debug: bool) -> Result<PathBuf> {
+    build_binary("moram-cli", "moram", debug)
+}
+
+/// Builds binary `bin` of `package` and returns its path as cargo reports it (so a
+/// `CARGO_TARGET_DIR`, `--target-dir` in a config or a build directory elsewhere is honoured).
+pub fn build_binary(package: &str, bin: &str, debug: bool) -> Result<PathBuf> {
     let mut cmd = cargo();
-    cmd.args(["build", "-p", "moram-cli"]);
+    cmd.args(["build", "-p", package, "--bin", bin, "--message-format=json-render-diagnostics"]);
     if !debug {
         cmd.arg("--release");
     }
-    run_checked(&mut cmd)?;
-    Ok(workspace_root().join("target").join(if debug { "debug" } else { "release" }).join("moram"))
+    let shown = format!("{cmd:?}");
+    let out =
+        cmd.stderr(std::process::Stdio::inherit()).output().with_context(|| format!("could not start {shown}"))?;
+    if !out.status.success() {
+        bail!("{shown} failed with {}", out.status);
+    }
+    executable_in(&String::from_utf8_lossy(&out.stdout), bin)
+        .with_context(|| format!("{shown} reported no executable named `{bin}`"))
+}
+
+/// The path of executable `bin` in cargo's JSON build messages (one object per line).
+fn executable_in(messages: &str, bin: &str) -> Option<PathBuf> {
+    messages
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == bin)
+        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_executable_comes_from_cargos_messages() {
+        let messages = concat!(
+            r#"{"reason":"compiler-artifact","target":{"name":"moram_cl"},"executable":null}"#,
+            "\n",
+            r#"{"reason":"compiler-artifact","target":{"name":"moram"},"executable":"/x/target-elsewhere/release/moram"}"#,
+            "\n",
+            r#"{"reason":"build-finished","success":true}"#
+        );
+        assert_eq!(super::executable_in(messages, "moram"), Some("/x/target-elsewhere/release/moram".into()));
+        assert_eq!(super::executable_in(messages, "moram-bench"), None);
+    }
 }

@@ -430,6 +430,7 @@ fn expected_wheels() -> Vec<(String, String)> {
 
 /// Installs (or keeps) the libtorch layout of `flavour` under the workspace root.
 pub fn install(flavour: Flavour, force: bool) -> Result<()> {
+    check_host()?;
     let root = paths::workspace_root();
     let target = root.join(flavour.dir_name());
     if !force {
@@ -459,6 +460,105 @@ pub fn install(flavour: Flavour, force: bool) -> Result<()> {
     validate(&target, flavour).context("the freshly installed layout does not validate")?;
     eprintln!("libtorch {TORCH_VERSION} ({flavour:?}) installed at {}", target.display());
     Ok(())
+}
+
+/// Refuses, with the reason and what to do instead, a host the pinned wheels do not serve.
+fn check_host() -> Result<()> {
+    let (os, arch) = (std::env::consts::OS, std::env::consts::ARCH);
+    if os != "linux" || arch != "x86_64" {
+        bail!(
+            "`cargo xtask setup` lays out libtorch {TORCH_VERSION} from PyPI's manylinux x86_64 wheels, and this host \
+             is {os}/{arch}.\n  remedy: install libtorch {TORCH_VERSION} for this platform and export LIBTORCH=<its \
+             folder>, or install PyTorch {TORCH_VERSION} and export LIBTORCH_USE_PYTORCH=1; xtask then uses it"
+        );
+    }
+    Ok(())
+}
+
+/// Where the libtorch that builds and runs moram comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LibtorchSource {
+    /// `.libtorch/`, laid out by `cargo xtask setup` (the default).
+    Project(PathBuf),
+    /// A libtorch folder the user exported as `LIBTORCH`.
+    User(PathBuf),
+    /// An installed PyTorch (`LIBTORCH_USE_PYTORCH=1`), its `torch/lib`.
+    PyTorch(PathBuf),
+}
+
+impl LibtorchSource {
+    /// The folder holding `libtorch_cpu.so` and its companions.
+    pub fn lib_dir(&self) -> PathBuf {
+        match self {
+            LibtorchSource::Project(dir) | LibtorchSource::User(dir) => dir.join("lib"),
+            LibtorchSource::PyTorch(lib) => lib.clone(),
+        }
+    }
+}
+
+/// Which libtorch to use: `LIBTORCH_USE_PYTORCH` (torch-sys' route for an installed PyTorch), a
+/// `LIBTORCH` other than the project's own (cargo sets that one for every command it runs), or
+/// the project's `.libtorch/`.
+pub fn libtorch_source(project: &Path) -> Result<LibtorchSource> {
+    let use_pytorch = std::env::var("LIBTORCH_USE_PYTORCH").is_ok_and(|v| !v.is_empty() && v != "0");
+    source_from(project, std::env::var_os("LIBTORCH").map(PathBuf::from), use_pytorch)
+}
+
+/// [`libtorch_source`] from the variables' values.
+fn source_from(project: &Path, libtorch: Option<PathBuf>, use_pytorch: bool) -> Result<LibtorchSource> {
+    if use_pytorch {
+        let python = crate::python::system_python()?;
+        let out = Command::new(&python)
+            .args(["-c", "import os, torch; print(torch.__version__); print(os.path.join(os.path.dirname(torch.__file__), 'lib'))"])
+            .output()
+            .with_context(|| format!("running {}", python.display()))?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut lines = text.lines();
+        let (Some(version), Some(lib)) = (lines.next(), lines.next()) else {
+            bail!(
+                "LIBTORCH_USE_PYTORCH is set but `{}` cannot import torch.\n  remedy: install PyTorch {TORCH_VERSION} \
+                 there (or point $PYTHON at a Python that has it), or unset LIBTORCH_USE_PYTORCH",
+                python.display()
+            );
+        };
+        if !version.starts_with(TORCH_VERSION) {
+            bail!(
+                "LIBTORCH_USE_PYTORCH is set but the installed PyTorch is {version}; tch 0.24 needs {TORCH_VERSION}.\n  \
+                 remedy: install torch=={TORCH_VERSION}, or unset LIBTORCH_USE_PYTORCH to use the project's own libtorch"
+            );
+        }
+        return Ok(LibtorchSource::PyTorch(PathBuf::from(lib)));
+    }
+    if let Some(dir) = libtorch {
+        let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => a == b,
+        };
+        if !same(&dir, project) {
+            if !dir.join("lib").is_dir() {
+                bail!("LIBTORCH={} has no lib/ folder.\n  remedy: point it at an unpacked libtorch {TORCH_VERSION}, or unset it", dir.display());
+            }
+            return Ok(LibtorchSource::User(dir));
+        }
+    }
+    Ok(LibtorchSource::Project(project.to_path_buf()))
+}
+
+/// The libtorch for commands that build or run moram: the user's when they chose one (said
+/// once, nothing installed), else the project's CPU copy, installed if needed. Returns its source.
+pub fn ensure_libtorch() -> Result<LibtorchSource> {
+    let project = paths::workspace_root().join(Flavour::Cpu.dir_name());
+    let source = libtorch_source(&project)?;
+    match &source {
+        LibtorchSource::Project(_) => install(Flavour::Cpu, false)?,
+        LibtorchSource::User(dir) => {
+            eprintln!("using libtorch from LIBTORCH={} (not installing .libtorch)", dir.display())
+        }
+        LibtorchSource::PyTorch(lib) => {
+            eprintln!("using the installed PyTorch's libtorch ({}; LIBTORCH_USE_PYTORCH is set)", lib.display())
+        }
+    }
+    Ok(source)
 }
 
 /// Checks the manifest against the pinned wheels and every listed file against its size.
@@ -721,5 +821,29 @@ mod tests {
         assert!(validate(&dir, Flavour::Cpu).unwrap_err().to_string().contains("different version"));
         fs::remove_dir_all(dir)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod source_tests {
+    use super::*;
+
+    #[test]
+    fn the_users_libtorch_wins_over_the_projects() {
+        let tmp = std::env::temp_dir().join(format!("moram-xtask-libtorch-{}", std::process::id()));
+        let (project, user) = (tmp.join(".libtorch"), tmp.join("libtorch"));
+        std::fs::create_dir_all(project.join("lib")).unwrap();
+        std::fs::create_dir_all(user.join("lib")).unwrap();
+        // cargo exports the project's own folder for every command it runs: that is no choice.
+        assert_eq!(
+            source_from(&project, Some(project.clone()), false).unwrap(),
+            LibtorchSource::Project(project.clone())
+        );
+        assert_eq!(source_from(&project, None, false).unwrap(), LibtorchSource::Project(project.clone()));
+        let source = source_from(&project, Some(user.clone()), false).unwrap();
+        assert_eq!((source.lib_dir(), source), (user.join("lib"), LibtorchSource::User(user.clone())));
+        let err = source_from(&project, Some(tmp.join("nowhere")), false).unwrap_err().to_string();
+        assert!(err.contains("has no lib/ folder"), "{err}");
+        std::fs::remove_dir_all(&tmp).unwrap();
     }
 }
