@@ -274,14 +274,26 @@ pub fn save_adapter(learner: &impl Learner, dir: &Path, task: usize, config: &Ru
     Ok(name)
 }
 
-/// What every adapter file of a run records besides its banks: the run's name, its method and
-/// its base model ([`crate::base_model`]).
+/// Metadata key of the adapted modules (the run's `model.targets`, JSON) in adapter files.
+pub const TARGETS_KEY: &str = "targets";
+/// Metadata key of the run's generation settings (JSON) in adapter files.
+pub const GENERATION_KEY: &str = "generation";
+
+fn to_json(value: &impl Serialize) -> Result<String> {
+    serde_json::to_string(value).map_err(|e| Error::config("(adapter metadata)", e.to_string()))
+}
+
+/// What every adapter file of a run records besides its banks: the run's name, its method, its
+/// base model ([`crate::base_model`]), the adapted modules and the generation settings.
 pub fn adapter_metadata(learner: &impl Learner, config: &RunConfig) -> Result<BTreeMap<String, String>> {
     let mut extra = BTreeMap::new();
     extra.insert("run".to_string(), config.name.clone());
     extra.insert("method".to_string(), config.method.name.to_string());
     if let Some(model) = &config.model {
         extra.insert(BASE_KEY.to_string(), BaseModel::of(learner, &model.path)?.to_json());
+        // With these two, the file alone (and its base) answers prompts as the run did.
+        extra.insert(TARGETS_KEY.to_string(), to_json(&model.targets)?);
+        extra.insert(GENERATION_KEY.to_string(), to_json(&config.generation)?);
     }
     Ok(extra)
 }

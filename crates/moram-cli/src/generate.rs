@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 
 /// Which adapter and base to answer with.
 pub struct Source {
-    /// The run folder (its config names the base model and the adapted layers).
+    /// The run folder (its config names the base model and the adapted layers), or an adapter
+    /// file on its own (then `model` names its base).
     pub dir: PathBuf,
     /// The adapter saved after this task (default: the last finished).
     pub after: Option<usize>,
@@ -130,11 +131,19 @@ pub fn run(source: Source, request: Request) -> Result<()> {
 /// `moram export`: the run's adapter as a PEFT folder, or (`merged`) as a Hugging Face checkpoint
 /// with the update folded in; only LoRA-type adapters ([`moram_cl::export`]).
 pub fn export(source: &Source, out: &Path, merged: bool) -> Result<()> {
-    let (cfg, adapter) = run_and_adapter(source)?;
+    let (adapter, base) = if source.dir.is_file() {
+        let base = source.model.clone().with_context(|| {
+            format!("{} is an adapter file: give its base model with --model PATH", source.dir.display())
+        })?;
+        (source.dir.clone(), base)
+    } else {
+        let (cfg, adapter) = run_and_adapter(source)?;
+        (adapter, cfg.model.context("the run's config has no [model] section")?.path)
+    };
+    let base = &base;
     let file = moram_core::AdapterFile::load(&adapter, tch::Device::Cpu)
         .with_context(|| format!("reading {}", adapter.display()))?;
     let lora = moram_cl::export::LoraExport::from_adapter(&file)?;
-    let base = &cfg.model.as_ref().context("the run's config has no [model] section")?.path;
     if merged {
         // The weights folded in must be the ones the adapter was trained on.
         load(source)?;
@@ -185,9 +194,36 @@ fn run_and_adapter(source: &Source) -> Result<(moram_cl::RunConfig, PathBuf)> {
 /// The run's learner for generation with the chosen adapter loaded (its base checked), the
 /// adapter's path and the run's evaluation batch size.
 pub fn load(source: &Source) -> Result<(LlmLearner, PathBuf, usize)> {
+    let (mut learner, adapter, batch) = load_reusing_prefixes(source)?;
+    // Free prompts rarely repeat: keeping their frozen-prefix passes (what makes the run's
+    // repeated evaluations cheap) would only grow memory. The answers are the same either way.
+    learner.set_reuse_prefix(false);
+    Ok((learner, adapter, batch))
+}
+
+fn load_reusing_prefixes(source: &Source) -> Result<(LlmLearner, PathBuf, usize)> {
+    let check = if source.force_base { BaseCheck::Force } else { BaseCheck::Require };
+    if source.dir.is_file() {
+        // An adapter file on its own: its base given by --model, the rest from its metadata.
+        anyhow::ensure!(
+            source.after.is_none() && source.adapter.is_none(),
+            "--after and --adapter choose among a run folder's adapters; {} is an adapter file",
+            source.dir.display()
+        );
+        let model = source.model.as_ref().with_context(|| {
+            format!(
+                "{} is an adapter file: give its base model with --model PATH (HF folder or GGUF)",
+                source.dir.display()
+            )
+        })?;
+        let file = moram_core::AdapterFile::load(&source.dir, tch::Device::Cpu)
+            .with_context(|| format!("reading {}", source.dir.display()))?;
+        let mut learner = LlmLearner::for_adapter_file(&file, model)?;
+        moram_cl::checkpoint::load_adapter_with(&mut learner, &source.dir, check)?;
+        return Ok((learner, source.dir.clone(), 8));
+    }
     let (cfg, adapter) = run_and_adapter(source)?;
     let mut learner = LlmLearner::for_generation(&cfg)?;
-    let check = if source.force_base { BaseCheck::Force } else { BaseCheck::Require };
     moram_cl::checkpoint::load_adapter_with(&mut learner, &adapter, check)?;
     Ok((learner, adapter, cfg.evaluation.batch_size))
 }

@@ -173,7 +173,8 @@ enum Command {
     /// --prompt, a JSONL file (--input; `-` for stdin) of {"prompt": ..} or {"messages": [..]}
     /// objects, or stdin's text; --chat applies the model's chat template.
     Generate {
-        /// The run folder (its config names the base model and adapted layers).
+        /// The run folder (its config names the base model and adapted layers), or an adapter
+        /// file with --model naming its base.
         dir: PathBuf,
         /// Use the adapter saved after this task (0-based; default: the last finished).
         #[arg(long)]
@@ -181,7 +182,8 @@ enum Command {
         /// Use this adapter file instead of the run's (e.g. a pruned one).
         #[arg(long, conflicts_with = "after")]
         adapter: Option<PathBuf>,
-        /// The base model at another path than the run's config says (HF folder or GGUF).
+        /// The base model (HF folder or GGUF): another path than the run's config says, or the base
+        /// of an adapter file given alone.
         #[arg(long)]
         model: Option<PathBuf>,
         /// Load the adapter even if it records another base model (logged).
@@ -228,7 +230,7 @@ enum Command {
     /// /v1/chat/completions (streaming with "stream": true), /v1/models, /health. Requests with
     /// the same settings are generated together; Ctrl-C finishes the requests in progress.
     Serve {
-        /// The run folder.
+        /// The run folder, or an adapter file with --model naming its base.
         dir: PathBuf,
         /// Use the adapter saved after this task (0-based; default: the last finished).
         #[arg(long)]
@@ -236,7 +238,8 @@ enum Command {
         /// Use this adapter file instead of the run's.
         #[arg(long, conflicts_with = "after")]
         adapter: Option<PathBuf>,
-        /// The base model at another path than the run's config says.
+        /// The base model: another path than the run's config says, or the base of an adapter
+        /// file given alone.
         #[arg(long)]
         model: Option<PathBuf>,
         /// Load the adapter even if it records another base model (logged).
@@ -266,7 +269,7 @@ enum Command {
     /// as a PEFT adapter folder, or with --merged as a Hugging Face checkpoint with the update
     /// folded into the base weights. MoRAM adapters route per token and are refused (serve them).
     Export {
-        /// The run folder.
+        /// The run folder, or an adapter file with --model naming its base.
         dir: PathBuf,
         /// Output folder.
         #[arg(long)]
@@ -277,7 +280,8 @@ enum Command {
         /// Use this adapter file instead of the run's.
         #[arg(long, conflicts_with = "after")]
         adapter: Option<PathBuf>,
-        /// The base model at another path than the run's config says.
+        /// The base model: another path than the run's config says, or the base of an adapter
+        /// file given alone.
         #[arg(long)]
         model: Option<PathBuf>,
         /// A merged Hugging Face checkpoint instead of a PEFT adapter (the base must be a folder).

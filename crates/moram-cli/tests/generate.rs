@@ -69,6 +69,19 @@ fn generate_answers_as_evaluation_and_refuses_another_base() {
     let expected: Vec<String> = last_word.iter().map(|(_, g)| g.clone()).collect();
     assert_eq!(answers, expected);
 
+    // An adapter file on its own with its base: the same answers (targets and generation
+    // settings come from the file); without the base, a clear error.
+    let file = out.join("adapter-task1.safetensors");
+    let model = tmp.path().join("model");
+    let args =
+        ["generate", file.to_str().unwrap(), "--model", model.to_str().unwrap(), "--jsonl", "--prompt", &half[0].0];
+    let alone = moram(&args, None);
+    assert!(alone.status.success(), "{}", text(&alone.stderr));
+    let line: serde_json::Value = serde_json::from_str(text(&alone.stdout).trim()).unwrap();
+    assert_eq!(line["answer"], half[0].1.as_str());
+    let no_base = moram(&["generate", file.to_str().unwrap(), "--prompt", "a"], None);
+    assert!(!no_base.status.success() && text(&no_base.stderr).contains("give its base model with --model"));
+
     // Plain text out: the answer only.
     let answered = moram(&["generate", out_s, "--task", "Half", "--after", "1"], Some(&format!("{}\n", half[0].0)));
     assert!(answered.status.success(), "{}", text(&answered.stderr));

@@ -23,6 +23,32 @@ pub struct Answer {
 }
 
 impl LlmLearner {
+    /// A learner for generation from an adapter file alone: the base model at `model` (HF folder
+    /// or GGUF, f32 on the CPU), the modules and generation settings the file records (a run's
+    /// adapter files do), the layer config it holds. The adapter is not loaded yet.
+    pub fn for_adapter_file(file: &moram_core::AdapterFile, model: &std::path::Path) -> Result<Self> {
+        use crate::checkpoint::{GENERATION_KEY, TARGETS_KEY};
+        let read = |key: &str| {
+            file.metadata.get(key).ok_or_else(|| Error::Checkpoint {
+                path: file.path.clone(),
+                message: format!(
+                    "records no `{key}` (written before adapter files recorded it); use the run folder it belongs to"
+                ),
+            })
+        };
+        let bad = |key: &str, e: serde_json::Error| Error::Checkpoint {
+            path: file.path.clone(),
+            message: format!("metadata `{key}` is not valid: {e}"),
+        };
+        let targets: moram_models::TargetSpec =
+            serde_json::from_str(read(TARGETS_KEY)?).map_err(|e| bad(TARGETS_KEY, e))?;
+        let generation: crate::config::GenerationSettings =
+            serde_json::from_str(read(GENERATION_KEY)?).map_err(|e| bad(GENERATION_KEY, e))?;
+        let (lm, tok) = super::load_llm(model, tch::Kind::Float, tch::Device::Cpu)?;
+        let eval = super::LlmEval { generation, batch_size: 8, max_examples: None };
+        Self::new(lm, tok, Vec::new(), &targets, &file.config, eval)
+    }
+
     /// The run's generation settings as the model's config: greedy, stopping at the tokenizer's
     /// EOS ids (what evaluation uses).
     pub fn generation_config(&self) -> GenerationConfig {
