@@ -3,7 +3,7 @@
 //! `linear`, `dynamic` (recomputed past the trained length, also step by step in generation) and
 //! `default`, and Gemma's activation as transformers 4.45.2 picks it.
 
-use moram_models::llm::{Activation, CausalLm, KvCache, LlmConfig, RopeScaling};
+use moram_models::llm::{Activation, Arch, CausalLm, KvCache, LlmConfig, RopeScaling};
 use moram_models::WeightSource;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -159,5 +159,54 @@ fn malformed_values_are_named_not_panics() -> anyhow::Result<()> {
     assert_eq!(c.eos_token_ids, vec![2, 7]);
     let c = config_with("tiny_llama_bias", tmp.path(), |j| j["eos_token_id"] = 9.into())?;
     assert_eq!(c.eos_token_ids, vec![9]);
+    Ok(())
+}
+
+/// Keys published configs carry that change nothing in transformers 4.57.1 load; values that
+/// would change the outputs are refused by name (issue: configs users actually have).
+#[test]
+fn published_config_quirks_load_as_transformers_reads_them() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    // google/gemma-2-2b-it has both activations; Gemma2MLP reads `hidden_activation`.
+    let c = config_with("tiny_gemma2", tmp.path(), |j| j["hidden_act"] = "gelu_pytorch_tanh".into())?;
+    assert_eq!(c.arch, Arch::Gemma2);
+    // gemma-3-1b-it: `cache_implementation`, `hidden_act`, and (re-saved) both pattern spellings.
+    let c = config_with("tiny_gemma3", tmp.path(), |j| {
+        j["cache_implementation"] = "hybrid".into();
+        j["hidden_act"] = "gelu_pytorch_tanh".into();
+        j["sliding_window_pattern"] = 6.into();
+    })?;
+    assert_eq!(c.sliding_layers, Some(vec![true, false, true]));
+    // Without `layer_types`, `sliding_window_pattern` decides and `_sliding_window_pattern` is not
+    // read, as Gemma3TextConfig does (both 2 and 6: pattern 2; only the underscored 2: the default 6).
+    let c = config_with("tiny_gemma3", tmp.path(), |j| {
+        j.as_object_mut().unwrap().remove("layer_types");
+        j["sliding_window_pattern"] = 2.into();
+    })?;
+    assert_eq!(c.sliding_layers, Some(vec![true, false, true]));
+    let c = config_with("tiny_gemma3", tmp.path(), |j| {
+        j.as_object_mut().unwrap().remove("layer_types");
+        j["_sliding_window_pattern"] = 2.into();
+    })?;
+    assert_eq!(c.sliding_layers, Some(vec![true, true, true]));
+    // transformers stores Gemma 3's attention soft-cap and never applies it: so does moram.
+    let c = config_with("tiny_gemma3", tmp.path(), |j| j["attn_logit_softcapping"] = 2.0.into())?;
+    assert_eq!(c.attn_logit_softcapping, None);
+    // Qwen2.5 configs: `use_sliding_window` with `max_window_layers` covering every layer windows
+    // nothing; a window that starts within the model is refused by name.
+    let c = config_with("tiny_qwen2", tmp.path(), |j| {
+        j.as_object_mut().unwrap().remove("layer_types");
+        j["use_sliding_window"] = true.into();
+        j["max_window_layers"] = 2.into();
+    })?;
+    assert_eq!((c.arch, c.sliding_window), (Arch::Qwen2, None));
+    let err = config_with("tiny_qwen2", tmp.path(), |j| {
+        j.as_object_mut().unwrap().remove("layer_types");
+        j["use_sliding_window"] = true.into();
+        j["max_window_layers"] = 1.into();
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("`use_sliding_window` / `max_window_layers` / `layer_types`"), "{err}");
     Ok(())
 }

@@ -100,9 +100,13 @@ fn sliding_window_configs_are_refused_by_name() -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
     let text = std::fs::read_to_string(dir().join("tiny_qwen2/config.json"))?;
     let path = tmp.path().join("config.json");
-    std::fs::write(&path, text.replace("\"use_sliding_window\": false", "\"use_sliding_window\": true"))?;
+    let windowed = text.replace("\"use_sliding_window\": false", "\"use_sliding_window\": true");
+    std::fs::write(&path, windowed.replace("\"full_attention\",", "\"sliding_attention\","))?;
     let err = LlmConfig::from_hf_json(&path).unwrap_err().to_string();
-    assert!(err.contains("sliding-window attention is not supported yet") && err.contains("config.json"), "{err}");
+    assert!(
+        err.contains("sliding-window attention on some layers is not supported yet") && err.contains("config.json"),
+        "{err}"
+    );
     std::fs::write(&path, text.replace("\"vocab_size\"", "\"attn_logit_softcapping\": 30.0, \"vocab_size\""))?;
     let err = LlmConfig::from_hf_json(&path).unwrap_err().to_string();
     assert!(err.contains("`attn_logit_softcapping` is not a supported Qwen2 config field"), "{err}");

@@ -29,13 +29,27 @@ pub fn prefix_correct(prediction: &str, target: &str) -> bool {
     !p.is_empty() && !target.is_empty() && p.starts_with(target)
 }
 
-static CHOICE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?i)\b([ABC])\b").expect("static regex"));
+/// A word character of Python's `re` on `str` patterns: `_`, or a character for which
+/// `str.isalnum()` holds (letters: categories L*; numbers: N*). The `regex` crate's `\b` counts
+/// combining marks as word characters and `²`-like numbers as not, so it is not used.
+static PY_WORD: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[\p{L}\p{N}_]$").expect("static regex"));
 
-/// C-STANCE/FOMC post-processing: the first standalone A/B/C (any case, upper-cased), else the
-/// first character that upper-cases to A/B/C, else the text stripped.
+fn py_word(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_' || (!c.is_ascii() && PY_WORD.is_match(c.encode_utf8(&mut [0; 4])))
+}
+
+/// C-STANCE/FOMC post-processing: the first standalone A/B/C (any case, upper-cased: Python's
+/// `re.findall(r"\b([ABC])\b", text, re.I)[0]`, with `re`'s word boundaries), else the first
+/// character that upper-cases to A/B/C, else the text stripped.
 pub fn extract_choice(text: &str) -> String {
-    if let Some(m) = CHOICE.captures(text).and_then(|c| c.get(1)) {
-        return m.as_str().to_uppercase();
+    let chars: Vec<char> = text.chars().collect();
+    let standalone = chars.iter().enumerate().find(|&(i, &c)| {
+        matches!(c, 'A' | 'B' | 'C' | 'a' | 'b' | 'c')
+            && (i == 0 || !py_word(chars[i - 1]))
+            && chars.get(i + 1).is_none_or(|&n| !py_word(n))
+    });
+    if let Some((_, c)) = standalone {
+        return c.to_ascii_uppercase().to_string();
     }
     for c in text.chars() {
         let up: String = c.to_uppercase().collect();
@@ -114,6 +128,14 @@ mod tests {
         assert_eq!(extract_choice("Cautious"), "C", "no standalone letter: first A/B/C character");
         assert_eq!(extract_choice("  xyz \n"), "xyz", "no letter: the prediction stripped");
         assert_eq!(extract_choice("立场是Bx"), "B");
+        // Python's `re` word boundaries (checked with Python 3.11): `²` is a word character, a
+        // combining accent is not.
+        assert_eq!(extract_choice("²A B"), "B");
+        assert_eq!(extract_choice("\u{301}A"), "A");
+        assert_eq!(extract_choice("x\u{301}A B"), "A");
+        assert_eq!(extract_choice("éA B"), "B");
+        assert_eq!(extract_choice("٣A B"), "B");
+        assert_eq!(extract_choice("_A b"), "B");
         assert_eq!(scienceqa_letter("  B\nbecause"), "B");
         assert_eq!(scienceqa_letter("   "), "N/A");
     }

@@ -111,5 +111,8 @@ hf_mirror! {
         final_logit_softcapping: Option<f64>,
         #[serde(rename = "cache_implementation")]
         _cache_implementation: Option<IgnoredAny>,
+        // Published Gemma 2 configs carry both activations; Gemma2MLP reads `hidden_activation`.
+        #[serde(rename = "hidden_act")]
+        _hidden_act: Option<IgnoredAny>,
     }
 }

@@ -7,6 +7,7 @@ use crate::error::{Error, Result};
 use crate::llm::config::{Activation, Arch, LlmConfig, Preset};
 use crate::llm::hf_config::{self, hf_mirror, HfDefaults, HfRopeScaling, DEFAULTS};
 use crate::llm::layout::{head_norm, BlockLayout};
+use serde::de::IgnoredAny;
 use std::path::Path;
 
 impl LlmConfig {
@@ -81,8 +82,19 @@ pub(super) fn from_gemma3(text: &str, path: &Path) -> Result<LlmConfig> {
         return Err(bad("use_bidirectional_attention", "is not supported (causal LMs only)".into()));
     }
     let layers = hf.num_hidden_layers;
-    // transformers' default pattern: every `_sliding_window_pattern`-th layer is global.
+    // transformers 4.57.1 builds `layer_types` (when absent) from `sliding_window_pattern`, 6 by
+    // default: every 6th layer is global. Re-saved configs also carry `_sliding_window_pattern`,
+    // which it does not read (checked against Gemma3TextConfig: with only that key, the default
+    // applies); `layer_types`, written with it, wins anyway.
     let pattern = hf.sliding_window_pattern.unwrap_or(6).max(1);
+    // transformers 4.57.1 stores Gemma 3's `attn_logit_softcapping` but never applies it (Gemma 2
+    // does); moram follows, so the logits match. Published Gemma 3 configs have it null.
+    if let Some(cap) = hf.attn_logit_softcapping {
+        tracing::warn!(
+            "{}: `attn_logit_softcapping` = {cap} is ignored for Gemma 3, as transformers ignores it",
+            path.display()
+        );
+    }
     let sliding = hf_config::sliding_layers(hf.layer_types.as_deref(), layers, pattern, path)?;
     let defaults = HfDefaults {
         head_dim: Some(256),
@@ -101,7 +113,7 @@ pub(super) fn from_gemma3(text: &str, path: &Path) -> Result<LlmConfig> {
         sliding_layers: Some(sliding),
         rope_local_theta: Some(hf.rope_local_base_freq.unwrap_or(10_000.0)),
         query_pre_attn_scalar: Some(hf.query_pre_attn_scalar.unwrap_or(256.0)),
-        attn_logit_softcapping: hf.attn_logit_softcapping,
+        attn_logit_softcapping: None,
         final_logit_softcapping: hf.final_logit_softcapping,
         ..hf.shared(Arch::Gemma3, &defaults, path)?
     })
@@ -116,11 +128,17 @@ hf_mirror! {
         attention_bias: Option<bool>,
         query_pre_attn_scalar: Option<f64>,
         sliding_window: Option<i64>,
-        #[serde(rename = "_sliding_window_pattern", alias = "sliding_window_pattern")]
         sliding_window_pattern: Option<i64>,
+        #[serde(rename = "_sliding_window_pattern")]
+        _private_sliding_window_pattern: Option<IgnoredAny>,
         layer_types: Option<Vec<String>>,
         attn_logit_softcapping: Option<f64>,
         final_logit_softcapping: Option<f64>,
         use_bidirectional_attention: Option<bool>,
+        #[serde(rename = "cache_implementation")]
+        _cache_implementation: Option<IgnoredAny>,
+        // Gemma3MLP reads `hidden_activation`; `hidden_act` is inert.
+        #[serde(rename = "hidden_act")]
+        _hidden_act: Option<IgnoredAny>,
     }
 }

@@ -81,10 +81,18 @@ impl Family for Qwen2 {
 pub(super) fn from_qwen(text: &str, path: &Path, arch: Arch) -> Result<LlmConfig> {
     let hf: HfQwenConfig = hf_config::parse_mirror(text, path, if arch == Arch::Qwen3 { "Qwen3" } else { "Qwen2" })?;
     let bad = |field: &str, why: String| Error::Corrupt { path: path.into(), reason: format!("`{field}` {why}") };
-    if hf.use_sliding_window == Some(true) || hf.layer_types.iter().flatten().any(|t| t != "full_attention") {
+    // transformers' rule: without `layer_types`, layer i slides when `use_sliding_window` and
+    // i >= `max_window_layers` (28 by default); a window that covers no layer changes nothing.
+    let windowed = match &hf.layer_types {
+        Some(types) => types.iter().any(|t| t != "full_attention"),
+        None => hf.use_sliding_window == Some(true) && hf.max_window_layers.unwrap_or(28) < hf.num_hidden_layers,
+    };
+    if windowed {
         return Err(bad(
             "use_sliding_window",
-            "/ `layer_types`: sliding-window attention is not supported yet (full attention only)".into(),
+            "/ `max_window_layers` / `layer_types`: sliding-window attention on some layers is not supported yet \
+             (full attention only)"
+                .into(),
         ));
     }
     let act = hf.hidden_act.as_deref().unwrap_or("silu");
@@ -105,8 +113,8 @@ pub(super) fn from_qwen(text: &str, path: &Path, arch: Arch) -> Result<LlmConfig
 }
 
 hf_mirror! {
-    /// `Qwen2Config` / `Qwen3Config` (transformers 4.57.1). The window size and which layers would
-    /// use it matter only with `use_sliding_window`, which is refused, so they are dropped.
+    /// `Qwen2Config` / `Qwen3Config` (transformers 4.57.1). The window size matters only for
+    /// windowed layers, which are refused, so it is dropped.
     HfQwenConfig {
         hidden_act: Option<String>,
         rope_scaling: Option<HfRopeScaling>,
@@ -115,7 +123,6 @@ hf_mirror! {
         layer_types: Option<Vec<String>>,
         #[serde(rename = "sliding_window")]
         _sliding_window: Option<IgnoredAny>,
-        #[serde(rename = "max_window_layers")]
-        _max_window_layers: Option<IgnoredAny>,
+        max_window_layers: Option<i64>,
     }
 }
