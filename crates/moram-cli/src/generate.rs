@@ -11,18 +11,24 @@ use moram_models::llm::ChatMessage;
 use std::io::{BufRead, Read, Write};
 use std::path::{Path, PathBuf};
 
-/// Which adapter and base to answer with.
+/// Which adapter and base to answer with (the arguments `generate`, `serve` and `export` share).
+#[derive(clap::Args)]
 pub struct Source {
-    /// The run folder (its config names the base model and the adapted layers), or an adapter
-    /// file on its own (then `model` names its base).
+    /// The run folder (its config names the base model and adapted layers), or an adapter file
+    /// with --model naming its base.
     pub dir: PathBuf,
-    /// The adapter saved after this task (default: the last finished).
+    /// Use the adapter saved after this task (0-based; default: the last finished).
+    #[arg(long)]
     pub after: Option<usize>,
-    /// An adapter file instead of the run's (e.g. a pruned one).
+    /// Use this adapter file instead of the run's (e.g. a pruned one).
+    #[arg(long, conflicts_with = "after")]
     pub adapter: Option<PathBuf>,
-    /// Another copy of the base model than the run's path.
+    /// The base model (HF folder or GGUF): another path than the run's config says, or the base
+    /// of an adapter file given alone.
+    #[arg(long)]
     pub model: Option<PathBuf>,
-    /// Load the adapter even when it records another base.
+    /// Load the adapter even if it records another base model (logged).
+    #[arg(long)]
     pub force_base: bool,
 }
 
@@ -45,19 +51,25 @@ pub struct Request {
 }
 
 /// Overrides of the run's generation settings.
-#[derive(Default)]
+#[derive(Default, clap::Args)]
 pub struct Settings {
-    /// New tokens per answer.
+    /// New tokens per answer (default: the run's generation.max_new_tokens).
+    #[arg(long)]
     pub max_new_tokens: Option<usize>,
-    /// Sample at this temperature (greedy when absent, as evaluation).
+    /// Sample at this temperature (default: greedy, as evaluation).
+    #[arg(long)]
     pub temperature: Option<f64>,
-    /// Nucleus sampling mass.
+    /// Nucleus sampling: keep the smallest set of tokens with this probability mass.
+    #[arg(long)]
     pub top_p: Option<f64>,
-    /// Sampling seed.
+    /// Seed of sampling.
+    #[arg(long)]
     pub seed: Option<u64>,
-    /// Repetition penalty.
+    /// Repetition penalty (default: the run's).
+    #[arg(long)]
     pub repetition_penalty: Option<f64>,
-    /// No-repeat n-gram size.
+    /// No-repeat n-gram size (default: the run's; 0: off).
+    #[arg(long)]
     pub no_repeat_ngram_size: Option<usize>,
 }
 

@@ -173,22 +173,8 @@ enum Command {
     /// --prompt, a JSONL file (--input; `-` for stdin) of {"prompt": ..} or {"messages": [..]}
     /// objects, or stdin's text; --chat applies the model's chat template.
     Generate {
-        /// The run folder (its config names the base model and adapted layers), or an adapter
-        /// file with --model naming its base.
-        dir: PathBuf,
-        /// Use the adapter saved after this task (0-based; default: the last finished).
-        #[arg(long)]
-        after: Option<usize>,
-        /// Use this adapter file instead of the run's (e.g. a pruned one).
-        #[arg(long, conflicts_with = "after")]
-        adapter: Option<PathBuf>,
-        /// The base model (HF folder or GGUF): another path than the run's config says, or the base
-        /// of an adapter file given alone.
-        #[arg(long)]
-        model: Option<PathBuf>,
-        /// Load the adapter even if it records another base model (logged).
-        #[arg(long)]
-        force_base: bool,
+        #[command(flatten)]
+        source: generate::Source,
         /// A prompt (repeatable).
         #[arg(long = "prompt", value_name = "TEXT")]
         prompts: Vec<String>,
@@ -207,44 +193,15 @@ enum Command {
         /// One JSON object per answer (prompt, answer, token counts) instead of the text.
         #[arg(long)]
         jsonl: bool,
-        /// New tokens per answer (default: the run's generation.max_new_tokens).
-        #[arg(long)]
-        max_new_tokens: Option<usize>,
-        /// Sample at this temperature (default: greedy, as evaluation).
-        #[arg(long)]
-        temperature: Option<f64>,
-        /// Nucleus sampling: keep the smallest set of tokens with this probability mass.
-        #[arg(long)]
-        top_p: Option<f64>,
-        /// Seed of sampling.
-        #[arg(long)]
-        seed: Option<u64>,
-        /// Repetition penalty (default: the run's).
-        #[arg(long)]
-        repetition_penalty: Option<f64>,
-        /// No-repeat n-gram size (default: the run's; 0: off).
-        #[arg(long)]
-        no_repeat_ngram_size: Option<usize>,
+        #[command(flatten)]
+        settings: generate::Settings,
     },
     /// Serve a run's base model and adapter over HTTP, OpenAI-compatible: /v1/completions,
     /// /v1/chat/completions (streaming with "stream": true), /v1/models, /health. Requests with
     /// the same settings are generated together; Ctrl-C finishes the requests in progress.
     Serve {
-        /// The run folder, or an adapter file with --model naming its base.
-        dir: PathBuf,
-        /// Use the adapter saved after this task (0-based; default: the last finished).
-        #[arg(long)]
-        after: Option<usize>,
-        /// Use this adapter file instead of the run's.
-        #[arg(long, conflicts_with = "after")]
-        adapter: Option<PathBuf>,
-        /// The base model: another path than the run's config says, or the base of an adapter
-        /// file given alone.
-        #[arg(long)]
-        model: Option<PathBuf>,
-        /// Load the adapter even if it records another base model (logged).
-        #[arg(long)]
-        force_base: bool,
+        #[command(flatten)]
+        source: generate::Source,
         /// Address to listen on (port 0: a free port, printed at start). Other hosts than
         /// 127.0.0.1 expose the model to the network: set --api-key.
         #[arg(long, default_value = "127.0.0.1:8080")]
@@ -269,27 +226,14 @@ enum Command {
     /// as a PEFT adapter folder, or with --merged as a Hugging Face checkpoint with the update
     /// folded into the base weights. MoRAM adapters route per token and are refused (serve them).
     Export {
-        /// The run folder, or an adapter file with --model naming its base.
-        dir: PathBuf,
+        #[command(flatten)]
+        source: generate::Source,
         /// Output folder.
         #[arg(long)]
         out: PathBuf,
-        /// Use the adapter saved after this task (0-based; default: the last finished).
-        #[arg(long)]
-        after: Option<usize>,
-        /// Use this adapter file instead of the run's.
-        #[arg(long, conflicts_with = "after")]
-        adapter: Option<PathBuf>,
-        /// The base model: another path than the run's config says, or the base of an adapter
-        /// file given alone.
-        #[arg(long)]
-        model: Option<PathBuf>,
         /// A merged Hugging Face checkpoint instead of a PEFT adapter (the base must be a folder).
         #[arg(long)]
         merged: bool,
-        /// Merge even if the adapter records another base model (logged).
-        #[arg(long)]
-        force_base: bool,
     },
     /// Figures of a run (PNG, in DIR/figures): the accuracy matrix, per-atom activation ratios on
     /// every task's data, cumulative activation-mass curves with the 99% mark, atoms per layer.
@@ -598,55 +542,13 @@ fn run(cli: Cli) -> Result<()> {
             demo::run(&assets.map_or_else(demo::default_assets, Ok)?, &out, &model, &set, workers, stop).map(|_| ())
         }
         Command::Eval { dir, after } => run_tools::eval(&dir, after),
-        Command::Generate {
-            dir,
-            after,
-            adapter,
-            model,
-            force_base,
-            prompts,
-            input,
-            chat,
-            system,
-            task,
-            jsonl,
-            max_new_tokens,
-            temperature,
-            top_p,
-            seed,
-            repetition_penalty,
-            no_repeat_ngram_size,
-        } => {
-            let source = generate::Source { dir, after, adapter, model, force_base };
-            let settings = generate::Settings {
-                max_new_tokens,
-                temperature,
-                top_p,
-                seed,
-                repetition_penalty,
-                no_repeat_ngram_size,
-            };
+        Command::Generate { source, prompts, input, chat, system, task, jsonl, settings } => {
             generate::run(source, generate::Request { prompts, input, chat, system, task, jsonl, settings })
         }
-        Command::Serve {
-            dir,
-            after,
-            adapter,
-            model,
-            force_base,
-            bind,
-            api_key,
-            max_tokens,
-            queue,
-            batch,
-            max_body,
-        } => {
-            let source = generate::Source { dir, after, adapter, model, force_base };
+        Command::Serve { source, bind, api_key, max_tokens, queue, batch, max_body } => {
             serve::run(source, serve::Options { bind, api_key, max_tokens, queue, batch, max_body })
         }
-        Command::Export { dir, out, after, adapter, model, merged, force_base } => {
-            generate::export(&generate::Source { dir, after, adapter, model, force_base }, &out, merged)
-        }
+        Command::Export { source, out, merged } => generate::export(&source, &out, merged),
         Command::Viz { dir, examples } => run_tools::figures(&dir, examples),
         Command::Prune { dir, share, examples } => run_tools::prune(&dir, share, examples),
         Command::Report { dirs, csv } => report::run(&dirs, csv.as_deref()),

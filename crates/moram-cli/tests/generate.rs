@@ -2,28 +2,15 @@
 //! and JSONL on stdin answer as evaluation did, bad input names its line, and another base model
 //! is refused unless --force-base.
 
+mod common;
+
+use common::text;
 use moram_cl::synthetic::{fixture_tokenizer_dir, write_tiny_llama, write_tiny_run, TinyLlama};
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 fn moram(args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_moram"))
-        .args(["--threads", "1", "-q"])
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut input = child.stdin.take().unwrap();
-    input.write_all(stdin.unwrap_or("").as_bytes()).unwrap();
-    drop(input);
-    child.wait_with_output().unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
+    common::moram_with_input(args, stdin.unwrap_or(""))
 }
 
 /// `(prompt, generation)` evaluation stored for `task` after the last task.

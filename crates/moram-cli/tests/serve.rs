@@ -4,8 +4,10 @@
 //! get their answers without resident memory growing beyond a bound, bad requests get a 400 naming
 //! the field, and Ctrl-C stops the server cleanly.
 
+mod common;
+
 use moram_cl::synthetic::write_tiny_run;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
@@ -14,18 +16,9 @@ use std::process::{Child, Command, Stdio};
 const RSS_GROWTH_BOUND_MIB: f64 = 64.0;
 
 fn moram(args: &[&str], stdin: &str) -> String {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_moram"))
-        .args(["--threads", "1", "-q"])
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-    let o = child.wait_with_output().unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8(o.stdout).unwrap()
+    let o = common::moram_with_input(args, stdin);
+    assert!(o.status.success(), "{}", common::text(&o.stderr));
+    common::text(&o.stdout)
 }
 
 /// `curl` with `args`; returns the HTTP status and the body.
