@@ -132,7 +132,8 @@ fn unsupported_fields_are_named_and_the_architecture_first() -> anyhow::Result<(
     );
     assert!(!err.contains("softcapping"), "{err}");
     for (edit, want) in [
-        (serde_json::json!({"rope_type": "yarn", "factor": 4.0}), "type `yarn` is not supported"),
+        (serde_json::json!({"rope_type": "longrope", "factor": 4.0}), "type `longrope` is not supported"),
+        (serde_json::json!({"rope_type": "yarn", "factor": 0.5}), "(yarn) needs factor >= 1"),
         (serde_json::json!({"rope_type": "linear"}), "lacks `factor`"),
         (serde_json::json!({"rope_type": "dynamic", "factor": 0.5}), "factor must be >= 1"),
     ] {

@@ -203,3 +203,21 @@ fn qwen_and_gemma_gguf_files_equal_their_checkpoints() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// YaRN RoPE scaling as transformers 4.57.1 computes it: Qwen2 with the defaults (as Qwen2.5 and
+/// Qwen3 long-context configs set it) and LLaMA with every option (`mscale` / `mscale_all_dim`,
+/// betas, no truncation), on prompts past the original context: logits, greedy tokens and loss.
+#[test]
+fn yarn_matches_transformers() -> anyhow::Result<()> {
+    use moram_models::llm::RopeScaling;
+    for (name, attention) in [
+        ("qwen2_yarn", 0.1 * 4f64.ln() + 1.0),
+        ("llama_yarn", (0.1 * 1.2 * 4f64.ln() + 1.0) / (0.1 * 0.6 * 4f64.ln() + 1.0)),
+    ] {
+        let (model, e) = load(name)?;
+        let Some(RopeScaling::Yarn(y)) = model.config().rope_scaling else { panic!("{name}: not yarn") };
+        assert!((y.attention_factor - attention).abs() < 1e-12, "{name}: {y:?}");
+        let _logits = assert_matches_transformers(name, &model, &e)?;
+    }
+    Ok(())
+}

@@ -4,6 +4,7 @@
 //! pattern readers. Unknown fields are errors that name them.
 
 use super::config::{Activation, Llama3Scaling, RopeScaling};
+use super::rope::YarnScaling;
 use crate::error::{Error, Result};
 use serde::Deserialize;
 use std::path::Path;
@@ -87,8 +88,35 @@ pub(crate) fn resolve_rope_scaling(rs: Option<&HfRopeScaling>, path: &Path) -> R
                 "original_max_position_embeddings",
             )?,
         })),
-        other => return Err(bad(format!("type `{other}` is not supported (default, linear, dynamic, llama3)"))),
+        "yarn" => {
+            let factor = g(rs.factor, "factor")?;
+            // transformers 4.57.1: `0.1 * mscale * ln(scale) + 1` (1 for scale <= 1).
+            let get_mscale = |scale: f64, m: f64| if scale <= 1.0 { 1.0 } else { 0.1 * m * scale.ln() + 1.0 };
+            let attention_factor = match (rs.attention_factor, rs.mscale, rs.mscale_all_dim) {
+                (Some(a), _, _) => a,
+                (None, Some(m), Some(all)) if m != 0.0 && all != 0.0 => get_mscale(factor, m) / get_mscale(factor, all),
+                _ => get_mscale(factor, 1.0),
+            };
+            Some(RopeScaling::Yarn(YarnScaling {
+                factor,
+                original_max_position_embeddings: rs.original_max_position_embeddings,
+                // `or` as Python's: 0 counts as unset.
+                beta_fast: rs.beta_fast.filter(|b| *b != 0.0).unwrap_or(32.0),
+                beta_slow: rs.beta_slow.filter(|b| *b != 0.0).unwrap_or(1.0),
+                attention_factor,
+                truncate: rs.truncate.unwrap_or(true),
+            }))
+        }
+        other => return Err(bad(format!("type `{other}` is not supported (default, linear, dynamic, llama3, yarn)"))),
     };
+    if let Some(RopeScaling::Yarn(y)) = scaling {
+        if !(y.factor.is_finite() && y.factor >= 1.0 && y.attention_factor.is_finite() && y.attention_factor > 0.0) {
+            return Err(bad(format!(
+                "(yarn) needs factor >= 1 and a positive attention factor, found {} and {}",
+                y.factor, y.attention_factor
+            )));
+        }
+    }
     if let Some(RopeScaling::Linear { factor } | RopeScaling::Dynamic { factor }) = scaling {
         if !(factor.is_finite() && factor >= 1.0) {
             return Err(bad(format!("factor must be >= 1, found {factor}")));
@@ -227,6 +255,12 @@ pub(crate) struct HfRopeScaling {
     low_freq_factor: Option<f64>,
     high_freq_factor: Option<f64>,
     original_max_position_embeddings: Option<f64>,
+    attention_factor: Option<f64>,
+    beta_fast: Option<f64>,
+    beta_slow: Option<f64>,
+    mscale: Option<f64>,
+    mscale_all_dim: Option<f64>,
+    truncate: Option<bool>,
 }
 
 /// `eos_token_id`: one id or several.

@@ -28,5 +28,5 @@ pub use config::{Activation, Arch, LlmConfig};
 pub use generate::{GenerationConfig, PrefixMemo};
 pub use gguf::{Array, GgmlType, GgufFile, Value};
 pub use model::{AnswerLogits, CausalLm, FrozenPrefix, KvCache, LLAMA_MODULES};
-pub use rope::{Llama3Scaling, Rope, RopeScaling};
+pub use rope::{Llama3Scaling, Rope, RopeScaling, YarnScaling};
 pub use tokenizer::LlmTokenizer;

@@ -1,6 +1,6 @@
 //! Rotary position embeddings (Su et al., 2021) and the frequency scalings of `transformers`
 //! (`modeling_rope_utils.py`, 4.45.2 to 4.57.1 agree on these): default, `linear`, `dynamic`
-//! (NTK-aware, recomputed past the trained length) and `llama3`. Frequencies are computed in f32
+//! (NTK-aware, recomputed past the trained length), `llama3` and `yarn` (4.57.1's). Frequencies are computed in f32
 //! with the same operations in the same order, so they equal `transformers`' bit for bit.
 
 use tch::{Device, Kind, Tensor};
@@ -16,6 +16,27 @@ pub struct Llama3Scaling {
     pub high_freq_factor: f64,
     /// The pre-training context length.
     pub original_max_position_embeddings: f64,
+}
+
+/// YaRN frequency scaling (`rope_scaling.rope_type = "yarn"`, Peng et al. 2023) as `transformers`
+/// 4.57.1 computes it (`_compute_yarn_parameters`): frequencies interpolated by `factor` below a
+/// band of dimensions, kept above it, a linear ramp between; cos and sin scaled by the attention
+/// factor.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct YarnScaling {
+    /// Interpolation factor.
+    pub factor: f64,
+    /// The pre-training context length (`None`: the config's `max_position_embeddings`).
+    pub original_max_position_embeddings: Option<f64>,
+    /// Rotations that bound the ramp (32 and 1 by default).
+    pub beta_fast: f64,
+    /// See `beta_fast`.
+    pub beta_slow: f64,
+    /// The factor on cos and sin: given, or `0.1 ln(factor) + 1` (with `mscale` and
+    /// `mscale_all_dim`, the ratio of the two such values).
+    pub attention_factor: f64,
+    /// Whether the ramp's ends are rounded to whole dimensions (true by default).
+    pub truncate: bool,
 }
 
 /// A `rope_scaling` of a Hugging Face config (`None` in [`super::LlmConfig`] is the default RoPE,
@@ -36,6 +57,8 @@ pub enum RopeScaling {
     },
     /// `llama3`: long wavelengths slowed by `factor`, short ones kept, a smooth blend in between.
     Llama3(Llama3Scaling),
+    /// `yarn`: see [`YarnScaling`].
+    Yarn(YarnScaling),
 }
 
 impl RopeScaling {
@@ -56,12 +79,19 @@ pub struct Rope {
     dim: i64,
     scaling: Option<RopeScaling>,
     max_position_embeddings: i64,
+    /// The factor on cos and sin (YaRN's attention factor; 1 otherwise).
+    attention_scaling: f64,
 }
 
 /// `1 / base ^ (arange(0, dim, 2) / dim)` in f32 with a scalar or per-call base.
 fn inverse_frequencies(base: &Tensor, dim: i64, device: Device) -> Tensor {
+    position_frequencies(base, dim, device).reciprocal()
+}
+
+/// `base ^ (arange(0, dim, 2) / dim)` in f32 (`pos_freqs` of `transformers`).
+fn position_frequencies(base: &Tensor, dim: i64, device: Device) -> Tensor {
     let exponents = Tensor::arange_start_step(0, dim, 2, (Kind::Int64, device)).to_kind(Kind::Float) / dim as f64;
-    base.pow(&exponents).reciprocal()
+    base.pow(&exponents)
 }
 
 impl Rope {
@@ -76,12 +106,18 @@ impl Rope {
     ) -> Self {
         let base = Tensor::from(theta as f32).to_device(device);
         let mut inv_freq = inverse_frequencies(&base, dim, device);
+        let mut attention_scaling = 1.0;
         match scaling {
             Some(RopeScaling::Linear { factor }) => inv_freq /= factor,
             Some(RopeScaling::Llama3(s)) => inv_freq = llama3_inv_freq(&inv_freq, s),
+            Some(RopeScaling::Yarn(s)) => {
+                let original = s.original_max_position_embeddings.unwrap_or(max_position_embeddings as f64);
+                inv_freq = yarn_inv_freq(&position_frequencies(&base, dim, device), theta, dim, original, s);
+                attention_scaling = s.attention_factor;
+            }
             Some(RopeScaling::Dynamic { .. }) | None => {}
         }
-        Rope { inv_freq, theta, dim, scaling, max_position_embeddings }
+        Rope { inv_freq, theta, dim, scaling, max_position_embeddings, attention_scaling }
     }
 
     /// The frequencies `(head_dim / 2)` f32 a forward pass at `positions` uses. Only `dynamic`
@@ -110,6 +146,10 @@ impl Rope {
         let inv_freq = self.inv_freq(positions);
         let freqs = positions.to_kind(Kind::Float).unsqueeze(-1) * &inv_freq; // (B|1, L, hd/2)
         let emb = Tensor::cat(&[&freqs, &freqs], -1).unsqueeze(1);
+        if self.attention_scaling != 1.0 {
+            let a = self.attention_scaling;
+            return ((emb.cos() * a).to_kind(kind), (emb.sin() * a).to_kind(kind));
+        }
         (emb.cos().to_kind(kind), emb.sin().to_kind(kind))
     }
 }
@@ -134,4 +174,24 @@ fn llama3_inv_freq(inv_freq: &Tensor, s: Llama3Scaling) -> Tensor {
     let smoothed = (smooth.ones_like() - &smooth) * &scaled / s.factor + &smooth * &scaled;
     let medium = wavelen.ge(high_wavelen).logical_and(&wavelen.le(low_wavelen));
     smoothed.where_self(&medium, &scaled)
+}
+
+/// `transformers` 4.57.1 `_compute_yarn_parameters` from `pos_freqs` (`theta ^ (2i / dim)`); the
+/// ramp's ends come from `beta_fast` / `beta_slow` rotations over the original context, in f64 as
+/// Python's `math` computes them.
+fn yarn_inv_freq(pos_freqs: &Tensor, theta: f64, dim: i64, original: f64, s: YarnScaling) -> Tensor {
+    let correction =
+        |rotations: f64| (dim as f64 * (original / (rotations * 2.0 * std::f64::consts::PI)).ln()) / (2.0 * theta.ln());
+    let (mut low, mut high) = (correction(s.beta_fast), correction(s.beta_slow));
+    if s.truncate {
+        low = low.floor();
+        high = high.ceil();
+    }
+    let (low, high) = (low.max(0.0), high.min((dim - 1) as f64));
+    let high = if low == high { high + 0.001 } else { high };
+    let ramp = ((Tensor::arange(dim / 2, (Kind::Float, pos_freqs.device())) - low) / (high - low)).clamp(0.0, 1.0);
+    let extrapolation = ramp.ones_like() - ramp;
+    let extrapolated = pos_freqs.reciprocal();
+    let interpolated = (pos_freqs * s.factor).reciprocal();
+    &interpolated * (extrapolation.ones_like() - &extrapolation) + &extrapolated * &extrapolation
 }
