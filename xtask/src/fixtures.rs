@@ -32,7 +32,7 @@ pub const REQUIREMENTS: [&str; 15] = [
 ];
 
 /// Generator scripts, relative to the workspace root, each writing next to itself.
-const GENERATORS: [&str; 17] = [
+const GENERATORS: [&str; 18] = [
     "tests/fixtures/core/generate.py",
     "tests/fixtures/clip/generate.py",
     "tests/fixtures/clip/generate_tokenizer.py",
@@ -44,6 +44,7 @@ const GENERATORS: [&str; 17] = [
     "tests/fixtures/llm/generate_gemma.py",
     "tests/fixtures/llm/generate_families.py",
     "tests/fixtures/llm/generate_yarn.py",
+    "tests/fixtures/llm/generate_llama3_gguf.py",
     "tests/fixtures/llm/generate_family_gguf.py",
     "tests/fixtures/llm/generate_gemma3_gguf.py",
     "tests/fixtures/llm/generate_tokenizer.py",

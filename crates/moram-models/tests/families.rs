@@ -221,3 +221,20 @@ fn yarn_matches_transformers() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// A Llama-3.2-style GGUF file (llama3 RoPE scaling stored as llama.cpp's `rope_freqs.weight`,
+/// q/k rows permuted, tied head; `generate_llama3_gguf.py`) gives the logits, greedy tokens and
+/// loss `transformers` computes from the Hugging Face checkpoint it came from.
+#[test]
+fn llama3_gguf_with_rope_freqs_matches_transformers() -> anyhow::Result<()> {
+    use moram_models::llm::GgufFile;
+    let (hf, e) = load("llama32")?;
+    let file = GgufFile::open(dir().join("tiny_llama32.gguf"))?;
+    let model = CausalLm::from_gguf(&file, Kind::Float, Device::Cpu)?;
+    let factors = model.config().rope_freq_factors.clone().expect("rope_freqs read");
+    assert_eq!(factors.len(), 8);
+    assert_eq!((factors[0], factors[7]), (1.0, 32.0), "short wavelengths kept, long ones slowed by the factor");
+    assert!(hf.config().rope_scaling.is_some() && model.config().rope_scaling.is_none());
+    let _logits = assert_matches_transformers("llama32", &model, &e)?;
+    Ok(())
+}

@@ -106,6 +106,9 @@ pub struct LlmConfig {
     pub attn_logit_softcapping: Option<f64>,
     /// Gemma 2: logits become `c * tanh(l / c)`.
     pub final_logit_softcapping: Option<f64>,
+    /// Per-frequency divisors `(head_dim / 2)` of the RoPE frequencies, as llama.cpp stores a
+    /// LLaMA 3.x model's scaling in GGUF files (`rope_freqs.weight`; `None` elsewhere).
+    pub rope_freq_factors: Option<Vec<f32>>,
 }
 
 impl LlmConfig {
@@ -133,6 +136,7 @@ impl LlmConfig {
             sliding_window: None,
             sliding_layers: None,
             rope_local_theta: None,
+            rope_freq_factors: None,
             query_pre_attn_scalar: None,
             attn_logit_softcapping: None,
             final_logit_softcapping: None,

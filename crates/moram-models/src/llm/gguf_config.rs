@@ -30,16 +30,20 @@ impl LlmConfig {
         let u = |k: &str| gguf.require_u64(&key(k)).map(|v| v as i64);
         let opt = |k: &str| gguf.get(&key(k)).and_then(Value::as_u64).map(|v| v as i64);
         let f = |k: &str, default: f64| gguf.get(&key(k)).and_then(Value::as_f64).unwrap_or(default);
-        if gguf.get(&key("rope.scaling.type")).is_some() || gguf.tensors.contains_key("rope_freqs.weight") {
-            return Err(Error::Corrupt {
-                path: path.into(),
-                reason: format!("RoPE scaling ({name}.rope.scaling.* / rope_freqs) is not supported yet"),
-            });
+        match gguf.get(&key("rope.scaling.type")).and_then(Value::as_str) {
+            None | Some("none") => {}
+            Some(kind) => {
+                return Err(Error::Corrupt {
+                    path: path.into(),
+                    reason: format!("`{name}.rope.scaling.type` `{kind}` is not supported yet (none; rope_freqs)"),
+                })
+            }
         }
         let hidden = u("embedding_length")?;
         let heads = super::hf_config::check_heads(u("attention.head_count")?, hidden, path)?;
         let layers = u("block_count")?;
         let head_dim = opt("attention.key_length").or(opt("rope.dimension_count")).unwrap_or(hidden / heads);
+        let rope_freq_factors = rope_freq_factors(gguf, head_dim)?;
         let vocab = opt("vocab_size").unwrap_or_else(|| {
             gguf.get("tokenizer.ggml.tokens").and_then(Value::as_array).map(|a| a.len() as i64).unwrap_or(0)
         });
@@ -83,6 +87,31 @@ impl LlmConfig {
             },
             attn_logit_softcapping: softcap("attn_logit_softcapping"),
             final_logit_softcapping: softcap("final_logit_softcapping"),
+            rope_freq_factors,
         })
     }
+}
+
+/// `rope_freqs.weight`: llama.cpp's converter writes a LLaMA 3.x model's `llama3` RoPE scaling as
+/// one divisor per frequency (1 for short wavelengths, the factor for long ones, a blend between),
+/// which its RoPE divides each frequency by. Checked: `head_dim / 2` positive finite values.
+fn rope_freq_factors(gguf: &GgufFile, head_dim: i64) -> Result<Option<Vec<f32>>> {
+    const NAME: &str = "rope_freqs.weight";
+    if !gguf.tensors.contains_key(NAME) {
+        return Ok(None);
+    }
+    let t = gguf.tensor(NAME)?.to_kind(tch::Kind::Float).reshape([-1]);
+    let factors =
+        Vec::<f32>::try_from(&t).map_err(|e| Error::Corrupt { path: gguf.path().into(), reason: e.to_string() })?;
+    if factors.len() as i64 != head_dim / 2 || factors.iter().any(|f| !(f.is_finite() && *f > 0.0)) {
+        return Err(Error::Corrupt {
+            path: gguf.path().into(),
+            reason: format!(
+                "`{NAME}` must hold head_dim / 2 = {} positive finite factors, found {} values",
+                head_dim / 2,
+                factors.len()
+            ),
+        });
+    }
+    Ok(Some(factors))
 }

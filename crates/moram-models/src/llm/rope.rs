@@ -97,10 +97,14 @@ fn position_frequencies(base: &Tensor, dim: i64, device: Device) -> Tensor {
 impl Rope {
     /// The embedding for `head_dim` with base `theta`, a scaling, and the trained length (used by
     /// `dynamic`).
+    ///
+    /// `freq_factors` `(dim / 2)` divide the frequencies (llama.cpp's `rope_freqs` of LLaMA 3.x
+    /// GGUF files).
     pub fn new(
         dim: i64,
         theta: f64,
         scaling: Option<RopeScaling>,
+        freq_factors: Option<&[f32]>,
         max_position_embeddings: i64,
         device: Device,
     ) -> Self {
@@ -116,6 +120,9 @@ impl Rope {
                 attention_scaling = s.attention_factor;
             }
             Some(RopeScaling::Dynamic { .. }) | None => {}
+        }
+        if let Some(factors) = freq_factors {
+            inv_freq = inv_freq / Tensor::from_slice(factors).to_device(device);
         }
         Rope { inv_freq, theta, dim, scaling, max_position_embeddings, attention_scaling }
     }

@@ -77,11 +77,10 @@ impl CausalLm {
             vb.pp("lm_head").get("weight", &[config.vocab_size, d])?
         };
         let norm = RmsNorm::new(model.pp("norm").get("weight", &[d])?, config.rms_norm_eps, norm_scale(config.arch));
-        let rope =
-            Rope::new(config.head_dim, config.rope_theta, config.rope_scaling, config.max_position_embeddings, device);
-        let rope_local = config
-            .rope_local_theta
-            .map(|theta| Rope::new(config.head_dim, theta, None, config.max_position_embeddings, device));
+        let (dim, max) = (config.head_dim, config.max_position_embeddings);
+        let factors = config.rope_freq_factors.as_deref();
+        let rope = Rope::new(dim, config.rope_theta, config.rope_scaling, factors, max, device);
+        let rope_local = config.rope_local_theta.map(|theta| Rope::new(dim, theta, None, None, max, device));
         Ok(CausalLm {
             embed,
             blocks,
