@@ -72,7 +72,7 @@ fn config_and_checkpoint_problems_are_named() -> anyhow::Result<()> {
     let text = std::fs::read_to_string(dir().join("tiny_llama/config.json"))?;
     for (from, to, expect) in [
         ("\"hidden_act\": \"silu\"", "\"hidden_act\": \"gelu\"", "`hidden_act` `gelu` is not supported"),
-        ("\"rope_type\": \"llama3\"", "\"rope_type\": \"yarn\"", "type `yarn` is not supported"),
+        ("\"rope_type\": \"llama3\"", "\"rope_type\": \"longrope\"", "type `longrope` is not supported"),
         (
             "\"use_cache\": true",
             "\"sliding_window\": 4096",
