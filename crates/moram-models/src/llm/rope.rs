@@ -122,7 +122,7 @@ impl Rope {
             Some(RopeScaling::Dynamic { .. }) | None => {}
         }
         if let Some(factors) = freq_factors {
-            inv_freq = inv_freq / Tensor::from_slice(factors).to_device(device);
+            inv_freq /= Tensor::from_slice(factors).to_device(device);
         }
         Rope { inv_freq, theta, dim, scaling, max_position_embeddings, attention_scaling }
     }
