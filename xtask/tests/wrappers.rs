@@ -2,17 +2,18 @@
 //! `--debug`, the dev-profile `moram` this test run already built): the benchmark wrappers run the
 //! sequence and print the paper's numbers next to the run's.
 
-use moram_cl::synthetic::{write_mini_xtail_root, write_tiny_clip, write_tiny_llama, write_trace_tasks, TinyLlama};
+use moram_cl::synthetic::{
+    fixture_tokenizer_dir, write_mini_xtail_root, write_tiny_clip, write_tiny_llama, write_trace_tasks, TinyLlama,
+};
 use std::path::Path;
 use std::process::Command;
 
 fn xtask(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO"))
-        .args(["run", "-q", "-p", "xtask", "--"])
-        .args(args)
-        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
-        .output()
-        .unwrap()
+    Command::new(env!("CARGO_BIN_EXE_xtask")).args(args).current_dir(repo()).output().unwrap()
+}
+
+fn repo() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
 fn s(p: &Path) -> String {
@@ -64,9 +65,7 @@ fn xtask_xtail_runs_the_order_on_the_official_layouts() {
 #[test]
 fn xtask_trace_runs_a_checkpoint_path() {
     let tmp = tempfile::tempdir().unwrap();
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    write_tiny_llama(&tmp.path().join("llm"), &repo.join("tests/fixtures/llm/tokenizer"), TinyLlama::default(), 4)
-        .unwrap();
+    write_tiny_llama(&tmp.path().join("llm"), &fixture_tokenizer_dir(), TinyLlama::default(), 4).unwrap();
     write_trace_tasks(&tmp.path().join("data"), &[("A", "count"), ("B", "half")], 8, 4, 3).unwrap();
     let (data, llm, out) = (s(&tmp.path().join("data")), s(&tmp.path().join("llm")), s(&tmp.path().join("out")));
     let o = xtask(&[
@@ -105,9 +104,9 @@ fn xtask_trace_runs_a_checkpoint_path() {
         "{stdout}"
     );
     // A preset without a checkpoint folder says which checkpoint and how to give it.
-    let o = Command::new(env!("CARGO"))
-        .args(["run", "-q", "-p", "xtask", "--", "trace", "--model", "gemma-2b", "--data-dir", &data])
-        .current_dir(&repo)
+    let o = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["trace", "--model", "gemma-2b", "--data-dir", &data])
+        .current_dir(repo())
         .env_remove("MORAM_MODEL_DIR")
         .output()
         .unwrap();
