@@ -2,7 +2,7 @@
 //! checkpoint with the update folded into the base weights (`moram export`).
 //!
 //! An adapter whose layers route with [`Routing::Lora`] or [`Routing::Sum`] (SeqLoRA, O-LoRA,
-//! IncLoRA, InfLoRA, replay, EWC, LwF, MTL) adds `value_scale * B (A x)` to every adapted linear,
+//! IncLoRA, InfLoRA, TreeLoRA, replay, EWC, LwF, MTL) adds `value_scale * B (A x)` to every adapted linear,
 //! every atom always on: exactly a LoRA of rank R (all tasks' atoms) with `lora_A = A`
 //! `(R, d_in)`, `lora_B = B` `(d_out, R)` and PEFT's scaling `lora_alpha / r = value_scale`.
 //! MoRAM's own routings weigh atoms per token (top-k, softmax, the inference gate) and a task gate

@@ -311,7 +311,7 @@ fn train_task(
                 (total * weight).backward();
             }
         }
-        if let (None, true, Some(penalty)) = (bad, group.is_main(), hooks.penalty(learner)?) {
+        if let (None, true, Some(penalty)) = (bad, group.is_main(), hooks.penalty(learner, batch_loss)?) {
             let value = penalty.double_value(&[]);
             if value.is_finite() {
                 penalty.f_backward()?;

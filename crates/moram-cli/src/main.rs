@@ -222,7 +222,7 @@ enum Command {
         #[arg(long, default_value_t = 1 << 20)]
         max_body: usize,
     },
-    /// Export a LoRA-type adapter (seq-lora, o-lora, inc-lora, inf-lora, replay, ewc, lwf, mtl)
+    /// Export a LoRA-type adapter (seq-lora, o-lora, inc-lora, inf-lora, tree-lora, replay, ewc, lwf, mtl)
     /// as a PEFT adapter folder, or with --merged as a Hugging Face checkpoint with the update
     /// folded into the base weights. MoRAM adapters route per token and are refused (serve them).
     Export {

@@ -170,6 +170,8 @@ pub struct MethodConfig {
     pub lwf_temperature: Option<f64>,
     /// LwF: weight of the distillation term (default 1: the official code adds it unweighted).
     pub lwf_lambda: Option<f64>,
+    /// TreeLoRA's regularisation weight (`tree-lora` only; 0.5, the official scripts' `--reg`).
+    pub tree_reg: Option<f64>,
 }
 
 fn default_profile() -> Profile {

@@ -74,7 +74,7 @@ impl RunHooks for EwcHooks {
         LayerHooks.before_task(run)
     }
 
-    fn penalty(&mut self, learner: &dyn Learner) -> Result<Option<Tensor>> {
+    fn penalty(&mut self, learner: &dyn Learner, _loss: f64) -> Result<Option<Tensor>> {
         if self.previous.is_empty() || self.fisher.is_empty() {
             return Ok(None);
         }

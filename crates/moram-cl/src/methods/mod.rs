@@ -3,7 +3,7 @@
 //! config) and starts the [`RunHooks`] the runner calls around each task and step.
 //!
 //! The paper's MoRAM and its Table 4 ablations ([`moram`]), the routers of Table 4 ([`routers`]),
-//! the baselines ([`seq_lora`], [`o_lora`], [`inc_lora`], [`inflora`], [`replay`], [`ewc`], [`lwf`], [`mtl`]) and the variants this project adds
+//! the baselines ([`seq_lora`], [`o_lora`], [`inc_lora`], [`inflora`], [`replay`], [`ewc`], [`lwf`], [`tree_lora`], [`mtl`]) and the variants this project adds
 //! ([`subspace`], [`scores`], [`task_gated`]). Adding a method: a file with a type implementing
 //! [`MethodDef`], and one line in [`REGISTRY`].
 
@@ -55,6 +55,7 @@ pub mod scores;
 pub mod seq_lora;
 pub mod subspace;
 pub mod task_gated;
+pub mod tree_lora;
 
 use crate::config::{MethodConfig, MethodName, RunConfig};
 use crate::error::{Error, Result};
@@ -80,6 +81,7 @@ pub static REGISTRY: &[&dyn MethodDef] = &[
     &replay::Replay,
     &ewc::Ewc,
     &lwf::Lwf,
+    &tree_lora::TreeLora,
     &mtl::Mtl,
     &task_gated::TaskGated,
     &subspace::Orthogonal,
@@ -139,8 +141,9 @@ pub trait RunHooks {
         crate::batches::own_schedule(run.config, run.task, run.lens[run.task])
     }
 
-    /// A term added to the loss once per optimiser step (with graph), if any.
-    fn penalty(&mut self, learner: &dyn Learner) -> Result<Option<Tensor>> {
+    /// A term added to the loss once per optimiser step (with graph), if any; `loss` is the
+    /// step's task loss (TreeLoRA scales its term by it).
+    fn penalty(&mut self, learner: &dyn Learner, _loss: f64) -> Result<Option<Tensor>> {
         Ok(hooks::bank_penalties(learner))
     }
 
@@ -384,6 +387,9 @@ pub(crate) fn optional_variants(method: &MethodConfig, mut c: MoramConfig) -> Re
     if method.ewc_lambda.is_some() {
         return Err(Error::config("method.ewc_lambda", "applies to `ewc` only"));
     }
+    if method.tree_reg.is_some() {
+        return Err(Error::config("method.tree_reg", "applies to `tree-lora` only"));
+    }
     if method.lwf_temperature.is_some() || method.lwf_lambda.is_some() {
         let key = if method.lwf_temperature.is_some() { "method.lwf_temperature" } else { "method.lwf_lambda" };
         return Err(Error::config(key, "applies to `lwf` only"));
@@ -407,7 +413,8 @@ mod tests {
         }
         let err = Method::from_name("moram-plus").unwrap_err();
         assert!(
-            err.contains("`moram-plus`") && err.contains("seq-lora, o-lora, inc-lora, inf-lora, replay, ewc, lwf, mtl"),
+            err.contains("`moram-plus`")
+                && err.contains("seq-lora, o-lora, inc-lora, inf-lora, replay, ewc, lwf, tree-lora, mtl"),
             "{err}"
         );
         assert!(Method::MORAM < Method::SEQ_LORA, "listing order");

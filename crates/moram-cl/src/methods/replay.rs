@@ -125,8 +125,8 @@ impl RunHooks for ReplayHooks {
         self.inner.task_started(run)
     }
 
-    fn penalty(&mut self, learner: &dyn Learner) -> Result<Option<Tensor>> {
-        self.inner.penalty(learner)
+    fn penalty(&mut self, learner: &dyn Learner, loss: f64) -> Result<Option<Tensor>> {
+        self.inner.penalty(learner, loss)
     }
 
     fn after_step(&mut self, learner: &mut dyn Learner) {
