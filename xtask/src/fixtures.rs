@@ -32,7 +32,7 @@ pub const REQUIREMENTS: [&str; 15] = [
 ];
 
 /// Generator scripts, relative to the workspace root, each writing next to itself.
-const GENERATORS: [&str; 18] = [
+const GENERATORS: [&str; 19] = [
     "tests/fixtures/core/generate.py",
     "tests/fixtures/clip/generate.py",
     "tests/fixtures/clip/generate_tokenizer.py",
@@ -50,6 +50,7 @@ const GENERATORS: [&str; 18] = [
     "tests/fixtures/llm/generate_tokenizer.py",
     "tests/fixtures/llm/generate_config_variants.py",
     "tests/fixtures/cl/generate_metrics.py",
+    "tests/fixtures/cl/generate_tree_lora.py",
     "tests/fixtures/llm/generate_peft.py",
 ];
 

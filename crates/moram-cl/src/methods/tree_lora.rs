@@ -131,6 +131,15 @@ pub fn build_root(means: &[Vec<Tensor>]) -> Option<TreeRoot> {
     Some(TreeRoot { left: (left, lm), right: (right, rm) })
 }
 
+/// The term TreeLoRA adds to the loss (with `keys`' graph): `-r / (r.detach() + 1e-5) * loss *
+/// tmp_reg`, `r = -sum_l <keys[l], chosen[l]>` (the official `tree_lora_loss` then `get_loss`,
+/// subtracted from the loss). `None` without layers.
+pub fn term(keys: &[Tensor], chosen: &[Tensor], loss: f64, tmp_reg: f64) -> Option<Tensor> {
+    let r = keys.iter().zip(chosen).map(|(k, g)| -(k * g).sum(Kind::Float)).reduce(|a, b| a + b)?;
+    let scale = loss * tmp_reg / (r.detach().double_value(&[]) + 1e-5);
+    Some(-(r * scale))
+}
+
 /// TreeLoRA's state across steps and tasks.
 pub struct TreeLoraHooks {
     reg: f64,
@@ -288,19 +297,10 @@ impl RunHooks for TreeLoraHooks {
             let g = self.means[p][l].to_device(self.current[l].device());
             self.sim[p][l] -= (&self.current[l] - g).abs().sum(Kind::Double).double_value(&[]);
         }
-        let mut r: Option<Tensor> = None;
-        for (l, (&p, k)) in picks.iter().zip(&keys).enumerate() {
-            let g = self.means[p][l].to_device(k.device());
-            let term = -(k * g).sum(Kind::Float);
-            r = Some(match r {
-                Some(acc) => acc + term,
-                None => term,
-            });
-        }
-        let Some(r) = r else { return Ok(None) };
+        let chosen: Vec<Tensor> =
+            picks.iter().zip(&keys).enumerate().map(|(l, (&p, k))| self.means[p][l].to_device(k.device())).collect();
         let tmp_reg = self.reg * s / self.epoch_steps as f64;
-        let scale = loss * tmp_reg / (r.detach().double_value(&[]) + 1e-5);
-        Ok(Some(-(r * scale)))
+        Ok(term(&keys, &chosen, loss, tmp_reg))
     }
 
     fn after_task(&mut self, run: &mut TaskRun<'_>) -> Result<Option<Vec<(usize, f64)>>> {
