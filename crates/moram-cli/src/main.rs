@@ -527,7 +527,7 @@ fn run(cli: Cli) -> Result<()> {
                 other => anyhow::bail!("--sequence must be `demo` or `formats`, found `{other}`"),
             };
             let assets = assets.map_or_else(demo::default_assets, Ok)?;
-            let sizes = demo::data::DemoSizes { train, eval, words };
+            let sizes = moram_cl::data::demo::DemoSizes { train, eval, words };
             let tasks = demo::write_sequence(&assets, &out, sizes, seed, formats)
                 .with_context(|| format!("writing the {sequence} tasks from {}", assets.display()))?;
             for (name, metric) in tasks {

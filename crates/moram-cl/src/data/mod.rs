@@ -1,10 +1,12 @@
 //! Task data: TRACE-style prompt/answer JSON ([`trace`]), image classification tasks
 //! ([`ImageTask`], in memory or as files read batch by batch) and the folder-per-class importer
-//! ([`folders`]).
+//! ([`folders`]), and the demo's task sequences built from real data ([`demo`], [`wordnet`]).
 
+pub mod demo;
 pub mod folders;
 pub mod idx;
 pub mod trace;
+pub mod wordnet;
 pub mod xtail;
 
 use crate::error::{Error, Result};

@@ -1,17 +1,14 @@
 //! `moram demo`: the embedded main job. SmolLM2-135M-Instruct learns four real-data tasks in turn
 //! (BBC topic, WordNet noun category, WordNet verb base form, BBC desk over the first task's
-//! articles; [`data`]) with SeqLoRA, faithful MoRAM and task-gated MoRAM, under the
+//! articles; `moram_cl::data::demo`) with SeqLoRA, faithful MoRAM and task-gated MoRAM, under the
 //! same budget. It prints the three accuracy matrices, OP / BWT / learning (mean diagonal) with
 //! 95% intervals over the evaluation examples, the paired differences against SeqLoRA, and the
 //! routing leakage; figures and every generation are kept in the output folder.
 
-pub mod data;
-pub mod wordnet;
-
 use crate::workers::{RunJob, Workers};
 use anyhow::{Context, Result};
-use data::{demo_tasks, read_bbc, write_tasks, DemoSizes};
 use moram_cl::config::RunConfig;
+use moram_cl::data::demo::{self as data, demo_tasks, read_bbc, write_tasks, DemoSizes};
 use moram_cl::metrics::bootstrap::ExampleScores;
 use moram_cl::report::Comparison;
 use moram_cl::{Learner, Method, RunState};
@@ -152,7 +149,7 @@ pub fn write_sequence(
     } else {
         demo_tasks(&articles, &assets.join(WORDNET), sizes, seed)?
     };
-    write_tasks(out, tasks)
+    Ok(write_tasks(out, tasks)?)
 }
 
 /// Runs the demo; returns the output folder.

@@ -7,7 +7,12 @@
 //! `data.<pos>` lines are `synset_offset lex_filenum ss_type w_cnt word lex_id ... | gloss`;
 //! `<pos>.exc` lines are `inflected_form base_form...`. License lines start with two spaces.
 
-use anyhow::{bail, Context, Result};
+use crate::error::{Error, Result};
+
+/// A malformed WordNet file, at `line` when known.
+fn bad(path: &Path, line: Option<usize>, message: impl Into<String>) -> Error {
+    Error::Data { path: path.into(), entry: line.map(|n| format!("line {n}")), message: message.into() }
+}
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -23,7 +28,7 @@ pub struct IndexEntry {
 
 fn lines(path: &Path) -> Result<impl Iterator<Item = (usize, String)>> {
     // WordNet's files are Latin-1; the lemmas the demo keeps are ASCII.
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let text: String = bytes.iter().map(|&b| b as char).collect();
     let owned: Vec<(usize, String)> = text
         .lines()
@@ -37,7 +42,7 @@ fn lines(path: &Path) -> Result<impl Iterator<Item = (usize, String)>> {
 fn field<'a>(f: &[&'a str], i: usize, path: &Path, line: usize, what: &str) -> Result<&'a str> {
     match f.get(i) {
         Some(v) => Ok(v),
-        None => bail!("{}:{line}: missing {what}", path.display()),
+        None => Err(bad(path, Some(line), format!("missing {what}"))),
     }
 }
 
@@ -48,19 +53,19 @@ pub fn read_index(path: &Path) -> Result<HashMap<String, IndexEntry>> {
         let f: Vec<&str> = line.split_whitespace().collect();
         let num = |i: usize, what: &str| -> Result<usize> {
             let v = field(&f, i, path, n, what)?;
-            v.parse().with_context(|| format!("{}:{n}: {what} `{v}` is not a number", path.display()))
+            v.parse().map_err(|_| bad(path, Some(n), format!("{what} `{v}` is not a number")))
         };
         let p_cnt = num(3, "p_cnt")?;
         let synsets = num(4 + p_cnt, "sense_cnt")?;
         let tagged_senses = num(5 + p_cnt, "tagsense_cnt")?;
         let offsets: Vec<String> = f.iter().skip(6 + p_cnt).map(|s| s.to_string()).collect();
         if offsets.len() != synsets {
-            bail!("{}:{n}: {synsets} senses announced, {} offsets found", path.display(), offsets.len());
+            return Err(bad(path, Some(n), format!("{synsets} senses announced, {} offsets found", offsets.len())));
         }
         out.insert(f[0].to_string(), IndexEntry { tagged_senses, offsets });
     }
     if out.is_empty() {
-        bail!("{}: no index entry", path.display());
+        return Err(bad(path, None, "no index entry"));
     }
     Ok(out)
 }
@@ -71,9 +76,9 @@ pub fn read_lexfiles(path: &Path) -> Result<HashMap<String, u32>> {
     for (n, line) in lines(path)? {
         let mut f = line.split_whitespace();
         let (Some(offset), Some(lex)) = (f.next(), f.next()) else {
-            bail!("{}:{n}: expected `offset lex_filenum ...`", path.display());
+            return Err(bad(path, Some(n), "expected `offset lex_filenum ...`"));
         };
-        let lex: u32 = lex.parse().with_context(|| format!("{}:{n}: lex_filenum `{lex}`", path.display()))?;
+        let lex: u32 = lex.parse().map_err(|_| bad(path, Some(n), format!("lex_filenum `{lex}` is not a number")))?;
         out.insert(offset.to_string(), lex);
     }
     Ok(out)
@@ -87,7 +92,7 @@ pub fn read_exceptions(path: &Path) -> Result<Vec<(String, String)>> {
         let f: Vec<&str> = line.split_whitespace().collect();
         match f.as_slice() {
             [form, base, ..] => out.push((form.to_string(), base.to_string())),
-            _ => bail!("{}:{n}: expected `form base`", path.display()),
+            _ => return Err(bad(path, Some(n), "expected `form base`")),
         }
     }
     Ok(out)
@@ -112,7 +117,7 @@ pub fn nouns_by_category(dir: &Path) -> Result<Vec<(&'static str, Vec<String>)>>
         let Some(first) = entry.offsets.first() else { continue };
         let lex = lexfiles
             .get(first)
-            .with_context(|| format!("{}: synset {first} of `{lemma}` is not in data.noun", dir.display()))?;
+            .ok_or_else(|| bad(dir, None, format!("synset {first} of `{lemma}` is not in data.noun")))?;
         if let Some(i) = NOUN_CATEGORIES.iter().position(|(l, _)| l == lex) {
             out[i].1.push(lemma.clone());
         }
@@ -165,9 +170,9 @@ mod tests {
         assert_eq!(verb_forms(d, 2).unwrap(), vec![("saw".into(), "see".into()), ("seen".into(), "see".into())]);
         write(d, "index.verb", "go v 1 0 1 1 00000001 00000009\n");
         let err = format!("{:#}", read_index(&d.join("index.verb")).unwrap_err());
-        assert!(err.contains("index.verb:1") && err.contains("2 offsets"), "{err}");
+        assert!(err.contains("index.verb (line 1)") && err.contains("2 offsets"), "{err}");
         write(d, "data.noun", "00000100 xx n 01 salmon 0 000 | a fish\n");
         let err = format!("{:#}", read_lexfiles(&d.join("data.noun")).unwrap_err());
-        assert!(err.contains("data.noun:1") && err.contains("lex_filenum `xx`"), "{err}");
+        assert!(err.contains("data.noun (line 1)") && err.contains("lex_filenum `xx`"), "{err}");
     }
 }

@@ -14,10 +14,10 @@
 //!
 //! Everything is seeded: the article draw, the word draw, the order.
 
+use super::trace::Example;
 use super::wordnet;
-use anyhow::{bail, Context, Result};
-use moram_cl::data::trace::Example;
-use moram_cl::metrics::TaskMetric;
+use crate::error::{Error, Result};
+use crate::metrics::TaskMetric;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -40,7 +40,7 @@ pub struct Article {
 /// are replaced, as one file of the corpus needs.
 pub fn read_bbc(dir: &Path) -> Result<Vec<Article>> {
     let mut topics: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("cannot read the BBC folder {}", dir.display()))?
+        .map_err(|e| Error::io(dir, e))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.is_dir())
         .collect();
@@ -49,13 +49,13 @@ pub fn read_bbc(dir: &Path) -> Result<Vec<Article>> {
     for t in &topics {
         let topic = t.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
         let mut files: Vec<PathBuf> = std::fs::read_dir(t)
-            .with_context(|| format!("reading {}", t.display()))?
+            .map_err(|e| Error::io(t, e))?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|x| x == "txt"))
             .collect();
         files.sort();
         for f in files {
-            let bytes = std::fs::read(&f).with_context(|| format!("reading {}", f.display()))?;
+            let bytes = std::fs::read(&f).map_err(|e| Error::io(&f, e))?;
             let text = String::from_utf8_lossy(&bytes);
             let mut lines = text.lines().filter(|l| !l.trim().is_empty());
             let Some(headline) = lines.next() else { continue };
@@ -67,12 +67,15 @@ pub fn read_bbc(dir: &Path) -> Result<Vec<Article>> {
         }
     }
     if topics.len() < 2 || out.is_empty() {
-        bail!(
-            "{}: expected topic folders of .txt articles, found {} folders, {} articles",
-            dir.display(),
-            topics.len(),
-            out.len()
-        );
+        return Err(Error::Data {
+            path: dir.into(),
+            entry: None,
+            message: format!(
+                "expected topic folders of .txt articles, found {} folders, {} articles",
+                topics.len(),
+                out.len()
+            ),
+        });
     }
     Ok(out)
 }
@@ -145,7 +148,7 @@ fn balanced<T: Clone>(groups: &[Vec<T>], need: usize, rng: &mut ChaCha8Rng, what
         k += 1;
     }
     if chosen.len() < need {
-        bail!("{what}: needs {need} items, found {}", chosen.len());
+        return Err(Error::task(what, format!("needs {need} items, found {}", chosen.len())));
     }
     chosen.shuffle(rng);
     Ok(chosen)
@@ -219,7 +222,7 @@ pub fn demo_tasks(articles: &[Article], wordnet: &Path, sizes: DemoSizes, seed: 
     let mut forms = wordnet::verb_forms(wordnet, 3)?;
     forms.shuffle(&mut rng);
     if forms.len() < need {
-        bail!("wordnet verb forms: needs {need}, found {}", forms.len());
+        return Err(Error::task("wordnet verb forms", format!("needs {need}, found {}", forms.len())));
     }
     let (v_train, v_eval) = split(
         forms[..need]
@@ -285,7 +288,7 @@ pub fn format_tasks(articles: &[Article], sizes: DemoSizes, seed: u64) -> Result
 pub fn write_tasks(dir: &Path, tasks: Vec<DemoTask>) -> Result<Vec<(String, TaskMetric)>> {
     let mut out = Vec::new();
     for DemoTask { name, train, eval, metric } in tasks {
-        moram_cl::data::trace::write_task(dir, &name, &train, &eval)?;
+        super::trace::write_task(dir, &name, &train, &eval)?;
         out.push((name, metric));
     }
     Ok(out)
@@ -294,7 +297,7 @@ pub fn write_tasks(dir: &Path, tasks: Vec<DemoTask>) -> Result<Vec<(String, Task
 #[cfg(test)]
 mod tests {
     use super::*;
-    use moram_cl::synthetic::{write_fake_bbc, write_fake_wordnet};
+    use crate::synthetic::{write_fake_bbc, write_fake_wordnet};
 
     #[test]
     fn the_demo_sequence_from_articles_and_wordnet() {
@@ -354,7 +357,7 @@ mod tests {
         let out = tmp.path().join("data");
         let written = write_tasks(&out, tasks.clone()).unwrap();
         assert_eq!(written.len(), 4);
-        assert_eq!(moram_cl::data::trace::load_task_split(&out, "bbc-desk", "train").unwrap(), tasks[3].train);
+        assert_eq!(crate::data::trace::load_task_split(&out, "bbc-desk", "train").unwrap(), tasks[3].train);
     }
 
     #[test]
