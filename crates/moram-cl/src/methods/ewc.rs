@@ -127,16 +127,12 @@ impl RunHooks for EwcHooks {
             .map(|(i, f)| (format!("fisher.{i}"), f.shallow_clone()))
             .chain(self.previous.iter().enumerate().map(|(i, p)| (format!("previous.{i}"), p.shallow_clone())))
             .collect();
-        let path = Self::file(dir, task);
-        let tmp = path.with_extension("tmp");
-        Tensor::write_safetensors(&named, &tmp).map_err(|e| Error::io(&tmp, std::io::Error::other(e.to_string())))?;
-        std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))
+        super::hooks::save_state(&Self::file(dir, task), &named)
     }
 
     fn resume(&mut self, dir: &Path, done: usize) -> Result<()> {
         let path = Self::file(dir, done - 1);
-        let tensors = Tensor::read_safetensors(&path)
-            .map_err(|e| Error::Checkpoint { path: path.clone(), message: format!("cannot read EWC state: {e}") })?;
+        let tensors = super::hooks::load_state(&path, "EWC")?;
         let take = |prefix: &str| -> Vec<Tensor> {
             let mut v: Vec<(usize, Tensor)> = tensors
                 .iter()

@@ -168,3 +168,17 @@ pub fn fit_task_gate(run: &mut TaskRun<'_>) -> Result<()> {
     pb.finish_and_clear();
     Ok(())
 }
+
+/// Writes a method's per-task state `named` to `path` (safetensors, through a temporary file and
+/// a rename, as every run file is written).
+pub(crate) fn save_state(path: &std::path::Path, named: &[(String, Tensor)]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    Tensor::write_safetensors(named, &tmp).map_err(|e| Error::io(&tmp, std::io::Error::other(e.to_string())))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+/// Reads what [`save_state`] wrote; `what` names the method in the error.
+pub(crate) fn load_state(path: &std::path::Path, what: &str) -> Result<Vec<(String, Tensor)>> {
+    Tensor::read_safetensors(path)
+        .map_err(|e| Error::Checkpoint { path: path.into(), message: format!("cannot read {what} state: {e}") })
+}

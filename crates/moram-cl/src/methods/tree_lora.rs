@@ -320,18 +320,12 @@ impl RunHooks for TreeLoraHooks {
                 layers.iter().enumerate().map(move |(l, g)| (format!("mean.{t}.{l}"), g.shallow_clone()))
             })
             .collect();
-        let path = Self::file(dir, task);
-        let tmp = path.with_extension("tmp");
-        Tensor::write_safetensors(&named, &tmp).map_err(|e| Error::io(&tmp, std::io::Error::other(e.to_string())))?;
-        std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))
+        super::hooks::save_state(&Self::file(dir, task), &named)
     }
 
     fn resume(&mut self, dir: &Path, done: usize) -> Result<()> {
         let path = Self::file(dir, done - 1);
-        let tensors = Tensor::read_safetensors(&path).map_err(|e| Error::Checkpoint {
-            path: path.clone(),
-            message: format!("cannot read TreeLoRA state: {e}"),
-        })?;
+        let tensors = super::hooks::load_state(&path, "TreeLoRA")?;
         let mut means: Vec<Vec<(usize, Tensor)>> = (0..done).map(|_| Vec::new()).collect();
         for (name, t) in tensors {
             let mut parts = name.strip_prefix("mean.").unwrap_or("").split('.');
