@@ -1,6 +1,12 @@
 //! The one thread that owns the model: it takes requests from a bounded queue, batches the ones
 //! that share generation settings (up to the batch size), generates, and answers each request
 //! whole or token by token. libtorch runs one batch at a time; HTTP handlers never touch it.
+//!
+//! A request with a list of prompts is answered as `moram generate` answers the list (the
+//! evaluation's batches: prompts sorted by length, the run's evaluation batch size), so the
+//! evaluation prompts of a task sent as one list get the text evaluation scored. Single prompts
+//! arriving together share a batch as they come; a prompt's greedy answer can then differ from
+//! evaluation's where two tokens nearly tie, because other batch shapes sum in another order.
 
 use moram_cl::learners::llm::{Answer, LlmLearner};
 use moram_models::llm::{ChatMessage, GenerationConfig, LlmTokenizer};
@@ -19,6 +25,8 @@ pub enum Input {
 pub enum Reply {
     /// The whole answer at once.
     Whole(oneshot::Sender<Result<Answer, String>>),
+    /// The answers of a list of prompts, generated as `moram generate` generates a list.
+    List(Vec<Input>, oneshot::Sender<Result<Vec<Answer>, String>>),
     /// Text pieces as tokens are chosen, then the answer.
     Stream(mpsc::UnboundedSender<Piece>),
 }
@@ -50,11 +58,29 @@ impl Job {
             Reply::Whole(tx) => {
                 let _ = tx.send(Err(message));
             }
+            Reply::List(_, tx) => {
+                let _ = tx.send(Err(message));
+            }
             Reply::Stream(tx) => {
                 let _ = tx.send(Piece::Failed(message));
             }
         }
     }
+}
+
+/// Token ids of one input, as evaluation reads a plain prompt or through the chat template.
+fn encode(learner: &LlmLearner, input: &Input) -> moram_cl::Result<Vec<i64>> {
+    match input {
+        Input::Text(text) => learner.encode_prompt(text, None),
+        Input::Chat(messages) => learner.encode_chat(messages).map(|(_, ids)| ids),
+    }
+}
+
+/// A list request: every input encoded, then generated in evaluation's batches.
+fn answer_list(learner: &mut LlmLearner, inputs: &[Input], config: &GenerationConfig) -> Result<Vec<Answer>, String> {
+    let ids =
+        inputs.iter().map(|i| encode(learner, i)).collect::<moram_cl::Result<Vec<_>>>().map_err(|e| e.to_string())?;
+    learner.generate(&ids, config).map_err(|e| e.to_string())
 }
 
 /// Runs the engine until every sender of `jobs` is gone (the server stopped).
@@ -63,10 +89,17 @@ pub fn run(mut learner: LlmLearner, mut jobs: mpsc::Receiver<Job>, batch: usize)
     let mut pending: Option<Job> = None;
     loop {
         let Some(first) = pending.take().or_else(|| jobs.blocking_recv()) else { return };
+        let first = match first.reply {
+            Reply::List(inputs, tx) => {
+                let _ = tx.send(answer_list(&mut learner, &inputs, &first.config));
+                continue;
+            }
+            reply => Job { reply, ..first },
+        };
         let mut group = vec![first];
         while group.len() < batch.max(1) {
             match jobs.try_recv() {
-                Ok(job) if job.config == group[0].config => group.push(job),
+                Ok(job) if job.config == group[0].config && !matches!(job.reply, Reply::List(..)) => group.push(job),
                 Ok(job) => {
                     pending = Some(job);
                     break;
@@ -83,11 +116,7 @@ fn answer(learner: &mut LlmLearner, tokenizer: &LlmTokenizer, group: Vec<Job>) {
     let mut ready = Vec::with_capacity(group.len());
     let mut ids = Vec::with_capacity(group.len());
     for job in group {
-        let encoded = match &job.input {
-            Input::Text(text) => learner.encode_prompt(text, None),
-            Input::Chat(messages) => learner.encode_chat(messages).map(|(_, ids)| ids),
-        };
-        match encoded {
+        match encode(learner, &job.input) {
             Ok(x) if !x.is_empty() => {
                 ids.push(x);
                 ready.push(job);
@@ -122,6 +151,9 @@ fn answer(learner: &mut LlmLearner, tokenizer: &LlmTokenizer, group: Vec<Job>) {
                 match job.reply {
                     Reply::Whole(tx) => {
                         let _ = tx.send(Ok(answer));
+                    }
+                    Reply::List(_, tx) => {
+                        let _ = tx.send(Ok(vec![answer]));
                     }
                     Reply::Stream(tx) => {
                         if answer.answer.len() > sent && answer.answer.is_char_boundary(sent) {

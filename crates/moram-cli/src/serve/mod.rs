@@ -183,20 +183,21 @@ async fn serve_request(
     if request.stream {
         stream_answer(&state, request, chat, id, created)
     } else {
-        let mut waits = Vec::with_capacity(request.inputs.len());
-        for input in request.inputs {
+        let failed = |m: String| ApiError::status(400, "invalid_request_error", m);
+        let stopped = |_| ApiError::status(500, "server_error", "the model thread stopped");
+        let config = request.config.clone();
+        let mut inputs = request.inputs;
+        let answers = if inputs.len() == 1 {
             let (tx, rx) = oneshot::channel();
-            enqueue(&state, Job { input, config: request.config.clone(), reply: Reply::Whole(tx) })?;
-            waits.push(rx);
-        }
-        let mut answers = Vec::with_capacity(waits.len());
-        for rx in waits {
-            let answer = rx
-                .await
-                .map_err(|_| ApiError::status(500, "server_error", "the model thread stopped"))?
-                .map_err(|m| ApiError::status(400, "invalid_request_error", m))?;
-            answers.push(answer);
-        }
+            enqueue(&state, Job { input: inputs.remove(0), config, reply: Reply::Whole(tx) })?;
+            vec![rx.await.map_err(stopped)?.map_err(failed)?]
+        } else {
+            // A list is generated as `moram generate` generates it (evaluation's batches).
+            let (tx, rx) = oneshot::channel();
+            let input = inputs[0].clone();
+            enqueue(&state, Job { input, config, reply: Reply::List(inputs, tx) })?;
+            rx.await.map_err(stopped)?.map_err(failed)?
+        };
         Ok(Json(api::response(chat, &id, created, &state.model, &answers)).into_response())
     }
 }
