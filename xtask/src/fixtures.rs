@@ -32,7 +32,7 @@ pub const REQUIREMENTS: [&str; 15] = [
 ];
 
 /// Generator scripts, relative to the workspace root, each writing next to itself.
-const GENERATORS: [&str; 19] = [
+const GENERATORS: [&str; 20] = [
     "tests/fixtures/core/generate.py",
     "tests/fixtures/clip/generate.py",
     "tests/fixtures/clip/generate_tokenizer.py",
@@ -51,6 +51,7 @@ const GENERATORS: [&str; 19] = [
     "tests/fixtures/llm/generate_config_variants.py",
     "tests/fixtures/cl/generate_metrics.py",
     "tests/fixtures/cl/generate_tree_lora.py",
+    "tests/fixtures/cl/generate_lwf.py",
     "tests/fixtures/llm/generate_peft.py",
 ];
 
