@@ -41,6 +41,20 @@ impl MethodDef for Ewc {
     }
 }
 
+/// The official `_update_fisher` for one tensor: `F += nan_to_num(g)^2 / steps` (`steps`: the
+/// steps of one epoch, the official `train_length`).
+pub fn fisher_update(fisher: &mut Tensor, grad: &Tensor, steps: usize) {
+    *fisher += grad.nan_to_num(0.0, 0.0, 0.0).square() / steps.max(1) as f64;
+}
+
+/// The term EWC adds to the loss: `lambda / 2 * sum F (p - p_prev)^2` (the official
+/// `0.5 * lambda_ewc * penalty()`); `None` without tensors.
+pub fn penalty(params: &[Tensor], previous: &[Tensor], fisher: &[Tensor], lambda: f64) -> Option<Tensor> {
+    let terms =
+        params.iter().zip(previous).zip(fisher).map(|((p, prev), f)| (f * (p - prev).square()).sum(Kind::Float));
+    terms.reduce(|a, b| a + b).map(|sum| sum * (0.5 * lambda))
+}
+
 /// EWC's state across tasks.
 pub struct EwcHooks {
     lambda: f64,
@@ -70,7 +84,10 @@ impl EwcHooks {
 
 impl RunHooks for EwcHooks {
     fn before_task(&mut self, run: &mut TaskRun<'_>) -> Result<()> {
-        self.steps = self.schedule(run).len().max(1);
+        // The official divisor is the dataloader's length: the steps of one epoch (the Fisher
+        // then sums `epochs` such means).
+        let epochs = run.config.training.epochs_for(run.task).unwrap_or(1).max(1);
+        self.steps = (self.schedule(run).len() / epochs).max(1);
         LayerHooks.before_task(run)
     }
 
@@ -89,12 +106,7 @@ impl RunHooks for EwcHooks {
                 *f = f.to_device(p.device());
             }
         }
-        let terms = params
-            .iter()
-            .zip(&self.previous)
-            .zip(&self.fisher)
-            .map(|((p, prev), f)| (f * (p - prev).square()).sum(Kind::Float));
-        Ok(terms.reduce(|a, b| a + b).map(|sum| sum * (0.5 * self.lambda)))
+        Ok(penalty(&params, &self.previous, &self.fisher, self.lambda))
     }
 
     fn after_step(&mut self, learner: &mut dyn Learner) {
@@ -109,7 +121,7 @@ impl RunHooks for EwcHooks {
             }
             let g = p.grad();
             if g.defined() {
-                *f += g.nan_to_num(0.0, 0.0, 0.0).square() / self.steps as f64;
+                fisher_update(f, &g, self.steps);
             }
         }
     }
