@@ -197,13 +197,14 @@ pub enum ScoreInput {
 }
 
 /// Regularisers added to the training loss of the current task's atoms (O-LoRA, Wang et al. 2023):
-/// `orthogonality * sum |A_new A_old^T| + l2 * (||A_new||^2 + ||B_new||^2)`. Both 0 by default.
+/// `orthogonality * sum |A_new A_old^T| + l2 * (||A_new|| + ||B_new||)` (Frobenius norms, not
+/// squared, as the official O-LoRA code sums `torch.norm(param, p=2)`). Both 0 by default.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Penalty {
     /// Weight of the L1 norm of the products between new and frozen keys (O-LoRA's lambda_1).
     pub orthogonality: f64,
-    /// Weight of the squared L2 norm of the new keys and values (O-LoRA's lambda_2).
+    /// Weight of the L2 norms of the new keys and values (O-LoRA's lambda_2).
     pub l2: f64,
 }
 

@@ -167,9 +167,17 @@ fn summed_routing_is_the_sum_of_every_task_lora_and_the_penalty_is_o_lora_s() ->
     assert_eq!(values.size(), [3, 4], "two tasks of two atoms");
     let (new_k, new_v) = (keys.narrow(0, 2, 2), layer.bank().values_tensor().narrow(1, 2, 2));
     let expected_penalty = new_k.mm(&keys.narrow(0, 0, 2).tr()).abs().sum(Kind::Float).double_value(&[]) * 0.5
-        + (new_k.square().sum(Kind::Float) + new_v.square().sum(Kind::Float)).double_value(&[]) * 0.25;
+        + (new_k.square().sum(Kind::Float).sqrt() + new_v.square().sum(Kind::Float).sqrt()).double_value(&[]) * 0.25;
     let p = layer.bank().penalty().ok_or_else(|| anyhow::anyhow!("no penalty"))?.double_value(&[]);
     assert!((p - expected_penalty).abs() < 1e-4 * expected_penalty.abs().max(1.0), "{p} vs {expected_penalty}");
+    // New values start at zero: the L2 term's gradient there is finite (0), as torch.norm's.
+    let mut fresh = AtomBank::new(4, 3, &config, Device::Cpu)?;
+    fresh.begin_task(0)?;
+    let term = fresh.penalty().ok_or_else(|| anyhow::anyhow!("no penalty"))?;
+    term.backward();
+    let grads: Vec<f64> =
+        fresh.trainable_tensors().iter().map(|t| t.grad().abs().sum(Kind::Double).double_value(&[])).collect();
+    assert!(grads.iter().all(|g| g.is_finite()), "{grads:?}");
     // Plain MoRAM has no penalty.
     let plain = AtomBank::new(4, 3, &MoramConfig::default(), Device::Cpu)?;
     assert!(plain.penalty().is_none());

@@ -1,6 +1,7 @@
 //! O-LoRA (Wang et al., 2023; the paper's TRACE baseline): a rank-r LoRA per task, earlier ones
 //! frozen, outputs summed; the loss adds `orthogonal_penalty * sum |A_t A_s^T|` over the frozen
-//! keys and `l2_penalty * (||A_t||^2 + ||B_t||^2)`, with TRACE's settings 0.5 and 0 by default.
+//! keys and `l2_penalty * (||A_t|| + ||B_t||)` (norms, as the official code), with TRACE's settings
+//! 0.5 and 0 by default.
 
 use super::{optional_variants, MethodDef};
 use crate::config::MethodConfig;

@@ -1,5 +1,6 @@
 //! O-LoRA's regularisers of the current task's atoms (`crate::config::Penalty`): the L1 norm of
-//! the products of new and frozen keys, and the squared L2 norm of the new atoms.
+//! the products of new and frozen keys, and the L2 norms of the new keys and values (the official
+//! O-LoRA code's `torch.norm(param, p=2)` per new tensor, not squared).
 
 use crate::bank::AtomBank;
 use tch::{Kind, Tensor};
@@ -17,7 +18,9 @@ impl AtomBank {
             terms.push(self.keys.mm(&self.frozen_keys.tr()).abs().sum(Kind::Float) * p.orthogonality);
         }
         if p.l2 != 0.0 {
-            terms.push((self.keys.square().sum(Kind::Float) + self.values.square().sum(Kind::Float)) * p.l2);
+            // `norm` (not sqrt of a sum): its gradient at an all-zero tensor (new values start at
+            // zero) is 0, as torch.norm's, where sqrt's would be NaN.
+            terms.push((self.keys.norm() + self.values.norm()) * p.l2);
         }
         // The first task has no frozen keys to be orthogonal to: no term, no graph.
         terms.into_iter().reduce(|a, b| a + b)
