@@ -32,7 +32,7 @@ pub const REQUIREMENTS: [&str; 15] = [
 ];
 
 /// Generator scripts, relative to the workspace root, each writing next to itself.
-const GENERATORS: [&str; 21] = [
+const GENERATORS: [&str; 22] = [
     "tests/fixtures/core/generate.py",
     "tests/fixtures/clip/generate.py",
     "tests/fixtures/clip/generate_tokenizer.py",
@@ -53,6 +53,7 @@ const GENERATORS: [&str; 21] = [
     "tests/fixtures/cl/generate_tree_lora.py",
     "tests/fixtures/cl/generate_lwf.py",
     "tests/fixtures/cl/generate_ewc.py",
+    "tests/fixtures/cl/generate_o_lora.py",
     "tests/fixtures/llm/generate_peft.py",
 ];
 
