@@ -189,8 +189,8 @@ impl TreeLoraHooks {
 
     fn new_epoch(&mut self) {
         self.current.clear();
-        self.sim = vec![vec![0.0; 0]; self.means.len()];
-        self.chosen = vec![vec![0.0; 0]; self.means.len()];
+        self.sim = vec![Vec::new(); self.means.len()];
+        self.chosen = vec![Vec::new(); self.means.len()];
         self.step = 0;
     }
 

@@ -466,7 +466,7 @@ impl Learner for LlmLearner {
             })?;
             prompts.push(examples.iter().map(|e| self.prompt_ids(&t.name, &e.prompt)).collect::<Result<_>>()?);
         }
-        let config = self.eval.generation.generation_config(self.tokenizer.eos.clone(), self.eos);
+        let config = self.generation_config();
         let lengths: Vec<Vec<usize>> = prompts.iter().map(|p| p.iter().map(Vec::len).collect()).collect();
         let mut predictions: Vec<Vec<String>> = lengths.iter().map(|l| vec![String::new(); l.len()]).collect();
         for batch in eval_batches(&lengths, self.eval.batch_size, self.pool_padding_budget()) {
