@@ -146,9 +146,4 @@ impl LlmLearner {
             })
             .collect()
     }
-
-    /// Text of generated `ids` (special tokens dropped), for streaming the answer so far.
-    pub fn decode(&self, ids: &[i64]) -> Result<String> {
-        Ok(self.tokenizer.decode(ids, true)?)
-    }
 }
