@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use std::process::Command;
 
 /// Python packages the generators need (PyTorch pinned to the libtorch version we link).
-pub const REQUIREMENTS: [&str; 15] = [
+pub const REQUIREMENTS: [&str; 16] = [
     "torch==2.11.0",
     // torchvision pinned to torch 2.11's release, or pip upgrades torch to satisfy a newer one.
     "torchvision==0.26.0",
@@ -29,6 +29,9 @@ pub const REQUIREMENTS: [&str; 15] = [
     "sacrebleu==2.5.1",
     // PEFT loads moram's LoRA export (tests/fixtures/llm/generate_peft.py).
     "peft==0.22.0",
+    // llama.cpp's converter reads the tiny checkpoints' SentencePiece tokenizer
+    // (tests/fixtures/llm/generate_llamacpp_gguf.py).
+    "sentencepiece==0.2.3",
 ];
 
 /// Generator scripts, relative to the workspace root, each writing next to itself.
@@ -44,8 +47,9 @@ const GENERATORS: [&str; 22] = [
     "tests/fixtures/llm/generate_gemma.py",
     "tests/fixtures/llm/generate_families.py",
     "tests/fixtures/llm/generate_yarn.py",
-    "tests/fixtures/llm/generate_llama3_gguf.py",
-    "tests/fixtures/llm/generate_family_gguf.py",
+    "tests/fixtures/llm/generate_llama32.py",
+    // After the checkpoints it converts (families, Gemma, LLaMA 3.2).
+    "tests/fixtures/llm/generate_llamacpp_gguf.py",
     "tests/fixtures/llm/generate_gemma3_gguf.py",
     "tests/fixtures/llm/generate_tokenizer.py",
     "tests/fixtures/llm/generate_config_variants.py",

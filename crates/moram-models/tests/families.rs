@@ -163,47 +163,6 @@ fn gemma2_matches_transformers() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// GGUF files of the tiny Qwen2, Qwen3, Gemma 2 and Gemma checkpoints, laid out as llama.cpp
-/// converts these architectures (`generate_family_gguf.py`): the config read from `{arch}.*` metadata and
-/// the model built from llama.cpp names equal the Hugging Face ones.
-#[test]
-fn qwen_and_gemma_gguf_files_equal_their_checkpoints() -> anyhow::Result<()> {
-    use moram_models::llm::GgufFile;
-    for name in ["qwen2", "qwen3", "gemma2", "gemma"] {
-        let (hf, e) = load(name)?;
-        let file = GgufFile::open(dir().join(format!("tiny_{name}.gguf")))?;
-        let model = CausalLm::from_gguf(&file, Kind::Float, Device::Cpu)?;
-        let (a, b) = (hf.config(), model.config());
-        assert_eq!(
-            (a.arch, a.head_dim, a.num_key_value_heads, a.tie_word_embeddings, a.sliding_window),
-            (b.arch, b.head_dim, b.num_key_value_heads, b.tie_word_embeddings, b.sliding_window),
-            "{name}: config from metadata"
-        );
-        assert_eq!(
-            (a.sliding_layers.clone(), a.attn_logit_softcapping, a.final_logit_softcapping, a.activation),
-            (b.sliding_layers.clone(), b.attn_logit_softcapping, b.final_logit_softcapping, b.activation),
-            "{name}"
-        );
-        let logits = tch::no_grad(|| model.forward(&e["ids"], &mut KvCache::default()))?;
-        let reference = if name == "gemma2" {
-            // llama.cpp stores no query_pre_attn_scalar: it scales Gemma scores by head_dim^-1/2
-            // (hidden / heads for the 27B size). The tiny model's scalar (24) differs from its
-            // head_dim (16), so the file is compared with the checkpoint under llama.cpp's rule.
-            assert_eq!(b.query_pre_attn_scalar, Some(b.head_dim as f64));
-            let mut config = a.clone();
-            config.query_pre_attn_scalar = Some(a.head_dim as f64);
-            let source = WeightSource::open(dir().join("tiny_gemma2"))?;
-            let same_rule = CausalLm::from_hf(&source, &config, Kind::Float, Device::Cpu)?;
-            tch::no_grad(|| same_rule.forward(&e["ids"], &mut KvCache::default()))?
-        } else {
-            e["logits"].shallow_clone()
-        };
-        let diff = (&logits - &reference).abs().max().double_value(&[]);
-        assert!(diff <= 1e-4, "{name}: GGUF logits differ from the checkpoint's by {diff}");
-    }
-    Ok(())
-}
-
 /// YaRN RoPE scaling as transformers 4.57.1 computes it: Qwen2 with the defaults (as Qwen2.5 and
 /// Qwen3 long-context configs set it) and LLaMA with every option (`mscale` / `mscale_all_dim`,
 /// betas, no truncation), on prompts past the original context: logits, greedy tokens and loss.
@@ -222,19 +181,73 @@ fn yarn_matches_transformers() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A Llama-3.2-style GGUF file (llama3 RoPE scaling stored as llama.cpp's `rope_freqs.weight`,
-/// q/k rows permuted, tied head; `generate_llama3_gguf.py`) gives the logits, greedy tokens and
-/// loss `transformers` computes from the Hugging Face checkpoint it came from.
+/// GGUF files written by llama.cpp's own `convert_hf_to_gguf.py` (llama.cpp commit `0c1e57098`;
+/// `generate_llamacpp_gguf.py`) from the tiny checkpoint of every family moram reads from GGUF give
+/// the logits, greedy tokens and loss `transformers` computes from what was converted; the config
+/// read from `{arch}.*` metadata is the checkpoint's. LLaMA 3.2 covers llama.cpp's q/k row
+/// permutation and its `rope_freqs.weight` (the llama3 RoPE scaling as per-frequency divisors);
+/// two more files carry `rope.scaling.*` metadata: YaRN (Qwen2) and linear (Gemma 3, factor 8).
 #[test]
-fn llama3_gguf_with_rope_freqs_matches_transformers() -> anyhow::Result<()> {
-    use moram_models::llm::GgufFile;
-    let (hf, e) = load("llama32")?;
-    let file = GgufFile::open(dir().join("tiny_llama32.gguf"))?;
-    let model = CausalLm::from_gguf(&file, Kind::Float, Device::Cpu)?;
-    let factors = model.config().rope_freq_factors.clone().expect("rope_freqs read");
-    assert_eq!(factors.len(), 8);
-    assert_eq!((factors[0], factors[7]), (1.0, 32.0), "short wavelengths kept, long ones slowed by the factor");
-    assert!(hf.config().rope_scaling.is_some() && model.config().rope_scaling.is_none());
-    let _logits = assert_matches_transformers("llama32", &model, &e)?;
+fn llama_cpp_converter_files_match_transformers() -> anyhow::Result<()> {
+    use moram_models::llm::{GgufFile, RopeScaling};
+    for (name, source) in [
+        ("llama32", "llama32"),
+        ("gemma", "gemma"),
+        ("gemma2", "gemma2"),
+        ("gemma3", "gemma3"),
+        ("qwen2", "qwen2"),
+        ("qwen3", "qwen3"),
+        ("qwen2_yarn", "qwen2_yarn"),
+        ("gemma3_linear", "gemma3"),
+    ] {
+        let (hf, _) = load(source)?;
+        let file = GgufFile::open(dir().join(format!("llamacpp/tiny_{name}.gguf")))?;
+        let model = CausalLm::from_gguf(&file, Kind::Float, Device::Cpu)?;
+        let (a, b) = (hf.config(), model.config());
+        assert_eq!(
+            (a.arch, a.head_dim, a.num_key_value_heads, a.tie_word_embeddings, a.sliding_window),
+            (b.arch, b.head_dim, b.num_key_value_heads, b.tie_word_embeddings, b.sliding_window),
+            "{name}: config from metadata"
+        );
+        assert_eq!(
+            (a.attn_logit_softcapping, a.final_logit_softcapping, a.activation, a.rope_theta),
+            (b.attn_logit_softcapping, b.final_logit_softcapping, b.activation, b.rope_theta),
+            "{name}"
+        );
+        assert_eq!(a.rope_local_theta, b.rope_local_theta, "{name}");
+        if source.starts_with("gemma") && source != "gemma" {
+            // What llama.cpp assumes instead of storing, and the converted checkpoint therefore set.
+            assert_eq!(b.query_pre_attn_scalar, Some(b.head_dim as f64), "{name}");
+        }
+        if source == "gemma3" {
+            // Six layers, five windowed then a global one (the pattern llama.cpp assumes), with
+            // fresh weights: the generator's Gemma 3 source differs from `tiny_gemma3` there only.
+            assert_eq!(b.sliding_layers, Some(vec![true, true, true, true, true, false]), "{name}");
+        }
+        match name {
+            "llama32" => {
+                let factors = b.rope_freq_factors.clone().expect("rope_freqs read");
+                assert_eq!(factors.len(), 8);
+                assert_eq!((factors[0], factors[7]), (1.0, 32.0), "short wavelengths kept, long ones slowed");
+                assert!(a.rope_scaling.is_some() && b.rope_scaling.is_none());
+            }
+            "gemma3_linear" => assert_eq!(b.rope_scaling, Some(RopeScaling::Linear { factor: 8.0 })),
+            _ => assert_eq!(a.rope_scaling, b.rope_scaling, "{name}: RoPE scaling from metadata"),
+        }
+        if name == "qwen2_yarn" {
+            assert!(matches!(b.rope_scaling, Some(RopeScaling::Yarn(_))));
+        }
+        let e: HashMap<String, Tensor> =
+            Tensor::read_safetensors(dir().join(format!("llamacpp/tiny_{name}_expected.safetensors")))?
+                .into_iter()
+                .collect();
+        let logits = assert_matches_transformers(&format!("llama.cpp {name}"), &model, &e)?;
+        if name == "gemma3_linear" {
+            // Same weights as `gemma3`: the scaling of the global layer changes the result.
+            let plain = Tensor::read_safetensors(dir().join("llamacpp/tiny_gemma3_expected.safetensors"))?;
+            let plain = &plain.iter().find(|(k, _)| k == "logits").expect("logits").1;
+            assert!((&logits - plain).abs().max().double_value(&[]) > 1e-3);
+        }
+    }
     Ok(())
 }

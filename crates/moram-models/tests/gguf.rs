@@ -472,3 +472,39 @@ fn a_qwen2_gguf_tokenizer_matches_transformers() -> anyhow::Result<()> {
     assert_eq!((tok.bos, tok.eos.clone(), tok.add_bos), (None, vec![2], false));
     assert_tokenizer_matches(&tok, "qwen2_tokenizer_cases.json")
 }
+
+/// `{arch}.rope.scaling.type` values moram does not implement are refused by name, with the ones it
+/// reads; a YaRN extrapolation factor other than 1 (which transformers has no term for) too.
+#[test]
+fn unsupported_gguf_rope_scalings_are_refused_by_name() -> anyhow::Result<()> {
+    use moram_models::llm::LlmConfig;
+    let dir = tempfile::tempdir()?;
+    let s = |v: &str| [(v.len() as u64).to_le_bytes().as_slice(), v.as_bytes()].concat();
+    let f32v = |v: f32| v.to_le_bytes().to_vec();
+    let arch = ("general.architecture", 8, s("qwen2"));
+    for (name, meta, want) in [
+        (
+            "longrope",
+            vec![arch.clone(), ("qwen2.rope.scaling.type", 8, s("longrope"))],
+            "`qwen2.rope.scaling.type` `longrope` is not supported yet (none, linear, yarn; LLaMA 3.x: rope_freqs)",
+        ),
+        (
+            "ext",
+            vec![
+                arch.clone(),
+                ("qwen2.rope.scaling.type", 8, s("yarn")),
+                ("qwen2.rope.scaling.factor", 6, f32v(4.0)),
+                ("qwen2.rope.scaling.yarn_ext_factor", 6, f32v(0.5)),
+            ],
+            "`qwen2.rope.scaling.yarn_ext_factor` 0.5 is not supported",
+        ),
+        ("nofactor", vec![arch.clone(), ("qwen2.rope.scaling.type", 8, s("linear"))], "lacks `factor`"),
+    ] {
+        let path = dir.path().join(format!("{name}.gguf"));
+        std::fs::write(&path, gguf_bytes(&meta, &[], &[]))?;
+        let err = LlmConfig::from_gguf(&GgufFile::open(&path)?).unwrap_err();
+        assert!(matches!(&err, Error::Corrupt { path: p, .. } if p.ends_with(format!("{name}.gguf"))), "{err:?}");
+        assert!(err.to_string().contains(want), "{name}: {err}");
+    }
+    Ok(())
+}

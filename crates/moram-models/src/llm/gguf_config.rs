@@ -3,6 +3,8 @@
 
 use super::config::{Activation, Arch, LlmConfig};
 use super::gguf::{GgufFile, Value};
+use super::hf_config::HfRopeScaling;
+use super::rope::RopeScaling;
 use crate::error::{Error, Result};
 
 impl LlmConfig {
@@ -30,15 +32,7 @@ impl LlmConfig {
         let u = |k: &str| gguf.require_u64(&key(k)).map(|v| v as i64);
         let opt = |k: &str| gguf.get(&key(k)).and_then(Value::as_u64).map(|v| v as i64);
         let f = |k: &str, default: f64| gguf.get(&key(k)).and_then(Value::as_f64).unwrap_or(default);
-        match gguf.get(&key("rope.scaling.type")).and_then(Value::as_str) {
-            None | Some("none") => {}
-            Some(kind) => {
-                return Err(Error::Corrupt {
-                    path: path.into(),
-                    reason: format!("`{name}.rope.scaling.type` `{kind}` is not supported yet (none; rope_freqs)"),
-                })
-            }
-        }
+        let rope_scaling = rope_scaling(gguf, name)?;
         let hidden = u("embedding_length")?;
         let heads = super::hf_config::check_heads(u("attention.head_count")?, hidden, path)?;
         let layers = u("block_count")?;
@@ -69,7 +63,7 @@ impl LlmConfig {
             rms_norm_eps: f("attention.layer_norm_rms_epsilon", if arch == Arch::Llama { 1e-5 } else { 1e-6 }),
             rope_theta: f("rope.freq_base", 10_000.0),
             tie_word_embeddings: !has("lm_head.weight"),
-            rope_scaling: None,
+            rope_scaling,
             max_position_embeddings: opt("context_length").unwrap_or(4096),
             activation: if gemma || arch == Arch::Gemma { Activation::GeluTanh } else { Activation::Silu },
             attention_bias: has("model.layers.0.self_attn.q_proj.bias"),
@@ -79,7 +73,7 @@ impl LlmConfig {
             // llama.cpp has no sliding window for LLaMA-architecture files (Mistral 7B included).
             sliding_window: window,
             sliding_layers,
-            rope_local_theta: (arch == Arch::Gemma3).then_some(10_000.0),
+            rope_local_theta: (arch == Arch::Gemma3).then(|| f("rope.freq_base_swa", 10_000.0)),
             // llama.cpp: 1/sqrt(hidden / heads) for Gemma 2 27B (46 layers), 1/sqrt(head_dim) else.
             query_pre_attn_scalar: match (arch, layers) {
                 (Arch::Gemma2, 46) => Some((hidden / heads) as f64),
@@ -90,6 +84,49 @@ impl LlmConfig {
             rope_freq_factors,
         })
     }
+}
+
+/// `{arch}.rope.scaling.*`, as llama.cpp's converter writes a Hugging Face `rope_scaling`: `linear`
+/// (Gemma 3 4B and larger) with its factor, and `yarn` (Qwen2.5 / Qwen3 long-context configs) with
+/// its factor, original context and, where the config set them, betas and attention factor. The
+/// keys are mapped back to the config's and resolved as a Hugging Face config is, so what the
+/// converter leaves out takes `transformers`' default. `none` or no key: no scaling (a LLaMA 3.x
+/// file carries its scaling in `rope_freqs.weight` instead).
+fn rope_scaling(gguf: &GgufFile, arch: &str) -> Result<Option<RopeScaling>> {
+    let key = |k: &str| format!("{arch}.rope.scaling.{k}");
+    let corrupt = |reason: String| Error::Corrupt { path: gguf.path().into(), reason };
+    let kind = match gguf.get(&key("type")).and_then(Value::as_str) {
+        None | Some("none") => return Ok(None),
+        Some(kind @ ("linear" | "yarn")) => kind,
+        Some(kind) => {
+            return Err(corrupt(format!(
+                "`{}` `{kind}` is not supported yet (none, linear, yarn; LLaMA 3.x: rope_freqs)",
+                key("type")
+            )))
+        }
+    };
+    if let Some(ext) = gguf.get(&key("yarn_ext_factor")).and_then(Value::as_f64).filter(|e| *e != 1.0) {
+        return Err(corrupt(format!(
+            "`{}` {ext} is not supported (transformers' YaRN has no extrapolation factor)",
+            key("yarn_ext_factor")
+        )));
+    }
+    let mut hf = serde_json::Map::new();
+    hf.insert("rope_type".into(), kind.into());
+    for (gguf_key, hf_key) in [
+        ("factor", "factor"),
+        ("original_context_length", "original_max_position_embeddings"),
+        ("yarn_attn_factor", "attention_factor"),
+        ("yarn_beta_fast", "beta_fast"),
+        ("yarn_beta_slow", "beta_slow"),
+    ] {
+        if let Some(v) = gguf.get(&key(gguf_key)).and_then(Value::as_f64) {
+            hf.insert(hf_key.into(), v.into());
+        }
+    }
+    let hf: HfRopeScaling = serde_json::from_value(hf.into())
+        .map_err(|e| corrupt(format!("`{}.*` do not form a RoPE scaling: {e}", key("").trim_end_matches('.'))))?;
+    super::hf_config::resolve_rope_scaling(Some(&hf), gguf.path())
 }
 
 /// `rope_freqs.weight`: llama.cpp's converter writes a LLaMA 3.x model's `llama3` RoPE scaling as
