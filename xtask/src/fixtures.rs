@@ -35,7 +35,7 @@ pub const REQUIREMENTS: [&str; 16] = [
 ];
 
 /// Generator scripts, relative to the workspace root, each writing next to itself.
-const GENERATORS: [&str; 22] = [
+const GENERATORS: [&str; 23] = [
     "tests/fixtures/core/generate.py",
     "tests/fixtures/clip/generate.py",
     "tests/fixtures/clip/generate_tokenizer.py",
@@ -50,6 +50,7 @@ const GENERATORS: [&str; 22] = [
     "tests/fixtures/llm/generate_llama32.py",
     // After the checkpoints it converts (families, Gemma, LLaMA 3.2).
     "tests/fixtures/llm/generate_llamacpp_gguf.py",
+    "tests/fixtures/llm/generate_published.py",
     "tests/fixtures/llm/generate_gemma3_gguf.py",
     "tests/fixtures/llm/generate_tokenizer.py",
     "tests/fixtures/llm/generate_config_variants.py",

@@ -2,6 +2,9 @@
 //! `Qwen2ForCausalLM` (q/k/v biases, untied head) and `Qwen3ForCausalLM` (per-head q/k norms,
 //! head_dim 24 != hidden / heads, tied head), loaded through the production loader.
 
+mod common;
+
+use common::assert_matches_transformers;
 use moram_core::MoramConfig;
 use moram_models::llm::{Arch, CausalLm, KvCache, LlmConfig};
 use moram_models::{TargetSpec, WeightSource};
@@ -21,35 +24,6 @@ fn load(name: &str) -> anyhow::Result<(CausalLm, HashMap<String, Tensor>)> {
     let expected =
         Tensor::read_safetensors(dir().join(format!("tiny_{name}_expected.safetensors")))?.into_iter().collect();
     Ok((model, expected))
-}
-
-/// The parity checks every family passes against its `transformers` reference `e`: logits within
-/// 1e-4, identical greedy tokens (8 after a 9-token prompt, cached), the masked loss within 1e-5.
-/// Returns the logits for family-specific checks.
-fn assert_matches_transformers(name: &str, model: &CausalLm, e: &HashMap<String, Tensor>) -> anyhow::Result<Tensor> {
-    let logits = tch::no_grad(|| model.forward(&e["ids"], &mut KvCache::default()))?;
-    let diff = (&logits - &e["logits"]).abs().max().double_value(&[]);
-    assert!(diff <= 1e-4, "{name}: logits differ by {diff}");
-    for row in 0..2 {
-        let prompt = Vec::<i64>::try_from(e["ids"].get(row).narrow(0, 0, 9))?;
-        let greedy = model.generate_greedy(&prompt, 8, &[])?;
-        assert_eq!(greedy, Vec::<i64>::try_from(e["greedy"].get(row))?, "{name}: prompt {row}");
-    }
-    let loss = model.causal_lm_loss(&e["train_ids"], &e["labels"], Some(&e["train_mask"]))?.double_value(&[]);
-    let want = e["loss"].double_value(&[0]);
-    assert!((loss - want).abs() <= 1e-5, "{name}: loss {loss} vs {want}");
-    // A batch of prompts of different lengths (packed prefill, or the padded batch when a prompt
-    // is longer than the attention window) generates what each prompt generates alone.
-    let prompts = [(0, 9), (1, 5), (0, 3)]
-        .map(|(row, n)| Vec::<i64>::try_from(e["ids"].get(row).narrow(0, 0, n)))
-        .into_iter()
-        .collect::<Result<Vec<_>, _>>()?;
-    let config = moram_models::llm::GenerationConfig { max_new_tokens: 6, ..Default::default() };
-    let batched = model.generate(&prompts, &config)?;
-    for (p, got) in prompts.iter().zip(&batched) {
-        assert_eq!(got, &model.generate_greedy(p, 6, &[])?, "{name}: batched prompt of {} tokens", p.len());
-    }
-    Ok(logits)
 }
 
 #[test]

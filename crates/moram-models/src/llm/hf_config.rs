@@ -173,6 +173,9 @@ macro_rules! hf_mirror {
             _output_hidden_states: Option<serde::de::IgnoredAny>,
             #[serde(rename = "return_dict")]
             _return_dict: Option<serde::de::IgnoredAny>,
+            // Settings of transformers.js (the browser runtime), which SmolLM2 publishes.
+            #[serde(rename = "transformers.js_config")]
+            _transformers_js_config: Option<serde::de::IgnoredAny>,
         }
 
         impl $name {

@@ -7,6 +7,7 @@ use crate::error::{Error, Result};
 use crate::llm::config::{Activation, Arch, Llama3Scaling, LlmConfig, Preset, RopeScaling};
 use crate::llm::hf_config::{self, hf_mirror, HfDefaults, HfRopeScaling, DEFAULTS};
 use crate::llm::layout::{linears, norm, BiasRule, BlockLayout};
+use serde::de::IgnoredAny;
 use std::path::Path;
 
 impl LlmConfig {
@@ -128,5 +129,11 @@ hf_mirror! {
         attention_bias: Option<bool>,
         mlp_bias: Option<bool>,
         pretraining_tp: Option<i64>,
+        // SmolLM's configs carry these two; transformers' LLaMA reads neither (its RoPE is the
+        // rotate-half one whatever `rope_interleaved` says), so they change nothing here either.
+        #[serde(rename = "is_llama_config")]
+        _is_llama_config: Option<IgnoredAny>,
+        #[serde(rename = "rope_interleaved")]
+        _rope_interleaved: Option<IgnoredAny>,
     }
 }

@@ -138,6 +138,9 @@ impl LlmConfig {
         let json: serde_json::Value = serde_json::from_str(&text)
             .map_err(|e| Error::Corrupt { path: path.into(), reason: format!("invalid JSON: {e}") })?;
         let model_type = json.get("model_type").and_then(serde_json::Value::as_str).unwrap_or("llama");
+        if model_type == "gemma3" {
+            return Self::gemma3_text_of_multimodal(&json, path);
+        }
         match FAMILIES.iter().find(|f| f.model_types().contains(&model_type)) {
             Some(f) => f.read_hf(&text, path),
             None => {
@@ -151,6 +154,37 @@ impl LlmConfig {
                 })
             }
         }
+    }
+
+    /// The language model of a `Gemma3ForConditionalGeneration` config (`model_type` `gemma3`,
+    /// Gemma 3 4B and larger): its `text_config` read as a `gemma3_text` config, as transformers
+    /// builds the text model from it, with the top-level `eos_token_id` when the text config has
+    /// none (where the published files keep it). The vision tower is not moram's concern; the
+    /// checkpoint's weights sit under `language_model.` there and are not read by this loader.
+    fn gemma3_text_of_multimodal(json: &serde_json::Value, path: &Path) -> Result<Self> {
+        let Some(text) = json.get("text_config").and_then(serde_json::Value::as_object) else {
+            return Err(Error::Corrupt {
+                path: path.into(),
+                reason: "`model_type` `gemma3` (Gemma3ForConditionalGeneration) needs a `text_config` object".into(),
+            });
+        };
+        let mut text = text.clone();
+        text.entry("model_type").or_insert_with(|| "gemma3_text".into());
+        for key in ["eos_token_id", "bos_token_id", "pad_token_id"] {
+            if let (None, Some(v)) = (text.get(key), json.get(key)) {
+                text.insert(key.into(), v.clone());
+            }
+        }
+        let family = FAMILIES
+            .iter()
+            .find(|f| f.model_types().contains(&"gemma3_text"))
+            .ok_or_else(|| Error::Corrupt { path: path.into(), reason: "no gemma3_text family".into() })?;
+        let text = serde_json::to_string(&text)
+            .map_err(|e| Error::Corrupt { path: path.into(), reason: format!("`text_config`: {e}") })?;
+        family.read_hf(&text, path).map_err(|e| match e {
+            Error::Corrupt { path, reason } => Error::Corrupt { path, reason: format!("in `text_config`: {reason}") },
+            other => other,
+        })
     }
 
     /// `(module, d_in, d_out)` of the seven linear layers of one block (the family's table).

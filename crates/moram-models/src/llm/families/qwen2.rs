@@ -124,5 +124,9 @@ hf_mirror! {
         #[serde(rename = "sliding_window")]
         _sliding_window: Option<IgnoredAny>,
         max_window_layers: Option<i64>,
+        // Qwen2.5 configs carry `use_mrope: false`; transformers' Qwen2 has no multimodal RoPE
+        // and never reads it.
+        #[serde(rename = "use_mrope")]
+        _use_mrope: Option<IgnoredAny>,
     }
 }
