@@ -60,29 +60,42 @@ published! {
 }
 
 /// LLaMA 3.x: the `llama3` RoPE scaling (factor 8 for 3.1, 32 for 3.2) and three end tokens.
-#[test]
-fn llama_3_x() -> anyhow::Result<()> {
-    for (name, params, factor) in [
-        ("llama-3.1-8b-instruct", 8_030_261_248, 8.0),
-        ("llama-3.2-1b-instruct", 1_235_814_400, 32.0),
-        ("llama-3.2-3b-instruct", 3_212_749_824, 32.0),
-    ] {
-        let c = check(name, Arch::Llama, params)?;
-        let Some(RopeScaling::Llama3(s)) = c.rope_scaling else { panic!("{name}: {:?}", c.rope_scaling) };
-        assert_eq!((s.factor, s.original_max_position_embeddings), (factor, 8192.0), "{name}");
-        assert_eq!(c.eos_token_ids, vec![128001, 128008, 128009], "{name}");
-    }
+fn llama_3(name: &str, params: i64, factor: f64) -> anyhow::Result<()> {
+    let c = check(name, Arch::Llama, params)?;
+    let Some(RopeScaling::Llama3(s)) = c.rope_scaling else { panic!("{name}: {:?}", c.rope_scaling) };
+    assert_eq!((s.factor, s.original_max_position_embeddings), (factor, 8192.0), "{name}");
+    assert_eq!(c.eos_token_ids, vec![128001, 128008, 128009], "{name}");
     Ok(())
 }
 
-/// Gemma 3: 270M lists `layer_types` (and the `_sliding_window_pattern` transformers ignores);
-/// 4B is `Gemma3ForConditionalGeneration`, whose `text_config` (linear RoPE scaling, factor 8)
-/// is the language model; the end tokens sit at the top level there.
 #[test]
-fn gemma_3_270m_and_4b() -> anyhow::Result<()> {
+fn llama_3_1_8b() -> anyhow::Result<()> {
+    llama_3("llama-3.1-8b-instruct", 8_030_261_248, 8.0)
+}
+
+#[test]
+fn llama_3_2_1b() -> anyhow::Result<()> {
+    llama_3("llama-3.2-1b-instruct", 1_235_814_400, 32.0)
+}
+
+#[test]
+fn llama_3_2_3b() -> anyhow::Result<()> {
+    llama_3("llama-3.2-3b-instruct", 3_212_749_824, 32.0)
+}
+
+/// Gemma 3 270M lists `layer_types` (and the `_sliding_window_pattern` transformers ignores).
+#[test]
+fn gemma_3_270m() -> anyhow::Result<()> {
     let c = check("gemma-3-270m", Arch::Gemma3, 268_098_176)?;
     let full: Vec<usize> = (0..18).filter(|&i| !c.sliding_layers.as_ref().expect("layers")[i]).collect();
     assert_eq!(full, [5, 11, 17]);
+    Ok(())
+}
+
+/// Gemma 3 4B is `Gemma3ForConditionalGeneration`: its `text_config` (linear RoPE scaling, factor
+/// 8, on the global layers) is the language model; the end tokens sit at the top level.
+#[test]
+fn gemma_3_4b() -> anyhow::Result<()> {
     let c = check("gemma-3-4b-it", Arch::Gemma3, 3_880_263_168)?;
     assert_eq!(c.rope_scaling, Some(RopeScaling::Linear { factor: 8.0 }));
     assert_eq!((c.sliding_window, c.eos_token_ids.clone()), (Some(1024), vec![1, 106]));
