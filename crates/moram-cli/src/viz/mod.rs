@@ -1,4 +1,5 @@
-//! PNG figures drawn with the `image` crate and a built-in 5x7 font ([`font`], no font files):
+//! PNG figures drawn with the `image` crate, their labels in DejaVu Sans ([`text`]; the built-in
+//! 5x7 [`font`] when the font asset is not installed):
 //! the accuracy matrix and routing matrices, per-atom activation ratios across tasks (paper
 //! Fig. 5), cumulative activation-mass curves with the 99% mark (Fig. 8), atoms needed per layer
 //! (Fig. 10), CLIP per-patch maps and the study's bars with 95% whiskers. Every figure carries a
@@ -8,6 +9,7 @@
 //! [`framed`], which adds the white margins the labels are written in.
 
 pub mod font;
+pub mod text;
 
 use anyhow::{Context, Result};
 use image::{Rgb, RgbImage};
@@ -66,11 +68,11 @@ fn framed(body: &RgbImage, title: &str, m: Margins) -> (RgbImage, (u32, u32)) {
     let chars = ((width.saturating_sub(16)) / ((font::W + 1) * S)).max(8) as usize;
     let lines = if title.is_empty() { Vec::new() } else { font::wrap(title, chars) };
     let title_h = if lines.is_empty() { 0 } else { lines.len() as u32 * LINE + 8 };
-    let width = width.max(lines.iter().map(|l| font::width(l, S) + 16).max().unwrap_or(0));
+    let width = width.max(lines.iter().map(|l| text::width(l, S) + 16).max().unwrap_or(0));
     let (x0, y0) = (m.left, title_h + m.top);
     let mut img = RgbImage::from_pixel(width, y0 + body.height() + m.bottom, WHITE);
     for (k, line) in lines.iter().enumerate() {
-        font::draw(&mut img, line, 8, 6 + k as u32 * LINE, S, INK);
+        text::draw(&mut img, line, 8, 6 + k as u32 * LINE, S, INK);
     }
     image::imageops::replace(&mut img, body, x0 as i64, y0 as i64);
     (img, (x0, y0))
@@ -79,7 +81,7 @@ fn framed(body: &RgbImage, title: &str, m: Margins) -> (RgbImage, (u32, u32)) {
 /// Writes the lines of `label` centred horizontally on `cx` from `y` down.
 fn label_centred(img: &mut RgbImage, lines: &[String], cx: u32, y: u32) {
     for (k, l) in lines.iter().enumerate() {
-        font::draw(img, l, cx.saturating_sub(font::width(l, S) / 2), y + k as u32 * LINE, S, INK);
+        text::draw(img, l, cx.saturating_sub(text::width(l, S) / 2), y + k as u32 * LINE, S, INK);
     }
 }
 
@@ -88,14 +90,14 @@ fn label_right(img: &mut RgbImage, lines: &[String], right: u32, cy: u32) {
     let h = lines.len() as u32 * LINE;
     for (k, l) in lines.iter().enumerate() {
         let y = (cy + 3 * S).saturating_sub(h / 2) + k as u32 * LINE;
-        font::draw(img, l, right.saturating_sub(font::width(l, S)), y, S, INK);
+        text::draw(img, l, right.saturating_sub(text::width(l, S)), y, S, INK);
     }
 }
 
 /// Labels wrapped at `chars` characters per line, and the widest line's width.
 fn wrapped(labels: &[String], chars: usize) -> (Vec<Vec<String>>, u32) {
     let lines: Vec<Vec<String>> = labels.iter().map(|l| font::wrap(l, chars)).collect();
-    let w = lines.iter().flatten().map(|l| font::width(l, S)).max().unwrap_or(0);
+    let w = lines.iter().flatten().map(|l| text::width(l, S)).max().unwrap_or(0);
     (lines, w)
 }
 
@@ -115,8 +117,8 @@ fn matrix_body(matrix: &[Vec<f64>], cw: u32, ch: u32) -> RgbImage {
             let text = format!("{}", v.round().clamp(0.0, 999.0) as u32);
             let scale = 3;
             let ink = if v > 60.0 { INK } else { WHITE };
-            let (tw, th) = (font::width(&text, scale), font::H * scale);
-            font::draw(&mut img, &text, x0 + (cw - tw) / 2, y0 + (ch - th) / 2, scale, ink);
+            let (tw, th) = (text::width(&text, scale), font::H * scale);
+            text::draw(&mut img, &text, x0 + (cw - tw) / 2, y0 + (ch - th) / 2, scale, ink);
         }
     }
     img
@@ -243,15 +245,15 @@ fn curves_body(curves: &[Vec<f64>], mark: f64) -> RgbImage {
 /// share written at its line, the x axis explained by `x_label`, and `title` on top.
 pub fn cumulative_curves(curves: &[Vec<f64>], mark: f64, x_label: &str, title: &str, path: &Path) -> Result<()> {
     let body = curves_body(curves, mark);
-    let left = font::width("100%", S) + 12;
-    let m = Margins { left, top: 6, right: font::width("99%", S) + 12, bottom: LINE + 8 };
+    let left = text::width("100%", S) + 12;
+    let m = Margins { left, top: 6, right: text::width("99%", S) + 12, bottom: LINE + 8 };
     let (mut img, (x0, y0)) = framed(&body, title, m);
     let (h, pad) = (body.height(), 20u32);
     label_right(&mut img, &["0".to_string()], x0 + pad - 4, y0 + h - pad);
     label_right(&mut img, &["100%".to_string()], x0 + pad - 4, y0 + pad);
     let ym = y0 + h - pad - (mark.clamp(0.0, 1.0) * (h - 2 * pad) as f64).round() as u32;
     let mark_text = format!("{:.0}%", mark * 100.0);
-    font::draw(&mut img, &mark_text, x0 + body.width() + 4, ym.saturating_sub(3 * S), S, Rgb([220, 30, 30]));
+    text::draw(&mut img, &mark_text, x0 + body.width() + 4, ym.saturating_sub(3 * S), S, Rgb([220, 30, 30]));
     label_centred(&mut img, &[x_label.to_string()], x0 + body.width() / 2, y0 + h + 4);
     save(&img, path)
 }
@@ -268,8 +270,8 @@ fn bars_body(values: &[f64], max: f64) -> RgbImage {
         fill(&mut img, x + 3, top, x + bw - 3, h - pad, colour(0.35));
         let text = format!("{}", v.round().max(0.0) as u32);
         let scale = if text.len() >= 3 { 1 } else { 2 };
-        let tw = font::width(&text, scale);
-        font::draw(&mut img, &text, x + bw.saturating_sub(tw) / 2, top.saturating_sub(font::H * scale + 3), scale, INK);
+        let tw = text::width(&text, scale);
+        text::draw(&mut img, &text, x + bw.saturating_sub(tw) / 2, top.saturating_sub(font::H * scale + 3), scale, INK);
     }
     img
 }
@@ -375,9 +377,9 @@ fn interval_body(groups: &[Vec<(f64, Option<f64>)>], max: f64) -> RgbImage {
                 line(&mut img, (xc - 5, y1), (xc + 5, y1), INK);
             }
             let text = format!("{}", mean.round().max(0.0) as u32);
-            let tw = font::width(&text, 1);
+            let tw = text::width(&text, 1);
             let ty = to_y(mean + ci.unwrap_or(0.0)).saturating_sub(font::H + 4);
-            font::draw(&mut img, &text, x + bw.saturating_sub(tw) / 2, ty, 1, INK);
+            text::draw(&mut img, &text, x + bw.saturating_sub(tw) / 2, ty, 1, INK);
         }
     }
     img
@@ -400,7 +402,7 @@ pub fn interval_bars(
 ) -> Result<()> {
     let body = interval_body(groups, max);
     let legend_h = series.len() as u32 * LINE;
-    let legend_w = 24 + 12 * S + series.iter().map(|s| font::width(s, S)).max().unwrap_or(0) + 8;
+    let legend_w = 24 + 12 * S + series.iter().map(|s| text::width(s, S)).max().unwrap_or(0) + 8;
     let right = legend_w.saturating_sub(body.width()).max(8);
     let m = Margins { left: 8, top: 4, right, bottom: 2 * LINE + legend_h + 8 };
     let (mut img, (x0, y0)) = framed(&body, title, m);
@@ -414,7 +416,7 @@ pub fn interval_bars(
     for (k, name) in series.iter().enumerate() {
         let y = top + k as u32 * LINE;
         fill(&mut img, x0 + 24, y, x0 + 24 + 7 * S, y + 7 * S, series_colour(k, per as usize));
-        font::draw(&mut img, name, x0 + 24 + 12 * S, y, S, INK);
+        text::draw(&mut img, name, x0 + 24 + 12 * S, y, S, INK);
     }
     save(&img, path)
 }
@@ -473,7 +475,7 @@ mod tests {
         let values = [vec![1.0, 0.0, 0.5, 0.0], vec![0.0, 0.0, 0.0, 1.0]];
         atom_heatmap(&values, 2, &["first".into(), "second".into()], "", &p).unwrap();
         let a = image::open(&p).unwrap().to_rgb8();
-        let left = font::width("second", S) + 16;
+        let left = text::width("second", S) + 16;
         assert_eq!(a.dimensions(), (left + 49 + 8, 6 + 72 + 2 * LINE + 8));
         assert_eq!(*a.get_pixel(left + 6, 6 + 18), colour(1.0), "the body sits after the labels");
         assert!(any(&a, (0, 6, left - 8, 6 + 36), INK) && any(&a, (0, 6 + 36, left - 8, 6 + 72), INK));
@@ -496,10 +498,9 @@ mod tests {
         assert_eq!(*img.get_pixel(3, 3), colour(0.0));
         assert_eq!(*img.get_pixel(72 + 3, 3), colour(1.0));
         assert_eq!(*img.get_pixel(3, 48 + 3), colour(0.5));
-        // The digit "7" is drawn: its top bar is text-coloured (white on a dark cell).
-        let top = 48 + (48 - 21) / 2;
-        let ink = (1..71).filter(|&x| *img.get_pixel(72 + x, top) == WHITE).count();
-        assert_eq!(ink, 15, "five font pixels at scale 3");
+        // The value "7" is written in the cell, in white on its dark colour, away from the corners.
+        let white = (48 + 8..96 - 8).flat_map(|y| (72 + 8..144 - 8).map(move |x| (x, y)));
+        assert!(white.filter(|&(x, y)| img.get_pixel(x, y)[0] > 200).count() > 10, "the digit");
         assert_eq!(colour(0.0), Rgb([68, 1, 84]));
         assert_eq!(colour(1.0), Rgb([253, 231, 37]));
 
@@ -509,7 +510,9 @@ mod tests {
         let names = ["bbc-topic".to_string(), "wordnet-verb-base".to_string()];
         matrix_heatmap(&[vec![0.0, 100.0], vec![50.0, 7.0]], &names, &names, "score", &path).unwrap();
         let m = image::open(&path).unwrap().to_rgb8();
-        let (row_w, cw) = (font::width("wordnet-verb-", S), font::width("bbc-topic", S) + 12);
+        // Column width: the widest wrapped column label ("bbc-topic", "wordnet-", "verb-base").
+        let widest = ["bbc-topic", "wordnet-", "verb-base"].map(|l| text::width(l, S)).into_iter().max().unwrap();
+        let (row_w, cw) = (text::width("wordnet-verb-", S), (widest + 12).max(72));
         let (x0, y0) = (row_w + 16, LINE + 8 + 2 * LINE + 6);
         assert_eq!(*m.get_pixel(x0 + 3, y0 + 3), colour(0.0), "cell (0, 0) after the margins");
         assert_eq!(*m.get_pixel(x0 + cw + 3, y0 + 48 + 3), colour(0.07));
@@ -550,7 +553,7 @@ mod tests {
         let legend = y0 + 280 + LINE + 4;
         assert_eq!(*f.get_pixel(x0 + 24 + 2, legend + 2), colour(0.0));
         assert_eq!(*f.get_pixel(x0 + 24 + 2, legend + LINE + 2), colour(0.45));
-        assert_eq!(f.width(), x0 + 24 + 12 * S + font::width("moram-novelty-gated", S) + 8);
+        assert_eq!(f.width(), x0 + 24 + 12 * S + text::width("moram-novelty-gated", S) + 8);
         assert!(any(&f, (x0 + 24, y0 + 260, x0 + 24 + 56, y0 + 276), INK), "the group name OP");
     }
 }
