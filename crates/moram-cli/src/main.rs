@@ -235,7 +235,7 @@ enum Command {
         #[arg(long)]
         merged: bool,
     },
-    /// Figures of a run (PNG, in DIR/figures): the accuracy matrix, per-atom activation ratios on
+    /// Figures of a run (PNG and SVG, in DIR/figures): the accuracy matrix, per-atom activation ratios on
     /// every task's data, cumulative activation-mass curves with the 99% mark, atoms per layer.
     Viz {
         /// The run folder.

@@ -117,6 +117,22 @@ impl Face {
     }
 }
 
+/// Where SVG puts the baseline of text whose capitals start at `y`, and the CSS font size (the em)
+/// that makes its capitals `font::H * scale` pixels tall, in the process's face's proportions.
+pub fn svg_metrics(y: u32, scale: u32) -> (f64, f64) {
+    let cap_em = match Face::global() {
+        Face::Ttf(f) => f
+            .outline(f.glyph_id('H'))
+            .zip(f.units_per_em())
+            .map(|(o, em)| (o.bounds.height() / em) as f64)
+            .filter(|r| *r > 0.0),
+        Face::Bitmap => None,
+    };
+    let cap = (font::H * scale) as f64;
+    // DejaVu Sans' capitals are 0.729 em tall.
+    (y as f64 + cap, cap / cap_em.unwrap_or(0.729))
+}
+
 /// `<assets>/fonts/DejaVuSans.ttf` when the asset folder is known.
 fn font_path() -> Option<PathBuf> {
     moram_assets::assets_dir().ok().map(|d| d.join(FONT_FILE))
