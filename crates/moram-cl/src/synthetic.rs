@@ -210,6 +210,23 @@ pub fn write_tiny_run(root: &Path, method: &str, iterations: usize, tasks: &[&st
     Ok(path)
 }
 
+/// [`write_tiny_run`] with `sets` (`key=value`, as `--set` takes them) applied to the config: a
+/// test names only what it changes. The written config keeps the model and data paths relative.
+pub fn write_tiny_run_with(
+    root: &Path,
+    method: &str,
+    iterations: usize,
+    tasks: &[&str],
+    sets: &[&str],
+) -> Result<std::path::PathBuf> {
+    let path = write_tiny_run(root, method, iterations, tasks)?;
+    let mut config = crate::config::RunConfig::from_toml_str(&tiny_run_config(method, iterations, tasks), &path)?;
+    config.set_all(sets)?;
+    let text = toml::to_string(&config).map_err(|e| Error::config(path.display().to_string(), e.to_string()))?;
+    std::fs::write(&path, text).map_err(|e| Error::io(&path, e))?;
+    Ok(path)
+}
+
 /// The tests' run on a tiny model: the config text of a `method` run over `tasks` with
 /// `iterations` steps of 4 per task, for `model/` written by [`write_tiny_llama`] and `data/` by
 /// [`write_trace_tasks`] next to the config file (r 4, top-k 4, Adam 1e-2 constant, 3 new tokens,

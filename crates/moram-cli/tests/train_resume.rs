@@ -1,7 +1,7 @@
 //! `moram train` / `moram resume` through the built binary on a tiny random LLaMA: a run killed
 //! (SIGKILL) during task 2 of 3 and resumed ends with exactly the results of an uninterrupted run.
 
-use moram_cl::synthetic::{write_tiny_llama, write_trace_tasks, TinyLlama};
+use moram_cl::synthetic::write_tiny_run_with;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -12,44 +12,11 @@ fn moram() -> Command {
     c
 }
 
+/// The tests' tiny run ([`write_tiny_run_with`]) over three tasks of 150 steps, long enough to
+/// be killed in the middle of the second; q/v adapted, no dropout.
 fn setup(root: &Path) -> std::path::PathBuf {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    write_tiny_llama(&root.join("model"), &repo.join("tests/fixtures/llm/tokenizer"), TinyLlama::default(), 7).unwrap();
-    write_trace_tasks(&root.join("data"), &[("A", "last-word"), ("B", "count"), ("C", "half")], 32, 8, 11).unwrap();
-    let config = r#"
-name = "cli-resume"
-seed = 9
-[method]
-name = "moram"
-profile = "trace_paper"
-r = 4
-top_k = 4
-[optimizer]
-kind = "adam"
-lr = 0.01
-schedule = "constant"
-[training]
-iterations = 150
-batch_size = 4
-micro_batch_size = 2
-clip_grad_norm = 1.0
-[generation]
-max_new_tokens = 3
-max_prompt_tokens = 64
-max_answer_tokens = 16
-[model]
-kind = "llm"
-path = "model"
-targets = { modules = ["q_proj", "v_proj"] }
-[data]
-format = "trace"
-dir = "data"
-tasks = ["A", "B", "C"]
-eval_split = "eval"
-"#;
-    let path = root.join("run.toml");
-    std::fs::write(&path, config).unwrap();
-    path
+    let sets = ["seed=9", "method.dropout=0.0", "model.targets.modules=[\"q_proj\", \"v_proj\"]"];
+    write_tiny_run_with(root, "moram", 150, &["LastWord", "Count", "Half"], &sets).unwrap()
 }
 
 fn results(dir: &Path) -> serde_json::Value {
@@ -125,7 +92,7 @@ fn a_run_folder_works_from_any_directory() {
         .args(["train", "--config"])
         .arg(&config)
         .args(["--set", "data.dir=runs/data", "--set", "model.path=model", "--set", "training.iterations=4"])
-        .args(["--set", "data.tasks=[\"A\", \"B\"]", "--out", "runs/rel"])
+        .args(["--set", "data.tasks=[\"LastWord\", \"Count\"]", "--out", "runs/rel"])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -174,7 +141,7 @@ fn train_reports_config_errors_by_key_and_missing_files() {
     assert!(!out.status.success() && err.contains("is not a moram run folder"), "{err}");
 
     let text =
-        std::fs::read_to_string(&config).unwrap().replace("batchsize = 4\n", "").replace("\"C\"]", "\"Missing\"]");
+        std::fs::read_to_string(&config).unwrap().replace("batchsize = 4\n", "").replace("\"Half\"]", "\"Missing\"]");
     std::fs::write(&config, text).unwrap();
     let out =
         moram().arg("train").arg("--config").arg(&config).arg("--out").arg(tmp.path().join("o")).output().unwrap();
@@ -209,7 +176,7 @@ fn ctrl_c_stops_at_a_step_boundary_and_keeps_finished_tasks() {
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
-    assert!(err.contains("interrupted in task 1 (`B`)") && err.contains("can be resumed"), "{err}");
+    assert!(err.contains("interrupted in task 1 (`Count`)") && err.contains("can be resumed"), "{err}");
     assert!(err.contains("remedy: `moram resume DIR` continues"), "{err}");
     assert_eq!(tasks_done(&dir), 1);
 }
@@ -222,7 +189,7 @@ fn logs_to_a_pipe_have_no_colour_escapes() {
     let out = Command::new(env!("CARGO_BIN_EXE_moram"))
         .args(["--threads", "1", "train", "--config"])
         .arg(&config)
-        .args(["--set", "training.iterations=2", "--set", "data.tasks=[\"A\"]", "--out"])
+        .args(["--set", "training.iterations=2", "--set", "data.tasks=[\"LastWord\"]", "--out"])
         .arg(tmp.path().join("logged"))
         .output()
         .unwrap();
