@@ -8,6 +8,7 @@ mod bench_dist;
 mod bench_pairs;
 mod bench_train;
 mod checks;
+mod cuda;
 mod fixtures;
 mod fuzz;
 mod paths;
@@ -54,6 +55,10 @@ enum Command {
     Xtail(xtail::XtailArgs),
     /// Run set-up if needed, then the whole workspace's tests. Extra arguments go to `cargo test`.
     Test {
+        /// Build against the CUDA libtorch (`.libtorch-cuda/`, with the NVIDIA libraries from
+        /// PyPI) into `target/cuda/` and run the suite on this machine's CPU (release profile).
+        #[arg(long)]
+        cuda: bool,
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
@@ -99,7 +104,8 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Test { args } => {
+        Command::Test { cuda: true, args } => cuda::test(&args),
+        Command::Test { cuda: false, args } => {
             let libtorch = setup::ensure_libtorch()?;
             setup::install_assets()?;
             let mut cmd = paths::cargo();
