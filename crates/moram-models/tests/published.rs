@@ -68,19 +68,19 @@ fn llama_3(name: &str, params: i64, factor: f64) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[test]
-fn llama_3_1_8b() -> anyhow::Result<()> {
-    llama_3("llama-3.1-8b-instruct", 8_030_261_248, 8.0)
+macro_rules! llama_3 {
+    ($($test:ident: $name:literal, $params:literal, $factor:literal;)*) => {$(
+        #[test]
+        fn $test() -> anyhow::Result<()> {
+            llama_3($name, $params, $factor)
+        }
+    )*};
 }
 
-#[test]
-fn llama_3_2_1b() -> anyhow::Result<()> {
-    llama_3("llama-3.2-1b-instruct", 1_235_814_400, 32.0)
-}
-
-#[test]
-fn llama_3_2_3b() -> anyhow::Result<()> {
-    llama_3("llama-3.2-3b-instruct", 3_212_749_824, 32.0)
+llama_3! {
+    llama_3_1_8b: "llama-3.1-8b-instruct", 8_030_261_248, 8.0;
+    llama_3_2_1b: "llama-3.2-1b-instruct", 1_235_814_400, 32.0;
+    llama_3_2_3b: "llama-3.2-3b-instruct", 3_212_749_824, 32.0;
 }
 
 /// Gemma 3 270M lists `layer_types` (and the `_sliding_window_pattern` transformers ignores).
