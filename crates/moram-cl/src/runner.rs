@@ -23,7 +23,7 @@ use crate::report;
 use crate::schedule::learning_rate;
 use indicatif::ProgressBar;
 use moram_core::PruneScope;
-use moram_dist::{Group, ReduceOp};
+use moram_dist::Group;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -326,10 +326,9 @@ fn train_task(
             flags[0] = batch_loss;
             flags[1] = f64::from(u8::from(options.stop_requested()));
             flags[2 + rank] = f64::from(u8::from(bad.is_some()));
-            let mut t = tch::Tensor::from_slice(&flags);
             let t0 = Instant::now();
-            group.all_reduce(&mut t, ReduceOp::Sum)?;
-            let flags = Vec::<f64>::try_from(&t)?;
+            // On the group's device (this rank's GPU under NCCL, which reduces CUDA tensors only).
+            group.all_reduce_host_sum(&mut flags)?;
             let bad_ranks: Vec<usize> = (0..world).filter(|&k| flags[2 + k] > 0.0).collect();
             if !bad_ranks.is_empty() {
                 pb.abandon();

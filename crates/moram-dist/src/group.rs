@@ -115,6 +115,9 @@ pub struct Group {
     rank: usize,
     world: usize,
     local_rank: usize,
+    /// Where this group's collectives take their tensors: the CPU for Gloo, this rank's GPU for
+    /// NCCL (which reduces CUDA tensors only).
+    device: tch::Device,
     connected: Option<Connected>,
 }
 
@@ -137,7 +140,7 @@ fn heartbeat_key(rank: usize) -> String {
 impl Group {
     /// This process alone: every collective is the identity.
     pub fn single() -> Group {
-        Group { rank: 0, world: 1, local_rank: 0, connected: None }
+        Group { rank: 0, world: 1, local_rank: 0, device: tch::Device::Cpu, connected: None }
     }
 
     /// The group the launcher's environment describes ([`DistEnv::from_env`]); one process when
@@ -232,10 +235,15 @@ impl Group {
             })
             .map_err(|e| Error::Worker { rank: env.rank, message: format!("heartbeat thread: {e}") })?;
         tracing::debug!(rank = env.rank, world = env.world, %addr, ?backend, "process group ready");
+        let device = match backend {
+            Backend::Gloo => tch::Device::Cpu,
+            Backend::Nccl => tch::Device::Cuda(env.local_rank),
+        };
         Ok(Group {
             rank: env.rank,
             world: env.world,
             local_rank: env.local_rank,
+            device,
             connected: Some(Connected { group, store, addr, stop_heartbeat, heartbeat: Some(heartbeat) }),
         })
     }
@@ -253,6 +261,25 @@ impl Group {
     /// Index of this worker on its machine (`LOCAL_RANK`).
     pub fn local_rank(&self) -> usize {
         self.local_rank
+    }
+
+    /// Where a tensor must be for this group's collectives: the CPU (Gloo, or one process), or
+    /// this rank's GPU (NCCL). Host values (flags, byte buffers) go there before a collective.
+    pub fn collective_device(&self) -> tch::Device {
+        self.device
+    }
+
+    /// Sums `values` across ranks in place (host numbers: losses, flags), through a tensor on
+    /// [`Group::collective_device`].
+    pub fn all_reduce_host_sum(&self, values: &mut [f64]) -> Result<()> {
+        if self.connected.is_none() || values.is_empty() {
+            return Ok(());
+        }
+        let mut t = Tensor::f_from_slice(values)?.f_to_device(self.device)?;
+        self.all_reduce(&mut t, ReduceOp::Sum)?;
+        let summed = Vec::<f64>::try_from(&t.f_to_device(tch::Device::Cpu)?)?;
+        values.copy_from_slice(&summed);
+        Ok(())
     }
 
     /// Rank 0: the worker that writes files and reports.
@@ -374,17 +401,20 @@ impl Group {
         if self.connected.is_none() {
             return Ok(vec![data.to_vec()]);
         }
-        let mut lengths = Tensor::zeros([self.world as i64], (Kind::Int64, tch::Device::Cpu));
+        // On the collective device: NCCL reduces CUDA tensors only.
+        let host = tch::Device::Cpu;
+        let mut lengths = Tensor::zeros([self.world as i64], (Kind::Int64, self.device));
         let _ = lengths.get(self.rank as i64).fill_(data.len() as i64);
         self.all_reduce(&mut lengths, ReduceOp::Sum)?;
-        let lengths = Vec::<i64>::try_from(&lengths)?;
+        let lengths = Vec::<i64>::try_from(&lengths.to_device(host))?;
         let longest = lengths.iter().copied().max().unwrap_or(0).max(1);
-        let mut buffer = Tensor::zeros([self.world as i64, longest], (Kind::Uint8, tch::Device::Cpu));
+        let mut buffer = Tensor::zeros([self.world as i64, longest], (Kind::Uint8, self.device));
         if !data.is_empty() {
-            buffer.get(self.rank as i64).narrow(0, 0, data.len() as i64).copy_(&Tensor::from_slice(data));
+            let mine = Tensor::from_slice(data).to_device(self.device);
+            buffer.get(self.rank as i64).narrow(0, 0, data.len() as i64).copy_(&mine);
         }
         self.all_reduce(&mut buffer, ReduceOp::Sum)?;
-        let rows = Vec::<u8>::try_from(&buffer.reshape([-1]))?;
+        let rows = Vec::<u8>::try_from(&buffer.reshape([-1]).to_device(host))?;
         Ok(lengths
             .iter()
             .enumerate()
