@@ -16,11 +16,30 @@ use std::sync::OnceLock;
 /// The font file under the asset folder.
 pub const FONT_FILE: &str = "fonts/DejaVuSans.ttf";
 
+/// A font's capital height (of `H`), measured once at load: as a share of what `ab_glyph`'s
+/// scale sizes (ascent minus descent) and of the em (what a CSS font size sizes).
+#[derive(Clone, Copy, Debug)]
+pub struct CapHeight {
+    of_height: f32,
+    of_em: f32,
+}
+
+impl CapHeight {
+    fn of(f: &FontArc) -> CapHeight {
+        let cap = f.outline(f.glyph_id('H')).map(|o| o.bounds.height()).filter(|h| *h > 0.0);
+        // DejaVu Sans' proportions when the font has no usable `H`.
+        CapHeight {
+            of_height: cap.map_or(0.63, |cap| cap / f.height_unscaled()),
+            of_em: cap.zip(f.units_per_em()).map_or(0.729, |(cap, em)| cap / em),
+        }
+    }
+}
+
 /// The face the figures use: the TrueType font when installed, the bitmap font otherwise.
 #[derive(Clone)]
 pub enum Face {
-    /// DejaVu Sans (or another TrueType font).
-    Ttf(FontArc),
+    /// DejaVu Sans (or another TrueType font), with its `ab_glyph` scale per unit of cap height.
+    Ttf(FontArc, CapHeight),
     /// The built-in 5x7 font.
     Bitmap,
 }
@@ -31,7 +50,8 @@ impl Face {
         let bytes = std::fs::read(path).map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
         let font = FontArc::try_from_vec(bytes)
             .map_err(|e| anyhow::anyhow!("{} is not a TrueType/OpenType font: {e}", path.display()))?;
-        Ok(Face::Ttf(font))
+        let cap = CapHeight::of(&font);
+        Ok(Face::Ttf(font, cap))
     }
 
     /// The process's face: [`FONT_FILE`] under the asset folder, loaded once; the bitmap font
@@ -52,18 +72,16 @@ impl Face {
 
     /// The `ab_glyph` scale (which sizes ascent minus descent) at which the font's capitals (`H`)
     /// are `font::H * scale` pixels tall.
-    fn px(f: &FontArc, scale: u32) -> PxScale {
-        let cap = f.outline(f.glyph_id('H')).map(|o| o.bounds.height()).filter(|h| *h > 0.0);
-        let ratio = cap.map_or(0.63, |cap| cap / f.height_unscaled());
-        PxScale::from(font::H as f32 * scale as f32 / ratio)
+    fn px(cap: CapHeight, scale: u32) -> PxScale {
+        PxScale::from(font::H as f32 * scale as f32 / cap.of_height)
     }
 
     /// Width in pixels of `text` at `scale`.
     pub fn width(&self, text: &str, scale: u32) -> u32 {
         match self {
             Face::Bitmap => font::width(text, scale),
-            Face::Ttf(f) => {
-                let f = f.as_scaled(Self::px(f, scale));
+            Face::Ttf(f, cap) => {
+                let f = f.as_scaled(Self::px(*cap, scale));
                 let mut w = 0.0f32;
                 let mut prev = None;
                 for c in text.chars() {
@@ -82,11 +100,11 @@ impl Face {
     /// Draws `text` with its top-left corner at `(x, y)` (the top of the capitals, as the bitmap
     /// font's rows) at `scale`, blending `colour` over what is there by the glyph's coverage.
     pub fn draw(&self, img: &mut RgbImage, text: &str, x: u32, y: u32, scale: u32, colour: Rgb<u8>) {
-        let f = match self {
+        let (f, cap) = match self {
             Face::Bitmap => return font::draw(img, text, x, y, scale, colour),
-            Face::Ttf(f) => f,
+            Face::Ttf(f, cap) => (f, *cap),
         };
-        let px = Self::px(f, scale);
+        let px = Self::px(cap, scale);
         let sf = f.as_scaled(px);
         // Baseline below the capitals' top.
         let baseline = y as f32 + font::H as f32 * scale as f32;
@@ -121,16 +139,11 @@ impl Face {
 /// that makes its capitals `font::H * scale` pixels tall, in the process's face's proportions.
 pub fn svg_metrics(y: u32, scale: u32) -> (f64, f64) {
     let cap_em = match Face::global() {
-        Face::Ttf(f) => f
-            .outline(f.glyph_id('H'))
-            .zip(f.units_per_em())
-            .map(|(o, em)| (o.bounds.height() / em) as f64)
-            .filter(|r| *r > 0.0),
-        Face::Bitmap => None,
+        Face::Ttf(_, cap) => cap.of_em as f64,
+        Face::Bitmap => 0.729,
     };
     let cap = (font::H * scale) as f64;
-    // DejaVu Sans' capitals are 0.729 em tall.
-    (y as f64 + cap, cap / cap_em.unwrap_or(0.729))
+    (y as f64 + cap, cap / cap_em)
 }
 
 /// `<assets>/fonts/DejaVuSans.ttf` when the asset folder is known.
