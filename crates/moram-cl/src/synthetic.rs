@@ -195,16 +195,7 @@ pub fn fixture_tokenizer_dir() -> std::path::PathBuf {
 /// synthetic tasks LastWord, Count, Half, Flipped, Low, High; 32 training and 16 evaluation
 /// examples each) and `run.toml` ([`tiny_run_config`]); returns the config's path.
 pub fn write_tiny_run(root: &Path, method: &str, iterations: usize, tasks: &[&str]) -> Result<std::path::PathBuf> {
-    write_tiny_llama(&root.join("model"), &fixture_tokenizer_dir(), TinyLlama::default(), 7)?;
-    let kinds = [
-        ("LastWord", "last-word"),
-        ("Count", "count"),
-        ("Half", "half"),
-        ("Flipped", "half-flipped"),
-        ("Low", "parity-low"),
-        ("High", "parity-high"),
-    ];
-    write_trace_tasks(&root.join("data"), &kinds, 32, 16, 11)?;
+    write_tiny_model_and_data(root)?;
     let path = root.join("run.toml");
     std::fs::write(&path, tiny_run_config(method, iterations, tasks)).map_err(|e| Error::io(&path, e))?;
     Ok(path)
@@ -219,12 +210,27 @@ pub fn write_tiny_run_with(
     tasks: &[&str],
     sets: &[&str],
 ) -> Result<std::path::PathBuf> {
-    let path = write_tiny_run(root, method, iterations, tasks)?;
+    write_tiny_model_and_data(root)?;
+    let path = root.join("run.toml");
     let mut config = crate::config::RunConfig::from_toml_str(&tiny_run_config(method, iterations, tasks), &path)?;
     config.set_all(sets)?;
     let text = toml::to_string(&config).map_err(|e| Error::config(path.display().to_string(), e.to_string()))?;
     std::fs::write(&path, text).map_err(|e| Error::io(&path, e))?;
     Ok(path)
+}
+
+/// The model and data folders of [`write_tiny_run`].
+fn write_tiny_model_and_data(root: &Path) -> Result<()> {
+    write_tiny_llama(&root.join("model"), &fixture_tokenizer_dir(), TinyLlama::default(), 7)?;
+    let kinds = [
+        ("LastWord", "last-word"),
+        ("Count", "count"),
+        ("Half", "half"),
+        ("Flipped", "half-flipped"),
+        ("Low", "parity-low"),
+        ("High", "parity-high"),
+    ];
+    write_trace_tasks(&root.join("data"), &kinds, 32, 16, 11)
 }
 
 /// The tests' run on a tiny model: the config text of a `method` run over `tasks` with
