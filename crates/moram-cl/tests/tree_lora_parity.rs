@@ -16,6 +16,11 @@ fn vector(v: &serde_json::Value) -> Tensor {
     Tensor::from_slice(&xs)
 }
 
+/// One vector per layer for each task: `[[...], ...]` per task.
+fn per_task(v: &serde_json::Value) -> Vec<Vec<Tensor>> {
+    v.as_array().unwrap().iter().map(|task| task.as_array().unwrap().iter().map(vector).collect()).collect()
+}
+
 fn tasks(v: &serde_json::Value) -> Vec<usize> {
     v.as_array().unwrap().iter().map(|t| t.as_u64().unwrap() as usize).collect()
 }
@@ -33,12 +38,7 @@ fn the_tree_splits_as_the_official_code() {
     let cases = cases();
     assert_eq!(cases["commit"], "aaa51d8ec67171e1bc5e1a1168351588561256c4");
     for case in cases["trees"].as_array().unwrap() {
-        let means: Vec<Vec<Tensor>> = case["means"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|task| task.as_array().unwrap().iter().map(vector).collect())
-            .collect();
+        let means: Vec<Vec<Tensor>> = per_task(&case["means"]);
         let root = build_root(&means).expect("several tasks split");
         assert_eq!(root.left.0, tasks(&case["left"]["tasks"]), "{case}");
         assert_eq!(root.right.0, tasks(&case["right"]["tasks"]), "{case}");
@@ -52,12 +52,7 @@ fn the_term_and_its_gradient_are_the_official_code() {
     for case in cases()["terms"].as_array().unwrap() {
         let keys: Vec<Tensor> =
             case["keys"].as_array().unwrap().iter().map(|k| vector(k).set_requires_grad(true)).collect();
-        let all: Vec<Vec<Tensor>> = case["all_grad"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|task| task.as_array().unwrap().iter().map(vector).collect())
-            .collect();
+        let all: Vec<Vec<Tensor>> = per_task(&case["all_grad"]);
         let chosen: Vec<Tensor> =
             tasks(&case["prev"]).iter().enumerate().map(|(l, &p)| all[p][l].shallow_clone()).collect();
         let (loss, tmp_reg) = (case["loss"].as_f64().unwrap(), case["tmp_reg"].as_f64().unwrap());
