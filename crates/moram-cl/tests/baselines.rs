@@ -14,7 +14,8 @@ fn run(root: &Path, method: &str, tasks: &[&str], iterations: usize, sets: &[&st
     std::fs::write(root.join("run.toml"), common::llm_setup_tasks(root, method, iterations, tasks)).unwrap();
     let mut cfg = RunConfig::from_file(root.join("run.toml")).unwrap();
     cfg.set_all(sets).unwrap();
-    let mut learner = LlmLearner::from_config(&cfg).unwrap();
+    // The learner every CLI run builds, so that a hook the enum fails to delegate shows here.
+    let mut learner = moram_cl::learners::build(&cfg).unwrap();
     moram_cl::run(&mut learner, &cfg, &root.join("out"), &RunOptions::default()).unwrap()
 }
 
@@ -59,7 +60,7 @@ fn resume_without_last_task(root: &Path) -> RunState {
     state.adapters.pop();
     state.save(&copy).unwrap();
     let cfg = moram_cl::checkpoint::read_config(&copy).unwrap();
-    let mut learner = LlmLearner::from_config(&cfg).unwrap();
+    let mut learner = moram_cl::learners::build(&cfg).unwrap();
     moram_cl::resume(&mut learner, &cfg, &copy, &RunOptions::default()).unwrap()
 }
 

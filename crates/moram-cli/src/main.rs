@@ -441,7 +441,9 @@ fn remedy(err: &anyhow::Error) -> &'static str {
                 E::Config { .. } | E::ConfigFile { .. } | E::Method { .. } | E::Override { .. } => {
                     "fix the key named above; configs/README.md describes every run-config section and unknown keys are rejected"
                 }
-                E::Data { .. } | E::Task { .. } => "fix the data named above (the layouts are in the README); nothing was trained",
+                E::Data { .. } | E::Task { .. } => {
+                    "fix the data or setting named above (data layouts: docs/usage.md); finished tasks are kept and `moram resume DIR` continues"
+                }
                 E::ConfigMismatch { .. } => "resume with the run's own config (DIR/config.toml), or start a new run with --out",
                 E::NotExportable { .. } => "serve it with `moram serve` (or answer prompts with `moram generate`)",
                 E::WrongBase { .. } => {

@@ -80,6 +80,9 @@ impl Learner for AnyLearner {
     fn loss(&mut self, task: usize, indices: &[usize]) -> Result<Tensor> {
         delegate!(self, l => l.loss(task, indices))
     }
+    fn answer_logits(&mut self, task: usize, indices: &[usize]) -> Result<moram_models::llm::AnswerLogits> {
+        delegate!(self, l => l.answer_logits(task, indices))
+    }
     fn begin_evaluation(&mut self) -> Result<()> {
         delegate!(self, l => l.begin_evaluation())
     }
