@@ -26,6 +26,7 @@ pub mod learners;
 pub mod methods;
 pub mod metrics;
 pub mod optim;
+pub mod plan;
 pub mod plasticity;
 pub mod report;
 pub mod runner;

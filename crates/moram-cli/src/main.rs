@@ -339,6 +339,32 @@ enum Command {
         #[arg(long, default_value_t = 42)]
         seed: u64,
     },
+    /// The memory a run needs per process, part by part (base weights, atoms and their optimiser
+    /// state, a training step's activations, an evaluation batch's KV cache, a method's own state),
+    /// before anything is loaded; see docs/performance.md, "Memory plan".
+    Plan {
+        /// A run config (`[model]`, `[method]`, `[training]`, `[generation]`, `[data]`).
+        config: PathBuf,
+        /// Take the architecture from this LLM or CLIP preset (e.g. `llama2-7b`, `vit-b16`)
+        /// instead of reading `model.path`.
+        #[arg(long)]
+        preset: Option<String>,
+        /// Override config keys, `section.key=value` (as `moram train --set`).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Where the run executes: `cpu` (resident memory, measured factors) or `cuda`.
+        #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda"])]
+        device: String,
+        /// Data-parallel processes (each holds the whole plan; the batch is shared out).
+        #[arg(long, default_value_t = 1)]
+        world: usize,
+        /// Training examples per task, when known (the frozen-prefix cache holds their prefixes).
+        #[arg(long)]
+        train_examples: Option<usize>,
+        /// Print JSON instead of a Markdown table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Describe an adapter file: config, tasks, atoms per layer and sizes.
     Inspect {
         /// A `.safetensors` adapter file written by moram.
@@ -485,6 +511,20 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Inspect { file } => inspect(&file),
+        Command::Plan { config, preset, set, device, world, train_examples, json } => {
+            use moram_cl::plan::{plan, PlanDevice, PlanModel, PlanOptions};
+            let mut cfg = RunConfig::from_file(&config).with_context(|| format!("reading {}", config.display()))?;
+            cfg.set_all(&set)?;
+            let device = if device == "cuda" { PlanDevice::Cuda } else { PlanDevice::Cpu };
+            let model = PlanModel::of(&cfg, preset.as_deref())?;
+            let memory = plan(&cfg, &model, &PlanOptions { device, world, train_examples })?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&memory.to_json())?);
+            } else {
+                print!("{}", memory.markdown());
+            }
+            Ok(())
+        }
         Command::Train { config, set, out, nproc } => {
             if let Some(n) = nproc {
                 return parallel::launch(n, cli.threads);

@@ -18,6 +18,14 @@ struct Spec {
     split: Option<(&'static str, &'static str)>,
     images: &'static str,
     template: &'static str,
+    /// Classes of the dataset (X-TAIL's 1,100 in all).
+    classes: usize,
+}
+
+/// Classes of X-TAIL dataset `key` (protocol: 1,100 over the ten), `None` for another name; what
+/// the memory plan encodes per step before any data is read.
+pub fn xtail_classes(key: &str) -> Option<usize> {
+    SPECS.iter().find(|s| s.key == key).map(|s| s.classes)
 }
 
 const SPECS: [Spec; 10] = [
@@ -26,55 +34,64 @@ const SPECS: [Spec; 10] = [
         split: None,
         images: "fgvc-aircraft-2013b/data/images",
         template: "a photo of a {}, a type of aircraft.",
+        classes: 100,
     },
     Spec {
         key: "caltech101",
         split: Some(("caltech101", "split_zhou_Caltech101.json")),
         images: "caltech101/101_ObjectCategories",
         template: "a photo of a {}.",
+        classes: 100,
     },
     Spec {
         key: "dtd",
         split: Some(("dtd", "split_zhou_DescribableTextures.json")),
         images: "dtd/images",
         template: "{} texture.",
+        classes: 47,
     },
     Spec {
         key: "eurosat",
         split: Some(("eurosat", "split_zhou_EuroSAT.json")),
         images: "eurosat/2750",
         template: "a centered satellite photo of the {}.",
+        classes: 10,
     },
     Spec {
         key: "oxford_flowers",
         split: Some(("flowers-102", "split_zhou_OxfordFlowers.json")),
         images: "flowers-102/jpg",
         template: "a photo of a {}, a type of flower.",
+        classes: 102,
     },
     Spec {
         key: "food101",
         split: Some(("food-101", "split_zhou_Food101.json")),
         images: "food-101/images",
         template: "a photo of a {}, a type of food.",
+        classes: 101,
     },
-    Spec { key: "mnist", split: None, images: "MNIST/raw", template: "a photo of the number: \"{}\"." },
+    Spec { key: "mnist", split: None, images: "MNIST/raw", template: "a photo of the number: \"{}\".", classes: 10 },
     Spec {
         key: "oxford_pets",
         split: Some(("oxford-iiit-pet", "split_zhou_OxfordPets.json")),
         images: "oxford-iiit-pet/images",
         template: "a photo of a {}, a type of pet.",
+        classes: 37,
     },
     Spec {
         key: "stanford_cars",
         split: Some(("stanford_cars", "split_zhou_StanfordCars.json")),
         images: "stanford_cars",
         template: "a photo of a {}.",
+        classes: 196,
     },
     Spec {
         key: "sun397",
         split: Some(("SUN397", "split_zhou_SUN397.json")),
         images: "SUN397",
         template: "a photo of a {}.",
+        classes: 397,
     },
 ];
 

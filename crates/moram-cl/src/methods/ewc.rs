@@ -32,6 +32,11 @@ impl MethodDef for Ewc {
         let plain = MethodConfig { ewc_lambda: None, ..method.clone() };
         optional_variants(&plain, layer)
     }
+    /// The Fisher and the previous task's values.
+    fn memory(&self) -> super::MethodMemory {
+        use super::MethodMemory;
+        MethodMemory { trainable_copies: 2, ..MethodMemory::default() }
+    }
     fn start(&self, config: &RunConfig) -> Result<Box<dyn RunHooks>> {
         let lambda = config.method.ewc_lambda.unwrap_or(DEFAULT_LAMBDA);
         if !(lambda.is_finite() && lambda >= 0.0) {

@@ -43,6 +43,11 @@ impl MethodDef for Lwf {
     fn runs_on_clip(&self) -> bool {
         false
     }
+    /// The teacher's values and its answer logits each step.
+    fn memory(&self) -> super::MethodMemory {
+        use super::MethodMemory;
+        MethodMemory { trainable_copies: 1, teacher_logits: true, ..MethodMemory::default() }
+    }
     fn start(&self, config: &RunConfig) -> Result<Box<dyn RunHooks>> {
         let t = config.method.lwf_temperature.unwrap_or(DEFAULT_TEMPERATURE);
         if !(t.is_finite() && t > 0.0) {

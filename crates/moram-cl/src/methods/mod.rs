@@ -115,10 +115,27 @@ pub trait MethodDef: Sync {
         true
     }
 
+    /// What the method holds besides its atoms, for `moram plan` ([`crate::plan`]). Default:
+    /// nothing.
+    fn memory(&self) -> MethodMemory {
+        MethodMemory::default()
+    }
+
     /// The hooks of one run ([`LayerHooks`] by default: the layer config's own fitting steps).
     fn start(&self, _config: &RunConfig) -> Result<Box<dyn RunHooks>> {
         Ok(Box::new(LayerHooks))
     }
+}
+
+/// What a method keeps besides its atoms, in units of the trainable atoms (f32).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MethodMemory {
+    /// Copies held for the whole run (EWC: the Fisher and the previous task's values).
+    pub trainable_copies: usize,
+    /// Copies held per finished task (TreeLoRA: each task's mean key gradient).
+    pub per_task_copies: usize,
+    /// Whether a training step also computes the previous model's answer logits (LwF's teacher).
+    pub teacher_logits: bool,
 }
 
 /// What the runner calls around each task and step. A method with state across tasks (a replay

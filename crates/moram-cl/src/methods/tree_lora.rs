@@ -55,6 +55,11 @@ impl MethodDef for TreeLora {
         let plain = MethodConfig { tree_reg: None, ..method.clone() };
         optional_variants(&plain, layer)
     }
+    /// Each finished task's mean key gradient.
+    fn memory(&self) -> super::MethodMemory {
+        use super::MethodMemory;
+        MethodMemory { per_task_copies: 1, ..MethodMemory::default() }
+    }
     fn start(&self, config: &RunConfig) -> Result<Box<dyn RunHooks>> {
         let reg = config.method.tree_reg.unwrap_or(DEFAULT_REG);
         if !(reg.is_finite() && reg >= 0.0) {

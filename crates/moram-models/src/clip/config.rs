@@ -27,6 +27,16 @@ impl Activation {
     }
 }
 
+/// The adaptable linear layers of a block, `(module, path under the block)`, in order.
+pub const BLOCK_LINEARS: [(&str, &str); 6] = [
+    ("q", "self_attn.q_proj"),
+    ("k", "self_attn.k_proj"),
+    ("v", "self_attn.v_proj"),
+    ("o", "self_attn.out_proj"),
+    ("fc1", "mlp.fc1"),
+    ("fc2", "mlp.fc2"),
+];
+
 /// The vision tower.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VisionConfig {
@@ -125,6 +135,50 @@ impl ClipConfig {
     /// OpenAI ViT-L/14: vision 1024 x 24 layers, patch 14; text 768 x 12; embed 768.
     pub fn vit_l14() -> Self {
         Self::openai(1024, 24, 14, 768, 768, 12)
+    }
+
+    /// Every adaptable linear layer with its `(d_in, d_out)`: both towers, block by block, in
+    /// [`BLOCK_LINEARS`] order; what a [`crate::TargetSpec`] selects from, known before any
+    /// weight is loaded.
+    pub fn linear_sites(&self) -> Vec<(crate::LinearSite, i64, i64)> {
+        let towers = [
+            (
+                "vision",
+                "vision_model",
+                self.vision.num_hidden_layers,
+                self.vision.hidden_size,
+                self.vision.intermediate_size,
+            ),
+            ("text", "text_model", self.text.num_hidden_layers, self.text.hidden_size, self.text.intermediate_size),
+        ];
+        let mut v = Vec::new();
+        for (encoder, prefix, blocks, d, mlp) in towers {
+            for i in 0..blocks as usize {
+                for (module, path) in BLOCK_LINEARS {
+                    let (d_in, d_out) = match module {
+                        "fc1" => (d, mlp),
+                        "fc2" => (mlp, d),
+                        _ => (d, d),
+                    };
+                    let site = crate::LinearSite {
+                        path: format!("{prefix}.encoder.layers.{i}.{path}"),
+                        encoder: encoder.into(),
+                        layer: i,
+                        module: module.into(),
+                    };
+                    v.push((site, d_in, d_out));
+                }
+            }
+        }
+        v
+    }
+
+    /// Parameters of the base model (both towers, embeddings, projections).
+    pub fn parameter_count(&self) -> i64 {
+        super::loader::expected_keys(self, super::Layout::HuggingFace)
+            .iter()
+            .map(|(_, s)| s.iter().product::<i64>())
+            .sum()
     }
 
     /// A preset by name: `vit-b16`, `vit-b32`, `vit-l14`.

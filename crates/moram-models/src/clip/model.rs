@@ -8,7 +8,7 @@
 //! images; token + positional embedding, causal blocks, final LN, end-of-text pooling and a
 //! projection for text. Attention runs through scaled-dot-product attention.
 
-use super::config::{Activation, ClipConfig, TextConfig, VisionConfig};
+use super::config::{Activation, ClipConfig, TextConfig, VisionConfig, BLOCK_LINEARS};
 use super::loader::{ClipLoader, Layout};
 use crate::error::{Error, Result};
 use crate::linear::AdaptableLinear;
@@ -110,24 +110,26 @@ impl Block {
     }
 
     fn linears_mut(&mut self) -> [(&'static str, &'static str, &mut AdaptableLinear); 6] {
+        let [q, k, v, o, fc1, fc2] = BLOCK_LINEARS;
         [
-            ("q", "self_attn.q_proj", &mut self.q),
-            ("k", "self_attn.k_proj", &mut self.k),
-            ("v", "self_attn.v_proj", &mut self.v),
-            ("o", "self_attn.out_proj", &mut self.o),
-            ("fc1", "mlp.fc1", &mut self.fc1),
-            ("fc2", "mlp.fc2", &mut self.fc2),
+            (q.0, q.1, &mut self.q),
+            (k.0, k.1, &mut self.k),
+            (v.0, v.1, &mut self.v),
+            (o.0, o.1, &mut self.o),
+            (fc1.0, fc1.1, &mut self.fc1),
+            (fc2.0, fc2.1, &mut self.fc2),
         ]
     }
 
     fn linears(&self) -> [(&'static str, &'static str, &AdaptableLinear); 6] {
+        let [q, k, v, o, fc1, fc2] = BLOCK_LINEARS;
         [
-            ("q", "self_attn.q_proj", &self.q),
-            ("k", "self_attn.k_proj", &self.k),
-            ("v", "self_attn.v_proj", &self.v),
-            ("o", "self_attn.out_proj", &self.o),
-            ("fc1", "mlp.fc1", &self.fc1),
-            ("fc2", "mlp.fc2", &self.fc2),
+            (q.0, q.1, &self.q),
+            (k.0, k.1, &self.k),
+            (v.0, v.1, &self.v),
+            (o.0, o.1, &self.o),
+            (fc1.0, fc1.1, &self.fc1),
+            (fc2.0, fc2.1, &self.fc2),
         ]
     }
 }
@@ -339,22 +341,7 @@ impl ClipModel {
 
     /// Every adaptable linear layer, as [`LinearSite`]s in Hugging Face key space.
     pub fn linear_sites(&self) -> Vec<LinearSite> {
-        let mut v = Vec::new();
-        for (encoder, prefix, blocks) in
-            [("vision", "vision_model", &self.vision.blocks), ("text", "text_model", &self.text.blocks)]
-        {
-            for (i, block) in blocks.iter().enumerate() {
-                for (module, path, _) in block.linears() {
-                    v.push(LinearSite {
-                        path: format!("{prefix}.encoder.layers.{i}.{path}"),
-                        encoder: encoder.into(),
-                        layer: i,
-                        module: module.into(),
-                    });
-                }
-            }
-        }
-        v
+        self.config.linear_sites().into_iter().map(|(site, ..)| site).collect()
     }
 
     /// Wraps the layers `spec` selects in MoRAM layers (empty banks); returns their paths.
@@ -382,12 +369,8 @@ impl ClipModel {
 
     /// Parameters of the model: every pretrained tensor plus every atom (and router key).
     pub fn parameter_count(&self) -> usize {
-        let base: i64 = super::loader::expected_keys(&self.config, super::Layout::HuggingFace)
-            .iter()
-            .map(|(_, s)| s.iter().product::<i64>())
-            .sum();
         let atoms: usize = self.moram_layers().iter().map(|(_, m)| m.bank().parameter_count()).sum();
-        base as usize + atoms
+        self.config.parameter_count() as usize + atoms
     }
 
     /// Every MoRAM layer by module path.

@@ -202,6 +202,43 @@ impl LlmConfig {
         block_linears(self.arch).any(|t| t.module == Some(module) && t.has_bias(self))
     }
 
+    /// Every adaptable linear layer as [`crate::LinearSite`]s (encoder `decoder`), block by block in
+    /// table order: what a [`crate::TargetSpec`] selects from, known before any weight is loaded.
+    pub fn linear_sites(&self) -> Vec<crate::LinearSite> {
+        (0..self.num_hidden_layers as usize)
+            .flat_map(|i| {
+                block_linears(self.arch).map(move |t| crate::LinearSite {
+                    path: format!("model.layers.{i}.{}", t.hf),
+                    encoder: "decoder".into(),
+                    layer: i,
+                    module: t.module.unwrap_or(t.hf).into(),
+                })
+            })
+            .collect()
+    }
+
+    /// Elements of the tensors one token leaves for backward in one block that gradient passes
+    /// through, as moram's block computes it: each norm's input and normalised input (a per-head
+    /// q/k norm spans all heads); q, k, v; the rotary inputs, their rotated halves and outputs; k
+    /// and v repeated to every query head; the attention output and its contiguous copy for
+    /// `o_proj`; the MLP's gate, up, activation and product. Attention keeps only a per-head
+    /// log-sum-exp beyond that (flash / memory-efficient kernels). The unit of the memory plan
+    /// (`docs/performance.md`, "Memory plan"), which scales it by a measured factor; atoms add
+    /// their own scores.
+    pub fn saved_elements_per_token(&self) -> i64 {
+        let (h, kv) = (self.hidden_size, self.num_key_value_heads * self.head_dim);
+        let q = self.num_attention_heads * self.head_dim;
+        let norms: i64 = block_norms(self.arch)
+            .map(|t| match t.hf {
+                n if n.contains("q_norm") => q,
+                n if n.contains("k_norm") => kv,
+                _ => h,
+            })
+            .map(|width| 2 * width)
+            .sum();
+        norms + (q + 2 * kv) + 2 * (q + kv) + (q + kv) + 2 * q + 2 * q + 4 * self.intermediate_size
+    }
+
     /// Parameters of the base model (embedding, blocks with their biases, norms, head unless tied).
     pub fn parameter_count(&self) -> i64 {
         let biases: i64 = self.block_linears().iter().filter(|(m, _, _)| self.has_bias(m)).map(|(_, _, o)| o).sum();

@@ -50,18 +50,7 @@ impl CausalLm {
 
     /// Every adaptable linear layer as [`LinearSite`]s (encoder `decoder`).
     pub fn linear_sites(&self) -> Vec<LinearSite> {
-        let mut v = Vec::new();
-        for i in 0..self.blocks.len() {
-            for (m, path) in module_paths() {
-                v.push(LinearSite {
-                    path: format!("model.layers.{i}.{path}"),
-                    encoder: "decoder".into(),
-                    layer: i,
-                    module: m.into(),
-                });
-            }
-        }
-        v
+        self.config.linear_sites()
     }
 
     /// Wraps the layers `spec` selects in MoRAM layers (empty banks); returns their paths. A
