@@ -9,6 +9,7 @@ use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
 mod eval_row;
+mod gpu_check;
 mod train;
 
 #[derive(Parser)]
@@ -82,6 +83,24 @@ enum Which {
         /// Serve timed calls on request (`run` / `done` lines on stdin) instead of `--reps`.
         #[arg(long)]
         serve: bool,
+    },
+    /// CPU against a device: a MoRAM layer, SmolLM2's logits and greedy tokens, 20 training
+    /// steps' losses (f32 and bf16), the device's step and generation times, its peak memory and
+    /// a one-process all-reduce; writes `gpu-check.{json,md}` into `--out` (`cargo xtask
+    /// gpu-check`).
+    GpuCheck {
+        /// `cuda` (device 0) or `cpu` (the script checking itself).
+        #[arg(long, default_value = "cuda", value_parser = ["cuda", "cpu"])]
+        device: String,
+        /// SmolLM2-135M's GGUF file.
+        #[arg(long)]
+        gguf: std::path::PathBuf,
+        /// Training steps compared.
+        #[arg(long, default_value_t = 20)]
+        steps: usize,
+        /// Folder for the report.
+        #[arg(long)]
+        out: std::path::PathBuf,
     },
     /// Sustained f32 and bf16 matmul throughput at the LLM's shapes (GFLOP/s per CPU second).
     Matmul,
@@ -369,6 +388,10 @@ fn main() -> Result<()> {
             eval_row::run(timing, &config, &set, by_task)
         }
         Which::Matmul => train::matmul(cli.reps),
+        Which::GpuCheck { device, gguf, steps, out } => {
+            let device = if device == "cuda" { Device::Cuda(0) } else { Device::Cpu };
+            gpu_check::run(device, &gguf, steps.max(1), &out)
+        }
         Which::Dequant { gguf } => {
             // The K-quant blocks are dequantised with rayon: one pool of --threads threads.
             rayon::ThreadPoolBuilder::new().num_threads(cli.threads as usize).build_global()?;

@@ -1,6 +1,6 @@
 //! Checks `cargo xtask lint` runs besides fmt and clippy: no import cycle between the modules of a
-//! crate, and every relative link of the README and `docs/` pointing at a file (and heading) that
-//! exists.
+//! crate, every relative link of the README and `docs/` pointing at a file (and heading) that
+//! exists, and the device audit: every tensor the library code creates names its device.
 
 use anyhow::{bail, Result};
 use std::collections::{BTreeMap, BTreeSet};
@@ -184,6 +184,67 @@ pub fn broken_links(page: &Path) -> Result<Vec<String>> {
 /// The README's length limit.
 pub const README_LINES: usize = 250;
 
+/// Constructors that create a tensor on the CPU unless told otherwise.
+const CONSTRUCTORS: [&str; 12] = [
+    "Tensor::zeros(",
+    "Tensor::ones(",
+    "Tensor::full(",
+    "Tensor::arange(",
+    "Tensor::arange_start(",
+    "Tensor::eye(",
+    "Tensor::randn(",
+    "Tensor::rand(",
+    "Tensor::empty(",
+    "Tensor::from_slice(",
+    "Tensor::from_slice2(",
+    "Tensor::from(",
+];
+
+/// The device audit over one source file: every tensor constructor outside test code whose
+/// statement names no device (`device`, `Device::`, `.to_device(`, `opts` / `options` holding
+/// one, or a `*_like(` of an existing tensor) and carries no `// cpu:` comment saying why the CPU
+/// is meant. Returns `file:line: text` of each. On a GPU such a tensor meets a CUDA one and the
+/// op fails, or it silently moves work to the CPU; without a GPU only this audit sees it.
+pub fn device_audit(file: &Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(file)?;
+    if file.file_name().is_some_and(|n| n == "tests.rs") {
+        return Ok(Vec::new());
+    }
+    let body = match text.find("#[cfg(test)]\nmod tests") {
+        Some(cut) => &text[..cut],
+        None => &text,
+    };
+    let lines: Vec<&str> = body.lines().collect();
+    let mut found = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let code = line.trim_start();
+        if code.starts_with("//") {
+            continue;
+        }
+        for c in CONSTRUCTORS {
+            let Some(at) = line.find(c) else { continue };
+            // The statement: from the constructor to its `;` (at most four lines), plus the
+            // comment lines just above it.
+            let mut stmt = line[at..].to_string();
+            for next in lines.iter().skip(i + 1).take(3) {
+                if stmt.contains(';') {
+                    break;
+                }
+                stmt.push_str(next);
+            }
+            let stmt = stmt.split(';').next().unwrap_or_default();
+            let above = lines[..i].iter().rev().take_while(|l| l.trim_start().starts_with("//"));
+            let says_cpu = line.contains("// cpu:") || above.into_iter().any(|l| l.contains("// cpu:"));
+            let named =
+                ["device", "Device::", ".to_device(", "opts", "options", "_like("].iter().any(|k| stmt.contains(k));
+            if !named && !says_cpu {
+                found.push(format!("{}:{}: {}", file.display(), i + 1, code));
+            }
+        }
+    }
+    Ok(found)
+}
+
 /// Runs the checks over the workspace; the error lists every problem.
 pub fn run(root: &Path) -> Result<()> {
     let mut problems = Vec::new();
@@ -199,6 +260,15 @@ pub fn run(root: &Path) -> Result<()> {
             if src.is_dir() {
                 for cycle in import_cycles(&src)? {
                     problems.push(format!("{}: import cycle {}", krate.display(), cycle.join(" -> ")));
+                }
+                if dir == "crates" {
+                    let mut files = Vec::new();
+                    collect_rs(&src, &mut files)?;
+                    for file in files {
+                        for hit in device_audit(&file)? {
+                            problems.push(format!("{hit} (a tensor without a device; add one or `// cpu: why`)"));
+                        }
+                    }
                 }
             }
         }
@@ -251,6 +321,23 @@ mod tests {
         assert_eq!(cycles, vec![vec!["a".to_string(), "b".to_string()]], "a child using its parent is no cycle");
         write(&tmp, "b.rs", "pub struct Thing;\n");
         assert!(import_cycles(&tmp).unwrap().is_empty());
+        std::fs::remove_dir_all(&tmp).unwrap();
+    }
+
+    #[test]
+    fn the_device_audit_flags_tensors_without_a_device_outside_tests() {
+        let tmp = std::env::temp_dir().join(format!("moram-audit-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        let text = "fn f(x: &Tensor) {\n    let a = Tensor::zeros([2], (Kind::Float, x.device()));\n    \
+                    let b = Tensor::from_slice(&[1i64, 2]);\n    let c = Tensor::from_slice(&[1i64])\n        \
+                    .to_device(x.device());\n    // cpu: a host-side index\n    let d = Tensor::arange(3, \
+                    (Kind::Int64, Device::Cpu));\n    let e = Tensor::ones([2], opts); // cpu: ok\n}\n\
+                    #[cfg(test)]\nmod tests {\n    fn g() { let z = Tensor::zeros([1], (Kind::Float, \
+                    Device::Cpu)); let y = Tensor::from_slice(&[1]); }\n}\n";
+        write(&tmp, "a.rs", text);
+        let found = device_audit(&tmp.join("a.rs")).unwrap();
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].ends_with("a.rs:3: let b = Tensor::from_slice(&[1i64, 2]);"), "{found:?}");
         std::fs::remove_dir_all(&tmp).unwrap();
     }
 

@@ -11,6 +11,7 @@ mod checks;
 mod cuda;
 mod fixtures;
 mod fuzz;
+mod gpu_check;
 mod paths;
 mod python;
 mod setup;
@@ -66,6 +67,10 @@ enum Command {
     /// default the README's: four formats of the BBC topic question on SmolLM2 (`--max-minutes`
     /// bounds it; the same command continues it).
     Study(study::StudyArgs),
+    /// CPU against a device in one command: layer, SmolLM2 and training parity, step and
+    /// generation speed, peak memory, an all-reduce (`--device cuda` writes
+    /// `benchmarks/results/gpu-check.{json,md}`; `--device cpu` is the script checking itself).
+    GpuCheck(gpu_check::GpuCheckArgs),
     /// `cargo fmt --check`, `cargo clippy --all-targets -- -D warnings`, no import cycle between a
     /// crate's modules, and every relative link of the README and `docs/` valid.
     Lint,
@@ -105,6 +110,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Test { cuda: true, args } => cuda::test(&args),
+        Command::GpuCheck(args) => gpu_check::run(&args),
         Command::Test { cuda: false, args } => {
             let libtorch = setup::ensure_libtorch()?;
             setup::install_assets()?;
@@ -125,7 +131,13 @@ fn run(cli: Cli) -> Result<()> {
             // `moram serve` is checked with the official openai client.
             let clients = python::venv_with(&paths::cache_dir()?.join("venv-clients"), &python::CLIENT_REQUIREMENTS)?;
             cmd.env(python::CLIENT_PYTHON_ENV, clients);
-            paths::run_checked(&mut cmd)
+            paths::run_checked(&mut cmd)?;
+            // The GPU check's script on the CPU, so that it cannot rot without a GPU (the whole
+            // suite only: extra arguments select tests).
+            if args.is_empty() {
+                gpu_check::run(&gpu_check::GpuCheckArgs::cpu())?;
+            }
+            Ok(())
         }
         Command::Demo { args } => {
             setup::ensure_libtorch()?;

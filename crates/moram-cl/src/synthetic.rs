@@ -367,6 +367,7 @@ pub fn write_tiny_clip(dir: &Path, seed: i64) -> Result<()> {
                 let t = if norm && k.ends_with(".weight") {
                     Tensor::ones(shape.as_slice(), opts)
                 } else if k == "logit_scale" {
+                    // cpu: a checkpoint written to a file.
                     Tensor::from(2.6592f32)
                 } else {
                     let fan_in = shape.last().copied().unwrap_or(1).max(1) as f64;

@@ -506,6 +506,7 @@ fn run(cli: Cli) -> Result<()> {
             println!("moram {}", env!("CARGO_PKG_VERSION"));
             println!("libtorch threads: {}", tch::get_num_threads());
             println!("cuda available: {} ({} device(s))", tch::Cuda::is_available(), tch::Cuda::device_count());
+            // cpu: the check is of the CPU.
             let probe = tch::Tensor::from_slice(&[1.0f32, 2.0, 3.0]).sum(tch::Kind::Float).double_value(&[]);
             println!("cpu tensor check: sum(1, 2, 3) = {probe}");
             Ok(())

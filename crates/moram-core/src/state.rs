@@ -147,6 +147,7 @@ pub fn save_adapter_with_gate<'a>(
             let widths: Vec<u32> = thresholds.iter().map(|(w, _)| *w as u32).collect();
             let values: Vec<f32> = thresholds.iter().map(|(_, t)| *t as f32).collect();
             put("novelty_width", i64_bytes(&widths))?;
+            // cpu: serialised as bytes.
             put("novelty_threshold", f32_bytes(&Tensor::from_slice(&values))?)?;
         }
         tasks.extend(bank.atom_task().iter().copied());

@@ -162,6 +162,7 @@ impl ClipLearner {
                 maps.push(if cols.is_empty() {
                     vec![0.0; (grid * grid) as usize]
                 } else {
+                    // cpu: the captured weights were moved to the CPU above.
                     let idx = Tensor::from_slice(&cols);
                     Vec::<f64>::try_from(w.index_select(1, &idx).sum_dim_intlist(
                         [1i64].as_slice(),

@@ -230,10 +230,27 @@ pub fn pooled_features(hidden: &Tensor, select: &Tensor) -> Tensor {
 mod tests {
     use super::*;
 
+    /// `n` points around `centre`, standard normal times `spread`, drawn from `seed` by a local
+    /// generator (splitmix64 and Box-Muller): libtorch's global generator is shared by the tests
+    /// running in parallel threads, so its draws would depend on their interleaving.
     fn cloud(centre: &[f32], n: i64, spread: f64, seed: i64) -> Tensor {
-        tch::manual_seed(seed);
-        let c = Tensor::from_slice(centre).unsqueeze(0);
-        c + Tensor::randn([n, centre.len() as i64], (Kind::Float, Device::Cpu)) * spread
+        let mut state = seed as u64;
+        let mut uniform = move || {
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let d = centre.len();
+        let values: Vec<f32> = (0..n as usize * d)
+            .map(|i| {
+                let (u, v) = (uniform().max(f64::MIN_POSITIVE), uniform());
+                let normal = (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos();
+                (centre[i % d] as f64 + spread * normal) as f32
+            })
+            .collect();
+        Tensor::from_slice(&values).view([n, d as i64])
     }
 
     #[test]

@@ -173,14 +173,6 @@ impl ClipConfig {
         v
     }
 
-    /// Parameters of the base model (both towers, embeddings, projections).
-    pub fn parameter_count(&self) -> i64 {
-        super::loader::expected_keys(self, super::Layout::HuggingFace)
-            .iter()
-            .map(|(_, s)| s.iter().product::<i64>())
-            .sum()
-    }
-
     /// A preset by name: `vit-b16`, `vit-b32`, `vit-l14`.
     pub fn preset(name: &str) -> Result<Self> {
         match name {

@@ -161,6 +161,14 @@ pub fn hf_tensors(c: &ClipConfig) -> Vec<(String, Vec<i64>)> {
     v
 }
 
+impl ClipConfig {
+    /// Parameters of the base model (both towers, embeddings, projections): the shapes of
+    /// [`expected_keys`].
+    pub fn parameter_count(&self) -> i64 {
+        expected_keys(self, Layout::HuggingFace).iter().map(|(_, s)| s.iter().product::<i64>()).sum()
+    }
+}
+
 /// The keys and shapes a checkpoint of `layout` must hold for `config` (deduplicated).
 pub fn expected_keys(config: &ClipConfig, layout: Layout) -> Vec<(String, Vec<i64>)> {
     let mut out: Vec<(String, Vec<i64>)> = Vec::new();

@@ -75,6 +75,7 @@ impl ClipTokenizer {
                 ids[row * n + i] = t;
             }
         }
+        // cpu: token ids; the caller moves them with its images.
         Tensor::from_slice(&ids).view([texts.len() as i64, n as i64])
     }
 }

@@ -161,8 +161,9 @@ impl CausalLm {
         let h = match h.size()[1] == packed.tails.iter().sum::<i64>() {
             true => h,
             false => {
-                let rows = Tensor::from_slice(&packing::tail_rows(&packed.lengths, &packed.tails));
-                h.index_select(1, &rows.to_device(h.device()))
+                let rows =
+                    Tensor::from_slice(&packing::tail_rows(&packed.lengths, &packed.tails)).to_device(h.device());
+                h.index_select(1, &rows)
             }
         };
         let keep = packed.targets.ne(-100).nonzero().squeeze_dim(-1);
