@@ -43,27 +43,10 @@ fn tolerance(kind: Kind) -> f64 {
     }
 }
 
-/// A MoRAM layer of `r_total` atoms in tasks of 16 on `device`, every atom equal to `like`'s
-/// when given (so two devices hold the same layer).
+/// [`crate::layer`] (`r_total` atoms in tasks of 16) on `weight`'s device, every atom equal to
+/// `like`'s when given (so two devices hold the same layer).
 fn layer_on(r_total: i64, weight: &Tensor, bias: &Tensor, like: Option<&MoramLinear>) -> Result<MoramLinear> {
-    let config = MoramConfig {
-        r: 16,
-        top_k: 16,
-        temperature: 0.01,
-        threshold: 0.2,
-        value_path: ValuePath::Auto,
-        ..MoramConfig::default()
-    };
-    let mut layer = MoramLinear::new(weight, Some(bias), &config)?;
-    for task in 0..(r_total / 16) as u32 {
-        layer.bank_mut().begin_task(task)?;
-        let _guard = tch::no_grad_guard();
-        for (name, mut t) in layer.bank().named_trainable_tensors() {
-            if name == "values" {
-                t.copy_(&(t.randn_like() * 0.02));
-            }
-        }
-    }
+    let layer = crate::layer(r_total, ValuePath::Auto, weight, bias)?;
     if let Some(like) = like {
         let _guard = tch::no_grad_guard();
         let all = |l: &MoramLinear| {

@@ -22,6 +22,11 @@ struct Spec {
     classes: usize,
 }
 
+/// The ten X-TAIL dataset keys, in the official code's order 1.
+pub fn xtail_keys() -> impl Iterator<Item = &'static str> {
+    SPECS.iter().map(|s| s.key)
+}
+
 /// Classes of X-TAIL dataset `key` (protocol: 1,100 over the ten), `None` for another name; what
 /// the memory plan encodes per step before any data is read.
 pub fn xtail_classes(key: &str) -> Option<usize> {

@@ -118,19 +118,7 @@ fn parts_follow_the_method_and_the_setting() {
 /// task's prompts (SUN397's 397) with gradient.
 #[test]
 fn an_xtail_plan_encodes_the_largest_tasks_prompts() {
-    let keys = [
-        "aircraft",
-        "caltech101",
-        "dtd",
-        "eurosat",
-        "oxford_flowers",
-        "food101",
-        "mnist",
-        "oxford_pets",
-        "stanford_cars",
-        "sun397",
-    ];
-    let total: usize = keys.iter().map(|k| crate::data::xtail::xtail_classes(k).unwrap()).sum();
+    let total: usize = crate::data::xtail::xtail_keys().map(|k| crate::data::xtail::xtail_classes(k).unwrap()).sum();
     assert_eq!(total, 1100);
     let text = std::fs::read_to_string(repo("configs/xtail/order1-paper.toml")).unwrap();
     let cfg: RunConfig = toml::from_str(&text).unwrap();
