@@ -37,17 +37,26 @@ fn module_graph(src: &Path) -> Result<BTreeMap<String, BTreeSet<String>>> {
             while let Some(i) = rest.find(prefix) {
                 rest = &rest[i + prefix.len()..];
                 let path: String = rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':').collect();
-                let mut target = base.clone();
-                // The longest known module the path names.
-                for part in path.split("::").filter(|p| !p.is_empty()) {
-                    let next = if target.is_empty() { part.to_string() } else { format!("{target}::{part}") };
-                    if names.contains(&next) {
-                        target = next;
-                    } else {
-                        break;
+                // `crate::{a, b::c}` (possibly after a path): every path of the group, from the
+                // path before it.
+                let group = rest[path.len()..].strip_prefix('{').map(|g| g.split('}').next().unwrap_or(""));
+                let paths: Vec<String> = match group {
+                    Some(g) => g.split(',').map(|p| format!("{path}{}", p.trim())).collect(),
+                    None => vec![path],
+                };
+                for path in paths {
+                    let mut target = base.clone();
+                    // The longest known module the path names.
+                    for part in path.split("::").filter(|p| !p.is_empty()) {
+                        let next = if target.is_empty() { part.to_string() } else { format!("{target}::{part}") };
+                        if names.contains(&next) {
+                            target = next;
+                        } else {
+                            break;
+                        }
                     }
+                    uses.insert(target);
                 }
-                uses.insert(target);
             }
         }
         graph.insert(module.clone(), uses);
@@ -321,6 +330,10 @@ mod tests {
         assert_eq!(cycles, vec![vec!["a".to_string(), "b".to_string()]], "a child using its parent is no cycle");
         write(&tmp, "b.rs", "pub struct Thing;\n");
         assert!(import_cycles(&tmp).unwrap().is_empty());
+        // A grouped import names every module of its group.
+        write(&tmp, "b.rs", "use crate::{c, a};\n");
+        assert_eq!(import_cycles(&tmp).unwrap(), vec![vec!["a".to_string(), "b".to_string()]]);
+        write(&tmp, "b.rs", "pub struct Thing;\n");
         std::fs::remove_dir_all(&tmp).unwrap();
     }
 

@@ -156,8 +156,9 @@ impl CudaEnv {
 }
 
 /// Builds and runs the workspace's tests against `.libtorch-cuda/` (see the module text); `args`
-/// go to `cargo test` as for `cargo xtask test`.
-pub fn test(args: &[String]) -> Result<()> {
+/// go to `cargo test` as for `cargo xtask test`. Returns the environment, for the GPU check's
+/// binary after the tests.
+pub fn test(args: &[String]) -> Result<CudaEnv> {
     let env = CudaEnv::prepare()?;
     setup::install_assets()?;
     let runtime = &env.runtime;
@@ -182,5 +183,6 @@ pub fn test(args: &[String]) -> Result<()> {
     cmd.env(moram_assets::REQUIRE_ASSETS, "1");
     let clients = python::venv_with(&paths::cache_dir()?.join("venv-clients"), &python::CLIENT_REQUIREMENTS)?;
     cmd.env(python::CLIENT_PYTHON_ENV, clients);
-    paths::run_checked(&mut cmd)
+    paths::run_checked(&mut cmd)?;
+    Ok(env)
 }

@@ -7,11 +7,12 @@
 //! - `--device cuda` builds `moram-bench` against the CUDA libtorch with NCCL (as `cargo xtask
 //!   test --cuda` builds `moram`) unless `--bin` names a carried build, runs it on device 0 and
 //!   writes `benchmarks/results/gpu-check.{json,md}`. `--build-only` stops after the build and
-//!   prints the command to run on a GPU machine without Rust.
+//!   prints the command to run on a GPU machine without Rust. `cargo xtask test --cuda` runs that
+//!   binary with `--device cpu` here, so the build a GPU machine gets is known to run the script.
 
 use crate::{cuda, paths, setup};
 use anyhow::{Context, Result};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// `cargo xtask gpu-check` arguments.
@@ -48,7 +49,7 @@ pub fn run(args: &GpuCheckArgs) -> Result<()> {
     setup::install_demo_assets()?;
     let gguf = setup::assets_dir()?.join(moram_assets::SMOLLM2.file);
     let cpu = args.device == "cpu";
-    let mut cmd = if cpu {
+    let cmd = if cpu {
         let libtorch = setup::ensure_libtorch()?;
         let bin = match &args.bin {
             Some(bin) => bin.clone(),
@@ -89,12 +90,31 @@ pub fn run(args: &GpuCheckArgs) -> Result<()> {
             root.join("benchmarks").join("results")
         }
     });
+    run_bench(cmd, &args.device, args.steps, &gguf, &out)
+}
+
+/// Runs `bench` (a `moram-bench` command with its library path set) as `gpu-check` on `device`
+/// (`cpu` or `cuda`) with `steps` training steps (defaults as [`GpuCheckArgs::steps`]), SmolLM2
+/// from `gguf`, the report into `out`.
+pub fn run_bench(mut bench: Command, device: &str, steps: Option<usize>, gguf: &Path, out: &Path) -> Result<()> {
+    let cpu = device == "cpu";
     let threads = if cpu { "2" } else { "8" };
-    let steps = args.steps.unwrap_or(if cpu { 2 } else { 20 }).to_string();
-    cmd.args(["--threads", threads, "gpu-check", "--device", &args.device, "--steps", &steps])
+    let steps = steps.unwrap_or(if cpu { 2 } else { 20 }).to_string();
+    bench
+        .args(["--threads", threads, "gpu-check", "--device", device, "--steps", &steps])
         .arg("--gguf")
-        .arg(&gguf)
+        .arg(gguf)
         .arg("--out")
-        .arg(&out);
-    paths::run_checked(&mut cmd).context("moram-bench gpu-check")
+        .arg(out);
+    paths::run_checked(&mut bench).context("moram-bench gpu-check")
+}
+
+/// After `cargo xtask test --cuda`: the GPU check's binary (NCCL included), as a GPU machine gets
+/// it, runs the script on this CPU.
+pub fn cuda_build_on_cpu(env: &cuda::CudaEnv) -> Result<()> {
+    let bench = env.build("moram-bench", &["nccl"], "moram-bench")?;
+    let mut run = Command::new(bench);
+    env.configure(&mut run);
+    let gguf = setup::assets_dir()?.join(moram_assets::SMOLLM2.file);
+    run_bench(run, "cpu", None, &gguf, &env.target.join("gpu-check"))
 }

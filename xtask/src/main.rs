@@ -109,7 +109,13 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Test { cuda: true, args } => cuda::test(&args),
+        Command::Test { cuda: true, args } => {
+            let env = cuda::test(&args)?;
+            if args.is_empty() {
+                gpu_check::cuda_build_on_cpu(&env)?;
+            }
+            Ok(())
+        }
         Command::GpuCheck(args) => gpu_check::run(&args),
         Command::Test { cuda: false, args } => {
             let libtorch = setup::ensure_libtorch()?;
