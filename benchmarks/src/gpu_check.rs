@@ -18,9 +18,8 @@ use crate::train::{eval_batch, peak_rss_mb, train_batch};
 use anyhow::{bail, Context, Result};
 use moram_cl::config::{OptimizerConfig, OptimizerKind, ScheduleKind};
 use moram_cl::optim::Adam;
-use moram_core::{MoramConfig, MoramLinear, Profile, ValuePath};
+use moram_core::{MoramLinear, ValuePath};
 use moram_models::llm::{CausalLm, GenerationConfig, GgufFile, KvCache};
-use moram_models::TargetSpec;
 use serde_json::{json, Value};
 use std::path::Path;
 use std::time::Instant;
@@ -96,16 +95,10 @@ fn layer_parity(device: Device) -> Result<Vec<Value>> {
     Ok(rows)
 }
 
-/// The model of checks 2-4: SmolLM2 with r = 8 atoms (one task) on every linear of the last 8
-/// blocks, in `kind`, on `device`, its atoms equal to `like`'s when given.
+/// The model of checks 2-4 ([`crate::train::model_on`]: SmolLM2 with r = 8 atoms on the last 8
+/// blocks) in `kind` on `device`, its atoms equal to `like`'s when given.
 fn model_on(gguf: &GgufFile, kind: Kind, device: Device, like: Option<&CausalLm>) -> Result<CausalLm> {
-    let mut model = CausalLm::from_gguf(gguf, kind, device)?;
-    let n = model.config().num_hidden_layers as usize;
-    let spec =
-        TargetSpec { encoders: vec!["all".into()], modules: vec!["all".into()], layers: Some((n - 8..n).collect()) };
-    let config = MoramConfig { r: 8, top_k: 8, dropout: 0.0, ..Profile::TracePaper.config() };
-    model.inject(&spec, &config)?;
-    model.begin_task(0)?;
+    let model = crate::train::model_on(gguf, kind, device)?;
     if let Some(like) = like {
         let _guard = tch::no_grad_guard();
         for (mut mine, theirs) in model.trainable_tensors().into_iter().zip(like.trainable_tensors()) {

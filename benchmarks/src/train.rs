@@ -52,8 +52,13 @@ pub fn eval_batch(kind: &str) -> Result<(Vec<Vec<i64>>, usize)> {
 
 /// The model with one task of atoms on the last 8 blocks; base weights in `base`.
 fn model(gguf: &std::path::Path, base: Kind) -> Result<CausalLm> {
-    let file = GgufFile::open(gguf)?;
-    let mut model = CausalLm::from_gguf(&file, base, Device::Cpu)?;
+    model_on(&GgufFile::open(gguf)?, base, Device::Cpu)
+}
+
+/// [`model`] from an open GGUF file on `device`: r = 8 atoms (the demo's layer settings, seeded)
+/// on every linear of the last 8 blocks, task 0 begun.
+pub fn model_on(file: &GgufFile, base: Kind, device: Device) -> Result<CausalLm> {
+    let mut model = CausalLm::from_gguf(file, base, device)?;
     let n = model.config().num_hidden_layers as usize;
     let spec =
         TargetSpec { encoders: vec!["all".into()], modules: vec!["all".into()], layers: Some((n - 8..n).collect()) };

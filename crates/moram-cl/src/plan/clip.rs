@@ -1,7 +1,7 @@
 //! The memory plan of a CLIP run (X-TAIL): a step encodes the batch's images and every class
 //! prompt of the current task, both with gradient (`learners/clip.rs`).
 
-use super::{atom_parts, elt, MemoryPlan, Part, Phase, PlanDevice, PlanOptions};
+use super::{atom_parts, atoms_per_layer, elt, model_parts, MemoryPlan, Part, Phase, PlanDevice, PlanOptions};
 use crate::config::{DataFormat, RunConfig};
 use crate::data::xtail::xtail_classes;
 use crate::error::{Error, Result};
@@ -79,18 +79,10 @@ impl ClipPlanInput {
     pub fn plan(&self) -> Result<MemoryPlan> {
         let c = &self.config;
         let mut parts = Vec::new();
-        parts.push(super::llm::runtime(self.device));
-        let params = c.parameter_count() as f64;
-        parts.push(Part {
-            name: "base weights".into(),
-            phase: Phase::Always,
-            bytes: params * elt(self.base),
-            note: format!("{:.1} M parameters, {:?}", params / 1e6, self.base),
-        });
+        model_parts(&mut parts, self.device, c.parameter_count() as f64, self.base);
         let r = self.layer.r as f64;
         let width: f64 = self.sites.iter().map(|(_, i, o)| (i + o) as f64).sum();
-        let grows = self.layer.routing.grows();
-        let atoms = if grows { self.layer.r * self.tasks } else { self.layer.r } as f64;
+        let atoms = atoms_per_layer(&self.layer, self.tasks) as f64;
         atom_parts(&mut parts, r * width, (atoms - r) * width, 0, &self.method_name);
 
         let v = &c.vision;

@@ -1,6 +1,6 @@
 //! The memory plan of a decoder-LLM run (TRACE-style instruction tasks).
 
-use super::{atom_parts, elt, MemoryPlan, Part, Phase, PlanDevice, PlanOptions};
+use super::{atom_parts, atoms_per_layer, elt, model_parts, MemoryPlan, Part, Phase, PlanDevice, PlanOptions};
 use crate::config::{PromptBudget, RunConfig};
 use crate::error::{Error, Result};
 use crate::learners::llm::FROZEN_PREFIX_BUDGET;
@@ -132,15 +132,6 @@ impl LlmPlanInput {
         })
     }
 
-    /// Atoms a layer holds after the last task (all scored by every token).
-    fn atoms_per_site(&self) -> usize {
-        if self.layer.routing.grows() {
-            self.layer.r * self.tasks
-        } else {
-            self.layer.r
-        }
-    }
-
     /// The plan.
     pub fn plan(&self) -> Result<MemoryPlan> {
         if self.sites.is_empty() {
@@ -148,14 +139,7 @@ impl LlmPlanInput {
         }
         let c = &self.config;
         let mut parts = Vec::new();
-        parts.push(runtime(self.device));
-        let params = c.parameter_count() as f64;
-        parts.push(Part {
-            name: "base weights".into(),
-            phase: Phase::Always,
-            bytes: params * elt(self.base),
-            note: format!("{:.3} B parameters, {:?}", params / 1e9, self.base),
-        });
+        model_parts(&mut parts, self.device, c.parameter_count() as f64, self.base);
         if let Some(file) = self.gguf_bytes {
             // Each tensor is dequantised to f32 before it takes the base dtype: the largest one
             // (the embedding) is briefly held twice.
@@ -169,11 +153,11 @@ impl LlmPlanInput {
             });
         }
 
-        // Atoms: every site holds `atoms_per_site` keys and values; the current task's are trained.
+        // Atoms: every site holds `atoms_per_layer` keys and values; the current task's are trained.
         let r = self.layer.r as f64;
         let width: f64 = self.sites.iter().map(|(_, i, o)| (i + o) as f64).sum();
         let trainable = r * width;
-        let frozen = (self.atoms_per_site() as f64 - r) * width;
+        let frozen = (atoms_per_layer(&self.layer, self.tasks) as f64 - r) * width;
         atom_parts(&mut parts, trainable, frozen, self.method.trainable_copies, &self.method_name);
         if self.method.per_task_copies > 0 {
             parts.push(Part {
@@ -184,7 +168,7 @@ impl LlmPlanInput {
             });
         }
         self.variant_parts(&mut parts);
-        self.train_parts(&mut parts);
+        self.train_parts(&mut parts, trainable);
         self.eval_parts(&mut parts);
         Ok(MemoryPlan {
             title: format!("{:?} ({}, r {} x {} tasks)", c.arch, self.method_name, self.layer.r, self.tasks),
@@ -226,7 +210,7 @@ impl LlmPlanInput {
     /// A training step: the saved activations of every block from the first adapted one on (the
     /// blocks before it run without autograd; the last block computes only the labelled tail),
     /// the atoms' scores, the LM head on the labelled positions, and the frozen-prefix cache.
-    fn train_parts(&self, parts: &mut Vec<Part>) {
+    fn train_parts(&self, parts: &mut Vec<Part>, trainable: f64) {
         let c = &self.config;
         let n = c.num_hidden_layers as usize;
         let first = self.sites.iter().map(|s| s.0).min().unwrap_or(0);
@@ -236,7 +220,7 @@ impl LlmPlanInput {
         let block = c.saved_elements_per_token() as f64 * act;
         // Per site and token: the scores of every atom (z, s, the masked scores, the weights and
         // w * z), the input cast to f32 for the f32 atoms, and the dropped-out input.
-        let atoms = self.atoms_per_site() as f64;
+        let atoms = atoms_per_layer(&self.layer, self.tasks) as f64;
         let site_bytes = |d_in: i64| {
             let cast = if self.base == Kind::Float { 0.0 } else { 4.0 * d_in as f64 };
             let dropout = if self.layer.dropout > 0.0 { (act + 1.0) * d_in as f64 } else { 0.0 };
@@ -288,7 +272,7 @@ impl LlmPlanInput {
             parts.push(Part {
                 name: "gradient all-reduce".into(),
                 phase: Phase::Train,
-                bytes: 4.0 * self.layer.r as f64 * self.sites.iter().map(|(_, i, o)| (i + o) as f64).sum::<f64>(),
+                bytes: 4.0 * trainable,
                 note: "one flat f32 buffer of the trainable atoms' gradients".into(),
             });
         }

@@ -202,6 +202,27 @@ fn elt(kind: tch::Kind) -> f64 {
     kind.elt_size_in_bytes() as f64
 }
 
+/// Atoms one adapted layer holds after `tasks` tasks (all scored by every token): `r` per task
+/// for methods that grow, `r` in all for one shared LoRA.
+fn atoms_per_layer(layer: &moram_core::MoramConfig, tasks: usize) -> usize {
+    if layer.routing.grows() {
+        layer.r * tasks
+    } else {
+        layer.r
+    }
+}
+
+/// The parts every plan starts with: the process's runtime and `params` base weights in `base`.
+fn model_parts(parts: &mut Vec<Part>, device: PlanDevice, params: f64, base: tch::Kind) {
+    parts.push(llm::runtime(device));
+    parts.push(Part {
+        name: "base weights".into(),
+        phase: Phase::Always,
+        bytes: params * elt(base),
+        note: format!("{:.1} M parameters, {base:?}", params / 1e6),
+    });
+}
+
 /// What every method keeps of its trainable atoms: f32 values, gradients and Adam's two moments,
 /// plus the method's own copies (EWC's Fisher and anchor). `trainable` and `frozen` in elements.
 fn atom_parts(parts: &mut Vec<Part>, trainable: f64, frozen: f64, copies: usize, method: &str) {
